@@ -1,0 +1,1 @@
+//! wstund: a single-threaded, mio-based WebSocket tunnel daemon.

@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(wstund::cli::main(std::env::args().collect()));
+}
