@@ -1,1 +1,24 @@
 //! wstund: a single-threaded, mio-based WebSocket tunnel daemon.
+//!
+//! Layout, from the wire inwards: `listener` accepts, `server` runs the loop, `conn`
+//! holds one connection's state machine (`handshake` for the opening, `tunnel` for the
+//! open phase), `inbound`/`outbound` move payload through one bounded buffer per
+//! direction, `ws` and `http` are the pure protocol code, `conf` the configuration.
+
+pub mod backend;
+pub mod buffer;
+pub mod cli;
+pub mod client;
+pub mod conf;
+pub mod conn;
+pub mod handshake;
+pub mod http;
+pub mod inbound;
+pub mod listener;
+pub mod logging;
+pub mod outbound;
+pub mod server;
+pub mod signals;
+pub mod token;
+pub mod tunnel;
+pub mod ws;

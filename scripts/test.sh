@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# wstund's test command: sets up everything the suite needs on a fresh Debian machine with
+# Rust installed, then runs the whole suite (`cargo test --all-targets`).
+#
+#   scripts/test.sh [extra cargo test args]      e.g. scripts/test.sh -- --nocapture
+#
+# Set-up (each step skipped when already done, so a second run starts testing at once):
+#   - Debian packages, when root and missing: python3-venv (for the venv), lighttpd (its
+#     shipped confs are the conf-parser corpus; its service is kept stopped).
+#   - .venv/ with the pinned Python `websockets` (the non-Rust client in tests/py/).
+#   - tests/data/lighttpd/: copies of /etc/lighttpd/lighttpd.conf and conf-available/*.conf.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+ROOT="$(pwd)"
+
+WEBSOCKETS_VERSION="15.0.1"
+VENV="$ROOT/.venv"
+CORPUS="$ROOT/tests/data/lighttpd"
+
+say() { printf 'test.sh: %s\n' "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+APT_UPDATED=0
+apt_install() {
+    if ! is_root || ! command -v apt-get >/dev/null 2>&1; then
+        say "cannot install $* (not root or no apt-get); continuing without"
+        return 1
+    fi
+    if [ "$APT_UPDATED" = 0 ]; then
+        say "apt-get update"
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
+        APT_UPDATED=1
+    fi
+    say "installing Debian packages: $*"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# --- cargo -----------------------------------------------------------------------------
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://rustup.rs) first"
+
+# --- lighttpd conf corpus ---------------------------------------------------------------
+# Installing lighttpd must not leave a web server running on port 80: a policy-rc.d that
+# forbids service starts covers the install, and we stop it if it started anyway.
+install_lighttpd() {
+    local policy=/usr/sbin/policy-rc.d made_policy=0
+    if is_root && [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' >"$policy"
+        chmod 755 "$policy"
+        made_policy=1
+    fi
+    local rc=0
+    apt_install lighttpd || rc=$?
+    if [ "$made_policy" = 1 ]; then rm -f "$policy"; fi
+    if [ "$rc" = 0 ]; then
+        if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+            systemctl disable --now lighttpd >/dev/null 2>&1 || true
+        elif [ -x /etc/init.d/lighttpd ]; then
+            /etc/init.d/lighttpd stop >/dev/null 2>&1 || true
+        fi
+    fi
+    return "$rc"
+}
+
+if [ ! -f /etc/lighttpd/lighttpd.conf ]; then
+    install_lighttpd || say "lighttpd not installed: the lighttpd conf corpus test will not be required"
+fi
+if [ -f /etc/lighttpd/lighttpd.conf ]; then
+    mkdir -p "$CORPUS"
+    cp -f /etc/lighttpd/lighttpd.conf "$CORPUS/"
+    if compgen -G "/etc/lighttpd/conf-available/*.conf" >/dev/null; then
+        cp -f /etc/lighttpd/conf-available/*.conf "$CORPUS/"
+    fi
+    export WSTUND_REQUIRE_LIGHTTPD_CORPUS=1
+    say "lighttpd conf corpus: $(ls "$CORPUS" | wc -l) files in tests/data/lighttpd"
+fi
+
+# --- Python venv with websockets ---------------------------------------------------------
+venv_ok() {
+    [ -x "$VENV/bin/python" ] &&
+        "$VENV/bin/python" -c "import sys, websockets; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" \
+            >/dev/null 2>&1
+}
+
+make_venv() {
+    local py
+    for py in python3 /usr/bin/python3; do
+        command -v "$py" >/dev/null 2>&1 || continue
+        rm -rf "$VENV"
+        if "$py" -m venv "$VENV" >/dev/null 2>&1; then
+            return 0
+        fi
+    done
+    return 1
+}
+
+if ! venv_ok; then
+    if [ ! -x "$VENV/bin/python" ] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+        say "creating .venv"
+        if ! make_venv; then
+            # Debian's python3 needs python3-venv (ensurepip) for `python3 -m venv`.
+            apt_install python3 python3-venv || true
+            make_venv || die "could not create $VENV with python3 -m venv"
+        fi
+    fi
+    say "installing websockets==$WEBSOCKETS_VERSION into .venv"
+    "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
+        "websockets==$WEBSOCKETS_VERSION" || die "pip install websockets==$WEBSOCKETS_VERSION failed"
+    venv_ok || die "websockets $WEBSOCKETS_VERSION not importable from $VENV"
+fi
+export WSTUND_PYTHON="$VENV/bin/python"
+
+# --- the suite ---------------------------------------------------------------------------
+say "running cargo test --all-targets $*"
+exec cargo test --all-targets "$@"

@@ -1,0 +1,466 @@
+//! The declared table of every directive wstund understands, plus the names it
+//! knowingly ignores.
+//!
+//! Each row names the directive, its type, range, unit, default (exactly as
+//! `wstund -p` prints it) and a one-line doc; the macro below turns the rows
+//! into a field enum and the setter/copier/printer that the evaluator, the
+//! per-request resolver and the printer share, so a directive cannot be
+//! declared without being wired up.
+
+use super::convert::ConfType;
+use super::error::Diag;
+use super::model::{ServerSettings, WsSettings};
+use super::value::Val;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Unit {
+    None,
+    Seconds,
+    Millis,
+    /// Plain integers, or strings with a `k`/`m`/`g` suffix (powers of 1024).
+    Bytes,
+}
+
+impl Unit {
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::None => "",
+            Unit::Seconds => "seconds",
+            Unit::Millis => "milliseconds",
+            Unit::Bytes => "bytes",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Server(ServerField),
+    Ws(WsField),
+    /// An option inside a `wstunnel.server` backend hash.
+    Backend,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Directive {
+    pub name: &'static str,
+    /// Human-readable type, used in the man page and in type errors.
+    pub ty: &'static str,
+    pub min: i64,
+    pub max: i64,
+    /// For enumerations (and integer lists): the accepted values.
+    pub allowed: &'static [&'static str],
+    /// The default as `wstund -p` prints it; `(unset)`-style text when absent.
+    pub default: &'static str,
+    pub unit: Unit,
+    pub doc: &'static str,
+    pub target: Target,
+}
+
+const U31: i64 = i64::MAX >> 32; // 2^31 - 1: what lighttpd's int options hold.
+const SIZE_MAX: i64 = i64::MAX;
+
+macro_rules! field_table {
+    ($enum:ident, $settings:ty, $table:ident, $target:ident, $set:ident, $copy:ident, $show:ident;
+     $( $variant:ident . $field:ident = $name:literal : $ty:literal [$min:expr, $max:expr] [$($allowed:literal),*]
+        default $default:literal unit $unit:ident ; $doc:literal )* ) => {
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $enum { $($variant),* }
+
+        pub const $table: &[Directive] = &[ $( Directive {
+            name: $name, ty: $ty, min: $min, max: $max, allowed: &[$($allowed),*],
+            default: $default, unit: Unit::$unit, doc: $doc, target: Target::$target($enum::$variant),
+        } ),* ];
+
+        /// Converts `v` as directive `d` and stores it in the field.
+        pub(crate) fn $set(s: &mut $settings, f: $enum, v: &Val, d: &Directive) -> Result<(), Diag> {
+            match f { $( $enum::$variant => s.$field = ConfType::from_val(v, d)?, )* }
+            Ok(())
+        }
+
+        /// Copies one field; how conditional blocks are merged per request.
+        #[allow(dead_code)]
+        pub(crate) fn $copy(dst: &mut $settings, src: &$settings, f: $enum) {
+            match f { $( $enum::$variant => dst.$field = src.$field.clone(), )* }
+        }
+
+        /// The field's value in configuration syntax; `None` when unset.
+        pub(crate) fn $show(s: &$settings, f: $enum, d: &Directive) -> Option<String> {
+            match f { $( $enum::$variant => ConfType::to_conf(&s.$field, d), )* }
+        }
+    };
+}
+
+field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_server, copy_server, show_server;
+    Bind.bind = "server.bind" : "string" [0, 0] [] default "\"0.0.0.0\"" unit None;
+        "IP address, host name, or absolute path of a unix-domain socket to listen on."
+    Port.port = "server.port" : "integer" [0, 65535] [] default "80" unit None;
+        "TCP port to listen on; 0 lets the kernel pick a free port."
+    MaxReadIdle.max_read_idle = "server.max-read-idle" : "integer" [1, U31] [] default "60" unit Seconds;
+        "How long a client may stay silent while its HTTP upgrade request is incomplete."
+    MaxWriteIdle.max_write_idle = "server.max-write-idle" : "integer" [1, U31] [] default "360" unit Seconds;
+        "How long a write to a client may stall before the connection is dropped."
+    MaxConnections.max_connections = "server.max-connections" : "integer" [1, U31] [] default "1365" unit None;
+        "Maximum number of simultaneous client connections; further accepts wait."
+    MaxFds.max_fds = "server.max-fds" : "integer" [1, U31] [] default "(unset: keep the inherited limit)" unit None;
+        "File descriptor limit (RLIMIT_NOFILE) to set at startup."
+    MaxWorker.max_worker = "server.max-worker" : "integer" [0, 1024] [] default "0" unit None;
+        "Number of worker processes sharing the listeners; 0 runs a single process."
+    ListenBacklog.listen_backlog = "server.listen-backlog" : "integer" [1, U31] [] default "1024" unit None;
+        "listen(2) backlog of the listening sockets."
+    Errorlog.errorlog = "server.errorlog" : "string (path)" [0, 0] [] default "(unset: standard error)" unit None;
+        "File the error log is written to."
+    ErrorlogUseSyslog.errorlog_use_syslog = "server.errorlog-use-syslog" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Send the error log to syslog instead of a file."
+    PidFile.pid_file = "server.pid-file" : "string (path)" [0, 0] [] default "(unset: no pid file)" unit None;
+        "File the daemon's process id is written to."
+    Username.username = "server.username" : "string" [0, 0] [] default "(unset: keep the current user)" unit None;
+        "User to switch to after the listening sockets are opened."
+    Groupname.groupname = "server.groupname" : "string" [0, 0] [] default "(unset: the user's group)" unit None;
+        "Group to switch to after the listening sockets are opened."
+    Chroot.chroot = "server.chroot" : "string (path)" [0, 0] [] default "(unset: no chroot)" unit None;
+        "Directory to chroot(2) into after startup."
+    Tag.tag = "server.tag" : "string" [0, 0] [] default "\"wstund\"" unit None;
+        "Value of the Server header in HTTP responses; empty sends none."
+    Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Modules to load; wstund implements mod_wstunnel and warns about any other."
+}
+
+field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
+    Server.servers = "wstunnel.server" : "hash of backend lists" [0, 0] [] default "( )" unit None;
+        "Backends per URL-path prefix or extension (see BACKENDS)."
+    Balance.balance = "wstunnel.balance" : "string" [0, 0] ["fair", "least-connection", "round-robin", "hash", "sticky"] default "\"fair\"" unit None;
+        "Load-balancing algorithm across the backends of a route."
+    Debug.debug = "wstunnel.debug" : "integer" [0, 65535] [] default "0" unit None;
+        "Debug level; higher values log more per connection."
+    FrameType.frame_type = "wstunnel.frame-type" : "string" [0, 0] ["text", "binary"] default "\"text\"" unit None;
+        "Frame type used for data sent to the client."
+    MapExtensions.map_extensions = "wstunnel.map-extensions" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Maps further extensions to the route of another extension key."
+    Origins.origins = "wstunnel.origins" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Permitted Origin header values; empty permits any origin and a missing Origin."
+    PingInterval.ping_interval = "wstunnel.ping-interval" : "integer" [0, U31] [] default "0" unit Seconds;
+        "Send a PING frame every this many seconds; 0 sends none."
+    MaxFrameSize.max_frame_size = "wstunnel.max-frame-size" : "integer" [0, SIZE_MAX] [] default "0" unit Bytes;
+        "Largest accepted client frame payload; 0 = unlimited."
+    MaxMessageSize.max_message_size = "wstunnel.max-message-size" : "integer" [0, SIZE_MAX] [] default "0" unit Bytes;
+        "Largest accepted client message; 0 = unlimited, but 1 MiB when messages are buffered."
+    MaxBackendMessageSize.max_backend_message_size = "wstunnel.max-backend-message-size" : "integer" [0, SIZE_MAX] [] default "16777216" unit Bytes;
+        "Largest message accepted from a backend in line or framed mode."
+    AutoFragmentSize.auto_fragment_size = "wstunnel.auto-fragment-size" : "integer" [0, SIZE_MAX] [] default "0" unit Bytes;
+        "Split messages to the client into frames of at most this size; 0 = never split."
+    ValidateUtf8.validate_utf8 = "wstunnel.validate-utf8" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Close with 1007 when a text message from the client is not valid UTF-8."
+    RequireMaskedClientFrames.require_masked_client_frames = "wstunnel.require-masked-client-frames" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Close with 1002 when a client frame is not masked (RFC 6455 requires masking)."
+    ApplyMask.apply_mask = "wstunnel.apply-mask" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Unmask client payloads before passing them on (disable only for testing)."
+    MaskServerFrames.mask_server_frames = "wstunnel.mask-server-frames" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Mask frames sent to the client (not allowed by RFC 6455; for testing)."
+    FailByDrop.fail_by_drop = "wstunnel.fail-by-drop" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "On a protocol error drop the TCP connection instead of sending a close frame."
+    EchoCloseCodereason.echo_close_codereason = "wstunnel.echo-close-codereason" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Answer a client close frame with the client's own code and reason."
+    OpenHandshakeTimeout.open_handshake_timeout = "wstunnel.open-handshake-timeout" : "integer" [0, U31] [] default "10000" unit Millis;
+        "Time allowed from accept to a complete upgrade request; 0 = no limit."
+    CloseHandshakeTimeout.close_handshake_timeout = "wstunnel.close-handshake-timeout" : "integer" [0, U31] [] default "5000" unit Millis;
+        "Time allowed for the peer's close frame after ours; 0 = no limit."
+    TcpNodelay.tcp_nodelay = "wstunnel.tcp-nodelay" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Set TCP_NODELAY on client and backend sockets."
+    PingTimeout.ping_timeout = "wstunnel.ping-timeout" : "integer" [0, U31] [] default "0" unit Seconds;
+        "Close with 1001 when no PONG arrives this long after a PING; 0 = do not wait."
+    PingSize.ping_size = "wstunnel.ping-size" : "integer" [4, 125] [] default "4" unit Bytes;
+        "Payload size of PING frames."
+    Versions.versions = "wstunnel.versions" : "array of integers" [0, 255] ["13", "8"] default "( 13 )" unit None;
+        "Accepted Sec-WebSocket-Version values."
+    Subprotocols.subprotocols = "wstunnel.subprotocols" : "array of strings" [0, 0] [] default "( \"binary\", \"base64\" )" unit None;
+        "Subprotocols offered to clients, in order of preference."
+    RequireSubprotocol.require_subprotocol = "wstunnel.require-subprotocol" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Refuse clients that request none of the configured subprotocols."
+    Compression.compression = "wstunnel.compression" : "string" [0, 0] ["", "permessage-deflate"] default "\"\"" unit None;
+        "WebSocket extension used to compress messages; empty disables compression."
+    CompressionLevel.compression_level = "wstunnel.compression-level" : "integer" [1, 9] [] default "6" unit None;
+        "Deflate level, 1 (fastest) to 9 (smallest)."
+    CompressionMinSize.compression_min_size = "wstunnel.compression-min-size" : "integer" [0, SIZE_MAX] [] default "64" unit Bytes;
+        "Messages smaller than this are sent uncompressed."
+    BackendFraming.backend_framing = "wstunnel.backend-framing" : "string" [0, 0] ["stream", "line", "framed"] default "\"stream\"" unit None;
+        "How message boundaries are kept on the backend byte stream."
+}
+
+/// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
+pub const BACKEND_OPTIONS: &[Directive] = &[
+    backend_opt("host", "string", 0, 0, &[], "(none)", Unit::None, "IP address or host name of a TCP backend."),
+    backend_opt("port", "integer", 1, 65535, &[], "(none)", Unit::None, "TCP port of the backend."),
+    backend_opt("socket", "string (path)", 0, 0, &[], "(none)", Unit::None, "Path of a unix-domain socket backend."),
+    backend_opt("bin-path", "string", 0, 0, &[], "(none)", Unit::None, "Program started by wstund to serve this backend."),
+    backend_opt("bin-environment", "hash of strings", 0, 0, &[], "( )", Unit::None, "Environment variables set for the program."),
+    backend_opt("bin-copy-environment", "array of strings", 0, 0, &[], "(unset: copy the whole environment)", Unit::None, "Only these variables of wstund's environment are passed to the program."),
+    backend_opt("mode", "string", 0, 0, &["socket", "stdio"], "\"socket\"", Unit::None, "socket: the program listens on host:port or socket; stdio: one program per connection on stdin/stdout."),
+    backend_opt("min-procs", "integer", 0, U31, &[], "4", Unit::None, "Processes kept running for a spawned pool."),
+    backend_opt("max-procs", "integer", 1, U31, &[], "(unset: 4 for pools, 1024 for stdio)", Unit::None, "Upper limit of processes."),
+    backend_opt("max-load-per-proc", "integer", 1, U31, &[], "1", Unit::None, "Connections per process before another process is started."),
+    backend_opt("idle-timeout", "integer", 0, U31, &[], "60", Unit::Seconds, "Idle time after which a surplus process is stopped."),
+    backend_opt("disable-time", "integer", 0, U31, &[], "1", Unit::Seconds, "How long a failed backend is skipped before it is tried again."),
+    backend_opt("connect-timeout", "integer", 0, U31, &[], "8", Unit::Seconds, "Time allowed for connecting to the backend."),
+    backend_opt("kill-signal", "integer", 1, 64, &[], "15", Unit::None, "Signal used to stop a spawned process (number or name such as \"SIGINT\")."),
+    backend_opt("listen-backlog", "integer", 1, U31, &[], "1024", Unit::None, "listen(2) backlog of the socket of a spawned pool."),
+    backend_opt("close-timeout", "integer", 0, U31, &[], "100", Unit::Millis, "After a close, how long to wait for the backend before cutting it off."),
+    backend_opt("weight", "integer", 1, 65535, &[], "1", Unit::None, "Relative share of connections under balancing."),
+];
+
+#[allow(clippy::too_many_arguments)] // one call per table row reads better than a struct literal
+const fn backend_opt(
+    name: &'static str,
+    ty: &'static str,
+    min: i64,
+    max: i64,
+    allowed: &'static [&'static str],
+    default: &'static str,
+    unit: Unit,
+    doc: &'static str,
+) -> Directive {
+    Directive { name, ty, min, max, allowed, default, unit, doc, target: Target::Backend }
+}
+
+/// lighttpd backend options that have no meaning for wstund: accepted, warned about.
+pub const IGNORED_BACKEND_OPTIONS: &[&str] = &[
+    "check-local",
+    "docroot",
+    "strip-request-uri",
+    "fix-root-scriptname",
+    "broken-scriptfilename",
+    "allow-x-send-file",
+    "x-sendfile",
+    "x-sendfile-docroot",
+    "tcp-fin-propagate",
+    "read-timeout",
+    "write-timeout",
+    "upgrade",
+];
+
+/// Real lighttpd `server.*` directives wstund does not use, with the module
+/// (or `core`) that implements them in lighttpd.
+pub const IGNORED_SERVER: &[(&str, &str)] = &[
+    ("server.document-root", "mod_staticfile"),
+    ("server.follow-symlink", "mod_staticfile"),
+    ("server.force-lowercase-filenames", "mod_staticfile"),
+    ("server.range-requests", "mod_staticfile"),
+    ("server.dir-listing", "mod_dirlisting"),
+    ("server.name", "core"),
+    ("server.errorfile-prefix", "core"),
+    ("server.error-handler", "core"),
+    ("server.error-handler-404", "core"),
+    ("server.error-intercept", "core"),
+    ("server.event-handler", "core"),
+    ("server.network-backend", "core"),
+    ("server.use-ipv6", "core"),
+    ("server.set-v6only", "core"),
+    ("server.v4mapped", "core"),
+    ("server.max-request-size", "core"),
+    ("server.max-request-field-size", "core"),
+    ("server.max-keep-alive-requests", "core"),
+    ("server.max-keep-alive-idle", "core"),
+    ("server.kbytes-per-second", "core"),
+    ("server.protocol-http11", "core"),
+    ("server.h2proto", "core"),
+    ("server.h2c", "core"),
+    ("server.stat-cache-engine", "core"),
+    ("server.upload-dirs", "core"),
+    ("server.upload-temp-file-size", "core"),
+    ("server.core-files", "core"),
+    ("server.compat-module-load", "core"),
+    ("server.chunkqueue-chunk-sz", "core"),
+    ("server.reject-expect-100-with-417", "core"),
+    ("server.defer-accept", "core"),
+    ("server.breakagelog", "core"),
+    ("server.http-parseopts", "core"),
+    ("server.http-parseopt-header-strict", "core"),
+    ("server.http-parseopt-host-strict", "core"),
+    ("server.http-parseopt-host-normalize", "core"),
+    ("server.bsd-accept-filter", "core"),
+    ("server.stream-request-body", "core"),
+    ("server.stream-response-body", "core"),
+    ("server.syslog-facility", "core"),
+    ("server.socket-perms", "core"),
+    ("server.systemd-socket-activation", "core"),
+    ("server.feature-flags", "core"),
+    ("server.graceful-shutdown-timeout", "core"),
+    ("server.graceful-restart-bg", "core"),
+    ("server.errorlog-high-precision", "core"),
+    ("server.clean-chroot", "core"),
+];
+
+/// Directive-name prefixes of other lighttpd modules (longest match wins).
+pub const MODULE_PREFIXES: &[(&str, &str)] = &[
+    ("accesslog.", "mod_accesslog"),
+    ("ajp13.", "mod_ajp13"),
+    ("alias.", "mod_alias"),
+    ("auth.", "mod_auth"),
+    ("cgi.", "mod_cgi"),
+    ("cml.", "mod_cml"),
+    ("compress.", "mod_compress"),
+    ("connection.", "core"),
+    ("debug.", "core"),
+    ("deflate.", "mod_deflate"),
+    ("dir-listing.", "mod_dirlisting"),
+    ("etag.", "core"),
+    ("evasive.", "mod_evasive"),
+    ("evhost.", "mod_evhost"),
+    ("expire.", "mod_expire"),
+    ("extforward.", "mod_extforward"),
+    ("fastcgi.", "mod_fastcgi"),
+    ("flv-streaming.", "mod_flv_streaming"),
+    ("geoip.", "mod_geoip"),
+    ("gnutls.", "mod_gnutls"),
+    ("index-file.", "mod_indexfile"),
+    ("magnet.", "mod_magnet"),
+    ("maxminddb.", "mod_maxminddb"),
+    ("mbedtls.", "mod_mbedtls"),
+    ("mimetype.", "core"),
+    ("mysql-vhost.", "mod_mysql_vhost"),
+    ("nss.", "mod_nss"),
+    ("openssl.", "mod_openssl"),
+    ("proxy.", "mod_proxy"),
+    ("rrdtool.", "mod_rrdtool"),
+    ("scgi.", "mod_scgi"),
+    ("secdownload.", "mod_secdownload"),
+    ("setenv.", "mod_setenv"),
+    ("simple-vhost.", "mod_simple_vhost"),
+    ("sockproxy.", "mod_sockproxy"),
+    ("ssi.", "mod_ssi"),
+    ("ssl.", "mod_openssl"),
+    ("static-file.", "mod_staticfile"),
+    ("status.", "mod_status"),
+    ("trigger-before-download.", "mod_trigger_b4_dl"),
+    ("uploadprogress.", "mod_uploadprogress"),
+    ("url.", "mod_rewrite"),
+    ("url.access-allow", "mod_access"),
+    ("url.access-deny", "mod_access"),
+    ("url.redirect", "mod_redirect"),
+    ("userdir.", "mod_userdir"),
+    ("usertrack.", "mod_usertrack"),
+    ("vhostdb.", "mod_vhostdb"),
+    ("webdav.", "mod_webdav"),
+    ("wolfssl.", "mod_wolfssl"),
+];
+
+/// Modules wstund implements; any other `server.modules` entry is warned about.
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel"];
+
+/// Every directive wstund acts on, server first.
+pub fn all() -> impl Iterator<Item = &'static Directive> {
+    SERVER_DIRECTIVES.iter().chain(WS_DIRECTIVES.iter())
+}
+
+pub fn lookup(name: &str) -> Option<&'static Directive> {
+    all().find(|d| d.name == name)
+}
+
+/// The module an ignored directive belongs to, if it is a known lighttpd one.
+pub fn ignored_module(name: &str) -> Option<&'static str> {
+    if let Some((_, m)) = IGNORED_SERVER.iter().find(|(n, _)| *n == name) {
+        return Some(m);
+    }
+    MODULE_PREFIXES
+        .iter()
+        .filter(|(p, _)| name.starts_with(p))
+        .max_by_key(|(p, _)| p.len())
+        .map(|(_, m)| *m)
+}
+
+/// Edit distance counting an adjacent swap as one edit (optimal string
+/// alignment), for "did you mean" suggestions: `hots` is one typo from `host`.
+pub fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    let w = b.len() + 1;
+    let mut d = vec![0usize; (a.len() + 1) * w];
+    for i in 0..=a.len() {
+        d[i * w] = i;
+    }
+    for (j, cell) in d.iter_mut().enumerate().take(w) {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let cost = usize::from(a[i - 1] != b[j - 1]);
+            let mut v = (d[(i - 1) * w + j] + 1).min(d[i * w + j - 1] + 1).min(d[(i - 1) * w + j - 1] + cost);
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                v = v.min(d[(i - 2) * w + j - 2] + 1);
+            }
+            d[i * w + j] = v;
+        }
+    }
+    d[a.len() * w + b.len()]
+}
+
+/// The closest candidate within a distance that still looks like a typo.
+pub fn suggest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    let limit = (name.chars().count() / 3).clamp(1, 4);
+    candidates
+        .map(|c| (edit_distance(name, c), c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// Every name a `server.*` directive may have (used and ignored ones).
+pub fn server_names() -> impl Iterator<Item = &'static str> {
+    SERVER_DIRECTIVES.iter().map(|d| d.name).chain(IGNORED_SERVER.iter().map(|(n, _)| *n))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::model::{ServerSettings, WsSettings};
+
+    #[test]
+    fn table_defaults_match_the_model_defaults() {
+        let s = ServerSettings::default();
+        for d in SERVER_DIRECTIVES {
+            let Target::Server(f) = d.target else { panic!("{}", d.name) };
+            match show_server(&s, f, d) {
+                Some(v) => assert_eq!(v, d.default, "{}", d.name),
+                None => assert!(d.default.starts_with("(unset"), "{}: {}", d.name, d.default),
+            }
+        }
+        let w = WsSettings::default();
+        for d in WS_DIRECTIVES {
+            let Target::Ws(f) = d.target else { panic!("{}", d.name) };
+            assert_eq!(show_ws(&w, f, d).as_deref(), Some(d.default), "{}", d.name);
+        }
+    }
+
+    #[test]
+    fn names_are_unique_and_prefixed() {
+        let mut seen = std::collections::HashSet::new();
+        for d in all() {
+            assert!(seen.insert(d.name), "duplicate {}", d.name);
+            assert!(d.name.starts_with("server.") || d.name.starts_with("wstunnel."), "{}", d.name);
+            assert!(!d.doc.is_empty());
+        }
+        for (n, _) in IGNORED_SERVER {
+            assert!(seen.insert(n), "{} is both used and ignored", n);
+        }
+    }
+
+    #[test]
+    fn suggestions() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(edit_distance("", "abc"), 3);
+        assert_eq!(edit_distance("hots", "host"), 1);
+        assert_eq!(suggest("server.prot", server_names()), Some("server.port"));
+        assert_eq!(suggest("server.max-keepalive-idle", server_names()), Some("server.max-keep-alive-idle"));
+        assert_eq!(suggest("server.completely-different", server_names()), None);
+        assert_eq!(suggest("bin_path", BACKEND_OPTIONS.iter().map(|d| d.name)), Some("bin-path"));
+    }
+
+    #[test]
+    fn module_lookup() {
+        assert_eq!(ignored_module("server.document-root"), Some("mod_staticfile"));
+        assert_eq!(ignored_module("url.rewrite-once"), Some("mod_rewrite"));
+        assert_eq!(ignored_module("url.access-deny"), Some("mod_access"));
+        assert_eq!(ignored_module("ssl.engine"), Some("mod_openssl"));
+        assert_eq!(ignored_module("wstunnel.server"), None);
+        assert_eq!(ignored_module("frobnicate.x"), None);
+    }
+}

@@ -1,0 +1,510 @@
+//! Evaluation: AST -> scopes of assigned values -> typed [`Config`].
+//!
+//! Like lighttpd, every block (the global one and each conditional) has its
+//! own table of assigned keys. `=` may set a key once per block, `:=`
+//! overwrites, `+=` appends to the block's value or to a copy of the nearest
+//! enclosing block's. Names are checked when assigned (so errors come in
+//! source order); values are typed once the whole file is read, because a
+//! later `+=` may still change them.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::ast::{Branch, CondOp, Expr, Stmt};
+use super::backend;
+use super::cond::{ws_field, Block, Condition, Subject};
+use super::directives::{
+    ignored_module, lookup, server_names, set_server, set_ws, suggest, Target, WsField, IGNORED_SERVER, IMPLEMENTED_MODULES,
+    WS_DIRECTIVES,
+};
+use super::error::{ConfError, Diag, Span};
+use super::include;
+use super::listen;
+use super::model::{Config, Loaded, ServerSettings, WsSettings};
+use super::parser::parse;
+use super::value::{quote, Entry, Val, ValKind};
+
+/// Deepest chain of nested `include`/`include_shell`.
+pub const MAX_INCLUDE_DEPTH: usize = 16;
+/// Most sources (files and command outputs) one configuration may pull in.
+pub const MAX_SOURCES: usize = 4096;
+
+struct Source {
+    name: String,
+    text: String,
+    /// Directory relative includes are resolved against.
+    dir: PathBuf,
+}
+
+struct Assigned {
+    key: String,
+    key_span: Span,
+    val: Val,
+}
+
+#[derive(Default)]
+struct Scope {
+    entries: Vec<Assigned>,
+}
+
+struct BlockBuild {
+    cond: Option<Condition>,
+    parent: Option<usize>,
+    prev: Option<usize>,
+    /// Position of the condition's value, for errors found when finishing.
+    cond_span: Span,
+    entries: Vec<Assigned>,
+}
+
+pub(crate) struct Loader {
+    sources: Vec<Source>,
+    /// Canonical paths of the files being included, outermost first.
+    include_stack: Vec<PathBuf>,
+    shell_depth: usize,
+    /// Scope stack: `[0]` is global, then one per enclosing conditional.
+    scopes: Vec<Scope>,
+    /// Block index of each conditional scope (parallel to `scopes[1..]`).
+    block_stack: Vec<usize>,
+    blocks: Vec<BlockBuild>,
+    warnings: Vec<String>,
+    warned: HashSet<String>,
+}
+
+/// Loads one configuration text. `canonical` is the main file's canonical
+/// path (for include-cycle detection), `dir` where its relative includes live.
+pub(crate) fn load(name: &str, text: String, dir: PathBuf, canonical: Option<PathBuf>) -> Result<Loaded, ConfError> {
+    let mut l = Loader {
+        sources: Vec::new(),
+        include_stack: canonical.into_iter().collect(),
+        shell_depth: 0,
+        scopes: vec![Scope::default()],
+        block_stack: Vec::new(),
+        blocks: Vec::new(),
+        warnings: Vec::new(),
+        warned: HashSet::new(),
+    };
+    l.sources.push(Source { name: name.to_string(), text, dir });
+    let result = l.run();
+    result.map_err(|d| l.to_error(d))
+}
+
+impl Loader {
+    fn run(&mut self) -> Result<Loaded, Diag> {
+        let stmts = parse(0, &self.sources[0].text)?;
+        self.stmts(&stmts)?;
+        self.finish()
+    }
+
+    fn to_error(&self, d: Diag) -> ConfError {
+        let Some(src) = self.sources.get(d.span.file as usize) else {
+            return ConfError::whole_file("<unknown>", d.msg);
+        };
+        if d.span.line == 0 {
+            return ConfError::whole_file(&src.name, d.msg);
+        }
+        let line = src.text.lines().nth(d.span.line as usize - 1).map(str::to_string);
+        ConfError { file: src.name.clone(), line: d.span.line, col: d.span.col, message: d.msg, source_line: line }
+    }
+
+    fn where_(&self, s: Span) -> String {
+        let name = self.sources.get(s.file as usize).map(|s| s.name.as_str()).unwrap_or("?");
+        format!("{}:{}:{}", name, s.line, s.col)
+    }
+
+    fn warn(&mut self, msg: String) {
+        if self.warned.insert(msg.clone()) {
+            self.warnings.push(msg);
+        }
+    }
+
+    fn stmts(&mut self, stmts: &[Stmt]) -> Result<(), Diag> {
+        for s in stmts {
+            self.stmt(s)?;
+        }
+        Ok(())
+    }
+
+    fn stmt(&mut self, s: &Stmt) -> Result<(), Diag> {
+        match s {
+            Stmt::Assign { key, key_span, op, value } => {
+                self.check_name(key, *key_span)?;
+                let v = self.expr(value)?;
+                self.assign(key, *key_span, *op, v)
+            }
+            Stmt::Include { path, span } => {
+                let p = self.string_expr(path, "include")?;
+                let base = self.sources[span.file as usize].dir.clone();
+                let files = include::resolve(&base, &p).map_err(|e| Diag::new(path.span(), e))?;
+                for f in files {
+                    self.include_file(&f, *span)?;
+                }
+                Ok(())
+            }
+            Stmt::IncludeShell { command, span } => {
+                let cmd = self.string_expr(command, "include_shell")?;
+                self.include_shell(&cmd, *span)
+            }
+            Stmt::Global { body, span } => {
+                if !self.block_stack.is_empty() {
+                    return Err(Diag::new(*span, "global { } is only allowed outside conditionals"));
+                }
+                self.stmts(body)
+            }
+            Stmt::Cond(branches) => self.chain(branches),
+        }
+    }
+
+    fn string_expr(&mut self, e: &Expr, what: &str) -> Result<String, Diag> {
+        let v = self.expr(e)?;
+        match v.kind {
+            ValKind::Str(s) => Ok(s),
+            _ => Err(Diag::new(e.span(), format!("{} expects a string, got {}", what, v.type_name()))),
+        }
+    }
+
+    fn check_depth(&self, span: Span) -> Result<(), Diag> {
+        if self.include_stack.len() + self.shell_depth > MAX_INCLUDE_DEPTH {
+            return Err(Diag::new(span, format!("includes nested more than {} levels deep", MAX_INCLUDE_DEPTH)));
+        }
+        if self.sources.len() >= MAX_SOURCES {
+            return Err(Diag::new(span, format!("more than {} included sources", MAX_SOURCES)));
+        }
+        Ok(())
+    }
+
+    fn include_file(&mut self, path: &Path, span: Span) -> Result<(), Diag> {
+        let canonical = std::fs::canonicalize(path).map_err(|e| Diag::new(span, format!("cannot include {}: {}", path.display(), e)))?;
+        if let Some(pos) = self.include_stack.iter().position(|p| *p == canonical) {
+            let mut chain: Vec<String> = self.include_stack[pos..].iter().map(|p| p.display().to_string()).collect();
+            chain.push(canonical.display().to_string());
+            return Err(Diag::new(span, format!("include cycle: {}", chain.join(" -> "))));
+        }
+        self.check_depth(span)?;
+        let text = include::read(path).map_err(|e| Diag::new(span, e))?;
+        let dir = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let id = self.add_source(path.display().to_string(), text, dir);
+        let stmts = parse(id, &self.sources[id as usize].text)?;
+        self.include_stack.push(canonical);
+        let r = self.stmts(&stmts);
+        self.include_stack.pop();
+        r
+    }
+
+    fn include_shell(&mut self, cmd: &str, span: Span) -> Result<(), Diag> {
+        self.check_depth(span)?;
+        let dir = self.sources[span.file as usize].dir.clone();
+        let text = include::run_shell(cmd, &dir).map_err(|e| Diag::new(span, e))?;
+        let id = self.add_source(format!("include_shell \"{}\"", cmd), text, dir);
+        let stmts = parse(id, &self.sources[id as usize].text)?;
+        self.shell_depth += 1;
+        let r = self.stmts(&stmts);
+        self.shell_depth -= 1;
+        r
+    }
+
+    fn add_source(&mut self, name: String, text: String, dir: PathBuf) -> u32 {
+        self.sources.push(Source { name, text, dir });
+        (self.sources.len() - 1) as u32
+    }
+
+    fn chain(&mut self, branches: &[Branch]) -> Result<(), Diag> {
+        let mut prev = None;
+        for b in branches {
+            let cond_span = b.cond.as_ref().map(|c| c.value.span()).unwrap_or(b.span);
+            let cond = match &b.cond {
+                None => None,
+                Some(c) => {
+                    let subject = Subject::parse(&c.var, &c.field, c.var_span, c.field_span)?;
+                    if let Subject::Unsupported(..) = subject {
+                        self.warn(format!("conditional {} is never true in wstund (no file-system lookups)", subject.to_conf()));
+                    }
+                    let pattern = self.string_expr(&c.value, "a condition")?;
+                    Some(Condition::new(subject, c.op, &pattern, c.value.span(), self.global_port())?)
+                }
+            };
+            let idx = self.blocks.len();
+            self.blocks.push(BlockBuild { cond, parent: self.block_stack.last().copied(), prev, cond_span, entries: Vec::new() });
+            self.scopes.push(Scope::default());
+            self.block_stack.push(idx);
+            let r = self.stmts(&b.body);
+            self.block_stack.pop();
+            let scope = self.scopes.pop().unwrap_or_default();
+            r?;
+            self.blocks[idx].entries = scope.entries;
+            prev = Some(idx);
+        }
+        Ok(())
+    }
+
+    /// `server.port` as assigned so far, for socket specs without a port.
+    fn global_port(&self) -> u16 {
+        self.scopes[0]
+            .entries
+            .iter()
+            .find(|a| a.key == "server.port")
+            .and_then(|a| match &a.val.kind {
+                ValKind::Int(i) => u16::try_from(*i).ok(),
+                ValKind::Str(s) => s.trim().parse().ok(),
+                _ => None,
+            })
+            .unwrap_or(super::model::DEFAULT_PORT)
+    }
+
+    /// Rejects misspelled names and warns about ignored ones, at assignment time.
+    fn check_name(&mut self, key: &str, span: Span) -> Result<(), Diag> {
+        let in_block = !self.block_stack.is_empty();
+        if let Some(name) = key.strip_prefix("env.") {
+            return Err(Diag::new(span, format!("cannot assign to {}: environment variables are read-only (use var.{})", key, name)));
+        }
+        if key.starts_with("var.") {
+            return Ok(());
+        }
+        if let Some(d) = lookup(key) {
+            if in_block && matches!(d.target, Target::Server(_)) {
+                self.warn(format!("ignored: {} inside a conditional (server-wide directive; only the global value is used)", key));
+            }
+            return Ok(());
+        }
+        if key.starts_with("wstunnel.") {
+            return Err(unknown(key, span, suggest(key, WS_DIRECTIVES.iter().map(|d| d.name))));
+        }
+        if key.starts_with("server.") {
+            if IGNORED_SERVER.iter().any(|(n, _)| *n == key) {
+                let m = ignored_module(key).unwrap_or("core");
+                self.warn(ignored_msg(key, m));
+                return Ok(());
+            }
+            return Err(unknown(key, span, suggest(key, server_names())));
+        }
+        if let Some(m) = ignored_module(key) {
+            self.warn(ignored_msg(key, m));
+            return Ok(());
+        }
+        let all = super::directives::all().map(|d| d.name).chain(IGNORED_SERVER.iter().map(|(n, _)| *n));
+        if let Some(s) = suggest(key, all) {
+            return Err(unknown(key, span, Some(s)));
+        }
+        self.warn(format!("ignored: {} (unknown directive)", key));
+        Ok(())
+    }
+
+    fn assign(&mut self, key: &str, span: Span, op: super::ast::AssignOp, v: Val) -> Result<(), Diag> {
+        use super::ast::AssignOp;
+        let depth = self.scopes.len() - 1;
+        let existing = self.scopes[depth].entries.iter().position(|a| a.key == key);
+        match (op, existing) {
+            (AssignOp::Set, Some(i)) => {
+                let first = self.scopes[depth].entries[i].key_span;
+                Err(Diag::new(
+                    span,
+                    format!("duplicate assignment to {} (first set at {}); use := to overwrite or += to append", key, self.where_(first)),
+                ))
+            }
+            (AssignOp::Append, Some(i)) => {
+                let old = self.scopes[depth].entries[i].val.clone();
+                self.scopes[depth].entries[i].val = old.plus(v)?;
+                Ok(())
+            }
+            (AssignOp::Force, Some(i)) => {
+                self.scopes[depth].entries[i].val = v;
+                Ok(())
+            }
+            (AssignOp::Append, None) => {
+                let inherited = self.scopes[..depth].iter().rev().find_map(|s| s.entries.iter().find(|a| a.key == key)).map(|a| a.val.clone());
+                let val = match inherited {
+                    Some(old) => Val::new(old.kind, v.span).plus(v)?,
+                    None => v,
+                };
+                self.scopes[depth].entries.push(Assigned { key: key.to_string(), key_span: span, val });
+                Ok(())
+            }
+            (AssignOp::Set | AssignOp::Force, None) => {
+                self.scopes[depth].entries.push(Assigned { key: key.to_string(), key_span: span, val: v });
+                Ok(())
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &Expr) -> Result<Val, Diag> {
+        match e {
+            Expr::Str(s, sp) => Ok(Val::new(ValKind::Str(s.clone()), *sp)),
+            Expr::Int(i, sp) => Ok(Val::new(ValKind::Int(*i), *sp)),
+            Expr::Bool(b, sp) => Ok(Val::new(ValKind::Bool(*b), *sp)),
+            Expr::Ref(name, sp) => self.reference(name, *sp),
+            Expr::List(items, sp) => {
+                let mut out: Vec<Entry> = Vec::with_capacity(items.len());
+                for it in items {
+                    let (key, key_span) = match &it.key {
+                        None => (None, it.value.span()),
+                        Some(k) => {
+                            let kv = self.expr(k)?;
+                            match kv.kind {
+                                ValKind::Str(s) => (Some(s), k.span()),
+                                _ => return Err(Diag::new(k.span(), format!("list keys must be strings, got {}", kv.type_name()))),
+                            }
+                        }
+                    };
+                    if let Some(k) = &key {
+                        if out.iter().any(|e| e.key.as_deref() == Some(k.as_str())) {
+                            return Err(Diag::new(key_span, format!("duplicate key {} in list", quote(k))));
+                        }
+                    }
+                    let val = self.expr(&it.value)?;
+                    out.push(Entry { key, key_span, val });
+                }
+                Ok(Val::new(ValKind::List(out), *sp))
+            }
+            Expr::Add(terms, sp) => {
+                let mut acc: Option<Val> = None;
+                for t in terms {
+                    let v = self.expr(t)?;
+                    acc = Some(match acc {
+                        None => v,
+                        Some(a) => a.plus(v)?,
+                    });
+                }
+                acc.map(|mut v| {
+                    v.span = *sp;
+                    v
+                })
+                .ok_or_else(|| Diag::new(*sp, "empty expression"))
+            }
+        }
+    }
+
+    /// `env.X`, `var.x` or an earlier directive, searched innermost block first.
+    fn reference(&self, name: &str, span: Span) -> Result<Val, Diag> {
+        if let Some(var) = name.strip_prefix("env.") {
+            return match std::env::var(var) {
+                Ok(v) => Ok(Val::new(ValKind::Str(v), span)),
+                Err(_) => Err(Diag::new(span, format!("environment variable {} is not set", var))),
+            };
+        }
+        for s in self.scopes.iter().rev() {
+            if let Some(a) = s.entries.iter().find(|a| a.key == name) {
+                return Ok(Val::new(a.val.kind.clone(), span));
+            }
+        }
+        match name {
+            "var.PID" => Ok(Val::new(ValKind::Int(i64::from(std::process::id())), span)),
+            "var.CWD" => {
+                let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
+                Ok(Val::new(ValKind::Str(cwd), span))
+            }
+            n if n.starts_with("var.") => Err(Diag::new(span, format!("undefined variable {}", n))),
+            n => Err(Diag::new(span, format!("{} is not set; a value may only refer to var.*, env.* or a directive assigned before it", n))),
+        }
+    }
+
+    fn finish(&mut self) -> Result<Loaded, Diag> {
+        let mut server = ServerSettings::default();
+        let mut ws = WsSettings::default();
+        let global = std::mem::take(&mut self.scopes[0].entries);
+        for a in &global {
+            match lookup(&a.key).map(|d| (d, d.target)) {
+                Some((d, Target::Server(f))) => set_server(&mut server, f, &a.val, d)?,
+                Some((d, Target::Ws(f))) => {
+                    set_ws(&mut ws, f, &a.val, d)?;
+                    self.warn_backend_options(f, &a.val);
+                }
+                _ => {}
+            }
+        }
+        for m in &server.modules {
+            if !IMPLEMENTED_MODULES.contains(&m.as_str()) {
+                self.warn(format!("ignored: {} in server.modules (module not implemented)", m));
+            }
+        }
+        ws.sync();
+        let blocks = self.finish_blocks(server.port)?;
+        let listen = self.listeners(&server, &global, &blocks)?;
+        Ok(Loaded { config: Config { server, wstunnel: Arc::new(ws), blocks, listen }, warnings: std::mem::take(&mut self.warnings) })
+    }
+
+    fn warn_backend_options(&mut self, f: WsField, v: &Val) {
+        if f == WsField::Server {
+            for o in backend::ignored_options(v) {
+                self.warn(format!("ignored: wstunnel.server backend option {} (not used by wstund)", quote(&o)));
+            }
+        }
+    }
+
+    fn finish_blocks(&mut self, port: u16) -> Result<Vec<Block>, Diag> {
+        let builds = std::mem::take(&mut self.blocks);
+        let mut blocks: Vec<Block> = Vec::with_capacity(builds.len());
+        for (i, b) in builds.into_iter().enumerate() {
+            let own_regex = b.cond.as_ref().is_some_and(|c| c.op == CondOp::Match);
+            let capture_source = if own_regex { Some(i) } else { b.parent.and_then(|p| blocks[p].capture_source) };
+            let mut ws = WsSettings::default();
+            let mut set = Vec::new();
+            let mut templated = Vec::new();
+            for a in &b.entries {
+                let Some(f) = ws_field(&a.key) else { continue };
+                let Some(d) = lookup(&a.key) else { continue };
+                set_ws(&mut ws, f, &a.val, d)?;
+                self.warn_backend_options(f, &a.val);
+                if !set.contains(&f) {
+                    set.push(f);
+                }
+                if capture_source.is_some() && a.val.has_captures() {
+                    templated.push((f, a.val.clone()));
+                }
+            }
+            ws.sync();
+            let mut needs_captures = false;
+            if let Some(src) = capture_source.filter(|_| !templated.is_empty()) {
+                if src == i {
+                    needs_captures = true;
+                } else {
+                    blocks[src].needs_captures = true;
+                }
+            }
+            let cond = match b.cond {
+                // Re-made with the final server.port, which may be assigned after the block.
+                Some(c) if c.subject == Subject::ServerSocket => Some(Condition::new(c.subject, c.op, &c.pattern, b.cond_span, port)?),
+                other => other,
+            };
+            blocks.push(Block {
+                cond,
+                parent: b.parent,
+                prev: b.prev,
+                set,
+                ws: Box::new(ws),
+                templated,
+                capture_source,
+                needs_captures,
+            });
+        }
+        Ok(blocks)
+    }
+
+    fn listeners(&self, server: &ServerSettings, global: &[Assigned], blocks: &[Block]) -> Result<Vec<super::model::ListenSpec>, Diag> {
+        let bind_span = global.iter().find(|a| a.key == "server.bind" || a.key == "server.port").map(|a| a.val.span).unwrap_or_default();
+        let main = listen::from_bind(&server.bind, server.port).map_err(|e| Diag::new(bind_span, format!("server.bind: {}", e)))?;
+        let mut out = vec![main];
+        for b in blocks {
+            if let Some(spec) = b.cond.as_ref().and_then(|c| c.listen_spec(server.port)) {
+                if !out.contains(&spec) {
+                    out.push(spec);
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn ignored_msg(key: &str, module: &str) -> String {
+    if module == "core" {
+        format!("ignored: {} (lighttpd core option not implemented)", key)
+    } else {
+        format!("ignored: {} (module {} not implemented)", key, module)
+    }
+}
+
+fn unknown(key: &str, span: Span, suggestion: Option<&str>) -> Diag {
+    match suggestion {
+        Some(s) => Diag::new(span, format!("unknown directive {}; did you mean {}?", key, s)),
+        None => Diag::new(span, format!("unknown directive {}", key)),
+    }
+}

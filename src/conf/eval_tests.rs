@@ -1,0 +1,407 @@
+//! Table-driven tests of evaluation, validation, resolution and printing,
+//! through the public `load_str`/`load_file` entry points.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::*;
+
+fn load(src: &str) -> Loaded {
+    match load_str("t.conf", src) {
+        Ok(l) => l,
+        Err(e) => panic!("unexpected error:\n{}\nsource:\n{}", e, src),
+    }
+}
+
+fn err(src: &str) -> ConfError {
+    match load_str("t.conf", src) {
+        Ok(_) => panic!("expected an error for:\n{}", src),
+        Err(e) => e,
+    }
+}
+
+const MINIMAL: &str = r#"
+server.port = 8080
+wstunnel.server = ( "/ws/" => ( ( "host" => "127.0.0.1", "port" => 9001 ) ) )
+"#;
+
+#[test]
+fn minimal_config_and_defaults() {
+    let l = load(MINIMAL);
+    assert!(l.warnings.is_empty(), "{:?}", l.warnings);
+    let c = &l.config;
+    assert_eq!(c.server.port, 8080);
+    assert_eq!(c.server.bind, DEFAULT_BIND);
+    assert_eq!(c.server.max_read_idle, DEFAULT_MAX_READ_IDLE);
+    let r = c.wstunnel.servers.find("/ws/x").unwrap();
+    assert_eq!(r.key, "/ws/");
+    let b = &r.backends[0];
+    assert_eq!(b.addr.to_string(), "127.0.0.1:9001");
+    assert_eq!(b.connect_timeout, DEFAULT_CONNECT_TIMEOUT);
+    assert_eq!(b.max_procs, None);
+    assert_eq!(*c.wstunnel, WsSettings { servers: c.wstunnel.servers.clone(), ..WsSettings::default() });
+    assert_eq!(c.listeners(), vec![ListenSpec::Tcp("0.0.0.0:8080".parse().unwrap())]);
+}
+
+#[test]
+fn every_ws_directive_parses() {
+    let src = r#"
+wstunnel.frame-type = "binary"
+wstunnel.origins = ( "https://a.example", "https://b.example" )
+wstunnel.ping-interval = 30
+wstunnel.debug = 65535
+wstunnel.balance = "least-connection"
+wstunnel.map-extensions = ( ".sock" => ".ws" )
+wstunnel.max-frame-size = "64k"
+wstunnel.max-message-size = 1048576
+wstunnel.max-backend-message-size = "2m"
+wstunnel.auto-fragment-size = 4096
+wstunnel.validate-utf8 = "disable"
+wstunnel.require-masked-client-frames = "false"
+wstunnel.apply-mask = "0"
+wstunnel.mask-server-frames = "true"
+wstunnel.fail-by-drop = "enable"
+wstunnel.echo-close-codereason = 1
+wstunnel.open-handshake-timeout = 2500
+wstunnel.close-handshake-timeout = 0
+wstunnel.tcp-nodelay = disable
+wstunnel.ping-timeout = 10
+wstunnel.ping-size = 125
+wstunnel.versions = ( 13, 8 )
+wstunnel.subprotocols = ( "chat" )
+wstunnel.require-subprotocol = "enable"
+wstunnel.compression = "permessage-deflate"
+wstunnel.compression-level = 9
+wstunnel.compression-min-size = 0
+wstunnel.backend-framing = "line"
+"#;
+    let w = load(src).config.wstunnel;
+    assert_eq!(w.frame_type, FrameType::Binary);
+    assert_eq!(w.origins, vec!["https://a.example", "https://b.example"]);
+    assert_eq!((w.ping_interval, w.debug), (30, 65535));
+    assert_eq!(w.balance, Balance::LeastConnection);
+    assert_eq!(w.map_extensions, vec![(".sock".to_string(), ".ws".to_string())]);
+    assert_eq!(w.servers.map_extensions, w.map_extensions);
+    assert_eq!((w.max_frame_size, w.max_message_size, w.max_backend_message_size), (65536, 1 << 20, 2 << 20));
+    assert_eq!(w.auto_fragment_size, 4096);
+    assert!(!w.validate_utf8 && !w.require_masked_client_frames && !w.apply_mask);
+    assert!(w.mask_server_frames && w.fail_by_drop && w.echo_close_codereason && !w.tcp_nodelay);
+    assert_eq!(w.open_handshake_timeout, Duration::from_millis(2500));
+    assert_eq!(w.close_handshake_timeout, Duration::ZERO);
+    assert_eq!((w.ping_timeout, w.ping_size), (10, 125));
+    assert_eq!(w.versions, vec![13, 8]);
+    assert_eq!(w.subprotocols, vec!["chat"]);
+    assert!(w.require_subprotocol);
+    assert_eq!(w.compression, Compression::PermessageDeflate);
+    assert_eq!((w.compression_level, w.compression_min_size), (9, 0));
+    assert_eq!(w.backend_framing, BackendFraming::Line);
+}
+
+#[test]
+fn backends_all_options() {
+    let src = r#"
+wstunnel.server = (
+  "/a" => (
+    "pool" => ( "socket" => "/run/a.sock", "bin-path" => "/usr/bin/app --x", "bin-environment" => ( "A" => "1" ),
+                "bin-copy-environment" => ( "PATH" ), "min-procs" => 1, "max-procs" => 2, "max-load-per-proc" => 3,
+                "idle-timeout" => 4, "disable-time" => 5, "connect-timeout" => 6, "kill-signal" => "SIGINT",
+                "listen-backlog" => 7, "close-timeout" => 250, "weight" => 9, "check-local" => "disable" ),
+    ( "host" => "::1", "port" => 9002 ),
+  ),
+  ".ws" => ( ( "bin-path" => "/bin/cat", "mode" => "stdio" ) ),
+  "/spawn" => ( ( "bin-path" => "/bin/app", "port" => 7000 ) ),
+)
+"#;
+    let l = load(src);
+    assert_eq!(l.warnings, vec!["ignored: wstunnel.server backend option \"check-local\" (not used by wstund)"]);
+    let w = l.config.wstunnel;
+    let a = &w.servers.routes[0].backends;
+    assert_eq!(a[0].name.as_deref(), Some("pool"));
+    assert_eq!(a[0].addr, BackendAddr::Unix(PathBuf::from("/run/a.sock")));
+    assert_eq!(a[0].bin_path.as_deref(), Some("/usr/bin/app --x"));
+    assert_eq!(a[0].bin_environment, vec![("A".to_string(), "1".to_string())]);
+    assert_eq!(a[0].bin_copy_environment, Some(vec!["PATH".to_string()]));
+    assert_eq!((a[0].min_procs, a[0].max_procs, a[0].max_load_per_proc), (1, Some(2), 3));
+    assert_eq!(a[0].idle_timeout, Duration::from_secs(4));
+    assert_eq!(a[0].disable_time, Duration::from_secs(5));
+    assert_eq!(a[0].connect_timeout, Duration::from_secs(6));
+    assert_eq!((a[0].kill_signal, a[0].listen_backlog, a[0].weight), (2, 7, 9));
+    assert_eq!(a[0].close_timeout, Duration::from_millis(250));
+    assert_eq!(a[1].addr.to_string(), "[::1]:9002");
+    let s = &w.servers.find("/x/y.ws").unwrap().backends[0];
+    assert_eq!((s.addr.clone(), s.mode, s.effective_max_procs()), (BackendAddr::None, BackendMode::Stdio, DEFAULT_MAX_PROCS_STDIO));
+    let p = &w.servers.find("/spawn").unwrap().backends[0];
+    assert_eq!(p.addr.to_string(), "127.0.0.1:7000");
+}
+
+#[test]
+fn error_table_with_exact_positions() {
+    let cases: &[(&str, u32, u32, &str)] = &[
+        ("wstunnel.pingg-interval = 1", 1, 1, "unknown directive wstunnel.pingg-interval; did you mean wstunnel.ping-interval?"),
+        ("server.prot = 1", 1, 1, "unknown directive server.prot; did you mean server.port?"),
+        ("wstunel.server = ()", 1, 1, "did you mean wstunnel.server?"),
+        ("server.port = 70000", 1, 15, "server.port: 70000 is out of range 0..65535"),
+        ("server.port = 1\nserver.port = 2", 2, 1, "duplicate assignment to server.port (first set at t.conf:1:1)"),
+        ("var.x = 1\n  var.x = 2", 2, 3, "duplicate assignment to var.x"),
+        ("wstunnel.frame-type = \"bin\"", 1, 23, "unknown value \"bin\""),
+        ("wstunnel.ping-size = 200", 1, 22, "out of range 4..125"),
+        ("wstunnel.versions = ( 13, 7 )", 1, 27, "7 is not supported"),
+        ("wstunnel.origins = 5", 1, 20, "expected array of strings, got an integer"),
+        ("wstunnel.debug = \"x\"", 1, 18, "expected integer, got a string"),
+        ("wstunnel.tcp-nodelay = \"yes\"", 1, 24, "expected \"enable\" or \"disable\""),
+        ("wstunnel.debug = 1 + \"a\"", 1, 22, "cannot add a string to an integer"),
+        ("wstunnel.server = ( \"/ws\" => ( ( \"bin_path\" => \"/x\" ) ) )", 1, 34, "did you mean \"bin-path\"?"),
+        ("wstunnel.server = ( \"/ws\" => ( ( \"hots\" => \"x\", \"port\" => 1 ) ) )", 1, 34, "unknown backend option \"hots\"; did you mean \"host\"?"),
+        ("wstunnel.server = ( \"/ws\" => ( \"host\" => \"x\" ) )", 1, 32, "wrap the options in another ( )"),
+        ("wstunnel.server = ( \"/ws\" => ( ( \"host\" => \"x\" ) ) )", 1, 32, "backend has a host but no port"),
+        ("wstunnel.server = ( \"/ws\" => ( ( \"port\" => 1 ) ) )", 1, 32, "backend has a port but no host"),
+        ("wstunnel.server = ( \"/ws\" => ( ( \"bin-path\" => \"/x\" ) ) )", 1, 32, "needs a socket or port"),
+        ("wstunnel.server = ( \"/ws\" => ( ( \"mode\" => \"stdio\" ) ) )", 1, 32, "needs a bin-path"),
+        ("wstunnel.server = ( \"/ws\" => ( ( ) ) )", 1, 32, "needs \"host\" and \"port\""),
+        ("wstunnel.server = ( \"/ws\" => ( ) )", 1, 30, "no backends given"),
+        ("wstunnel.server = ( \"/ws\" )", 1, 21, "expected hash of backend lists"),
+        ("wstunnel.server = ( \"/ws\" => ( ( \"host\" => \"h\", \"port\" => 0 ) ) )", 1, 59, "out of range 1..65535"),
+        ("x = ( \"k\" => 1, \"k\" => 2 )", 1, 17, "duplicate key \"k\" in list"),
+        ("var.x = env.WSTUND_SURELY_UNSET_VARIABLE", 1, 9, "environment variable WSTUND_SURELY_UNSET_VARIABLE is not set"),
+        ("var.x = var.nope", 1, 9, "undefined variable var.nope"),
+        ("var.x = server.port", 1, 9, "server.port is not set"),
+        ("env.HOME = \"x\"", 1, 1, "environment variables are read-only"),
+        ("$HTTP[\"url\"] =~ \"(\" { }", 1, 17, "invalid regular expression \"(\": unclosed group"),
+        ("$HTTP[\"hots\"] == \"a\" { }", 1, 7, "did you mean \"host\"?"),
+        ("$HTTP[\"remoteip\"] == \"10.0.0.0/40\" { }", 1, 22, "invalid prefix length"),
+        ("$SERVER[\"socket\"] == \"[::1\" { }", 1, 22, "missing ']'"),
+        ("$HTTP[\"url\"] == 5 { }", 1, 17, "a condition expects a string"),
+        ("include \"/nonexistent/wstund-test.conf\"", 1, 9, "include file not found"),
+        ("include_shell \"exit 4\"", 1, 1, "failed with exit status 4"),
+        ("$HTTP[\"url\"] == \"/\" { global { } }", 1, 23, "global { } is only allowed outside conditionals"),
+        ("x = \"abc", 1, 5, "unterminated string"),
+        ("server.bind = \"no-such-host.invalid\"", 1, 15, "server.bind: cannot resolve"),
+    ];
+    for (src, line, col, msg) in cases {
+        let e = err(src);
+        assert_eq!((e.line, e.col), (*line, *col), "{:?}\n{}", src, e);
+        assert!(e.message.contains(msg), "{:?}\nwant {:?}\ngot  {}", src, msg, e);
+        assert_eq!(e.file, "t.conf");
+    }
+}
+
+#[test]
+fn error_display_has_source_line_and_caret() {
+    let e = err("server.port = 80\n\twstunnel.debug = \"x\"\n");
+    assert_eq!(e.to_string(), "t.conf:2:19: wstunnel.debug: expected integer, got a string\n    \twstunnel.debug = \"x\"\n    \t                 ^");
+}
+
+#[test]
+fn warnings_once_each() {
+    let src = r#"
+server.modules = ( "mod_access", "mod_wstunnel" )
+server.modules += ( "mod_setenv" )
+server.document-root = "/var/www"
+index-file.names = ( "index.html" )
+index-file.names += ( "index.htm" )
+mimetype.assign = ( ".html" => "text/html" )
+server.event-handler = "linux-sysepoll"
+frobnicate.level = 3
+$HTTP["host"] == "x" { server.document-root = "/srv" server.port = 81 }
+$PHYSICAL["path"] =~ "x" { }
+"#;
+    let l = load(src);
+    assert_eq!(
+        l.warnings,
+        vec![
+            "ignored: server.document-root (module mod_staticfile not implemented)",
+            "ignored: index-file.names (module mod_indexfile not implemented)",
+            "ignored: mimetype.assign (lighttpd core option not implemented)",
+            "ignored: server.event-handler (lighttpd core option not implemented)",
+            "ignored: frobnicate.level (unknown directive)",
+            "ignored: server.port inside a conditional (server-wide directive; only the global value is used)",
+            "conditional $PHYSICAL[\"path\"] is never true in wstund (no file-system lookups)",
+            "ignored: mod_access in server.modules (module not implemented)",
+            "ignored: mod_setenv in server.modules (module not implemented)",
+        ]
+    );
+    assert_eq!(l.config.server.modules, vec!["mod_access", "mod_wstunnel", "mod_setenv"]);
+    assert_eq!(l.config.server.port, DEFAULT_PORT);
+}
+
+#[test]
+fn variables_operators_and_scopes() {
+    let src = r#"
+var.base = "/srv"
+var.port = 9000 + 1
+var.list = ( "a" ) + ( "b" )
+var.s = "x"
+var.s += "y"
+var.s := var.s + var.port
+server.tag = var.s
+wstunnel.origins = var.list
+wstunnel.origins += ( "c", )
+wstunnel.server = ( var.base + "/ws" => ( ( "host" => "127.0.0.1", "port" => var.port ) ) )
+server.pid-file = var.CWD + "/w.pid"
+global {
+  wstunnel.debug = 2
+}
+"#;
+    let c = load(src).config;
+    assert_eq!(c.server.tag, "xy9001");
+    assert_eq!(c.wstunnel.origins, vec!["a", "b", "c"]);
+    assert_eq!(c.wstunnel.servers.routes[0].key, "/srv/ws");
+    assert_eq!(c.wstunnel.servers.routes[0].backends[0].addr.to_string(), "127.0.0.1:9001");
+    assert_eq!(c.wstunnel.debug, 2);
+    assert!(c.server.pid_file.unwrap().ends_with("w.pid"));
+    let home = std::env::var("PATH").unwrap();
+    let c = load("server.tag = env.PATH").config;
+    assert_eq!(c.server.tag, home);
+}
+
+fn req<'a>(path: &'a str, host: Option<&'a str>, ip: Option<IpAddr>) -> RequestFacts<'a> {
+    RequestFacts { url_path: path, query: "", host, method: "GET", scheme: "http", remote_ip: ip, headers: &[], server_socket: "0.0.0.0:80" }
+}
+
+#[test]
+fn resolve_applies_blocks_in_order() {
+    let src = r#"
+wstunnel.debug = 1
+wstunnel.origins = ( "https://global" )
+$HTTP["url"] =^ "/chat" {
+    wstunnel.debug = 2
+    wstunnel.origins += ( "https://chat" )
+    $HTTP["host"] == "a.example" {
+        wstunnel.debug = 3
+    }
+}
+else $HTTP["url"] =~ "^/(\w+)/(\w+)" {
+    wstunnel.origins = ( "https://%1.example", "%2" )
+    wstunnel.server = ( "/" => ( ( "socket" => "/run/%1.sock" ) ) )
+}
+else {
+    wstunnel.frame-type = "binary"
+}
+$HTTP["remoteip"] == "10.0.0.0/8" {
+    wstunnel.ping-interval = 5
+}
+$HTTP["url"] == "/nothing" { }
+"#;
+    let c = load(src).config;
+    let global = c.resolve(&req("/", None, None));
+    assert_eq!(global.frame_type, FrameType::Binary, "plain else applies");
+    assert_eq!(global.debug, 1);
+
+    let chat = c.resolve(&req("/chat/x", None, None));
+    assert_eq!(chat.debug, 2);
+    assert_eq!(chat.origins, vec!["https://global", "https://chat"]);
+    assert_eq!(chat.frame_type, FrameType::Text);
+    assert_eq!(c.resolve(&req("/chat", Some("A.example"), None)).debug, 3);
+
+    let room = c.resolve(&req("/room/42", None, None));
+    assert_eq!(room.origins, vec!["https://room.example", "42"]);
+    assert_eq!(room.servers.find("/x").unwrap().backends[0].addr.to_string(), "unix:/run/room.sock");
+    assert_eq!(room.debug, 1);
+
+    let ten = c.resolve(&req("/", None, Some("10.9.8.7".parse().unwrap())));
+    assert_eq!((ten.ping_interval, ten.frame_type), (5, FrameType::Binary));
+
+    // Nothing matches -> the global Arc itself.
+    let c2 = load("wstunnel.debug = 1\n$HTTP[\"url\"] == \"/x\" { wstunnel.debug = 2 }").config;
+    assert!(Arc::ptr_eq(&c2.resolve(&req("/y", None, None)), &c2.wstunnel));
+    assert!(!Arc::ptr_eq(&c2.resolve(&req("/x", None, None)), &c2.wstunnel));
+}
+
+#[test]
+fn server_socket_listeners() {
+    let src = r#"
+server.bind = "127.0.0.1"
+$SERVER["socket"] == ":8443" { wstunnel.debug = 5 }
+$SERVER["socket"] == "[::1]:8080" { }
+$SERVER["socket"] == "/tmp/wstund-test.sock" { }
+$SERVER["socket"] == "127.0.0.1:0" { }
+$SERVER["socket"] != ":9999" { }
+server.port = 0
+"#;
+    let c = load(src).config;
+    let l: Vec<String> = c.listeners().iter().map(|l| l.to_string()).collect();
+    assert_eq!(l, vec!["127.0.0.1:0", "0.0.0.0:8443", "[::1]:8080", "/tmp/wstund-test.sock"]);
+    let mut r = req("/", None, None);
+    r.server_socket = "0.0.0.0:8443";
+    assert_eq!(c.resolve(&r).debug, 5);
+    r.server_socket = "127.0.0.1:0";
+    assert_eq!(c.resolve(&r).debug, 0);
+}
+
+#[test]
+fn print_round_trips() {
+    let sources = [
+        MINIMAL,
+        r#"
+server.bind = "127.0.0.1"
+server.port = 0
+server.errorlog = "/tmp/e.log"
+server.max-fds = 4096
+server.modules = ( "mod_wstunnel" )
+wstunnel.server = ( "/a" => ( "p" => ( "socket" => "/run/a\"b.sock", "bin-path" => "/bin/x", "max-procs" => 3, "bin-copy-environment" => () ) ),
+                    "" => ( ( "bin-path" => "/bin/cat", "mode" => "stdio", "bin-environment" => ( "K" => "V" ) ) ) )
+wstunnel.map-extensions = ( ".x" => "" )
+$HTTP["url"] =~ "^/(a)" {
+    wstunnel.origins = ( "%1" )
+    $REQUEST_HEADER["X-Test"] != "1" { wstunnel.debug = 3 wstunnel.server = ( "/" => ( ( "host" => "h", "port" => 1 ) ) ) }
+} else $HTTP["remoteip"] == "::1" {
+    wstunnel.ping-interval = 1
+} else { }
+$SERVER["socket"] == ":8443" { }
+$PHYSICAL["path"] == "x" { }
+"#,
+    ];
+    for src in sources {
+        let a = load(src).config;
+        let printed = print_config(&a);
+        let b = match load_str("printed.conf", &printed) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{}\n{}", e, printed),
+        };
+        assert_eq!(a, b, "printed:\n{}", printed);
+        assert_eq!(print_config(&b), printed);
+    }
+}
+
+#[test]
+fn includes_globs_shell_and_cycles() {
+    let dir = std::env::temp_dir().join(format!("wstund-conf-eval-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("conf.d")).unwrap();
+    let w = |name: &str, text: &str| std::fs::write(dir.join(name), text).unwrap();
+    w("main.conf", "var.v = \"main\"\ninclude \"conf.d/*.conf\"\ninclude_shell \"echo wstunnel.ping-size = 10\"\n$HTTP[\"url\"] == \"/i\" { include \"inner.inc\" }\n");
+    w("conf.d/20-b.conf", "wstunnel.debug += 1\n");
+    w("conf.d/10-a.conf", "wstunnel.debug = 1\nserver.tag = var.v\n");
+    w("inner.inc", "wstunnel.debug = 7\n");
+    let c = load_file(&dir.join("main.conf")).unwrap().config;
+    assert_eq!((c.wstunnel.debug, c.wstunnel.ping_size), (2, 10));
+    assert_eq!(c.server.tag, "main");
+    assert_eq!(c.resolve(&req("/i", None, None)).debug, 7);
+
+    w("cyc-a.conf", "include \"cyc-b.conf\"\n");
+    w("cyc-b.conf", "\n  include \"cyc-a.conf\"\n");
+    let e = load_file(&dir.join("cyc-a.conf")).unwrap_err();
+    assert_eq!((e.line, e.col), (2, 3), "{}", e);
+    assert!(e.file.ends_with("cyc-b.conf"));
+    assert!(e.message.starts_with("include cycle: "), "{}", e);
+
+    w("bad-inc.conf", "include \"bad.inc\"\n");
+    w("bad.inc", "wstunnel.debug = 1\nwstunnel.debug = 2\n");
+    let e = load_file(&dir.join("bad-inc.conf")).unwrap_err();
+    assert!(e.file.ends_with("bad.inc") && e.line == 2 && e.col == 1, "{}", e);
+    assert!(e.message.contains("first set at") && e.message.contains("bad.inc:1:1"), "{}", e);
+
+    w("shell-bad.conf", "include_shell \"echo 'x = ('\"\n");
+    let e = load_file(&dir.join("shell-bad.conf")).unwrap_err();
+    assert_eq!(e.file, "include_shell \"echo 'x = ('\"");
+    assert_eq!((e.line, e.col), (2, 1), "{}", e);
+
+    w("self.conf", "include_shell \"cat self.conf\"\n");
+    let e = load_file(&dir.join("self.conf")).unwrap_err();
+    assert!(e.message.contains("nested more than"), "{}", e);
+
+    assert!(load_file(&dir.join("missing.conf")).unwrap_err().to_string().contains("cannot read"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

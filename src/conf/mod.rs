@@ -1,0 +1,67 @@
+//! Configuration: lighttpd's configuration language, as far as wstund needs it.
+//!
+//! Pipeline: [`lexer`] (tokens with file:line:col) -> [`parser`] (AST) ->
+//! [`eval`] (variables, includes, conditionals, `+=`) -> typed [`Config`].
+//! Every directive is declared once in [`directives`]; every default is a
+//! `DEFAULT_*` constant in [`model`]. Directives of lighttpd modules wstund
+//! does not implement are accepted and reported in [`Loaded::warnings`].
+
+pub mod ast;
+mod backend;
+pub mod cond;
+mod convert;
+pub mod directives;
+pub mod error;
+pub mod eval;
+mod include;
+pub mod lexer;
+mod listen;
+pub mod model;
+pub mod parser;
+mod preflight;
+mod print;
+pub mod value;
+
+#[cfg(test)]
+mod eval_tests;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+pub use cond::{Block, Condition, Subject};
+pub use error::ConfError;
+pub use model::*;
+pub use preflight::preflight;
+pub use print::print_config;
+
+/// Name used in messages for a configuration read from standard input.
+pub const STDIN_NAME: &str = "<stdin>";
+
+/// Loads a configuration file; `-` reads standard input (relative includes
+/// are then resolved against the current directory).
+pub fn load_file(path: &Path) -> Result<Loaded, ConfError> {
+    if path == Path::new("-") {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| ConfError::whole_file(STDIN_NAME, format!("cannot read: {}", e)))?;
+        return eval::load(STDIN_NAME, text, PathBuf::from("."), None);
+    }
+    let name = path.display().to_string();
+    let text = include::read(path).map_err(|e| ConfError::whole_file(&name, e))?;
+    let canonical = std::fs::canonicalize(path).ok();
+    eval::load(&name, text, parent_dir(path), canonical)
+}
+
+/// Loads configuration text; `source_name` is used in messages, and its
+/// directory (if it has one) anchors relative includes.
+pub fn load_str(source_name: &str, text: &str) -> Result<Loaded, ConfError> {
+    eval::load(source_name, text.to_string(), parent_dir(Path::new(source_name)), None)
+}
+
+fn parent_dir(p: &Path) -> PathBuf {
+    match p.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}

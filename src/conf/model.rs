@@ -1,0 +1,498 @@
+//! The typed, validated configuration the daemon runs on, and every default.
+//!
+//! All defaults live here as `DEFAULT_*` constants so the man page, the
+//! directive table and `-p` output can be checked against one source.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::cond::Block;
+
+// ---- server.* -------------------------------------------------------------
+pub const DEFAULT_BIND: &str = "0.0.0.0";
+pub const DEFAULT_PORT: u16 = 80;
+pub const DEFAULT_MAX_READ_IDLE: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_WRITE_IDLE: Duration = Duration::from_secs(360);
+/// lighttpd's default: a third of its default `server.max-fds` (4096).
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 1365;
+pub const DEFAULT_TAG: &str = "wstund";
+pub const DEFAULT_MAX_WORKER: u32 = 0;
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+pub const DEFAULT_ERRORLOG_USE_SYSLOG: bool = false;
+
+// ---- wstunnel.* -----------------------------------------------------------
+pub const DEFAULT_FRAME_TYPE: FrameType = FrameType::Text;
+pub const DEFAULT_PING_INTERVAL: u32 = 0;
+pub const DEFAULT_DEBUG: u32 = 0;
+pub const DEFAULT_BALANCE: Balance = Balance::Fair;
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 0;
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 0;
+/// The limit that applies when `wstunnel.max-message-size` is 0 but a
+/// message must be buffered whole (e.g. for compression or `framed` backends).
+pub const BUFFERED_MESSAGE_SIZE_LIMIT: usize = 1 << 20;
+pub const DEFAULT_MAX_BACKEND_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+pub const DEFAULT_AUTO_FRAGMENT_SIZE: usize = 0;
+pub const DEFAULT_VALIDATE_UTF8: bool = true;
+pub const DEFAULT_REQUIRE_MASKED_CLIENT_FRAMES: bool = true;
+pub const DEFAULT_APPLY_MASK: bool = true;
+pub const DEFAULT_MASK_SERVER_FRAMES: bool = false;
+pub const DEFAULT_FAIL_BY_DROP: bool = false;
+pub const DEFAULT_ECHO_CLOSE_CODEREASON: bool = false;
+pub const DEFAULT_OPEN_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(10_000);
+pub const DEFAULT_CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(5_000);
+pub const DEFAULT_TCP_NODELAY: bool = true;
+pub const DEFAULT_PING_TIMEOUT: u32 = 0;
+pub const DEFAULT_PING_SIZE: u32 = 4;
+pub const DEFAULT_VERSIONS: &[u32] = &[13];
+pub const DEFAULT_SUBPROTOCOLS: &[&str] = &["binary", "base64"];
+pub const DEFAULT_REQUIRE_SUBPROTOCOL: bool = false;
+pub const DEFAULT_COMPRESSION: Compression = Compression::None;
+pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
+pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 64;
+pub const DEFAULT_BACKEND_FRAMING: BackendFraming = BackendFraming::Stream;
+
+// ---- wstunnel.server backend options --------------------------------------
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
+pub const DEFAULT_DISABLE_TIME: Duration = Duration::from_secs(1);
+pub const DEFAULT_MIN_PROCS: u32 = 4;
+pub const DEFAULT_MAX_PROCS_POOL: u32 = 4;
+pub const DEFAULT_MAX_PROCS_STDIO: u32 = 1024;
+pub const DEFAULT_MAX_LOAD_PER_PROC: u32 = 1;
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// SIGTERM (the same number on every Linux architecture).
+pub const DEFAULT_KILL_SIGNAL: i32 = 15;
+pub const DEFAULT_BACKEND_LISTEN_BACKLOG: u32 = 1024;
+pub const DEFAULT_BACKEND_MODE: BackendMode = BackendMode::Socket;
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_millis(100);
+pub const DEFAULT_WEIGHT: u32 = 1;
+/// Host used when a spawned backend (`bin-path`) gives only a `port`.
+pub const DEFAULT_SPAWN_HOST: &str = "127.0.0.1";
+
+/// The result of loading a configuration.
+#[derive(Debug)]
+pub struct Loaded {
+    pub config: Config,
+    /// Non-fatal findings (ignored directives and modules), each reported once.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub server: ServerSettings,
+    /// Settings outside any conditional; what `resolve` returns when no block matches.
+    pub wstunnel: Arc<WsSettings>,
+    /// Conditional blocks in source order (a parent always precedes its children).
+    pub blocks: Vec<Block>,
+    /// `server.bind`/`server.port` first, then each distinct `$SERVER["socket"]`.
+    pub listen: Vec<ListenSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerSettings {
+    pub bind: String,
+    pub port: u16,
+    pub max_read_idle: Duration,
+    pub max_write_idle: Duration,
+    pub max_connections: u32,
+    pub max_fds: Option<u32>,
+    pub max_worker: u32,
+    pub listen_backlog: u32,
+    pub errorlog: Option<PathBuf>,
+    pub errorlog_use_syslog: bool,
+    pub pid_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub groupname: Option<String>,
+    pub chroot: Option<PathBuf>,
+    pub tag: String,
+    pub modules: Vec<String>,
+}
+
+impl Default for ServerSettings {
+    fn default() -> ServerSettings {
+        ServerSettings {
+            bind: DEFAULT_BIND.to_string(),
+            port: DEFAULT_PORT,
+            max_read_idle: DEFAULT_MAX_READ_IDLE,
+            max_write_idle: DEFAULT_MAX_WRITE_IDLE,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_fds: None,
+            max_worker: DEFAULT_MAX_WORKER,
+            listen_backlog: DEFAULT_LISTEN_BACKLOG,
+            errorlog: None,
+            errorlog_use_syslog: DEFAULT_ERRORLOG_USE_SYSLOG,
+            pid_file: None,
+            username: None,
+            groupname: None,
+            chroot: None,
+            tag: DEFAULT_TAG.to_string(),
+            modules: Vec::new(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct WsSettings {
+    pub servers: ServerMap,
+    pub frame_type: FrameType,
+    /// Empty = any origin, and a missing Origin header is allowed.
+    pub origins: Vec<String>,
+    /// Seconds; 0 = no pings.
+    pub ping_interval: u32,
+    pub debug: u32,
+    pub balance: Balance,
+    /// `(from, to)`: a path ending in `from` uses the route of extension `to`.
+    pub map_extensions: Vec<(String, String)>,
+    /// Bytes; 0 = unlimited.
+    pub max_frame_size: usize,
+    /// Bytes; 0 = unlimited (see [`BUFFERED_MESSAGE_SIZE_LIMIT`]).
+    pub max_message_size: usize,
+    pub max_backend_message_size: usize,
+    /// Bytes; 0 = never split outgoing messages.
+    pub auto_fragment_size: usize,
+    pub validate_utf8: bool,
+    pub require_masked_client_frames: bool,
+    pub apply_mask: bool,
+    pub mask_server_frames: bool,
+    pub fail_by_drop: bool,
+    pub echo_close_codereason: bool,
+    pub open_handshake_timeout: Duration,
+    pub close_handshake_timeout: Duration,
+    pub tcp_nodelay: bool,
+    /// Seconds; 0 = do not wait for pongs.
+    pub ping_timeout: u32,
+    /// Payload bytes of each ping, 4..=125.
+    pub ping_size: u32,
+    pub versions: Vec<u32>,
+    pub subprotocols: Vec<String>,
+    pub require_subprotocol: bool,
+    pub compression: Compression,
+    pub compression_level: u32,
+    pub compression_min_size: usize,
+    pub backend_framing: BackendFraming,
+}
+
+impl Default for WsSettings {
+    fn default() -> WsSettings {
+        WsSettings {
+            servers: ServerMap::default(),
+            frame_type: DEFAULT_FRAME_TYPE,
+            origins: Vec::new(),
+            ping_interval: DEFAULT_PING_INTERVAL,
+            debug: DEFAULT_DEBUG,
+            balance: DEFAULT_BALANCE,
+            map_extensions: Vec::new(),
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_backend_message_size: DEFAULT_MAX_BACKEND_MESSAGE_SIZE,
+            auto_fragment_size: DEFAULT_AUTO_FRAGMENT_SIZE,
+            validate_utf8: DEFAULT_VALIDATE_UTF8,
+            require_masked_client_frames: DEFAULT_REQUIRE_MASKED_CLIENT_FRAMES,
+            apply_mask: DEFAULT_APPLY_MASK,
+            mask_server_frames: DEFAULT_MASK_SERVER_FRAMES,
+            fail_by_drop: DEFAULT_FAIL_BY_DROP,
+            echo_close_codereason: DEFAULT_ECHO_CLOSE_CODEREASON,
+            open_handshake_timeout: DEFAULT_OPEN_HANDSHAKE_TIMEOUT,
+            close_handshake_timeout: DEFAULT_CLOSE_HANDSHAKE_TIMEOUT,
+            tcp_nodelay: DEFAULT_TCP_NODELAY,
+            ping_timeout: DEFAULT_PING_TIMEOUT,
+            ping_size: DEFAULT_PING_SIZE,
+            versions: DEFAULT_VERSIONS.to_vec(),
+            subprotocols: DEFAULT_SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),
+            require_subprotocol: DEFAULT_REQUIRE_SUBPROTOCOL,
+            compression: DEFAULT_COMPRESSION,
+            compression_level: DEFAULT_COMPRESSION_LEVEL,
+            compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
+            backend_framing: DEFAULT_BACKEND_FRAMING,
+        }
+    }
+}
+
+impl WsSettings {
+    /// Keeps the copy of `map_extensions` inside `servers` in step; called after
+    /// every load and merge so `ServerMap::find` sees the effective mapping.
+    pub(crate) fn sync(&mut self) {
+        if self.servers.map_extensions != self.map_extensions {
+            self.servers.map_extensions = self.map_extensions.clone();
+        }
+    }
+}
+
+/// Generates the string table of a configuration enum in one place.
+macro_rules! conf_enum {
+    ($(#[$m:meta])* $name:ident { $($variant:ident = $text:literal),* $(,)? }) => {
+        $(#[$m])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum $name { $($variant),* }
+        impl $name {
+            pub const VALUES: &'static [(&'static str, $name)] = &[$(($text, $name::$variant)),*];
+            pub fn as_str(self) -> &'static str {
+                match self { $($name::$variant => $text),* }
+            }
+        }
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result { f.write_str(self.as_str()) }
+        }
+    };
+}
+
+conf_enum!(
+    /// Opcode of the frames wstund sends to the client.
+    FrameType { Text = "text", Binary = "binary" }
+);
+conf_enum!(
+    /// lighttpd's gw_backend balancing algorithms.
+    Balance { Fair = "fair", LeastConnection = "least-connection", RoundRobin = "round-robin", Hash = "hash", Sticky = "sticky" }
+);
+conf_enum!(
+    Compression { None = "", PermessageDeflate = "permessage-deflate" }
+);
+conf_enum!(
+    /// How message boundaries are carried on the backend byte stream.
+    BackendFraming { Stream = "stream", Line = "line", Framed = "framed" }
+);
+conf_enum!(
+    /// `socket`: connect to (or spawn a pool listening on) host:port/socket;
+    /// `stdio`: one program per connection talking on stdin/stdout.
+    BackendMode { Socket = "socket", Stdio = "stdio" }
+);
+
+/// `wstunnel.server`: routes in declaration order.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ServerMap {
+    pub routes: Vec<Route>,
+    /// Copy of `wstunnel.map-extensions`, kept in step by the loader.
+    pub map_extensions: Vec<(String, String)>,
+}
+
+impl ServerMap {
+    /// The route for a request path (query string already removed).
+    ///
+    /// Keys starting with `/` are URL-path prefixes and win over everything
+    /// else (longest first). Other keys are suffixes such as `.ws`, longest
+    /// first, then `wstunnel.map-extensions`; the key `""` matches every path
+    /// and is tried last. Ties go to the key declared first.
+    pub fn find(&self, url_path: &str) -> Option<&Route> {
+        let prefix = self
+            .routes
+            .iter()
+            .filter(|r| r.key.starts_with('/') && url_path.starts_with(r.key.as_str()))
+            .fold(None::<&Route>, |best, r| match best {
+                Some(b) if b.key.len() >= r.key.len() => Some(b),
+                _ => Some(r),
+            });
+        if prefix.is_some() {
+            return prefix;
+        }
+        let suffix = self
+            .routes
+            .iter()
+            .filter(|r| !r.key.starts_with('/') && !r.key.is_empty() && url_path.ends_with(r.key.as_str()))
+            .fold(None::<&Route>, |best, r| match best {
+                Some(b) if b.key.len() >= r.key.len() => Some(b),
+                _ => Some(r),
+            });
+        if suffix.is_some() {
+            return suffix;
+        }
+        let mapped = self
+            .map_extensions
+            .iter()
+            .filter(|(from, _)| !from.is_empty() && url_path.ends_with(from.as_str()))
+            .fold(None::<&(String, String)>, |best, m| match best {
+                Some(b) if b.0.len() >= m.0.len() => Some(b),
+                _ => Some(m),
+            });
+        if let Some((_, to)) = mapped {
+            if let Some(r) = self.routes.iter().find(|r| r.key == *to) {
+                return Some(r);
+            }
+        }
+        self.routes.iter().find(|r| r.key.is_empty())
+    }
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Route {
+    pub key: String,
+    pub backends: Vec<Arc<BackendSpec>>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendSpec {
+    /// The label in `( "label" => ( ... ) )`, if one was given.
+    pub name: Option<String>,
+    pub addr: BackendAddr,
+    pub connect_timeout: Duration,
+    pub disable_time: Duration,
+    pub bin_path: Option<String>,
+    pub bin_environment: Vec<(String, String)>,
+    pub bin_copy_environment: Option<Vec<String>>,
+    pub min_procs: u32,
+    /// `None`: [`DEFAULT_MAX_PROCS_POOL`] for pools, [`DEFAULT_MAX_PROCS_STDIO`] for stdio.
+    pub max_procs: Option<u32>,
+    pub max_load_per_proc: u32,
+    pub idle_timeout: Duration,
+    pub kill_signal: i32,
+    pub listen_backlog: u32,
+    pub mode: BackendMode,
+    pub close_timeout: Duration,
+    pub weight: u32,
+}
+
+impl BackendSpec {
+    /// A backend at `addr` with every option at its default.
+    pub fn new(addr: BackendAddr) -> BackendSpec {
+        BackendSpec {
+            name: None,
+            addr,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            disable_time: DEFAULT_DISABLE_TIME,
+            bin_path: None,
+            bin_environment: Vec::new(),
+            bin_copy_environment: None,
+            min_procs: DEFAULT_MIN_PROCS,
+            max_procs: None,
+            max_load_per_proc: DEFAULT_MAX_LOAD_PER_PROC,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            kill_signal: DEFAULT_KILL_SIGNAL,
+            listen_backlog: DEFAULT_BACKEND_LISTEN_BACKLOG,
+            mode: DEFAULT_BACKEND_MODE,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
+            weight: DEFAULT_WEIGHT,
+        }
+    }
+
+    /// `max-procs` with its mode-dependent default applied.
+    pub fn effective_max_procs(&self) -> u32 {
+        self.max_procs.unwrap_or(match self.mode {
+            BackendMode::Socket => DEFAULT_MAX_PROCS_POOL,
+            BackendMode::Stdio => DEFAULT_MAX_PROCS_STDIO,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum BackendAddr {
+    Tcp { host: String, port: u16 },
+    Unix(PathBuf),
+    /// A stdio program without a socket.
+    None,
+}
+
+impl fmt::Display for BackendAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendAddr::Tcp { host, port } if host.contains(':') => write!(f, "[{}]:{}", host, port),
+            BackendAddr::Tcp { host, port } => write!(f, "{}:{}", host, port),
+            BackendAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            BackendAddr::None => f.write_str("stdio"),
+        }
+    }
+}
+
+/// A socket to listen on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum ListenSpec {
+    Tcp(SocketAddr),
+    Unix(PathBuf),
+}
+
+/// The canonical form `$SERVER["socket"]` conditions are compared with: pass
+/// `spec.to_string()` of the configured listener as `RequestFacts::server_socket`.
+impl fmt::Display for ListenSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenSpec::Tcp(a) => write!(f, "{}", a),
+            ListenSpec::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// What conditionals may look at for one request.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestFacts<'a> {
+    /// Path without the query string.
+    pub url_path: &'a str,
+    /// Query string without the `?`.
+    pub query: &'a str,
+    pub host: Option<&'a str>,
+    pub method: &'a str,
+    /// `http` or `https`.
+    pub scheme: &'a str,
+    pub remote_ip: Option<IpAddr>,
+    pub headers: &'a [(&'a str, &'a str)],
+    /// `ListenSpec::to_string()` of the listener that accepted the connection.
+    pub server_socket: &'a str,
+}
+
+impl<'a> RequestFacts<'a> {
+    /// First header of that name (case-insensitive), as lighttpd conditions see it.
+    pub fn header(&self, name: &str) -> Option<&'a str> {
+        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| *v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(keys: &[&str], ext: &[(&str, &str)]) -> ServerMap {
+        ServerMap {
+            routes: keys.iter().map(|k| Route { key: k.to_string(), backends: Vec::new() }).collect(),
+            map_extensions: ext.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect(),
+        }
+    }
+
+    #[test]
+    fn find_table() {
+        let cases: Vec<(ServerMap, &str, Option<&str>)> = vec![
+            (map(&["/ws/", "/ws/chat/"], &[]), "/ws/chat/room", Some("/ws/chat/")),
+            (map(&["/ws/chat/", "/ws/"], &[]), "/ws/x", Some("/ws/")),
+            (map(&["/ws/"], &[]), "/other", None),
+            (map(&[".ws"], &[]), "/a/b.ws", Some(".ws")),
+            (map(&[".ws", "chat.ws"], &[]), "/a/chat.ws", Some("chat.ws")),
+            (map(&[""], &[]), "/anything", Some("")),
+            (map(&["", "/ws"], &[]), "/ws", Some("/ws")),
+            (map(&["", ".ws"], &[]), "/x.ws", Some(".ws")),
+            (map(&["", ".ws"], &[]), "/x.html", Some("")),
+            (map(&[".ws"], &[(".sock", ".ws")]), "/y.sock", Some(".ws")),
+            (map(&[".ws"], &[(".sock", ".missing")]), "/y.sock", None),
+            (map(&["/a", ".ws"], &[]), "/a/b.ws", Some("/a")),
+            (map(&[], &[]), "/", None),
+        ];
+        for (m, path, want) in cases {
+            assert_eq!(m.find(path).map(|r| r.key.as_str()), want, "path {} in {:?}", path, m);
+        }
+    }
+
+    #[test]
+    fn displays() {
+        assert_eq!(BackendAddr::Tcp { host: "127.0.0.1".into(), port: 9001 }.to_string(), "127.0.0.1:9001");
+        assert_eq!(BackendAddr::Tcp { host: "::1".into(), port: 9 }.to_string(), "[::1]:9");
+        assert_eq!(BackendAddr::Unix("/run/app.sock".into()).to_string(), "unix:/run/app.sock");
+        assert_eq!(ListenSpec::Tcp("[::1]:80".parse().unwrap()).to_string(), "[::1]:80");
+        assert_eq!(ListenSpec::Unix("/run/x.sock".into()).to_string(), "/run/x.sock");
+    }
+
+    #[test]
+    fn max_procs_default_depends_on_mode() {
+        let mut b = BackendSpec::new(BackendAddr::None);
+        assert_eq!(b.effective_max_procs(), DEFAULT_MAX_PROCS_POOL);
+        b.mode = BackendMode::Stdio;
+        assert_eq!(b.effective_max_procs(), DEFAULT_MAX_PROCS_STDIO);
+        b.max_procs = Some(7);
+        assert_eq!(b.effective_max_procs(), 7);
+    }
+
+    #[test]
+    fn header_lookup_is_case_insensitive() {
+        let h = [("User-Agent", "x"), ("cookie", "c=1")];
+        let f = RequestFacts { url_path: "/", query: "", host: None, method: "GET", scheme: "http", remote_ip: None, headers: &h, server_socket: "" };
+        assert_eq!(f.header("user-agent"), Some("x"));
+        assert_eq!(f.header("Cookie"), Some("c=1"));
+        assert_eq!(f.header("Referer"), None);
+    }
+}

@@ -1,0 +1,289 @@
+//! One client connection and its backend: the lifecycle state machine.
+//!
+//! ```text
+//! Handshake ──request parsed, routed, validated──▶ Connecting ──backend connected──▶ Open
+//!    │ bad request / 404 / 426 / timeout (408)        │ every backend failed (503)     │
+//!    ▼                                                ▼                                ▼
+//!  Linger ◀──────────────── error response ───────────┘      Closing (close frame sent or
+//!    │ response flushed, write side shut, client drained             received; waiting for
+//!    ▼                                                               the other half)
+//!  Done ◀────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! * `Handshake`: the HTTP request accumulates in the inbound buffer (cap 16 KiB).
+//! * `Connecting`: the backend connect is in flight. The 101 is sent only when it
+//!   succeeds, so a client never sees a 101 that leads nowhere.
+//! * `Open`: payload streams both ways (`tunnel.rs`).
+//! * `Closing`: one side started the close handshake; data no longer flows to the
+//!   client, and the connection ends when both close frames have crossed (or the
+//!   close-handshake timeout passes).
+//! * `Linger`: an HTTP error response or a failing close frame is being flushed; then
+//!   the write side is shut and the client's remaining bytes are read and dropped, so the
+//!   kernel does not answer them with a RST that would destroy the response.
+//!
+//! Readiness is edge-triggered and remembered in per-endpoint flags; every handler runs
+//! until it would block, and a full buffer simply stops reading the side that fills it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use mio::event::Event;
+use mio::Registry;
+
+use crate::backend::{BackendStream, Resolver};
+use crate::buffer::BufPool;
+use crate::client::ClientStream;
+use crate::conf::{BackendSpec, Config, WsSettings};
+use crate::http::Upgrade;
+use crate::inbound::{Inbound, InboundOpts};
+use crate::outbound::Outbound;
+use crate::token::{conn_token, Endpoint};
+use crate::ws::frame::OpCode;
+
+/// How long an error response or a failing close frame may take to drain.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Everything a connection handler needs from the loop.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub pool: &'a mut BufPool,
+    pub now: Instant,
+    pub config: &'a Config,
+    pub resolver: &'a mut Resolver,
+    /// Listener names ("127.0.0.1:8080", "/run/ws.sock") for `$SERVER["socket"]`.
+    pub listener_names: &'a [String],
+    pub server_tag: &'a str,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Handshake { deadline: Instant },
+    Connecting { deadline: Instant },
+    Open,
+    Closing { deadline: Instant },
+    Linger { deadline: Instant, shut: bool },
+    Done,
+}
+
+/// Who ended the connection, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    Client,
+    Backend,
+    Server,
+}
+
+impl Side {
+    fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Backend => "backend",
+            Side::Server => "server",
+        }
+    }
+}
+
+/// Route state, present from the moment a request is routed.
+pub struct Tunnel {
+    pub path: String,
+    pub settings: Arc<WsSettings>,
+    pub backends: Vec<Arc<BackendSpec>>,
+    /// Index of the next backend to try.
+    pub attempt: usize,
+    /// Kept until the 101 goes out.
+    pub upgrade: Option<Upgrade>,
+    pub opcode: OpCode,
+    pub opts: InboundOpts,
+    pub backend_name: String,
+    pub close_timeout: Duration,
+}
+
+pub struct Conn {
+    pub id: u64,
+    pub key: usize,
+    pub listener: usize,
+    pub peer: Option<SocketAddr>,
+    pub client: ClientStream,
+    pub backend: Option<BackendStream>,
+    pub phase: Phase,
+    pub inbound: Inbound,
+    pub outbound: Outbound,
+    pub tunnel: Option<Box<Tunnel>>,
+    pub client_readable: bool,
+    pub client_writable: bool,
+    pub client_eof: bool,
+    pub backend_readable: bool,
+    pub backend_writable: bool,
+    pub backend_eof: bool,
+    pub backend_shut: bool,
+    pub close_sent: bool,
+    pub close_received: bool,
+    pub close_code: Option<u16>,
+    pub closed_by: Option<Side>,
+    /// HTTP status when the connection ended with an HTTP response.
+    pub status: Option<u16>,
+    pub started: Instant,
+    pub last_read: Instant,
+    pub last_write: Instant,
+    pub last_ping: Instant,
+}
+
+impl Conn {
+    pub fn new(
+        id: u64,
+        key: usize,
+        listener: usize,
+        client: ClientStream,
+        peer: Option<SocketAddr>,
+        now: Instant,
+        handshake_timeout: Duration,
+    ) -> Conn {
+        Conn {
+            id,
+            key,
+            listener,
+            peer,
+            client,
+            backend: None,
+            phase: Phase::Handshake { deadline: now + handshake_timeout },
+            inbound: Inbound::new(),
+            outbound: Outbound::new(),
+            tunnel: None,
+            client_readable: true,
+            client_writable: true,
+            client_eof: false,
+            backend_readable: false,
+            backend_writable: false,
+            backend_eof: false,
+            backend_shut: false,
+            close_sent: false,
+            close_received: false,
+            close_code: None,
+            closed_by: None,
+            status: None,
+            started: now,
+            last_read: now,
+            last_write: now,
+            last_ping: now,
+        }
+    }
+
+    pub fn register(&mut self, reg: &Registry) -> std::io::Result<()> {
+        self.client.register(reg, conn_token(self.key, Endpoint::Client))
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Records readiness from one event and runs the state machine.
+    pub fn on_event(&mut self, ep: Endpoint, ev: &Event, ctx: &mut Ctx) {
+        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        match ep {
+            Endpoint::Client => {
+                self.client_readable |= readable;
+                self.client_writable |= writable;
+            }
+            _ => {
+                self.backend_readable |= readable;
+                self.backend_writable |= writable;
+            }
+        }
+        self.drive(ctx);
+    }
+
+    /// Runs phase handlers until none makes progress.
+    pub fn drive(&mut self, ctx: &mut Ctx) {
+        loop {
+            let before = self.phase;
+            match self.phase {
+                Phase::Handshake { .. } => self.drive_handshake(ctx),
+                Phase::Connecting { .. } => self.drive_connecting(ctx),
+                Phase::Open | Phase::Closing { .. } => self.pump(ctx),
+                Phase::Linger { .. } => self.drive_linger(ctx),
+                Phase::Done => return,
+            }
+            if self.phase == before {
+                break;
+            }
+        }
+        self.inbound.release_if_idle(ctx.pool);
+        if self.outbound.is_empty() {
+            self.outbound.buf.release_if_empty(ctx.pool);
+        }
+    }
+
+    /// The 1-second housekeeping: every timeout of the connection.
+    pub fn on_tick(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        match self.phase {
+            Phase::Handshake { deadline } if now >= deadline => {
+                debug!("[c{}] handshake timeout", self.id);
+                self.reject(ctx, 408, &[], "request timeout");
+            }
+            Phase::Connecting { deadline } if now >= deadline => self.connect_timed_out(ctx),
+            Phase::Open => self.open_tick(ctx),
+            Phase::Closing { deadline } | Phase::Linger { deadline, .. } if now >= deadline => {
+                debug!("[c{}] close timeout", self.id);
+                self.phase = Phase::Done;
+            }
+            _ => {}
+        }
+        self.drive(ctx);
+    }
+
+    /// Server shutdown: tunnels get close 1001, half-done handshakes just end.
+    pub fn begin_shutdown(&mut self, ctx: &mut Ctx) {
+        match self.phase {
+            Phase::Open => self.start_close(ctx, crate::ws::close::GOING_AWAY, "server shutting down", Side::Server),
+            Phase::Handshake { .. } | Phase::Connecting { .. } => self.reject(ctx, 503, &[], "server shutting down"),
+            _ => {}
+        }
+        self.drive(ctx);
+    }
+
+    /// Ends the connection now: no more I/O on either socket.
+    pub fn teardown(&mut self, ctx: &mut Ctx) {
+        self.client.deregister(ctx.registry);
+        self.drop_backend(ctx);
+        self.inbound.buf.release(ctx.pool);
+        self.outbound.release(ctx.pool);
+        self.log_access(ctx.now);
+    }
+
+    pub fn drop_backend(&mut self, ctx: &mut Ctx) {
+        if let Some(mut b) = self.backend.take() {
+            b.deregister(ctx.registry);
+        }
+        self.backend_readable = false;
+        self.backend_writable = false;
+    }
+
+    fn log_access(&self, now: Instant) {
+        let peer = self.peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
+        let (path, backend) = match &self.tunnel {
+            Some(t) => (t.path.as_str(), if t.backend_name.is_empty() { "-" } else { t.backend_name.as_str() }),
+            None => ("-", "-"),
+        };
+        let close = match (self.close_code, self.status) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(s)) => format!("http{s}"),
+            (None, None) => "1006".into(),
+        };
+        info!(
+            "[c{}] access peer={} path={} backend={} in={} out={} dur_ms={} close={} closed_by={}",
+            self.id,
+            peer,
+            path,
+            backend,
+            self.inbound.payload_bytes,
+            self.outbound.payload_bytes,
+            now.duration_since(self.started).as_millis(),
+            close,
+            self.closed_by.unwrap_or(Side::Client).as_str(),
+        );
+    }
+}

@@ -1,0 +1,270 @@
+//! The opening half of a connection: HTTP request -> route -> backend connect -> 101.
+//!
+//! The 101 is written only once the backend connect has completed, so every failure up
+//! to that point is an ordinary HTTP error response (404, 426, 503, ...) that a client,
+//! a browser console or a load balancer's health check can understand.
+
+use std::io;
+use std::sync::Arc;
+
+use log::{debug, info, warn};
+
+use crate::backend::{describe, BackendStream, ConnectState};
+use crate::conf::{FrameType, RequestFacts};
+use crate::conn::{Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
+use crate::http::{self, Parse, Request, UpgradePolicy};
+use crate::inbound::InboundOpts;
+use crate::token::{conn_token, Endpoint};
+use crate::ws::frame::OpCode;
+
+/// Subprotocols whose meaning wstund implements; others in `wstunnel.subprotocols`
+/// are passed through for the backend's sake.
+const BUILTIN_SUBPROTOCOL_BINARY: &str = "binary";
+
+impl Conn {
+    pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
+        while self.client_readable && !self.client_eof {
+            let room = self.inbound.read_room(ctx.pool);
+            if room.is_empty() {
+                break;
+            }
+            match self.client.read(room) {
+                Ok(0) => self.client_eof = true,
+                Ok(n) => self.inbound.commit(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("[c{}] read error during handshake: {e}", self.id);
+                    self.phase = Phase::Done;
+                    return;
+                }
+            }
+        }
+        match http::parse_request(self.inbound.raw()) {
+            Parse::Partial => {
+                if self.client_eof {
+                    debug!("[c{}] client closed before finishing its request", self.id);
+                    self.phase = Phase::Done;
+                }
+            }
+            Parse::Invalid(rej) => {
+                let extra: Vec<(&str, &str)> = rej.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                self.reject(ctx, rej.status, &extra, &rej.message);
+            }
+            Parse::Complete { request, consumed } => {
+                self.inbound.skip_raw(consumed);
+                self.route(ctx, request);
+            }
+        }
+    }
+
+    /// Picks the route for the request and either starts the backend connect or answers
+    /// with the HTTP error that explains why not.
+    fn route(&mut self, ctx: &mut Ctx, req: Request) {
+        let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
+        let facts = RequestFacts {
+            url_path: &req.path,
+            query: &req.query,
+            host: req.header("host"),
+            method: &req.method,
+            scheme: "http",
+            remote_ip: self.peer.map(|p| p.ip()),
+            headers: &headers,
+            server_socket,
+        };
+        let settings = ctx.config.resolve(&facts);
+        let Some(route) = settings.servers.find(&req.path) else {
+            debug!("[c{}] no wstunnel route for {}", self.id, req.path);
+            return self.reject(ctx, 404, &[], "not found");
+        };
+        let backends = route.backends.clone();
+        if !req.is_upgrade_request() {
+            return self.reject(
+                ctx,
+                426,
+                &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                "this is a WebSocket endpoint",
+            );
+        }
+        let subprotocols: Vec<String> =
+            settings.subprotocols.iter().filter(|p| p.as_str() != "base64").cloned().collect();
+        let policy = UpgradePolicy {
+            origins: &settings.origins,
+            versions: &settings.versions,
+            subprotocols: &subprotocols,
+            require_subprotocol: settings.require_subprotocol,
+        };
+        let upgrade = match http::validate_upgrade(&req, &policy) {
+            Ok(u) => u,
+            Err(rej) => {
+                debug!("[c{}] upgrade rejected ({}): {}", self.id, rej.status, rej.message);
+                let extra: Vec<(&str, &str)> = rej.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                return self.reject(ctx, rej.status, &extra, &rej.message);
+            }
+        };
+        let opcode = if upgrade.subprotocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(BUILTIN_SUBPROTOCOL_BINARY)) {
+            OpCode::Binary
+        } else {
+            match settings.frame_type {
+                FrameType::Binary => OpCode::Binary,
+                FrameType::Text => OpCode::Text,
+            }
+        };
+        let opts = InboundOpts {
+            require_mask: settings.require_masked_client_frames,
+            apply_mask: settings.apply_mask,
+            validate_utf8: settings.validate_utf8,
+            max_frame_size: settings.max_frame_size as u64,
+            max_message_size: settings.max_message_size as u64,
+        };
+        let close_timeout = settings.close_handshake_timeout;
+        self.tunnel = Some(Box::new(Tunnel {
+            path: req.path,
+            settings,
+            backends,
+            attempt: 0,
+            upgrade: Some(upgrade),
+            opcode,
+            opts,
+            backend_name: String::new(),
+            close_timeout,
+        }));
+        self.connect_next(ctx);
+    }
+
+    /// Starts a connect to the next backend of the route; 503 when none is left.
+    fn connect_next(&mut self, ctx: &mut Ctx) {
+        let Some(t) = self.tunnel.as_mut() else { return };
+        while t.attempt < t.backends.len() {
+            let spec = Arc::clone(&t.backends[t.attempt]);
+            t.attempt += 1;
+            let target = match ctx.resolver.target(&spec.addr) {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!("[c{}] {e}", self.id);
+                    continue;
+                }
+            };
+            t.backend_name = describe(&target);
+            match BackendStream::connect(&target, t.settings.tcp_nodelay) {
+                Ok(mut s) => {
+                    if let Err(e) = s.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
+                        warn!("[c{}] cannot watch backend socket {}: {e}", self.id, t.backend_name);
+                        continue;
+                    }
+                    self.backend = Some(s);
+                    self.backend_readable = false;
+                    self.backend_writable = false;
+                    self.phase = Phase::Connecting { deadline: ctx.now + spec.connect_timeout };
+                    return;
+                }
+                Err(e) => warn!("[c{}] backend {} connect failed: {e}", self.id, t.backend_name),
+            }
+        }
+        warn!("[c{}] no backend reachable for {}", self.id, t.path);
+        self.reject(ctx, 503, &[("Retry-After", "1")], "backend unavailable");
+    }
+
+    pub(crate) fn drive_connecting(&mut self, ctx: &mut Ctx) {
+        if !(self.backend_writable || self.backend_readable) {
+            return;
+        }
+        let Some(b) = self.backend.as_ref() else { return self.connect_next(ctx) };
+        match b.connect_state() {
+            ConnectState::InProgress => {
+                self.backend_writable = false;
+                self.backend_readable = false;
+            }
+            ConnectState::Failed(e) => {
+                let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
+                warn!("[c{}] backend {name} connect failed: {e}", self.id);
+                self.drop_backend(ctx);
+                self.connect_next(ctx);
+            }
+            ConnectState::Connected => self.open(ctx),
+        }
+    }
+
+    pub(crate) fn connect_timed_out(&mut self, ctx: &mut Ctx) {
+        let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
+        warn!("[c{}] backend {name} connect timed out", self.id);
+        self.drop_backend(ctx);
+        self.connect_next(ctx);
+    }
+
+    /// The backend answered: send the 101 and start the tunnel. Frames the client
+    /// pipelined behind its request are already in the inbound buffer and are decoded
+    /// by the first pump.
+    fn open(&mut self, ctx: &mut Ctx) {
+        let Some(t) = self.tunnel.as_mut() else { return };
+        let Some(up) = t.upgrade.take() else { return };
+        let mut resp = Vec::with_capacity(256);
+        let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
+        http::write_101(&up, tag, &mut resp);
+        self.outbound.push_raw(ctx.pool, &resp);
+        if t.settings.tcp_nodelay {
+            self.client.set_nodelay(true);
+        }
+        info!(
+            "[c{}] tunnel open {} -> {}{}",
+            self.id,
+            t.path,
+            t.backend_name,
+            up.subprotocol.map(|p| format!(" (subprotocol {p})")).unwrap_or_default()
+        );
+        self.last_read = ctx.now;
+        self.last_ping = ctx.now;
+        self.phase = Phase::Open;
+        // Writable edges that arrived while connecting were consumed by the check.
+        self.backend_writable = true;
+        self.backend_readable = true;
+    }
+
+    /// Answers with an HTTP error and ends the connection gracefully.
+    pub(crate) fn reject(&mut self, ctx: &mut Ctx, status: u16, extra: &[(&str, &str)], body: &str) {
+        self.drop_backend(ctx);
+        let mut resp = Vec::with_capacity(256);
+        http::write_response(status, extra, body, &mut resp);
+        self.outbound.push_raw(ctx.pool, &resp);
+        self.status = Some(status);
+        self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
+    }
+
+    /// Flushes what is queued, shuts the write side, then reads and drops whatever the
+    /// client still sends until it closes.
+    pub(crate) fn drive_linger(&mut self, ctx: &mut Ctx) {
+        if self.client_writable && !self.outbound.is_empty() {
+            match self.outbound.write_out(ctx.pool, |b| self.client.write(b)) {
+                Ok((_, blocked)) => self.client_writable = !blocked,
+                Err(_) => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+            }
+        }
+        if !self.outbound.is_empty() {
+            return;
+        }
+        if let Phase::Linger { deadline, shut: false } = self.phase {
+            self.client.shutdown_write();
+            self.phase = Phase::Linger { deadline, shut: true };
+        }
+        let mut sink = [0u8; 4096];
+        while self.client_readable {
+            match self.client.read(&mut sink) {
+                Ok(0) => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+            }
+        }
+    }
+}

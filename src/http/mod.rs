@@ -1,0 +1,21 @@
+//! The HTTP/1.1 side of wstund: parse the upgrade request, decide whether it may become a
+//! WebSocket, and write the 101 or a short error response. Nothing here does I/O.
+//!
+//! - `request`: incremental request-head parsing (`parse_request`), path hygiene;
+//! - `upgrade`: RFC 6455 handshake validation against a route's policy, lighttpd's
+//!   origin rule;
+//! - `response`: the 101, plain error responses, `Reject`.
+
+pub mod request;
+pub mod response;
+pub mod upgrade;
+
+pub use request::{parse_request, Parse, Request, MAX_HEADERS};
+pub use response::{reason_phrase, write_101, write_response, Reject};
+pub use upgrade::{origin_allowed, validate_upgrade, Upgrade, UpgradePolicy};
+
+/// Cap on the request head (request line + headers + blank line). lighttpd's default
+/// limit is larger (server.max-request-field-size, 8 KiB per field), but a WebSocket
+/// handshake is a few hundred bytes; 16 KiB leaves room for big cookies while bounding
+/// what a slow or hostile client can make each connection hold and re-scan.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;

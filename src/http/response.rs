@@ -1,0 +1,312 @@
+//! The few HTTP responses a tunnel ever sends: 101 to switch, or a short plain-text error
+//! followed by closing the connection.
+//!
+//! Responses are appended to the caller's output buffer as bytes so they go out through
+//! the same write path as frames. Every header value is written through a filter that
+//! drops control characters, so no configured or client-supplied string can split a
+//! header line.
+
+use std::fmt;
+
+use super::upgrade::Upgrade;
+
+/// A refused request: the status and headers to answer with, and why (also the body).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reject {
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub message: &'static str,
+}
+
+impl Reject {
+    pub fn new(status: u16, message: &'static str) -> Reject {
+        Reject {
+            status,
+            headers: Vec::new(),
+            message,
+        }
+    }
+
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Reject {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// Appends the complete response (see [`write_response`]).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let extra: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        write_response(self.status, &extra, self.message, out);
+    }
+}
+
+impl fmt::Display for Reject {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: {}",
+            self.status,
+            reason_phrase(self.status),
+            self.message
+        )
+    }
+}
+
+impl std::error::Error for Reject {}
+
+/// Standard reason phrase for `status` (RFC 9110 section 15); "Unknown" otherwise.
+pub fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        406 => "Not Acceptable",
+        408 => "Request Timeout",
+        409 => "Conflict",
+        410 => "Gone",
+        411 => "Length Required",
+        412 => "Precondition Failed",
+        413 => "Content Too Large",
+        414 => "URI Too Long",
+        415 => "Unsupported Media Type",
+        416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
+        421 => "Misdirected Request",
+        422 => "Unprocessable Content",
+        426 => "Upgrade Required",
+        428 => "Precondition Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        505 => "HTTP Version Not Supported",
+        _ => "Unknown",
+    }
+}
+
+fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+/// Bytes that may not appear in a header value or a one-line body: CR, LF and other
+/// controls except tab.
+fn is_unsafe(b: u8) -> bool {
+    (b < 0x20 && b != b'\t') || b == 0x7f
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+    out.extend(
+        name.bytes()
+            .filter(|&b| !is_unsafe(b) && b != b':' && b != b' '),
+    );
+    out.extend_from_slice(b": ");
+    out.extend(value.bytes().filter(|&b| !is_unsafe(b)));
+    out.extend_from_slice(b"\r\n");
+}
+
+fn push_status_line(out: &mut Vec<u8>, status: u16) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends the 101 response that completes the handshake. `server_tag` (lighttpd's
+/// `server.tag`) becomes a Server header when set and non-empty.
+pub fn write_101(up: &Upgrade, server_tag: Option<&str>, out: &mut Vec<u8>) {
+    push_status_line(out, 101);
+    push_header(out, "Upgrade", "websocket");
+    push_header(out, "Connection", "Upgrade");
+    push_header(out, "Sec-WebSocket-Accept", &up.accept);
+    if let Some(p) = &up.subprotocol {
+        push_header(out, "Sec-WebSocket-Protocol", p);
+    }
+    if let Some(tag) = server_tag.filter(|t| !t.is_empty()) {
+        push_header(out, "Server", tag);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a complete plain-text response after which the connection is closed:
+/// status line, Content-Type, Content-Length, `Connection: close`, `extra` headers and
+/// `body` as one line (the reason phrase if `body` is empty; control characters become
+/// spaces so a message can never become more than one line).
+pub fn write_response(status: u16, extra: &[(&str, &str)], body: &str, out: &mut Vec<u8>) {
+    let body = if body.is_empty() {
+        reason_phrase(status)
+    } else {
+        body
+    };
+    push_status_line(out, status);
+    push_header(out, "Content-Type", "text/plain; charset=utf-8");
+    out.extend_from_slice(b"Content-Length: ");
+    push_u64(out, body.len() as u64 + 1);
+    out.extend_from_slice(b"\r\n");
+    push_header(out, "Connection", "close");
+    for (name, value) in extra {
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend(body.bytes().map(|b| if is_unsafe(b) { b' ' } else { b }));
+    out.push(b'\n');
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_101_exact_bytes() {
+        let up = Upgrade {
+            accept: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_string(),
+            version: 13,
+            subprotocol: Some("chat".to_string()),
+            subprotocol_index: Some(0),
+            origin: None,
+        };
+        let mut out = b"prefix".to_vec();
+        write_101(&up, Some("wstund"), &mut out);
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "prefixHTTP/1.1 101 Switching Protocols\r\n\
+             Upgrade: websocket\r\n\
+             Connection: Upgrade\r\n\
+             Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\
+             Sec-WebSocket-Protocol: chat\r\n\
+             Server: wstund\r\n\
+             \r\n"
+        );
+        let plain = Upgrade {
+            subprotocol: None,
+            subprotocol_index: None,
+            ..up
+        };
+        let mut out = Vec::new();
+        write_101(&plain, Some(""), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(
+            !text.contains("Sec-WebSocket-Protocol") && !text.contains("Server"),
+            "{text}"
+        );
+        assert!(text.ends_with("xOo=\r\n\r\n"));
+    }
+
+    #[test]
+    fn server_tag_cannot_inject_headers() {
+        let up = Upgrade {
+            accept: "x".to_string(),
+            version: 13,
+            subprotocol: None,
+            subprotocol_index: None,
+            origin: None,
+        };
+        let mut out = Vec::new();
+        write_101(&up, Some("evil\r\nSet-Cookie: a=b"), &mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("Server: evilSet-Cookie: a=b\r\n"), "{text}");
+        assert_eq!(text.matches("\r\n").count(), 6);
+    }
+
+    #[test]
+    fn error_response_exact_bytes() {
+        let mut out = Vec::new();
+        write_response(
+            426,
+            &[("Sec-WebSocket-Version", "13, 8")],
+            "unsupported version",
+            &mut out,
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 426 Upgrade Required\r\n\
+             Content-Type: text/plain; charset=utf-8\r\n\
+             Content-Length: 20\r\n\
+             Connection: close\r\n\
+             Sec-WebSocket-Version: 13, 8\r\n\
+             \r\n\
+             unsupported version\n"
+        );
+    }
+
+    #[test]
+    fn error_responses_parse_back_with_matching_length() {
+        for status in [400u16, 403, 404, 405, 408, 426, 429, 431, 502, 503, 505] {
+            for body in ["", "no backend available", "multi\r\nline\u{7f}é"] {
+                let mut out = Vec::new();
+                write_response(status, &[("Allow", "GET")], body, &mut out);
+                let mut hdrs = [httparse::EMPTY_HEADER; 8];
+                let mut resp = httparse::Response::new(&mut hdrs);
+                let n = match resp.parse(&out) {
+                    Ok(httparse::Status::Complete(n)) => n,
+                    other => panic!("{status}: {other:?}"),
+                };
+                assert_eq!(resp.code, Some(status));
+                assert_eq!(resp.reason, Some(reason_phrase(status)));
+                assert_ne!(reason_phrase(status), "Unknown");
+                let len: usize = resp
+                    .headers
+                    .iter()
+                    .find(|h| h.name == "Content-Length")
+                    .map(|h| std::str::from_utf8(h.value).unwrap().parse().unwrap())
+                    .unwrap();
+                let rest = &out[n..];
+                assert_eq!(rest.len(), len, "{status} {body:?}");
+                assert_eq!(rest.iter().filter(|&&b| b == b'\n').count(), 1);
+                assert!(rest.ends_with(b"\n"));
+                if body.is_empty() {
+                    assert_eq!(rest, format!("{}\n", reason_phrase(status)).as_bytes());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn reject_writes_its_headers() {
+        let r = Reject::new(405, "method not allowed").with_header("Allow", "GET");
+        let mut out = Vec::new();
+        r.write(&mut out);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("HTTP/1.1 405 Method Not Allowed\r\n"));
+        assert!(text.contains("\r\nAllow: GET\r\n"));
+        assert!(text.ends_with("\r\n\r\nmethod not allowed\n"));
+        assert_eq!(r.to_string(), "405 Method Not Allowed: method not allowed");
+        assert_eq!(reason_phrase(599), "Unknown");
+    }
+
+    #[test]
+    fn push_u64_digits() {
+        for n in [0u64, 7, 10, 99, 100, 65535, u64::MAX] {
+            let mut v = Vec::new();
+            push_u64(&mut v, n);
+            assert_eq!(String::from_utf8(v).unwrap(), n.to_string());
+        }
+    }
+}

@@ -1,0 +1,335 @@
+//! Backend -> client: payload bytes in, complete WebSocket frames out.
+//!
+//! Backend bytes are read straight into the client's output buffer, 10 bytes past its
+//! end, and the frame header (minimal length encoding, as RFC 6455 requires) is then
+//! written just in front of them. When the buffer was empty — the usual case, since
+//! every write goes out at once — nothing moves at all; otherwise the payload slides down
+//! over the unused header room. Only complete frames ever sit in the buffer, so control
+//! frames (pong, ping, close) can be appended between data frames at any time.
+//!
+//! In text mode a UTF-8 sequence cut by a read is never split across frames: the
+//! incomplete tail (at most 3 bytes) waits in `carry` for the next read.
+
+use std::io;
+
+use crate::buffer::{Buf, BufPool};
+use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, MAX_SERVER_HEADER_LEN};
+use crate::ws::utf8::complete_prefix;
+
+/// Room kept free for control frames so a pong or a close always fits even when data
+/// frames have filled the buffer (one close + one pong + one ping).
+const CONTROL_RESERVE: usize = 3 * (2 + 125);
+
+/// Below this much free room a read is not worth a frame header: wait for the client.
+const MIN_READ: usize = 2048;
+
+/// What one attempt to read the backend produced.
+#[derive(Debug)]
+pub enum ReadOutcome {
+    /// Bytes were read (some may be carried).
+    Data(usize),
+    /// The buffer is full: stop reading the backend until the client drains it.
+    Full,
+    WouldBlock,
+    Eof,
+    /// The backend sent bytes that are not UTF-8 while the frame type is text.
+    BadUtf8,
+    Error(io::Error),
+}
+
+pub struct Outbound {
+    pub buf: Buf,
+    carry: [u8; 4],
+    carry_len: u8,
+    /// A pong that did not fit; only the latest ping needs an answer (RFC 6455 5.5.3).
+    pending_pong: Option<Box<([u8; 125], u8)>>,
+    /// Backend payload bytes framed (for the access log).
+    pub payload_bytes: u64,
+}
+
+impl Default for Outbound {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Outbound {
+    pub fn new() -> Self {
+        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0 }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.buf.is_empty() && self.pending_pong.is_none()
+    }
+
+    /// True when an incomplete UTF-8 sequence is waiting for its remaining bytes.
+    pub fn has_carry(&self) -> bool {
+        self.carry_len > 0
+    }
+
+    /// Reads once from `read` into a new data frame of type `opcode`.
+    pub fn read_frame<F>(&mut self, pool: &mut BufPool, opcode: OpCode, mut read: F) -> ReadOutcome
+    where
+        F: FnMut(&mut [u8]) -> io::Result<usize>,
+    {
+        self.buf.ensure(pool);
+        let cap = self.buf.raw().len() - CONTROL_RESERVE;
+        if self.buf.end + MAX_SERVER_HEADER_LEN + MIN_READ > cap && self.buf.start > 0 {
+            self.buf.compact();
+        }
+        let payload_at = self.buf.end + MAX_SERVER_HEADER_LEN;
+        let carry = self.carry_len as usize;
+        if payload_at + carry + MIN_READ > cap {
+            return ReadOutcome::Full;
+        }
+        let data = self.buf.raw_mut();
+        data[payload_at..payload_at + carry].copy_from_slice(&self.carry[..carry]);
+        let n = match read(&mut data[payload_at + carry..cap]) {
+            Ok(0) => return ReadOutcome::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return ReadOutcome::Data(0),
+            Err(e) => return ReadOutcome::Error(e),
+        };
+        let total = carry + n;
+        let frame_len = if opcode == OpCode::Text {
+            match complete_prefix(&data[payload_at..payload_at + total]) {
+                Ok(k) => k,
+                Err(_) => return ReadOutcome::BadUtf8,
+            }
+        } else {
+            total
+        };
+        let tail = total - frame_len;
+        self.carry[..tail].copy_from_slice(&data[payload_at + frame_len..payload_at + total]);
+        self.carry_len = tail as u8;
+        if frame_len > 0 {
+            self.place_frame(payload_at, frame_len, opcode);
+        }
+        ReadOutcome::Data(n)
+    }
+
+    /// Puts the header in front of payload lying at `payload_at`.
+    fn place_frame(&mut self, payload_at: usize, len: usize, opcode: OpCode) {
+        let hl = header_len(len as u64, false);
+        let (start, end) = (self.buf.start, self.buf.end);
+        let data = self.buf.raw_mut();
+        if start == end {
+            // Nothing queued: the header goes right before the payload, nothing moves.
+            write_header_before(&mut data[..payload_at], true, opcode, len as u64, None);
+            self.buf.start = payload_at - hl;
+            self.buf.end = payload_at + len;
+        } else {
+            data.copy_within(payload_at..payload_at + len, end + hl);
+            write_header(&mut data[end..end + hl], true, opcode, len as u64, None);
+            self.buf.end = end + hl + len;
+        }
+        self.payload_bytes += len as u64;
+    }
+
+    /// Appends raw bytes (the 101 or an HTTP error response). The buffer is empty then.
+    pub fn push_raw(&mut self, pool: &mut BufPool, bytes: &[u8]) {
+        self.buf.ensure(pool);
+        self.buf.compact();
+        let n = bytes.len().min(self.buf.tail_room());
+        self.buf.extend(&bytes[..n]);
+    }
+
+    /// Appends a control frame. Returns false when even the reserve is used up.
+    pub fn push_control(&mut self, pool: &mut BufPool, opcode: OpCode, payload: &[u8]) -> bool {
+        debug_assert!(payload.len() <= 125);
+        self.buf.ensure(pool);
+        if self.buf.tail_room() < 2 + payload.len() {
+            self.buf.compact();
+            if self.buf.tail_room() < 2 + payload.len() {
+                return false;
+            }
+        }
+        let end = self.buf.end;
+        let data = self.buf.raw_mut();
+        let hl = write_header(&mut data[end..], true, opcode, payload.len() as u64, None);
+        data[end + hl..end + hl + payload.len()].copy_from_slice(payload);
+        self.buf.end += hl + payload.len();
+        true
+    }
+
+    /// Answers a ping, or keeps the answer until there is room.
+    pub fn queue_pong(&mut self, pool: &mut BufPool, payload: &[u8]) {
+        if !self.push_control(pool, OpCode::Pong, payload) {
+            let mut p = [0u8; 125];
+            p[..payload.len()].copy_from_slice(payload);
+            self.pending_pong = Some(Box::new((p, payload.len() as u8)));
+        }
+    }
+
+    fn flush_pending(&mut self, pool: &mut BufPool) {
+        if let Some(p) = self.pending_pong.take() {
+            if !self.push_control(pool, OpCode::Pong, &p.0[..p.1 as usize]) {
+                self.pending_pong = Some(p);
+            }
+        }
+    }
+
+    /// Writes queued frames with `write` until it would block or all are out.
+    /// Returns bytes written, or the error that ended the client connection.
+    pub fn write_out<F>(&mut self, pool: &mut BufPool, mut write: F) -> io::Result<(usize, bool)>
+    where
+        F: FnMut(&[u8]) -> io::Result<usize>,
+    {
+        let mut total = 0;
+        loop {
+            if self.buf.is_empty() {
+                self.flush_pending(pool);
+                if self.buf.is_empty() {
+                    self.buf.release_if_empty(pool);
+                    return Ok((total, false));
+                }
+            }
+            match write(self.buf.data()) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "client accepted no bytes")),
+                Ok(n) => {
+                    total += n;
+                    self.buf.consume(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((total, true)),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    pub fn release(&mut self, pool: &mut BufPool) {
+        self.buf.release(pool);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ws::frame::parse_header;
+
+    /// Parses the server frames in `wire` into (opcode, payload) pairs.
+    fn frames(mut wire: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
+        let mut v = Vec::new();
+        while !wire.is_empty() {
+            let (h, hl) = parse_header(wire).unwrap().unwrap();
+            assert!(h.mask.is_none());
+            assert_eq!(hl, header_len(h.payload_len, false), "header must use the minimal length");
+            let end = hl + h.payload_len as usize;
+            v.push((h.opcode, wire[hl..end].to_vec()));
+            wire = &wire[end..];
+        }
+        v
+    }
+
+    fn drain(out: &mut Outbound, pool: &mut BufPool) -> Vec<u8> {
+        let mut sink = Vec::new();
+        out.write_out(pool, |b| {
+            sink.extend_from_slice(b);
+            Ok(b.len())
+        })
+        .unwrap();
+        sink
+    }
+
+    #[test]
+    fn text_never_splits_a_utf8_sequence() {
+        let text = "añ€𝄞z".repeat(50);
+        let bytes = text.as_bytes();
+        for step in 1..9 {
+            let mut pool = BufPool::new();
+            let mut out = Outbound::new();
+            let mut src = bytes;
+            let mut wire = Vec::new();
+            while !src.is_empty() {
+                let r = out.read_frame(&mut pool, OpCode::Text, |b| {
+                    let n = step.min(src.len()).min(b.len());
+                    b[..n].copy_from_slice(&src[..n]);
+                    src = &src[n..];
+                    Ok(n)
+                });
+                assert!(matches!(r, ReadOutcome::Data(_)));
+                if step % 2 == 0 {
+                    wire.extend(drain(&mut out, &mut pool));
+                }
+            }
+            wire.extend(drain(&mut out, &mut pool));
+            let mut joined = Vec::new();
+            for (op, p) in frames(&wire) {
+                assert_eq!(op, OpCode::Text);
+                assert!(std::str::from_utf8(&p).is_ok(), "frame is not valid UTF-8 on its own");
+                joined.extend(p);
+            }
+            assert_eq!(joined, bytes);
+            assert!(!out.has_carry());
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_from_backend_is_reported() {
+        let mut pool = BufPool::new();
+        let mut out = Outbound::new();
+        let r = out.read_frame(&mut pool, OpCode::Text, |b| {
+            b[..3].copy_from_slice(&[b'a', 0xff, b'b']);
+            Ok(3)
+        });
+        assert!(matches!(r, ReadOutcome::BadUtf8));
+    }
+
+    #[test]
+    fn backpressure_reports_full_and_bounds_the_buffer() {
+        let mut pool = BufPool::new();
+        let mut out = Outbound::new();
+        let mut fills = 0;
+        loop {
+            match out.read_frame(&mut pool, OpCode::Binary, |b| {
+                b.fill(7);
+                Ok(b.len().min(5000))
+            }) {
+                ReadOutcome::Data(_) => fills += 1,
+                ReadOutcome::Full => break,
+                other => panic!("unexpected {other:?}"),
+            }
+            assert!(fills < 1000);
+        }
+        assert!(out.buf.len() <= crate::buffer::BUF_SIZE);
+        // Control frames still fit after data filled the buffer.
+        assert!(out.push_control(&mut pool, OpCode::Close, &[3, 233]));
+        let f = frames(&drain(&mut out, &mut pool));
+        assert_eq!(f.last().map(|x| x.0), Some(OpCode::Close));
+        assert_eq!(f.iter().filter(|x| x.0 == OpCode::Binary).map(|x| x.1.len()).sum::<usize>(), fills * 5000);
+        assert!(!out.buf.is_allocated(), "a drained buffer goes back to the pool");
+    }
+
+    #[test]
+    fn frames_queue_behind_partial_writes() {
+        let mut pool = BufPool::new();
+        let mut out = Outbound::new();
+        let mut sent = Vec::new();
+        for i in 0..5u8 {
+            out.read_frame(&mut pool, OpCode::Binary, |b| {
+                b[..300].fill(i);
+                Ok(300)
+            });
+            let mut calls = 0;
+            let (_, blocked) = out
+                .write_out(&mut pool, |b| {
+                    calls += 1;
+                    if calls > 1 {
+                        return Err(io::Error::from(io::ErrorKind::WouldBlock));
+                    }
+                    let n = b.len().min(101);
+                    sent.extend_from_slice(&b[..n]);
+                    Ok(n)
+                })
+                .unwrap();
+            assert!(blocked);
+        }
+        sent.extend(drain(&mut out, &mut pool));
+        let f = frames(&sent);
+        assert_eq!(f.len(), 5);
+        for (i, (_, p)) in f.iter().enumerate() {
+            assert_eq!(p, &vec![i as u8; 300]);
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The event loop: one thread, one mio `Poll`, connections in a `Slab`.
+//!
+//! Events are dispatched to the connection they name (`token.rs`); a connection that
+//! reaches `Phase::Done` is torn down at once. A 1-second tick drives every timeout, so
+//! the poll timeout is simply the time to the next tick (or to an accept retry).
+//!
+//! Accepting stops — without spinning — when `server.max-connections` is reached or the
+//! process runs out of file descriptors; pending clients wait in the kernel backlog and
+//! accepting resumes when a connection ends or after a short back-off.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
+use slab::Slab;
+
+use crate::backend::Resolver;
+use crate::buffer::BufPool;
+use crate::client::ClientStream;
+use crate::conf::Config;
+use crate::conn::{Conn, Ctx};
+use crate::listener::Listener;
+use crate::signals::{Signal, Signals};
+use crate::token::{self, Endpoint, Target};
+
+const TICK: Duration = Duration::from_secs(1);
+/// Back-off after EMFILE/ENFILE before trying to accept again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a graceful stop (SIGINT) waits for tunnels to finish their close handshake.
+const GRACEFUL_STOP_LIMIT: Duration = Duration::from_secs(10);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Running,
+    /// Listeners closed, close frames sent; ends when every connection is gone.
+    Draining { deadline: Instant },
+    Stopped,
+}
+
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    listener_names: Vec<String>,
+    conns: Slab<Conn>,
+    pool: BufPool,
+    config: Arc<Config>,
+    resolver: Resolver,
+    signals: Signals,
+    next_id: u64,
+    max_conns: usize,
+    accept_paused: bool,
+    accept_retry_at: Option<Instant>,
+    state: RunState,
+    server_tag: String,
+}
+
+impl Server {
+    /// Takes listeners that are already bound (so conf and bind errors are reported
+    /// before anything runs) and the signal handler installed by the caller.
+    pub fn new(config: Arc<Config>, listeners: Vec<Listener>, signals: Signals) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listeners = listeners;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            l.register(poll.registry(), token::listener_token(i))?;
+        }
+        let sfd = signals.raw_fd();
+        poll.registry().register(&mut SourceFd(&sfd), token::SIGNAL, Interest::READABLE)?;
+        let listener_names = listeners.iter().map(|l| l.name().to_string()).collect();
+        let max_conns = config.server.max_connections.max(1) as usize;
+        let server_tag = config.server.tag.clone();
+        Ok(Server {
+            poll,
+            listeners,
+            listener_names,
+            conns: Slab::with_capacity(1024.min(max_conns)),
+            pool: BufPool::new(),
+            config,
+            resolver: Resolver::default(),
+            signals,
+            next_id: 1,
+            max_conns,
+            accept_paused: false,
+            accept_retry_at: None,
+            state: RunState::Running,
+            server_tag,
+        })
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        while self.state != RunState::Stopped {
+            let now = Instant::now();
+            let mut wake = next_tick;
+            if let Some(t) = self.accept_retry_at {
+                wake = wake.min(t);
+            }
+            let timeout = wake.saturating_duration_since(now);
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            for ev in events.iter() {
+                match token::decode(ev.token()) {
+                    Target::Signal => self.on_signals(now),
+                    Target::Listener(i) => self.accept(i, now),
+                    Target::Conn(key, ep) => self.conn_event(key, ep, ev, now),
+                }
+            }
+            if self.accept_retry_at.is_some_and(|t| now >= t) {
+                self.accept_retry_at = None;
+                self.accept_all(now);
+            }
+            if now >= next_tick {
+                next_tick = now + TICK;
+                self.tick(now);
+            }
+            if let RunState::Draining { deadline } = self.state {
+                if self.conns.is_empty() || now >= deadline {
+                    self.state = RunState::Stopped;
+                }
+            }
+        }
+        info!("stopped");
+        Ok(())
+    }
+
+    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Slab<Conn>) {
+        (
+            Ctx {
+                registry: self.poll.registry(),
+                pool: &mut self.pool,
+                now,
+                config: &self.config,
+                resolver: &mut self.resolver,
+                listener_names: &self.listener_names,
+                server_tag: &self.server_tag,
+            },
+            &mut self.conns,
+        )
+    }
+
+    fn conn_event(&mut self, key: usize, ep: Endpoint, ev: &mio::event::Event, now: Instant) {
+        let (mut ctx, conns) = self.ctx(now);
+        let Some(conn) = conns.get_mut(key) else { return };
+        conn.on_event(ep, ev, &mut ctx);
+        if conn.is_done() {
+            self.remove(key, now);
+        }
+    }
+
+    fn remove(&mut self, key: usize, now: Instant) {
+        let (mut ctx, conns) = self.ctx(now);
+        if conns.contains(key) {
+            let mut conn = conns.remove(key);
+            conn.teardown(&mut ctx);
+        }
+        if self.accept_paused && self.conns.len() < self.max_conns && self.state == RunState::Running {
+            self.accept_paused = false;
+            self.accept_all(now);
+        }
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        for i in 0..self.listeners.len() {
+            self.accept(i, now);
+        }
+    }
+
+    /// Accepts until WouldBlock, capacity, or descriptor exhaustion.
+    fn accept(&mut self, i: usize, now: Instant) {
+        if self.state != RunState::Running || self.accept_retry_at.is_some() {
+            return;
+        }
+        loop {
+            if self.conns.len() >= self.max_conns {
+                if !self.accept_paused {
+                    warn!("server.max-connections ({}) reached; new clients wait in the backlog", self.max_conns);
+                }
+                self.accept_paused = true;
+                return;
+            }
+            let Some(l) = self.listeners.get(i) else { return };
+            let (stream, peer) = match l.accept() {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) => {
+                    warn!("accept on {}: {e}; pausing accepts for {:?}", l.name(), ACCEPT_BACKOFF);
+                    self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends concern one client only.
+                    debug!("accept on {}: {e}", l.name());
+                    continue;
+                }
+            };
+            self.add_conn(i, stream, peer, now);
+        }
+    }
+
+    fn add_conn(&mut self, listener: usize, stream: ClientStream, peer: Option<std::net::SocketAddr>, now: Instant) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let timeout = self.config.wstunnel.open_handshake_timeout.max(Duration::from_millis(1));
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Conn::new(id, key, listener, stream, peer, now, timeout);
+        if let Err(e) = conn.register(self.poll.registry()) {
+            error!("[c{id}] cannot register client socket: {e}");
+            return;
+        }
+        debug!("[c{id}] accepted from {}", peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into()));
+        entry.insert(conn);
+        // Edge-triggered: the request may already be waiting.
+        let (mut ctx, conns) = self.ctx(now);
+        if let Some(c) = conns.get_mut(key) {
+            c.drive(&mut ctx);
+            if c.is_done() {
+                self.remove(key, now);
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let (mut ctx, conns) = self.ctx(now);
+            if let Some(c) = conns.get_mut(key) {
+                c.on_tick(&mut ctx);
+                if c.is_done() {
+                    self.remove(key, now);
+                }
+            }
+        }
+        self.pool.trim();
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        while let Some(sig) = self.signals.next() {
+            match sig {
+                Signal::Terminate => {
+                    info!("SIGTERM: stopping now ({} connections)", self.conns.len());
+                    self.stop_listening();
+                    self.shutdown_conns(now);
+                    // One best-effort flush of the close frames, then out.
+                    self.state = RunState::Stopped;
+                }
+                Signal::Interrupt => {
+                    info!("SIGINT: graceful stop ({} connections)", self.conns.len());
+                    self.stop_listening();
+                    self.shutdown_conns(now);
+                    self.state = RunState::Draining { deadline: now + GRACEFUL_STOP_LIMIT };
+                }
+                Signal::Hangup => {
+                    crate::logging::reopen();
+                    info!("SIGHUP: log files reopened");
+                }
+                Signal::Status => self.log_status(),
+                Signal::Other(n) => debug!("ignoring signal {n}"),
+            }
+        }
+    }
+
+    fn stop_listening(&mut self) {
+        for l in self.listeners.iter_mut() {
+            l.deregister(self.poll.registry());
+            l.cleanup();
+        }
+        self.listeners.clear();
+    }
+
+    fn shutdown_conns(&mut self, now: Instant) {
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            let (mut ctx, conns) = self.ctx(now);
+            if let Some(c) = conns.get_mut(key) {
+                c.begin_shutdown(&mut ctx);
+                if c.is_done() {
+                    self.remove(key, now);
+                }
+            }
+        }
+    }
+
+    fn log_status(&self) {
+        info!(
+            "status: {} connections, {} buffers in use, {} spare, accept {}",
+            self.conns.len(),
+            self.pool.in_use,
+            self.pool.spare(),
+            if self.accept_paused { "paused" } else { "running" }
+        );
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.remove(key, now);
+        }
+        for l in &self.listeners {
+            l.cleanup();
+        }
+    }
+}
