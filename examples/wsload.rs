@@ -25,8 +25,9 @@
 //! Output: progress on stderr; on stdout `ALLOPEN ...` (idle mode) and one line
 //! `RESULT mode=.. value=.. unit=.. ... cpu_user=.. cpu_sys=..` with the generator's own CPU
 //! seconds over the measured window (getrusage), and with `--watch-pid PID` the CPU seconds
-//! of that process over the same window (from /proc/PID/stat), so a reader can see which
-//! side was saturated.
+//! of that process over the same window (from /proc/PID/stat; `watch_cpu` user+system,
+//! `watch_sys` system only), so a reader can see which side was saturated, and how much of
+//! it was the kernel.
 //!
 //! `--raw` speaks plain TCP instead of WebSocket (no handshake, no framing): pointed at
 //! the echo backend it shows the generator's own ceiling without a tunnel in between.
@@ -1146,7 +1147,7 @@ extern "C" fn on_usr1(_: libc::c_int) {
     USR1.store(true, Ordering::SeqCst);
 }
 
-fn raise_nofile() -> u64 {
+fn raise_nofile() -> libc::rlim_t {
     // SAFETY: plain getrlimit/setrlimit on a stack struct.
     unsafe {
         let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -1157,7 +1158,7 @@ fn raise_nofile() -> u64 {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
@@ -1200,7 +1201,7 @@ fn main() {
     if cfg.mode == Mode::Idle {
         // SAFETY: installs an async-signal-safe handler that only stores an atomic.
         unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
-        if (cfg.conns as u64) + 64 > nofile {
+        if (cfg.conns as libc::rlim_t) + 64 > nofile {
             eprintln!("wsload: warning: {} connections but RLIMIT_NOFILE is {nofile}", cfg.conns);
         }
     }

@@ -128,7 +128,8 @@ wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
 alive() { kill -0 "$1" 2>/dev/null; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-"$BIN/examples/echo_backend" --listen 127.0.0.1:0 --unix "$TMP/echo.sock" >"$TMP/echo.out" 2>&1 &
+# --rst-on-eof: see the note printed at the end (TIME_WAIT on the daemon's backend side).
+"$BIN/examples/echo_backend" --listen 127.0.0.1:0 --unix "$TMP/echo.sock" --rst-on-eof >"$TMP/echo.out" 2>&1 &
 ECHO_PID=$!
 PIDS+=("$ECHO_PID")
 wait_for 10 grep -q listening "$TMP/echo.out" || die "echo backend did not start: $(cat "$TMP/echo.out")"
@@ -136,8 +137,8 @@ ECHO_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/echo.
 [ -n "$ECHO_PORT" ] || die "cannot parse echo backend port: $(cat "$TMP/echo.out")"
 
 # Two routes on each daemon: /ws/ to the TCP backend (the benchmark proper) and /wsu/ to
-# the same echo server over a unix socket (connection rate without the kernel's TCP
-# ephemeral-port search in the daemon's backend connect(), see the notes printed below).
+# the same echo server over a unix socket (connection rate without the kernel's TCP work
+# for the daemon's backend connect() and close).
 ROUTES="\"/ws/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => $ECHO_PORT ) ), \"/wsu/\" => ( ( \"socket\" => \"$TMP/echo.sock\" ) )"
 render() { # render TEMPLATE PORT > conf
     sed -e "s|@PORT@|$2|g" -e "s|@DIR@|$TMP|g" -e "s|@ROUTES@|$ROUTES|" "$1"
@@ -181,7 +182,7 @@ say "== $ROUNDS round(s) of ${SECS}s per run, idle test with $IDLE_CONNS connect
 # ---------------------------------------------------------------------------------------
 # Runs
 
-declare -A VAL P50 P99 DCPU BCPU GCPU
+declare -A VAL P50 P99 DCPU DSYS BCPU GCPU
 FAILED=0
 WSLOAD=$BIN/examples/wsload
 
@@ -206,6 +207,7 @@ record() { # record KEY RESULT-LINE DAEMON
     add P99 "$key" "$(field p99_us "$line")"
     add GCPU "$key" "$(pct "$(awk -v u="$(field cpu_user "$line")" -v s="$(field cpu_sys "$line")" 'BEGIN { print u + s }')" "$secs")"
     add DCPU "$key" "$(pct "$(printf '%s' "$watch" | tr ',' '\n' | sed -n "s/^${PID[$d]}://p")" "$secs")"
+    add DSYS "$key" "$(pct "$(field watch_sys "$line" | tr ',' '\n' | sed -n "s/^${PID[$d]}://p")" "$secs")"
     add BCPU "$key" "$(pct "$(printf '%s' "$watch" | tr ',' '\n' | sed -n "s/^$ECHO_PID://p")" "$secs")"
 }
 
@@ -231,7 +233,7 @@ run_timed() { # run_timed ROUND MODE DAEMON KEY PATH
         record "$key|$d" "$line" "$d"
         lat=""
         [ "$(field p50_us "$line")" = NA ] || lat="  p50 $(field p50_us "$line")us p99 $(field p99_us "$line")us"
-        say "   $(printf '%-14s %-9s' "$key" "$d") $(field value "$line") $(field unit "$line")$lat  cpu%: daemon $(last DCPU "$key|$d") backend $(last BCPU "$key|$d") generator $(last GCPU "$key|$d")"
+        say "   $(printf '%-14s %-9s' "$key" "$d") $(field value "$line") $(field unit "$line")$lat  cpu%: daemon $(last DCPU "$key|$d") (kernel $(last DSYS "$key|$d")) backend $(last BCPU "$key|$d") generator $(last GCPU "$key|$d")"
     else
         fail_run "$d" "$key" "$err"
     fi
@@ -264,6 +266,7 @@ run_idle() { # run_idle ROUND DAEMON
     WP=""
     if [ "$rc" = 0 ]; then
         n=$(field value "$(grep '^RESULT' "$out")")
+        n=${n%.*}
         per=$(awk -v a="$rss0" -v b="$rss2" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')
         add VAL "idle|$d" "$per"
         add P50 "idle|$d" "$(awk -v a="$rss0" -v b="$rss1" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')"
@@ -317,24 +320,33 @@ verdict() { # verdict RATIO OP TARGET
         ok = (op == ">=") ? (r >= t) : (r <= t); print ok ? "met" : "**missed**" }'
 }
 fmt() { awk -v v="$1" -v d="${2:-1}" 'BEGIN { if (v == "NA") print "NA"; else printf "%.*f", d, v }'; }
+spread() { # spread ARRAY KEY DECIMALS: " (min–max)" over the rounds, empty for one round
+    local -n arr=$1
+    [ "$ROUNDS" -gt 1 ] || return 0
+    printf '%s\n' ${arr[$2]:-} | grep -v '^NA$' | sort -g | awk -v d="$3" '{ a[NR] = $1 } END {
+        if (NR > 1) printf " (%.*f–%.*f)", d, a[1], d, a[NR] }'
+}
 
 L=lighttpd
 lv() { if [ "$USE_LIGHTTPD" = 1 ]; then get "$1" "$2|$L"; else echo NA; fi; }
 
 row() { # row LABEL KEY TARGET-OP TARGET DECIMALS
-    local w l rt
+    local w l rt ws ls
     w=$(get VAL "$2|wstund")
     l=$(lv VAL "$2")
     rt=$(ratio "$w" "$l")
+    ws="$(fmt "$w" "$5")$(spread VAL "$2|wstund" "$5")"
+    ls="$(fmt "$l" "$5")$( [ "$USE_LIGHTTPD" = 1 ] && spread VAL "$2|$L" "$5")"
     if [ -n "$3" ]; then
-        printf '| %s | %s | %s | %s | %s %sx | %s |\n' "$1" "$(fmt "$w" "$5")" "$(fmt "$l" "$5")" "$rt" "$3" "$4" "$(verdict "$rt" "$3" "$4")"
+        printf '| %s | %s | %s | %s | %s %sx | %s |\n' "$1" "$ws" "$ls" "$rt" "$3" "$4" "$(verdict "$rt" "$3" "$4")"
     else
-        printf '| %s | %s | %s | %s | (info) | |\n' "$1" "$(fmt "$w" "$5")" "$(fmt "$l" "$5")" "$rt"
+        printf '| %s | %s | %s | %s | (info) | |\n' "$1" "$ws" "$ls" "$rt"
     fi
 }
 lat() { printf '%s / %s' "$(fmt "$(get P50 "$1")" 0)" "$(fmt "$(get P99 "$1")" 0)"; }
 cpu_row() { # cpu_row LABEL KEY DAEMON
-    printf '| %s | %s | %s%% | %s%% | %s%% |\n' "$1" "$3" "$(fmt "$(get DCPU "$2|$3")" 0)" "$(fmt "$(get BCPU "$2|$3")" 0)" "$(fmt "$(get GCPU "$2|$3")" 0)"
+    printf '| %s | %s | %s%% | %s%% | %s%% | %s%% |\n' "$1" "$3" "$(fmt "$(get DCPU "$2|$3")" 0)" "$(fmt "$(get DSYS "$2|$3")" 0)" \
+        "$(fmt "$(get BCPU "$2|$3")" 0)" "$(fmt "$(get GCPU "$2|$3")" 0)"
 }
 
 {
@@ -353,8 +365,8 @@ echo "| memory per connection right after opening, KiB | $(fmt "$(get P50 "idle|
 echo
 echo "CPU over each measured window, % of one core (medians): who was saturated."
 echo
-echo "| run | daemon | daemon CPU | echo backend CPU | generator CPU |"
-echo "|---|---|---|---|---|"
+echo "| run | daemon | daemon CPU | of it in the kernel | echo backend CPU | generator CPU |"
+echo "|---|---|---|---|---|---|"
 for k in throughput pingpong connrate connrate-unix; do
     for d in "${DAEMONS[@]}"; do cpu_row "$k" "$k" "$d"; done
 done
@@ -370,10 +382,16 @@ Notes:
 - CPU figures come from /proc/PID/stat (daemon, backend) and getrusage (generator) over the
   same window. On $(nproc) cores the daemon, the echo backend and the generator share the
   machine: a daemon near 100% is CPU-bound; generator and backend below it were not the limit.
-- Connection rate over TCP: every daemon->backend connection ends in TIME_WAIT on the
-  daemon's side (it sends the first FIN), so within seconds the ephemeral port range
-  ($(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range)) is full and each backend connect() searches it, costing
-  both daemons the same kernel time; the unix-socket row shows the daemons without it.
+- Medians; (min–max) over the rounds shows how noisy the machine was.
+- Connection rate over TCP: the daemon sends the first FIN towards the backend, so an
+  orderly close leaves every daemon->backend connection in TIME_WAIT on the daemon's side.
+  All of them go to one backend address, so after a second or two the ephemeral port
+  range ($(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range), odd ports for connect()) is exhausted and the kernel caps
+  every daemon alike at about (range / 2) per second (~14k/s here, measured: wstund and
+  lighttpd identical). The echo backend therefore answers the daemon's FIN with an RST
+  (--rst-on-eof), which leaves no TIME_WAIT; the unix-socket row shows the daemons without
+  any TCP work on the backend side. wsload spreads its own connections over 16 loopback
+  source addresses for the same reason.
 EOF
 
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }

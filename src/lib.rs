@@ -6,6 +6,7 @@
 //! direction, `ws` and `http` are the pure protocol code, `conf` the configuration.
 
 pub mod backend;
+pub mod base64;
 pub mod buffer;
 pub mod cli;
 pub mod client;

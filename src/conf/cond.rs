@@ -63,8 +63,8 @@ const HTTP_FIELDS: &[(&str, Subject)] = &[
 ];
 
 impl Subject {
-    /// Maps `$VAR["field"]`; `Ok(None)`-like unsupported subjects come back as
-    /// [`Subject::Unsupported`]. The error says which part is wrong.
+    /// Maps `$VAR["field"]`; conditions wstund cannot evaluate come back as
+    /// [`Subject::Unsupported`]. An error points at the wrong part.
     pub(crate) fn parse(var: &str, field: &str, var_span: Span, field_span: Span) -> Result<Subject, Diag> {
         match var {
             "HTTP" => {
@@ -321,14 +321,18 @@ impl Config {
             return Arc::clone(&self.wstunnel);
         }
         let n = self.blocks.len();
-        let mut matched = vec![false; n];
-        let mut chain_hit = vec![false; n];
-        let mut caps: Vec<Vec<String>> = vec![Vec::new(); n];
+        // Per block: bit 0 = applied, bit 1 = an earlier branch of its else-chain applied.
+        let mut state = vec![0u8; n];
+        let need_caps = self.blocks.iter().any(|b| b.needs_captures);
+        let mut caps: Vec<Vec<String>> = if need_caps { vec![Vec::new(); n] } else { Vec::new() };
         let mut merged: Option<WsSettings> = None;
         for (i, b) in self.blocks.iter().enumerate() {
-            let earlier = b.prev.is_some_and(|p| matched[p] || chain_hit[p]);
-            chain_hit[i] = earlier;
-            if earlier || b.parent.is_some_and(|p| !matched[p]) {
+            let earlier = b.prev.is_some_and(|p| state[p] != 0);
+            if earlier {
+                state[i] = 2;
+                continue;
+            }
+            if b.parent.is_some_and(|p| state[p] & 1 == 0) {
                 continue;
             }
             let ok = match &b.cond {
@@ -339,7 +343,7 @@ impl Config {
             if !ok {
                 continue;
             }
-            matched[i] = true;
+            state[i] = 1;
             if b.set.is_empty() {
                 continue;
             }
