@@ -130,7 +130,11 @@ fn slow_backend_client_flood_rss_bounded() {
                     p2.fetch_add(n as u64, Ordering::SeqCst);
                     off = (off + n) % frame.len();
                 }
-                Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut | std::io::ErrorKind::Interrupted
+                    ) => {}
                 Err(e) => {
                     *e2.lock().unwrap() = Some(e.to_string());
                     return;
@@ -150,7 +154,11 @@ fn slow_backend_client_flood_rss_bounded() {
         rss0,
         w.max_rss_kb
     );
-    assert!(write_error.lock().unwrap().is_none(), "wstund dropped the flooding client: {:?}", write_error.lock().unwrap());
+    assert!(
+        write_error.lock().unwrap().is_none(),
+        "wstund dropped the flooding client: {:?}",
+        write_error.lock().unwrap()
+    );
     assert!(growth < MAX_GROWTH_KB, "wstund grew by {growth} KiB while the backend did not read");
     assert!(
         w.stalled,

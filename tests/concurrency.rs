@@ -59,7 +59,8 @@ fn run(path: &str, d: &Daemon) {
                 .expect("spawn client thread")
         })
         .collect();
-    let errors: Vec<String> = handles.into_iter().filter_map(|h| h.join().expect("client thread panicked").err()).collect();
+    let errors: Vec<String> =
+        handles.into_iter().filter_map(|h| h.join().expect("client thread panicked").err()).collect();
     assert!(errors.is_empty(), "{} of {CONNS} connections failed:\n{}", errors.len(), errors.join("\n"));
 }
 

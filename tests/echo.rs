@@ -89,9 +89,14 @@ fn no_subprotocol_header_when_none_offered() {
 fn extensions_declined_when_compression_is_off() {
     let be = Backend::echo();
     let d = Daemon::start_conf(&Conf::tcp(be.port()));
-    let req = UpgradeRequest::new("/ws/").with("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits");
+    let req =
+        UpgradeRequest::new("/ws/").with("Sec-WebSocket-Extensions", "permessage-deflate; client_max_window_bits");
     let (mut c, resp) = RawClient::handshake_with(d.port(), req);
-    assert_eq!(resp.header("Sec-WebSocket-Extensions"), None, "wstund must not accept an extension it does not implement");
+    assert_eq!(
+        resp.header("Sec-WebSocket-Extensions"),
+        None,
+        "wstund must not accept an extension it does not implement"
+    );
     c.send_frame(OP_TEXT, b"plain");
     let f = c.read_frame(T).unwrap();
     assert_eq!((f.rsv, f.payload.as_slice()), (0, &b"plain"[..]), "uncompressed frames");
@@ -334,7 +339,8 @@ fn backends_tried_in_order_first_refused() {
 fn backend_to_client_utf8_split_across_backend_writes() {
     // The backend writes "€" (E2 82 AC) and "😀" (F0 9F 98 80) split across separate writes
     // with pauses, so wstund reads incomplete sequences and must carry the tail over.
-    let chunks = vec![b"A\xE2".to_vec(), b"\x82".to_vec(), b"\xACB\xF0\x9F".to_vec(), b"\x98".to_vec(), b"\x80C".to_vec()];
+    let chunks =
+        vec![b"A\xE2".to_vec(), b"\x82".to_vec(), b"\xACB\xF0\x9F".to_vec(), b"\x98".to_vec(), b"\x80C".to_vec()];
     let be = Backend::tcp(script_handler(chunks, Duration::from_millis(60), false));
     let d = Daemon::start_conf(&Conf::tcp(be.port()));
     let mut c = RawClient::handshake(d.port(), "/ws/");
@@ -369,4 +375,54 @@ fn server_frames_are_unmasked_and_minimal() {
     let f = c.read_frame(T).unwrap();
     assert_eq!((f.fin, f.rsv, f.opcode, f.masked), (true, 0, OP_TEXT, false));
     assert_eq!(f.payload, b"abc");
+}
+
+#[test]
+fn payload_lengths_at_encoding_boundaries() {
+    // 7-bit, 16-bit and 64-bit length encodings, both directions, at their edges.
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()).set("wstunnel.frame-type", "\"binary\""));
+    let mut c = RawClient::handshake(d.port(), "/ws/");
+    let mut rng = Rng::new(3);
+    for n in [1usize, 125, 126, 127, 65535, 65536, 65537, 200_000] {
+        let data = rng.bytes(n);
+        c.send_frame(OP_BINARY, &data);
+        let (got, _) = c.read_data(n, T);
+        assert!(got == data, "{n}-byte payload differs");
+    }
+}
+
+#[test]
+fn fifty_thousand_tiny_frames_in_one_write() {
+    // Frames cross every read-buffer boundary at every offset.
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()).set("wstunnel.frame-type", "\"binary\""));
+    let mut c = RawClient::handshake(d.port(), "/ws/");
+    let mut wire = Vec::new();
+    let mut want = Vec::new();
+    let mut rng = Rng::new(4);
+    for i in 0..50_000u32 {
+        let len = (rng.below(7)) as usize; // 0..=6 bytes, empty frames included
+        let payload: Vec<u8> = (0..len).map(|j| (i as usize + j) as u8).collect();
+        wire.extend(encode_frame(true, 0, OP_BINARY, &payload, Some(rng.mask())));
+        want.extend(payload);
+    }
+    let mut wr = c.stream.try_clone().unwrap();
+    let h = std::thread::spawn(move || std::io::Write::write_all(&mut wr, &wire).map_err(|e| e.to_string()));
+    let (got, _) = c.read_data(want.len(), Duration::from_secs(30));
+    h.join().unwrap().expect("write");
+    assert!(got == want, "stream differs at {:?}", got.iter().zip(&want).position(|(a, b)| a != b));
+}
+
+#[test]
+fn extension_keys_match_path_suffix() {
+    // As lighttpd: a wstunnel.server key not starting with "/" matches the path's end.
+    let be = Backend::tcp(script_handler(vec![b"ext:".to_vec()], Duration::ZERO, false));
+    let d = Daemon::start_conf(&Conf::new().route(".ws", &[be.entry()]));
+    for path in ["/room/chat.ws", "/a.ws?user=1"] {
+        let mut c = RawClient::handshake(d.port(), path);
+        assert_eq!(c.read_data(4, T).0, b"ext:", "path {path}");
+    }
+    expect_rejection(d.port(), &UpgradeRequest::new("/room/chat.wsx").bytes(), 404);
+    expect_rejection(d.port(), &UpgradeRequest::new("/ws/").bytes(), 404);
 }

@@ -203,7 +203,9 @@ fn origins_missing_400_mismatch_403_match_101() {
     let conf = Conf::tcp(be.port()).set("wstunnel.origins", "( \"https://example.com\", \"example.org\" )");
     let d = Daemon::start_conf(&conf);
     reject(&d, UpgradeRequest::new("/ws/"), 400);
-    for bad in ["https://evil.com", "http://example.com", "https://example.com.evil.net", "https://evilexample.org", "null"] {
+    for bad in
+        ["https://evil.com", "http://example.com", "https://example.com.evil.net", "https://evilexample.org", "null"]
+    {
         reject(&d, UpgradeRequest::new("/ws/").with("Origin", bad), 403);
     }
     assert_eq!(be.accepted(), 0, "rejected origins must not reach the backend");
@@ -257,4 +259,29 @@ fn backend_connect_timeout_is_503_never_101() {
     assert!(took >= Duration::from_millis(800), "503 after {took:?}: before connect-timeout (1 s) passed?");
     assert!(took < Duration::from_secs(4), "connect-timeout 1 s took {took:?}");
     c.expect_eof(Duration::from_secs(5));
+}
+
+#[test]
+fn header_values_are_trimmed_and_lists_may_span_fields() {
+    let (_be, d) = daemon_with_echo();
+    // Optional whitespace around a field value is not part of it (RFC 9110 5.5).
+    let key = ws_key();
+    let raw = format!(
+        "GET /ws/ HTTP/1.1\r\nHost: x\r\nUpgrade:   websocket  \r\nConnection:\tUpgrade \r\nSec-WebSocket-Key:   {key}   \r\nSec-WebSocket-Version:  13 \r\n\r\n"
+    );
+    let mut c = RawClient::connect(d.port());
+    c.send(raw.as_bytes());
+    assert_101(&c.read_response_head(), &key);
+    // A list header split over two fields is one list (RFC 9110 5.3).
+    let req = UpgradeRequest::new("/ws/").with("Connection", "keep-alive").add("Connection", "Upgrade");
+    RawClient::handshake_with(d.port(), req);
+}
+
+#[test]
+fn duplicate_key_is_400() {
+    // RFC 6455 11.3.1: Sec-WebSocket-Key must not appear more than once.
+    let (be, d) = daemon_with_echo();
+    let req = UpgradeRequest::new("/ws/").add("Sec-WebSocket-Key", &ws_key());
+    reject(&d, req, 400);
+    assert_eq!(be.accepted(), 0);
 }

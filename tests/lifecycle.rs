@@ -211,6 +211,20 @@ fn pongs_count_as_activity() {
     assert_eq!(c.read_data(10, T).0, b"still here");
 }
 
+#[test]
+fn unanswered_pings_do_not_keep_connection_alive() {
+    // The server's own pings are not activity: a client that never answers them (and
+    // sends nothing) is closed after max-read-idle.
+    let be = Backend::echo();
+    let conf = Conf::tcp(be.port()).set("wstunnel.ping-interval", "1").set("server.max-read-idle", "2");
+    let d = Daemon::start_conf(&conf);
+    let mut c = RawClient::handshake(d.port(), "/ws/");
+    let t0 = Instant::now();
+    let f = c.expect_close(Duration::from_secs(8));
+    assert_eq!(f.close_code(), Some(1001), "idle close code");
+    assert!(t0.elapsed() >= Duration::from_millis(1500), "closed after {:?}", t0.elapsed());
+}
+
 fn wait_for_access(d: &Daemon, n: usize) -> Vec<std::collections::HashMap<String, String>> {
     assert!(d.wait_for_log_count(" access ", n, T), "expected {n} access line(s)");
     d.access_lines()
@@ -345,4 +359,68 @@ fn debug_level_controls_log_volume() {
     assert_eq!(quiet.lines().filter(verbose).count(), 0, "wstunnel.debug = 0 printed debug lines:\n{quiet}");
     assert!(loud.lines().filter(verbose).count() > 0, "wstunnel.debug = 4 printed no debug lines:\n{loud}");
     assert!(loud.lines().count() > quiet.lines().count());
+}
+
+#[test]
+fn sigint_closes_open_tunnels_with_1001_then_exits() {
+    let be = Backend::echo();
+    let mut d = Daemon::start_conf(&Conf::tcp(be.port()));
+    let port = d.port();
+    let mut c = RawClient::handshake(d.port(), "/ws/");
+    c.send_frame(OP_TEXT, b"x");
+    assert_eq!(c.read_data(1, T).0, b"x");
+    d.signal(libc::SIGINT);
+    let f = c.expect_close(Duration::from_secs(5));
+    assert_eq!(f.close_code(), Some(1001), "graceful stop must close tunnels with 1001 (going away)");
+    assert!(
+        wait_until(Duration::from_secs(3), || std::net::TcpStream::connect(("127.0.0.1", port)).is_err()),
+        "still accepting connections after SIGINT"
+    );
+    c.send(&client_close(1001, b""));
+    c.expect_eof(Duration::from_secs(5));
+    let st = d.wait_exit(Duration::from_secs(5)).expect("wstund still running after its last tunnel closed");
+    assert_eq!(st.code(), Some(0));
+    assert!(be.wait_eofs(1, T), "backend connection not closed on graceful stop");
+}
+
+#[test]
+fn client_close_during_backend_flood_is_answered() {
+    // The client-bound buffer is full (client not reading) when the client sends its close:
+    // wstund must still answer with a close frame after what it had queued, and stop
+    // forwarding the backend's data.
+    let flood = Backend::tcp(flood_handler());
+    let d = Daemon::start_conf(&Conf::tcp(flood.port()).set("wstunnel.frame-type", "\"binary\""));
+    let mut c = RawClient::connect(d.port());
+    c.set_rcvbuf(64 * 1024);
+    let req = UpgradeRequest::new("/ws/");
+    c.send(&req.bytes());
+    assert_101(&c.read_response_head(), &req.key);
+    std::thread::sleep(Duration::from_millis(500));
+    c.send_close(1000);
+    let f = c.expect_close(Duration::from_secs(15));
+    assert_eq!(f.close_code(), Some(1000));
+    c.expect_eof(Duration::from_secs(7));
+    assert!(flood.wait_finished(1, T), "backend connection not closed after the client's close");
+}
+
+#[test]
+fn backend_eof_under_backpressure_flushes_everything_then_1001() {
+    // The backend writes 4 MiB and closes while the client is not reading: all 4 MiB must
+    // still arrive, in order, before the close frame.
+    let n: u64 = 4 << 20;
+    let data: Vec<u8> = (0..n).map(flood_byte).collect();
+    let be = Backend::tcp(script_handler(vec![data], Duration::ZERO, true));
+    let d = Daemon::start_conf(&Conf::tcp(be.port()).set("wstunnel.frame-type", "\"binary\""));
+    let mut c = RawClient::connect(d.port());
+    c.set_rcvbuf(64 * 1024);
+    let req = UpgradeRequest::new("/ws/");
+    c.send(&req.bytes());
+    assert_101(&c.read_response_head(), &req.key);
+    // Give the backend time to write all it can and close while nobody reads.
+    std::thread::sleep(Duration::from_millis(1000));
+    let (got, _) = c.read_data(n as usize, Duration::from_secs(30));
+    if let Some(i) = (0..got.len()).find(|&i| got[i] != flood_byte(i as u64)) {
+        panic!("stream corrupted at byte {i}");
+    }
+    c.expect_close_code(1001, T);
 }

@@ -25,7 +25,10 @@ fn fd_exhaustion_backs_off_and_recovers() {
     let cpu0 = d.cpu_time();
     std::thread::sleep(Duration::from_secs(2));
     let used = d.cpu_time().saturating_sub(cpu0);
-    assert!(used < Duration::from_millis(500), "wstund used {used:?} of CPU in 2 s at the fd limit: spinning on accept?");
+    assert!(
+        used < Duration::from_millis(500),
+        "wstund used {used:?} of CPU in 2 s at the fd limit: spinning on accept?"
+    );
 
     // Those that got an answer got a proper one: a 101 or a 5xx (never a hang or garbage).
     let mut answered = 0;

@@ -189,11 +189,17 @@ impl Condition {
     /// Whether the condition holds; when `caps` is given and the condition is
     /// a matching regex, the captures (`%0`..`%9`) are stored there.
     fn eval(&self, req: &RequestFacts<'_>, caps: Option<&mut Vec<String>>) -> bool {
-        let owned_ip;
+        let owned;
         let text = match self.subject {
             Subject::RemoteIp => {
-                owned_ip = req.remote_ip.map(|ip| normalize_ip(ip).to_string()).unwrap_or_default();
-                owned_ip.as_str()
+                owned = req.remote_ip.map(|ip| normalize_ip(ip).to_string()).unwrap_or_default();
+                owned.as_str()
+            }
+            // lighttpd lowercases the Host before any condition sees it, so every
+            // operator (regexes and their captures included) works on the lowercase name.
+            Subject::Host if self.subject.text(req).bytes().any(|b| b.is_ascii_uppercase()) => {
+                owned = self.subject.text(req).to_ascii_lowercase();
+                owned.as_str()
             }
             _ => self.subject.text(req),
         };
@@ -215,22 +221,13 @@ impl Condition {
                 },
                 None => re.is_match(text),
             },
-            (Matcher::Text(t), op) => {
-                let host_lower;
-                let text = if self.subject == Subject::Host && text.bytes().any(|b| b.is_ascii_uppercase()) {
-                    host_lower = text.to_ascii_lowercase();
-                    host_lower.as_str()
-                } else {
-                    text
-                };
-                match op {
-                    CondOp::Eq => text == t,
-                    CondOp::Ne => text != t,
-                    CondOp::Prefix => text.starts_with(t.as_str()),
-                    CondOp::Suffix => text.ends_with(t.as_str()),
-                    CondOp::Match | CondOp::NoMatch => false,
-                }
-            }
+            (Matcher::Text(t), op) => match op {
+                CondOp::Eq => text == t,
+                CondOp::Ne => text != t,
+                CondOp::Prefix => text.starts_with(t.as_str()),
+                CondOp::Suffix => text.ends_with(t.as_str()),
+                CondOp::Match | CondOp::NoMatch => false,
+            },
         }
     }
 }
@@ -417,6 +414,9 @@ mod tests {
             (cond(Url, NoMatch, "^/ws/"), &r, false),
             (cond(Host, Eq, "chat.example.com"), &r, true),
             (cond(Host, Eq, "CHAT.example.com"), &r, true),
+            (cond(Host, Match, "^chat\\."), &r, true),
+            (cond(Host, NoMatch, "Chat"), &r, true),
+            (cond(Host, Prefix, "chat."), &r, true),
             (cond(Host, Eq, ""), &r6, true),
             (cond(RemoteIp, Eq, "10.0.0.0/8"), &r, true),
             (cond(RemoteIp, Ne, "10.0.0.0/8"), &r, false),
@@ -446,7 +446,7 @@ mod tests {
     #[test]
     fn captures_and_errors() {
         let c = cond(Subject::Host, CondOp::Match, "^(\\w+)\\.(example)\\.com$");
-        let r = facts("/", Some("chat.example.com"), None, &[]);
+        let r = facts("/", Some("Chat.Example.com"), None, &[]);
         let mut caps = Vec::new();
         assert!(c.eval(&r, Some(&mut caps)));
         assert_eq!(caps, vec!["chat.example.com", "chat", "example"]);

@@ -365,7 +365,11 @@ pub fn flood_handler() -> Handler {
                     st.bytes_out.fetch_add(n as u64, Ordering::SeqCst);
                     off = (off + n) % period.len();
                 }
-                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted) => {}
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut | io::ErrorKind::Interrupted
+                    ) => {}
                 Err(_) => return,
             }
         }

@@ -26,10 +26,7 @@ pub fn be_unix(path: &Path) -> String {
 
 impl Conf {
     pub fn new() -> Conf {
-        Conf {
-            lines: vec!["server.bind = \"127.0.0.1\"".into(), "server.port = 0".into()],
-            routes: Vec::new(),
-        }
+        Conf { lines: vec!["server.bind = \"127.0.0.1\"".into(), "server.port = 0".into()], routes: Vec::new() }
     }
 
     /// A conf with one route `/ws/` to one TCP backend.

@@ -2,8 +2,8 @@
 //! plus one-shot runs (`-t`, `-v`, `-h`, bad confs).
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -26,9 +26,7 @@ pub struct LogBuf {
 
 impl LogBuf {
     fn new() -> LogBuf {
-        LogBuf {
-            inner: Arc::new((Mutex::new(LogState { text: String::new(), eof: false }), Condvar::new())),
-        }
+        LogBuf { inner: Arc::new((Mutex::new(LogState { text: String::new(), eof: false }), Condvar::new())) }
     }
 
     fn push_line(&self, line: &str) {

@@ -56,10 +56,8 @@ impl TempDir {
         if base.as_os_str().len() > 40 {
             base = PathBuf::from("/tmp");
         }
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
         let path = base.join(format!("wst-{tag}-{}-{n}-{nanos:x}", std::process::id()));
         std::fs::create_dir_all(&path).expect("create temp dir");
         TempDir { path }
@@ -119,10 +117,8 @@ impl Rng {
 /// A seed that differs between calls so concurrent connections use different keys/masks.
 pub fn fresh_seed() -> u64 {
     static COUNTER: AtomicU64 = AtomicU64::new(1);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(7);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(7);
     nanos ^ COUNTER.fetch_add(0x1234_5678_9ABC, Ordering::SeqCst)
 }
 
@@ -195,7 +191,11 @@ pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
 pub fn python() -> PathBuf {
     if let Ok(p) = std::env::var("WSTUND_PYTHON") {
         let p = PathBuf::from(p);
-        assert!(p.exists(), "WSTUND_PYTHON={} does not exist; run scripts/test.sh to set up the test venv", p.display());
+        assert!(
+            p.exists(),
+            "WSTUND_PYTHON={} does not exist; run scripts/test.sh to set up the test venv",
+            p.display()
+        );
         return p;
     }
     let p = repo_root().join(".venv/bin/python");

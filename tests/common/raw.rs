@@ -70,7 +70,8 @@ pub struct Frame {
 impl Frame {
     /// Close code of a close frame (None when its payload is empty or 1 byte).
     pub fn close_code(&self) -> Option<u16> {
-        (self.opcode == OP_CLOSE && self.payload.len() >= 2).then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
+        (self.opcode == OP_CLOSE && self.payload.len() >= 2)
+            .then(|| u16::from_be_bytes([self.payload[0], self.payload[1]]))
     }
 }
 
@@ -484,7 +485,13 @@ pub fn parse_frame(b: &[u8]) -> Option<(Frame, usize)> {
 
 /// Assert a valid 101 answer for a request with `key`.
 pub fn assert_101(resp: &HttpResponse, key: &str) {
-    assert_eq!(resp.status, 101, "expected 101, got {:?} (body {:?})", resp.status_line, String::from_utf8_lossy(&resp.body));
+    assert_eq!(
+        resp.status,
+        101,
+        "expected 101, got {:?} (body {:?})",
+        resp.status_line,
+        String::from_utf8_lossy(&resp.body)
+    );
     assert!(resp.status_line.starts_with("HTTP/1.1 101"), "status line {:?}", resp.status_line);
     let up = resp.header("Upgrade").unwrap_or("");
     assert!(up.eq_ignore_ascii_case("websocket"), "Upgrade header {up:?}");

@@ -19,7 +19,8 @@ pub fn ws_request(port: u16, path: &str) -> Request {
 }
 
 fn tcp_to(port: u16) -> TcpStream {
-    let s = TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), IO_TIMEOUT).expect("connect to wstund");
+    let s =
+        TcpStream::connect_timeout(&SocketAddr::from(([127, 0, 0, 1], port)), IO_TIMEOUT).expect("connect to wstund");
     s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     s.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
     let _ = s.set_nodelay(true);
@@ -138,7 +139,11 @@ pub fn ws_echo_big(ws: &mut Ws, msg: Message, expect: &[u8], timeout: Duration) 
     }
     ws.get_mut().set_nonblocking(false).unwrap();
     assert_eq!(got.len(), expect.len());
-    assert!(got == expect, "echoed bytes differ (first difference at {:?})", got.iter().zip(expect).position(|(a, b)| a != b));
+    assert!(
+        got == expect,
+        "echoed bytes differ (first difference at {:?})",
+        got.iter().zip(expect).position(|(a, b)| a != b)
+    );
     is_text.unwrap_or(true)
 }
 
