@@ -114,6 +114,10 @@ pub struct Conn {
     pub client_readable: bool,
     pub client_writable: bool,
     pub client_eof: bool,
+    /// The peer's FIN (EPOLLRDHUP) has been seen: reads must go on until EOF even after
+    /// a short read, because no further edge will come.
+    pub client_hup: bool,
+    pub backend_hup: bool,
     pub backend_readable: bool,
     pub backend_writable: bool,
     pub backend_eof: bool,
@@ -156,6 +160,8 @@ impl Conn {
             client_readable: true,
             client_writable: true,
             client_eof: false,
+            client_hup: false,
+            backend_hup: false,
             backend_readable: false,
             backend_writable: false,
             backend_eof: false,
@@ -185,14 +191,17 @@ impl Conn {
     pub fn on_event(&mut self, ep: Endpoint, ev: &Event, ctx: &mut Ctx) {
         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
         let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        let hup = ev.is_read_closed() || ev.is_error();
         match ep {
             Endpoint::Client => {
                 self.client_readable |= readable;
                 self.client_writable |= writable;
+                self.client_hup |= hup;
             }
             _ => {
                 self.backend_readable |= readable;
                 self.backend_writable |= writable;
+                self.backend_hup |= hup;
             }
         }
         self.drive(ctx);
@@ -263,6 +272,7 @@ impl Conn {
         }
         self.backend_readable = false;
         self.backend_writable = false;
+        self.backend_hup = false;
     }
 
     fn log_access(&self, now: Instant) {

@@ -256,11 +256,16 @@ impl Outbound {
                     return Ok((total, false));
                 }
             }
+            let want = self.buf.len();
             match write(self.buf.data()) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "client accepted no bytes")),
                 Ok(n) => {
                     total += n;
                     self.buf.consume(n);
+                    // A short write means the socket buffer is full: wait for the edge.
+                    if n < want {
+                        return Ok((total, true));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((total, true)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

@@ -31,6 +31,7 @@ impl Conn {
             // 1. Client bytes into the inbound buffer, while it has room.
             if self.client_readable && !self.client_eof && !self.close_received && self.inbound.has_room() {
                 let room = self.inbound.read_room(ctx.pool);
+                let asked = room.len();
                 match self.client.read(room) {
                     Ok(0) => {
                         self.client_eof = true;
@@ -40,6 +41,11 @@ impl Conn {
                         self.inbound.commit(n);
                         self.last_read = ctx.now;
                         progress = true;
+                        // A short read drained the socket: the next edge will say when
+                        // there is more, so skip the read that would only say EAGAIN.
+                        if n < asked && !self.client_hup {
+                            self.client_readable = false;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
@@ -79,6 +85,10 @@ impl Conn {
                     if let Some(b) = self.backend.as_mut() {
                         match b.write(self.inbound.ready()) {
                             Ok(n) => {
+                                // A short write means the socket buffer is full.
+                                if n < ready {
+                                    self.backend_writable = false;
+                                }
                                 self.inbound.consume_ready(n);
                                 progress = true;
                             }
@@ -104,7 +114,16 @@ impl Conn {
             if !self.close_sent {
                 if self.backend_readable && !self.backend_eof && self.backend.is_some() {
                     if let Some(b) = self.backend.as_mut() {
-                        match self.outbound.read_backend(ctx.pool, opcode, |buf| b.read(buf)) {
+                        let mut short = false;
+                        let outcome = self.outbound.read_backend(ctx.pool, opcode, |buf| {
+                            let n = b.read(buf)?;
+                            short = n > 0 && n < buf.len();
+                            Ok(n)
+                        });
+                        if short && !self.backend_hup {
+                            self.backend_readable = false;
+                        }
+                        match outcome {
                             ReadOutcome::Data(_) => progress = true,
                             ReadOutcome::Full => {}
                             ReadOutcome::WouldBlock => self.backend_readable = false,
