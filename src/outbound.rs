@@ -13,7 +13,7 @@
 use std::io;
 
 use crate::buffer::{Buf, BufPool};
-use crate::staged::{BackendFault, Convert, Stage};
+use crate::staged::{BackendFault, Convert, InPlace, Stage};
 use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::utf8::complete_prefix;
 
@@ -87,6 +87,19 @@ impl Outbound {
         F: FnMut(&mut [u8]) -> io::Result<usize>,
     {
         let Some(st) = self.stage.as_mut() else { return self.read_frame(pool, opcode, read) };
+        if st.in_place() {
+            return match st.read_in_place(&mut self.buf, pool, read) {
+                InPlace::Data(n) => {
+                    self.payload_bytes += n as u64;
+                    ReadOutcome::Data(n)
+                }
+                InPlace::Full => ReadOutcome::Full,
+                InPlace::WouldBlock => ReadOutcome::WouldBlock,
+                InPlace::Eof => ReadOutcome::Eof,
+                InPlace::Fault(f) => ReadOutcome::Fault(f),
+                InPlace::Error(e) => ReadOutcome::Error(e),
+            };
+        }
         if let Convert::Fault(f) = st.convert(&mut self.buf, pool, false) {
             return ReadOutcome::Fault(f);
         }

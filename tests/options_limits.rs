@@ -56,9 +56,10 @@ fn send_wire(c: &mut RawClient, wire: &[u8], how: How) {
 /// Open `path`, send `wire` (one message whose payload is `payload`), then expect either
 /// the payload echoed (`close` None) or a close frame with that code, the TCP close, and
 /// the backend connection closed too.
-fn case(d: &Daemon, be: &Backend, path: &str, wire: &[u8], payload: &[u8], how: How, close: Option<u16>, what: &str) {
+#[allow(clippy::too_many_arguments)]
+fn case(count: &mut usize, d: &Daemon, be: &Backend, path: &str, wire: &[u8], payload: &[u8], how: How, close: Option<u16>, what: &str) {
+    *count += 1;
     let mut c = RawClient::handshake(d.port(), path);
-    assert!(be.wait_accepted(be.accepted(), T));
     send_wire(&mut c, wire, how);
     match close {
         None => {
@@ -79,9 +80,9 @@ fn case(d: &Daemon, be: &Backend, path: &str, wire: &[u8], payload: &[u8], how: 
             c.expect_eof(T);
         }
     }
-    // Every backend connection so far must have been closed by wstund.
-    let n = be.accepted();
-    assert!(be.wait_eofs(n, T), "{what}: backend connection not closed ({} of {n} saw EOF)", be.eofs());
+    // Every backend connection so far (one per case) must have been closed by wstund.
+    assert!(be.wait_accepted(*count, T), "{what}: no backend connection");
+    assert!(be.wait_eofs(*count, T), "{what}: backend connection not closed ({} of {} saw EOF)", be.eofs(), *count);
 }
 
 fn expect_for(size: usize) -> Option<u16> {
@@ -92,11 +93,12 @@ fn expect_for(size: usize) -> Option<u16> {
 fn max_frame_size_at_n_minus_1_n_n_plus_1() {
     let be = Backend::echo();
     let d = limits_daemon(&be);
+    let mut count = 0;
     for size in [N - 1, N, N + 1] {
         let p = ascii(size, size as u64);
         for how in [How::Whole, How::Bytewise] {
             let what = format!("single frame of {size} bytes, {how:?}");
-            case(&d, &be, "/frame/x", &frame(true, 0, OP_TEXT, &p), &p, how, expect_for(size), &what);
+            case(&mut count, &d, &be, "/frame/x", &frame(true, 0, OP_TEXT, &p), &p, how, expect_for(size), &what);
         }
         // A message far above N in frames of at most N is fine: the limit is per frame.
         let mut msg = ascii(2 * N, 7);
@@ -104,12 +106,12 @@ fn max_frame_size_at_n_minus_1_n_n_plus_1() {
         let wire = fragments(OP_TEXT, &msg, &[N, N, size]);
         for how in [How::Whole, How::Bytewise] {
             let what = format!("frames of {N}, {N}, {size} bytes, {how:?}");
-            case(&d, &be, "/frame/x", &wire, &msg, how, expect_for(size), &what);
+            case(&mut count, &d, &be, "/frame/x", &wire, &msg, how, expect_for(size), &what);
         }
     }
     // A route without the limit takes the big frame.
     let big = ascii(10 * N, 3);
-    case(&d, &be, "/other/", &frame(true, 0, OP_TEXT, &big), &big, How::Whole, None, "unlimited route");
+    case(&mut count, &d, &be, "/other/", &frame(true, 0, OP_TEXT, &big), &big, How::Whole, None, "unlimited route");
 }
 
 #[test]
@@ -157,6 +159,7 @@ fn control_frames_are_not_subject_to_the_frame_limit() {
 fn message_limit_cases(path: &str) {
     let be = Backend::echo();
     let d = limits_daemon(&be);
+    let mut count = 0;
     for size in [N - 1, N, N + 1] {
         let p = ascii(size, size as u64 + 11);
         let third = size / 3;
@@ -168,7 +171,7 @@ fn message_limit_cases(path: &str) {
         ];
         for (wire, how, name) in cases {
             let what = format!("{path}: {size}-byte message, {name}");
-            case(&d, &be, path, &wire, &p, how, expect_for(size), &what);
+            case(&mut count, &d, &be, path, &wire, &p, how, expect_for(size), &what);
         }
     }
 }
@@ -328,7 +331,7 @@ fn zero_bomb(mib: usize) -> Vec<u8> {
 
 #[test]
 fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
-    let be = Backend::tcp(pattern_free_counter());
+    let be = Backend::tcp(counting_sink());
     let conf = Conf::new().route("/bomb/", &[be.entry()]).set("wstunnel.compression", "\"permessage-deflate\"");
     let d = Daemon::start_conf(&conf);
     let bomb = zero_bomb(100);
@@ -383,7 +386,7 @@ fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
 }
 
 /// Counts what it reads (into `bytes_in`) and never answers.
-fn pattern_free_counter() -> Handler {
+fn counting_sink() -> Handler {
     std::sync::Arc::new(|mut s: BStream, st: &BackendStats| {
         use std::io::Read;
         let mut buf = vec![0u8; 64 * 1024];
