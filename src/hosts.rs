@@ -242,6 +242,9 @@ impl Hosts {
     }
 
     /// The route state for a request's route; O(hosts), allocates only for a new route.
+    /// Kept out of line (like `pick`) so a profile can attribute the balancing cost;
+    /// one call per connection costs nothing measurable.
+    #[inline(never)]
     pub fn route(&mut self, key: &str, backends: &[Arc<BackendSpec>], now: Instant) -> RouteId {
         let mut fp = balance::hash_bytes(balance::host_key(key), &[0]);
         for b in backends {
@@ -283,6 +286,7 @@ impl Hosts {
     }
 
     /// Chooses the host for the next attempt of a chain: O(hosts), no allocation.
+    #[inline(never)]
     pub fn pick(&mut self, route: RouteId, algo: Balance, request_key: u64, chain: &Chain, now: Instant) -> Pick {
         let Hosts { hosts, routes, scratch, .. } = self;
         let Some(r) = routes.get_mut(route.0 as usize) else { return Pick::AllDown };
