@@ -16,6 +16,7 @@
 # picks. perf is used when it works (apt-get install linux-perf), else callgrind.
 #
 # A measurement, not a test: exit status 1 means a run failed, not that a share was high.
+# KEEP=1 keeps the temp dir (profiles, logs) for a closer look.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,7 +26,7 @@ ALGOS="fair round-robin hash sticky"
 PROFILER=auto
 BUILD=1
 
-usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
     case "$1" in
         --tunnels) TUNNELS=$2; shift ;;
@@ -48,7 +49,7 @@ cleanup() {
     local p
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-    rm -rf "$TMP"
+    if [ -n "${KEEP:-}" ]; then say "== kept $TMP"; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
@@ -111,8 +112,9 @@ share_perf() {
     awk '/^ *[0-9.]+%/ { n = $2; t += n; if ($0 ~ /wstund::(balance|hosts)::/) b += n }
          END { if (t > 0) printf "%.3f%% of %d samples (%d in balancing code)\n", 100 * b / t, t, b; else print "NA" }' "$1.txt"
 }
+# Self cost per function (--auto=no: no annotated call lines, which carry inclusive costs).
 share_callgrind() {
-    callgrind_annotate --threshold=100 "$1" 2>/dev/null |
+    callgrind_annotate --auto=no --threshold=100 "$1" 2>/dev/null |
         awk '/PROGRAM TOTALS/ { gsub(",", "", $1); total = $1 }
              /wstund::(balance|hosts)::/ { v = $1; gsub(",", "", v); b += v }
              END { if (total > 0) printf "%.3f%% of %d instructions (%d in balancing code)\n", 100 * b / total, total, b; else print "NA" }'
