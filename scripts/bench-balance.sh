@@ -165,8 +165,11 @@ EOF
     fi
     # Open counts per host, from the SIGUSR2 dump (the loads the picks see).
     kill -USR2 "$wpid"
-    wait_for 10 grep -q 'status: backend' "$TMP/wstund.$algo.log" || true
-    loads=$(grep 'status: backend' "$TMP/wstund.$algo.log" | tail -4 | sed -n 's/.*load=\([0-9]*\).*/\1/p' | tr '\n' ' ')
+    four_lines() { [ "$(grep -c 'status: backend' "$TMP/wstund.$algo.log")" -ge 4 ]; }
+    wait_for 30 four_lines || say "   !! no complete SIGUSR2 dump in the error log"
+    loads=$(grep 'status: backend' "$TMP/wstund.$algo.log" | head -4 | sed -n 's/.*load=\([0-9]*\).*/\1/p' | tr '\n' ' ')
+    sum=$(echo "$loads" | tr ' ' '\n' | awk '{ s += $1 } END { print s + 0 }')
+    [ "$sum" -ge "$TUNNELS" ] || say "   !! the dump counts $sum open tunnels, not $TUNNELS: $(grep 'status:' "$TMP/wstund.$algo.log" | tr '\n' ' ')"
     say "   open tunnels per backend: $loads"
 
     if "$WSLOAD" connrate --addr "127.0.0.1:$port" --path /ws/churn --secs "$SECS" >"$TMP/churn.out" 2>"$TMP/churn.err"; then

@@ -9,6 +9,7 @@
 
 pub mod backend;
 pub mod balance;
+pub mod base64;
 pub mod buffer;
 pub mod cli;
 pub mod client;
@@ -22,9 +23,11 @@ pub mod inbound;
 pub mod listener;
 pub mod logging;
 pub mod outbound;
+pub mod plain;
 pub mod probe;
 pub mod server;
 pub mod signals;
+pub mod staged;
 pub mod token;
 pub mod tunnel;
 pub mod ws;
