@@ -91,7 +91,8 @@ wait_for() { # wait_for SECONDS COMMAND...
 # Four echo backends, each its own process and port.
 BACKENDS=""
 for i in 1 2 3 4; do
-    "$BIN/examples/echo_backend" --listen 127.0.0.1:0 >"$TMP/echo$i.out" 2>&1 &
+    # --rst-on-eof: no TIME_WAIT pile-up on the daemon's side under churn (see bench.sh).
+    "$BIN/examples/echo_backend" --listen 127.0.0.1:0 --rst-on-eof >"$TMP/echo$i.out" 2>&1 &
     PIDS+=("$!")
     wait_for 10 grep -q listening "$TMP/echo$i.out" || die "echo backend $i did not start"
     port=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/echo$i.out")

@@ -3,7 +3,7 @@
 # backend, driven by the same load generator (examples/wsload.rs).
 #
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--secs S] [--idle-conns N]
-#                         [--no-lighttpd] [--no-build]
+#                         [--no-lighttpd] [--no-build] [--balance]
 #
 # Interleaved rounds: in each round every mode runs on both daemons back to back (the order
 # alternates per round). Reported: medians with (min-max), the ratio wstund/lighttpd as the
@@ -15,6 +15,7 @@
 #
 # A measurement, not a test: targets are printed, not enforced. Exit status 1 means a run
 # failed (verification error, daemon died), not that a target was missed.
+# --balance also runs scripts/bench-balance.sh (the balancing decision in a profile).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,6 +26,7 @@ IDLE_SETTLE=3
 USE_LIGHTTPD=1
 BUILD=1
 QUICK=0
+WITH_BALANCE=0
 
 usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -36,6 +38,7 @@ while [ $# -gt 0 ]; do
         --idle-conns) IDLE_CONNS=$2; shift ;;
         --no-lighttpd) USE_LIGHTTPD=0 ;;
         --no-build) BUILD=0 ;;
+        --balance) WITH_BALANCE=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -433,5 +436,12 @@ Notes:
   row shows the daemons with no TCP work on the backend side at all. wsload spreads its
   own connections over 16 loopback source addresses for the same reason.
 EOF
+
+# --balance: the balancing benchmark (4 backends, 1000 held tunnels, profile share).
+if [ "$WITH_BALANCE" = 1 ]; then
+    say ""
+    say "== scripts/bench-balance.sh"
+    "$ROOT/scripts/bench-balance.sh" --no-build --secs "$SECS" || FAILED=1
+fi
 
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }

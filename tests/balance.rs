@@ -444,6 +444,60 @@ fn blackholed_backend_costs_one_connect_timeout_then_the_next_host() {
     assert!(t1.elapsed() < Duration::from_millis(900), "{:?}", t1.elapsed());
 }
 
+/// A unix socket whose accept queue is full: a non-blocking connect gets EAGAIN at once.
+struct FullUnixBacklog {
+    _listener: std::os::unix::net::UnixListener,
+    _fillers: Vec<std::os::fd::OwnedFd>,
+    _dir: TempDir,
+    path: std::path::PathBuf,
+}
+
+impl FullUnixBacklog {
+    fn new() -> FullUnixBacklog {
+        use std::os::fd::{AsRawFd, OwnedFd};
+        use std::os::unix::ffi::OsStrExt;
+        let dir = TempDir::new("full");
+        let path = dir.join("full.sock");
+        let l = std::os::unix::net::UnixListener::bind(&path).expect("bind unix");
+        // SAFETY: listen(2) on a socket we own.
+        assert_eq!(unsafe { libc::listen(l.as_raw_fd(), 0) }, 0);
+        let mut fillers = Vec::new();
+        for _ in 0..64 {
+            // SAFETY: a non-blocking unix socket we own, connected to `path`.
+            let (fd, rc) = unsafe {
+                let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+                assert!(fd >= 0);
+                let mut sa: libc::sockaddr_un = std::mem::zeroed();
+                sa.sun_family = libc::AF_UNIX as libc::sa_family_t;
+                for (i, b) in path.as_os_str().as_bytes().iter().enumerate() {
+                    sa.sun_path[i] = *b as libc::c_char;
+                }
+                let rc = libc::connect(fd, &sa as *const _ as *const libc::sockaddr, std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t);
+                (OwnedFd::from_raw_fd(fd), rc)
+            };
+            if rc != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EAGAIN) {
+                return FullUnixBacklog { _listener: l, _fillers: fillers, _dir: dir, path };
+            }
+            fillers.push(fd);
+        }
+        panic!("could not fill the accept queue of a unix listen(0) socket");
+    }
+}
+
+#[test]
+fn overloaded_unix_backend_is_counted_and_skipped() {
+    let full = FullUnixBacklog::new();
+    let good = Tagged::start("good");
+    let entries = vec![be_unix(&full.path), be_tcp(good.port)];
+    let d = Daemon::start_conf(&conf(Some("round-robin"), &entries));
+    for _ in 0..5 {
+        assert_eq!(tag_of(d.port(), "/ws/o"), "good");
+    }
+    d.signal(libc::SIGUSR2);
+    let want = format!("status: backend unix:{}: connected=0 load=0 died=0 overloaded=1 disabled=1 state=disabled", full.path.display());
+    assert!(d.wait_for_log(&want, IO_TIMEOUT), "{}", d.logs());
+}
+
 // ---------------------------------------------------------------------------------------
 // Counters
 
