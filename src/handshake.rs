@@ -85,7 +85,7 @@ impl Conn {
             return self.reject(ctx, 404, &[], "not found");
         };
         let backends = route.backends.clone();
-        let route_id = ctx.hosts.route(&route.key, &backends, ctx.now);
+        let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
         let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.peer.map(|p| p.ip()));
         if !req.is_upgrade_request() {
             return self.reject(

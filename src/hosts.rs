@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use log::{info, warn};
 
 use crate::balance::{self, Cursor, Slot};
-use crate::conf::{Balance, BackendAddr, BackendSpec, Config};
+use crate::conf::{Balance, BackendAddr, BackendSpec, Config, Route, WsSettings};
 use crate::health::{CheckSpec, Health, Verdict};
 
 /// Connect attempts per client before answering 503 (lighttpd's limit).
@@ -30,6 +30,8 @@ const MAX_RETRY_AFTER: u64 = 300;
 /// Entries of the `Arc` pointer -> host cache before it is cleared (only routes made per
 /// request by `%n` substitution create new `Arc`s; the cache must not grow with them).
 const SPEC_CACHE_LIMIT: usize = 4096;
+/// Entries of the `Route` pointer -> route state cache before it is cleared.
+const ROUTE_CACHE_LIMIT: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HostId(u32);
@@ -174,6 +176,9 @@ pub struct Hosts {
     scratch: Vec<Slot>,
     /// The host ids of the route being looked up; reused likewise.
     ids_scratch: Vec<HostId>,
+    /// `Route` address -> route state, for routes inside long-lived settings; holds the
+    /// settings `Arc`, so the address keeps naming the same route while cached.
+    route_cache: WordMap<usize, (Arc<WsSettings>, RouteId)>,
 }
 
 /// The name a host is known by (and hashed by).
@@ -265,7 +270,31 @@ impl Hosts {
         self.host_mut(id).health = Some(Health::new(check, now));
     }
 
-    /// The route state for a request's route; O(hosts), allocates only for a new route.
+    /// The route state for `route`, a route of `settings`. Routes of settings that outlive
+    /// the request (the global settings, a conditional's) are found by address in one
+    /// lookup; settings merged for this request alone (strong count 1) take the full
+    /// lookup by host list, which the profile showed to be half the balancing cost.
+    /// Out of line, like `route` and `pick`, so a profile can attribute it.
+    #[inline(never)]
+    pub fn route_of(&mut self, settings: &Arc<WsSettings>, route: &Route, now: Instant) -> RouteId {
+        let ptr = route as *const Route as usize;
+        if let Some((s, rid)) = self.route_cache.get(&ptr) {
+            if Arc::ptr_eq(s, settings) {
+                return *rid;
+            }
+        }
+        let rid = self.route(&route.key, &route.backends, now);
+        if Arc::strong_count(settings) > 1 {
+            if self.route_cache.len() >= ROUTE_CACHE_LIMIT {
+                self.route_cache.clear();
+            }
+            self.route_cache.insert(ptr, (Arc::clone(settings), rid));
+        }
+        rid
+    }
+
+    /// The route state for a route key and host list; O(hosts), allocates only for a
+    /// new route.
     /// Kept out of line (like `pick`) so a profile can attribute the balancing cost;
     /// one call per connection costs nothing measurable.
     #[inline(never)]
@@ -491,6 +520,24 @@ mod tests {
         assert_ne!(id, id2);
         hs.release(id);
         assert_eq!(hs.host(id).counters.load, 0);
+    }
+
+    #[test]
+    fn route_of_caches_long_lived_settings_only() {
+        let now = Instant::now();
+        let mut hs = Hosts::new();
+        let mut ws = WsSettings::default();
+        ws.servers.routes.push(Route { key: "/a".into(), backends: vec![spec(1), spec(2)] });
+        let global = Arc::new(ws);
+        let keep = Arc::clone(&global); // as Config keeps it
+        let r = hs.route_of(&global, &global.servers.routes[0], now);
+        assert_eq!(hs.route_cache.len(), 1);
+        assert_eq!(hs.route_of(&global, &global.servers.routes[0], now), r);
+        // Settings merged for one request: same route state, not cached.
+        let merged = Arc::new((*keep).clone());
+        assert_eq!(hs.route_of(&merged, &merged.servers.routes[0], now), r);
+        assert_eq!(hs.route_cache.len(), 1);
+        assert_eq!(hs.len(), 2);
     }
 
     #[test]
