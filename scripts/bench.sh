@@ -137,7 +137,7 @@ rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0;
 "$BIN/examples/echo_backend" --listen 127.0.0.1:0 --unix "$TMP/echo.sock" --rst-on-eof >"$TMP/echo.out" 2>&1 &
 ECHO_PID=$!
 PIDS+=("$ECHO_PID")
-wait_for 10 grep -q listening "$TMP/echo.out" || die "echo backend did not start: $(cat "$TMP/echo.out")"
+wait_for 10 grep -qs listening "$TMP/echo.out" || die "echo backend did not start: $(cat "$TMP/echo.out")"
 ECHO_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/echo.out")
 [ -n "$ECHO_PORT" ] || die "cannot parse the echo backend's port: $(cat "$TMP/echo.out")"
 
@@ -162,7 +162,7 @@ start_daemon() {
             "$BIN/wstund" -D -f "$dir/wstund.conf" >"$dir/stdout" 2>"$dir/stderr" &
             PID[$name]=$!
             PIDS+=("${PID[$name]}")
-            wait_for 10 grep -q 'wstund: ready' "$dir/stderr" ||
+            wait_for 10 grep -qs 'wstund: ready' "$dir/stderr" ||
                 { say "bench.sh: $name did not become ready: $(tail -5 "$dir/stderr")"; return 1; }
             ;;
         lighttpd)
@@ -286,7 +286,7 @@ run_idle() { # run_idle ROUND KIND
         --watch-pid "${PID[$name]}" --label "$kind" >"$out" 2>"$err" &
     wp=$!
     WP=$wp
-    if wait_for 60 grep -q '^ALLOPEN' "$out"; then
+    if wait_for 60 grep -qs '^ALLOPEN' "$out"; then
         rss1=$(rss_kb "${PID[$name]}")
         # Let the daemon's housekeeping see idle connections before the figure that counts.
         sleep "$IDLE_SETTLE"
@@ -394,6 +394,8 @@ echo
 echo "### wstund vs lighttpd$LVER mod_wstunnel: $ROUNDS round(s) of ${SECS}s, $(nproc) CPUs$( [ "$QUICK" = 1 ] && echo ' (QUICK smoke run, not a measurement)')"
 echo
 echo "Medians (min-max over the rounds); ratio = median of the per-round ratios wstund/lighttpd."
+echo "On $(nproc) cores the daemon shares the machine with the echo backend and the generator, so"
+echo "rates are capped by the machine as well; daemon CPU per operation shows the daemon alone."
 echo
 echo "| metric | wstund | lighttpd | ratio | target | |"
 echo "|---|---|---|---|---|---|"
@@ -402,6 +404,9 @@ row "ping-pong, msgs/s (50 conns, 64 B)" pingpong ">=" 1.3 0
 echo "| ping-pong latency p50 / p99, µs | $(lat wstund) | $(lat lighttpd) | | | |"
 row "connections/s (handshake, 16 B echo, close handshake; TCP backend)" connrate ">=" 1.5 0
 row "connections/s, the same over a unix-socket backend" connrate-unix "" "" 0
+row "throughput: daemon CPU per 64 KiB message, µs (lower is better)" throughput "" "" 2 cpuop
+row "ping-pong: daemon CPU per message, µs (lower is better)" pingpong "" "" 2 cpuop
+row "connections: daemon CPU per connection, µs (lower is better; TCP backend)" connrate "" "" 1 cpuop
 row "memory per idle connection, KiB (RSS delta / $IDLE_CONNS, after ${IDLE_SETTLE}s idle)" idle "<=" 0.2 2
 row "memory per connection just after opening, KiB" idle "" "" 2 open
 echo
@@ -436,6 +441,14 @@ Notes:
   row shows the daemons with no TCP work on the backend side at all. wsload spreads its
   own connections over 16 loopback source addresses for the same reason.
 EOF
+
+OTHER=$(median $(for k in "${KEYS[@]}"; do for d in "${DAEMONS[@]}"; do series ocpu "$k" "$d"; done; done))
+if [ "$(calc "($OTHER > 25) ? 1 : 0" "$OTHER")" = 1 ]; then
+    say ""
+    say "WARNING: processes outside the benchmark used ${OTHER}% of a core (median) during the"
+    say "         runs; on $(nproc) cores that takes CPU from the daemons, so these numbers are noisy."
+    say "         Run again on a quiet machine (see the \"other\" column)."
+fi
 
 # --balance: the balancing benchmark (4 backends, 1000 held tunnels, profile share).
 if [ "$WITH_BALANCE" = 1 ]; then

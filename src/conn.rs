@@ -140,6 +140,8 @@ pub struct Conn {
     pub last_read: Instant,
     pub last_write: Instant,
     pub last_ping: Instant,
+    /// When the oldest unanswered ping went out (ping-timeout).
+    pub ping_outstanding: Option<Instant>,
 }
 
 impl Conn {
@@ -179,6 +181,7 @@ impl Conn {
             last_read: now,
             last_write: now,
             last_ping: now,
+            ping_outstanding: None,
         }
     }
 

@@ -70,7 +70,7 @@ impl Conn {
         let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
         let facts = RequestFacts {
-            url_path: &req.path,
+            url_path: &req.url_path,
             query: &req.query,
             host: req.header("host"),
             method: &req.method,
@@ -80,8 +80,8 @@ impl Conn {
             server_socket,
         };
         let settings = ctx.config.resolve(&facts);
-        let Some(route) = settings.servers.find(&req.path) else {
-            debug!("[c{}] no wstunnel route for {}", self.id, req.path);
+        let Some(route) = settings.servers.find(&req.url_path) else {
+            debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
             return self.reject(ctx, 404, &[], "not found");
         };
         let backends = route.backends.clone();

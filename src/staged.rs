@@ -328,6 +328,11 @@ impl Stage {
                     }
                 }
                 self.zbuf.truncate(m);
+                if last && m == 0 {
+                    // The previous fragment kept its sync-flush tail, so the client's
+                    // appended 00 00 ff ff needs a block header first (RFC 7692 7.2.3.6).
+                    self.zbuf.push(0x00);
+                }
                 std::mem::swap(&mut self.scratch, &mut self.zbuf);
             }
         }

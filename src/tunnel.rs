@@ -189,7 +189,7 @@ impl Conn {
                     self.outbound.queue_pong(ctx.pool, c.payload());
                 }
             }
-            OpCode::Pong => {}
+            OpCode::Pong => self.ping_outstanding = None,
             OpCode::Close => match close::parse_close_payload(c.payload()) {
                 Err(e) => self.fail(ctx, Violation { code: e.close_code(), reason: e.to_string() }),
                 Ok(parsed) => {
@@ -323,11 +323,32 @@ impl Conn {
         if self.outbound.is_empty() {
             self.last_write = ctx.now;
         }
-        let interval = self.tunnel.as_ref().map(|t| t.settings.ping_interval).unwrap_or(0);
+        let Some(t) = self.tunnel.as_ref() else { return };
+        let (interval, timeout, size, drop) =
+            (t.settings.ping_interval, t.settings.ping_timeout, t.settings.ping_size, t.settings.fail_by_drop);
+        if let Some(since) = self.ping_outstanding {
+            if timeout > 0 && ctx.now.duration_since(since).as_secs() >= u64::from(timeout) {
+                info!("[c{}] no pong within {timeout}s", self.id);
+                if drop {
+                    self.close_code.get_or_insert(close::ABNORMAL);
+                    self.closed_by.get_or_insert(Side::Server);
+                    self.phase = Phase::Done;
+                } else {
+                    self.start_close(ctx, close::GOING_AWAY, "ping timeout", Side::Server);
+                }
+                return;
+            }
+        }
         if interval > 0 && ctx.now.duration_since(self.last_ping).as_secs() >= u64::from(interval) {
             self.last_ping = ctx.now;
+            // A 4-byte stamp, zero-padded to ping-size (4..=125).
+            let mut payload = [0u8; 125];
             let stamp = (ctx.now.duration_since(self.started).as_millis() as u32).to_be_bytes();
-            self.outbound.push_control(ctx.pool, OpCode::Ping, &stamp);
+            payload[..4].copy_from_slice(&stamp);
+            let n = (size as usize).clamp(4, 125);
+            if self.outbound.push_control(ctx.pool, OpCode::Ping, &payload[..n]) && self.ping_outstanding.is_none() {
+                self.ping_outstanding = Some(ctx.now);
+            }
         }
     }
 }
