@@ -3,7 +3,7 @@
 # backend, driven by the same load generator (examples/wsload/).
 #
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--secs S] [--idle-conns N]
-#                         [--no-lighttpd] [--no-build] [--boost]
+#                         [--no-lighttpd] [--no-build] [--boost] [--balance]
 #
 # --boost runs every benchmark process at nice -10 (and its session's autogroup too; root
 # only), so other load on a shared machine disturbs the measurement less; both daemons
@@ -19,6 +19,7 @@
 #
 # A measurement, not a test: targets are printed, not enforced. Exit status 1 means a run
 # failed (verification error, daemon died), not that a target was missed.
+# --balance also runs scripts/bench-balance.sh (the balancing decision in a profile).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -30,6 +31,7 @@ USE_LIGHTTPD=1
 BUILD=1
 QUICK=0
 BOOST=0
+WITH_BALANCE=0
 
 usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
         --no-lighttpd) USE_LIGHTTPD=0 ;;
         --no-build) BUILD=0 ;;
         --boost) BOOST=1 ;;
+        --balance) WITH_BALANCE=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -459,6 +462,13 @@ if [ "$(calc "($OTHER > 25) ? 1 : 0" "$OTHER")" = 1 ]; then
     say "WARNING: processes outside the benchmark used ${OTHER}% of a core (median) during the"
     say "         runs; on $(nproc) cores that takes CPU from the daemons, so these numbers are noisy."
     say "         Run again on a quiet machine (see the \"other\" column)."
+fi
+
+# --balance: the balancing benchmark (4 backends, 1000 held tunnels, profile share).
+if [ "$WITH_BALANCE" = 1 ]; then
+    say ""
+    say "== scripts/bench-balance.sh"
+    "$ROOT/scripts/bench-balance.sh" --no-build --secs "$SECS" || FAILED=1
 fi
 
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }

@@ -36,6 +36,7 @@ use crate::backend::{BackendStream, Resolver};
 use crate::buffer::BufPool;
 use crate::client::ClientStream;
 use crate::conf::{BackendSpec, Config, WsSettings};
+use crate::hosts::{Chain, HostId, Hosts, RouteId};
 use crate::http::Upgrade;
 use crate::inbound::{Inbound, InboundOpts};
 use crate::outbound::Outbound;
@@ -52,6 +53,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     pub config: &'a Config,
     pub resolver: &'a mut Resolver,
+    /// Backend hosts: balancing state, counters, disable and health state.
+    pub hosts: &'a mut Hosts,
     /// Listener names ("127.0.0.1:8080", "/run/ws.sock") for `$SERVER["socket"]`.
     pub listener_names: &'a [String],
     pub server_tag: &'a str,
@@ -90,8 +93,17 @@ pub struct Tunnel {
     pub path: String,
     pub settings: Arc<WsSettings>,
     pub backends: Vec<Arc<BackendSpec>>,
-    /// Index of the next backend to try.
-    pub attempt: usize,
+    /// The route's balancing state in `Hosts`.
+    pub route: RouteId,
+    /// What `hash`/`sticky` balance on (URL or client IP), computed once per request.
+    pub balance_key: u64,
+    /// Hosts tried so far for this client (failover never repeats one).
+    pub chain: Chain,
+    /// Index in `backends` of the current attempt.
+    pub backend_index: usize,
+    /// The host this connection holds a load unit on (connect in flight or tunnel
+    /// open); given back exactly once, on failure or at teardown.
+    pub host: Option<HostId>,
     /// Kept until the 101 goes out.
     pub upgrade: Option<Upgrade>,
     pub opcode: OpCode,
@@ -261,9 +273,17 @@ impl Conn {
     pub fn teardown(&mut self, ctx: &mut Ctx) {
         self.client.deregister(ctx.registry);
         self.drop_backend(ctx);
+        self.release_host(ctx);
         self.inbound.buf.release(ctx.pool);
         self.outbound.release(ctx.pool);
         self.log_access(ctx.now);
+    }
+
+    /// Gives back the load unit this connection holds on its host, if any.
+    pub fn release_host(&mut self, ctx: &mut Ctx) {
+        if let Some(id) = self.tunnel.as_mut().and_then(|t| t.host.take()) {
+            ctx.hosts.release(id);
+        }
     }
 
     pub fn drop_backend(&mut self, ctx: &mut Ctx) {

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use log::{debug, info, warn};
 
 use crate::backend::{describe, BackendStream, ConnectState};
-use crate::conf::{BackendFraming, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
+use crate::balance;
+use crate::conf::{BackendFraming, BackendSpec, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
 use crate::conn::{Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
+use crate::hosts::{Chain, Failure, Pick};
 use crate::http::{self, Parse, Request, UpgradePolicy};
 use crate::inbound::{Framing, InboundOpts};
 use crate::plain::Plain;
@@ -83,6 +85,8 @@ impl Conn {
             return self.reject(ctx, 404, &[], "not found");
         };
         let backends = route.backends.clone();
+        let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
+        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.peer.map(|p| p.ip()));
         if !req.is_upgrade_request() {
             return self.reject(
                 ctx,
@@ -168,12 +172,17 @@ impl Conn {
                 .map(|(p, _)| (p, settings.compression_level, settings.compression_min_size));
             self.outbound.stage = Some(Box::new(Stage::new(stage_opts, d)));
         }
+        self.outbound.mask_frames = settings.mask_server_frames;
         let close_timeout = settings.close_handshake_timeout;
         self.tunnel = Some(Box::new(Tunnel {
             path: req.path,
             settings,
             backends,
-            attempt: 0,
+            route: route_id,
+            balance_key,
+            chain: Chain::default(),
+            backend_index: 0,
+            host: None,
             upgrade: Some(upgrade),
             opcode,
             opts,
@@ -183,37 +192,83 @@ impl Conn {
         self.connect_next(ctx);
     }
 
-    /// Starts a connect to the next backend of the route; 503 when none is left.
-    fn connect_next(&mut self, ctx: &mut Ctx) {
-        let Some(t) = self.tunnel.as_mut() else { return };
-        while t.attempt < t.backends.len() {
-            let spec = Arc::clone(&t.backends[t.attempt]);
-            t.attempt += 1;
-            let target = match ctx.resolver.target(&spec.addr) {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!("[c{}] {e}", self.id);
-                    continue;
-                }
-            };
-            t.backend_name = describe(&target);
-            match BackendStream::connect(&target, t.settings.tcp_nodelay) {
-                Ok(mut s) => {
-                    if let Err(e) = s.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
-                        warn!("[c{}] cannot watch backend socket {}: {e}", self.id, t.backend_name);
-                        continue;
-                    }
-                    self.backend = Some(s);
-                    self.backend_readable = false;
-                    self.backend_writable = false;
+    /// Failover: chooses the next host of the route (never one already tried by this
+    /// client, at most `MAX_ATTEMPTS` in all) and starts connecting to it; 503 with
+    /// `Retry-After` when no host is left.
+    pub(crate) fn connect_next(&mut self, ctx: &mut Ctx) {
+        while let Some(spec) = self.choose_host(ctx) {
+            match self.connect_host(ctx, &spec) {
+                Ok(()) => {
                     self.phase = Phase::Connecting { deadline: ctx.now + spec.connect_timeout };
                     return;
                 }
-                Err(e) => warn!("[c{}] backend {} connect failed: {e}", self.id, t.backend_name),
+                Err(failure) => self.host_failed(ctx, failure),
             }
         }
-        warn!("[c{}] no backend reachable for {}", self.id, t.path);
-        self.reject(ctx, 503, &[("Retry-After", "1")], "backend unavailable");
+        let Some(t) = self.tunnel.as_ref() else { return };
+        // The outage itself is logged once by `Hosts`; each attempt's failure was logged.
+        debug!("[c{}] no backend reachable for {} after {} attempt(s)", self.id, t.path, t.chain.attempts());
+        let retry = ctx.hosts.retry_after(t.route, ctx.now).to_string();
+        self.reject(ctx, 503, &[("Retry-After", retry.as_str())], "backend unavailable");
+    }
+
+    /// The balancing decision for the next attempt; takes a load unit on the host chosen.
+    fn choose_host(&mut self, ctx: &mut Ctx) -> Option<Arc<BackendSpec>> {
+        let t = self.tunnel.as_mut()?;
+        if t.chain.is_full() {
+            return None;
+        }
+        match ctx.hosts.pick(t.route, t.settings.balance, t.balance_key, &t.chain, ctx.now) {
+            Pick::Host { index, id } => {
+                let spec = t.backends.get(index).cloned()?;
+                t.chain.push(id);
+                t.backend_index = index;
+                t.host = Some(id);
+                ctx.hosts.acquire(id);
+                Some(spec)
+            }
+            Pick::AllDown | Pick::Exhausted => None,
+        }
+    }
+
+    /// Starts the connect to the chosen host: how a host is reached, apart from which
+    /// host it is.
+    fn connect_host(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<(), Failure> {
+        let Some(t) = self.tunnel.as_mut() else { return Err(Failure::Local) };
+        let target = match ctx.resolver.target(&spec.addr) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("[c{}] {e}", self.id);
+                return Err(Failure::Died);
+            }
+        };
+        t.backend_name = describe(&target);
+        let mut s = match BackendStream::connect(&target, t.settings.tcp_nodelay) {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("[c{}] backend {} connect failed: {e}", self.id, t.backend_name);
+                return Err(connect_failure(&e));
+            }
+        };
+        if let Err(e) = s.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
+            warn!("[c{}] cannot watch backend socket {}: {e}", self.id, t.backend_name);
+            return Err(Failure::Local);
+        }
+        self.backend = Some(s);
+        self.backend_readable = false;
+        self.backend_writable = false;
+        Ok(())
+    }
+
+    /// The current attempt failed: count it against the host, disable the host for its
+    /// `disable-time`, give the load unit back.
+    fn host_failed(&mut self, ctx: &mut Ctx, failure: Failure) {
+        self.drop_backend(ctx);
+        let Some(t) = self.tunnel.as_mut() else { return };
+        let Some(id) = t.host.take() else { return };
+        let disable_time = t.backends.get(t.backend_index).map(|b| b.disable_time).unwrap_or_default();
+        ctx.hosts.connect_failed(id, failure, disable_time, ctx.now);
+        ctx.hosts.release(id);
     }
 
     pub(crate) fn drive_connecting(&mut self, ctx: &mut Ctx) {
@@ -229,7 +284,7 @@ impl Conn {
             ConnectState::Failed(e) => {
                 let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
                 warn!("[c{}] backend {name} connect failed: {e}", self.id);
-                self.drop_backend(ctx);
+                self.host_failed(ctx, connect_failure(&e));
                 self.connect_next(ctx);
             }
             ConnectState::Connected => self.open(ctx),
@@ -239,7 +294,7 @@ impl Conn {
     pub(crate) fn connect_timed_out(&mut self, ctx: &mut Ctx) {
         let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
         warn!("[c{}] backend {name} connect timed out", self.id);
-        self.drop_backend(ctx);
+        self.host_failed(ctx, Failure::TimedOut);
         self.connect_next(ctx);
     }
 
@@ -249,6 +304,9 @@ impl Conn {
     fn open(&mut self, ctx: &mut Ctx) {
         let Some(t) = self.tunnel.as_mut() else { return };
         let Some(up) = t.upgrade.take() else { return };
+        if let Some(id) = t.host {
+            ctx.hosts.connect_ok(id);
+        }
         let mut resp = Vec::with_capacity(256);
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);
@@ -315,6 +373,38 @@ impl Conn {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Classifies a failed connect: a full accept queue (EAGAIN on a unix socket) is
+/// "overloaded", running out of descriptors or memory is wstund's own problem, anything
+/// else means the host is not serving.
+fn connect_failure(e: &io::Error) -> Failure {
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Failure::Overloaded,
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => Failure::Local,
+        _ => Failure::Died,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failures_are_classified() {
+        let cases = [
+            (libc::ECONNREFUSED, Failure::Died),
+            (libc::ECONNRESET, Failure::Died),
+            (libc::ETIMEDOUT, Failure::Died),
+            (libc::ENOENT, Failure::Died),
+            (libc::EAGAIN, Failure::Overloaded),
+            (libc::EMFILE, Failure::Local),
+            (libc::ENFILE, Failure::Local),
+        ];
+        for (errno, want) in cases {
+            assert_eq!(connect_failure(&io::Error::from_raw_os_error(errno)), want, "errno {errno}");
         }
     }
 }

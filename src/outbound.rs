@@ -59,6 +59,8 @@ pub struct Outbound {
     pub payload_bytes: u64,
     /// Present when output needs more than a frame header (see `staged.rs`).
     pub stage: Option<Box<Stage>>,
+    /// `wstunnel.mask-server-frames` (a testing switch): control frames are masked too.
+    pub mask_frames: bool,
 }
 
 impl Default for Outbound {
@@ -69,7 +71,7 @@ impl Default for Outbound {
 
 impl Outbound {
     pub fn new() -> Self {
-        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0, stage: None }
+        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0, stage: None, mask_frames: false }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -230,9 +232,18 @@ impl Outbound {
             }
         }
         let end = self.buf.end;
+        // Any varying key will do for a testing switch; the stamp of the payload length
+        // and position keeps it deterministic for tests.
+        let mask = self.mask_frames.then(|| ((end as u32).wrapping_mul(0x9e37_79b9) ^ payload.len() as u32).to_be_bytes());
+        if mask.is_some() && self.buf.tail_room() < 6 + payload.len() {
+            return false;
+        }
         let data = self.buf.raw_mut();
-        let hl = write_header(&mut data[end..], true, opcode, payload.len() as u64, None);
+        let hl = write_header(&mut data[end..], true, opcode, payload.len() as u64, mask);
         data[end + hl..end + hl + payload.len()].copy_from_slice(payload);
+        if let Some(m) = mask {
+            crate::ws::mask::apply_mask(&mut data[end + hl..end + hl + payload.len()], m, 0);
+        }
         self.buf.end += hl + payload.len();
         true
     }
