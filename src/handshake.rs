@@ -55,7 +55,7 @@ impl Conn {
             }
             Parse::Invalid(rej) => {
                 let extra: Vec<(&str, &str)> = rej.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                self.reject(ctx, rej.status, &extra, &rej.message);
+                self.reject(ctx, rej.status, &extra, rej.message);
             }
             Parse::Complete { request, consumed } => {
                 self.inbound.skip_raw(consumed);
@@ -106,7 +106,7 @@ impl Conn {
             Err(rej) => {
                 debug!("[c{}] upgrade rejected ({}): {}", self.id, rej.status, rej.message);
                 let extra: Vec<(&str, &str)> = rej.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                return self.reject(ctx, rej.status, &extra, &rej.message);
+                return self.reject(ctx, rej.status, &extra, rej.message);
             }
         };
         let chosen = upgrade.subprotocol_index.and_then(|i| settings.subprotocols.get(i)).map(String::as_str);

@@ -258,7 +258,7 @@ impl Server {
     }
 
     fn on_signals(&mut self, now: Instant) {
-        while let Some(sig) = self.signals.next() {
+        while let Some(sig) = self.signals.next_signal() {
             match sig {
                 Signal::Terminate => {
                     info!("SIGTERM: stopping now ({} connections)", self.conns.len());

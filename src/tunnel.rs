@@ -203,11 +203,8 @@ impl Conn {
 
     fn on_control(&mut self, ctx: &mut Ctx, c: Control) {
         match c.opcode {
-            OpCode::Ping => {
-                if !self.close_sent {
-                    self.outbound.queue_pong(ctx.pool, c.payload());
-                }
-            }
+            OpCode::Ping if !self.close_sent => self.outbound.queue_pong(ctx.pool, c.payload()),
+            OpCode::Ping => {}
             OpCode::Pong => self.ping_outstanding = None,
             OpCode::Close => match close::parse_close_payload(c.payload()) {
                 Err(e) => self.fail(ctx, Violation { code: e.close_code(), reason: e.to_string() }),
