@@ -221,7 +221,7 @@ impl Server {
     fn add_conn(&mut self, listener: usize, stream: ClientStream, peer: Option<std::net::SocketAddr>, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
-        let timeout = self.config.wstunnel.open_handshake_timeout.max(Duration::from_millis(1));
+        let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let mut conn = Conn::new(id, key, listener, stream, peer, now, timeout);
