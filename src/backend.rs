@@ -50,19 +50,29 @@ impl BackendStream {
         }
     }
 
-    /// Called on the first writable event of a connecting socket.
-    pub fn connect_state(&self) -> ConnectState {
-        let (err, peer) = match self {
-            BackendStream::Tcp(s) => (s.take_error(), s.peer_addr().map(|_| ())),
-            BackendStream::Unix(s) => (s.take_error(), s.peer_addr().map(|_| ())),
+    /// Called on an event of a connecting socket. On Linux the first edge of a
+    /// connecting TCP socket comes when the connect has finished, and SO_ERROR says how;
+    /// the peer address is asked for only if the edge was not a writable one (an
+    /// error/hang-up without SO_ERROR), which saves a getpeername per connection.
+    pub fn connect_state(&self, writable: bool) -> ConnectState {
+        let err = match self {
+            BackendStream::Tcp(s) => s.take_error(),
+            BackendStream::Unix(s) => s.take_error(),
         };
         match err {
             Ok(Some(e)) | Err(e) => ConnectState::Failed(e),
-            Ok(None) => match peer {
-                Ok(()) => ConnectState::Connected,
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectState::InProgress,
-                Err(e) => ConnectState::Failed(e),
-            },
+            Ok(None) if writable => ConnectState::Connected,
+            Ok(None) => {
+                let peer = match self {
+                    BackendStream::Tcp(s) => s.peer_addr().map(|_| ()),
+                    BackendStream::Unix(s) => s.peer_addr().map(|_| ()),
+                };
+                match peer {
+                    Ok(()) => ConnectState::Connected,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => ConnectState::InProgress,
+                    Err(e) => ConnectState::Failed(e),
+                }
+            }
         }
     }
 

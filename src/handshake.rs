@@ -7,7 +7,7 @@
 use std::io;
 use std::sync::Arc;
 
-use log::{debug, info, warn};
+use log::{debug, warn};
 
 use crate::backend::{describe, BackendStream, ConnectState};
 use crate::balance;
@@ -174,6 +174,7 @@ impl Conn {
         }
         self.outbound.mask_frames = settings.mask_server_frames;
         let close_timeout = settings.close_handshake_timeout;
+        let subprotocol = upgrade.subprotocol.clone();
         self.tunnel = Some(Box::new(Tunnel {
             path: req.path,
             settings,
@@ -187,6 +188,7 @@ impl Conn {
             opcode,
             opts,
             backend_name: String::new(),
+            subprotocol,
             close_timeout,
         }));
         self.connect_next(ctx);
@@ -276,7 +278,7 @@ impl Conn {
             return;
         }
         let Some(b) = self.backend.as_ref() else { return self.connect_next(ctx) };
-        match b.connect_state() {
+        match b.connect_state(self.backend_writable) {
             ConnectState::InProgress => {
                 self.backend_writable = false;
                 self.backend_readable = false;
@@ -314,7 +316,7 @@ impl Conn {
         if t.settings.tcp_nodelay {
             self.client.set_nodelay(true);
         }
-        info!(
+        debug!(
             "[c{}] tunnel open {} -> {}{}",
             self.id,
             t.path,
@@ -324,9 +326,10 @@ impl Conn {
         self.last_read = ctx.now;
         self.last_ping = ctx.now;
         self.phase = Phase::Open;
-        // Writable edges that arrived while connecting were consumed by the check.
+        // The connect's writable edge was consumed by the check; readability stays as
+        // the event said (a server-first backend may already have written a banner),
+        // which saves a read that would only say EAGAIN.
         self.backend_writable = true;
-        self.backend_readable = true;
     }
 
     /// Answers with an HTTP error and ends the connection gracefully.

@@ -129,7 +129,7 @@ fn advance(p: &mut Probe, send: &[u8], expect: &[u8]) -> Progress {
                 if !(p.writable || p.readable) {
                     return Progress::Blocked;
                 }
-                match p.stream.connect_state() {
+                match p.stream.connect_state(p.writable) {
                     ConnectState::InProgress => {
                         p.writable = false;
                         p.readable = false;

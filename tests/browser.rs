@@ -233,8 +233,8 @@ fn chromium_websockets_with_compression_and_subprotocols() {
     // wstund's side: every tunnel opened with the right subprotocol and closed cleanly.
     assert!(d.wait_for_log_count(" access ", 7, Duration::from_secs(5)), "access lines:\n{}", d.logs());
     let logs = d.logs();
-    assert!(logs.lines().any(|l| l.contains("tunnel open /b64/") && l.contains("subprotocol base64")), "{logs}");
-    assert!(logs.lines().any(|l| l.contains("tunnel open /inc/") && l.contains("subprotocol binary")), "{logs}");
+    assert!(logs.lines().any(|l| l.contains(" access ") && l.contains("path=/b64/") && l.contains("proto=base64")), "{logs}");
+    assert!(logs.lines().any(|l| l.contains(" access ") && l.contains("path=/inc/") && l.contains("proto=binary")), "{logs}");
     let access = d.access_lines();
     for path in ["/framed/", "/text/", "/b64/", "/inc/"] {
         let mine: Vec<_> = access.iter().filter(|a| a.get("path").map(String::as_str) == Some(path)).collect();
