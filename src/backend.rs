@@ -1,4 +1,5 @@
-//! Backend byte streams: TCP and unix-domain sockets, connected without blocking.
+//! Backend byte streams: TCP and unix-domain sockets, connected without blocking, and
+//! the pipes of a per-connection program.
 //!
 //! The connection state machine only needs "read bytes", "write bytes", "half-close" and
 //! "did the connect finish"; this type gives it exactly that for every backend kind so
@@ -12,11 +13,14 @@ use std::path::{Path, PathBuf};
 use mio::{Interest, Registry, Token};
 
 use crate::conf::BackendAddr;
+use crate::exec::ChildPipes;
 
 /// A connected (or connecting) backend.
 pub enum BackendStream {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    /// A stdio program: writes go to its stdin, reads come from its stdout.
+    Child(ChildPipes),
 }
 
 /// Where to connect, after name resolution.
@@ -55,6 +59,7 @@ impl BackendStream {
         let (err, peer) = match self {
             BackendStream::Tcp(s) => (s.take_error(), s.peer_addr().map(|_| ())),
             BackendStream::Unix(s) => (s.take_error(), s.peer_addr().map(|_| ())),
+            BackendStream::Child(_) => return ConnectState::Connected,
         };
         match err {
             Ok(Some(e)) | Err(e) => ConnectState::Failed(e),
@@ -70,6 +75,7 @@ impl BackendStream {
         match self {
             BackendStream::Tcp(s) => s.read(buf),
             BackendStream::Unix(s) => s.read(buf),
+            BackendStream::Child(p) => p.read(buf),
         }
     }
 
@@ -77,6 +83,7 @@ impl BackendStream {
         match self {
             BackendStream::Tcp(s) => s.write(buf),
             BackendStream::Unix(s) => s.write(buf),
+            BackendStream::Child(p) => p.write(buf),
         }
     }
 
@@ -85,6 +92,10 @@ impl BackendStream {
         let _ = match self {
             BackendStream::Tcp(s) => s.shutdown(Shutdown::Write),
             BackendStream::Unix(s) => s.shutdown(Shutdown::Write),
+            BackendStream::Child(p) => {
+                p.close_stdin();
+                Ok(())
+            }
         };
     }
 
@@ -93,6 +104,7 @@ impl BackendStream {
         match self {
             BackendStream::Tcp(s) => reg.register(s, token, i),
             BackendStream::Unix(s) => reg.register(s, token, i),
+            BackendStream::Child(p) => p.register(reg, token),
         }
     }
 
@@ -100,6 +112,10 @@ impl BackendStream {
         let _ = match self {
             BackendStream::Tcp(s) => reg.deregister(s),
             BackendStream::Unix(s) => reg.deregister(s),
+            BackendStream::Child(p) => {
+                p.deregister(reg);
+                Ok(())
+            }
         };
     }
 }

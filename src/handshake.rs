@@ -9,12 +9,12 @@ use std::sync::Arc;
 
 use log::{debug, info, warn};
 
-use crate::backend::{describe, BackendStream, ConnectState};
-use crate::conf::{FrameType, RequestFacts};
+use crate::attach::Attach;
+use crate::backend::ConnectState;
+use crate::conf::{BackendMode, FrameType, RequestFacts};
 use crate::conn::{Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
 use crate::http::{self, Parse, Request, UpgradePolicy};
 use crate::inbound::InboundOpts;
-use crate::token::{conn_token, Endpoint};
 use crate::ws::frame::OpCode;
 
 /// Subprotocols whose meaning wstund implements; others in `wstunnel.subprotocols`
@@ -79,6 +79,7 @@ impl Conn {
             return self.reject(ctx, 404, &[], "not found");
         };
         let backends = route.backends.clone();
+        let route_key = route.key.clone();
         if !req.is_upgrade_request() {
             return self.reject(
                 ctx,
@@ -119,6 +120,8 @@ impl Conn {
             max_message_size: settings.max_message_size as u64,
         };
         let close_timeout = settings.close_handshake_timeout;
+        // A stdio program gets the request as its CGI environment.
+        let request = backends.iter().any(|b| b.mode == BackendMode::Stdio).then(|| Box::new(req.clone()));
         self.tunnel = Some(Box::new(Tunnel {
             path: req.path,
             settings,
@@ -129,41 +132,45 @@ impl Conn {
             opts,
             backend_name: String::new(),
             close_timeout,
+            route_key,
+            request,
+            fail_status: 503,
+            retries: 0,
         }));
         self.connect_next(ctx);
     }
 
-    /// Starts a connect to the next backend of the route; 503 when none is left.
+    /// Starts a connect to (or a program for) the next backend of the route; when none
+    /// is left, 503 (or 502 / 429 when the last entry was a program that could not start
+    /// or hit max-procs).
     fn connect_next(&mut self, ctx: &mut Ctx) {
-        let Some(t) = self.tunnel.as_mut() else { return };
-        while t.attempt < t.backends.len() {
+        loop {
+            let Some(t) = self.tunnel.as_mut() else { return };
+            if t.attempt >= t.backends.len() {
+                break;
+            }
             let spec = Arc::clone(&t.backends[t.attempt]);
             t.attempt += 1;
-            let target = match ctx.resolver.target(&spec.addr) {
-                Ok(x) => x,
-                Err(e) => {
-                    warn!("[c{}] {e}", self.id);
-                    continue;
-                }
-            };
-            t.backend_name = describe(&target);
-            match BackendStream::connect(&target, t.settings.tcp_nodelay) {
-                Ok(mut s) => {
-                    if let Err(e) = s.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
-                        warn!("[c{}] cannot watch backend socket {}: {e}", self.id, t.backend_name);
-                        continue;
-                    }
-                    self.backend = Some(s);
-                    self.backend_readable = false;
-                    self.backend_writable = false;
+            match self.attach(ctx, &spec) {
+                Attach::Connecting => {
                     self.phase = Phase::Connecting { deadline: ctx.now + spec.connect_timeout };
                     return;
                 }
-                Err(e) => warn!("[c{}] backend {} connect failed: {e}", self.id, t.backend_name),
+                Attach::Ready => return self.open(ctx),
+                Attach::Failed(status) => {
+                    if let Some(t) = self.tunnel.as_mut() {
+                        t.fail_status = status;
+                    }
+                }
             }
         }
-        warn!("[c{}] no backend reachable for {}", self.id, t.path);
-        self.reject(ctx, 503, &[("Retry-After", "1")], "backend unavailable");
+        let (path, status) = self.tunnel.as_ref().map(|t| (t.path.clone(), t.fail_status)).unwrap_or_default();
+        warn!("[c{}] no backend reachable for {path}", self.id);
+        match status {
+            429 => self.reject(ctx, 429, &[("Retry-After", "1")], "too many programs running for this endpoint"),
+            502 => self.reject(ctx, 502, &[], "backend program could not be started"),
+            _ => self.reject(ctx, 503, &[("Retry-After", "1")], "backend unavailable"),
+        }
     }
 
     pub(crate) fn drive_connecting(&mut self, ctx: &mut Ctx) {
@@ -179,6 +186,7 @@ impl Conn {
             ConnectState::Failed(e) => {
                 let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
                 warn!("[c{}] backend {name} connect failed: {e}", self.id);
+                self.connect_failed(ctx);
                 self.drop_backend(ctx);
                 self.connect_next(ctx);
             }
@@ -189,6 +197,7 @@ impl Conn {
     pub(crate) fn connect_timed_out(&mut self, ctx: &mut Ctx) {
         let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
         warn!("[c{}] backend {name} connect timed out", self.id);
+        self.connect_failed(ctx);
         self.drop_backend(ctx);
         self.connect_next(ctx);
     }

@@ -2,8 +2,9 @@
 //!
 //! A connection owns several event sources (the client socket, the backend socket, and
 //! later a child's stdin/stdout/stderr), so a token packs the slab key with the endpoint
-//! in the low bits. The top of the token space is reserved for the signal fd and the
-//! listeners so they can never collide with a slab key.
+//! in the low bits. The top of the token space is reserved for the signal fd, the
+//! listeners and the output pipes of pool processes, so they can never collide with a
+//! slab key (slab keys are shifted left by two bits and stay far below).
 
 use mio::Token;
 
@@ -12,8 +13,9 @@ use mio::Token;
 pub enum Endpoint {
     Client = 0,
     Backend = 1,
-    /// A per-connection program's stdout when stdin and stdout are separate pipes.
+    /// A per-connection program's stdout (its stdin is `Backend`: the pipes are separate).
     ChildOut = 2,
+    /// A per-connection program's stderr, logged line by line, never put in the stream.
     ChildErr = 3,
 }
 
@@ -21,16 +23,20 @@ const ENDPOINT_BITS: u32 = 2;
 const ENDPOINT_MASK: usize = (1 << ENDPOINT_BITS) - 1;
 
 /// Tokens at or above this value are not connections.
-pub const RESERVED_BASE: usize = usize::MAX - 4096;
+pub const RESERVED_BASE: usize = usize::MAX - (1 << 20);
+/// The stdout/stderr pipe of pool process output slot i has token `PROC_OUT_BASE + i`.
+pub const PROC_OUT_BASE: usize = RESERVED_BASE;
 pub const SIGNAL: Token = Token(usize::MAX - 1);
 /// Listener i has token `LISTENER_BASE + i` (at most 4000 listeners).
-pub const LISTENER_BASE: usize = RESERVED_BASE;
+pub const LISTENER_BASE: usize = usize::MAX - 4096;
 
 /// What a token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     Signal,
     Listener(usize),
+    /// Output pipe of a pool process (slot in the process manager's table).
+    ProcOut(usize),
     Conn(usize, Endpoint),
 }
 
@@ -42,11 +48,22 @@ pub fn listener_token(i: usize) -> Token {
     Token(LISTENER_BASE + i)
 }
 
+pub fn proc_out_token(i: usize) -> Token {
+    Token(PROC_OUT_BASE + i)
+}
+
+/// Another endpoint of the same connection as `t` (a program's stdout next to its stdin).
+pub fn sibling(t: Token, ep: Endpoint) -> Token {
+    Token((t.0 & !ENDPOINT_MASK) | ep as usize)
+}
+
 pub fn decode(t: Token) -> Target {
     if t == SIGNAL {
         Target::Signal
-    } else if t.0 >= RESERVED_BASE {
+    } else if t.0 >= LISTENER_BASE {
         Target::Listener(t.0 - LISTENER_BASE)
+    } else if t.0 >= PROC_OUT_BASE {
+        Target::ProcOut(t.0 - PROC_OUT_BASE)
     } else {
         let ep = match t.0 & ENDPOINT_MASK {
             0 => Endpoint::Client,
@@ -70,6 +87,10 @@ mod tests {
             }
         }
         assert_eq!(decode(listener_token(3)), Target::Listener(3));
+        assert_eq!(decode(proc_out_token(0)), Target::ProcOut(0));
+        assert_eq!(decode(proc_out_token(4000)), Target::ProcOut(4000));
+        let t = conn_token(9, Endpoint::Backend);
+        assert_eq!(decode(sibling(t, Endpoint::ChildErr)), Target::Conn(9, Endpoint::ChildErr));
         assert_eq!(decode(SIGNAL), Target::Signal);
     }
 }

@@ -112,8 +112,7 @@ impl Conn {
                             if self.outbound.has_carry() {
                                 self.backend_error(ctx, "output ended inside a UTF-8 sequence");
                             } else {
-                                debug!("[c{}] backend closed", self.id);
-                                self.start_close(ctx, close::GOING_AWAY, "backend closed", Side::Backend);
+                                self.on_backend_eof(ctx);
                             }
                         }
                         ReadOutcome::BadUtf8 => {
