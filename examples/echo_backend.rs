@@ -15,7 +15,15 @@
 //! benchmark can take the kernel's TCP ephemeral-port search on the daemon's backend
 //! connect() out of a connection-rate measurement.
 //!
-//! Usage: `echo_backend [--listen 127.0.0.1:9001] [--unix PATH] [--threads N]`; prints
+//! `--rst-on-eof` answers a peer's FIN with an abortive close (SO_LINGER 0, so an RST)
+//! instead of a FIN. The peer (the daemon under test) sent the first FIN, so an orderly
+//! close would leave its side in TIME_WAIT; at thousands of connections per second those
+//! fill the ephemeral port range towards this one backend address within seconds, and the
+//! kernel then caps *any* daemon at about (range / 2) / 1 s reconnects per second, which is
+//! a measurement of the kernel, not of the daemon. The RST ends the connection on both
+//! sides without TIME_WAIT.
+//!
+//! Usage: `echo_backend [--listen 127.0.0.1:9001] [--unix PATH] [--threads N] [--rst-on-eof]`; prints
 //! `echo_backend: listening on ADDR` on stdout once every listener is bound.
 
 use std::io::{self, ErrorKind, Read, Write};
@@ -33,6 +41,8 @@ const READ_BUF: usize = 256 * 1024;
 const READS_PER_TURN: usize = 8;
 const LISTENER: Token = Token(usize::MAX);
 const UNIX_LISTENER: Token = Token(usize::MAX - 1);
+
+static RST_ON_EOF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 enum Stream {
     Tcp(TcpStream),
@@ -58,6 +68,25 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.shutdown(how),
             Stream::Unix(s) => s.shutdown(how),
+        }
+    }
+
+    /// Makes the coming close send an RST (see `--rst-on-eof`); unix sockets have no
+    /// TIME_WAIT and close normally.
+    fn abort_on_close(&self) {
+        if let Stream::Tcp(s) = self {
+            use std::os::fd::AsRawFd;
+            let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+            // SAFETY: setsockopt on a live fd with a pointer to a correctly sized struct.
+            unsafe {
+                libc::setsockopt(
+                    s.as_raw_fd(),
+                    libc::SOL_SOCKET,
+                    libc::SO_LINGER,
+                    &lg as *const libc::linger as *const libc::c_void,
+                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
+                );
+            }
         }
     }
 }
@@ -86,12 +115,16 @@ fn main() {
     let mut unix: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        if a == "--rst-on-eof" {
+            RST_ON_EOF.store(true, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
         let v = args.next();
         match (a.as_str(), v) {
             ("--listen", Some(v)) => listen = v.parse().unwrap_or_else(|e| die(&format!("--listen {v}: {e}"))),
             ("--unix", Some(v)) => unix = Some(v),
             ("--threads", Some(v)) => threads = v.parse().unwrap_or_else(|e| die(&format!("--threads {v}: {e}"))),
-            _ => die("usage: echo_backend [--listen ADDR:PORT] [--unix PATH] [--threads N]"),
+            _ => die("usage: echo_backend [--listen ADDR:PORT] [--unix PATH] [--threads N] [--rst-on-eof]"),
         }
     }
     raise_nofile();
@@ -309,7 +342,11 @@ fn pump(c: &mut Conn, buf: &mut [u8]) -> Next {
         c.pending.clear();
         c.pos = 0;
         if c.eof {
-            let _ = c.sock.shutdown(Shutdown::Write);
+            if RST_ON_EOF.load(std::sync::atomic::Ordering::Relaxed) {
+                c.sock.abort_on_close();
+            } else {
+                let _ = c.sock.shutdown(Shutdown::Write);
+            }
             return Next::Close;
         }
         if !c.readable {

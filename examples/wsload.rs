@@ -25,8 +25,10 @@
 //! Output: progress on stderr; on stdout `ALLOPEN ...` (idle mode) and one line
 //! `RESULT mode=.. value=.. unit=.. ... cpu_user=.. cpu_sys=..` with the generator's own CPU
 //! seconds over the measured window (getrusage), and with `--watch-pid PID` the CPU seconds
-//! of that process over the same window (from /proc/PID/stat), so a reader can see which
-//! side was saturated.
+//! of that process over the same window (from /proc/PID/stat; `watch_cpu` user+system,
+//! `watch_sys` system only), so a reader can see which side was saturated, and how much of
+//! it was the kernel; `machine_cpu` is the whole machine's busy CPU seconds (/proc/stat)
+//! and `other_cpu` what neither this process nor the watched ones used (other load).
 //!
 //! `--raw` speaks plain TCP instead of WebSocket (no handshake, no framing): pointed at
 //! the echo backend it shows the generator's own ceiling without a tunnel in between.
@@ -822,6 +824,16 @@ fn drive_conn(c: &mut Conn, rbuf: &mut [u8], env: &mut Env) -> Result<Ev, String
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => c.readable = false,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            // A peer that answers our FIN (or close handshake) with an RST instead of a FIN
+            // (echo_backend --rst-on-eof in raw mode) has still finished the conversation.
+            Err(e)
+                if e.kind() == ErrorKind::ConnectionReset
+                    && c.phase == Phase::Closing
+                    && (c.got_close || env.cfg.raw) =>
+            {
+                ev.finished = true;
+                break;
+            }
             Err(e) => return Err(format!("read: {e}")),
         }
     }
@@ -1146,7 +1158,7 @@ extern "C" fn on_usr1(_: libc::c_int) {
     USR1.store(true, Ordering::SeqCst);
 }
 
-fn raise_nofile() -> u64 {
+fn raise_nofile() -> libc::rlim_t {
     // SAFETY: plain getrlimit/setrlimit on a stack struct.
     unsafe {
         let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
@@ -1157,7 +1169,7 @@ fn raise_nofile() -> u64 {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
         }
-        r.rlim_cur as u64
+        r.rlim_cur
     }
 }
 
@@ -1180,6 +1192,18 @@ fn pid_cpu(pid: u32) -> Option<(f64, f64)> {
     Some((f.get(11)?.parse::<f64>().ok()? / hz, f.get(12)?.parse::<f64>().ok()? / hz))
 }
 
+/// Busy CPU seconds of the whole machine, all CPUs (from the first line of /proc/stat:
+/// user nice system idle iowait irq softirq steal), to show how much of the machine
+/// processes other than the ones measured took during the window.
+fn machine_busy() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let f: Vec<f64> = s.lines().next()?.split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let busy = f.first()? + f.get(1)? + f.get(2)? + f.get(5)? + f.get(6)? + f.get(7)?;
+    // SAFETY: sysconf has no memory-safety preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some(busy / hz)
+}
+
 fn percentile(sorted: &[u32], p: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
@@ -1200,7 +1224,7 @@ fn main() {
     if cfg.mode == Mode::Idle {
         // SAFETY: installs an async-signal-safe handler that only stores an atomic.
         unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
-        if (cfg.conns as u64) + 64 > nofile {
+        if (cfg.conns as libc::rlim_t) + 64 > nofile {
             eprintln!("wsload: warning: {} connections but RLIMIT_NOFILE is {nofile}", cfg.conns);
         }
     }
@@ -1253,6 +1277,7 @@ fn main() {
         eprintln!("wsload: {} connections open, measuring {}s", cfg.conns, cfg.secs);
     }
     let cpu0 = self_cpu();
+    let m0 = machine_busy();
     let w0: Vec<Option<(f64, f64)>> = cfg.watch.iter().map(|p| pid_cpu(*p)).collect();
     let go = Instant::now();
     if let Ok(mut g) = shared.go.lock() {
@@ -1272,6 +1297,7 @@ fn main() {
     }
     let window = go.elapsed().as_secs_f64();
     let cpu1 = self_cpu();
+    let m1 = machine_busy();
     let w1: Vec<Option<(f64, f64)>> = cfg.watch.iter().map(|p| pid_cpu(*p)).collect();
 
     let mut all = Stats::default();
@@ -1355,6 +1381,17 @@ fn main() {
         }
         line += &format!(" watch_cpu={} watch_sys={}", total.join(","), sys.join(","));
     }
+    if let (Some(a), Some(b)) = (m0, m1) {
+        let mine = (cpu1.0 - cpu0.0) + (cpu1.1 - cpu0.1);
+        let watched: f64 = w0
+            .iter()
+            .zip(&w1)
+            .filter_map(|(a, b)| Some((b.as_ref()?.0 + b.as_ref()?.1) - (a.as_ref()?.0 + a.as_ref()?.1)))
+            .sum();
+        // Interrupt and softirq time is charged to no process, so "other" also holds part
+        // of the loopback network work; it is a noise indicator, not an exact figure.
+        line += &format!(" machine_cpu={:.2} other_cpu={:.2}", b - a, (b - a - mine - watched).max(0.0));
+    }
     println!("{line}");
     for e in &all.errs {
         eprintln!("wsload: error: {e}");
@@ -1362,5 +1399,176 @@ fn main() {
     if all.errors > 0 || aborted_early || shared.abort.load(Ordering::Relaxed) {
         eprintln!("wsload: FAILED ({} errors)", all.errors);
         std::process::exit(1);
+    }
+}
+
+// `cargo test --release --example wsload` runs these.
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"", ""),
+            (b"f", "Zg=="),
+            (b"fo", "Zm8="),
+            (b"foo", "Zm9v"),
+            (b"foob", "Zm9vYg=="),
+            (b"fooba", "Zm9vYmE="),
+            (b"foobar", "Zm9vYmFy"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(base64(input), *want, "input {input:?}");
+        }
+    }
+
+    #[test]
+    fn mask_copy_equals_bytewise_xor_at_every_length() {
+        let key = [0x12, 0x34, 0x56, 0x78];
+        let src: Vec<u8> = (0..67u32).map(|i| (i * 7 + 3) as u8).collect();
+        for len in 0..src.len() {
+            let mut dst = vec![0u8; len];
+            mask_copy(&mut dst, &src[..len], key);
+            let want: Vec<u8> = src[..len].iter().enumerate().map(|(i, b)| b ^ key[i % 4]).collect();
+            assert_eq!(dst, want, "len {len}");
+        }
+    }
+
+    #[test]
+    fn put_frame_uses_the_right_length_encoding() {
+        for (len, hlen, code) in [(0usize, 6usize, 0u8), (125, 6, 125), (126, 8, 126), (65535, 8, 126), (65536, 14, 127)] {
+            let mut out = OutBuf::default();
+            let payload = vec![0xAB; len];
+            put_frame(&mut out, OP_BINARY, &payload, 0xA1B2_C3D4);
+            let f = out.data();
+            assert_eq!(f.len(), hlen + len, "len {len}");
+            assert_eq!(f[0], 0x80 | OP_BINARY);
+            assert_eq!(f[1], 0x80 | code, "len {len}");
+            let key = [f[hlen - 4], f[hlen - 3], f[hlen - 2], f[hlen - 1]];
+            assert!(f[hlen..].iter().enumerate().all(|(i, b)| b ^ key[i % 4] == 0xAB));
+        }
+    }
+
+    fn conn_for_test() -> (Conn, mio::net::TcpListener) {
+        // A real (unused) socket: Conn owns one, the parser never touches it.
+        let l = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let sock = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let c = Conn {
+            sock,
+            phase: Phase::Open,
+            accept: String::new(),
+            head: Vec::new(),
+            out: OutBuf::default(),
+            rx: FrameRx::default(),
+            seed: 5,
+            sent: 0,
+            recv: 0,
+            t0: Instant::now(),
+            readable: false,
+            writable: false,
+            rdhup: false,
+            probing: false,
+            got_close: false,
+            shut_pending: false,
+        };
+        (c, l)
+    }
+
+    fn server_frame(op: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![0x80 | op];
+        match payload.len() {
+            n if n < 126 => f.push(n as u8),
+            n if n < 65536 => {
+                f.push(126);
+                f.extend_from_slice(&(n as u16).to_be_bytes());
+            }
+            n => {
+                f.push(127);
+                f.extend_from_slice(&(n as u64).to_be_bytes());
+            }
+        }
+        f.extend_from_slice(payload);
+        f
+    }
+
+    fn cfg() -> Cfg {
+        Cfg {
+            mode: Mode::Throughput,
+            addr: "127.0.0.1:1".parse().unwrap(),
+            path: "/".into(),
+            host: "h".into(),
+            origin: None,
+            conns: 1,
+            msg: 100,
+            secs: 1.0,
+            window: 1,
+            threads: 1,
+            hold_secs: 1.0,
+            burst: 1,
+            raw: false,
+            wait_eof: true,
+            src_ips: 1,
+            watch: Vec::new(),
+            label: String::new(),
+        }
+    }
+
+    /// The echoed stream, re-framed at arbitrary sizes (as a tunnel does) and delivered in
+    /// arbitrary read sizes, verifies; one flipped byte anywhere is caught.
+    #[test]
+    fn stream_verification_ignores_frame_boundaries_and_catches_corruption() {
+        let pat = Pattern::new(READ_BUF);
+        let cfg = cfg();
+        let total = 70_000usize;
+        let stream = pat.slice(5, 0, total).to_vec();
+        let mut wire = Vec::new();
+        let mut off = 0;
+        for (i, size) in [1usize, 125, 126, 65535, 3, 4000].iter().cycle().enumerate() {
+            if off == total {
+                break;
+            }
+            let n = (*size).min(total - off);
+            wire.extend(server_frame(if i == 0 { OP_BINARY } else { OP_TEXT }, &stream[off..off + n]));
+            if i == 2 {
+                wire.extend(server_frame(OP_PING, b"hi"));
+            }
+            off += n;
+        }
+        // Index 2 is the payload byte of the first (1-byte) frame; the last byte of the wire
+        // is payload of the last frame.
+        for corrupt in [None, Some(2usize), Some(wire.len() - 1)] {
+            let mut w = wire.clone();
+            if let Some(i) = corrupt {
+                w[i] ^= 1;
+            }
+            let (mut c, _l) = conn_for_test();
+            c.sent = total as u64;
+            let (mut stats, mut rng) = (Stats::default(), 1u64);
+            let mut env = Env { cfg: &cfg, pat: &pat, stage: Stage::Setup, stats: &mut stats, rng: &mut rng };
+            let mut ev = Ev::default();
+            let mut res = Ok(());
+            for chunk in w.chunks(777) {
+                res = frames(&mut c, chunk, &mut env, &mut ev);
+                if res.is_err() {
+                    break;
+                }
+            }
+            match corrupt {
+                Some(i) => assert!(res.is_err(), "corruption at {i} not caught"),
+                None => {
+                    assert!(res.is_ok(), "{res:?}");
+                    assert_eq!(c.recv, total as u64);
+                    assert!(c.out.pending() > 0, "ping must be answered with a pong");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn close_payload_description_tolerates_lighttpds_ascii_code() {
+        assert_eq!(close_desc(b"1000"), "close payload \"1000\"");
+        assert_eq!(close_desc(&[0x03, 0xe9]), "close 1001 \"\"");
+        assert_eq!(close_desc(&[]), "close without code");
     }
 }

@@ -5,27 +5,28 @@
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--secs S] [--idle-conns N]
 #                         [--no-lighttpd] [--no-build]
 #
-# Runs interleaved rounds (each mode: both daemons back to back, the order alternating per
-# round) and reports medians, ratios wstund/lighttpd next to the targets from issue 2, the
-# CPU seconds of each daemon, of the echo backend and of the generator over every measured
-# window (so a reader can see who was saturated), and memory per idle connection (daemon
-# RSS delta / N). Everything it creates lives in one temp dir, removed on exit; every
-# process it starts is stopped on exit.
+# Interleaved rounds: in each round every mode runs on both daemons back to back (the order
+# alternates per round). Reported: medians with (min-max), the ratio wstund/lighttpd as the
+# median of the per-round ratios (pairing cancels slow changes in machine load) next to
+# the targets from issue 2, and CPU over each window: daemon, echo backend, generator and
+# everything else on the machine, so a reader can see who was saturated. Memory per idle
+# connection is RSS delta / N on a freshly started daemon. Everything lives in one temp
+# dir, removed on exit; every process started here is stopped on exit.
 #
-# It is a measurement, not a test: targets are printed, not enforced. Exit status 1 means
-# a run failed (verification error, daemon died), not that a target was missed.
+# A measurement, not a test: targets are printed, not enforced. Exit status 1 means a run
+# failed (verification error, daemon died), not that a target was missed.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-ROUNDS=3
-SECS=5
+ROUNDS=5
+SECS=3
 IDLE_CONNS=4000
 IDLE_SETTLE=3
 USE_LIGHTTPD=1
 BUILD=1
 QUICK=0
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -71,11 +72,12 @@ if [ "$BUILD" = 1 ]; then
     (cd "$ROOT" && cargo build --release --bin wstund --examples) >&2
 fi
 for b in "$BIN/wstund" "$BIN/examples/wsload" "$BIN/examples/echo_backend"; do
-    [ -x "$b" ] || die "missing $b (build failed or --no-build without a build)"
+    [ -x "$b" ] || die "missing $b (build failed, or --no-build without a build)"
 done
+WSLOAD=$BIN/examples/wsload
 
-# Connection counts need file descriptors: generator, daemon (client + backend side) and
-# echo backend each hold one per connection.
+# Every connection costs a descriptor in the generator, two in the daemon (client and
+# backend side) and one in the echo backend.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 NOFILE=$(ulimit -n)
 if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((2 * IDLE_CONNS + 100)) ]; then
@@ -84,12 +86,12 @@ if [ "$NOFILE" != unlimited ] && [ "$NOFILE" -lt $((2 * IDLE_CONNS + 100)) ]; th
 fi
 
 # ---------------------------------------------------------------------------------------
-# lighttpd (installed when missing and we are root; skipped with a message otherwise)
+# lighttpd: installed when missing and we are root; otherwise skipped with a message
 
 LIGHTTPD=""
 find_lighttpd() {
     LIGHTTPD=$(command -v lighttpd 2>/dev/null || true)
-    [ -n "$LIGHTTPD" ] || { [ -x /usr/sbin/lighttpd ] && LIGHTTPD=/usr/sbin/lighttpd; } || true
+    if [ -z "$LIGHTTPD" ] && [ -x /usr/sbin/lighttpd ]; then LIGHTTPD=/usr/sbin/lighttpd; fi
 }
 if [ "$USE_LIGHTTPD" = 1 ]; then
     find_lighttpd
@@ -103,8 +105,8 @@ if [ "$USE_LIGHTTPD" = 1 ]; then
         find_lighttpd
     fi
     if [ -z "$LIGHTTPD" ]; then
-        say "bench.sh: lighttpd not installed (and cannot install it: need root + apt-get);"
-        say "          running wstund alone, no comparison. Install it with: apt-get install lighttpd"
+        say "bench.sh: lighttpd is not installed and cannot be installed here (needs root and"
+        say "          apt-get): running wstund alone, without the comparison."
         USE_LIGHTTPD=0
     fi
 fi
@@ -128,174 +130,200 @@ wait_for() { # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
 alive() { kill -0 "$1" 2>/dev/null; }
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 
-"$BIN/examples/echo_backend" --listen 127.0.0.1:0 --unix "$TMP/echo.sock" >"$TMP/echo.out" 2>&1 &
+# --rst-on-eof: see the note printed at the end (TIME_WAIT on the daemon's backend side).
+"$BIN/examples/echo_backend" --listen 127.0.0.1:0 --unix "$TMP/echo.sock" --rst-on-eof >"$TMP/echo.out" 2>&1 &
 ECHO_PID=$!
 PIDS+=("$ECHO_PID")
 wait_for 10 grep -q listening "$TMP/echo.out" || die "echo backend did not start: $(cat "$TMP/echo.out")"
 ECHO_PORT=$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$TMP/echo.out")
-[ -n "$ECHO_PORT" ] || die "cannot parse echo backend port: $(cat "$TMP/echo.out")"
+[ -n "$ECHO_PORT" ] || die "cannot parse the echo backend's port: $(cat "$TMP/echo.out")"
 
 # Two routes on each daemon: /ws/ to the TCP backend (the benchmark proper) and /wsu/ to
-# the same echo server over a unix socket (connection rate without the kernel's TCP
-# ephemeral-port search in the daemon's backend connect(), see the notes printed below).
+# the same echo server over a unix socket (connection rate without the kernel's TCP work
+# for the daemon's backend connect() and close).
 ROUTES="\"/ws/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => $ECHO_PORT ) ), \"/wsu/\" => ( ( \"socket\" => \"$TMP/echo.sock\" ) )"
-render() { # render TEMPLATE PORT > conf
-    sed -e "s|@PORT@|$2|g" -e "s|@DIR@|$TMP|g" -e "s|@ROUTES@|$ROUTES|" "$1"
+
+declare -A PID PORT
+NEXT_PORT=18080
+# start_daemon NAME KIND: KIND is wstund or lighttpd; NAME is the instance (the idle test
+# uses a fresh instance per run). Sets PID[NAME] and PORT[NAME]; returns 1 on failure.
+start_daemon() {
+    local name=$1 kind=$2 port dir=$TMP/$1
+    mkdir -p "$dir"
+    port=$(free_port "$NEXT_PORT")
+    NEXT_PORT=$((port + 1))
+    sed -e "s|@PORT@|$port|g" -e "s|@DIR@|$dir|g" -e "s|@ROUTES@|$ROUTES|" \
+        "$ROOT/scripts/bench/$kind.conf.in" >"$dir/$kind.conf"
+    case $kind in
+        wstund)
+            "$BIN/wstund" -D -f "$dir/wstund.conf" >"$dir/stdout" 2>"$dir/stderr" &
+            PID[$name]=$!
+            PIDS+=("${PID[$name]}")
+            wait_for 10 grep -q 'wstund: ready' "$dir/stderr" ||
+                { say "bench.sh: $name did not become ready: $(tail -5 "$dir/stderr")"; return 1; }
+            ;;
+        lighttpd)
+            if ! "$LIGHTTPD" -tt -f "$dir/lighttpd.conf" >"$dir/test.out" 2>&1; then
+                say "bench.sh: lighttpd rejects the conf (mod_wstunnel missing?): $(cat "$dir/test.out")"
+                return 1
+            fi
+            "$LIGHTTPD" -D -f "$dir/lighttpd.conf" >"$dir/stdout" 2>"$dir/stderr" &
+            PID[$name]=$!
+            PIDS+=("${PID[$name]}")
+            wait_for 10 port_busy "$port" ||
+                { say "bench.sh: $name did not start: $(tail -3 "$dir/lighttpd.error.log" 2>/dev/null)"; return 1; }
+            ;;
+    esac
+    PORT[$name]=$port
+}
+stop_daemon() {
+    kill "${PID[$1]}" 2>/dev/null || true
+    wait "${PID[$1]}" 2>/dev/null || true
 }
 
 DAEMONS=(wstund)
-declare -A PID PORT
-WSTUND_PORT=$(free_port 18080)
-render "$ROOT/scripts/bench/wstund.conf.in" "$WSTUND_PORT" >"$TMP/wstund.conf"
-"$BIN/wstund" -D -f "$TMP/wstund.conf" >"$TMP/wstund.stdout" 2>"$TMP/wstund.stderr" &
-PID[wstund]=$!
-PIDS+=("${PID[wstund]}")
-PORT[wstund]=$WSTUND_PORT
-wait_for 10 grep -q 'wstund: ready' "$TMP/wstund.stderr" ||
-    die "wstund did not become ready: $(tail -5 "$TMP/wstund.stderr")"
-
+start_daemon wstund wstund || die "cannot run the benchmark without wstund"
 if [ "$USE_LIGHTTPD" = 1 ]; then
-    LPORT=$(free_port $((WSTUND_PORT + 1)))
-    render "$ROOT/scripts/bench/lighttpd.conf.in" "$LPORT" >"$TMP/lighttpd.conf"
-    if "$LIGHTTPD" -tt -f "$TMP/lighttpd.conf" >"$TMP/lighttpd.test" 2>&1; then
-        "$LIGHTTPD" -D -f "$TMP/lighttpd.conf" >"$TMP/lighttpd.stdout" 2>&1 &
-        PID[lighttpd]=$!
-        PIDS+=("${PID[lighttpd]}")
-        PORT[lighttpd]=$LPORT
-        if wait_for 10 port_busy "$LPORT"; then
-            DAEMONS+=(lighttpd)
-        else
-            say "bench.sh: lighttpd did not start; no comparison: $(tail -3 "$TMP/lighttpd.error.log" 2>/dev/null)"
-            USE_LIGHTTPD=0
-        fi
+    if start_daemon lighttpd lighttpd; then
+        DAEMONS+=(lighttpd)
     else
-        say "bench.sh: lighttpd rejects the conf (mod_wstunnel missing?); no comparison:"
-        say "$(cat "$TMP/lighttpd.test")"
+        say "bench.sh: running wstund alone, without the comparison."
         USE_LIGHTTPD=0
     fi
 fi
 
 say "== echo backend pid $ECHO_PID port $ECHO_PORT; $(for d in "${DAEMONS[@]}"; do printf '%s pid %s port %s; ' "$d" "${PID[$d]}" "${PORT[$d]}"; done)"
-say "== $ROUNDS round(s) of ${SECS}s per run, idle test with $IDLE_CONNS connections"
+say "== $ROUNDS round(s) of ${SECS}s per run; idle test with $IDLE_CONNS connections"
 
 # ---------------------------------------------------------------------------------------
-# Runs
+# Runs. Results are kept per round: R[metric|key|daemon|round].
 
-declare -A VAL P50 P99 DCPU BCPU GCPU
+declare -A R
 FAILED=0
-WSLOAD=$BIN/examples/wsload
 
 field() { # field NAME LINE
     local v
     v=$(printf '%s\n' "$2" | tr ' ' '\n' | sed -n "s/^$1=//p" | head -1)
     echo "${v:-NA}"
 }
-# CPU seconds over the window as % of one core.
-pct() { awk -v c="$1" -v s="$2" 'BEGIN { if (c == "NA" || s <= 0) print "NA"; else printf "%.0f", 100 * c / s }'; }
-add() { # add ARRAY KEY VALUE
-    local -n arr=$1
-    arr[$2]="${arr[$2]:-} $3"
+pidval() { # pidval LIST PID: the PID's entry in "pid:value,pid:value"
+    local v
+    v=$(printf '%s\n' "$1" | tr ',' '\n' | sed -n "s/^$2://p")
+    echo "${v:-NA}"
 }
+calc() { # calc AWK-EXPR VARS...: prints NA if any var is NA
+    local expr=$1; shift
+    awk -v e="$*" "BEGIN { n = split(e, v, \" \"); for (i = 1; i <= n; i++) if (v[i] == \"NA\") { print \"NA\"; exit }
+        print $expr }" </dev/null
+}
+pct() { calc "sprintf(\"%.0f\", 100 * $1 / $2)" "$1" "$2"; }
 
-record() { # record KEY RESULT-LINE DAEMON
-    local key=$1 line=$2 d=$3 secs watch
+record() { # record KEY DAEMON ROUND RESULT-LINE
+    local key=$1 d=$2 r=$3 line=$4 secs dcpu dsys ops
     secs=$(field secs "$line")
-    watch=$(field watch_cpu "$line")
-    add VAL "$key" "$(field value "$line")"
-    add P50 "$key" "$(field p50_us "$line")"
-    add P99 "$key" "$(field p99_us "$line")"
-    add GCPU "$key" "$(pct "$(awk -v u="$(field cpu_user "$line")" -v s="$(field cpu_sys "$line")" 'BEGIN { print u + s }')" "$secs")"
-    add DCPU "$key" "$(pct "$(printf '%s' "$watch" | tr ',' '\n' | sed -n "s/^${PID[$d]}://p")" "$secs")"
-    add BCPU "$key" "$(pct "$(printf '%s' "$watch" | tr ',' '\n' | sed -n "s/^$ECHO_PID://p")" "$secs")"
+    dcpu=$(pidval "$(field watch_cpu "$line")" "${PID[$d]}")
+    dsys=$(pidval "$(field watch_sys "$line")" "${PID[$d]}")
+    case $key in
+        throughput) ops=$(calc "$(field bytes "$line") / 65536" "$(field bytes "$line")") ;;
+        pingpong) ops=$(field msgs "$line") ;;
+        *) ops=$(field completed "$line") ;;
+    esac
+    R[val|$key|$d|$r]=$(field value "$line")
+    R[p50|$key|$d|$r]=$(field p50_us "$line")
+    R[p99|$key|$d|$r]=$(field p99_us "$line")
+    R[dcpu|$key|$d|$r]=$(pct "$dcpu" "$secs")
+    R[dsys|$key|$d|$r]=$(pct "$dsys" "$secs")
+    R[bcpu|$key|$d|$r]=$(pct "$(pidval "$(field watch_cpu "$line")" "$ECHO_PID")" "$secs")
+    R[gcpu|$key|$d|$r]=$(pct "$(calc "$(field cpu_user "$line") + $(field cpu_sys "$line")" "$(field cpu_user "$line")" "$(field cpu_sys "$line")")" "$secs")
+    R[ocpu|$key|$d|$r]=$(pct "$(field other_cpu "$line")" "$secs")
+    R[cpuop|$key|$d|$r]=$(calc "sprintf(\"%.2f\", 1e6 * $dcpu / $ops)" "$dcpu" "$ops")
 }
-
-last() { local -n arr=$1; local v=${arr[$2]:-NA}; echo "${v##* }"; }
 
 fail_run() { # fail_run DAEMON WHAT ERRFILE
     FAILED=1
     say "   !! $1 $2 FAILED: $(tail -4 "$3" | tr '\n' ' ')"
     if ! alive "${PID[$1]}"; then
         say "   !! $1 (pid ${PID[$1]}) is no longer running; its remaining runs are skipped"
-        say "      $(tail -5 "$TMP/$1.stderr" "$TMP/$1.stdout" 2>/dev/null | tr '\n' ' ')"
+        say "      $(tail -5 "$TMP/$1/stderr" 2>/dev/null | tr '\n' ' ')"
     fi
 }
 
-run_timed() { # run_timed ROUND MODE DAEMON KEY PATH
-    local r=$1 mode=$2 d=$3 key=$4 path=$5 out err line lat
+run_timed() { # run_timed ROUND KEY DAEMON
+    local r=$1 key=$2 d=$3 mode=$2 path=/ws/ out err line lat
+    [ "$key" = connrate-unix ] && { mode=connrate; path=/wsu/; }
     alive "${PID[$d]}" || return 0
     out=$TMP/r$r.$key.$d.out
     err=$TMP/r$r.$key.$d.err
     if "$WSLOAD" "$mode" --addr "127.0.0.1:${PORT[$d]}" --path "$path" --secs "$SECS" \
         --watch-pid "${PID[$d]}" --watch-pid "$ECHO_PID" --label "$d" >"$out" 2>"$err"; then
         line=$(grep '^RESULT' "$out")
-        record "$key|$d" "$line" "$d"
+        record "$key" "$d" "$r" "$line"
         lat=""
-        [ "$(field p50_us "$line")" = NA ] || lat="  p50 $(field p50_us "$line")us p99 $(field p99_us "$line")us"
-        say "   $(printf '%-14s %-9s' "$key" "$d") $(field value "$line") $(field unit "$line")$lat  cpu%: daemon $(last DCPU "$key|$d") backend $(last BCPU "$key|$d") generator $(last GCPU "$key|$d")"
+        [ "$(field p50_us "$line")" = NA ] || lat=" p50 $(field p50_us "$line")us p99 $(field p99_us "$line")us"
+        say "   $(printf '%-14s %-9s' "$key" "$d") $(field value "$line") $(field unit "$line")$lat | cpu%: daemon ${R[dcpu|$key|$d|$r]} (kernel ${R[dsys|$key|$d|$r]}) backend ${R[bcpu|$key|$d|$r]} generator ${R[gcpu|$key|$d|$r]} other ${R[ocpu|$key|$d|$r]}"
     else
         fail_run "$d" "$key" "$err"
     fi
 }
 
-run_idle() { # run_idle ROUND DAEMON
-    local r=$1 d=$2 out err wp rss0 rss1 rss2 n per
-    alive "${PID[$d]}" || return 0
-    out=$TMP/r$r.idle.$d.out
-    err=$TMP/r$r.idle.$d.err
-    rss0=$(rss_kb "${PID[$d]}")
-    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$d]}" --conns "$IDLE_CONNS" --hold-secs 120 \
-        --watch-pid "${PID[$d]}" --label "$d" >"$out" 2>"$err" &
-    wp=$!
-    WP=$wp
-    if ! wait_for 60 grep -q '^ALLOPEN' "$out"; then
-        kill "$wp" 2>/dev/null || true
-        wait "$wp" 2>/dev/null || true
-        WP=""
-        fail_run "$d" idle "$err"
+# The idle test runs on a fresh daemon: a daemon that ran the other modes holds freed heap
+# its allocator has not given back, which would hide the growth being measured.
+run_idle() { # run_idle ROUND KIND
+    local r=$1 kind=$2 name=idle-$2-$1 out err wp rss0 rss1 rss2 n rc=0 per
+    out=$TMP/r$r.idle.$kind.out
+    err=$TMP/r$r.idle.$kind.err
+    if ! start_daemon "$name" "$kind"; then
+        FAILED=1
         return 0
     fi
-    rss1=$(rss_kb "${PID[$d]}")
-    # Let the daemon's housekeeping see idle connections before the figure that counts.
-    sleep "$IDLE_SETTLE"
-    rss2=$(rss_kb "${PID[$d]}")
-    kill -USR1 "$wp" 2>/dev/null || true
-    local rc=0
+    # Warm-up: the first connections allocate what every daemon allocates once.
+    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --conns 20 --hold-secs 0 >/dev/null 2>&1 || true
+    rss0=$(rss_kb "${PID[$name]}")
+    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --conns "$IDLE_CONNS" --hold-secs 120 \
+        --watch-pid "${PID[$name]}" --label "$kind" >"$out" 2>"$err" &
+    wp=$!
+    WP=$wp
+    if wait_for 60 grep -q '^ALLOPEN' "$out"; then
+        rss1=$(rss_kb "${PID[$name]}")
+        # Let the daemon's housekeeping see idle connections before the figure that counts.
+        sleep "$IDLE_SETTLE"
+        rss2=$(rss_kb "${PID[$name]}")
+        kill -USR1 "$wp" 2>/dev/null || true
+    else
+        kill "$wp" 2>/dev/null || true
+    fi
     wait "$wp" || rc=$?
     WP=""
     if [ "$rc" = 0 ]; then
         n=$(field value "$(grep '^RESULT' "$out")")
-        per=$(awk -v a="$rss0" -v b="$rss2" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')
-        add VAL "idle|$d" "$per"
-        add P50 "idle|$d" "$(awk -v a="$rss0" -v b="$rss1" -v n="$n" 'BEGIN { printf "%.2f", (b - a) / n }')"
-        say "   $(printf '%-14s %-9s' idle "$d") $per KiB/conn: RSS ${rss0} kB -> ${rss1} kB all open -> ${rss2} kB after ${IDLE_SETTLE}s idle; $n conns verified alive after the hold"
+        n=${n%.*}
+        per=$(calc "sprintf(\"%.2f\", ($rss2 - $rss0) / $n)" "$rss2" "$rss0" "$n")
+        R[val|idle|$kind|$r]=$per
+        R[open|idle|$kind|$r]=$(calc "sprintf(\"%.2f\", ($rss1 - $rss0) / $n)" "$rss1" "$rss0" "$n")
+        say "   $(printf '%-14s %-9s' idle "$kind") $per KiB/conn: RSS $rss0 kB -> $rss1 kB all open -> $rss2 kB after ${IDLE_SETTLE}s idle; $n connections echoed again after the hold"
     else
-        fail_run "$d" idle "$err"
+        PID[$kind]=${PID[$name]} # so fail_run looks at the right process
+        fail_run "$kind" idle "$err"
     fi
+    stop_daemon "$name"
 }
 
-MODES=(throughput pingpong connrate connrate-unix idle)
+KEYS=(throughput pingpong connrate connrate-unix)
 for r in $(seq 1 "$ROUNDS"); do
     say "== round $r/$ROUNDS"
     order=("${DAEMONS[@]}")
     if [ $((r % 2)) = 0 ] && [ ${#DAEMONS[@]} = 2 ]; then order=("${DAEMONS[1]}" "${DAEMONS[0]}"); fi
-    for m in "${MODES[@]}"; do
-        for d in "${order[@]}"; do
-            case $m in
-                throughput) run_timed "$r" throughput "$d" throughput /ws/ ;;
-                pingpong) run_timed "$r" pingpong "$d" pingpong /ws/ ;;
-                connrate) run_timed "$r" connrate "$d" connrate /ws/ ;;
-                connrate-unix) run_timed "$r" connrate "$d" connrate-unix /wsu/ ;;
-                idle) run_idle "$r" "$d" ;;
-            esac
-        done
+    for k in "${KEYS[@]}"; do
+        for d in "${order[@]}"; do run_timed "$r" "$k" "$d"; done
     done
+    for d in "${order[@]}"; do run_idle "$r" "$d"; done
 done
 
 # The generator's own ceiling: the same generator straight at the echo backend, no tunnel.
 declare -A DIRECT
 for m in throughput pingpong; do
-    if line=$("$WSLOAD" "$m" --raw --addr "127.0.0.1:$ECHO_PORT" --secs "$SECS" --watch-pid "$ECHO_PID" 2>/dev/null | grep '^RESULT'); then
-        DIRECT[$m]="$(field value "$line") $(field unit "$line") (generator cpu $(pct "$(awk -v u="$(field cpu_user "$line")" -v s="$(field cpu_sys "$line")" 'BEGIN { print u + s }')" "$(field secs "$line")")%)"
+    if line=$("$WSLOAD" "$m" --raw --addr "127.0.0.1:$ECHO_PORT" --secs "$SECS" 2>/dev/null | grep '^RESULT'); then
+        DIRECT[$m]="$(field value "$line") $(field unit "$line") with the generator at $(pct "$(calc "$(field cpu_user "$line") + $(field cpu_sys "$line")" "$(field cpu_user "$line")" "$(field cpu_sys "$line")")" "$(field secs "$line")")% CPU"
     else
         DIRECT[$m]="failed"
     fi
@@ -304,62 +332,87 @@ done
 # ---------------------------------------------------------------------------------------
 # Report
 
-median() { # median "v1 v2 ..." (NA ignored)
-    printf '%s\n' $1 | grep -v '^NA$' | sort -g | awk '{ a[NR] = $1 } END {
+median() { # median VALUES... (NA ignored)
+    printf '%s\n' "$@" | grep -v -e '^NA$' -e '^$' | sort -g | awk '{ a[NR] = $1 } END {
         if (NR == 0) { print "NA"; exit }
         if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
 }
-get() { local -n arr=$1; median "${arr[$2]:-}"; }
-ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (a == "NA" || b == "NA" || b == 0) print "n/a"; else printf "%.2fx", a / b }'; }
-verdict() { # verdict RATIO OP TARGET
-    awk -v r="${1%x}" -v op="$2" -v t="$3" 'BEGIN {
-        if (r == "n/a") { print "-"; exit }
-        ok = (op == ">=") ? (r >= t) : (r <= t); print ok ? "met" : "**missed**" }'
+series() { # series METRIC KEY DAEMON: the per-round values
+    local r
+    for r in $(seq 1 "$ROUNDS"); do echo "${R[$1|$2|$3|$r]:-NA}"; done
+}
+med() { median $(series "$@"); }
+spread() { # spread METRIC KEY DAEMON DECIMALS: " (min-max)" for more than one value
+    series "$1" "$2" "$3" | grep -v '^NA$' | sort -g | awk -v d="$4" '{ a[NR] = $1 } END {
+        if (NR > 1) printf " (%.*f-%.*f)", d, a[1], d, a[NR] }'
 }
 fmt() { awk -v v="$1" -v d="${2:-1}" 'BEGIN { if (v == "NA") print "NA"; else printf "%.*f", d, v }'; }
-
-L=lighttpd
-lv() { if [ "$USE_LIGHTTPD" = 1 ]; then get "$1" "$2|$L"; else echo NA; fi; }
-
-row() { # row LABEL KEY TARGET-OP TARGET DECIMALS
-    local w l rt
-    w=$(get VAL "$2|wstund")
-    l=$(lv VAL "$2")
-    rt=$(ratio "$w" "$l")
+paired_ratio() { # paired_ratio METRIC KEY: median over rounds of wstund/lighttpd
+    local r w l
+    [ "$USE_LIGHTTPD" = 1 ] || { echo NA; return; }
+    median $(for r in $(seq 1 "$ROUNDS"); do
+        w=${R[$1|$2|wstund|$r]:-NA}; l=${R[$1|$2|lighttpd|$r]:-NA}
+        calc "$w / $l" "$w" "$l"
+    done)
+}
+verdict() { # verdict RATIO OP TARGET
+    awk -v r="$1" -v op="$2" -v t="$3" 'BEGIN {
+        if (r == "NA") { print "-"; exit }
+        ok = (op == ">=") ? (r >= t) : (r <= t); print ok ? "met" : "**missed**" }'
+}
+cell() { # cell METRIC KEY DAEMON DECIMALS
+    if [ "$3" = lighttpd ] && [ "$USE_LIGHTTPD" != 1 ]; then echo "-"; return; fi
+    echo "$(fmt "$(med "$1" "$2" "$3")" "$4")$(spread "$1" "$2" "$3" "$4")"
+}
+row() { # row LABEL KEY OP TARGET DECIMALS [METRIC]
+    local m=${6:-val} rt
+    rt=$(paired_ratio "$m" "$2")
     if [ -n "$3" ]; then
-        printf '| %s | %s | %s | %s | %s %sx | %s |\n' "$1" "$(fmt "$w" "$5")" "$(fmt "$l" "$5")" "$rt" "$3" "$4" "$(verdict "$rt" "$3" "$4")"
+        printf '| %s | %s | %s | %s | %s %sx | %s |\n' "$1" "$(cell "$m" "$2" wstund "$5")" "$(cell "$m" "$2" lighttpd "$5")" \
+            "$(fmt "$rt" 2)x" "$3" "$4" "$(verdict "$rt" "$3" "$4")"
     else
-        printf '| %s | %s | %s | %s | (info) | |\n' "$1" "$(fmt "$w" "$5")" "$(fmt "$l" "$5")" "$rt"
+        printf '| %s | %s | %s | %s | | |\n' "$1" "$(cell "$m" "$2" wstund "$5")" "$(cell "$m" "$2" lighttpd "$5")" "$(fmt "$rt" 2)x"
     fi
 }
-lat() { printf '%s / %s' "$(fmt "$(get P50 "$1")" 0)" "$(fmt "$(get P99 "$1")" 0)"; }
-cpu_row() { # cpu_row LABEL KEY DAEMON
-    printf '| %s | %s | %s%% | %s%% | %s%% |\n' "$1" "$3" "$(fmt "$(get DCPU "$2|$3")" 0)" "$(fmt "$(get BCPU "$2|$3")" 0)" "$(fmt "$(get GCPU "$2|$3")" 0)"
+lat() { # lat DAEMON
+    if [ "$1" = lighttpd ] && [ "$USE_LIGHTTPD" != 1 ]; then echo "-"; return; fi
+    echo "$(fmt "$(med p50 pingpong "$1")" 0) / $(fmt "$(med p99 pingpong "$1")" 0)"
+}
+cpu_row() { # cpu_row KEY UNIT DAEMON
+    printf '| %s | %s | %s%% | %s%% | %s | %s%% | %s%% | %s%% |\n' "$1" "$3" "$(fmt "$(med dcpu "$1" "$3")" 0)" \
+        "$(fmt "$(med dsys "$1" "$3")" 0)" "$(fmt "$(med cpuop "$1" "$3")" 2) µs/$2" "$(fmt "$(med bcpu "$1" "$3")" 0)" \
+        "$(fmt "$(med gcpu "$1" "$3")" 0)" "$(fmt "$(med ocpu "$1" "$3")" 0)"
 }
 
+LVER=""
+[ "$USE_LIGHTTPD" = 1 ] && LVER=$("$LIGHTTPD" -v 2>/dev/null | head -1 | awk '{ print $1 }' | sed 's|lighttpd/| |')
 {
 echo
-echo "### wstund vs lighttpd $( [ "$USE_LIGHTTPD" = 1 ] && "$LIGHTTPD" -v 2>/dev/null | head -1 | awk '{print $1}' | sed 's|lighttpd/||') mod_wstunnel — medians of $ROUNDS round(s), ${SECS}s each, $(nproc) CPUs$( [ "$QUICK" = 1 ] && echo ', QUICK smoke run: not a valid measurement')"
+echo "### wstund vs lighttpd$LVER mod_wstunnel: $ROUNDS round(s) of ${SECS}s, $(nproc) CPUs$( [ "$QUICK" = 1 ] && echo ' (QUICK smoke run, not a measurement)')"
+echo
+echo "Medians (min-max over the rounds); ratio = median of the per-round ratios wstund/lighttpd."
 echo
 echo "| metric | wstund | lighttpd | ratio | target | |"
 echo "|---|---|---|---|---|---|"
-row "throughput, MB/s (4 conns, 64 KiB binary, echoed + verified)" throughput ">=" 4 1
+row "throughput, MB/s (4 conns, 64 KiB binary messages, echoed and verified)" throughput ">=" 4 1
 row "ping-pong, msgs/s (50 conns, 64 B)" pingpong ">=" 1.3 0
-echo "| ping-pong latency p50 / p99, µs | $(lat "pingpong|wstund") | $( [ "$USE_LIGHTTPD" = 1 ] && lat "pingpong|$L" || echo NA) | | | |"
-row "connections/s (handshake + 16 B echo + close; TCP backend)" connrate ">=" 1.5 0
-row "connections/s, same with a unix-socket backend" connrate-unix "" "" 0
+echo "| ping-pong latency p50 / p99, µs | $(lat wstund) | $(lat lighttpd) | | | |"
+row "connections/s (handshake, 16 B echo, close handshake; TCP backend)" connrate ">=" 1.5 0
+row "connections/s, the same over a unix-socket backend" connrate-unix "" "" 0
 row "memory per idle connection, KiB (RSS delta / $IDLE_CONNS, after ${IDLE_SETTLE}s idle)" idle "<=" 0.2 2
-echo "| memory per connection right after opening, KiB | $(fmt "$(get P50 "idle|wstund")" 2) | $( [ "$USE_LIGHTTPD" = 1 ] && fmt "$(get P50 "idle|$L")" 2 || echo NA) | $(ratio "$(get P50 "idle|wstund")" "$(lv P50 idle)") | (info) | |"
+row "memory per connection just after opening, KiB" idle "" "" 2 open
 echo
-echo "CPU over each measured window, % of one core (medians): who was saturated."
+echo "CPU over each measured window, % of one core (medians). A daemon near 100% was the"
+echo "bottleneck; \"other\" is load on the machine from processes outside the benchmark."
 echo
-echo "| run | daemon | daemon CPU | echo backend CPU | generator CPU |"
-echo "|---|---|---|---|---|"
-for k in throughput pingpong connrate connrate-unix; do
-    for d in "${DAEMONS[@]}"; do cpu_row "$k" "$k" "$d"; done
+echo "| run | daemon | daemon CPU | of it kernel | daemon CPU per op | echo backend | generator | other |"
+echo "|---|---|---|---|---|---|---|---|"
+for k in throughput:msg pingpong:msg connrate:conn connrate-unix:conn; do
+    for d in "${DAEMONS[@]}"; do cpu_row "${k%:*}" "${k#*:}" "$d"; done
 done
 echo
-echo "Generator ceiling, no tunnel (wsload --raw straight to the echo backend): throughput ${DIRECT[throughput]}; ping-pong ${DIRECT[pingpong]}."
+echo "Generator ceiling without a tunnel (wsload --raw straight to the echo backend):"
+echo "throughput ${DIRECT[throughput]}; ping-pong ${DIRECT[pingpong]}."
 } | tee "$TMP/table.md"
 
 cat >&2 <<EOF
@@ -367,13 +420,18 @@ cat >&2 <<EOF
 Notes:
 - Tunnels are byte streams: wsload checks every echoed byte against what it sent, per
   connection and in order; any mismatch fails the run.
-- CPU figures come from /proc/PID/stat (daemon, backend) and getrusage (generator) over the
-  same window. On $(nproc) cores the daemon, the echo backend and the generator share the
-  machine: a daemon near 100% is CPU-bound; generator and backend below it were not the limit.
-- Connection rate over TCP: every daemon->backend connection ends in TIME_WAIT on the
-  daemon's side (it sends the first FIN), so within seconds the ephemeral port range
-  ($(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range)) is full and each backend connect() searches it, costing
-  both daemons the same kernel time; the unix-socket row shows the daemons without it.
+- CPU comes from /proc/PID/stat (daemons, echo backend), getrusage (generator) and
+  /proc/stat (whole machine) over the same window. Daemon, echo backend and generator
+  share $(nproc) cores; "other" includes interrupt time charged to no process.
+- Connection rate over TCP: the daemon sends the first FIN towards the backend, so an
+  orderly close leaves every daemon->backend connection in TIME_WAIT on the daemon's
+  side, all towards one backend address. Within seconds the ephemeral port range
+  ($(tr '\t' '-' </proc/sys/net/ipv4/ip_local_port_range), half of it usable by connect()) is exhausted and the kernel caps
+  every daemon alike at about (range / 2) new backend connections per second (~14k/s on
+  the development machine, wstund and lighttpd identical). So the echo backend answers
+  the daemon's FIN with an RST (--rst-on-eof), which leaves no TIME_WAIT; the unix-socket
+  row shows the daemons with no TCP work on the backend side at all. wsload spreads its
+  own connections over 16 loopback source addresses for the same reason.
 EOF
 
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }

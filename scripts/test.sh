@@ -31,7 +31,10 @@ apt_install() {
     fi
     if [ "$APT_UPDATED" = 0 ]; then
         say "apt-get update"
-        DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null || die "apt-get update failed"
+        if ! DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null; then
+            say "apt-get update failed"
+            return 1
+        fi
         APT_UPDATED=1
     fi
     say "installing Debian packages: $*"
@@ -50,13 +53,17 @@ command -v cargo >/dev/null 2>&1 || die "cargo not found: install Rust (https://
 install_lighttpd() {
     local policy=/usr/sbin/policy-rc.d made_policy=0
     if is_root && [ ! -e "$policy" ]; then
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
         printf '#!/bin/sh\nexit 101\n' >"$policy"
         chmod 755 "$policy"
         made_policy=1
     fi
     local rc=0
     apt_install lighttpd || rc=$?
-    if [ "$made_policy" = 1 ]; then rm -f "$policy"; fi
+    if [ "$made_policy" = 1 ]; then
+        rm -f "$policy"
+        trap - EXIT
+    fi
     if [ "$rc" = 0 ]; then
         if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
             systemctl disable --now lighttpd >/dev/null 2>&1 || true

@@ -215,8 +215,9 @@ impl Conn {
     /// 1011; any other backend 1001.
     pub(crate) fn on_backend_eof(&mut self, ctx: &mut Ctx) {
         if let Some(c) = self.child.as_mut() {
+            // Called on every pump pass until the close starts: set the deadline once.
             c.stdout_eof = true;
-            if c.exit.is_none() {
+            if c.exit.is_none() && c.eof_deadline.is_none() {
                 c.eof_deadline = Some(ctx.now + EXIT_WAIT);
             }
             return;

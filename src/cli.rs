@@ -102,7 +102,10 @@ fn run(config: conf::Config) -> i32 {
         return EXIT_RUNTIME;
     }
     let mut listeners = Vec::new();
-    for spec in config.listeners() {
+    let specs = config.listeners();
+    // $SERVER["socket"] conditions compare against the configured spelling.
+    let spec_names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+    for spec in specs {
         let l = match &spec {
             ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa),
             ListenSpec::Unix(p) => Listener::bind_unix(p),
@@ -135,7 +138,7 @@ fn run(config: conf::Config) -> i32 {
     for l in &listeners {
         eprintln!("wstund: listening on {}", l.name());
     }
-    let mut server = match Server::new(Arc::new(config), listeners, signals) {
+    let mut server = match Server::new(Arc::new(config), listeners, spec_names, signals) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("wstund: cannot start the event loop: {e}");

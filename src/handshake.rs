@@ -11,15 +11,19 @@ use log::{debug, info, warn};
 
 use crate::attach::Attach;
 use crate::backend::ConnectState;
-use crate::conf::{BackendMode, FrameType, RequestFacts};
+use crate::conf::{BackendFraming, BackendMode, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
 use crate::conn::{Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
 use crate::http::{self, Parse, Request, UpgradePolicy};
-use crate::inbound::InboundOpts;
+use crate::inbound::{Framing, InboundOpts};
+use crate::plain::Plain;
+use crate::staged::{Stage, StageOpts};
+use crate::ws::deflate::{self, Inflater};
 use crate::ws::frame::OpCode;
 
 /// Subprotocols whose meaning wstund implements; others in `wstunnel.subprotocols`
 /// are passed through for the backend's sake.
 const BUILTIN_SUBPROTOCOL_BINARY: &str = "binary";
+const BUILTIN_SUBPROTOCOL_BASE64: &str = "base64";
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -88,15 +92,13 @@ impl Conn {
                 "this is a WebSocket endpoint",
             );
         }
-        let subprotocols: Vec<String> =
-            settings.subprotocols.iter().filter(|p| p.as_str() != "base64").cloned().collect();
         let policy = UpgradePolicy {
             origins: &settings.origins,
             versions: &settings.versions,
-            subprotocols: &subprotocols,
+            subprotocols: &settings.subprotocols,
             require_subprotocol: settings.require_subprotocol,
         };
-        let upgrade = match http::validate_upgrade(&req, &policy) {
+        let mut upgrade = match http::validate_upgrade(&req, &policy) {
             Ok(u) => u,
             Err(rej) => {
                 debug!("[c{}] upgrade rejected ({}): {}", self.id, rej.status, rej.message);
@@ -104,7 +106,11 @@ impl Conn {
                 return self.reject(ctx, rej.status, &extra, &rej.message);
             }
         };
-        let opcode = if upgrade.subprotocol.as_deref().is_some_and(|p| p.eq_ignore_ascii_case(BUILTIN_SUBPROTOCOL_BINARY)) {
+        let chosen = upgrade.subprotocol_index.and_then(|i| settings.subprotocols.get(i)).map(String::as_str);
+        let base64 = chosen.is_some_and(|p| p.eq_ignore_ascii_case(BUILTIN_SUBPROTOCOL_BASE64));
+        let opcode = if base64 {
+            OpCode::Text
+        } else if chosen.is_some_and(|p| p.eq_ignore_ascii_case(BUILTIN_SUBPROTOCOL_BINARY)) {
             OpCode::Binary
         } else {
             match settings.frame_type {
@@ -112,13 +118,57 @@ impl Conn {
                 FrameType::Text => OpCode::Text,
             }
         };
+        // permessage-deflate over base64 text would compress the expansion; not offered.
+        let deflate = (settings.compression == Compression::PermessageDeflate && !base64)
+            .then(|| deflate::negotiate(req.header_all("sec-websocket-extensions")))
+            .flatten();
+        if let Some((_, answer)) = &deflate {
+            upgrade.extensions = Some(answer.clone());
+        }
+        let framing = match settings.backend_framing {
+            BackendFraming::Stream => Framing::Stream,
+            BackendFraming::Line => Framing::Line,
+            BackendFraming::Framed => Framing::Framed,
+        };
+        // Where messages are delimited or transformed, an unset limit means 1 MiB.
+        let delimited = framing != Framing::Stream || deflate.is_some() || base64;
+        let max_message_size = match settings.max_message_size {
+            0 if delimited => BUFFERED_MESSAGE_SIZE_LIMIT,
+            n => n,
+        } as u64;
         let opts = InboundOpts {
             require_mask: settings.require_masked_client_frames,
             apply_mask: settings.apply_mask,
             validate_utf8: settings.validate_utf8,
             max_frame_size: settings.max_frame_size as u64,
-            max_message_size: settings.max_message_size as u64,
+            max_message_size,
+            framing,
+            deflate: deflate.is_some(),
         };
+        if deflate.is_some() || base64 {
+            let inflater = deflate.as_ref().map(|(p, _)| Inflater::new(p));
+            self.inbound.plain = Some(Box::new(Plain::new(inflater, base64)));
+        }
+        if framing != Framing::Stream
+            || deflate.is_some()
+            || base64
+            || settings.auto_fragment_size > 0
+            || settings.mask_server_frames
+        {
+            let stage_opts = StageOpts {
+                framing,
+                opcode,
+                base64,
+                auto_fragment: settings.auto_fragment_size,
+                mask_frames: settings.mask_server_frames,
+                max_message: if framing == Framing::Stream { 0 } else { settings.max_backend_message_size as u64 },
+                validate_utf8: true,
+            };
+            let d = deflate
+                .as_ref()
+                .map(|(p, _)| (p, settings.compression_level, settings.compression_min_size));
+            self.outbound.stage = Some(Box::new(Stage::new(stage_opts, d)));
+        }
         let close_timeout = settings.close_handshake_timeout;
         // A stdio program gets the request as its CGI environment.
         let request = backends.iter().any(|b| b.mode == BackendMode::Stdio).then(|| Box::new(req.clone()));

@@ -12,13 +12,41 @@
 //! written through leaves `start == ready_end`). Control frames are cut out the same way
 //! and handed to the caller. So the hot path is read -> unmask in place -> write: no
 //! copy, no allocation, and a full buffer is what stops reading the client.
+//!
+//! `backend-framing` changes only what replaces a header: nothing (`stream`), a 5-byte
+//! record header (`framed`, written over the WebSocket header, which for a masked
+//! client frame is at least 6 bytes), or a `\n` after each message (`line`).
+//!
+//! When the payload must be transformed — inflated (permessage-deflate) or base64-decoded
+//! (the `base64` subprotocol) — the output cannot stay in place, so it goes to a second
+//! bounded buffer (`plain.rs`) and the backend is fed from there instead.
 
 use crate::buffer::{Buf, BufPool};
+use crate::plain::{Plain, PlainStep};
 use crate::ws::close;
 use crate::ws::frame::{parse_header, FrameHeader, OpCode};
 use crate::ws::mask::apply_mask;
 use crate::ws::message::{DataKind, MessageKind, MessageState};
 use crate::ws::utf8::Utf8Validator;
+
+/// How message boundaries are kept on the backend stream (`wstunnel.backend-framing`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    /// Payload bytes only (lighttpd's behaviour): boundaries are lost.
+    Stream,
+    /// Each message followed by `\n`; each backend line is a message.
+    Line,
+    /// Each frame as a record: 1 byte (FIN << 7 | opcode), 4 bytes big-endian length,
+    /// payload.
+    Framed,
+}
+
+/// Length of a `framed` record header.
+pub const RECORD_HEADER_LEN: usize = 5;
+
+/// Bytes never filled by a read, so a record header or a newline can always be
+/// spliced in after the buffer filled up (see `splice`).
+const READ_RESERVE: usize = 8;
 
 /// Per-route protocol switches that change how client frames are judged.
 #[derive(Clone, Copy, Debug)]
@@ -28,8 +56,12 @@ pub struct InboundOpts {
     pub validate_utf8: bool,
     /// 0 = unlimited.
     pub max_frame_size: u64,
-    /// 0 = unlimited; summed over a message's fragments as they arrive.
+    /// 0 = unlimited; summed over a message's fragments as they arrive (and, for
+    /// compressed messages, over the inflated size).
     pub max_message_size: u64,
+    pub framing: Framing,
+    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
+    pub deflate: bool,
 }
 
 impl Default for InboundOpts {
@@ -40,6 +72,8 @@ impl Default for InboundOpts {
             validate_utf8: true,
             max_frame_size: 0,
             max_message_size: 0,
+            framing: Framing::Stream,
+            deflate: false,
         }
     }
 }
@@ -66,31 +100,43 @@ pub struct Violation {
 }
 
 impl Violation {
-    fn new(code: u16, reason: impl Into<String>) -> Self {
+    pub fn new(code: u16, reason: impl Into<String>) -> Self {
         Violation { code, reason: reason.into() }
     }
 }
 
 pub enum Decoded {
-    /// Everything decodable has been decoded; read more.
+    /// Everything decodable has been decoded; read more (or drain the backend side).
     NeedMore,
     Control(Control),
     Violation(Violation),
 }
 
+/// Where the decoder is inside the client's byte stream.
 #[derive(Clone, Copy)]
-enum FrameState {
+pub(crate) enum FrameState {
     Header,
-    Payload { remaining: u64, mask: Option<[u8; 4]>, pos: usize, fin: bool, text: bool },
+    Payload { remaining: u64, mask: Option<[u8; 4]>, pos: usize, fin: bool },
+    /// All payload of a transformed message is consumed; its end (inflate flush,
+    /// final record) is still to be written to the plain buffer.
+    MessageEnd,
 }
 
 pub struct Inbound {
     pub buf: Buf,
-    ready_end: usize,
+    pub(crate) ready_end: usize,
     frame: FrameState,
     msg: MessageState,
-    utf8: Utf8Validator,
+    pub(crate) utf8: Utf8Validator,
+    /// The current message is text (so UTF-8 is checked).
+    pub(crate) text: bool,
+    pub(crate) msg_opcode: OpCode,
+    pub(crate) msg_compressed: bool,
     msg_len: u64,
+    /// `line` framing: a newline is owed to the backend after the last message.
+    nl_pending: bool,
+    /// Set when payload is transformed on its way to the backend.
+    pub plain: Option<Box<Plain>>,
     /// Data payload bytes decoded (for the access log).
     pub payload_bytes: u64,
 }
@@ -109,7 +155,12 @@ impl Inbound {
             frame: FrameState::Header,
             msg: MessageState::default(),
             utf8: Utf8Validator::default(),
+            text: false,
+            msg_opcode: OpCode::Binary,
+            msg_compressed: false,
             msg_len: 0,
+            nl_pending: false,
+            plain: None,
             payload_bytes: 0,
         }
     }
@@ -118,13 +169,18 @@ impl Inbound {
     /// first when the room is only at the front. Empty when the buffer is full.
     pub fn read_room(&mut self, pool: &mut BufPool) -> &mut [u8] {
         self.buf.ensure(pool);
-        if self.buf.tail_room() == 0 && self.buf.start > 0 {
-            let shift = self.buf.start;
-            self.buf.compact();
-            self.ready_end -= shift;
+        if self.buf.tail_room() <= READ_RESERVE && self.buf.start > 0 {
+            self.compact();
         }
         let e = self.buf.end;
-        &mut self.buf.raw_mut()[e..]
+        let cap = self.buf.raw().len() - READ_RESERVE;
+        &mut self.buf.raw_mut()[e..cap.max(e)]
+    }
+
+    fn compact(&mut self) {
+        let shift = self.buf.start;
+        self.buf.compact();
+        self.ready_end -= shift;
     }
 
     pub fn commit(&mut self, n: usize) {
@@ -132,7 +188,7 @@ impl Inbound {
     }
 
     pub fn has_room(&self) -> bool {
-        !self.buf.is_allocated() || self.buf.tail_room() > 0 || self.buf.start > 0
+        !self.buf.is_allocated() || self.buf.tail_room() > READ_RESERVE || self.buf.start > 0
     }
 
     /// Bytes received but not decoded (the HTTP request during the handshake).
@@ -149,15 +205,23 @@ impl Inbound {
         self.normalize();
     }
 
-    /// Unmasked payload waiting for the backend.
+    /// Payload waiting for the backend.
     pub fn ready(&self) -> &[u8] {
-        &self.buf.raw()[self.buf.start..self.ready_end]
+        match &self.plain {
+            Some(p) => p.out.data(),
+            None => &self.buf.raw()[self.buf.start..self.ready_end],
+        }
     }
 
     pub fn consume_ready(&mut self, n: usize) {
-        debug_assert!(self.buf.start + n <= self.ready_end);
-        self.buf.start += n;
-        self.normalize();
+        match self.plain.as_mut() {
+            Some(p) => p.out.consume(n),
+            None => {
+                debug_assert!(self.buf.start + n <= self.ready_end);
+                self.buf.start += n;
+                self.normalize();
+            }
+        }
     }
 
     fn normalize(&mut self) {
@@ -174,15 +238,20 @@ impl Inbound {
             self.buf.release_if_empty(pool);
             self.ready_end = 0;
         }
+        if let Some(p) = self.plain.as_mut() {
+            p.out.release_if_empty(pool);
+        }
     }
 
-    /// True while a frame is half-way through (for the idle checks and tests).
-    pub fn mid_frame(&self) -> bool {
-        matches!(self.frame, FrameState::Payload { .. }) || self.ready_end != self.buf.end
+    pub fn release(&mut self, pool: &mut BufPool) {
+        self.buf.release(pool);
+        if let Some(p) = self.plain.as_mut() {
+            p.out.release(pool);
+        }
     }
 
     /// Removes raw bytes `[ready_end, ready_end + n)` by moving the smaller neighbour.
-    fn cut(&mut self, n: usize) {
+    pub(crate) fn cut(&mut self, n: usize) {
         let (start, a, end) = (self.buf.start, self.ready_end, self.buf.end);
         let b = a + n;
         let data = self.buf.raw_mut();
@@ -197,61 +266,59 @@ impl Inbound {
         self.normalize();
     }
 
+    /// Replaces the `hl` raw bytes at `ready_end` (a frame header) with `bytes`, which
+    /// become ready payload. False when there is no room to grow yet.
+    fn splice(&mut self, hl: usize, bytes: &[u8]) -> bool {
+        let k = bytes.len();
+        if k <= hl {
+            let a = self.ready_end + hl - k;
+            self.buf.raw_mut()[a..a + k].copy_from_slice(bytes);
+            self.cut(hl - k);
+        } else {
+            let grow = k - hl;
+            if self.buf.tail_room() < grow && self.buf.start > 0 {
+                self.compact();
+            }
+            if self.buf.tail_room() < grow {
+                return false;
+            }
+            let (a, end) = (self.ready_end, self.buf.end);
+            let data = self.buf.raw_mut();
+            data.copy_within(a + hl..end, a + k);
+            data[a..a + k].copy_from_slice(bytes);
+            self.buf.end += grow;
+        }
+        self.ready_end += k;
+        true
+    }
+
     /// Decodes as much as the buffer holds. Call until it returns `NeedMore`.
-    pub fn decode(&mut self, opts: &InboundOpts) -> Decoded {
+    pub fn decode(&mut self, opts: &InboundOpts, pool: &mut BufPool) -> Decoded {
         loop {
+            if self.nl_pending {
+                if !self.splice(0, b"\n") {
+                    return Decoded::NeedMore;
+                }
+                self.nl_pending = false;
+            }
             match self.frame {
-                FrameState::Header => {
-                    let raw = &self.buf.raw()[self.ready_end..self.buf.end];
-                    let (h, hl) = match parse_header(raw) {
-                        Ok(Some(x)) => x,
-                        Ok(None) => return Decoded::NeedMore,
-                        Err(e) => return Decoded::Violation(Violation::new(close::PROTOCOL_ERROR, e.to_string())),
-                    };
-                    if let Err(v) = self.check_header(&h, opts) {
-                        return Decoded::Violation(v);
-                    }
-                    if h.opcode.is_control() {
-                        let total = hl + h.payload_len as usize;
-                        if raw.len() < total {
-                            return Decoded::NeedMore;
-                        }
-                        let mut c = Control { opcode: h.opcode, len: h.payload_len as u8, payload: [0; 125] };
-                        c.payload[..c.len as usize].copy_from_slice(&raw[hl..total]);
-                        if let (Some(m), true) = (h.mask, opts.apply_mask) {
-                            apply_mask(&mut c.payload[..c.len as usize], m, 0);
-                        }
-                        self.cut(total);
-                        return Decoded::Control(c);
-                    }
-                    let text = match self.msg.on_frame(&h) {
-                        Ok(DataKind::Data { kind, .. }) => kind == MessageKind::Text,
-                        Ok(DataKind::Control(_)) => false,
-                        Err(e) => return Decoded::Violation(Violation::new(close::PROTOCOL_ERROR, e.to_string())),
-                    };
-                    if h.opcode != OpCode::Continuation {
-                        self.msg_len = 0;
-                    }
-                    self.msg_len += h.payload_len;
-                    if opts.max_message_size > 0 && self.msg_len > opts.max_message_size {
-                        return Decoded::Violation(Violation::new(close::TOO_BIG, "message too big"));
-                    }
-                    self.cut(hl);
-                    self.frame = FrameState::Payload {
-                        remaining: h.payload_len,
-                        mask: if opts.apply_mask { h.mask } else { None },
-                        pos: 0,
-                        fin: h.fin,
-                        text: text && opts.validate_utf8,
-                    };
-                    if let Some(v) = self.finish_frame_if_done() {
-                        return Decoded::Violation(v);
+                FrameState::Header => match self.decode_header(opts) {
+                    Ok(None) => {}
+                    Ok(Some(d)) => return d,
+                    Err(v) => return Decoded::Violation(v),
+                },
+                FrameState::Payload { .. } | FrameState::MessageEnd if self.plain.is_some() => {
+                    match crate::plain::step(self, opts, pool) {
+                        PlainStep::Progress => {}
+                        PlainStep::Blocked => return Decoded::NeedMore,
+                        PlainStep::Violation(v) => return Decoded::Violation(v),
                     }
                 }
-                FrameState::Payload { remaining, mask, pos, fin, text } => {
+                FrameState::MessageEnd => self.frame = FrameState::Header,
+                FrameState::Payload { remaining, mask, pos, fin } => {
                     let avail = (self.buf.end - self.ready_end) as u64;
                     let n = remaining.min(avail) as usize;
-                    if n == 0 {
+                    if n == 0 && remaining > 0 {
                         return Decoded::NeedMore;
                     }
                     let (a, b) = (self.ready_end, self.ready_end + n);
@@ -259,13 +326,13 @@ impl Inbound {
                     if let Some(m) = mask {
                         apply_mask(chunk, m, pos);
                     }
-                    if text && self.utf8.feed(chunk).is_err() {
+                    if self.text && opts.validate_utf8 && self.utf8.feed(chunk).is_err() {
                         return Decoded::Violation(Violation::new(close::INVALID_PAYLOAD, "invalid UTF-8 in text message"));
                     }
                     self.ready_end = b;
                     self.payload_bytes += n as u64;
-                    self.frame = FrameState::Payload { remaining: remaining - n as u64, mask, pos: pos + n, fin, text };
-                    if let Some(v) = self.finish_frame_if_done() {
+                    self.frame = FrameState::Payload { remaining: remaining - n as u64, mask, pos: pos + n, fin };
+                    if let Some(v) = self.end_frame_if_done(opts) {
                         return Decoded::Violation(v);
                     }
                 }
@@ -273,23 +340,111 @@ impl Inbound {
         }
     }
 
-    /// At the end of a data frame's payload: back to reading headers, and at the end of
-    /// a text message the UTF-8 validator must not be mid-sequence.
-    fn finish_frame_if_done(&mut self) -> Option<Violation> {
-        if let FrameState::Payload { remaining: 0, fin, text, .. } = self.frame {
-            self.frame = FrameState::Header;
-            if fin && text && self.utf8.finish().is_err() {
-                return Some(Violation::new(close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence"));
+    /// Parses one header. `Ok(None)`: a data frame started (continue decoding).
+    fn decode_header(&mut self, opts: &InboundOpts) -> Result<Option<Decoded>, Violation> {
+        let raw = &self.buf.raw()[self.ready_end..self.buf.end];
+        let (h, hl) = match parse_header(raw) {
+            Ok(Some(x)) => x,
+            Ok(None) => return Ok(Some(Decoded::NeedMore)),
+            Err(e) => return Err(Violation::new(close::PROTOCOL_ERROR, e.to_string())),
+        };
+        self.check_header(&h, opts)?;
+        if h.opcode.is_control() {
+            let total = hl + h.payload_len as usize;
+            if raw.len() < total {
+                return Ok(Some(Decoded::NeedMore));
             }
+            let mut c = Control { opcode: h.opcode, len: h.payload_len as u8, payload: [0; 125] };
+            c.payload[..c.len as usize].copy_from_slice(&raw[hl..total]);
+            if let (Some(m), true) = (h.mask, opts.apply_mask) {
+                apply_mask(&mut c.payload[..c.len as usize], m, 0);
+            }
+            self.cut(total);
+            return Ok(Some(Decoded::Control(c)));
+        }
+        let kind = match self.msg.on_frame(&h) {
+            Ok(DataKind::Data { kind, .. }) => kind,
+            Ok(DataKind::Control(_)) => MessageKind::Binary,
+            Err(e) => return Err(Violation::new(close::PROTOCOL_ERROR, e.to_string())),
+        };
+        let compressed_bit = h.rsv & 0b100 != 0;
+        if h.opcode != OpCode::Continuation {
+            self.msg_len = 0;
+            self.text = kind == MessageKind::Text;
+            self.msg_opcode = h.opcode;
+            self.msg_compressed = compressed_bit;
+            if let Some(p) = self.plain.as_mut() {
+                p.start_message();
+            }
+        } else if compressed_bit {
+            return Err(Violation::new(close::PROTOCOL_ERROR, "RSV1 set on a continuation frame"));
+        }
+        self.msg_len += h.payload_len;
+        if opts.max_message_size > 0 && !self.msg_compressed && self.msg_len > opts.max_message_size {
+            return Err(Violation::new(close::TOO_BIG, "message too big"));
+        }
+        if self.plain.is_none() && opts.framing == Framing::Framed {
+            if h.payload_len > u64::from(u32::MAX) {
+                return Err(Violation::new(close::TOO_BIG, "frame too big for the framed backend format"));
+            }
+            let mut rec = [0u8; RECORD_HEADER_LEN];
+            rec[0] = (u8::from(h.fin) << 7) | h.opcode as u8;
+            rec[1..].copy_from_slice(&(h.payload_len as u32).to_be_bytes());
+            if !self.splice(hl, &rec) {
+                return Ok(Some(Decoded::NeedMore));
+            }
+        } else {
+            self.cut(hl);
+        }
+        self.frame = FrameState::Payload {
+            remaining: h.payload_len,
+            mask: if opts.apply_mask { h.mask } else { None },
+            pos: 0,
+            fin: h.fin,
+        };
+        if self.plain.is_none() {
+            if let Some(v) = self.end_frame_if_done(opts) {
+                return Err(v);
+            }
+        }
+        Ok(None)
+    }
+
+    /// At the end of a data frame's payload: back to reading headers; at the end of a
+    /// message, the UTF-8 validator must not be mid-sequence and `line` owes a newline.
+    fn end_frame_if_done(&mut self, opts: &InboundOpts) -> Option<Violation> {
+        if let FrameState::Payload { remaining: 0, fin, .. } = self.frame {
+            self.frame = FrameState::Header;
             if fin {
+                let ok = !(self.text && opts.validate_utf8) || self.utf8.finish().is_ok();
                 self.utf8.reset();
+                if !ok {
+                    return Some(Violation::new(close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence"));
+                }
+                if opts.framing == Framing::Line {
+                    self.nl_pending = true;
+                }
             }
         }
         None
     }
 
+    /// Accessors for the transform path in `plain.rs`.
+    pub(crate) fn frame_state(&self) -> FrameState {
+        self.frame
+    }
+
+    pub(crate) fn set_frame_state(&mut self, f: FrameState) {
+        self.frame = f;
+    }
+
+    pub(crate) fn raw_available(&self) -> usize {
+        self.buf.end - self.ready_end
+    }
+
     fn check_header(&self, h: &FrameHeader, opts: &InboundOpts) -> Result<(), Violation> {
-        if h.rsv != 0 {
+        let allowed_rsv = if opts.deflate && h.opcode.is_data() { 0b100 } else { 0 };
+        if h.rsv & !allowed_rsv != 0 {
             return Err(Violation::new(close::PROTOCOL_ERROR, "reserved bits set without a negotiated extension"));
         }
         if h.mask.is_none() && opts.require_mask {
@@ -332,7 +487,7 @@ mod tests {
             inb.commit(n);
             off += n;
             loop {
-                match inb.decode(&opts) {
+                match inb.decode(&opts, &mut pool) {
                     Decoded::NeedMore => break,
                     Decoded::Control(c) => ctl.push((c.opcode, c.payload().to_vec())),
                     Decoded::Violation(v) => return (out, ctl, Some(v)),
@@ -414,7 +569,7 @@ mod tests {
         let room = inb.read_room(&mut pool);
         room[..wire.len()].copy_from_slice(&wire);
         inb.commit(wire.len());
-        match inb.decode(&opts) {
+        match inb.decode(&opts, &mut pool) {
             Decoded::Violation(v) => assert_eq!(v.code, close::TOO_BIG),
             _ => panic!("expected a 1009 violation"),
         }

@@ -5,12 +5,13 @@
 //! open phase), `inbound`/`outbound` move payload through one bounded buffer per
 //! direction, `ws` and `http` are the pure protocol code, `conf` the configuration.
 //! Managed processes: `attach` connects a tunnel to its backend kind, `exec` starts
-//! per-connection stdio programs (through `launch`, posix_spawn), `pool` decides (purely) about spawned pools,
-//! `spawn` starts pool processes, `procman` carries out plans and reaps, `reaper`
-//! walks retired programs down the kill ladder.
+//! per-connection stdio programs (through `launch`, posix_spawn), `pool` decides
+//! (purely) about spawned pools, `spawn` starts pool processes, `procman` carries out
+//! plans and reaps, `reaper` walks retired programs down the kill ladder.
 
 pub mod attach;
 pub mod backend;
+pub mod base64;
 pub mod buffer;
 pub mod cli;
 pub mod client;
@@ -24,12 +25,14 @@ pub mod inbound;
 pub mod listener;
 pub mod logging;
 pub mod outbound;
+pub mod plain;
 pub mod pool;
 pub mod procman;
 pub mod reaper;
 pub mod server;
 pub mod signals;
 pub mod spawn;
+pub mod staged;
 pub mod token;
 pub mod tunnel;
 pub mod ws;

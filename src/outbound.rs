@@ -13,6 +13,7 @@
 use std::io;
 
 use crate::buffer::{Buf, BufPool};
+use crate::staged::{BackendFault, Convert, Stage};
 use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::utf8::complete_prefix;
 
@@ -34,7 +35,18 @@ pub enum ReadOutcome {
     Eof,
     /// The backend sent bytes that are not UTF-8 while the frame type is text.
     BadUtf8,
+    /// The backend broke a framing rule or a size limit.
+    Fault(BackendFault),
     Error(io::Error),
+}
+
+/// Where the output stands once the backend has closed.
+pub enum Finish {
+    /// Everything the backend sent is framed.
+    Done,
+    /// Staged bytes wait for the client to make room.
+    Pending,
+    Fault(BackendFault),
 }
 
 pub struct Outbound {
@@ -45,6 +57,8 @@ pub struct Outbound {
     pending_pong: Option<Box<([u8; 125], u8)>>,
     /// Backend payload bytes framed (for the access log).
     pub payload_bytes: u64,
+    /// Present when output needs more than a frame header (see `staged.rs`).
+    pub stage: Option<Box<Stage>>,
 }
 
 impl Default for Outbound {
@@ -55,7 +69,7 @@ impl Default for Outbound {
 
 impl Outbound {
     pub fn new() -> Self {
-        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0 }
+        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0, stage: None }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -65,6 +79,63 @@ impl Outbound {
     /// True when an incomplete UTF-8 sequence is waiting for its remaining bytes.
     pub fn has_carry(&self) -> bool {
         self.carry_len > 0
+    }
+
+    /// Reads the backend once, through the stage when there is one.
+    pub fn read_backend<F>(&mut self, pool: &mut BufPool, opcode: OpCode, mut read: F) -> ReadOutcome
+    where
+        F: FnMut(&mut [u8]) -> io::Result<usize>,
+    {
+        let Some(st) = self.stage.as_mut() else { return self.read_frame(pool, opcode, read) };
+        if let Convert::Fault(f) = st.convert(&mut self.buf, pool, false) {
+            return ReadOutcome::Fault(f);
+        }
+        let room = st.read_room(pool);
+        if room.is_empty() {
+            return ReadOutcome::Full;
+        }
+        match read(room) {
+            Ok(0) => ReadOutcome::Eof,
+            Ok(n) => {
+                st.input.end += n;
+                self.payload_bytes += n as u64;
+                match st.convert(&mut self.buf, pool, false) {
+                    Convert::Fault(f) => ReadOutcome::Fault(f),
+                    _ => ReadOutcome::Data(n),
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data(0),
+            Err(e) => ReadOutcome::Error(e),
+        }
+    }
+
+    /// Frames staged input after the client made room. True when something moved.
+    pub fn convert_pending(&mut self, pool: &mut BufPool) -> Result<bool, BackendFault> {
+        match self.stage.as_mut() {
+            Some(st) if st.has_pending() => match st.convert(&mut self.buf, pool, false) {
+                Convert::Progress => Ok(true),
+                Convert::Blocked => Ok(false),
+                Convert::Fault(f) => Err(f),
+            },
+            _ => Ok(false),
+        }
+    }
+
+    /// After backend EOF: frame what is left (an unterminated last line, ...).
+    pub fn finish_backend(&mut self, pool: &mut BufPool) -> Finish {
+        match self.stage.as_mut() {
+            None if self.carry_len > 0 => Finish::Fault(BackendFault {
+                client_code: crate::ws::close::INTERNAL_ERROR,
+                reason: "backend output ended inside a UTF-8 sequence".into(),
+            }),
+            None => Finish::Done,
+            Some(st) => match st.convert(&mut self.buf, pool, true) {
+                Convert::Fault(f) => Finish::Fault(f),
+                _ if st.has_pending() => Finish::Pending,
+                _ => Finish::Done,
+            },
+        }
     }
 
     /// Reads once from `read` into a new data frame of type `opcode`.
@@ -200,6 +271,9 @@ impl Outbound {
 
     pub fn release(&mut self, pool: &mut BufPool) {
         self.buf.release(pool);
+        if let Some(st) = self.stage.as_mut() {
+            st.release(pool);
+        }
     }
 }
 

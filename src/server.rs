@@ -69,7 +69,7 @@ pub struct Server {
 impl Server {
     /// Takes listeners that are already bound (so conf and bind errors are reported
     /// before anything runs) and the signal handler installed by the caller.
-    pub fn new(config: Arc<Config>, listeners: Vec<Listener>, signals: Signals) -> io::Result<Server> {
+    pub fn new(config: Arc<Config>, listeners: Vec<Listener>, listener_names: Vec<String>, signals: Signals) -> io::Result<Server> {
         let poll = Poll::new()?;
         let mut listeners = listeners;
         for (i, l) in listeners.iter_mut().enumerate() {
@@ -77,7 +77,6 @@ impl Server {
         }
         let sfd = signals.raw_fd();
         poll.registry().register(&mut SourceFd(&sfd), token::SIGNAL, Interest::READABLE)?;
-        let listener_names = listeners.iter().map(|l| l.name().to_string()).collect();
         let max_conns = config.server.max_connections.max(1) as usize;
         let server_tag = config.server.tag.clone();
         let now = Instant::now();

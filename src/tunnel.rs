@@ -12,7 +12,8 @@ use log::{debug, info, warn};
 
 use crate::conn::{Conn, Ctx, Phase, Side, LINGER_TIMEOUT};
 use crate::inbound::{Control, Decoded, Violation};
-use crate::outbound::ReadOutcome;
+use crate::outbound::{Finish, ReadOutcome};
+use crate::staged::BackendFault;
 use crate::ws::close;
 use crate::ws::frame::OpCode;
 
@@ -52,7 +53,7 @@ impl Conn {
 
             // 2. Decode frames: payload stays in place, controls are handled here.
             while !self.close_received && self.phase != Phase::Done && !self.in_linger() {
-                match self.inbound.decode(&opts) {
+                match self.inbound.decode(&opts, ctx.pool) {
                     Decoded::NeedMore => break,
                     Decoded::Control(c) => {
                         progress = true;
@@ -100,28 +101,53 @@ impl Conn {
             }
 
             // 4. Backend bytes into frames for the client.
-            if self.backend_readable && !self.backend_eof && !self.close_sent {
-                if let Some(b) = self.backend.as_mut() {
-                    match self.outbound.read_frame(ctx.pool, opcode, |buf| b.read(buf)) {
-                        ReadOutcome::Data(_) => progress = true,
-                        ReadOutcome::Full => {}
-                        ReadOutcome::WouldBlock => self.backend_readable = false,
-                        ReadOutcome::Eof => {
-                            self.backend_eof = true;
-                            progress = true;
-                            if self.outbound.has_carry() {
-                                self.backend_error(ctx, "output ended inside a UTF-8 sequence");
-                            } else {
-                                self.on_backend_eof(ctx);
+            if !self.close_sent {
+                if self.backend_readable && !self.backend_eof && self.backend.is_some() {
+                    if let Some(b) = self.backend.as_mut() {
+                        match self.outbound.read_backend(ctx.pool, opcode, |buf| b.read(buf)) {
+                            ReadOutcome::Data(_) => progress = true,
+                            ReadOutcome::Full => {}
+                            ReadOutcome::WouldBlock => self.backend_readable = false,
+                            ReadOutcome::Eof => {
+                                debug!("[c{}] backend closed", self.id);
+                                self.backend_eof = true;
+                                progress = true;
+                            }
+                            ReadOutcome::BadUtf8 => {
+                                progress = true;
+                                self.backend_error(ctx, "sent invalid UTF-8 while frame-type is text");
+                            }
+                            ReadOutcome::Fault(f) => {
+                                progress = true;
+                                self.backend_fault(ctx, f);
+                            }
+                            ReadOutcome::Error(e) => {
+                                progress = true;
+                                self.backend_error(ctx, &format!("read failed: {e}"));
                             }
                         }
-                        ReadOutcome::BadUtf8 => {
+                    }
+                } else {
+                    match self.outbound.convert_pending(ctx.pool) {
+                        Ok(moved) => progress |= moved,
+                        Err(f) => {
                             progress = true;
-                            self.backend_error(ctx, "sent invalid UTF-8 while frame-type is text");
+                            self.backend_fault(ctx, f);
                         }
-                        ReadOutcome::Error(e) => {
+                    }
+                }
+                // Backend EOF: everything it sent goes out before the close frame.
+                if self.backend_eof && !self.close_sent {
+                    match self.outbound.finish_backend(ctx.pool) {
+                        Finish::Done => {
+                            // A program's tunnel waits for its exit status here.
+                            self.on_backend_eof(ctx);
+                            progress |= self.close_sent;
+                        }
+                        Finish::Pending => {}
+                        Finish::Fault(f) => {
                             progress = true;
-                            self.backend_error(ctx, &format!("read failed: {e}"));
+                            self.backend_fault(ctx, f);
                         }
                     }
                 }
@@ -219,6 +245,16 @@ impl Conn {
         self.drop_backend(ctx);
         self.backend_eof = true;
         self.start_close(ctx, close::INTERNAL_ERROR, "backend error", Side::Backend);
+    }
+
+    /// The backend broke a framing rule or exceeded max-backend-message-size: it is cut
+    /// off and the client is told why (1001 for a size limit, 1011 otherwise).
+    fn backend_fault(&mut self, ctx: &mut Ctx, f: BackendFault) {
+        let name = self.tunnel.as_ref().map(|t| t.backend_name.as_str()).unwrap_or("-");
+        warn!("[c{}] backend {name}: {}", self.id, f.reason);
+        self.drop_backend(ctx);
+        self.backend_eof = true;
+        self.start_close(ctx, f.client_code, &f.reason, Side::Backend);
     }
 
     /// A protocol violation: the stream can no longer be trusted, so after the close

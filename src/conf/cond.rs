@@ -63,8 +63,8 @@ const HTTP_FIELDS: &[(&str, Subject)] = &[
 ];
 
 impl Subject {
-    /// Maps `$VAR["field"]`; `Ok(None)`-like unsupported subjects come back as
-    /// [`Subject::Unsupported`]. The error says which part is wrong.
+    /// Maps `$VAR["field"]`; conditions wstund cannot evaluate come back as
+    /// [`Subject::Unsupported`]. An error points at the wrong part.
     pub(crate) fn parse(var: &str, field: &str, var_span: Span, field_span: Span) -> Result<Subject, Diag> {
         match var {
             "HTTP" => {
@@ -189,11 +189,17 @@ impl Condition {
     /// Whether the condition holds; when `caps` is given and the condition is
     /// a matching regex, the captures (`%0`..`%9`) are stored there.
     fn eval(&self, req: &RequestFacts<'_>, caps: Option<&mut Vec<String>>) -> bool {
-        let owned_ip;
+        let owned;
         let text = match self.subject {
             Subject::RemoteIp => {
-                owned_ip = req.remote_ip.map(|ip| normalize_ip(ip).to_string()).unwrap_or_default();
-                owned_ip.as_str()
+                owned = req.remote_ip.map(|ip| normalize_ip(ip).to_string()).unwrap_or_default();
+                owned.as_str()
+            }
+            // lighttpd lowercases the Host before any condition sees it, so every
+            // operator (regexes and their captures included) works on the lowercase name.
+            Subject::Host if self.subject.text(req).bytes().any(|b| b.is_ascii_uppercase()) => {
+                owned = self.subject.text(req).to_ascii_lowercase();
+                owned.as_str()
             }
             _ => self.subject.text(req),
         };
@@ -215,22 +221,13 @@ impl Condition {
                 },
                 None => re.is_match(text),
             },
-            (Matcher::Text(t), op) => {
-                let host_lower;
-                let text = if self.subject == Subject::Host && text.bytes().any(|b| b.is_ascii_uppercase()) {
-                    host_lower = text.to_ascii_lowercase();
-                    host_lower.as_str()
-                } else {
-                    text
-                };
-                match op {
-                    CondOp::Eq => text == t,
-                    CondOp::Ne => text != t,
-                    CondOp::Prefix => text.starts_with(t.as_str()),
-                    CondOp::Suffix => text.ends_with(t.as_str()),
-                    CondOp::Match | CondOp::NoMatch => false,
-                }
-            }
+            (Matcher::Text(t), op) => match op {
+                CondOp::Eq => text == t,
+                CondOp::Ne => text != t,
+                CondOp::Prefix => text.starts_with(t.as_str()),
+                CondOp::Suffix => text.ends_with(t.as_str()),
+                CondOp::Match | CondOp::NoMatch => false,
+            },
         }
     }
 }
@@ -321,14 +318,18 @@ impl Config {
             return Arc::clone(&self.wstunnel);
         }
         let n = self.blocks.len();
-        let mut matched = vec![false; n];
-        let mut chain_hit = vec![false; n];
-        let mut caps: Vec<Vec<String>> = vec![Vec::new(); n];
+        // Per block: bit 0 = applied, bit 1 = an earlier branch of its else-chain applied.
+        let mut state = vec![0u8; n];
+        let need_caps = self.blocks.iter().any(|b| b.needs_captures);
+        let mut caps: Vec<Vec<String>> = if need_caps { vec![Vec::new(); n] } else { Vec::new() };
         let mut merged: Option<WsSettings> = None;
         for (i, b) in self.blocks.iter().enumerate() {
-            let earlier = b.prev.is_some_and(|p| matched[p] || chain_hit[p]);
-            chain_hit[i] = earlier;
-            if earlier || b.parent.is_some_and(|p| !matched[p]) {
+            let earlier = b.prev.is_some_and(|p| state[p] != 0);
+            if earlier {
+                state[i] = 2;
+                continue;
+            }
+            if b.parent.is_some_and(|p| state[p] & 1 == 0) {
                 continue;
             }
             let ok = match &b.cond {
@@ -339,7 +340,7 @@ impl Config {
             if !ok {
                 continue;
             }
-            matched[i] = true;
+            state[i] = 1;
             if b.set.is_empty() {
                 continue;
             }
@@ -413,6 +414,9 @@ mod tests {
             (cond(Url, NoMatch, "^/ws/"), &r, false),
             (cond(Host, Eq, "chat.example.com"), &r, true),
             (cond(Host, Eq, "CHAT.example.com"), &r, true),
+            (cond(Host, Match, "^chat\\."), &r, true),
+            (cond(Host, NoMatch, "Chat"), &r, true),
+            (cond(Host, Prefix, "chat."), &r, true),
             (cond(Host, Eq, ""), &r6, true),
             (cond(RemoteIp, Eq, "10.0.0.0/8"), &r, true),
             (cond(RemoteIp, Ne, "10.0.0.0/8"), &r, false),
@@ -442,7 +446,7 @@ mod tests {
     #[test]
     fn captures_and_errors() {
         let c = cond(Subject::Host, CondOp::Match, "^(\\w+)\\.(example)\\.com$");
-        let r = facts("/", Some("chat.example.com"), None, &[]);
+        let r = facts("/", Some("Chat.Example.com"), None, &[]);
         let mut caps = Vec::new();
         assert!(c.eval(&r, Some(&mut caps)));
         assert_eq!(caps, vec!["chat.example.com", "chat", "example"]);

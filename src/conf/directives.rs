@@ -96,9 +96,9 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     Port.port = "server.port" : "integer" [0, 65535] [] default "80" unit None;
         "TCP port to listen on; 0 lets the kernel pick a free port."
     MaxReadIdle.max_read_idle = "server.max-read-idle" : "integer" [1, U31] [] default "60" unit Seconds;
-        "How long a client may stay silent while its HTTP upgrade request is incomplete."
+        "Close a connection after this long without data from the client (a pong counts)."
     MaxWriteIdle.max_write_idle = "server.max-write-idle" : "integer" [1, U31] [] default "360" unit Seconds;
-        "How long a write to a client may stall before the connection is dropped."
+        "Close a connection when a write to the client makes no progress for this long."
     MaxConnections.max_connections = "server.max-connections" : "integer" [1, U31] [] default "1365" unit None;
         "Maximum number of simultaneous client connections; further accepts wait."
     MaxFds.max_fds = "server.max-fds" : "integer" [1, U31] [] default "(unset: keep the inherited limit)" unit None;
@@ -452,6 +452,22 @@ mod tests {
         assert_eq!(suggest("server.max-keepalive-idle", server_names()), Some("server.max-keep-alive-idle"));
         assert_eq!(suggest("server.completely-different", server_names()), None);
         assert_eq!(suggest("bin_path", BACKEND_OPTIONS.iter().map(|d| d.name)), Some("bin-path"));
+    }
+
+    /// Every directive and backend option has an entry in wstund.conf(5)
+    /// stating its default. roff spells '-' as "\-" and '\\' as "\e".
+    #[test]
+    fn man_page_documents_every_directive() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/man/wstund.conf.5");
+        let man = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {}", path, e));
+        let roff = |s: &str| s.replace('\\', "\\e").replace('-', "\\-");
+        for d in all().chain(BACKEND_OPTIONS.iter()) {
+            let entry = format!("\n.TP\n.B {}\n", roff(d.name));
+            let at = man.find(&entry).unwrap_or_else(|| panic!("{} has no entry in {}", d.name, path));
+            let body = &man[at + entry.len()..];
+            let body = &body[..body.find("\n.TP").unwrap_or(body.len())];
+            assert!(body.contains(&format!("Default: {}.", roff(d.default))), "{}: default {} not stated", d.name, d.default);
+        }
     }
 
     #[test]

@@ -177,6 +177,10 @@ fn error_table_with_exact_positions() {
         ("include_shell \"exit 4\"", 1, 1, "failed with exit status 4"),
         ("$HTTP[\"url\"] == \"/\" { global { } }", 1, 23, "global { } is only allowed outside conditionals"),
         ("x = \"abc", 1, 5, "unterminated string"),
+        ("wstunnel.origins = ( \"a\" )\n$HTTP[\"url\"] == \"/\" { wstunnel.origins += 5 }", 2, 43, "cannot add an integer to an array"),
+        ("$HTTP[\"url\"] == \"/\" { }\nelse $HTTP[\"url\"] =^ var.nope { }", 2, 22, "undefined variable var.nope"),
+        ("$HTTP[\"url\"] == \"/\" {\n  wstunnel.bogus = 1\n}", 2, 3, "unknown directive wstunnel.bogus"),
+        ("include_shell 5", 1, 15, "include_shell expects a string"),
         ("server.bind = \"no-such-host.invalid\"", 1, 15, "server.bind: cannot resolve"),
     ];
     for (src, line, col, msg) in cases {

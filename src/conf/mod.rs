@@ -24,6 +24,8 @@ pub mod value;
 
 #[cfg(test)]
 mod eval_tests;
+#[cfg(test)]
+mod fuzz_tests;
 
 use std::io::Read;
 use std::path::{Path, PathBuf};

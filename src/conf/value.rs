@@ -168,14 +168,18 @@ pub fn substitute_str(s: &str, caps: &[String]) -> String {
     out
 }
 
-/// A string literal in configuration syntax (the lexer undoes exactly these escapes).
+/// A string literal in configuration syntax. The lexer turns `\"` into `"`
+/// and `\\` into `\` and keeps any other backslash, so a backslash is
+/// doubled only where it would otherwise be read as an escape: regexes such
+/// as `"^(\w+)\.org$"` print as written.
 pub fn quote(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
     out.push('"');
-    for c in s.chars() {
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
         match c {
             '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
+            '\\' if matches!(chars.peek(), None | Some('"') | Some('\\')) => out.push_str("\\\\"),
             c => out.push(c),
         }
     }
@@ -238,7 +242,12 @@ mod tests {
 
     #[test]
     fn printing_quotes_and_lists() {
-        assert_eq!(quote("a\"b\\c"), r#""a\"b\\c""#);
+        let cases = [("a\"b", r#""a\"b""#), ("a\\c", r#""a\c""#), ("^(\\w+)\\.org$", r#""^(\w+)\.org$""#), ("x\\", r#""x\\""#), ("\\\\b", r#""\\\b""#), ("\\\"", r#""\\\"""#)];
+        for (raw, printed) in cases {
+            assert_eq!(quote(raw), printed, "{}", raw);
+            let toks = crate::conf::lexer::tokenize(0, printed).unwrap();
+            assert_eq!(toks[0].0, crate::conf::lexer::Tok::Str(raw.to_string()), "{}", printed);
+        }
         let l = list(vec![(None, ValKind::Int(1)), (Some("k"), ValKind::Bool(false))]);
         assert_eq!(l.to_conf(), "( 1, \"k\" => \"disable\" )");
         assert_eq!(list(vec![]).to_conf(), "( )");

@@ -149,6 +149,9 @@ pub fn write_101(up: &Upgrade, server_tag: Option<&str>, out: &mut Vec<u8>) {
     if let Some(p) = &up.subprotocol {
         push_header(out, "Sec-WebSocket-Protocol", p);
     }
+    if let Some(x) = &up.extensions {
+        push_header(out, "Sec-WebSocket-Extensions", x);
+    }
     if let Some(tag) = server_tag.filter(|t| !t.is_empty()) {
         push_header(out, "Server", tag);
     }
@@ -191,6 +194,7 @@ mod tests {
             subprotocol: Some("chat".to_string()),
             subprotocol_index: Some(0),
             origin: None,
+            extensions: None,
         };
         let mut out = b"prefix".to_vec();
         write_101(&up, Some("wstund"), &mut out);
@@ -227,6 +231,7 @@ mod tests {
             subprotocol: None,
             subprotocol_index: None,
             origin: None,
+            extensions: None,
         };
         let mut out = Vec::new();
         write_101(&up, Some("evil\r\nSet-Cookie: a=b"), &mut out);

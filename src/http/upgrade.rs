@@ -36,6 +36,9 @@ pub struct Upgrade {
     /// The client's `Origin` (or `Sec-WebSocket-Origin`) header, whether or not a policy
     /// checked it; for logs and CGI variables.
     pub origin: Option<String>,
+    /// Value for `Sec-WebSocket-Extensions` in the 101 (set by the caller after it has
+    /// negotiated an extension such as permessage-deflate).
+    pub extensions: Option<String>,
 }
 
 /// Checks a request already routed to a tunnel path, in this order (first failure wins):
@@ -127,6 +130,7 @@ pub fn validate_upgrade(req: &Request, policy: &UpgradePolicy) -> Result<Upgrade
         subprotocol,
         subprotocol_index,
         origin: origin.map(str::to_string),
+        extensions: None,
     })
 }
 

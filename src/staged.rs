@@ -1,0 +1,391 @@
+//! Backend -> client when the bytes need more than a frame header: `line` and `framed`
+//! backend framing, the `base64` subprotocol, permessage-deflate, auto-fragmentation and
+//! masked server frames (a testing switch).
+//!
+//! Backend bytes are read into a staging buffer and turned into complete frames in the
+//! client's output buffer, piece by piece, only as far as the output has room; the rest
+//! waits in the stage and a full stage stops reading the backend. So memory stays at
+//! two bounded buffers whatever the backend sends, and a message longer than the buffers
+//! streams through as fragments instead of being held whole.
+//!
+//! The plain `stream` case does not come here: `outbound.rs` reads straight into the
+//! output buffer with no copy.
+
+use crate::base64;
+use crate::buffer::{Buf, BufPool};
+use crate::inbound::{Framing, RECORD_HEADER_LEN};
+use crate::ws::close;
+use crate::ws::deflate::{DeflateParams, Deflater, SYNC_TAIL};
+use crate::ws::frame::{write_header_rsv, OpCode, MAX_HEADER_LEN};
+use crate::ws::mask::apply_mask;
+use crate::ws::utf8::{complete_prefix, Utf8Validator};
+
+/// Output room a piece always leaves for control frames.
+const OUT_RESERVE: usize = 3 * (2 + 125);
+
+/// Below this much output room a long line waits instead of being cut into a tiny
+/// fragment.
+const FRAGMENT_MIN: usize = 4096;
+
+/// What the client must be told when the backend broke the rules.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendFault {
+    /// Close code for the client: 1001 when the backend exceeded a size limit (Kong
+    /// semantics: the sender is cut off, the peer sees "going away"), 1011 otherwise.
+    pub client_code: u16,
+    pub reason: String,
+}
+
+fn fault(code: u16, reason: impl Into<String>) -> BackendFault {
+    BackendFault { client_code: code, reason: reason.into() }
+}
+
+/// Per-route output settings.
+#[derive(Clone, Copy, Debug)]
+pub struct StageOpts {
+    pub framing: Framing,
+    /// Message type for `stream`/`line` output (text or binary).
+    pub opcode: OpCode,
+    pub base64: bool,
+    pub auto_fragment: usize,
+    pub mask_frames: bool,
+    /// 0 = unlimited; `line`/`framed` only.
+    pub max_message: u64,
+    pub validate_utf8: bool,
+}
+
+pub enum Convert {
+    /// Something was framed (or nothing is pending).
+    Progress,
+    /// Waiting for output room or for more input.
+    Blocked,
+    Fault(BackendFault),
+}
+
+#[derive(Clone, Copy)]
+enum Record {
+    Header,
+    Payload { remaining: u64, fin: bool },
+}
+
+pub struct Stage {
+    pub input: Buf,
+    opts: StageOpts,
+    deflater: Option<Deflater>,
+    min_compress: usize,
+    scratch: Vec<u8>,
+    zbuf: Vec<u8>,
+    record: Record,
+    /// Inside a message whose first frame has gone out (later frames are continuations).
+    msg_open: bool,
+    msg_opcode: OpCode,
+    msg_compressed: bool,
+    msg_len: u64,
+    utf8: Utf8Validator,
+    /// base64 input bytes held back so each piece encodes whole 3-byte groups.
+    b64_carry: [u8; 2],
+    b64_carry_len: usize,
+    mask_seed: u32,
+}
+
+impl Stage {
+    pub fn new(opts: StageOpts, deflate: Option<(&DeflateParams, u32, usize)>) -> Stage {
+        Stage {
+            input: Buf::new(),
+            opts,
+            deflater: deflate.map(|(p, level, _)| Deflater::new(p, level)),
+            min_compress: deflate.map(|d| d.2).unwrap_or(usize::MAX),
+            scratch: Vec::new(),
+            zbuf: Vec::new(),
+            record: Record::Header,
+            msg_open: false,
+            msg_opcode: opts.opcode,
+            msg_compressed: false,
+            msg_len: 0,
+            utf8: Utf8Validator::default(),
+            b64_carry: [0; 2],
+            b64_carry_len: 0,
+            mask_seed: 0x9e37_79b9,
+        }
+    }
+
+    pub fn has_pending(&self) -> bool {
+        !self.input.is_empty()
+    }
+
+    /// Room to read backend bytes into (empty when the stage is full).
+    pub fn read_room(&mut self, pool: &mut BufPool) -> &mut [u8] {
+        self.input.ensure(pool);
+        if self.input.tail_room() == 0 && self.input.start > 0 {
+            self.input.compact();
+        }
+        let e = self.input.end;
+        &mut self.input.raw_mut()[e..]
+    }
+
+    pub fn release(&mut self, pool: &mut BufPool) {
+        self.input.release(pool);
+    }
+
+    /// Frames as much staged input as `out` has room for.
+    pub fn convert(&mut self, out: &mut Buf, pool: &mut BufPool, at_eof: bool) -> Convert {
+        let mut progressed = false;
+        loop {
+            if self.input.is_empty() {
+                self.input.release_if_empty(pool);
+                if at_eof {
+                    return self.finish_at_eof(out, pool);
+                }
+                return if progressed { Convert::Progress } else { Convert::Blocked };
+            }
+            out.ensure(pool);
+            let budget = self.piece_budget(out);
+            if budget == 0 {
+                return if progressed { Convert::Progress } else { Convert::Blocked };
+            }
+            let r = match self.opts.framing {
+                Framing::Stream => self.stream_piece(out, budget, at_eof),
+                Framing::Line => self.line_piece(out, budget, at_eof),
+                Framing::Framed => self.framed_piece(out, budget),
+            };
+            match r {
+                Ok(true) => progressed = true,
+                Ok(false) => return if progressed { Convert::Progress } else { Convert::Blocked },
+                Err(f) => return Convert::Fault(f),
+            }
+        }
+    }
+
+    /// Largest input piece whose frames surely fit in `out`'s free room.
+    fn piece_budget(&self, out: &mut Buf) -> usize {
+        if out.tail_room() < out.raw().len() / 2 && out.start > 0 {
+            out.compact();
+        }
+        let room = out.tail_room().saturating_sub(OUT_RESERVE + 2 * MAX_HEADER_LEN + 64);
+        let frag = self.opts.auto_fragment;
+        // Per output byte: 4/3 for base64, plus a header per fragment.
+        let mut n = if self.opts.base64 { room / 4 * 3 } else { room };
+        if self.deflater.is_some() {
+            n = n.saturating_sub(n / 1000 + 64);
+        }
+        if frag > 0 {
+            n = n * frag / (frag + MAX_HEADER_LEN);
+        }
+        n
+    }
+
+    fn stream_piece(&mut self, out: &mut Buf, budget: usize, at_eof: bool) -> Result<bool, BackendFault> {
+        let data = self.input.data();
+        let mut n = data.len().min(budget);
+        if self.opts.opcode == OpCode::Text && !self.opts.base64 {
+            n = complete_prefix(&data[..n]).map_err(|_| fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 while frame-type is text"))?;
+            if n == 0 {
+                if at_eof && data.len() <= budget {
+                    return Err(fault(close::INTERNAL_ERROR, "backend output ended inside a UTF-8 sequence"));
+                }
+                // An incomplete sequence: wait for the rest (or for room, if the budget cut it).
+                return Ok(false);
+            }
+        }
+        self.begin_message(self.opts.opcode, n);
+        self.piece(out, n, n, true);
+        Ok(true)
+    }
+
+    fn line_piece(&mut self, out: &mut Buf, budget: usize, at_eof: bool) -> Result<bool, BackendFault> {
+        let data = self.input.data();
+        let stage_full = self.input.tail_room() == 0 && self.input.start == 0;
+        let (piece, skip, last) = match data.iter().position(|&b| b == b'\n') {
+            Some(i) if i < budget => {
+                let body = if i > 0 && data[i - 1] == b'\r' { i - 1 } else { i };
+                (body, i + 1, true)
+            }
+            // A line longer than the output room: fragments once the room is worth it.
+            Some(_) if budget >= FRAGMENT_MIN => (budget, budget, false),
+            Some(_) => return Ok(false),
+            None if at_eof && data.len() <= budget => (data.len(), data.len(), true),
+            // No end in a full stage: the line streams out as fragments.
+            None if stage_full || at_eof => (data.len().min(budget), data.len().min(budget), false),
+            None => return Ok(false),
+        };
+        if !self.msg_open {
+            self.begin_message(self.opts.opcode, piece);
+        }
+        self.check_len(piece as u64)?;
+        self.check_text(piece, last)?;
+        self.piece(out, piece, skip, last);
+        Ok(true)
+    }
+
+    fn framed_piece(&mut self, out: &mut Buf, budget: usize) -> Result<bool, BackendFault> {
+        match self.record {
+            Record::Header => {
+                let data = self.input.data();
+                if data.len() < RECORD_HEADER_LEN {
+                    return Ok(false);
+                }
+                let fin = data[0] & 0x80 != 0;
+                let op = data[0] & 0x7f;
+                let len = u64::from(u32::from_be_bytes([data[1], data[2], data[3], data[4]]));
+                let opcode = match (op, self.msg_open) {
+                    (0, true) => OpCode::Continuation,
+                    (1, false) => OpCode::Text,
+                    (2, false) => OpCode::Binary,
+                    (0, false) => return Err(fault(close::INTERNAL_ERROR, "framed backend: continuation record outside a message")),
+                    (1 | 2, true) => return Err(fault(close::INTERNAL_ERROR, "framed backend: new message before the previous one ended")),
+                    _ => return Err(fault(close::INTERNAL_ERROR, format!("framed backend: invalid record type {op:#x}"))),
+                };
+                self.input.consume(RECORD_HEADER_LEN);
+                if opcode != OpCode::Continuation {
+                    self.begin_message(opcode, if fin { len as usize } else { usize::MAX });
+                }
+                self.check_len(len)?;
+                self.record = Record::Payload { remaining: len, fin };
+                if len == 0 {
+                    // An empty fragment is still a frame: it may open the message.
+                    self.record = Record::Header;
+                    self.piece(out, 0, 0, fin);
+                }
+                Ok(true)
+            }
+            Record::Payload { remaining, fin } => {
+                let avail = self.input.len().min(budget) as u64;
+                let n = remaining.min(avail) as usize;
+                if n == 0 {
+                    return Ok(false);
+                }
+                let left = remaining - n as u64;
+                let last = fin && left == 0;
+                self.check_text(n, last)?;
+                self.piece(out, n, n, last);
+                self.record = if left == 0 { Record::Header } else { Record::Payload { remaining: left, fin } };
+                Ok(true)
+            }
+        }
+    }
+
+    fn begin_message(&mut self, opcode: OpCode, len_hint: usize) {
+        self.msg_opcode = opcode;
+        self.msg_len = 0;
+        self.msg_compressed = self.deflater.is_some() && len_hint >= self.min_compress;
+        self.utf8.reset();
+    }
+
+    fn check_len(&mut self, n: u64) -> Result<(), BackendFault> {
+        self.msg_len += n;
+        if self.opts.max_message > 0 && self.msg_len > self.opts.max_message {
+            return Err(fault(close::GOING_AWAY, "backend message exceeds max-backend-message-size"));
+        }
+        Ok(())
+    }
+
+    /// line/framed text messages are checked as a stream per message (fragments may
+    /// split a UTF-8 sequence; the message as a whole must be valid).
+    fn check_text(&mut self, n: usize, last: bool) -> Result<(), BackendFault> {
+        if self.msg_opcode != OpCode::Text || self.opts.base64 || !self.opts.validate_utf8 {
+            return Ok(());
+        }
+        let bad = self.utf8.feed(&self.input.data()[..n]).is_err() || (last && self.utf8.finish().is_err());
+        if bad {
+            return Err(fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 in a text message"));
+        }
+        Ok(())
+    }
+
+    /// Frames `n` staged bytes (then drops `skip` >= n of them) as part of the current
+    /// message; `last` ends the message.
+    fn piece(&mut self, out: &mut Buf, n: usize, skip: usize, last: bool) {
+        let opcode = if self.opts.base64 { OpCode::Text } else { self.msg_opcode };
+        let first = !self.msg_open;
+        // Transform into the scratch buffer when needed.
+        let transformed = self.opts.base64 || self.msg_compressed;
+        if transformed {
+            self.scratch.clear();
+            let input = &self.input.data()[..n];
+            if self.opts.base64 {
+                let mut src: Vec<u8> = Vec::with_capacity(self.b64_carry_len + n);
+                src.extend_from_slice(&self.b64_carry[..self.b64_carry_len]);
+                src.extend_from_slice(input);
+                let whole = if last { src.len() } else { src.len() / 3 * 3 };
+                self.b64_carry_len = src.len() - whole;
+                self.b64_carry[..self.b64_carry_len].copy_from_slice(&src[whole..]);
+                self.scratch.resize(base64::encoded_len(whole), 0);
+                let w = base64::encode(&src[..whole], &mut self.scratch);
+                self.scratch.truncate(w);
+            } else {
+                self.scratch.extend_from_slice(input);
+            }
+            if self.msg_compressed {
+                self.zbuf.clear();
+                self.zbuf.resize(Deflater::bound(self.scratch.len()), 0);
+                let mut m = self.deflater.as_mut().and_then(|d| d.deflate(&self.scratch, &mut self.zbuf)).unwrap_or(0);
+                if last {
+                    if m >= 4 && self.zbuf[m - 4..m] == SYNC_TAIL {
+                        m -= 4;
+                    }
+                    if let Some(d) = self.deflater.as_mut() {
+                        d.end_message();
+                    }
+                }
+                self.zbuf.truncate(m);
+                std::mem::swap(&mut self.scratch, &mut self.zbuf);
+            }
+        }
+        let rsv = if first && self.msg_compressed { 0b100 } else { 0 };
+        let payload_len = if transformed { self.scratch.len() } else { n };
+        let frag = if self.opts.auto_fragment > 0 { self.opts.auto_fragment } else { usize::MAX };
+        let mut off = 0;
+        let mut frame_first = true;
+        loop {
+            let take = (payload_len - off).min(frag);
+            let is_last_frame = off + take == payload_len;
+            let op = if first && frame_first { opcode } else { OpCode::Continuation };
+            let bits = if frame_first { rsv } else { 0 };
+            let mask = self.opts.mask_frames.then(|| self.next_mask());
+            let end = out.end;
+            let data = out.raw_mut();
+            let hl = write_header_rsv(&mut data[end..], last && is_last_frame, bits, op, take as u64, mask);
+            let dst = end + hl;
+            if transformed {
+                data[dst..dst + take].copy_from_slice(&self.scratch[off..off + take]);
+            } else {
+                let s = self.input.start + off;
+                let src = &self.input.raw()[s..s + take];
+                data[dst..dst + take].copy_from_slice(src);
+            }
+            if let Some(m) = mask {
+                apply_mask(&mut data[dst..dst + take], m, 0);
+            }
+            out.end = dst + take;
+            off += take;
+            frame_first = false;
+            if is_last_frame {
+                break;
+            }
+        }
+        self.input.consume(skip);
+        self.msg_open = !last;
+    }
+
+    fn finish_at_eof(&mut self, out: &mut Buf, _pool: &mut BufPool) -> Convert {
+        match (self.opts.framing, self.record, self.msg_open) {
+            (Framing::Framed, Record::Payload { .. }, _) | (Framing::Framed, _, true) => {
+                Convert::Fault(fault(close::INTERNAL_ERROR, "framed backend ended inside a message"))
+            }
+            (Framing::Line, _, true) => {
+                // An unterminated last line that was already partly sent: end it.
+                self.piece(out, 0, 0, true);
+                Convert::Progress
+            }
+            _ => Convert::Blocked,
+        }
+    }
+
+    /// Masks for the `mask-server-frames` testing switch: varied, not secret.
+    fn next_mask(&mut self) -> [u8; 4] {
+        self.mask_seed ^= self.mask_seed << 13;
+        self.mask_seed ^= self.mask_seed >> 17;
+        self.mask_seed ^= self.mask_seed << 5;
+        self.mask_seed.to_be_bytes()
+    }
+}

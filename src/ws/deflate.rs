@@ -1,0 +1,297 @@
+//! permessage-deflate (RFC 7692): negotiation and per-message (de)compression.
+//!
+//! Both directions are streaming with bounded output: the caller hands in whatever
+//! input it has and a slice of free room, and gets back how much was consumed and
+//! produced. So a compressed message never needs a whole-message buffer, and the
+//! decompressed size can be checked against `wstunnel.max-message-size` as it grows —
+//! a decompression bomb is stopped at the limit, not after it has filled memory.
+
+use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
+
+/// The tail every sync-flushed message ends with; removed on the wire (RFC 7692 7.2.1).
+pub const SYNC_TAIL: [u8; 4] = [0x00, 0x00, 0xff, 0xff];
+
+/// What was agreed with the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DeflateParams {
+    pub server_no_context_takeover: bool,
+    pub client_no_context_takeover: bool,
+    /// LZ77 window for what wstund compresses (9..=15).
+    pub server_max_window_bits: u8,
+    /// Set when the client asked for `server_max_window_bits` explicitly (echoed back).
+    pub server_bits_requested: bool,
+}
+
+/// Picks the first acceptable offer from `Sec-WebSocket-Extensions` header values and
+/// returns the agreed parameters and the response header value. Offers with unknown
+/// or malformed parameters are skipped, as RFC 7692 5 requires.
+pub fn negotiate<'a>(headers: impl Iterator<Item = &'a str>) -> Option<(DeflateParams, String)> {
+    for header in headers {
+        for offer in header.split(',') {
+            if let Some(p) = parse_offer(offer) {
+                return Some((p, response_for(&p)));
+            }
+        }
+    }
+    None
+}
+
+fn parse_offer(offer: &str) -> Option<DeflateParams> {
+    let mut parts = offer.split(';').map(str::trim);
+    if !parts.next()?.eq_ignore_ascii_case("permessage-deflate") {
+        return None;
+    }
+    let mut p = DeflateParams {
+        server_no_context_takeover: false,
+        client_no_context_takeover: false,
+        server_max_window_bits: 15,
+        server_bits_requested: false,
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    for param in parts {
+        if param.is_empty() {
+            return None;
+        }
+        let (name, value) = match param.split_once('=') {
+            Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
+            None => (param, None),
+        };
+        if seen.iter().any(|s| s.eq_ignore_ascii_case(name)) {
+            return None;
+        }
+        seen.push(name);
+        match (name.to_ascii_lowercase().as_str(), value) {
+            ("server_no_context_takeover", None) => p.server_no_context_takeover = true,
+            ("client_no_context_takeover", None) => p.client_no_context_takeover = true,
+            ("server_max_window_bits", Some(v)) => {
+                let bits = window_bits(v)?;
+                // zlib cannot compress raw deflate with a 256-byte window: decline
+                // rather than use a larger window than the client allows.
+                if bits < 9 {
+                    return None;
+                }
+                p.server_max_window_bits = bits;
+                p.server_bits_requested = true;
+            }
+            // The client announces it can limit its window; decompressing with the
+            // full 32 KiB window accepts any smaller one, so no answer is needed.
+            ("client_max_window_bits", None) => {}
+            ("client_max_window_bits", Some(v)) => {
+                window_bits(v)?;
+            }
+            _ => return None,
+        }
+    }
+    Some(p)
+}
+
+fn window_bits(v: &str) -> Option<u8> {
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit()) || v.len() > 2 {
+        return None;
+    }
+    let n: u8 = v.parse().ok()?;
+    (8..=15).contains(&n).then_some(n)
+}
+
+fn response_for(p: &DeflateParams) -> String {
+    let mut s = String::from("permessage-deflate");
+    if p.server_no_context_takeover {
+        s.push_str("; server_no_context_takeover");
+    }
+    if p.client_no_context_takeover {
+        s.push_str("; client_no_context_takeover");
+    }
+    if p.server_bits_requested {
+        s.push_str(&format!("; server_max_window_bits={}", p.server_max_window_bits));
+    }
+    s
+}
+
+/// Why a compressed message could not be inflated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InflateError(pub String);
+
+impl std::fmt::Display for InflateError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "invalid deflate data: {}", self.0)
+    }
+}
+
+impl std::error::Error for InflateError {}
+
+/// Inflates client messages.
+pub struct Inflater {
+    z: Decompress,
+    reset_each_message: bool,
+}
+
+impl Inflater {
+    pub fn new(p: &DeflateParams) -> Inflater {
+        Inflater { z: Decompress::new_with_window_bits(false, 15), reset_each_message: p.client_no_context_takeover }
+    }
+
+    /// Inflates from `input` into `out`; returns (consumed, produced). Stops early when
+    /// `out` is full: call again with the rest once there is room.
+    pub fn inflate(&mut self, input: &[u8], out: &mut [u8]) -> Result<(usize, usize), InflateError> {
+        let (i0, o0) = (self.z.total_in(), self.z.total_out());
+        match self.z.decompress(input, out, FlushDecompress::Sync) {
+            Ok(Status::Ok) | Ok(Status::BufError) | Ok(Status::StreamEnd) => {}
+            Err(e) => return Err(InflateError(e.to_string())),
+        }
+        Ok(((self.z.total_in() - i0) as usize, (self.z.total_out() - o0) as usize))
+    }
+
+    /// After the last byte of a message (including `SYNC_TAIL`) has been consumed.
+    pub fn end_message(&mut self) {
+        if self.reset_each_message {
+            self.z.reset(false);
+        }
+    }
+}
+
+/// Deflates messages for the client.
+pub struct Deflater {
+    z: Compress,
+    reset_each_message: bool,
+}
+
+impl Deflater {
+    pub fn new(p: &DeflateParams, level: u32) -> Deflater {
+        Deflater {
+            z: Compress::new_with_window_bits(Compression::new(level.min(9)), false, p.server_max_window_bits),
+            reset_each_message: p.server_no_context_takeover,
+        }
+    }
+
+    /// Compresses all of `input` into `out` with a sync flush, so the output is a
+    /// complete fragment the client can inflate at once. Returns the bytes produced, or
+    /// None when `out` was too small (the caller reserves `bound(input.len())`).
+    /// Empty input produces nothing (zlib has nothing to flush): an empty final
+    /// fragment is sent as an empty frame, which the client completes with SYNC_TAIL.
+    pub fn deflate(&mut self, input: &[u8], out: &mut [u8]) -> Option<usize> {
+        if input.is_empty() {
+            return Some(0);
+        }
+        let (i0, o0) = (self.z.total_in(), self.z.total_out());
+        let st = self.z.compress(input, out, FlushCompress::Sync).ok()?;
+        let consumed = (self.z.total_in() - i0) as usize;
+        let produced = (self.z.total_out() - o0) as usize;
+        // A full output slice may hide pending bytes; BufError only means "no progress
+        // possible", which for an empty message after its flush is fine.
+        if consumed < input.len() || produced == out.len() || (st == Status::BufError && produced == 0) {
+            return None;
+        }
+        Some(produced)
+    }
+
+    /// Room that always suffices for `n` input bytes plus the sync flush.
+    pub fn bound(n: usize) -> usize {
+        n + n / 1000 + 64
+    }
+
+    pub fn end_message(&mut self) {
+        if self.reset_each_message {
+            self.z.reset();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn neg(h: &str) -> Option<(DeflateParams, String)> {
+        negotiate(std::iter::once(h))
+    }
+
+    #[test]
+    fn negotiation_table() {
+        assert_eq!(neg("permessage-deflate").unwrap().1, "permessage-deflate");
+        assert_eq!(
+            neg("permessage-deflate; client_max_window_bits").unwrap().1,
+            "permessage-deflate"
+        );
+        let (p, r) = neg("permessage-deflate; server_no_context_takeover; client_no_context_takeover").unwrap();
+        assert!(p.server_no_context_takeover && p.client_no_context_takeover);
+        assert_eq!(r, "permessage-deflate; server_no_context_takeover; client_no_context_takeover");
+        let (p, r) = neg("permessage-deflate; server_max_window_bits=10").unwrap();
+        assert_eq!(p.server_max_window_bits, 10);
+        assert_eq!(r, "permessage-deflate; server_max_window_bits=10");
+        // Unacceptable first offer, acceptable fallback.
+        let (p, _) = neg("permessage-deflate; server_max_window_bits=8, permessage-deflate").unwrap();
+        assert_eq!(p.server_max_window_bits, 15);
+        for bad in [
+            "x-webkit-deflate-frame",
+            "permessage-deflate; foo",
+            "permessage-deflate; server_max_window_bits",
+            "permessage-deflate; server_max_window_bits=16",
+            "permessage-deflate; server_max_window_bits=07x",
+            "permessage-deflate; client_max_window_bits=7",
+            "permessage-deflate; server_no_context_takeover; server_no_context_takeover",
+            "permessage-deflate; server_no_context_takeover=1",
+        ] {
+            assert!(neg(bad).is_none(), "{bad} must be declined");
+        }
+    }
+
+    #[test]
+    fn round_trip_with_and_without_context_takeover() {
+        for takeover in [false, true] {
+            let p = DeflateParams {
+                server_no_context_takeover: !takeover,
+                client_no_context_takeover: !takeover,
+                server_max_window_bits: 11,
+                server_bits_requested: true,
+            };
+            let mut d = Deflater::new(&p, 6);
+            // The client side inflates what the server deflates: same format.
+            let mut i = Inflater::new(&DeflateParams { client_no_context_takeover: !takeover, ..p });
+            for msg in [&b"hello hello hello"[..], &[7u8; 5000], b"hello hello hello"] {
+                let mut c = vec![0u8; Deflater::bound(msg.len())];
+                let n = d.deflate(msg, &mut c).unwrap();
+                assert_eq!(&c[n - 4..n], &SYNC_TAIL);
+                d.end_message();
+                let mut wire = c[..n - 4].to_vec();
+                wire.extend_from_slice(&SYNC_TAIL);
+                let mut out = vec![0u8; 10_000];
+                let (used, made) = i.inflate(&wire, &mut out).unwrap();
+                assert_eq!(used, wire.len());
+                assert_eq!(&out[..made], msg);
+                i.end_message();
+            }
+        }
+    }
+
+    #[test]
+    fn bounded_output_stops_a_bomb_early() {
+        let p = DeflateParams {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            server_bits_requested: false,
+        };
+        let mut d = Deflater::new(&p, 9);
+        let big = vec![0u8; 1 << 20];
+        let mut c = vec![0u8; Deflater::bound(big.len())];
+        let n = d.deflate(&big, &mut c).unwrap();
+        assert!(n < 5000, "zeros compress well ({n})");
+        let mut i = Inflater::new(&p);
+        let mut out = [0u8; 4096];
+        let (used, made) = i.inflate(&c[..n], &mut out).unwrap();
+        assert_eq!(made, out.len(), "output is capped by the room given");
+        assert!(used < n);
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        let p = DeflateParams {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            server_bits_requested: false,
+        };
+        let mut i = Inflater::new(&p);
+        let mut out = [0u8; 64];
+        assert!(i.inflate(&[0xff, 0xff, 0xff, 0xff, 0xff], &mut out).is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Corpus tests: every configuration we ship or promise to read loads, and
+//! `print_config` output loads back to an equal configuration.
+
+use std::path::{Path, PathBuf};
+
+use wstund::conf::{load_file, load_str, print_config, BackendAddr, Loaded, RequestFacts};
+
+fn conf_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for e in entries.flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(conf_files(&p));
+        } else if p.extension().is_some_and(|x| x == "conf") {
+            out.push(p);
+        }
+    }
+    out.sort();
+    out
+}
+
+fn manifest(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Loads `path`, prints it, loads the print and requires equality.
+fn load_and_round_trip(path: &Path) -> Loaded {
+    let loaded = load_file(path).unwrap_or_else(|e| panic!("{}", e));
+    let printed = print_config(&loaded.config);
+    let name = format!("{} (printed)", path.display());
+    let again = load_str(&name, &printed).unwrap_or_else(|e| panic!("{}\n--- printed ---\n{}", e, printed));
+    assert_eq!(loaded.config, again.config, "{} does not survive print + load:\n{}", path.display(), printed);
+    assert_eq!(print_config(&again.config), printed, "printing is not stable for {}", path.display());
+    loaded
+}
+
+fn req(path: &str, host: Option<&str>) -> RequestFacts<'static> {
+    let path: &'static str = Box::leak(path.to_string().into_boxed_str());
+    let host: Option<&'static str> = host.map(|h| &*Box::leak(h.to_string().into_boxed_str()));
+    RequestFacts { url_path: path, query: "", host, method: "GET", scheme: "http", remote_ip: None, headers: &[], server_socket: "0.0.0.0:8080" }
+}
+
+#[test]
+fn mod_wstunnel_examples() {
+    let files = conf_files(&manifest("tests/data/conf"));
+    assert!(files.len() >= 4, "missing examples: {:?}", files);
+    for f in &files {
+        load_and_round_trip(f);
+    }
+
+    let basic = load_file(&manifest("tests/data/conf/wstunnel-basic.conf")).unwrap().config;
+    let ws = basic.resolve(&req("/websocket/x", None));
+    let route = ws.servers.find("/websocket/x").expect("the \"\" key matches every path");
+    assert_eq!(route.backends[0].addr, BackendAddr::Tcp { host: "127.0.0.1".into(), port: 8081 });
+    assert!(basic.resolve(&req("/other", None)).servers.find("/other").is_none());
+
+    let vhosts = load_file(&manifest("tests/data/conf/wstunnel-vhosts.conf")).unwrap().config;
+    let listeners: Vec<String> = vhosts.listeners().iter().map(|l| l.to_string()).collect();
+    assert_eq!(listeners, vec!["0.0.0.0:8080", "0.0.0.0:8443"]);
+    let app = vhosts.resolve(&req("/", Some("billing.apps.example.org")));
+    assert_eq!(app.servers.find("/").unwrap().backends[0].addr.to_string(), "unix:/tmp/billing.sock");
+    let other = vhosts.resolve(&req("/echo", Some("x.example.net")));
+    assert!(other.servers.find("/echo").unwrap().backends[0].bin_path.as_deref() == Some("/bin/cat"));
+}
+
+#[test]
+fn repository_conf_directory() {
+    let files = conf_files(&manifest("conf"));
+    assert!(!files.is_empty(), "conf/ has no *.conf files");
+    for f in &files {
+        let l = load_and_round_trip(f);
+        if f.ends_with("examples/lighttpd-compat.conf") {
+            assert!(l.warnings.iter().any(|w| w == "ignored: server.document-root (module mod_staticfile not implemented)"), "{:?}", l.warnings);
+            assert!(l.warnings.iter().any(|w| w == "ignored: mod_accesslog in server.modules (module not implemented)"), "{:?}", l.warnings);
+        }
+    }
+}
+
+/// Debian's lighttpd configuration (CI copies /etc/lighttpd/lighttpd.conf and
+/// conf-available/*.conf into tests/data/lighttpd/). Required when
+/// WSTUND_REQUIRE_LIGHTTPD_CORPUS=1, skipped when absent otherwise.
+#[test]
+fn debian_lighttpd_corpus() {
+    let required = std::env::var("WSTUND_REQUIRE_LIGHTTPD_CORPUS").is_ok_and(|v| v == "1");
+    let files = conf_files(&manifest("tests/data/lighttpd"));
+    if files.is_empty() {
+        assert!(!required, "WSTUND_REQUIRE_LIGHTTPD_CORPUS=1 but tests/data/lighttpd/ has no *.conf files");
+        eprintln!("skipping: tests/data/lighttpd/ is empty (set WSTUND_REQUIRE_LIGHTTPD_CORPUS=1 to require it)");
+        return;
+    }
+    if required {
+        assert!(files.iter().any(|f| f.ends_with("lighttpd.conf")), "lighttpd.conf missing from {:?}", files);
+    }
+    for f in &files {
+        let l = load_and_round_trip(f);
+        if f.ends_with("lighttpd.conf") {
+            assert!(l.warnings.iter().any(|w| w.starts_with("ignored: server.document-root")), "{:?}", l.warnings);
+        }
+    }
+}
