@@ -22,9 +22,10 @@ use log::{debug, info, warn};
 use nix::sys::wait::WaitStatus;
 
 use crate::backend::{describe, BackendStream};
+use crate::client::ClientStream;
 use crate::conf::{BackendMode, BackendSpec};
 use crate::conn::{Conn, Ctx, Phase, Side};
-use crate::exec::{self, describe_status, CgiRequest, LineSplitter, Program, DEFAULT_PASS_ENV};
+use crate::exec::{self, describe_status, CgiRequest, ChildPipes, LineSplitter, Program, DEFAULT_PASS_ENV};
 use crate::pool::ProcRef;
 use crate::token::{conn_token, Endpoint};
 use crate::ws::close;
@@ -133,7 +134,10 @@ impl Conn {
     }
 
     fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Attach {
-        let local = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
+        let local = match &self.client {
+            ClientStream::Tcp(s) => s.local_addr().ok(),
+            _ => None,
+        };
         let Some(t) = self.tunnel.as_mut() else { return Attach::Failed(502) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
@@ -199,13 +203,17 @@ impl Conn {
             ctx.procs.release(l.r, ctx.now);
         }
         if let Some(mut c) = self.child.take() {
-            let id = self.id;
-            let pid = c.pid;
-            c.err_lines.finish(|l| info!("[c{id}] stderr({pid}): {l}"));
-            let pipes = match stream {
+            let (id, pid) = (self.id, c.pid);
+            let mut pipes = match stream {
                 Some(BackendStream::Child(p)) => Some(p),
                 _ => None,
             };
+            // What it wrote to stderr before now (often its last words, racing its exit)
+            // is logged under this connection.
+            if let Some(p) = pipes.as_mut() {
+                drain_stderr(p, &mut c.err_lines, id, pid);
+            }
+            c.err_lines.finish(|l| info!("[c{id}] stderr({pid}): {l}"));
             ctx.procs.progs.retire(pid, c.exit.is_some(), pipes, id, c.close_timeout, ctx.now);
         }
     }
@@ -290,23 +298,23 @@ impl Conn {
     /// The program's stderr is readable: log it line by line with the connection id.
     pub(crate) fn read_child_stderr(&mut self, ctx: &mut Ctx) {
         let (Some(BackendStream::Child(p)), Some(c)) = (self.backend.as_mut(), self.child.as_mut()) else { return };
-        let (id, pid) = (self.id, c.pid);
-        let mut buf = [0u8; 2048];
-        loop {
-            match p.read_stderr(&mut buf) {
-                Ok(0) => {
-                    c.err_lines.finish(|l| info!("[c{id}] stderr({pid}): {l}"));
-                    p.close_stderr(ctx.registry);
-                    return;
-                }
-                Ok(n) => c.err_lines.feed(&buf[..n], |l| info!("[c{id}] stderr({pid}): {l}")),
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    p.close_stderr(ctx.registry);
-                    return;
-                }
-            }
+        if !drain_stderr(p, &mut c.err_lines, self.id, c.pid) {
+            c.err_lines.finish(|l| info!("[c{}] stderr({}): {l}", self.id, c.pid));
+            p.close_stderr(ctx.registry);
+        }
+    }
+}
+
+/// Logs what can be read from a program's stderr now; false once it is closed.
+fn drain_stderr(p: &mut ChildPipes, lines: &mut LineSplitter, id: u64, pid: i32) -> bool {
+    let mut buf = [0u8; 2048];
+    loop {
+        match p.read_stderr(&mut buf) {
+            Ok(0) => return false,
+            Ok(n) => lines.feed(&buf[..n], |l| info!("[c{id}] stderr({pid}): {l}")),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return false,
         }
     }
 }

@@ -129,8 +129,8 @@ pub struct CgiRequest<'a> {
     /// The `wstunnel.server` key that matched.
     pub route_key: &'a str,
     pub peer: Option<SocketAddr>,
-    /// The listener's name ("127.0.0.1:8080" or a unix socket path).
-    pub local: &'a str,
+    /// The connection's local address (None on a unix-socket listener).
+    pub local: Option<SocketAddr>,
     pub tls: bool,
 }
 
@@ -153,9 +153,9 @@ pub fn stdio_env(req: &CgiRequest, inherited: Vec<(String, String)>, bin_env: &[
     let mut env = inherited;
     let (script, info) = script_split(req.route_key, req.path);
     let host = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.as_str());
-    let (local_ip, local_port) = match req.local.parse::<SocketAddr>() {
-        Ok(sa) => (sa.ip().to_string(), sa.port().to_string()),
-        Err(_) => (String::new(), String::new()),
+    let (local_ip, local_port) = match req.local {
+        Some(sa) => (sa.ip().to_string(), sa.port().to_string()),
+        None => (String::new(), String::new()),
     };
     let server_name = host.map(strip_port).filter(|h| !h.is_empty()).map(str::to_string).unwrap_or(local_ip);
     let vars: [(&str, String); 13] = [
@@ -490,7 +490,7 @@ mod tests {
             headers: &headers,
             route_key: "/ws/",
             peer: Some("10.1.2.3:4567".parse().unwrap()),
-            local: "127.0.0.1:8080",
+            local: Some("127.0.0.1:8080".parse().unwrap()),
             tls: false,
         };
         let inherited = vec![("PATH".to_string(), "/bin".to_string()), ("QUERY_STRING".into(), "stale".into())];
@@ -528,7 +528,7 @@ mod tests {
         assert_eq!(dedup.len(), names.len(), "no duplicate names: {names:?}");
 
         let no_host = vec![];
-        let tls = CgiRequest { headers: &no_host, tls: true, peer: None, local: "/run/ws.sock", ..req };
+        let tls = CgiRequest { headers: &no_host, tls: true, peer: None, local: None, ..req };
         let env = stdio_env(&tls, Vec::new(), &[]);
         assert_eq!(get(&env, "HTTPS"), Some("on"));
         assert_eq!(get(&env, "SERVER_NAME"), Some(""));
