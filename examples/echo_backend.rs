@@ -76,7 +76,10 @@ impl Stream {
     fn abort_on_close(&self) {
         if let Stream::Tcp(s) = self {
             use std::os::fd::AsRawFd;
-            let lg = libc::linger { l_onoff: 1, l_linger: 0 };
+            let lg = libc::linger {
+                l_onoff: 1,
+                l_linger: 0,
+            };
             // SAFETY: setsockopt on a live fd with a pointer to a correctly sized struct.
             unsafe {
                 libc::setsockopt(
@@ -130,7 +133,9 @@ fn main() {
     raise_nofile();
     let first = bind_reuseport(listen).unwrap_or_else(|e| die(&format!("bind {listen}: {e}")));
     // A port-0 listen address resolves on the first bind; the others must join that port.
-    let addr = first.local_addr().unwrap_or_else(|e| die(&format!("local_addr: {e}")));
+    let addr = first
+        .local_addr()
+        .unwrap_or_else(|e| die(&format!("local_addr: {e}")));
     let mut listeners = vec![first];
     for _ in 1..threads.max(1) {
         listeners.push(bind_reuseport(addr).unwrap_or_else(|e| die(&format!("bind {addr}: {e}"))));
@@ -143,8 +148,14 @@ fn main() {
         None => None,
     };
     match &unix {
-        Some(p) => println!("echo_backend: listening on {addr} and {p} ({} thread(s))", listeners.len()),
-        None => println!("echo_backend: listening on {addr} ({} thread(s))", listeners.len()),
+        Some(p) => println!(
+            "echo_backend: listening on {addr} and {p} ({} thread(s))",
+            listeners.len()
+        ),
+        None => println!(
+            "echo_backend: listening on {addr} ({} thread(s))",
+            listeners.len()
+        ),
     }
     let _ = io::stdout().flush();
     let handles: Vec<_> = listeners
@@ -169,7 +180,10 @@ fn die(msg: &str) -> ! {
 fn raise_nofile() {
     // SAFETY: plain getrlimit/setrlimit on a stack struct.
     unsafe {
-        let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        let mut r = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut r) == 0 && r.rlim_cur < r.rlim_max {
             r.rlim_cur = r.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &r);
@@ -183,7 +197,11 @@ fn bind_reuseport(addr: SocketAddr) -> io::Result<TcpListener> {
     // SAFETY: standard socket/setsockopt/bind/listen sequence on a fresh fd we own; the fd is
     // closed on every error path and handed to TcpListener (which owns it) on success.
     unsafe {
-        let fd = libc::socket(fam, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0);
+        let fd = libc::socket(
+            fam,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        );
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -213,7 +231,11 @@ fn sockaddr(addr: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::soc
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
             sin.sin_addr.s_addr = u32::from_ne_bytes(a.ip().octets());
-            (libc::AF_INET, ss, std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t)
+            (
+                libc::AF_INET,
+                ss,
+                std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
         }
         SocketAddr::V6(a) => {
             // SAFETY: as above, for sockaddr_in6.
@@ -221,16 +243,22 @@ fn sockaddr(addr: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::soc
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_addr.s6_addr = a.ip().octets();
-            (libc::AF_INET6, ss, std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t)
+            (
+                libc::AF_INET6,
+                ss,
+                std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t,
+            )
         }
     }
 }
 
 fn run(mut listener: TcpListener, mut unix: Option<UnixListener>) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
+    poll.registry()
+        .register(&mut listener, LISTENER, Interest::READABLE)?;
     if let Some(u) = unix.as_mut() {
-        poll.registry().register(u, UNIX_LISTENER, Interest::READABLE)?;
+        poll.registry()
+            .register(u, UNIX_LISTENER, Interest::READABLE)?;
     }
     let mut events = Events::with_capacity(1024);
     let mut conns: Slab<Conn> = Slab::new();
@@ -238,7 +266,11 @@ fn run(mut listener: TcpListener, mut unix: Option<UnixListener>) -> io::Result<
     let mut again: Vec<usize> = Vec::new();
     let mut retry: Vec<usize> = Vec::new();
     loop {
-        let timeout = if again.is_empty() { None } else { Some(std::time::Duration::ZERO) };
+        let timeout = if again.is_empty() {
+            None
+        } else {
+            Some(std::time::Duration::ZERO)
+        };
         if let Err(e) = poll.poll(&mut events, timeout) {
             if e.kind() == ErrorKind::Interrupted {
                 continue;
@@ -248,20 +280,26 @@ fn run(mut listener: TcpListener, mut unix: Option<UnixListener>) -> io::Result<
         std::mem::swap(&mut again, &mut retry);
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                accept_all(&mut poll, &mut conns, || listener.accept().map(|(s, _)| {
-                    let _ = s.set_nodelay(true);
-                    Stream::Tcp(s)
-                }));
+                accept_all(&mut poll, &mut conns, || {
+                    listener.accept().map(|(s, _)| {
+                        let _ = s.set_nodelay(true);
+                        Stream::Tcp(s)
+                    })
+                });
                 continue;
             }
             if ev.token() == UNIX_LISTENER {
                 if let Some(u) = unix.as_mut() {
-                    accept_all(&mut poll, &mut conns, || u.accept().map(|(s, _)| Stream::Unix(s)));
+                    accept_all(&mut poll, &mut conns, || {
+                        u.accept().map(|(s, _)| Stream::Unix(s))
+                    });
                 }
                 continue;
             }
             let key = ev.token().0;
-            let Some(c) = conns.get_mut(key) else { continue };
+            let Some(c) = conns.get_mut(key) else {
+                continue;
+            };
             let hup = ev.is_read_closed() || ev.is_error();
             c.readable |= ev.is_readable() || hup;
             c.writable |= ev.is_writable() || ev.is_error();
@@ -275,7 +313,9 @@ fn run(mut listener: TcpListener, mut unix: Option<UnixListener>) -> io::Result<
             }
         }
         for key in retry.drain(..) {
-            let Some(c) = conns.get_mut(key) else { continue };
+            let Some(c) = conns.get_mut(key) else {
+                continue;
+            };
             match pump(c, &mut buf) {
                 Next::Idle => {}
                 Next::Again => again.push(key),
@@ -287,7 +327,11 @@ fn run(mut listener: TcpListener, mut unix: Option<UnixListener>) -> io::Result<
     }
 }
 
-fn accept_all(poll: &mut Poll, conns: &mut Slab<Conn>, mut accept: impl FnMut() -> io::Result<Stream>) {
+fn accept_all(
+    poll: &mut Poll,
+    conns: &mut Slab<Conn>,
+    mut accept: impl FnMut() -> io::Result<Stream>,
+) {
     loop {
         match accept() {
             Ok(mut sock) => {
@@ -299,7 +343,15 @@ fn accept_all(poll: &mut Poll, conns: &mut Slab<Conn>, mut accept: impl FnMut() 
                     Stream::Unix(s) => poll.registry().register(s, token, interest),
                 };
                 if reg.is_ok() {
-                    entry.insert(Conn { sock, pending: Vec::new(), pos: 0, readable: true, writable: true, rdhup: false, eof: false });
+                    entry.insert(Conn {
+                        sock,
+                        pending: Vec::new(),
+                        pos: 0,
+                        readable: true,
+                        writable: true,
+                        rdhup: false,
+                        eof: false,
+                    });
                 }
             }
             Err(e) if e.kind() == ErrorKind::WouldBlock => return,

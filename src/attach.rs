@@ -25,6 +25,8 @@ use crate::backend::{describe, BackendStream};
 use crate::client::ClientStream;
 use crate::conf::{BackendMode, BackendSpec};
 use crate::conn::{Conn, Ctx, Phase, Side};
+use crate::handshake::connect_failure;
+use crate::hosts::Failure;
 use crate::exec::{self, describe_status, CgiRequest, ChildPipes, LineSplitter, Program, DEFAULT_PASS_ENV};
 use crate::pool::ProcRef;
 use crate::token::{conn_token, Endpoint};
@@ -38,14 +40,12 @@ const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// `PF_EXITING` in /proc/PID/stat's flags: the process is past the point of no return.
 const PF_EXITING: u64 = 0x4;
 
-/// What trying one backend entry gave.
+/// What trying one backend entry gave, when it did not fail.
 pub enum Attach {
     /// A connect is in flight.
     Connecting,
     /// The backend is usable now (a started program): send the 101.
     Ready,
-    /// This entry cannot take the connection; the HTTP status if it was the last one.
-    Failed(u16),
 }
 
 /// The stdio program of a connection.
@@ -70,10 +70,18 @@ pub struct PoolLink {
 }
 
 impl Conn {
-    /// Tries one backend entry.
-    pub(crate) fn attach(&mut self, ctx: &mut Ctx, spec: &Arc<BackendSpec>) -> Attach {
+    /// Tries one backend entry (the host the balancer chose). A failure says whom to
+    /// blame: the host (refused, unreachable: it is disabled) or nobody (`Local`: a
+    /// program over max-procs or that could not start; `Tunnel::fail_status` then says
+    /// which HTTP answer the client gets if no other host takes it).
+    pub(crate) fn attach(&mut self, ctx: &mut Ctx, spec: &Arc<BackendSpec>) -> Result<Attach, Failure> {
         if spec.mode == BackendMode::Stdio {
-            return self.attach_program(ctx, spec);
+            return self.attach_program(ctx, spec).map_err(|status| {
+                if let Some(t) = self.tunnel.as_mut() {
+                    t.fail_status = status;
+                }
+                Failure::Local
+            });
         }
         let nodelay = self.tunnel.as_ref().is_some_and(|t| t.settings.tcp_nodelay);
         let (target, link) = match ctx.procs.pool_for(spec) {
@@ -81,14 +89,14 @@ impl Conn {
                 Some((r, t)) => (t, Some(PoolLink { r, pid: ctx.procs.pid_of(r), died: false })),
                 None => {
                     warn!("[c{}] pool {} has no running process", self.id, spec.addr);
-                    return Attach::Failed(503);
+                    return Err(Failure::Died);
                 }
             },
             None => match ctx.resolver.target(&spec.addr) {
                 Ok(t) => (t, None),
                 Err(e) => {
                     warn!("[c{}] {e}", self.id);
-                    return Attach::Failed(503);
+                    return Err(Failure::Died);
                 }
             },
         };
@@ -104,51 +112,53 @@ impl Conn {
                     if let Some(l) = self.pool.take() {
                         ctx.procs.release(l.r, ctx.now);
                     }
-                    return Attach::Failed(503);
+                    return Err(Failure::Local);
                 }
                 self.backend = Some(s);
                 self.backend_readable = false;
                 self.backend_writable = false;
-                Attach::Connecting
+                Ok(Attach::Connecting)
             }
             Err(e) => {
                 warn!("[c{}] backend {name} connect failed: {e}", self.id);
-                self.connect_failed(ctx);
-                Attach::Failed(503)
+                Err(connect_failure(&e))
             }
         }
     }
 
-    /// A connect failed (at once, later, or by timeout). A pool process is disabled and
-    /// the same entry is offered again so another process of the pool can take it.
-    pub(crate) fn connect_failed(&mut self, ctx: &mut Ctx) {
-        let Some(link) = self.pool.take() else { return };
+    /// A connect to a pool process failed (at once, later, or by timeout): that process
+    /// is disabled for disable-time and gives its load back. True when the pool has
+    /// another running process to offer the client (the host is not blamed then).
+    pub(crate) fn pool_proc_failed(&mut self, ctx: &mut Ctx) -> bool {
+        let Some(link) = self.pool.take() else { return false };
         ctx.procs.disable(link.r, ctx.now);
         ctx.procs.release(link.r, ctx.now);
-        if let Some(t) = self.tunnel.as_mut() {
-            if t.retries < MAX_POOL_RETRIES && ctx.procs.least_loaded_proc(link.r.pool).is_some() {
-                t.retries += 1;
-                t.attempt = t.attempt.saturating_sub(1);
-            }
+        let Some(t) = self.tunnel.as_mut() else { return false };
+        if t.retries < MAX_POOL_RETRIES && ctx.procs.least_loaded_proc(link.r.pool).is_some() {
+            t.retries += 1;
+            t.pool_retry = true;
+            return true;
         }
+        false
     }
 
-    fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Attach {
+    /// Starts a per-connection program; the HTTP status to answer when it cannot be.
+    fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<Attach, u16> {
         let local = match &self.client {
             ClientStream::Tcp(s) => s.local_addr().ok(),
             _ => None,
         };
-        let Some(t) = self.tunnel.as_mut() else { return Attach::Failed(502) };
+        let Some(t) = self.tunnel.as_mut() else { return Err(502) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
         let max = spec.effective_max_procs();
         let running = ctx.procs.progs.count(&cap_key);
         if running >= max {
             warn!("[c{}] {} already runs {running} programs (max-procs {max}); answering 429", self.id, t.path);
-            return Attach::Failed(429);
+            return Err(429);
         }
         let (Some(prog), Some(req)) = (Program::parse(bin_path), t.request.as_deref()) else {
-            return Attach::Failed(502);
+            return Err(502);
         };
         let cgi = CgiRequest {
             method: &req.method,
@@ -168,7 +178,7 @@ impl Conn {
             Ok(c) => c,
             Err(e) => {
                 warn!("[c{}] {e}", self.id);
-                return Attach::Failed(502);
+                return Err(502);
             }
         };
         let pid = child.pid;
@@ -178,7 +188,7 @@ impl Conn {
             warn!("[c{}] cannot watch the pipes of {} (pid {pid}): {e}", self.id, prog.argv[0]);
             pipes.deregister(ctx.registry);
             ctx.procs.progs.retire(pid, false, Some(pipes), self.id, spec.close_timeout, ctx.now);
-            return Attach::Failed(502);
+            return Err(502);
         }
         debug!("[c{}] started {} (pid {pid})", self.id, prog.argv.join(" "));
         t.backend_name = format!("stdio:{}", prog.argv[0]);
@@ -193,7 +203,7 @@ impl Conn {
             err_lines: LineSplitter::default(),
         }));
         self.backend = Some(BackendStream::Child(pipes));
-        Attach::Ready
+        Ok(Attach::Ready)
     }
 
     /// The backend stream is gone (or going): give back the pool slot's load, hand a

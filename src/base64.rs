@@ -67,7 +67,7 @@ pub struct Decoder {
 impl Decoder {
     /// Room `decode` may need for `n` input bytes.
     pub fn max_output(n: usize) -> usize {
-        (n + 3) / 4 * 3 + 3
+        n.div_ceil(4) * 3 + 3
     }
 
     /// Decodes all of `input` into `out` (which has `max_output(input.len())` room);

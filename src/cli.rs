@@ -73,6 +73,9 @@ pub fn main(args: Vec<String>) -> i32 {
         eprintln!("wstund: {w}");
     }
     let config = loaded.config;
+    for w in compliance_warnings(&config) {
+        eprintln!("wstund: warning: {w}");
+    }
     let tests = m.opt_count("t");
     if tests >= 2 {
         let problems = conf::preflight(&config);
@@ -158,6 +161,29 @@ fn run(config: conf::Config) -> i32 {
         let _ = std::fs::remove_file(p);
     }
     rc
+}
+
+/// The testing switches that break RFC 6455 when flipped: say so on every start and -t.
+fn compliance_warnings(config: &conf::Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut check = |ws: &conf::WsSettings, place: &str| {
+        if !ws.require_masked_client_frames {
+            out.push(format!("wstunnel.require-masked-client-frames is disabled{place}: unmasked client frames are accepted (not RFC 6455 compliant; for testing only)"));
+        }
+        if !ws.apply_mask {
+            out.push(format!("wstunnel.apply-mask is disabled{place}: masks are not applied (not RFC 6455 compliant; for testing only)"));
+        }
+        if ws.mask_server_frames {
+            out.push(format!("wstunnel.mask-server-frames is enabled{place}: browsers will refuse masked server frames (for testing only)"));
+        }
+    };
+    check(&config.wstunnel, "");
+    // Unset fields of a block hold the (compliant) defaults, so this only fires for
+    // switches a block really flips.
+    for (i, b) in config.blocks.iter().enumerate() {
+        check(&b.ws, &format!(" in conditional block {}", i + 1));
+    }
+    out
 }
 
 /// lighttpd's `server.max-fds`, or else as many descriptors as the hard limit allows:

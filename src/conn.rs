@@ -37,6 +37,7 @@ use crate::backend::{BackendStream, Resolver};
 use crate::buffer::BufPool;
 use crate::client::ClientStream;
 use crate::conf::{BackendSpec, Config, WsSettings};
+use crate::hosts::{Chain, HostId, Hosts, RouteId};
 use crate::http::{Request, Upgrade};
 use crate::inbound::{Inbound, InboundOpts};
 use crate::outbound::Outbound;
@@ -54,6 +55,8 @@ pub struct Ctx<'a> {
     pub now: Instant,
     pub config: &'a Config,
     pub resolver: &'a mut Resolver,
+    /// Backend hosts: balancing state, counters, disable and health state.
+    pub hosts: &'a mut Hosts,
     /// Listener names ("127.0.0.1:8080", "/run/ws.sock") for `$SERVER["socket"]`.
     pub listener_names: &'a [String],
     pub server_tag: &'a str,
@@ -94,8 +97,17 @@ pub struct Tunnel {
     pub path: String,
     pub settings: Arc<WsSettings>,
     pub backends: Vec<Arc<BackendSpec>>,
-    /// Index of the next backend to try.
-    pub attempt: usize,
+    /// The route's balancing state in `Hosts`.
+    pub route: RouteId,
+    /// What `hash`/`sticky` balance on (URL or client IP), computed once per request.
+    pub balance_key: u64,
+    /// Hosts tried so far for this client (failover never repeats one).
+    pub chain: Chain,
+    /// Index in `backends` of the current attempt.
+    pub backend_index: usize,
+    /// The host this connection holds a load unit on (connect in flight or tunnel
+    /// open); given back exactly once, on failure or at teardown.
+    pub host: Option<HostId>,
     /// Kept until the 101 goes out.
     pub upgrade: Option<Upgrade>,
     pub opcode: OpCode,
@@ -111,6 +123,8 @@ pub struct Tunnel {
     pub fail_status: u16,
     /// Retries of a pool entry after refused connects.
     pub retries: u8,
+    /// The next attempt goes to the same pool again (another of its processes).
+    pub pool_retry: bool,
 }
 
 pub struct Conn {
@@ -131,6 +145,10 @@ pub struct Conn {
     pub client_readable: bool,
     pub client_writable: bool,
     pub client_eof: bool,
+    /// The peer's FIN (EPOLLRDHUP) has been seen: reads must go on until EOF even after
+    /// a short read, because no further edge will come.
+    pub client_hup: bool,
+    pub backend_hup: bool,
     pub backend_readable: bool,
     pub backend_writable: bool,
     pub backend_eof: bool,
@@ -145,6 +163,8 @@ pub struct Conn {
     pub last_read: Instant,
     pub last_write: Instant,
     pub last_ping: Instant,
+    /// When the oldest unanswered ping went out (ping-timeout).
+    pub ping_outstanding: Option<Instant>,
 }
 
 impl Conn {
@@ -173,6 +193,8 @@ impl Conn {
             client_readable: true,
             client_writable: true,
             client_eof: false,
+            client_hup: false,
+            backend_hup: false,
             backend_readable: false,
             backend_writable: false,
             backend_eof: false,
@@ -186,6 +208,7 @@ impl Conn {
             last_read: now,
             last_write: now,
             last_ping: now,
+            ping_outstanding: None,
         }
     }
 
@@ -201,16 +224,19 @@ impl Conn {
     pub fn on_event(&mut self, ep: Endpoint, ev: &Event, ctx: &mut Ctx) {
         let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
         let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        let hup = ev.is_read_closed() || ev.is_error();
         match ep {
             Endpoint::Client => {
                 self.client_readable |= readable;
                 self.client_writable |= writable;
+                self.client_hup |= hup;
             }
             // A program's stderr goes to the log; it never moves the stream.
             Endpoint::ChildErr => return self.read_child_stderr(ctx),
             Endpoint::Backend | Endpoint::ChildOut => {
                 self.backend_readable |= readable;
                 self.backend_writable |= writable;
+                self.backend_hup |= hup;
             }
         }
         self.drive(ctx);
@@ -276,9 +302,17 @@ impl Conn {
     pub fn teardown(&mut self, ctx: &mut Ctx) {
         self.client.deregister(ctx.registry);
         self.drop_backend(ctx);
+        self.release_host(ctx);
         self.inbound.buf.release(ctx.pool);
         self.outbound.release(ctx.pool);
         self.log_access(ctx.now);
+    }
+
+    /// Gives back the load unit this connection holds on its host, if any.
+    pub fn release_host(&mut self, ctx: &mut Ctx) {
+        if let Some(id) = self.tunnel.as_mut().and_then(|t| t.host.take()) {
+            ctx.hosts.release(id);
+        }
     }
 
     pub fn drop_backend(&mut self, ctx: &mut Ctx) {
@@ -289,6 +323,7 @@ impl Conn {
         self.let_backend_go(ctx, b);
         self.backend_readable = false;
         self.backend_writable = false;
+        self.backend_hup = false;
     }
 
     fn log_access(&self, now: Instant) {

@@ -11,8 +11,10 @@ use log::{debug, info, warn};
 
 use crate::attach::Attach;
 use crate::backend::ConnectState;
-use crate::conf::{BackendFraming, BackendMode, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
+use crate::balance;
+use crate::conf::{BackendFraming, BackendMode, BackendSpec, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
 use crate::conn::{Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
+use crate::hosts::{Chain, Failure, Pick};
 use crate::http::{self, Parse, Request, UpgradePolicy};
 use crate::inbound::{Framing, InboundOpts};
 use crate::plain::Plain;
@@ -53,7 +55,7 @@ impl Conn {
             }
             Parse::Invalid(rej) => {
                 let extra: Vec<(&str, &str)> = rej.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                self.reject(ctx, rej.status, &extra, &rej.message);
+                self.reject(ctx, rej.status, &extra, rej.message);
             }
             Parse::Complete { request, consumed } => {
                 self.inbound.skip_raw(consumed);
@@ -68,7 +70,7 @@ impl Conn {
         let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
         let facts = RequestFacts {
-            url_path: &req.path,
+            url_path: &req.url_path,
             query: &req.query,
             host: req.header("host"),
             method: &req.method,
@@ -78,12 +80,14 @@ impl Conn {
             server_socket,
         };
         let settings = ctx.config.resolve(&facts);
-        let Some(route) = settings.servers.find(&req.path) else {
-            debug!("[c{}] no wstunnel route for {}", self.id, req.path);
+        let Some(route) = settings.servers.find(&req.url_path) else {
+            debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
             return self.reject(ctx, 404, &[], "not found");
         };
         let backends = route.backends.clone();
         let route_key = route.key.clone();
+        let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
+        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.peer.map(|p| p.ip()));
         if !req.is_upgrade_request() {
             return self.reject(
                 ctx,
@@ -103,7 +107,7 @@ impl Conn {
             Err(rej) => {
                 debug!("[c{}] upgrade rejected ({}): {}", self.id, rej.status, rej.message);
                 let extra: Vec<(&str, &str)> = rej.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
-                return self.reject(ctx, rej.status, &extra, &rej.message);
+                return self.reject(ctx, rej.status, &extra, rej.message);
             }
         };
         let chosen = upgrade.subprotocol_index.and_then(|i| settings.subprotocols.get(i)).map(String::as_str);
@@ -169,6 +173,7 @@ impl Conn {
                 .map(|(p, _)| (p, settings.compression_level, settings.compression_min_size));
             self.outbound.stage = Some(Box::new(Stage::new(stage_opts, d)));
         }
+        self.outbound.mask_frames = settings.mask_server_frames;
         let close_timeout = settings.close_handshake_timeout;
         // A stdio program gets the request as its CGI environment.
         let request = backends.iter().any(|b| b.mode == BackendMode::Stdio).then(|| Box::new(req.clone()));
@@ -176,7 +181,11 @@ impl Conn {
             path: req.path,
             settings,
             backends,
-            attempt: 0,
+            route: route_id,
+            balance_key,
+            chain: Chain::default(),
+            backend_index: 0,
+            host: None,
             upgrade: Some(upgrade),
             opcode,
             opts,
@@ -186,41 +195,82 @@ impl Conn {
             request,
             fail_status: 503,
             retries: 0,
+            pool_retry: false,
         }));
         self.connect_next(ctx);
     }
 
-    /// Starts a connect to (or a program for) the next backend of the route; when none
-    /// is left, 503 (or 502 / 429 when the last entry was a program that could not start
-    /// or hit max-procs).
-    fn connect_next(&mut self, ctx: &mut Ctx) {
-        loop {
-            let Some(t) = self.tunnel.as_mut() else { return };
-            if t.attempt >= t.backends.len() {
-                break;
-            }
-            let spec = Arc::clone(&t.backends[t.attempt]);
-            t.attempt += 1;
+    /// Failover: chooses the next host of the route (never one already tried by this
+    /// client, at most `MAX_ATTEMPTS` in all; a spawned pool whose process refused is
+    /// asked again, so another of its processes takes the client) and attaches to it.
+    /// When no host is left: 503 with `Retry-After`, or 429 / 502 when the last entry was
+    /// a program that hit max-procs / could not be started.
+    pub(crate) fn connect_next(&mut self, ctx: &mut Ctx) {
+        while let Some(spec) = self.retry_pool().or_else(|| self.choose_host(ctx)) {
             match self.attach(ctx, &spec) {
-                Attach::Connecting => {
+                Ok(Attach::Connecting) => {
                     self.phase = Phase::Connecting { deadline: ctx.now + spec.connect_timeout };
                     return;
                 }
-                Attach::Ready => return self.open(ctx),
-                Attach::Failed(status) => {
-                    if let Some(t) = self.tunnel.as_mut() {
-                        t.fail_status = status;
-                    }
-                }
+                Ok(Attach::Ready) => return self.open(ctx),
+                Err(failure) => self.host_failed(ctx, failure),
             }
         }
-        let (path, status) = self.tunnel.as_ref().map(|t| (t.path.clone(), t.fail_status)).unwrap_or_default();
-        warn!("[c{}] no backend reachable for {path}", self.id);
-        match status {
+        let Some(t) = self.tunnel.as_ref() else { return };
+        // The outage itself is logged once by `Hosts`; each attempt's failure was logged.
+        debug!("[c{}] no backend reachable for {} after {} attempt(s)", self.id, t.path, t.chain.attempts());
+        match t.fail_status {
             429 => self.reject(ctx, 429, &[("Retry-After", "1")], "too many programs running for this endpoint"),
             502 => self.reject(ctx, 502, &[], "backend program could not be started"),
-            _ => self.reject(ctx, 503, &[("Retry-After", "1")], "backend unavailable"),
+            _ => {
+                let retry = ctx.hosts.retry_after(t.route, ctx.now).to_string();
+                self.reject(ctx, 503, &[("Retry-After", retry.as_str())], "backend unavailable");
+            }
         }
+    }
+
+    /// The current host again, when its pool has another process to offer.
+    fn retry_pool(&mut self) -> Option<Arc<BackendSpec>> {
+        let t = self.tunnel.as_mut()?;
+        if !std::mem::take(&mut t.pool_retry) {
+            return None;
+        }
+        t.backends.get(t.backend_index).cloned()
+    }
+
+    /// The balancing decision for the next attempt; takes a load unit on the host chosen.
+    fn choose_host(&mut self, ctx: &mut Ctx) -> Option<Arc<BackendSpec>> {
+        let t = self.tunnel.as_mut()?;
+        if t.chain.is_full() {
+            return None;
+        }
+        match ctx.hosts.pick(t.route, t.settings.balance, t.balance_key, &t.chain, ctx.now) {
+            Pick::Host { index, id } => {
+                let spec = t.backends.get(index).cloned()?;
+                t.chain.push(id);
+                t.backend_index = index;
+                t.host = Some(id);
+                ctx.hosts.acquire(id);
+                Some(spec)
+            }
+            Pick::AllDown | Pick::Exhausted => None,
+        }
+    }
+
+    /// The current attempt failed. A pool process that refused is disabled by itself and
+    /// its pool offered again (see `retry_pool`); otherwise the failure counts against the
+    /// host, which is disabled for its `disable-time`, and the load unit goes back.
+    fn host_failed(&mut self, ctx: &mut Ctx, failure: Failure) {
+        let retry = self.pool_proc_failed(ctx);
+        self.drop_backend(ctx);
+        if retry {
+            return;
+        }
+        let Some(t) = self.tunnel.as_mut() else { return };
+        let Some(id) = t.host.take() else { return };
+        let disable_time = t.backends.get(t.backend_index).map(|b| b.disable_time).unwrap_or_default();
+        ctx.hosts.connect_failed(id, failure, disable_time, ctx.now);
+        ctx.hosts.release(id);
     }
 
     pub(crate) fn drive_connecting(&mut self, ctx: &mut Ctx) {
@@ -236,8 +286,7 @@ impl Conn {
             ConnectState::Failed(e) => {
                 let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
                 warn!("[c{}] backend {name} connect failed: {e}", self.id);
-                self.connect_failed(ctx);
-                self.drop_backend(ctx);
+                self.host_failed(ctx, connect_failure(&e));
                 self.connect_next(ctx);
             }
             ConnectState::Connected => self.open(ctx),
@@ -247,8 +296,7 @@ impl Conn {
     pub(crate) fn connect_timed_out(&mut self, ctx: &mut Ctx) {
         let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
         warn!("[c{}] backend {name} connect timed out", self.id);
-        self.connect_failed(ctx);
-        self.drop_backend(ctx);
+        self.host_failed(ctx, Failure::TimedOut);
         self.connect_next(ctx);
     }
 
@@ -258,6 +306,9 @@ impl Conn {
     fn open(&mut self, ctx: &mut Ctx) {
         let Some(t) = self.tunnel.as_mut() else { return };
         let Some(up) = t.upgrade.take() else { return };
+        if let Some(id) = t.host {
+            ctx.hosts.connect_ok(id);
+        }
         let mut resp = Vec::with_capacity(256);
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);
@@ -324,6 +375,38 @@ impl Conn {
                     return;
                 }
             }
+        }
+    }
+}
+
+/// Classifies a failed connect: a full accept queue (EAGAIN on a unix socket) is
+/// "overloaded", running out of descriptors or memory is wstund's own problem, anything
+/// else means the host is not serving.
+pub(crate) fn connect_failure(e: &io::Error) -> Failure {
+    match e.raw_os_error() {
+        Some(libc::EAGAIN) => Failure::Overloaded,
+        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => Failure::Local,
+        _ => Failure::Died,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connect_failures_are_classified() {
+        let cases = [
+            (libc::ECONNREFUSED, Failure::Died),
+            (libc::ECONNRESET, Failure::Died),
+            (libc::ETIMEDOUT, Failure::Died),
+            (libc::ENOENT, Failure::Died),
+            (libc::EAGAIN, Failure::Overloaded),
+            (libc::EMFILE, Failure::Local),
+            (libc::ENFILE, Failure::Local),
+        ];
+        for (errno, want) in cases {
+            assert_eq!(connect_failure(&io::Error::from_raw_os_error(errno)), want, "errno {errno}");
         }
     }
 }

@@ -474,7 +474,9 @@ mod tests {
 
     /// Feeds `wire` in chunks of `step` bytes, writing ready payload out as it appears
     /// (or only at the end when `lazy`), and returns the payload and controls seen.
-    fn run(wire: &[u8], step: usize, lazy: bool) -> (Vec<u8>, Vec<(OpCode, Vec<u8>)>, Option<Violation>) {
+    type Seen = (Vec<u8>, Vec<(OpCode, Vec<u8>)>, Option<Violation>);
+
+    fn run(wire: &[u8], step: usize, lazy: bool) -> Seen {
         let mut pool = BufPool::new();
         let mut inb = Inbound::new();
         let opts = InboundOpts::default();
@@ -525,7 +527,7 @@ mod tests {
     #[test]
     fn invalid_utf8_split_across_fragments_is_1007() {
         let mut wire = client_frame(false, OpCode::Text, &[b'a', 0xce], [1, 2, 3, 4]);
-        wire.extend(client_frame(true, OpCode::Continuation, &[b'x'], [1, 2, 3, 4]));
+        wire.extend(client_frame(true, OpCode::Continuation, b"x", [1, 2, 3, 4]));
         for step in 1..=wire.len() {
             let (_, _, v) = run(&wire, step, false);
             assert_eq!(v.map(|v| v.code), Some(close::INVALID_PAYLOAD), "step {step}");

@@ -4,6 +4,8 @@
 //! holds one connection's state machine (`handshake` for the opening, `tunnel` for the
 //! open phase), `inbound`/`outbound` move payload through one bounded buffer per
 //! direction, `ws` and `http` are the pure protocol code, `conf` the configuration.
+//! Backend choice: `balance` (pure algorithms), `hosts` (per-host counters, disable and
+//! health state), `health` (rise/fall) and `probe` (health probes in the loop).
 //! Managed processes: `attach` connects a tunnel to its backend kind, `exec` starts
 //! per-connection stdio programs (through `launch`, posix_spawn), `pool` decides
 //! (purely) about spawned pools, `spawn` starts pool processes, `procman` carries out
@@ -11,6 +13,7 @@
 
 pub mod attach;
 pub mod backend;
+pub mod balance;
 pub mod base64;
 pub mod buffer;
 pub mod cli;
@@ -19,14 +22,17 @@ pub mod conf;
 pub mod conn;
 pub mod exec;
 pub mod handshake;
+pub mod health;
+pub mod hosts;
 pub mod http;
-pub mod launch;
 pub mod inbound;
+pub mod launch;
 pub mod listener;
 pub mod logging;
 pub mod outbound;
 pub mod plain;
 pub mod pool;
+pub mod probe;
 pub mod procman;
 pub mod reaper;
 pub mod server;

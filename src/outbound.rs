@@ -13,7 +13,7 @@
 use std::io;
 
 use crate::buffer::{Buf, BufPool};
-use crate::staged::{BackendFault, Convert, Stage};
+use crate::staged::{BackendFault, Convert, InPlace, Stage};
 use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::utf8::complete_prefix;
 
@@ -59,6 +59,8 @@ pub struct Outbound {
     pub payload_bytes: u64,
     /// Present when output needs more than a frame header (see `staged.rs`).
     pub stage: Option<Box<Stage>>,
+    /// `wstunnel.mask-server-frames` (a testing switch): control frames are masked too.
+    pub mask_frames: bool,
 }
 
 impl Default for Outbound {
@@ -69,7 +71,7 @@ impl Default for Outbound {
 
 impl Outbound {
     pub fn new() -> Self {
-        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0, stage: None }
+        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0, stage: None, mask_frames: false }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -87,6 +89,19 @@ impl Outbound {
         F: FnMut(&mut [u8]) -> io::Result<usize>,
     {
         let Some(st) = self.stage.as_mut() else { return self.read_frame(pool, opcode, read) };
+        if st.in_place() {
+            return match st.read_in_place(&mut self.buf, pool, read) {
+                InPlace::Data(n) => {
+                    self.payload_bytes += n as u64;
+                    ReadOutcome::Data(n)
+                }
+                InPlace::Full => ReadOutcome::Full,
+                InPlace::WouldBlock => ReadOutcome::WouldBlock,
+                InPlace::Eof => ReadOutcome::Eof,
+                InPlace::Fault(f) => ReadOutcome::Fault(f),
+                InPlace::Error(e) => ReadOutcome::Error(e),
+            };
+        }
         if let Convert::Fault(f) = st.convert(&mut self.buf, pool, false) {
             return ReadOutcome::Fault(f);
         }
@@ -217,9 +232,18 @@ impl Outbound {
             }
         }
         let end = self.buf.end;
+        // Any varying key will do for a testing switch; the stamp of the payload length
+        // and position keeps it deterministic for tests.
+        let mask = self.mask_frames.then(|| ((end as u32).wrapping_mul(0x9e37_79b9) ^ payload.len() as u32).to_be_bytes());
+        if mask.is_some() && self.buf.tail_room() < 6 + payload.len() {
+            return false;
+        }
         let data = self.buf.raw_mut();
-        let hl = write_header(&mut data[end..], true, opcode, payload.len() as u64, None);
+        let hl = write_header(&mut data[end..], true, opcode, payload.len() as u64, mask);
         data[end + hl..end + hl + payload.len()].copy_from_slice(payload);
+        if let Some(m) = mask {
+            crate::ws::mask::apply_mask(&mut data[end + hl..end + hl + payload.len()], m, 0);
+        }
         self.buf.end += hl + payload.len();
         true
     }
@@ -256,11 +280,16 @@ impl Outbound {
                     return Ok((total, false));
                 }
             }
+            let want = self.buf.len();
             match write(self.buf.data()) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "client accepted no bytes")),
                 Ok(n) => {
                     total += n;
                     self.buf.consume(n);
+                    // A short write means the socket buffer is full: wait for the edge.
+                    if n < want {
+                        return Ok((total, true));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((total, true)),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

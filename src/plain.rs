@@ -90,7 +90,7 @@ pub fn step(inb: &mut Inbound, opts: &InboundOpts, pool: &mut BufPool) -> PlainS
         FrameState::Payload { remaining, mask, pos, fin } => {
             payload_step(inb, opts, transform, room, hdr, (remaining, mask, pos, fin))
         }
-        FrameState::MessageEnd => end_step(inb, opts, transform, room, hdr, nl),
+        FrameState::MessageEnd => end_step(inb, opts, transform, room, hdr),
         FrameState::Header => PlainStep::Progress,
     }
 }
@@ -166,6 +166,16 @@ fn payload_step(
     if let Some(v) = account(inb, opts, produced) {
         return PlainStep::Violation(v);
     }
+    if remaining == 0 && fin && transform != Transform::Inflate {
+        // Nothing left to flush: end the message with this record.
+        if let Some(v) = finish_message(inb, opts, transform) {
+            return PlainStep::Violation(v);
+        }
+        emit(inb, opts, hdr, produced, true);
+        push_newline(inb, opts);
+        inb.set_frame_state(FrameState::Header);
+        return PlainStep::Progress;
+    }
     emit(inb, opts, hdr, produced, false);
     inb.set_frame_state(match (remaining, fin) {
         (0, true) => FrameState::MessageEnd,
@@ -181,7 +191,7 @@ fn payload_step(
 
 /// Finishes a message: flushes the inflater with SYNC_TAIL, checks the UTF-8 and base64
 /// ends, writes the final record (or the newline).
-fn end_step(inb: &mut Inbound, opts: &InboundOpts, transform: Transform, room: usize, hdr: usize, nl: usize) -> PlainStep {
+fn end_step(inb: &mut Inbound, opts: &InboundOpts, transform: Transform, room: usize, hdr: usize) -> PlainStep {
     let Some(p) = inb.plain.as_mut() else { return PlainStep::Blocked };
     let mut produced = 0;
     if transform == Transform::Inflate {
@@ -212,32 +222,45 @@ fn end_step(inb: &mut Inbound, opts: &InboundOpts, transform: Transform, room: u
             return PlainStep::Progress;
         }
     }
+    if let Some(v) = finish_message(inb, opts, transform) {
+        return PlainStep::Violation(v);
+    }
+    emit(inb, opts, hdr, produced, true);
+    push_newline(inb, opts);
+    inb.set_frame_state(FrameState::Header);
+    PlainStep::Progress
+}
+
+/// The end-of-message checks: complete UTF-8, complete base64 groups; resets the
+/// inflater when the client asked for no context takeover.
+fn finish_message(inb: &mut Inbound, opts: &InboundOpts, transform: Transform) -> Option<Violation> {
     let text_ok = !(inb.text && opts.validate_utf8) || inb.utf8.finish().is_ok();
     inb.utf8.reset();
     if !text_ok {
-        return PlainStep::Violation(Violation::new(close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence"));
+        return Some(Violation::new(close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence"));
     }
-    let Some(p) = inb.plain.as_mut() else { return PlainStep::Blocked };
+    let p = inb.plain.as_mut()?;
     if transform == Transform::Base64 {
         if let Some(d) = p.b64.as_mut() {
             if d.finish().is_err() {
-                return PlainStep::Violation(Violation::new(close::INVALID_PAYLOAD, "base64 message ends mid-group"));
+                return Some(Violation::new(close::INVALID_PAYLOAD, "base64 message ends mid-group"));
             }
         }
     }
-    if let Some(z) = p.inflater.as_mut() {
-        if transform == Transform::Inflate {
+    if transform == Transform::Inflate {
+        if let Some(z) = p.inflater.as_mut() {
             z.end_message();
         }
     }
-    emit(inb, opts, hdr, produced, true);
-    if nl == 1 {
+    None
+}
+
+fn push_newline(inb: &mut Inbound, opts: &InboundOpts) {
+    if opts.framing == Framing::Line {
         if let Some(p) = inb.plain.as_mut() {
             p.out.extend(b"\n");
         }
     }
-    inb.set_frame_state(FrameState::Header);
-    PlainStep::Progress
 }
 
 /// Counts transformed bytes against the message limit (decompression bombs stop here).

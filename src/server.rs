@@ -27,7 +27,9 @@ use crate::buffer::BufPool;
 use crate::client::ClientStream;
 use crate::conf::Config;
 use crate::conn::{Conn, Ctx};
+use crate::hosts::Hosts;
 use crate::listener::Listener;
+use crate::probe::Checker;
 use crate::procman::{Exit, ProcMan};
 use crate::signals::{Signal, Signals};
 use crate::token::{self, Endpoint, Target};
@@ -54,6 +56,10 @@ pub struct Server {
     pool: BufPool,
     config: Arc<Config>,
     resolver: Resolver,
+    /// Backend hosts: counters, disable/health state, balancing memory.
+    hosts: Hosts,
+    /// Active health probes in flight.
+    checker: Checker,
     signals: Signals,
     next_id: u64,
     max_conns: usize,
@@ -80,6 +86,7 @@ impl Server {
         let max_conns = config.server.max_connections.max(1) as usize;
         let server_tag = config.server.tag.clone();
         let now = Instant::now();
+        let hosts = Hosts::from_config(&config, now);
         let mut procs = ProcMan::new(&config, now);
         procs.start(poll.registry(), now);
         Ok(Server {
@@ -90,6 +97,8 @@ impl Server {
             pool: BufPool::new(),
             config,
             resolver: Resolver::default(),
+            hosts,
+            checker: Checker::new(),
             signals,
             next_id: 1,
             max_conns,
@@ -105,6 +114,8 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
+        // First health probes at once, so a dead host is out before clients come.
+        self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), Instant::now());
         while self.state != RunState::Stopped {
             let now = Instant::now();
             let mut wake = next_tick;
@@ -126,6 +137,7 @@ impl Server {
                 match token::decode(ev.token()) {
                     Target::Signal => self.on_signals(now),
                     Target::Listener(i) => self.accept(i, now),
+                    Target::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
                     Target::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
                     Target::Conn(key, ep) => self.conn_event(key, ep, ev, now),
                 }
@@ -174,6 +186,7 @@ impl Server {
                 now,
                 config: &self.config,
                 resolver: &mut self.resolver,
+                hosts: &mut self.hosts,
                 listener_names: &self.listener_names,
                 server_tag: &self.server_tag,
                 procs: &mut self.procs,
@@ -278,6 +291,8 @@ impl Server {
         }
         self.procs.tick(self.poll.registry(), now);
         self.pool.trim();
+        self.hosts.tick(now);
+        self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
     }
 
     /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
@@ -310,7 +325,7 @@ impl Server {
     }
 
     fn on_signals(&mut self, now: Instant) {
-        while let Some(sig) = self.signals.next() {
+        while let Some(sig) = self.signals.next_signal() {
             match sig {
                 Signal::Terminate => {
                     info!("SIGTERM: stopping now ({} connections)", self.conns.len());
@@ -329,7 +344,7 @@ impl Server {
                     crate::logging::reopen();
                     info!("SIGHUP: log files reopened");
                 }
-                Signal::Status => self.log_status(),
+                Signal::Status => self.log_status(now),
                 Signal::Child => self.on_child(now),
                 Signal::Other(n) => debug!("ignoring signal {n}"),
             }
@@ -357,7 +372,7 @@ impl Server {
         }
     }
 
-    fn log_status(&self) {
+    fn log_status(&self, now: Instant) {
         info!(
             "status: {} connections, {} buffers in use, {} spare, accept {}",
             self.conns.len(),
@@ -365,6 +380,12 @@ impl Server {
             self.pool.spare(),
             if self.accept_paused { "paused" } else { "running" }
         );
+        for line in self.hosts.status_lines(now) {
+            info!("status: {line}");
+        }
+        if self.checker.in_flight() > 0 {
+            info!("status: {} health probes in flight", self.checker.in_flight());
+        }
         for line in self.procs.status_lines() {
             info!("status: {line}");
         }

@@ -47,7 +47,7 @@ impl Signals {
     }
 
     /// The next pending signal, if any.
-    pub fn next(&mut self) -> Option<Signal> {
+    pub fn next_signal(&mut self) -> Option<Signal> {
         match self.fd.read_signal() {
             Ok(Some(info)) => Some(match info.ssi_signo as i32 {
                 libc::SIGTERM => Signal::Terminate,

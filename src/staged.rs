@@ -86,7 +86,23 @@ pub struct Stage {
     b64_carry: [u8; 2],
     b64_carry_len: usize,
     mask_seed: u32,
+    /// In-place `framed` path: a record header cut by a read (at most 4 bytes).
+    hdr_carry: [u8; 4],
+    hdr_carry_len: usize,
 }
+
+/// What one in-place read produced.
+pub enum InPlace {
+    Data(usize),
+    Full,
+    WouldBlock,
+    Eof,
+    Fault(BackendFault),
+    Error(std::io::Error),
+}
+
+/// Least room worth a read on the in-place path.
+const MIN_READ: usize = 2048;
 
 impl Stage {
     pub fn new(opts: StageOpts, deflate: Option<(&DeflateParams, u32, usize)>) -> Stage {
@@ -106,11 +122,140 @@ impl Stage {
             b64_carry: [0; 2],
             b64_carry_len: 0,
             mask_seed: 0x9e37_79b9,
+            hdr_carry: [0; 4],
+            hdr_carry_len: 0,
         }
     }
 
     pub fn has_pending(&self) -> bool {
         !self.input.is_empty()
+    }
+
+    /// Plain `framed` output needs no staging: records are rewritten into frames where
+    /// the backend's bytes land (see `read_in_place`).
+    pub fn in_place(&self) -> bool {
+        self.opts.framing == Framing::Framed
+            && !self.opts.base64
+            && self.deflater.is_none()
+            && self.opts.auto_fragment == 0
+            && !self.opts.mask_frames
+    }
+
+    /// Reads the backend straight into `out` and turns the records in what arrived into
+    /// frames in place. The write cursor never overtakes the read cursor: a read starts
+    /// right after room for the frame header its first piece needs, and every later
+    /// piece is preceded by a 5-byte record header, longer than the (at most 4-byte)
+    /// frame header that replaces it — pieces are under 64 KiB.
+    pub fn read_in_place<F>(&mut self, out: &mut Buf, pool: &mut BufPool, mut read: F) -> InPlace
+    where
+        F: FnMut(&mut [u8]) -> std::io::Result<usize>,
+    {
+        out.ensure(pool);
+        let cap = out.raw().len() - OUT_RESERVE;
+        if out.end + MAX_HEADER_LEN + MIN_READ > cap && out.start > 0 {
+            out.compact();
+        }
+        let lead = match self.record {
+            Record::Payload { remaining, .. } => {
+                crate::ws::frame::header_len(remaining.min(cap.saturating_sub(out.end) as u64), false)
+            }
+            Record::Header => 0,
+        };
+        let payload_at = out.end + lead;
+        let carry = self.hdr_carry_len;
+        if payload_at + carry + MIN_READ > cap {
+            return InPlace::Full;
+        }
+        let data = out.raw_mut();
+        data[payload_at..payload_at + carry].copy_from_slice(&self.hdr_carry[..carry]);
+        let n = match read(&mut data[payload_at + carry..cap]) {
+            Ok(0) => return InPlace::Eof,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return InPlace::WouldBlock,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return InPlace::Data(0),
+            Err(e) => return InPlace::Error(e),
+        };
+        self.hdr_carry_len = 0;
+        let end_in = payload_at + carry + n;
+        let (mut r, mut w) = (payload_at, out.end);
+        loop {
+            match self.record {
+                Record::Header => {
+                    let data = out.raw();
+                    if end_in - r < RECORD_HEADER_LEN {
+                        let k = end_in - r;
+                        self.hdr_carry[..k].copy_from_slice(&data[r..end_in]);
+                        self.hdr_carry_len = k;
+                        break;
+                    }
+                    let h: [u8; RECORD_HEADER_LEN] = [data[r], data[r + 1], data[r + 2], data[r + 3], data[r + 4]];
+                    r += RECORD_HEADER_LEN;
+                    let (len, fin) = match self.record_header(&h) {
+                        Ok(x) => x,
+                        Err(f) => return InPlace::Fault(f),
+                    };
+                    self.record = Record::Payload { remaining: len, fin };
+                    if len == 0 {
+                        self.record = Record::Header;
+                        w = self.frame_in_place(out, w, r, 0, fin);
+                    }
+                }
+                Record::Payload { remaining, fin } => {
+                    let k = remaining.min((end_in - r) as u64) as usize;
+                    if k == 0 {
+                        break;
+                    }
+                    let left = remaining - k as u64;
+                    let last = fin && left == 0;
+                    if self.msg_opcode == OpCode::Text && self.opts.validate_utf8 {
+                        let bad = self.utf8.feed(&out.raw()[r..r + k]).is_err() || (last && self.utf8.finish().is_err());
+                        if bad {
+                            return InPlace::Fault(fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 in a text message"));
+                        }
+                    }
+                    w = self.frame_in_place(out, w, r, k, last);
+                    r += k;
+                    self.record = if left == 0 { Record::Header } else { Record::Payload { remaining: left, fin } };
+                }
+            }
+        }
+        out.end = w;
+        InPlace::Data(n)
+    }
+
+    /// Checks a record header against the message state; returns (length, FIN).
+    fn record_header(&mut self, h: &[u8; RECORD_HEADER_LEN]) -> Result<(u64, bool), BackendFault> {
+        let fin = h[0] & 0x80 != 0;
+        let op = h[0] & 0x7f;
+        let len = u64::from(u32::from_be_bytes([h[1], h[2], h[3], h[4]]));
+        let opcode = match (op, self.msg_open) {
+            (0, true) => OpCode::Continuation,
+            (1, false) => OpCode::Text,
+            (2, false) => OpCode::Binary,
+            (0, false) => return Err(fault(close::INTERNAL_ERROR, "framed backend: continuation record outside a message")),
+            (1 | 2, true) => return Err(fault(close::INTERNAL_ERROR, "framed backend: new message before the previous one ended")),
+            _ => return Err(fault(close::INTERNAL_ERROR, format!("framed backend: invalid record type {op:#x}"))),
+        };
+        if opcode != OpCode::Continuation {
+            self.begin_message(opcode, if fin { len as usize } else { usize::MAX });
+        }
+        self.check_len(len)?;
+        Ok((len, fin))
+    }
+
+    /// Writes a frame header at `w` for the `k` payload bytes at `r` (>= w + header) and
+    /// slides the payload up against it. Returns the new write cursor.
+    fn frame_in_place(&mut self, out: &mut Buf, w: usize, r: usize, k: usize, last: bool) -> usize {
+        let op = if self.msg_open { OpCode::Continuation } else { self.msg_opcode };
+        let hl = crate::ws::frame::header_len(k as u64, false);
+        debug_assert!(w + hl <= r, "in-place framing overtook its input");
+        let data = out.raw_mut();
+        if w + hl != r {
+            data.copy_within(r..r + k, w + hl);
+        }
+        write_header_rsv(&mut data[w..w + hl], last, 0, op, k as u64, None);
+        self.msg_open = !last;
+        w + hl + k
     }
 
     /// Room to read backend bytes into (empty when the stage is full).
@@ -224,22 +369,9 @@ impl Stage {
                 if data.len() < RECORD_HEADER_LEN {
                     return Ok(false);
                 }
-                let fin = data[0] & 0x80 != 0;
-                let op = data[0] & 0x7f;
-                let len = u64::from(u32::from_be_bytes([data[1], data[2], data[3], data[4]]));
-                let opcode = match (op, self.msg_open) {
-                    (0, true) => OpCode::Continuation,
-                    (1, false) => OpCode::Text,
-                    (2, false) => OpCode::Binary,
-                    (0, false) => return Err(fault(close::INTERNAL_ERROR, "framed backend: continuation record outside a message")),
-                    (1 | 2, true) => return Err(fault(close::INTERNAL_ERROR, "framed backend: new message before the previous one ended")),
-                    _ => return Err(fault(close::INTERNAL_ERROR, format!("framed backend: invalid record type {op:#x}"))),
-                };
+                let h: [u8; RECORD_HEADER_LEN] = [data[0], data[1], data[2], data[3], data[4]];
                 self.input.consume(RECORD_HEADER_LEN);
-                if opcode != OpCode::Continuation {
-                    self.begin_message(opcode, if fin { len as usize } else { usize::MAX });
-                }
-                self.check_len(len)?;
+                let (len, fin) = self.record_header(&h)?;
                 self.record = Record::Payload { remaining: len, fin };
                 if len == 0 {
                     // An empty fragment is still a frame: it may open the message.
@@ -328,6 +460,11 @@ impl Stage {
                     }
                 }
                 self.zbuf.truncate(m);
+                if last && m == 0 {
+                    // The previous fragment kept its sync-flush tail, so the client's
+                    // appended 00 00 ff ff needs a block header first (RFC 7692 7.2.3.6).
+                    self.zbuf.push(0x00);
+                }
                 std::mem::swap(&mut self.scratch, &mut self.zbuf);
             }
         }
@@ -369,6 +506,9 @@ impl Stage {
 
     fn finish_at_eof(&mut self, out: &mut Buf, _pool: &mut BufPool) -> Convert {
         match (self.opts.framing, self.record, self.msg_open) {
+            (Framing::Framed, _, _) if self.hdr_carry_len > 0 => {
+                Convert::Fault(fault(close::INTERNAL_ERROR, "framed backend ended inside a record header"))
+            }
             (Framing::Framed, Record::Payload { .. }, _) | (Framing::Framed, _, true) => {
                 Convert::Fault(fault(close::INTERNAL_ERROR, "framed backend ended inside a message"))
             }

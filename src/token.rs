@@ -3,8 +3,9 @@
 //! A connection owns several event sources (the client socket, the backend socket, and
 //! later a child's stdin/stdout/stderr), so a token packs the slab key with the endpoint
 //! in the low bits. The top of the token space is reserved for the signal fd, the
-//! listeners and the output pipes of pool processes, so they can never collide with a
-//! slab key (slab keys are shifted left by two bits and stay far below).
+//! listeners, the health probes and the output pipes of pool processes, so they can
+//! never collide with a slab key (a slab key would need 2^60 live connections to reach
+//! the reserved range).
 
 use mio::Token;
 
@@ -23,18 +24,23 @@ const ENDPOINT_BITS: u32 = 2;
 const ENDPOINT_MASK: usize = (1 << ENDPOINT_BITS) - 1;
 
 /// Tokens at or above this value are not connections.
-pub const RESERVED_BASE: usize = usize::MAX - (1 << 20);
-/// The stdout/stderr pipe of pool process output slot i has token `PROC_OUT_BASE + i`.
-pub const PROC_OUT_BASE: usize = RESERVED_BASE;
+pub const RESERVED_BASE: usize = usize::MAX - 4096;
 pub const SIGNAL: Token = Token(usize::MAX - 1);
 /// Listener i has token `LISTENER_BASE + i` (at most 4000 listeners).
-pub const LISTENER_BASE: usize = usize::MAX - 4096;
+pub const LISTENER_BASE: usize = RESERVED_BASE;
+/// Health probe i has token `PROBE_BASE + i` (at most one probe per host in flight).
+pub const PROBE_BASE: usize = RESERVED_BASE - MAX_PROBES;
+pub const MAX_PROBES: usize = 1 << 20;
+/// The stdout/stderr pipe of pool-process output slot i has token `PROC_OUT_BASE + i`.
+pub const PROC_OUT_BASE: usize = PROBE_BASE - MAX_PROC_OUTS;
+pub const MAX_PROC_OUTS: usize = 1 << 20;
 
 /// What a token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Target {
     Signal,
     Listener(usize),
+    Probe(usize),
     /// Output pipe of a pool process (slot in the process manager's table).
     ProcOut(usize),
     Conn(usize, Endpoint),
@@ -48,6 +54,13 @@ pub fn listener_token(i: usize) -> Token {
     Token(LISTENER_BASE + i)
 }
 
+/// `i` must be below [`MAX_PROBES`] (the checker refuses to start more).
+pub fn probe_token(i: usize) -> Token {
+    Token(PROBE_BASE + i)
+}
+
+/// `i` is a slab key of the process manager's output table (one per pool process,
+/// at most max-procs of each pool).
 pub fn proc_out_token(i: usize) -> Token {
     Token(PROC_OUT_BASE + i)
 }
@@ -60,8 +73,10 @@ pub fn sibling(t: Token, ep: Endpoint) -> Token {
 pub fn decode(t: Token) -> Target {
     if t == SIGNAL {
         Target::Signal
-    } else if t.0 >= LISTENER_BASE {
+    } else if t.0 >= RESERVED_BASE {
         Target::Listener(t.0 - LISTENER_BASE)
+    } else if t.0 >= PROBE_BASE {
+        Target::Probe(t.0 - PROBE_BASE)
     } else if t.0 >= PROC_OUT_BASE {
         Target::ProcOut(t.0 - PROC_OUT_BASE)
     } else {
@@ -87,8 +102,11 @@ mod tests {
             }
         }
         assert_eq!(decode(listener_token(3)), Target::Listener(3));
+        assert_eq!(decode(probe_token(0)), Target::Probe(0));
+        assert_eq!(decode(probe_token(4711)), Target::Probe(4711));
+        assert_eq!(decode(listener_token(0)), Target::Listener(0));
         assert_eq!(decode(proc_out_token(0)), Target::ProcOut(0));
-        assert_eq!(decode(proc_out_token(4000)), Target::ProcOut(4000));
+        assert_eq!(decode(proc_out_token(MAX_PROC_OUTS - 1)), Target::ProcOut(MAX_PROC_OUTS - 1));
         let t = conn_token(9, Endpoint::Backend);
         assert_eq!(decode(sibling(t, Endpoint::ChildErr)), Target::Conn(9, Endpoint::ChildErr));
         assert_eq!(decode(SIGNAL), Target::Signal);

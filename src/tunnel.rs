@@ -31,6 +31,7 @@ impl Conn {
             // 1. Client bytes into the inbound buffer, while it has room.
             if self.client_readable && !self.client_eof && !self.close_received && self.inbound.has_room() {
                 let room = self.inbound.read_room(ctx.pool);
+                let asked = room.len();
                 match self.client.read(room) {
                     Ok(0) => {
                         self.client_eof = true;
@@ -40,6 +41,11 @@ impl Conn {
                         self.inbound.commit(n);
                         self.last_read = ctx.now;
                         progress = true;
+                        // A short read drained the socket: the next edge will say when
+                        // there is more, so skip the read that would only say EAGAIN.
+                        if n < asked && !self.client_hup {
+                            self.client_readable = false;
+                        }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_readable = false,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => progress = true,
@@ -79,6 +85,10 @@ impl Conn {
                     if let Some(b) = self.backend.as_mut() {
                         match b.write(self.inbound.ready()) {
                             Ok(n) => {
+                                // A short write means the socket buffer is full.
+                                if n < ready {
+                                    self.backend_writable = false;
+                                }
                                 self.inbound.consume_ready(n);
                                 progress = true;
                             }
@@ -104,7 +114,16 @@ impl Conn {
             if !self.close_sent {
                 if self.backend_readable && !self.backend_eof && self.backend.is_some() {
                     if let Some(b) = self.backend.as_mut() {
-                        match self.outbound.read_backend(ctx.pool, opcode, |buf| b.read(buf)) {
+                        let mut short = false;
+                        let outcome = self.outbound.read_backend(ctx.pool, opcode, |buf| {
+                            let n = b.read(buf)?;
+                            short = n > 0 && n < buf.len();
+                            Ok(n)
+                        });
+                        if short && !self.backend_hup {
+                            self.backend_readable = false;
+                        }
+                        match outcome {
                             ReadOutcome::Data(_) => progress = true,
                             ReadOutcome::Full => {}
                             ReadOutcome::WouldBlock => self.backend_readable = false,
@@ -185,12 +204,9 @@ impl Conn {
 
     fn on_control(&mut self, ctx: &mut Ctx, c: Control) {
         match c.opcode {
-            OpCode::Ping => {
-                if !self.close_sent {
-                    self.outbound.queue_pong(ctx.pool, c.payload());
-                }
-            }
-            OpCode::Pong => {}
+            OpCode::Ping if !self.close_sent => self.outbound.queue_pong(ctx.pool, c.payload()),
+            OpCode::Ping => {}
+            OpCode::Pong => self.ping_outstanding = None,
             OpCode::Close => match close::parse_close_payload(c.payload()) {
                 Err(e) => self.fail(ctx, Violation { code: e.close_code(), reason: e.to_string() }),
                 Ok(parsed) => {
@@ -324,11 +340,32 @@ impl Conn {
         if self.outbound.is_empty() {
             self.last_write = ctx.now;
         }
-        let interval = self.tunnel.as_ref().map(|t| t.settings.ping_interval).unwrap_or(0);
+        let Some(t) = self.tunnel.as_ref() else { return };
+        let (interval, timeout, size, drop) =
+            (t.settings.ping_interval, t.settings.ping_timeout, t.settings.ping_size, t.settings.fail_by_drop);
+        if let Some(since) = self.ping_outstanding {
+            if timeout > 0 && ctx.now.duration_since(since).as_secs() >= u64::from(timeout) {
+                info!("[c{}] no pong within {timeout}s", self.id);
+                if drop {
+                    self.close_code.get_or_insert(close::ABNORMAL);
+                    self.closed_by.get_or_insert(Side::Server);
+                    self.phase = Phase::Done;
+                } else {
+                    self.start_close(ctx, close::GOING_AWAY, "ping timeout", Side::Server);
+                }
+                return;
+            }
+        }
         if interval > 0 && ctx.now.duration_since(self.last_ping).as_secs() >= u64::from(interval) {
             self.last_ping = ctx.now;
+            // A 4-byte stamp, zero-padded to ping-size (4..=125).
+            let mut payload = [0u8; 125];
             let stamp = (ctx.now.duration_since(self.started).as_millis() as u32).to_be_bytes();
-            self.outbound.push_control(ctx.pool, OpCode::Ping, &stamp);
+            payload[..4].copy_from_slice(&stamp);
+            let n = (size as usize).clamp(4, 125);
+            if self.outbound.push_control(ctx.pool, OpCode::Ping, &payload[..n]) && self.ping_outstanding.is_none() {
+                self.ping_outstanding = Some(ctx.now);
+            }
         }
     }
 }

@@ -219,17 +219,19 @@ fn syntax_ok_binds_nothing_and_creates_nothing() {
     let (held, port) = hold_port();
     let sock = dir.join("extra.sock");
     let pid = dir.join("wstund.pid");
+    let log = dir.join("error.log");
     let conf = format!(
-        "server.bind = \"127.0.0.1\"\nserver.port = {port}\nserver.pid-file = \"{pid}\"\n\
+        "server.bind = \"127.0.0.1\"\nserver.port = {port}\nserver.pid-file = \"{pid}\"\nserver.errorlog = \"{log}\"\n\
          $SERVER[\"socket\"] == \"{sock}\" {{ }}\n\
          wstunnel.server = ( \"/ws/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9 ) ) )\n",
         pid = pid.display(),
+        log = log.display(),
         sock = sock.display()
     );
     let path = write(&dir, "w.conf", &conf);
     let out = wstund(&["-t", "-f", &path]);
     assert_syntax_ok(&out, "-t");
-    assert!(!sock.exists() && !pid.exists(), "-t created files: {:?}", std::fs::read_dir(dir.path()).unwrap().collect::<Vec<_>>());
+    assert!(!sock.exists() && !pid.exists() && !log.exists(), "-t created files: {:?}", std::fs::read_dir(dir.path()).unwrap().collect::<Vec<_>>());
 
     // -tt tries the listeners: the held port is reported, exit 2.
     let out = wstund(&["-tt", "-f", &path]);
@@ -495,4 +497,37 @@ fn lighttpd_corpus_through_the_binary() {
         })
         .collect();
     assert!(errors.is_empty(), "{}", errors.join("\n\n"));
+}
+
+#[test]
+fn lighttpd_value_rules_through_the_binary() {
+    // Rules of lighttpd's configparser that real configurations rely on.
+    let conf = "server.bind = \"127.0.0.1\"\n\
+        base = 8000\n\
+        server.port = base + 80\n\
+        server.tag = 2 + \"x\" + base\n\
+        wstunnel.map-extensions = ( \".a\" => \".ws\" ) + ( \".a\" => \".ws\", \".b\" => \".ws\" )\n\
+        wstunnel.origins = ( \"https://a\" )\n\
+        wstunnel.origins += ( \"https://b\" )\n\
+        $HTTP[\"url\"] =^ \"/x\" { wstunnel.origins += ( \"https://c\" ) }\n\
+        $HTTP[\"url\"] =^ \"/y\" { wstunnel.origins := ( \"https://d\" ) }\n";
+    let out = run(&["-p", "-f", "-"], Some(conf), &[], None);
+    assert_eq!(out.code(), Some(0), "{}", out.all());
+    for want in [
+        "server.port = 8080\n",
+        "server.tag = \"2x8000\"\n",
+        "wstunnel.map-extensions = ( \".a\" => \".ws\", \".b\" => \".ws\" )\n",
+        "\nwstunnel.origins = ( \"https://a\", \"https://b\" )\n",
+        "    wstunnel.origins = ( \"https://a\", \"https://b\", \"https://c\" )\n",
+        "    wstunnel.origins = ( \"https://d\" )\n",
+    ] {
+        assert!(out.stdout.contains(want), "-p lacks {want:?}:\n{}", out.stdout);
+    }
+    assert_eq!(out.stderr, "", "a bare name is a variable, not an unknown directive");
+    // A key merged twice with different values is an error, as in lighttpd.
+    let bad = "wstunnel.map-extensions = ( \".a\" => \".ws\" ) + ( \".a\" => \".wss\" )\n";
+    let out = run(&["-t", "-f", "-"], Some(bad), &[], None);
+    assert_eq!(out.code(), Some(2), "{}", out.all());
+    let col = bad.rfind("\".a\"").unwrap() + 1;
+    assert!(out.stderr.starts_with(&format!("<stdin>:1:{col}: duplicate key \".a\" when merging lists")), "{}", out.stderr);
 }

@@ -245,6 +245,11 @@ $HTTP["url"] =~ "^/special/" {{
             (Req::new(p, "/x").host("a.example"), served("A", false)),
             // Host names compare case-insensitively.
             (Req::new(p, "/x").host("A.Example"), served("A", false)),
+            // lighttpd's default host normalization: the scheme's default port and a
+            // trailing dot are dropped; any other port stays part of the host.
+            (Req::new(p, "/x").host("a.example:80"), served("A", false)),
+            (Req::new(p, "/x").host("a.example."), served("A", false)),
+            (Req::new(p, "/x").host("a.example:8080"), served("D", true)),
             (Req::new(p, "/x").host("b.example"), served("B", true)),
             (Req::new(p, "/x").host("b.other.org"), served("B", true)),
             // Like lighttpd, conditions see the Host lowercased, regexes included.
@@ -735,6 +740,86 @@ $SERVER["socket"] == "{sock}" {{
             (Req::new(p, "/x"), served("D", true)),
             (Req::v6(v6, "/x"), served("C", false)),
             (Req::unix(&sock, "/x"), served("U", true)),
+        ],
+    );
+}
+
+#[test]
+fn daemon_reads_its_configuration_from_stdin() {
+    use std::io::BufRead;
+    use std::process::{Command, Stdio};
+    let a = tagged("A");
+    let conf = format!("server.bind = \"127.0.0.1\"\nserver.port = 0\nwstunnel.server = ( \"/\" => ( {} ) )\nwstunnel.frame-type = \"binary\"\n", a.entry());
+    let mut child = Command::new(BIN)
+        .args(["-D", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .env_remove("RUST_LOG")
+        .spawn()
+        .expect("spawn wstund");
+    // Closing stdin after the conf is how `-f -` knows the conf is complete.
+    child.stdin.take().unwrap().write_all(conf.as_bytes()).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    let deadline = Instant::now() + READY_TIMEOUT;
+    while !text.contains("wstund: ready") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                text.push_str(&l);
+                text.push('\n');
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no ready line from `wstund -D -f -`:\n{text}");
+            }
+        }
+    }
+    let ports = parse_listen_ports(&text);
+    let got = probe(&Req::new(ports[0], "/x"));
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(got, served("A", false), "{text}");
+}
+
+#[test]
+fn handshake_directives_resolved_per_request() {
+    let a = tagged("A");
+    let conf = format!(
+        r#"server.bind = "127.0.0.1"
+server.port = 0
+wstunnel.server = ( "/" => ( {a} ) )
+$HTTP["host"] == "strict.example" {{
+    wstunnel.origins = ( "https://good.example" )
+}}
+$HTTP["url"] =^ "/proto/" {{
+    wstunnel.subprotocols = ( "chat" )
+    wstunnel.require-subprotocol = "enable"
+}}
+"#,
+        a = a.entry()
+    );
+    let daemon = Daemon::start(&conf);
+    let p = daemon.port();
+    check_all(
+        &daemon,
+        &[
+            (Req::new(p, "/x").host("strict.example").header("Origin", "https://good.example"), served("A", true)),
+            (Req::new(p, "/x").host("strict.example").header("Origin", "https://evil.example"), Err("HTTP 403".into())),
+            (Req::new(p, "/x").host("other.example").header("Origin", "https://evil.example"), served("A", true)),
+            (Req::new(p, "/proto/x"), Err("HTTP 400".into())),
+            (Req::new(p, "/proto/x").header("Sec-WebSocket-Protocol", "chat"), served("A", true)),
+            (Req::new(p, "/proto/x").header("Sec-WebSocket-Protocol", "binary"), Err("HTTP 400".into())),
         ],
     );
 }

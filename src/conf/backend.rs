@@ -135,6 +135,12 @@ fn backend(v: &Val, d: &Directive) -> Result<BackendSpec, Diag> {
             "listen-backlog" => b.listen_backlog = ConfType::from_val(val, opt)?,
             "close-timeout" => b.close_timeout = ConfType::from_val(val, opt)?,
             "weight" => b.weight = ConfType::from_val(val, opt)?,
+            "check-interval" => b.check_interval = ConfType::from_val(val, opt)?,
+            "check-timeout" => b.check_timeout = ConfType::from_val(val, opt)?,
+            "check-send" => b.check_send = ConfType::from_val(val, opt)?,
+            "check-expect" => b.check_expect = ConfType::from_val(val, opt)?,
+            "rise" => b.rise = ConfType::from_val(val, opt)?,
+            "fall" => b.fall = ConfType::from_val(val, opt)?,
             _ => return Err(unknown_option(key, v, val)),
         }
     }
@@ -228,5 +234,11 @@ fn backend_conf(b: &BackendSpec) -> String {
     push("listen-backlog", Some(b.listen_backlog.to_string()));
     push("close-timeout", b.close_timeout.to_conf(option("close-timeout")));
     push("weight", Some(b.weight.to_string()));
+    push("check-interval", b.check_interval.to_conf(option("check-interval")));
+    push("check-timeout", b.check_timeout.to_conf(option("check-timeout")));
+    push("check-send", Some(quote(&b.check_send)));
+    push("check-expect", Some(quote(&b.check_expect)));
+    push("rise", Some(b.rise.to_string()));
+    push("fall", Some(b.fall.to_string()));
     format!("( {} )", parts.join(", "))
 }

@@ -7,6 +7,7 @@
 //! Regexes are compiled at load time; resolving allocates only when some
 //! block applies.
 
+use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -195,12 +196,13 @@ impl Condition {
                 owned = req.remote_ip.map(|ip| normalize_ip(ip).to_string()).unwrap_or_default();
                 owned.as_str()
             }
-            // lighttpd lowercases the Host before any condition sees it, so every
-            // operator (regexes and their captures included) works on the lowercase name.
-            Subject::Host if self.subject.text(req).bytes().any(|b| b.is_ascii_uppercase()) => {
-                owned = self.subject.text(req).to_ascii_lowercase();
-                owned.as_str()
-            }
+            Subject::Host => match normalize_host(self.subject.text(req), req.scheme) {
+                Cow::Borrowed(h) => h,
+                Cow::Owned(h) => {
+                    owned = h;
+                    owned.as_str()
+                }
+            },
             _ => self.subject.text(req),
         };
         match (&self.matcher, self.op) {
@@ -242,6 +244,37 @@ fn compile(pattern: &str, at: Span) -> Result<Regex, Diag> {
         };
         Diag::new(at, format!("invalid regular expression {}: {}", quote(pattern), detail))
     })
+}
+
+/// The Host as lighttpd's conditions see it (with its default `host-strict` and
+/// `host-normalize` parse options): lowercase, without a trailing dot, and without a
+/// port that is the scheme's default. Other ports stay, so `"a.example:8080"` still
+/// differs from `"a.example"`. Borrows when nothing changes (the common case).
+pub(crate) fn normalize_host<'a>(host: &'a str, scheme: &str) -> Cow<'a, str> {
+    let (name, port) = if host.starts_with('[') {
+        match host.find(']') {
+            Some(i) => (&host[..=i], host[i + 1..].strip_prefix(':')),
+            None => (host, None),
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((n, p)) => (n, Some(p)),
+            None => (host, None),
+        }
+    };
+    let default_port = if scheme.eq_ignore_ascii_case("https") { "443" } else { "80" };
+    let port = port.filter(|p| !p.is_empty() && *p != default_port);
+    let name = if name.len() > 1 && !name.starts_with('[') { name.strip_suffix('.').unwrap_or(name) } else { name };
+    let unchanged = name.len() + port.map_or(0, |p| p.len() + 1) == host.len();
+    if unchanged && !host.bytes().any(|b| b.is_ascii_uppercase()) {
+        return Cow::Borrowed(host);
+    }
+    let mut out = name.to_ascii_lowercase();
+    if let Some(p) = port {
+        out.push(':');
+        out.push_str(p);
+    }
+    Cow::Owned(out)
 }
 
 /// `"10.0.0.0/8"`, `"::1"`, `"2001:db8::/32"` -> network and prefix length.
@@ -441,6 +474,30 @@ mod tests {
         for (i, (c, req, want)) in cases.iter().enumerate() {
             assert_eq!(c.eval(req, None), *want, "case {}: {}", i, c.to_conf());
         }
+    }
+
+    #[test]
+    fn host_normalization() {
+        let cases = [
+            ("a.example", "http", "a.example"),
+            ("A.Example", "http", "a.example"),
+            ("a.example:80", "http", "a.example"),
+            ("a.example:80", "https", "a.example:80"),
+            ("a.example:443", "https", "a.example"),
+            ("a.example:8080", "http", "a.example:8080"),
+            ("a.example.", "http", "a.example"),
+            ("A.example.:80", "http", "a.example"),
+            ("a.example:", "http", "a.example"),
+            ("[::1]:80", "http", "[::1]"),
+            ("[::1]:8080", "http", "[::1]:8080"),
+            ("[::1]", "http", "[::1]"),
+            (".", "http", "."),
+            ("", "http", ""),
+        ];
+        for (raw, scheme, want) in cases {
+            assert_eq!(normalize_host(raw, scheme), want, "{raw} ({scheme})");
+        }
+        assert!(matches!(normalize_host("a.example:8080", "http"), Cow::Borrowed(_)));
     }
 
     #[test]

@@ -204,7 +204,13 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("kill-signal", "integer", 1, 64, &[], "15", Unit::None, "Signal used to stop a spawned process (number or name such as \"SIGINT\")."),
     backend_opt("listen-backlog", "integer", 1, U31, &[], "1024", Unit::None, "listen(2) backlog of the socket of a spawned pool."),
     backend_opt("close-timeout", "integer", 0, U31, &[], "100", Unit::Millis, "After a close, how long to wait for the backend before cutting it off."),
-    backend_opt("weight", "integer", 1, 65535, &[], "1", Unit::None, "Relative share of connections under balancing."),
+    backend_opt("weight", "integer", 1, 65535, &[], "1", Unit::None, "Relative share of connections under balancing; honoured by every algorithm."),
+    backend_opt("check-interval", "integer", 0, U31, &[], "0", Unit::Seconds, "Seconds between active health probes (TCP connect, optional send/expect); 0 disables them."),
+    backend_opt("check-timeout", "integer", 1, U31, &[], "2", Unit::Seconds, "Time a health probe may take (connect + expected reply) before it counts as failed."),
+    backend_opt("check-send", "string", 0, 0, &[], "\"\"", Unit::None, "Bytes a health probe writes after connecting; \\n, \\r, \\t, \\0 and \\xHH escapes are decoded."),
+    backend_opt("check-expect", "string", 0, 0, &[], "\"\"", Unit::None, "The probe succeeds only if the reply contains this string (same escapes); empty = connecting is enough."),
+    backend_opt("rise", "integer", 1, 255, &[], "2", Unit::None, "Consecutive successful probes that bring an unhealthy backend back."),
+    backend_opt("fall", "integer", 1, 255, &[], "3", Unit::None, "Consecutive failed probes that take a healthy backend out."),
 ];
 
 #[allow(clippy::too_many_arguments)] // one call per table row reads better than a struct literal

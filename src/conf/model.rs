@@ -68,6 +68,11 @@ pub const DEFAULT_BACKEND_LISTEN_BACKLOG: u32 = 1024;
 pub const DEFAULT_BACKEND_MODE: BackendMode = BackendMode::Socket;
 pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_millis(100);
 pub const DEFAULT_WEIGHT: u32 = 1;
+/// Active health checks are opt-in: 0 = none.
+pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::ZERO;
+pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+pub const DEFAULT_RISE: u32 = 2;
+pub const DEFAULT_FALL: u32 = 3;
 /// Host used when a spawned backend (`bin-path`) gives only a `port`.
 pub const DEFAULT_SPAWN_HOST: &str = "127.0.0.1";
 
@@ -340,6 +345,15 @@ pub struct BackendSpec {
     pub mode: BackendMode,
     pub close_timeout: Duration,
     pub weight: u32,
+    /// Seconds between active health probes; zero = no probes.
+    pub check_interval: Duration,
+    pub check_timeout: Duration,
+    /// Raw (escapes decoded by the health module): written after connecting.
+    pub check_send: String,
+    /// The reply must contain this; empty = connecting is enough.
+    pub check_expect: String,
+    pub rise: u32,
+    pub fall: u32,
 }
 
 impl BackendSpec {
@@ -362,6 +376,12 @@ impl BackendSpec {
             mode: DEFAULT_BACKEND_MODE,
             close_timeout: DEFAULT_CLOSE_TIMEOUT,
             weight: DEFAULT_WEIGHT,
+            check_interval: DEFAULT_CHECK_INTERVAL,
+            check_timeout: DEFAULT_CHECK_TIMEOUT,
+            check_send: String::new(),
+            check_expect: String::new(),
+            rise: DEFAULT_RISE,
+            fall: DEFAULT_FALL,
         }
     }
 

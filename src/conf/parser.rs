@@ -107,7 +107,7 @@ impl Parser {
                         }
                     };
                     let value = self.expr()?;
-                    Ok(Stmt::Assign { key: word, key_span: span, op, value })
+                    Ok(Stmt::Assign { key: variable_name(word), key_span: span, op, value })
                 }
             },
             Tok::Dollar(_) => {
@@ -226,7 +226,7 @@ impl Parser {
             Tok::Ident(w) => Ok(match w.as_str() {
                 "true" | "enable" => Expr::Bool(true, span),
                 "false" | "disable" => Expr::Bool(false, span),
-                _ => Expr::Ref(w, span),
+                _ => Expr::Ref(variable_name(w), span),
             }),
             Tok::LParen => {
                 self.enter(span)?;
@@ -264,6 +264,15 @@ impl Parser {
                 }
             }
         }
+    }
+}
+
+/// lighttpd reads a name without a dot as a user variable: `x = 1` is `var.x = 1`.
+fn variable_name(word: String) -> String {
+    if word.contains('.') {
+        word
+    } else {
+        format!("var.{}", word)
     }
 }
 
@@ -305,6 +314,10 @@ mod tests {
         }
         assert!(matches!(one("x = ()"), Stmt::Assign { value: Expr::List(e, _), .. } if e.is_empty()));
         assert!(matches!(one("x = enable"), Stmt::Assign { value: Expr::Bool(true, _), .. }));
+        // lighttpd: a name without a dot is a user variable, assigned or referenced.
+        assert!(matches!(one("port = base + 1"), Stmt::Assign { key, value: Expr::Add(t, _), .. }
+            if key == "var.port" && t[0] == Expr::Ref("var.base".into(), s(1, 8))));
+        assert!(matches!(one("server.port = var.p"), Stmt::Assign { key, value: Expr::Ref(r, _), .. } if key == "server.port" && r == "var.p"));
         assert!(matches!(one("include \"a.conf\""), Stmt::Include { .. }));
         assert!(matches!(one("include_shell \"echo\" + \" x\""), Stmt::IncludeShell { command: Expr::Add(..), .. }));
         assert!(matches!(one("global { a = 1; b = 2 }"), Stmt::Global { body, .. } if body.len() == 2));

@@ -60,7 +60,7 @@ impl Val {
     }
 
     /// `self + other` with lighttpd's rules: string concatenation (an integer
-    /// on the right is appended in decimal), integer addition, list merge.
+    /// on either side is written in decimal), integer addition, list merge.
     pub fn plus(self, other: Val) -> Result<Val, Diag> {
         let span = self.span;
         let kind = match (self.kind, other.kind) {
@@ -72,13 +72,23 @@ impl Val {
                 a.push_str(&b.to_string());
                 ValKind::Str(a)
             }
+            // lighttpd turns the integer into text on either side of a string.
+            (ValKind::Int(a), ValKind::Str(b)) => ValKind::Str(format!("{}{}", a, b)),
             (ValKind::Int(a), ValKind::Int(b)) => {
                 ValKind::Int(a.checked_add(b).ok_or_else(|| Diag::new(other.span, "integer overflow in '+'"))?)
             }
             (ValKind::List(mut a), ValKind::List(b)) => {
                 for e in b {
                     if let Some(k) = &e.key {
-                        if a.iter().any(|x| x.key.as_deref() == Some(k.as_str())) {
+                        if let Some(old) = a.iter().find(|x| x.key.as_deref() == Some(k.as_str())) {
+                            // As in lighttpd, repeating a key with the same string or
+                            // integer value is harmless (e.g. a module listed twice).
+                            let same = matches!((&old.val.kind, &e.val.kind),
+                                (ValKind::Str(x), ValKind::Str(y)) if x == y)
+                                || matches!((&old.val.kind, &e.val.kind), (ValKind::Int(x), ValKind::Int(y)) if x == y);
+                            if same {
+                                continue;
+                            }
                             return Err(Diag::new(e.key_span, format!("duplicate key \"{}\" when merging lists", k)));
                         }
                     }
@@ -211,6 +221,7 @@ mod tests {
             (Str("a".into()), Str("b".into()), Str("ab".into())),
             (Str("port ".into()), Int(80), Str("port 80".into())),
             (Int(2), Int(3), Int(5)),
+            (Int(8), Str("080".into()), Str("8080".into())),
         ];
         for (a, b, want) in ok {
             assert_eq!(v(a).plus(v(b)).unwrap().kind, want);
@@ -218,7 +229,7 @@ mod tests {
         let merged = list(vec![(None, Int(1))]).plus(list(vec![(Some("k"), Int(2))])).unwrap();
         assert_eq!(merged, list(vec![(None, Int(1)), (Some("k"), Int(2))]));
         let bad = [
-            (Int(1), Str("a".into()), "cannot add a string to an integer"),
+            (Str("a".into()), Bool(true), "cannot add a boolean to a string"),
             (Bool(true), Int(1), "cannot add an integer to a boolean"),
             (Int(i64::MAX), Int(1), "integer overflow"),
         ];
@@ -227,6 +238,9 @@ mod tests {
         }
         let dup = list(vec![(Some("k"), Int(1))]).plus(list(vec![(Some("k"), Int(2))]));
         assert!(dup.unwrap_err().msg.contains("duplicate key \"k\""));
+        // The same key with the same value is dropped, as lighttpd does.
+        let same = list(vec![(Some("k"), Str("v".into())), (None, Int(1))]).plus(list(vec![(Some("k"), Str("v".into())), (None, Int(1))]));
+        assert_eq!(same.unwrap(), list(vec![(Some("k"), Str("v".into())), (None, Int(1)), (None, Int(1))]));
     }
 
     #[test]

@@ -32,6 +32,10 @@ pub struct Request {
     /// escapes are kept as sent; segments that are or decode to ".." and any "%00" were
     /// refused while parsing, so routing and CGI variables can use it as is.
     pub path: String,
+    /// `path` as lighttpd's conditions and routing see it: percent-decoded (except
+    /// `%2F`, which stays encoded so it cannot become a separator) and with "." and
+    /// ".." segments removed (RFC 3986 5.2.4). Always starts with '/'.
+    pub url_path: String,
     /// After the first '?', without it; empty if none.
     pub query: String,
     /// 0 for HTTP/1.0, 1 for HTTP/1.1.
@@ -162,10 +166,12 @@ fn build(req: httparse::Request<'_, '_>) -> Result<Request, Reject> {
             )
         })
         .collect();
+    let url_path = normalize_path(path)?;
     Ok(Request {
         method: method.to_string(),
         target: target.to_string(),
         path: path.to_string(),
+        url_path,
         query: query.to_string(),
         minor_version,
         headers,
@@ -201,10 +207,11 @@ fn split_target(target: &str) -> Result<(&str, &str), Reject> {
     Ok((if path.is_empty() { "/" } else { path }, query))
 }
 
-/// Refuses paths that could climb out of a prefix in whatever consumes them later
-/// (a CGI's PATH_INFO, a backend that decodes): any segment that is "..", also with
-/// percent-encoded dots, where "/", "\\", "%2f" and "%5c" all count as separators; and
-/// an encoded NUL, which C consumers would truncate at.
+/// Refuses what normalization cannot make safe for whatever consumes the path later (a
+/// CGI's PATH_INFO, a backend that decodes): a ".." segment whose separator is an
+/// encoded slash or a backslash ("%2f", "%5c", "\\"), which a later decoder would turn
+/// into a real climb; and an encoded NUL, which C consumers would truncate at. Plain
+/// "/../" is not refused: `normalize_path` resolves it, as lighttpd does.
 fn check_path(path: &str) -> Result<(), Reject> {
     let b = path.as_bytes();
     let mut seg_start = 0;
@@ -222,8 +229,10 @@ fn check_path(path: &str) -> Result<(), Reject> {
             0
         };
         if sep > 0 {
-            if is_dot_dot(&b[seg_start..i]) {
-                return Err(Reject::new(400, "\"..\" in request path"));
+            let plain_sep = |j: usize| j >= b.len() || b[j] == b'/';
+            let start_plain = seg_start == 0 || b[seg_start - 1] == b'/';
+            if is_dot_dot(&b[seg_start..i]) && !(start_plain && plain_sep(i)) {
+                return Err(Reject::new(400, "\"..\" next to an encoded separator in request path"));
             }
             i += sep;
             seg_start = i;
@@ -232,6 +241,50 @@ fn check_path(path: &str) -> Result<(), Reject> {
         }
     }
     Ok(())
+}
+
+/// Percent-decodes `path` (keeping `%2F` encoded) and removes dot segments.
+fn normalize_path(path: &str) -> Result<String, Reject> {
+    let b = path.as_bytes();
+    let mut dec = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            if let (Some(h), Some(l)) = (hex(b.get(i + 1)), hex(b.get(i + 2))) {
+                let c = h << 4 | l;
+                if c == b'/' {
+                    dec.extend_from_slice(b"%2F");
+                } else {
+                    dec.push(c);
+                }
+                i += 3;
+                continue;
+            }
+        }
+        dec.push(b[i]);
+        i += 1;
+    }
+    let dec = String::from_utf8(dec).map_err(|_| Reject::new(400, "request path is not UTF-8 after decoding"))?;
+    let mut out: Vec<&str> = Vec::new();
+    let segs: Vec<&str> = dec.split('/').skip(1).collect();
+    let last = segs.len().saturating_sub(1);
+    for (k, seg) in segs.iter().enumerate() {
+        match *seg {
+            "." => {
+                if k == last {
+                    out.push("");
+                }
+            }
+            ".." => {
+                out.pop();
+                if k == last {
+                    out.push("");
+                }
+            }
+            s => out.push(s),
+        }
+    }
+    Ok(format!("/{}", out.join("/")))
 }
 
 fn hex(b: Option<&u8>) -> Option<u8> {
@@ -434,12 +487,10 @@ mod tests {
             ("HTTPS://h.example:443/w", Ok(("/w", ""))),
             ("http://h.example", Ok(("/", ""))),
             ("http://h.example?q", Ok(("/", "q"))),
-            ("/..", Err(400)),
-            ("/a/../b", Err(400)),
-            ("/a/..", Err(400)),
-            ("/%2e%2e/x", Err(400)),
-            ("/.%2E/x", Err(400)),
-            ("/%2E./x", Err(400)),
+            ("/..", Ok(("/..", ""))),
+            ("/a/../b", Ok(("/a/../b", ""))),
+            ("/a/..", Ok(("/a/..", ""))),
+            ("/%2e%2e/x", Ok(("/%2e%2e/x", ""))),
             ("/a/..%2fetc", Err(400)),
             ("/a%2F..%2Fb", Err(400)),
             ("/a\\..\\b", Err(400)),
@@ -447,7 +498,7 @@ mod tests {
             ("/a%5c..x", Ok(("/a%5c..x", ""))),
             ("/a/%00", Err(400)),
             ("/a%00b", Err(400)),
-            ("http://h/../x", Err(400)),
+            ("http://h/../x", Ok(("/../x", ""))),
         ];
         for (target, want) in cases {
             let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
@@ -459,6 +510,31 @@ mod tests {
             let want = want.map(|(p, q)| (p.to_string(), q.to_string()));
             assert_eq!(got, want, "{target}");
         }
+    }
+
+    #[test]
+    fn url_path_is_decoded_and_normalized() {
+        for (target, want) in [
+            ("/", "/"),
+            ("/a/b", "/a/b"),
+            ("/sp%65cial/x", "/special/x"),
+            ("/x/../special/x", "/special/x"),
+            ("/a/./b/", "/a/b/"),
+            ("/a/b/..", "/a/"),
+            ("/../../x", "/x"),
+            ("/%2e%2e/x", "/x"),
+            ("/a%2Fb", "/a%2Fb"),
+            ("/caf%C3%A9", "/café"),
+            ("/a//b", "/a//b"),
+        ] {
+            let raw = format!("GET {target} HTTP/1.1\r\nHost: h\r\n\r\n");
+            match parse_request(raw.as_bytes()) {
+                Parse::Complete { request, .. } => assert_eq!(request.url_path, want, "{target}"),
+                _ => panic!("{target} was not accepted"),
+            }
+        }
+        let raw = b"GET /%ff HTTP/1.1\r\nHost: h\r\n\r\n";
+        assert!(matches!(parse_request(raw), Parse::Invalid(r) if r.status == 400));
     }
 
     #[test]
