@@ -122,6 +122,28 @@ if ! venv_ok; then
 fi
 export WSTUND_PYTHON="$VENV/bin/python"
 
+# --- Chromium for tests/browser.rs -------------------------------------------------------
+# A real browser client (permessage-deflate, subprotocols). Once it is installed (or was
+# already there) the browser test must run: WSTUND_REQUIRE_BROWSER=1 turns its skip into a
+# failure.
+find_chromium() {
+    local name
+    for name in chromium chromium-browser google-chrome google-chrome-stable; do
+        if command -v "$name" >/dev/null 2>&1; then
+            command -v "$name"
+            return 0
+        fi
+    done
+    return 1
+}
+if [ -z "${WSTUND_CHROMIUM:-}" ] && ! find_chromium >/dev/null; then
+    apt_install chromium || say "chromium not installed: tests/browser.rs will skip"
+fi
+if [ -n "${WSTUND_CHROMIUM:-}" ] || find_chromium >/dev/null; then
+    export WSTUND_REQUIRE_BROWSER=1
+    say "browser test: ${WSTUND_CHROMIUM:-$(find_chromium)}"
+fi
+
 # --- the suite ---------------------------------------------------------------------------
 say "running cargo test --all-targets $*"
 exec cargo test --all-targets "$@"

@@ -48,6 +48,14 @@ use crate::ws::frame::OpCode;
 /// How long an error response or a failing close frame may take to drain.
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// The deadline `timeout` after `now`; a zero timeout means "no limit" (Crossbar's
+/// and lighttpd's convention for these options).
+pub fn deadline_after(now: Instant, timeout: Duration) -> Instant {
+    const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    let t = if timeout.is_zero() { FOREVER } else { timeout };
+    now.checked_add(t).unwrap_or(now + Duration::from_secs(24 * 3600))
+}
+
 /// Everything a connection handler needs from the loop.
 pub struct Ctx<'a> {
     pub registry: &'a Registry,
@@ -184,7 +192,7 @@ impl Conn {
             peer,
             client,
             backend: None,
-            phase: Phase::Handshake { deadline: now + handshake_timeout },
+            phase: Phase::Handshake { deadline: deadline_after(now, handshake_timeout) },
             inbound: Inbound::new(),
             outbound: Outbound::new(),
             tunnel: None,

@@ -258,7 +258,7 @@ impl Server {
     fn add_conn(&mut self, listener: usize, stream: ClientStream, peer: Option<std::net::SocketAddr>, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
-        let timeout = self.config.wstunnel.open_handshake_timeout.max(Duration::from_millis(1));
+        let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
         let mut conn = Conn::new(id, key, listener, stream, peer, now, timeout);
@@ -278,17 +278,23 @@ impl Server {
         }
     }
 
-    fn tick(&mut self, now: Instant) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
+    /// Runs `f` on every connection and removes the ones it finished. Slab keys are
+    /// below its capacity, so no key list is allocated. A connection accepted during the
+    /// walk (a removal can resume paused accepts) may or may not be visited: harmless.
+    fn visit_all(&mut self, now: Instant, f: fn(&mut Conn, &mut Ctx)) {
+        for key in 0..self.conns.capacity() {
             let (mut ctx, conns) = self.ctx(now);
             if let Some(c) = conns.get_mut(key) {
-                c.on_tick(&mut ctx);
+                f(c, &mut ctx);
                 if c.is_done() {
                     self.remove(key, now);
                 }
             }
         }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.visit_all(now, Conn::on_tick);
         self.procs.tick(self.poll.registry(), now);
         self.pool.trim();
         self.hosts.tick(now);
@@ -360,16 +366,7 @@ impl Server {
     }
 
     fn shutdown_conns(&mut self, now: Instant) {
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            let (mut ctx, conns) = self.ctx(now);
-            if let Some(c) = conns.get_mut(key) {
-                c.begin_shutdown(&mut ctx);
-                if c.is_done() {
-                    self.remove(key, now);
-                }
-            }
-        }
+        self.visit_all(now, Conn::begin_shutdown);
     }
 
     fn log_status(&self, now: Instant) {

@@ -10,7 +10,7 @@ use std::io;
 
 use log::{debug, info, warn};
 
-use crate::conn::{Conn, Ctx, Phase, Side, LINGER_TIMEOUT};
+use crate::conn::{deadline_after, Conn, Ctx, Phase, Side, LINGER_TIMEOUT};
 use crate::inbound::{Control, Decoded, Violation};
 use crate::outbound::{Finish, ReadOutcome};
 use crate::staged::BackendFault;
@@ -242,7 +242,7 @@ impl Conn {
         }
         self.close_sent = true;
         let timeout = self.tunnel.as_ref().map(|t| t.close_timeout).unwrap_or(LINGER_TIMEOUT);
-        self.phase = Phase::Closing { deadline: ctx.now + timeout };
+        self.phase = Phase::Closing { deadline: deadline_after(ctx.now, timeout) };
     }
 
     /// wstund starts the close handshake (backend EOF, idle, shutdown).
@@ -312,7 +312,7 @@ impl Conn {
                 self.phase = Phase::Done;
             } else if self.phase == Phase::Open {
                 let timeout = self.tunnel.as_ref().map(|t| t.close_timeout).unwrap_or(LINGER_TIMEOUT);
-                self.phase = Phase::Closing { deadline: ctx.now + timeout };
+                self.phase = Phase::Closing { deadline: deadline_after(ctx.now, timeout) };
             }
             return;
         }

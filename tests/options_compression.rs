@@ -247,6 +247,34 @@ fn server_no_context_takeover_and_window_bits_are_honoured() {
     }
 }
 
+/// auto-fragment-size applies to the compressed bytes: every frame at most N, RSV1 on
+/// the first frame of the message only, and the frames together inflate to the line.
+#[test]
+fn auto_fragment_of_compressed_messages() {
+    let peer = Peer::new();
+    let conf = Conf::new()
+        .route("/", &[peer.entry()])
+        .set("wstunnel.compression", "\"permessage-deflate\"")
+        .set("wstunnel.backend-framing", "\"line\"")
+        .set("wstunnel.auto-fragment-size", "100");
+    let d = Daemon::start_conf(&conf);
+    let (mut c, answer) = open(&d, "/", Some("permessage-deflate"));
+    assert!(answer.is_some());
+    let mut b = peer.accept();
+    let mut pmd = Pmd::new(15);
+    for seed in 0..3 {
+        let line = ascii(5000, seed);
+        b.send(&[&line[..], b"\n"].concat());
+        let (op, frames, payload) = read_message(&mut c, T);
+        assert_eq!(op, OP_TEXT);
+        assert!(frames.len() > 1, "{} frames", frames.len());
+        assert!(frames.iter().all(|f| f.payload.len() <= 100), "frame sizes {:?}", frames.iter().map(|f| f.payload.len()).collect::<Vec<_>>());
+        assert_eq!(frames[0].rsv, 4);
+        assert!(frames[1..].iter().all(|f| f.rsv == 0 && f.opcode == OP_CONT));
+        assert_eq!(pmd.inflate(&payload).unwrap(), line);
+    }
+}
+
 /// client_no_context_takeover agreed: the client resets its compressor per message,
 /// and wstund inflates each message on its own.
 #[test]

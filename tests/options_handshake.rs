@@ -71,7 +71,8 @@ fn subprotocol_selection_table() {
     let be = Backend::echo();
     let d = subprotocol_daemon(&be.entry());
     // (path, Sec-WebSocket-Protocol headers sent, expected answer or HTTP status)
-    let rows: Vec<(&str, Vec<&str>, Result<Option<&str>, u16>)> = vec![
+    type Row<'a> = (&'a str, Vec<&'a str>, Result<Option<&'a str>, u16>);
+    let rows: Vec<Row> = vec![
         ("/default/", vec![], Ok(None)),
         ("/default/", vec!["binary"], Ok(Some("binary"))),
         ("/default/", vec!["base64"], Ok(Some("base64"))),
