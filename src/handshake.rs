@@ -267,6 +267,10 @@ impl Conn {
             return;
         }
         let Some(t) = self.tunnel.as_mut() else { return };
+        if failure != Failure::Local {
+            // A later host's own failure decides the answer, not an earlier program's.
+            t.fail_status = 503;
+        }
         let Some(id) = t.host.take() else { return };
         let disable_time = t.backends.get(t.backend_index).map(|b| b.disable_time).unwrap_or_default();
         ctx.hosts.connect_failed(id, failure, disable_time, ctx.now);
