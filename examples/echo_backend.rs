@@ -166,8 +166,10 @@ fn main() {
         })
         .collect();
     for h in handles {
-        if let Ok(Err(e)) = h.join() {
-            die(&format!("event loop: {e}"));
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => die(&format!("event loop: {e}")),
+            Err(_) => die("an event loop thread panicked"),
         }
     }
 }

@@ -265,9 +265,19 @@ fail_run() { # fail_run DAEMON WHAT ERRFILE
     fi
 }
 
+# Without the backend every later run would fail with 503s; stop with the reason instead.
+check_backend() {
+    local rc=0
+    alive "$ECHO_PID" && return 0
+    wait "$ECHO_PID" || rc=$?
+    FAILED=1
+    die "the echo backend (pid $ECHO_PID) is gone, exit status $rc$( [ "$rc" -gt 128 ] && echo " (signal $((rc - 128)))"): $(tail -3 "$TMP/echo.out" | tr '\n' ' ')"
+}
+
 run_timed() { # run_timed ROUND KEY DAEMON
     local r=$1 key=$2 d=$3 mode=$2 path=/ws/ out err line lat
     [ "$key" = connrate-unix ] && { mode=connrate; path=/wsu/; }
+    check_backend
     alive "${PID[$d]}" || return 0
     out=$TMP/r$r.$key.$d.out
     err=$TMP/r$r.$key.$d.err
@@ -289,6 +299,7 @@ run_idle() { # run_idle ROUND KIND
     local r=$1 kind=$2 name=idle-$2-$1 out err wp rss0 rss1 rss2 n rc=0 per
     out=$TMP/r$r.idle.$kind.out
     err=$TMP/r$r.idle.$kind.err
+    check_backend
     if ! start_daemon "$name" "$kind"; then
         FAILED=1
         return 0

@@ -7,6 +7,10 @@
 //! and the kernel's socket buffers then push back on the sender (TCP flow control).
 
 use std::io;
+use std::time::Duration;
+
+/// Tolerance for per-second timers checked on the 1-second tick.
+const TICK_SLACK: Duration = Duration::from_millis(50);
 
 use log::{debug, info, warn};
 
@@ -344,7 +348,7 @@ impl Conn {
         let (interval, timeout, size, drop) =
             (t.settings.ping_interval, t.settings.ping_timeout, t.settings.ping_size, t.settings.fail_by_drop);
         if let Some(since) = self.ping_outstanding {
-            if timeout > 0 && ctx.now.duration_since(since).as_secs() >= u64::from(timeout) {
+            if timeout > 0 && ctx.now + TICK_SLACK >= since + Duration::from_secs(u64::from(timeout)) {
                 info!("[c{}] no pong within {timeout}s", self.id);
                 if drop {
                     self.close_code.get_or_insert(close::ABNORMAL);
@@ -356,7 +360,10 @@ impl Conn {
                 return;
             }
         }
-        if interval > 0 && ctx.now.duration_since(self.last_ping).as_secs() >= u64::from(interval) {
+        // The tick can land a hair early; a whole-second comparison would then skip a
+        // ping and double the interval.
+        let due = self.last_ping + Duration::from_secs(u64::from(interval));
+        if interval > 0 && ctx.now + TICK_SLACK >= due {
             self.last_ping = ctx.now;
             // A 4-byte stamp, zero-padded to ping-size (4..=125).
             let mut payload = [0u8; 125];

@@ -24,7 +24,8 @@ fn limits_daemon(be: &Backend) -> Daemon {
             "/zmsg/",
             &["wstunnel.max-message-size = 1000", "wstunnel.compression = \"permessage-deflate\""],
         ))
-        .line(&when_url("/linedefault/", &["wstunnel.backend-framing = \"line\""]));
+        .line(&when_url("/linedefault/", &["wstunnel.backend-framing = \"line\""]))
+        .line(&when_url("/frameddefault/", &["wstunnel.backend-framing = \"framed\""]));
     Daemon::start_conf(&conf)
 }
 
@@ -206,7 +207,7 @@ fn max_message_size_is_judged_at_the_frame_header() {
 /// Stream framing: 0 means unlimited (nothing is buffered); line framing with the limit
 /// unset buffers and so stops at 1 MiB.
 #[test]
-fn default_message_limit_is_unlimited_in_stream_and_1mib_in_line() {
+fn default_message_limit_is_unlimited_in_stream_and_1mib_where_buffered() {
     let be = Backend::echo();
     let d = limits_daemon(&be);
     const MIB: usize = 1 << 20;
@@ -216,29 +217,61 @@ fn default_message_limit_is_unlimited_in_stream_and_1mib_in_line() {
     ws_echo_big(&mut ws, tungstenite::Message::text(s), &big, Duration::from_secs(60));
     drop(ws);
 
-    for (size, close) in [(MIB, None), (MIB + 1, Some(1009))] {
-        let p = ascii(size, 8);
-        let mut c = RawClient::handshake(d.port(), "/linedefault/");
-        let wire = fragments(OP_TEXT, &p, &[size / 2, size - size / 2]);
-        std::thread::scope(|s| {
-            let mut w = c.stream.try_clone().unwrap();
-            s.spawn(move || {
-                use std::io::Write;
-                let _ = w.write_all(&wire);
-            });
+    for path in ["/linedefault/", "/frameddefault/"] {
+        for (size, close) in [(MIB, None), (MIB + 1, Some(1009))] {
+            let p = ascii(size, 8);
+            let c = RawClient::handshake(d.port(), path);
+            let wire = fragments(OP_TEXT, &p, &[size / 2, size - size / 2]);
+            let (got, code) = send_big_and_read(c, wire, close.is_some());
             match close {
-                None => {
-                    let (op, frames, got) = read_message(&mut c, Duration::from_secs(60));
-                    assert_eq!(op, OP_TEXT);
-                    assert!(got == p, "1 MiB line message differs (got {} bytes in {} frames)", got.len(), frames.len());
-                }
-                Some(code) => {
-                    let f = c.expect_close(Duration::from_secs(60));
-                    assert_eq!(f.close_code(), Some(code), "{} bytes in line framing", size);
-                }
+                None => assert!(got == p, "{path}: 1 MiB message differs (got {} bytes)", got.len()),
+                Some(want) => assert_eq!(code, Some(want), "{path}: {size} bytes"),
             }
-        });
+        }
     }
+
+    // base64 buffers too; the limit applies to the message as the client sent it.
+    let decoded = ascii(700 * 1024, 9);
+    let text = base64(&decoded).into_bytes();
+    assert!(text.len() < MIB);
+    let req = UpgradeRequest::new("/b64/").with("Sec-WebSocket-Protocol", "base64");
+    let (mut c, _) = RawClient::handshake_with(d.port(), req.clone());
+    let wire = frame(true, 0, OP_TEXT, &text);
+    std::thread::scope(|s| {
+        let mut w = c.stream.try_clone().unwrap();
+        s.spawn(move || {
+            use std::io::Write;
+            let _ = w.write_all(&wire);
+        });
+        let mut back = Vec::new();
+        while back.len() < decoded.len() {
+            let (op, _, t) = read_message(&mut c, Duration::from_secs(60));
+            assert_eq!(op, OP_TEXT);
+            back.extend(unbase64(&t));
+        }
+        assert!(back == decoded, "700 KiB through base64 differs");
+    });
+    let too_big = base64(&ascii(MIB, 10)).into_bytes();
+    let (c, _) = RawClient::handshake_with(d.port(), req);
+    let (_, code) = send_big_and_read(c, frame(true, 0, OP_TEXT, &too_big), true);
+    assert_eq!(code, Some(1009), "base64 message over 1 MiB");
+}
+
+/// Write `wire` from a second thread while reading: either one whole message back
+/// (`expect_close` false) or the close code.
+fn send_big_and_read(mut c: RawClient, wire: Vec<u8>, expect_close: bool) -> (Vec<u8>, Option<u16>) {
+    std::thread::scope(|s| {
+        let mut w = c.stream.try_clone().unwrap();
+        s.spawn(move || {
+            use std::io::Write;
+            let _ = w.write_all(&wire);
+        });
+        if expect_close {
+            (Vec::new(), c.expect_close(Duration::from_secs(60)).close_code())
+        } else {
+            (read_message(&mut c, Duration::from_secs(60)).2, None)
+        }
+    })
 }
 
 /// With permessage-deflate the inflated size counts: a few compressed bytes that
@@ -346,9 +379,11 @@ fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
     c.send(&frame(true, 4, OP_BINARY, &pmd.deflate(&[7u8; 5000])));
     assert!(wait_until(T, || be.bytes_in() >= 5000));
     close_cleanly(&mut c);
+    assert!(be.wait_eofs(1, T));
     let base = peak_rss_kb(d.pid());
 
-    for split in [false, true] {
+    for (i, split) in [false, true].into_iter().enumerate() {
+        // The previous connection is drained (its EOF seen), so this count is exact.
         let before_in = be.bytes_in();
         let (mut c, _) = RawClient::handshake_with(d.port(), UpgradeRequest::new("/bomb/").with("Sec-WebSocket-Extensions", "permessage-deflate"));
         let wire = if split {
@@ -373,6 +408,7 @@ fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
             c.expect_close_code(1009, Duration::from_secs(20));
         });
         let peak = peak_rss_kb(d.pid());
+        assert!(be.wait_eofs(2 + i, T), "backend connection not closed (split {split})");
         let fed = be.bytes_in() - before_in;
         eprintln!(
             "bomb (split {split}): closed after {:?}; backend got {fed} bytes; peak RSS {peak} KiB (baseline {base} KiB)",
@@ -382,7 +418,6 @@ fn decompression_bomb_is_closed_with_1009_and_memory_stays_bounded() {
         assert!(peak < base + 24 * 1024, "peak RSS grew from {base} KiB to {peak} KiB on a 100 MiB bomb");
         assert!(d.rss_kb() < base + 24 * 1024);
     }
-    assert!(be.wait_eofs(3, T), "backend connections not closed");
 }
 
 /// Counts what it reads (into `bytes_in`) and never answers.

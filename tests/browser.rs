@@ -1,0 +1,247 @@
+//! A real browser against wstund: headless Chromium loads tests/browser/page.html (from a
+//! temp dir, ports filled in), whose JavaScript opens WebSockets to wstund, exchanges
+//! text, ArrayBuffer binary and 1 MiB messages over permessage-deflate (Chromium offers
+//! it by default), and uses the `base64` and `binary` subprotocols; the results are read
+//! from the DOM that `chromium --dump-dom` prints, and from wstund's access log.
+//!
+//! `--dump-dom` prints the DOM once the page has loaded. The page holds its load event
+//! open with an image from a small HTTP server in this test, which answers only after the
+//! page has requested `/done` (or after a deadline), so the dump happens after the checks
+//! and nothing depends on virtual time. Everything is on 127.0.0.1; Chromium runs with
+//! its own throw-away profile and no background networking.
+//!
+//! Without Chromium the test skips with a message, unless WSTUND_REQUIRE_BROWSER=1
+//! (scripts/test.sh sets it when it could install Chromium): then it fails.
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long the page may take for all its checks.
+const PAGE_DEADLINE: Duration = Duration::from_secs(60);
+
+fn find_chromium() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("WSTUND_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    for name in ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"] {
+        for dir in std::env::split_paths(&path) {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// Answers `/hold` only once `/done` was requested (or after the deadline); everything
+/// else gets 204 at once.
+fn hold_server() -> (u16, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind hold server");
+    let port = l.local_addr().unwrap().port();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    thread::spawn(move || {
+        for conn in l.incoming() {
+            let Ok(conn) = conn else { continue };
+            let d = d.clone();
+            thread::spawn(move || serve_hold(conn, &d));
+        }
+    });
+    (port, done)
+}
+
+fn serve_hold(mut conn: TcpStream, done: &AtomicBool) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut line = String::new();
+    let mut r = BufReader::new(conn.try_clone().expect("clone"));
+    if r.read_line(&mut line).is_err() {
+        return;
+    }
+    // Skip the headers.
+    loop {
+        let mut h = String::new();
+        match r.read_line(&mut h) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if h == "\r\n" || h == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    if path.starts_with("/done") {
+        done.store(true, Ordering::SeqCst);
+    } else if path.starts_with("/hold") {
+        let t0 = Instant::now();
+        while !done.load(Ordering::SeqCst) && t0.elapsed() < PAGE_DEADLINE {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = conn.write_all(
+        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
+    );
+}
+
+fn html_unescape(s: &str) -> String {
+    s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
+}
+
+/// The text between `<tag id="id">` and the next `</tag>`.
+fn element_text(dom: &str, tag: &str, id: &str) -> Option<String> {
+    let open = format!("<{tag} id=\"{id}\">");
+    let start = dom.find(&open)? + open.len();
+    let end = dom[start..].find(&format!("</{tag}>"))? + start;
+    Some(html_unescape(&dom[start..end]))
+}
+
+#[test]
+fn chromium_websockets_with_compression_and_subprotocols() {
+    let Some(chromium) = find_chromium() else {
+        if std::env::var("WSTUND_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("WSTUND_REQUIRE_BROWSER=1 but no chromium found in PATH (set WSTUND_CHROMIUM or install chromium)");
+        }
+        eprintln!("SKIPPED: chromium not found (install it, or run scripts/test.sh as root); WSTUND_REQUIRE_BROWSER=1 makes this a failure");
+        return;
+    };
+
+    let echo = Backend::echo();
+    let inc = Backend::tcp(Arc::new(|mut s: BStream, st: &BackendStats| {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    st.note_eof();
+                    return;
+                }
+                Ok(n) => {
+                    buf[..n].iter_mut().for_each(|b| *b = b.wrapping_add(1));
+                    if s.write_all(&buf[..n]).is_err() {
+                        return;
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }));
+    let conf = Conf::new()
+        .route("/framed/", &[echo.entry()])
+        .route("/text/", &[echo.entry()])
+        .route("/b64/", &[inc.entry()])
+        .route("/inc/", &[inc.entry()])
+        .set("wstunnel.compression", "\"permessage-deflate\"")
+        .line("$HTTP[\"url\"] =^ \"/framed/\" { wstunnel.backend-framing = \"framed\" }")
+        .line("$HTTP[\"url\"] =^ \"/b64/\" { wstunnel.subprotocols = ( \"base64\", \"binary\" ) }");
+    let d = Daemon::start_conf(&conf);
+    let (hold_port, done) = hold_server();
+
+    let dir = TempDir::new("br");
+    let template = std::fs::read_to_string(repo_root().join("tests/browser/page.html")).expect("read page template");
+    let page = template.replace("__PORT__", &d.port().to_string()).replace("__HOLD__", &hold_port.to_string());
+    let page_path = dir.join("page.html");
+    std::fs::write(&page_path, page).unwrap();
+    let profile = dir.join("profile");
+
+    let t0 = Instant::now();
+    let child = Command::new(&chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-extensions",
+            "--disable-dev-shm-usage",
+            "--metrics-recording-only",
+            "--password-store=basic",
+        ])
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page_path.display()))
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", chromium.display()));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(PAGE_DEADLINE + Duration::from_secs(30)) {
+        Ok(out) => out.expect("wait for chromium"),
+        Err(_) => {
+            // SAFETY: kill(2) on the chromium we started and have not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("chromium still running after {:?}", PAGE_DEADLINE + Duration::from_secs(30));
+        }
+    };
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stderr_tail = &stderr[stderr.len().saturating_sub(4000)..];
+    eprintln!("chromium finished in {:?}", t0.elapsed());
+    assert!(out.status.success(), "chromium failed ({}):\n{stderr_tail}", out.status);
+    assert!(done.load(Ordering::SeqCst), "the page never reported done\nDOM:\n{dom}\nchromium stderr:\n{stderr_tail}");
+    let status = element_text(&dom, "div", "status");
+    let results = element_text(&dom, "pre", "results").unwrap_or_default();
+    eprintln!("page results:\n{results}");
+    assert_eq!(status.as_deref(), Some("done"), "page status; DOM:\n{dom}");
+
+    let checks = [
+        "framed_text",
+        "framed_binary",
+        "framed_1mib",
+        "stream_text",
+        "base64_preferred",
+        "base64_alone",
+        "binary_on_default_route",
+    ];
+    let failed: Vec<&str> = results.lines().filter(|l| l.starts_with("FAIL")).collect();
+    assert!(failed.is_empty(), "browser checks failed:\n{}\n\nall results:\n{results}", failed.join("\n"));
+    for c in checks {
+        assert!(results.lines().any(|l| l == format!("PASS {c}")), "no PASS for {c}:\n{results}");
+    }
+    // What Chromium negotiated, as the page saw it.
+    let info = |name: &str| {
+        results
+            .lines()
+            .find(|l| l.starts_with(&format!("INFO {name} ")))
+            .unwrap_or_else(|| panic!("no INFO line for {name}:\n{results}"))
+            .to_string()
+    };
+    assert!(info("framed").contains("ext=\"permessage-deflate"), "{}", info("framed"));
+    assert!(info("text").contains("ext=\"permessage-deflate"), "{}", info("text"));
+    assert!(info("b64").contains("proto=\"base64\""), "{}", info("b64"));
+    // No compression over base64 text (it would compress the expansion).
+    assert!(info("b64").contains("ext=\"\""), "{}", info("b64"));
+    assert!(info("b64alone").contains("proto=\"base64\""), "{}", info("b64alone"));
+    assert!(info("bin").contains("proto=\"binary\""), "{}", info("bin"));
+
+    // wstund's side: every tunnel opened with the right subprotocol and closed cleanly.
+    assert!(d.wait_for_log_count(" access ", 7, Duration::from_secs(5)), "access lines:\n{}", d.logs());
+    let logs = d.logs();
+    assert!(logs.lines().any(|l| l.contains("tunnel open /b64/") && l.contains("subprotocol base64")), "{logs}");
+    assert!(logs.lines().any(|l| l.contains("tunnel open /inc/") && l.contains("subprotocol binary")), "{logs}");
+    let access = d.access_lines();
+    for path in ["/framed/", "/text/", "/b64/", "/inc/"] {
+        let mine: Vec<_> = access.iter().filter(|a| a.get("path").map(String::as_str) == Some(path)).collect();
+        assert!(!mine.is_empty(), "no access line for {path}:\n{logs}");
+        for a in mine {
+            assert_eq!(a.get("close").map(String::as_str), Some("1000"), "{path}: {a:?}");
+            assert_eq!(a.get("closed_by").map(String::as_str), Some("client"), "{path}: {a:?}");
+        }
+    }
+}
