@@ -482,4 +482,13 @@ if [ "$WITH_BALANCE" = 1 ]; then
     "$ROOT/scripts/bench-balance.sh" --no-build --secs "$SECS" || FAILED=1
 fi
 
+# Per-connection programs (stdio mode) against websocketd, in their own script;
+# WSTUND_BENCH_STDIO=0 skips them.
+if [ "${WSTUND_BENCH_STDIO:-1}" = 1 ]; then
+    say
+    say "== stdio mode: scripts/bench-stdio.sh"
+    if [ "$QUICK" = 1 ]; then STDIO_ARGS=(--quick); else STDIO_ARGS=(--rounds "$ROUNDS" --secs "$SECS"); fi
+    "$ROOT/scripts/bench-stdio.sh" --no-build "${STDIO_ARGS[@]}" || FAILED=1
+fi
+
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }

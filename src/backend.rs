@@ -1,4 +1,5 @@
-//! Backend byte streams: TCP and unix-domain sockets, connected without blocking.
+//! Backend byte streams: TCP and unix-domain sockets, connected without blocking, and
+//! the pipes of a per-connection program.
 //!
 //! The connection state machine only needs "read bytes", "write bytes", "half-close" and
 //! "did the connect finish"; this type gives it exactly that for every backend kind so
@@ -12,11 +13,14 @@ use std::path::{Path, PathBuf};
 use mio::{Interest, Registry, Token};
 
 use crate::conf::BackendAddr;
+use crate::exec::ChildPipes;
 
 /// A connected (or connecting) backend.
 pub enum BackendStream {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    /// A stdio program: writes go to its stdin, reads come from its stdout.
+    Child(ChildPipes),
 }
 
 /// Where to connect, after name resolution.
@@ -58,6 +62,7 @@ impl BackendStream {
         let err = match self {
             BackendStream::Tcp(s) => s.take_error(),
             BackendStream::Unix(s) => s.take_error(),
+            BackendStream::Child(_) => return ConnectState::Connected,
         };
         match err {
             Ok(Some(e)) | Err(e) => ConnectState::Failed(e),
@@ -66,6 +71,7 @@ impl BackendStream {
                 let peer = match self {
                     BackendStream::Tcp(s) => s.peer_addr().map(|_| ()),
                     BackendStream::Unix(s) => s.peer_addr().map(|_| ()),
+                    BackendStream::Child(_) => Ok(()),
                 };
                 match peer {
                     Ok(()) => ConnectState::Connected,
@@ -80,6 +86,7 @@ impl BackendStream {
         match self {
             BackendStream::Tcp(s) => s.read(buf),
             BackendStream::Unix(s) => s.read(buf),
+            BackendStream::Child(p) => p.read(buf),
         }
     }
 
@@ -87,6 +94,7 @@ impl BackendStream {
         match self {
             BackendStream::Tcp(s) => s.write(buf),
             BackendStream::Unix(s) => s.write(buf),
+            BackendStream::Child(p) => p.write(buf),
         }
     }
 
@@ -95,6 +103,10 @@ impl BackendStream {
         let _ = match self {
             BackendStream::Tcp(s) => s.shutdown(Shutdown::Write),
             BackendStream::Unix(s) => s.shutdown(Shutdown::Write),
+            BackendStream::Child(p) => {
+                p.close_stdin();
+                Ok(())
+            }
         };
     }
 
@@ -103,6 +115,7 @@ impl BackendStream {
         match self {
             BackendStream::Tcp(s) => reg.register(s, token, i),
             BackendStream::Unix(s) => reg.register(s, token, i),
+            BackendStream::Child(p) => p.register(reg, token),
         }
     }
 
@@ -110,6 +123,10 @@ impl BackendStream {
         let _ = match self {
             BackendStream::Tcp(s) => reg.deregister(s),
             BackendStream::Unix(s) => reg.deregister(s),
+            BackendStream::Child(p) => {
+                p.deregister(reg);
+                Ok(())
+            }
         };
     }
 }

@@ -32,14 +32,16 @@ use log::{debug, info};
 use mio::event::Event;
 use mio::Registry;
 
+use crate::attach::{ChildState, PoolLink};
 use crate::backend::{BackendStream, Resolver};
 use crate::buffer::BufPool;
 use crate::client::ClientStream;
 use crate::conf::{BackendSpec, Config, WsSettings};
 use crate::hosts::{Chain, HostId, Hosts, RouteId};
-use crate::http::Upgrade;
+use crate::http::{Request, Upgrade};
 use crate::inbound::{Inbound, InboundOpts};
 use crate::outbound::Outbound;
+use crate::procman::ProcMan;
 use crate::token::{conn_token, Endpoint};
 use crate::ws::frame::OpCode;
 
@@ -66,6 +68,8 @@ pub struct Ctx<'a> {
     /// Listener names ("127.0.0.1:8080", "/run/ws.sock") for `$SERVER["socket"]`.
     pub listener_names: &'a [String],
     pub server_tag: &'a str,
+    /// Spawned pools and per-connection programs.
+    pub procs: &'a mut ProcMan,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -120,6 +124,17 @@ pub struct Tunnel {
     /// The negotiated subprotocol, for the access line.
     pub subprotocol: Option<String>,
     pub close_timeout: Duration,
+    /// The `wstunnel.server` key that matched (SCRIPT_NAME, the max-procs count).
+    pub route_key: String,
+    /// Kept only for routes with a stdio program, for its CGI environment.
+    pub request: Option<Box<Request>>,
+    /// The answer when no backend entry is left: 503, 502 (program did not start) or 429
+    /// (max-procs programs running).
+    pub fail_status: u16,
+    /// Retries of a pool entry after refused connects.
+    pub retries: u8,
+    /// The next attempt goes to the same pool again (another of its processes).
+    pub pool_retry: bool,
 }
 
 pub struct Conn {
@@ -133,6 +148,10 @@ pub struct Conn {
     pub inbound: Inbound,
     pub outbound: Outbound,
     pub tunnel: Option<Box<Tunnel>>,
+    /// The per-connection program, when the backend is one.
+    pub child: Option<Box<ChildState>>,
+    /// The pool process carrying the connection, when the backend is a spawned pool.
+    pub pool: Option<PoolLink>,
     pub client_readable: bool,
     pub client_writable: bool,
     pub client_eof: bool,
@@ -179,6 +198,8 @@ impl Conn {
             inbound: Inbound::new(),
             outbound: Outbound::new(),
             tunnel: None,
+            child: None,
+            pool: None,
             client_readable: true,
             client_writable: true,
             client_eof: false,
@@ -220,7 +241,9 @@ impl Conn {
                 self.client_writable |= writable;
                 self.client_hup |= hup;
             }
-            _ => {
+            // A program's stderr goes to the log; it never moves the stream.
+            Endpoint::ChildErr => return self.read_child_stderr(ctx),
+            Endpoint::Backend | Endpoint::ChildOut => {
                 self.backend_readable |= readable;
                 self.backend_writable |= writable;
                 self.backend_hup |= hup;
@@ -236,7 +259,10 @@ impl Conn {
             match self.phase {
                 Phase::Handshake { .. } => self.drive_handshake(ctx),
                 Phase::Connecting { .. } => self.drive_connecting(ctx),
-                Phase::Open | Phase::Closing { .. } => self.pump(ctx),
+                Phase::Open | Phase::Closing { .. } => {
+                    self.pump(ctx);
+                    self.check_child(ctx);
+                }
                 Phase::Linger { .. } => self.drive_linger(ctx),
                 Phase::Done => return,
             }
@@ -259,7 +285,10 @@ impl Conn {
                 self.reject(ctx, 408, &[], "request timeout");
             }
             Phase::Connecting { deadline } if now >= deadline => self.connect_timed_out(ctx),
-            Phase::Open => self.open_tick(ctx),
+            Phase::Open => {
+                self.open_tick(ctx);
+                self.child_tick(ctx);
+            }
             Phase::Closing { deadline } | Phase::Linger { deadline, .. } if now >= deadline => {
                 debug!("[c{}] close timeout", self.id);
                 self.phase = Phase::Done;
@@ -298,9 +327,14 @@ impl Conn {
         }
     }
 
-    pub fn drop_backend(&mut self, _ctx: &mut Ctx) {
-        // Dropping closes the socket, which also removes it from epoll.
-        self.backend = None;
+    pub fn drop_backend(&mut self, ctx: &mut Ctx) {
+        let mut b = self.backend.take();
+        // A socket is closed right here, which also takes it out of epoll; a program's
+        // pipes live on in the kill ladder, so they must stop reporting to this token.
+        if let Some(b @ BackendStream::Child(_)) = b.as_mut() {
+            b.deregister(ctx.registry);
+        }
+        self.let_backend_go(ctx, b);
         self.backend_readable = false;
         self.backend_writable = false;
         self.backend_hup = false;

@@ -9,9 +9,10 @@ use std::sync::Arc;
 
 use log::{debug, warn};
 
-use crate::backend::{describe, BackendStream, ConnectState};
+use crate::attach::Attach;
+use crate::backend::ConnectState;
 use crate::balance;
-use crate::conf::{BackendFraming, BackendSpec, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
+use crate::conf::{BackendFraming, BackendMode, BackendSpec, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
 use crate::conn::{Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
 use crate::hosts::{Chain, Failure, Pick};
 use crate::http::{self, Parse, Request, UpgradePolicy};
@@ -19,7 +20,6 @@ use crate::inbound::{Framing, InboundOpts};
 use crate::plain::Plain;
 use crate::staged::{Stage, StageOpts};
 use crate::ws::deflate::{self, Inflater};
-use crate::token::{conn_token, Endpoint};
 use crate::ws::frame::OpCode;
 
 /// Subprotocols whose meaning wstund implements; others in `wstunnel.subprotocols`
@@ -85,6 +85,7 @@ impl Conn {
             return self.reject(ctx, 404, &[], "not found");
         };
         let backends = route.backends.clone();
+        let route_key = route.key.clone();
         let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
         let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.peer.map(|p| p.ip()));
         if !req.is_upgrade_request() {
@@ -175,6 +176,8 @@ impl Conn {
         self.outbound.mask_frames = settings.mask_server_frames;
         let close_timeout = settings.close_handshake_timeout;
         let subprotocol = upgrade.subprotocol.clone();
+        // A stdio program gets the request as its CGI environment.
+        let request = backends.iter().any(|b| b.mode == BackendMode::Stdio).then(|| Box::new(req.clone()));
         self.tunnel = Some(Box::new(Tunnel {
             path: req.path,
             settings,
@@ -190,28 +193,51 @@ impl Conn {
             backend_name: String::new(),
             subprotocol,
             close_timeout,
+            route_key,
+            request,
+            fail_status: 503,
+            retries: 0,
+            pool_retry: false,
         }));
         self.connect_next(ctx);
     }
 
     /// Failover: chooses the next host of the route (never one already tried by this
-    /// client, at most `MAX_ATTEMPTS` in all) and starts connecting to it; 503 with
-    /// `Retry-After` when no host is left.
+    /// client, at most `MAX_ATTEMPTS` in all; a spawned pool whose process refused is
+    /// asked again, so another of its processes takes the client) and attaches to it.
+    /// When no host is left: 503 with `Retry-After`, or 429 / 502 when the last entry was
+    /// a program that hit max-procs / could not be started.
     pub(crate) fn connect_next(&mut self, ctx: &mut Ctx) {
-        while let Some(spec) = self.choose_host(ctx) {
-            match self.connect_host(ctx, &spec) {
-                Ok(()) => {
+        while let Some(spec) = self.retry_pool().or_else(|| self.choose_host(ctx)) {
+            match self.attach(ctx, &spec) {
+                Ok(Attach::Connecting) => {
                     self.phase = Phase::Connecting { deadline: ctx.now + spec.connect_timeout };
                     return;
                 }
+                Ok(Attach::Ready) => return self.open(ctx),
                 Err(failure) => self.host_failed(ctx, failure),
             }
         }
         let Some(t) = self.tunnel.as_ref() else { return };
         // The outage itself is logged once by `Hosts`; each attempt's failure was logged.
         debug!("[c{}] no backend reachable for {} after {} attempt(s)", self.id, t.path, t.chain.attempts());
-        let retry = ctx.hosts.retry_after(t.route, ctx.now).to_string();
-        self.reject(ctx, 503, &[("Retry-After", retry.as_str())], "backend unavailable");
+        match t.fail_status {
+            429 => self.reject(ctx, 429, &[("Retry-After", "1")], "too many programs running for this endpoint"),
+            502 => self.reject(ctx, 502, &[], "backend program could not be started"),
+            _ => {
+                let retry = ctx.hosts.retry_after(t.route, ctx.now).to_string();
+                self.reject(ctx, 503, &[("Retry-After", retry.as_str())], "backend unavailable");
+            }
+        }
+    }
+
+    /// The current host again, when its pool has another process to offer.
+    fn retry_pool(&mut self) -> Option<Arc<BackendSpec>> {
+        let t = self.tunnel.as_mut()?;
+        if !std::mem::take(&mut t.pool_retry) {
+            return None;
+        }
+        t.backends.get(t.backend_index).cloned()
     }
 
     /// The balancing decision for the next attempt; takes a load unit on the host chosen.
@@ -233,40 +259,20 @@ impl Conn {
         }
     }
 
-    /// Starts the connect to the chosen host: how a host is reached, apart from which
-    /// host it is.
-    fn connect_host(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<(), Failure> {
-        let Some(t) = self.tunnel.as_mut() else { return Err(Failure::Local) };
-        let target = match ctx.resolver.target(&spec.addr) {
-            Ok(x) => x,
-            Err(e) => {
-                warn!("[c{}] {e}", self.id);
-                return Err(Failure::Died);
-            }
-        };
-        t.backend_name = describe(&target);
-        let mut s = match BackendStream::connect(&target, t.settings.tcp_nodelay) {
-            Ok(s) => s,
-            Err(e) => {
-                warn!("[c{}] backend {} connect failed: {e}", self.id, t.backend_name);
-                return Err(connect_failure(&e));
-            }
-        };
-        if let Err(e) = s.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
-            warn!("[c{}] cannot watch backend socket {}: {e}", self.id, t.backend_name);
-            return Err(Failure::Local);
-        }
-        self.backend = Some(s);
-        self.backend_readable = false;
-        self.backend_writable = false;
-        Ok(())
-    }
-
-    /// The current attempt failed: count it against the host, disable the host for its
-    /// `disable-time`, give the load unit back.
+    /// The current attempt failed. A pool process that refused is disabled by itself and
+    /// its pool offered again (see `retry_pool`); otherwise the failure counts against the
+    /// host, which is disabled for its `disable-time`, and the load unit goes back.
     fn host_failed(&mut self, ctx: &mut Ctx, failure: Failure) {
+        let retry = self.pool_proc_failed(ctx);
         self.drop_backend(ctx);
+        if retry {
+            return;
+        }
         let Some(t) = self.tunnel.as_mut() else { return };
+        if failure != Failure::Local {
+            // A later host's own failure decides the answer, not an earlier program's.
+            t.fail_status = 503;
+        }
         let Some(id) = t.host.take() else { return };
         let disable_time = t.backends.get(t.backend_index).map(|b| b.disable_time).unwrap_or_default();
         ctx.hosts.connect_failed(id, failure, disable_time, ctx.now);
@@ -383,7 +389,7 @@ impl Conn {
 /// Classifies a failed connect: a full accept queue (EAGAIN on a unix socket) is
 /// "overloaded", running out of descriptors or memory is wstund's own problem, anything
 /// else means the host is not serving.
-fn connect_failure(e: &io::Error) -> Failure {
+pub(crate) fn connect_failure(e: &io::Error) -> Failure {
     match e.raw_os_error() {
         Some(libc::EAGAIN) => Failure::Overloaded,
         Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => Failure::Local,

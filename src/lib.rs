@@ -6,7 +6,12 @@
 //! direction, `ws` and `http` are the pure protocol code, `conf` the configuration.
 //! Backend choice: `balance` (pure algorithms), `hosts` (per-host counters, disable and
 //! health state), `health` (rise/fall) and `probe` (health probes in the loop).
+//! Managed processes: `attach` connects a tunnel to its backend kind, `exec` starts
+//! per-connection stdio programs (through `launch`, posix_spawn), `pool` decides
+//! (purely) about spawned pools, `spawn` starts pool processes, `procman` carries out
+//! plans and reaps, `reaper` walks retired programs down the kill ladder.
 
+pub mod attach;
 pub mod backend;
 pub mod balance;
 pub mod base64;
@@ -15,18 +20,24 @@ pub mod cli;
 pub mod client;
 pub mod conf;
 pub mod conn;
+pub mod exec;
 pub mod handshake;
 pub mod health;
 pub mod hosts;
 pub mod http;
 pub mod inbound;
+pub mod launch;
 pub mod listener;
 pub mod logging;
 pub mod outbound;
 pub mod plain;
+pub mod pool;
 pub mod probe;
+pub mod procman;
+pub mod reaper;
 pub mod server;
 pub mod signals;
+pub mod spawn;
 pub mod staged;
 pub mod token;
 pub mod tunnel;

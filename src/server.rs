@@ -7,6 +7,11 @@
 //! Accepting stops — without spinning — when `server.max-connections` is reached or the
 //! process runs out of file descriptors; pending clients wait in the kernel backlog and
 //! accepting resumes when a connection ends or after a short back-off.
+//!
+//! Child processes (pools, per-connection programs) are the process manager's: SIGCHLD
+//! arrives as a signal event, the manager reaps and says which connections must hear of
+//! it, and its deadlines (kill ladders, respawn back-offs) shorten the poll timeout. When
+//! the loop ends, the manager stops every child and waits for them before wstund exits.
 
 use std::io;
 use std::sync::Arc;
@@ -25,6 +30,7 @@ use crate::conn::{Conn, Ctx};
 use crate::hosts::Hosts;
 use crate::listener::Listener;
 use crate::probe::Checker;
+use crate::procman::{Exit, ProcMan};
 use crate::signals::{Signal, Signals};
 use crate::token::{self, Endpoint, Target};
 
@@ -61,6 +67,9 @@ pub struct Server {
     accept_retry_at: Option<Instant>,
     state: RunState,
     server_tag: String,
+    procs: ProcMan,
+    /// The children were stopped and waited for (at the end of `run`, or in `drop`).
+    children_done: bool,
 }
 
 impl Server {
@@ -76,7 +85,10 @@ impl Server {
         poll.registry().register(&mut SourceFd(&sfd), token::SIGNAL, Interest::READABLE)?;
         let max_conns = config.server.max_connections.max(1) as usize;
         let server_tag = config.server.tag.clone();
-        let hosts = Hosts::from_config(&config, Instant::now());
+        let now = Instant::now();
+        let hosts = Hosts::from_config(&config, now);
+        let mut procs = ProcMan::new(&config, now);
+        procs.start(poll.registry(), now);
         Ok(Server {
             poll,
             listeners,
@@ -94,6 +106,8 @@ impl Server {
             accept_retry_at: None,
             state: RunState::Running,
             server_tag,
+            procs,
+            children_done: false,
         })
     }
 
@@ -106,6 +120,9 @@ impl Server {
             let now = Instant::now();
             let mut wake = next_tick;
             if let Some(t) = self.accept_retry_at {
+                wake = wake.min(t);
+            }
+            if let Some(t) = self.procs.next_deadline() {
                 wake = wake.min(t);
             }
             let timeout = wake.saturating_duration_since(now);
@@ -121,6 +138,7 @@ impl Server {
                     Target::Signal => self.on_signals(now),
                     Target::Listener(i) => self.accept(i, now),
                     Target::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
+                    Target::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
                     Target::Conn(key, ep) => self.conn_event(key, ep, ev, now),
                 }
             }
@@ -131,6 +149,8 @@ impl Server {
             if now >= next_tick {
                 next_tick = now + TICK;
                 self.tick(now);
+            } else if self.procs.next_deadline().is_some_and(|t| now >= t) {
+                self.procs.tick(self.poll.registry(), now);
             }
             if let RunState::Draining { deadline } = self.state {
                 if self.conns.is_empty() || now >= deadline {
@@ -138,8 +158,24 @@ impl Server {
                 }
             }
         }
+        self.finish_children();
         info!("stopped");
         Ok(())
+    }
+
+    /// Ends every connection that is left (their programs go to the kill ladder), then
+    /// stops and waits for every child process.
+    fn finish_children(&mut self) {
+        if self.children_done {
+            return;
+        }
+        self.children_done = true;
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.remove(key, now);
+        }
+        self.procs.shutdown(self.poll.registry());
     }
 
     fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Slab<Conn>) {
@@ -153,6 +189,7 @@ impl Server {
                 hosts: &mut self.hosts,
                 listener_names: &self.listener_names,
                 server_tag: &self.server_tag,
+                procs: &mut self.procs,
             },
             &mut self.conns,
         )
@@ -253,9 +290,39 @@ impl Server {
 
     fn tick(&mut self, now: Instant) {
         self.visit_all(now, Conn::on_tick);
+        self.procs.tick(self.poll.registry(), now);
         self.pool.trim();
         self.hosts.tick(now);
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
+    }
+
+    /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
+    fn on_child(&mut self, now: Instant) {
+        for exit in self.procs.reap(now) {
+            match exit {
+                Exit::Conn { key, id, status } => {
+                    let (mut ctx, conns) = self.ctx(now);
+                    let Some(c) = conns.get_mut(key).filter(|c| c.id == id) else { continue };
+                    c.on_child_exit(&mut ctx, status);
+                    if c.is_done() {
+                        self.remove(key, now);
+                    }
+                }
+                Exit::PoolProc(r) => {
+                    let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.uses_proc(r)).map(|(k, _)| k).collect();
+                    for key in keys {
+                        let (mut ctx, conns) = self.ctx(now);
+                        if let Some(c) = conns.get_mut(key) {
+                            c.on_pool_proc_died(&mut ctx);
+                            if c.is_done() {
+                                self.remove(key, now);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        self.procs.plan(self.poll.registry(), now);
     }
 
     fn on_signals(&mut self, now: Instant) {
@@ -279,6 +346,7 @@ impl Server {
                     info!("SIGHUP: log files reopened");
                 }
                 Signal::Status => self.log_status(now),
+                Signal::Child => self.on_child(now),
                 Signal::Other(n) => debug!("ignoring signal {n}"),
             }
         }
@@ -310,16 +378,15 @@ impl Server {
         if self.checker.in_flight() > 0 {
             info!("status: {} health probes in flight", self.checker.in_flight());
         }
+        for line in self.procs.status_lines() {
+            info!("status: {line}");
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let now = Instant::now();
-        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.remove(key, now);
-        }
+        self.finish_children();
         for l in &self.listeners {
             l.cleanup();
         }

@@ -21,6 +21,9 @@ pub enum Signal {
     Hangup,
     /// SIGUSR2: dump status to the error log.
     Status,
+    /// SIGCHLD: some child changed state; reap with `waitpid(-1, WNOHANG)` until none
+    /// (the signalfd merges several SIGCHLDs into one).
+    Child,
     Other(i32),
 }
 
@@ -31,7 +34,7 @@ pub struct Signals {
 impl Signals {
     pub fn install() -> nix::Result<Signals> {
         let mut mask = SigSet::empty();
-        for s in [NixSignal::SIGTERM, NixSignal::SIGINT, NixSignal::SIGHUP, NixSignal::SIGUSR1, NixSignal::SIGUSR2] {
+        for s in [NixSignal::SIGTERM, NixSignal::SIGINT, NixSignal::SIGHUP, NixSignal::SIGUSR1, NixSignal::SIGUSR2, NixSignal::SIGCHLD] {
             mask.add(s);
         }
         mask.thread_block()?;
@@ -51,6 +54,7 @@ impl Signals {
                 libc::SIGINT => Signal::Interrupt,
                 libc::SIGHUP => Signal::Hangup,
                 libc::SIGUSR2 => Signal::Status,
+                libc::SIGCHLD => Signal::Child,
                 n => Signal::Other(n),
             }),
             _ => None,

@@ -3,8 +3,9 @@
 //! A connection owns several event sources (the client socket, the backend socket, and
 //! later a child's stdin/stdout/stderr), so a token packs the slab key with the endpoint
 //! in the low bits. The top of the token space is reserved for the signal fd, the
-//! listeners and the health probes so they can never collide with a slab key (a slab
-//! key would need 2^60 live connections to reach the reserved range).
+//! listeners, the health probes and the output pipes of pool processes, so they can
+//! never collide with a slab key (a slab key would need 2^60 live connections to reach
+//! the reserved range).
 
 use mio::Token;
 
@@ -13,8 +14,9 @@ use mio::Token;
 pub enum Endpoint {
     Client = 0,
     Backend = 1,
-    /// A per-connection program's stdout when stdin and stdout are separate pipes.
+    /// A per-connection program's stdout (its stdin is `Backend`: the pipes are separate).
     ChildOut = 2,
+    /// A per-connection program's stderr, logged line by line, never put in the stream.
     ChildErr = 3,
 }
 
@@ -29,6 +31,9 @@ pub const LISTENER_BASE: usize = RESERVED_BASE;
 /// Health probe i has token `PROBE_BASE + i` (at most one probe per host in flight).
 pub const PROBE_BASE: usize = RESERVED_BASE - MAX_PROBES;
 pub const MAX_PROBES: usize = 1 << 20;
+/// The stdout/stderr pipe of pool-process output slot i has token `PROC_OUT_BASE + i`.
+pub const PROC_OUT_BASE: usize = PROBE_BASE - MAX_PROC_OUTS;
+pub const MAX_PROC_OUTS: usize = 1 << 20;
 
 /// What a token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,6 +41,8 @@ pub enum Target {
     Signal,
     Listener(usize),
     Probe(usize),
+    /// Output pipe of a pool process (slot in the process manager's table).
+    ProcOut(usize),
     Conn(usize, Endpoint),
 }
 
@@ -52,6 +59,17 @@ pub fn probe_token(i: usize) -> Token {
     Token(PROBE_BASE + i)
 }
 
+/// `i` is a slab key of the process manager's output table (one per pool process,
+/// at most max-procs of each pool).
+pub fn proc_out_token(i: usize) -> Token {
+    Token(PROC_OUT_BASE + i)
+}
+
+/// Another endpoint of the same connection as `t` (a program's stdout next to its stdin).
+pub fn sibling(t: Token, ep: Endpoint) -> Token {
+    Token((t.0 & !ENDPOINT_MASK) | ep as usize)
+}
+
 pub fn decode(t: Token) -> Target {
     if t == SIGNAL {
         Target::Signal
@@ -59,6 +77,8 @@ pub fn decode(t: Token) -> Target {
         Target::Listener(t.0 - LISTENER_BASE)
     } else if t.0 >= PROBE_BASE {
         Target::Probe(t.0 - PROBE_BASE)
+    } else if t.0 >= PROC_OUT_BASE {
+        Target::ProcOut(t.0 - PROC_OUT_BASE)
     } else {
         let ep = match t.0 & ENDPOINT_MASK {
             0 => Endpoint::Client,
@@ -85,6 +105,10 @@ mod tests {
         assert_eq!(decode(probe_token(0)), Target::Probe(0));
         assert_eq!(decode(probe_token(4711)), Target::Probe(4711));
         assert_eq!(decode(listener_token(0)), Target::Listener(0));
+        assert_eq!(decode(proc_out_token(0)), Target::ProcOut(0));
+        assert_eq!(decode(proc_out_token(MAX_PROC_OUTS - 1)), Target::ProcOut(MAX_PROC_OUTS - 1));
+        let t = conn_token(9, Endpoint::Backend);
+        assert_eq!(decode(sibling(t, Endpoint::ChildErr)), Target::Conn(9, Endpoint::ChildErr));
         assert_eq!(decode(SIGNAL), Target::Signal);
     }
 }

@@ -163,8 +163,9 @@ impl Conn {
                 if self.backend_eof && !self.close_sent {
                     match self.outbound.finish_backend(ctx.pool) {
                         Finish::Done => {
-                            progress = true;
-                            self.start_close(ctx, close::GOING_AWAY, "backend closed", Side::Backend);
+                            // A program's tunnel waits for its exit status here.
+                            self.on_backend_eof(ctx);
+                            progress |= self.close_sent;
                         }
                         Finish::Pending => {}
                         Finish::Fault(f) => {

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""An echo backend for a wstund spawned pool (conf/examples/pool.conf); stdlib only.
+
+wstund starts it the FastCGI way: the listening socket is already bound (socket-N or
+port+N) and arrives as file descriptor 0. The program never binds anything; it accepts
+on fd 0 and echoes every byte back, one thread per connection. What it prints on
+stdout/stderr goes to wstund's error log, prefixed with the process's pool slot.
+"""
+import socket
+import sys
+import threading
+
+
+def serve(conn):
+    with conn:
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                return
+            conn.sendall(data)
+
+
+def main():
+    listener = socket.socket(fileno=0)
+    print(f"pool-echo: accepting on {listener.getsockname()!r}", file=sys.stderr, flush=True)
+    while True:
+        conn, _ = listener.accept()
+        threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+//! The shipped configurations, run for real: `conf/wstund.conf` (README's quick start:
+//! /echo and /lines with nothing else installed) and every backend kind in
+//! `conf/examples/` (tcp, unix, pool, stdio, lines). Each file is run as shipped except
+//! for the listening port (0) and the backend addresses the test provides; every
+//! substitution must match, so an edited example cannot silently escape its test.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use tungstenite::Message;
+
+const T: Duration = Duration::from_secs(10);
+
+/// The shipped file with `server.port` set to 0 and each `(from, to)` replaced.
+fn shipped(rel: &str, subs: &[(&str, String)]) -> String {
+    let text = std::fs::read_to_string(repo_root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let mut ports = 0;
+    let mut out: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("server.port") {
+                ports += 1;
+                "server.port = 0".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(ports, 1, "{rel}: one server.port line");
+    for (from, to) in subs {
+        assert!(out.contains(from), "{rel} no longer contains {from:?}");
+        out = out.replace(from, to);
+    }
+    out
+}
+
+/// Reads one whole message (text or binary).
+fn message(ws: &mut Ws) -> Message {
+    loop {
+        match ws.read() {
+            Ok(m @ (Message::Text(_) | Message::Binary(_))) => return m,
+            Ok(Message::Close(f)) => panic!("closed: {f:?}"),
+            Ok(_) => {}
+            Err(e) if transient(&e) => {}
+            Err(e) => panic!("read: {e}"),
+        }
+    }
+}
+
+fn text_echo(ws: &mut Ws, s: &str) {
+    ws.send(Message::text(s)).unwrap();
+    let (got, is_text) = ws_read_bytes(ws, s.len(), T);
+    assert!(is_text);
+    assert_eq!(got, s.as_bytes());
+}
+
+#[test]
+fn default_conf_serves_echo_and_lines_with_nothing_else_installed() {
+    let d = Daemon::start(&shipped("conf/wstund.conf", &[]));
+    let mut ws = ws_connect(d.port(), "/echo");
+    text_echo(&mut ws, "hello, wstund");
+    text_echo(&mut ws, "second message");
+    let mut ws = ws_connect(d.port(), "/lines");
+    ws.send(Message::text("hello")).unwrap();
+    ws.send(Message::text("two words")).unwrap();
+    assert_eq!(message(&mut ws), Message::text("HELLO"));
+    assert_eq!(message(&mut ws), Message::text("TWO WORDS"));
+    // Nothing is routed at /ws/ (commented out), so it is a 404.
+    expect_rejection(d.port(), &UpgradeRequest::new("/ws/").bytes(), 404);
+}
+
+#[test]
+fn example_tcp() {
+    let b = Backend::echo();
+    let conf = shipped("conf/examples/tcp.conf", &[("\"port\" => 9001", format!("\"port\" => {}", b.port())), ("\"port\" => 9002", format!("\"port\" => {}", refused_port()))]);
+    let d = Daemon::start(&conf);
+    let mut ws = ws_connect(d.port(), "/ws/chat");
+    text_echo(&mut ws, "over tcp");
+    assert!(b.wait_accepted(1, T));
+}
+
+#[test]
+fn example_tcp_falls_back_to_the_second_backend() {
+    let b = Backend::echo();
+    let conf = shipped("conf/examples/tcp.conf", &[("\"port\" => 9001", format!("\"port\" => {}", refused_port())), ("\"port\" => 9002", format!("\"port\" => {}", b.port()))]);
+    let d = Daemon::start(&conf);
+    let mut ws = ws_connect(d.port(), "/ws/");
+    text_echo(&mut ws, "via the second backend");
+}
+
+#[test]
+fn example_unix() {
+    let b = Backend::echo_unix();
+    let conf = shipped("conf/examples/unix.conf", &[("/run/app/app.sock", b.path().display().to_string())]);
+    let d = Daemon::start(&conf);
+    let mut ws = ws_connect(d.port(), "/app");
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).unwrap();
+    let (got, is_text) = ws_read_bytes(&mut ws, 4, T);
+    assert!(!is_text, "frame-type binary");
+    assert_eq!(got, vec![0u8, 1, 2, 255]);
+}
+
+#[test]
+fn example_pool() {
+    let dir = TempDir::new("expool");
+    let sock = dir.join("echo.sock");
+    let conf = shipped("conf/examples/pool.conf", &[("/tmp/wstund-pool-echo.sock", sock.display().to_string())]);
+    let mut d = Daemon::start(&conf);
+    assert!(d.wait_for_log("pool-echo: accepting on", T), "{}", d.logs());
+    assert!(d.logs().contains("[echo#0 pid "), "output prefixed with the proc id:\n{}", d.logs());
+    let mut ws = ws_connect(d.port(), "/pool");
+    text_echo(&mut ws, "through the pool");
+    let slot0 = dir.join("echo.sock-0");
+    assert!(slot0.exists());
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).is_some_and(|s| s.success()));
+    assert!(!slot0.exists(), "socket file removed at exit");
+}
+
+#[test]
+fn example_stdio() {
+    let d = Daemon::start(&shipped("conf/examples/stdio.conf", &[]));
+    let mut ws = ws_connect(d.port(), "/cat");
+    text_echo(&mut ws, "cat says hi");
+    let mut ws = ws_connect(d.port(), "/env");
+    let mut out = Vec::new();
+    let close = loop {
+        match ws.read() {
+            Ok(Message::Text(t)) => out.extend_from_slice(t.as_bytes()),
+            Ok(Message::Close(f)) => break f,
+            Ok(_) => {}
+            Err(e) if transient(&e) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.lines().any(|l| l == "GREETING=hello from wstund"), "{out}");
+    assert!(out.lines().any(|l| l == "REQUEST_URI=/env"), "{out}");
+    assert_eq!(close_code(&Some(close.unwrap())), Some(1000));
+}
+
+#[test]
+fn example_lines() {
+    let d = Daemon::start(&shipped("conf/examples/lines.conf", &[]));
+    let mut ws = ws_connect(d.port(), "/upper");
+    ws.send(Message::text("line mode")).unwrap();
+    assert_eq!(message(&mut ws), Message::text("LINE MODE"));
+    let mut ws = ws_connect(d.port(), "/echo");
+    let msgs = ["one", "two two", "three three three"];
+    for m in msgs {
+        ws.send(Message::text(m)).unwrap();
+    }
+    for m in msgs {
+        assert_eq!(message(&mut ws), Message::text(m), "one message back per line");
+    }
+}
