@@ -47,8 +47,9 @@ impl CheckSpec {
 
     /// The check a backend's conf entry asks for, if any (`check-interval` > 0).
     pub fn from_backend(spec: &BackendSpec) -> Option<CheckSpec> {
-        if matches!(spec.addr, BackendAddr::None) || spec.check_interval.is_zero() {
-            // Off, or a per-connection stdio program with no socket to probe.
+        if matches!(spec.addr, BackendAddr::None) || spec.bin_path.is_some() || spec.check_interval.is_zero() {
+            // Off, or a process wstund spawns and supervises itself (the conf refuses
+            // check-interval there; this keeps the prober off them regardless).
             return None;
         }
         Some(CheckSpec {

@@ -145,6 +145,12 @@ fn backend(v: &Val, d: &Directive) -> Result<BackendSpec, Diag> {
         }
     }
     b.addr = address(&b, host, port, socket, v.span)?;
+    if b.bin_path.is_some() && !b.check_interval.is_zero() {
+        return Err(Diag::new(
+            v.span,
+            "check-interval: health probes are for remote backends; wstund supervises the processes it spawns itself (exits, refused connects)",
+        ));
+    }
     Ok(b)
 }
 

@@ -158,6 +158,7 @@ fn error_table_with_exact_positions() {
         ("wstunnel.server = ( \"/ws\" => ( \"host\" => \"x\" ) )", 1, 32, "wrap the options in another ( )"),
         ("wstunnel.server = ( \"/ws\" => ( ( \"host\" => \"x\" ) ) )", 1, 32, "backend has a host but no port"),
         ("wstunnel.server = ( \"/ws\" => ( ( \"port\" => 1 ) ) )", 1, 32, "backend has a port but no host"),
+        ("wstunnel.server = ( \"/ws\" => ( ( \"bin-path\" => \"/x\", \"socket\" => \"/s\", \"check-interval\" => 2 ) ) )", 1, 32, "health probes are for remote backends"),
         ("wstunnel.server = ( \"/ws\" => ( ( \"bin-path\" => \"/x\" ) ) )", 1, 32, "needs a socket or port"),
         ("wstunnel.server = ( \"/ws\" => ( ( \"mode\" => \"stdio\" ) ) )", 1, 32, "needs a bin-path"),
         ("wstunnel.server = ( \"/ws\" => ( ( ) ) )", 1, 32, "needs \"host\" and \"port\""),
