@@ -8,9 +8,10 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::deflate::{parse_agreed, Deflate, TAIL};
 use crate::proto::{
-    base64, check_response, close_desc, header_len, put_frame, xorshift, FrameRx, OutBuf, Pattern,
-    OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT,
+    base64, check_response, close_desc, header_len, put_frame, put_frame_b0, xorshift, FrameRx,
+    OutBuf, Pattern, FIN, OP_BINARY, OP_CLOSE, OP_PING, OP_PONG, OP_TEXT, RSV1,
 };
 use crate::{Cfg, Mode, PROBE, READS_PER_TURN};
 
@@ -48,6 +49,9 @@ pub(crate) struct Conn {
     pub(crate) got_close: bool,
     /// Raw mode: send FIN once `out` is flushed.
     pub(crate) shut_pending: bool,
+    /// permessage-deflate state once the server accepted it (`--deflate`); boxed so that
+    /// connections without it stay small.
+    pub(crate) deflate: Option<Box<Deflate>>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -70,7 +74,33 @@ pub(crate) struct Stats {
     pub(crate) unfinished: u64,
     pub(crate) opened: u64,
     pub(crate) setup_secs: f64,
+    /// permessage-deflate: plain and compressed payload bytes, each direction.
+    pub(crate) z_tx_plain: u64,
+    pub(crate) z_tx_wire: u64,
+    pub(crate) z_rx_wire: u64,
+    pub(crate) z_rx_plain: u64,
 }
+
+impl Stats {
+    /// Adds a finished connection's compression counters.
+    pub(crate) fn add_deflate(&mut self, d: &Deflate) {
+        self.z_tx_plain += d.tx_plain;
+        self.z_tx_wire += d.tx_wire;
+        self.z_rx_wire += d.rx_wire;
+        self.z_rx_plain += d.rx_plain;
+    }
+}
+
+/// Per-thread buffers for permessage-deflate: compressed output on the way out, inflated
+/// output on the way in. Empty (and never touched) without `--deflate`.
+#[derive(Default)]
+pub(crate) struct Scratch {
+    pub(crate) zout: Vec<u8>,
+    pub(crate) zin: Vec<u8>,
+}
+
+/// Size of the inflate output piece handed to the verifier.
+pub(crate) const INFLATE_PIECE: usize = 64 * 1024;
 
 /// What one `drive` call observed, for the worker's bookkeeping.
 #[derive(Default)]
@@ -89,6 +119,7 @@ pub(crate) struct Env<'a> {
     pub(crate) stage: Stage,
     pub(crate) stats: &'a mut Stats,
     pub(crate) rng: &'a mut u64,
+    pub(crate) scratch: &'a mut Scratch,
 }
 
 impl Env<'_> {
@@ -98,10 +129,14 @@ impl Env<'_> {
     }
 }
 
-fn send_msg(c: &mut Conn, env: &mut Env, len: usize) {
+fn send_msg(c: &mut Conn, env: &mut Env, len: usize) -> Result<(), String> {
     let payload = env.pat.slice(c.seed, c.sent, len);
     if env.cfg.raw {
         c.out.append(len).copy_from_slice(payload);
+    } else if let Some(d) = c.deflate.as_mut() {
+        d.compress(payload, &mut env.scratch.zout)?;
+        let m = env.mask();
+        put_frame_b0(&mut c.out, FIN | RSV1 | OP_BINARY, &env.scratch.zout, m);
     } else {
         let m = env.mask();
         put_frame(&mut c.out, OP_BINARY, payload, m);
@@ -110,6 +145,7 @@ fn send_msg(c: &mut Conn, env: &mut Env, len: usize) {
     if env.cfg.mode == Mode::PingPong {
         c.t0 = Instant::now();
     }
+    Ok(())
 }
 
 pub(crate) fn start_close(c: &mut Conn, env: &mut Env) {
@@ -123,50 +159,52 @@ pub(crate) fn start_close(c: &mut Conn, env: &mut Env) {
 }
 
 /// Starts the stage's work on an open connection.
-pub(crate) fn kick(c: &mut Conn, env: &mut Env) {
+pub(crate) fn kick(c: &mut Conn, env: &mut Env) -> Result<(), String> {
     match env.cfg.mode {
         Mode::Throughput => refill(c, env),
         Mode::PingPong => send_msg(c, env, env.cfg.msg),
         Mode::ConnRate | Mode::Idle => {
-            send_msg(c, env, PROBE);
             c.probing = true;
+            send_msg(c, env, PROBE)
         }
     }
 }
 
-fn refill(c: &mut Conn, env: &mut Env) {
+fn refill(c: &mut Conn, env: &mut Env) -> Result<(), String> {
     let limit = (env.cfg.window * env.cfg.msg) as u64;
     while c.sent - c.recv < limit {
-        send_msg(c, env, env.cfg.msg);
+        send_msg(c, env, env.cfg.msg)?;
     }
+    Ok(())
 }
 
-fn on_open(c: &mut Conn, env: &mut Env, ev: &mut Ev) {
+fn on_open(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
     c.phase = Phase::Open;
     match env.cfg.mode {
         Mode::ConnRate | Mode::Idle => kick(c, env),
         Mode::Throughput | Mode::PingPong => {
             if env.stage == Stage::Setup {
                 ev.ready = true;
+                Ok(())
             } else {
-                kick(c, env);
+                kick(c, env)
             }
         }
     }
 }
 
 /// Mode logic after new payload bytes were verified.
-fn after_recv(c: &mut Conn, env: &mut Env, ev: &mut Ev) {
+fn after_recv(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
     if c.phase != Phase::Open {
-        return;
+        return Ok(());
     }
     match (env.cfg.mode, env.stage) {
-        (Mode::Throughput, Stage::Measure) => refill(c, env),
+        (Mode::Throughput, Stage::Measure) => refill(c, env)?,
         (Mode::PingPong, Stage::Measure) if c.recv == c.sent => {
             let us = c.t0.elapsed().as_micros().min(u32::MAX as u128) as u32;
             env.stats.lat_us.push(us);
             env.stats.msgs += 1;
-            send_msg(c, env, env.cfg.msg);
+            send_msg(c, env, env.cfg.msg)?;
         }
         (Mode::Idle, _) if c.probing && c.recv == c.sent => {
             c.probing = false;
@@ -178,6 +216,7 @@ fn after_recv(c: &mut Conn, env: &mut Env, ev: &mut Ev) {
         }
         _ => {}
     }
+    Ok(())
 }
 
 fn verify(c: &mut Conn, data: &[u8], env: &mut Env) -> Result<(), String> {
@@ -217,13 +256,18 @@ fn frames(c: &mut Conn, data: &[u8], env: &mut Env, ev: &mut Ev) -> Result<(), S
                 continue;
             }
             let h = &c.rx.hdr[..c.rx.hlen];
-            if h[0] & 0x70 != 0 {
+            let op = h[0] & 0x0f;
+            let rsv = h[0] & 0x70;
+            // RSV1 is permessage-deflate's bit: only with the extension, only on the first
+            // frame of a data message.
+            if rsv != 0
+                && !(rsv == RSV1 && c.deflate.is_some() && matches!(op, OP_TEXT | OP_BINARY))
+            {
                 return Err(format!("server frame with RSV bits set (0x{:02x})", h[0]));
             }
             if h[1] & 0x80 != 0 {
                 return Err("server sent a masked frame".into());
             }
-            let op = h[0] & 0x0f;
             let len = match h[1] & 0x7f {
                 126 => u16::from_be_bytes([h[2], h[3]]) as u64,
                 127 => u64::from_be_bytes([h[2], h[3], h[4], h[5], h[6], h[7], h[8], h[9]]),
@@ -238,6 +282,10 @@ fn frames(c: &mut Conn, data: &[u8], env: &mut Env, ev: &mut Ev) -> Result<(), S
             }
             c.rx.hlen = 0;
             c.rx.op = op;
+            c.rx.fin = h[0] & FIN != 0;
+            if matches!(op, OP_TEXT | OP_BINARY) {
+                c.rx.compressed = rsv == RSV1;
+            }
             c.rx.left = len;
             c.rx.in_payload = true;
             c.rx.ctrl.clear();
@@ -252,16 +300,39 @@ fn frames(c: &mut Conn, data: &[u8], env: &mut Env, ev: &mut Ev) -> Result<(), S
             if c.got_close {
                 return Err("data frame after the server's close frame".into());
             }
-            verify(c, chunk, env)?;
+            if c.rx.compressed {
+                inflate(c, chunk, false, env)?;
+            } else {
+                verify(c, chunk, env)?;
+            }
         }
         if c.rx.left == 0 {
             c.rx.in_payload = false;
             if c.rx.op >= 8 {
                 control(c, env, ev)?;
+            } else if c.rx.fin && c.rx.compressed {
+                inflate(c, &TAIL, true, env)?;
             }
         }
     }
     Ok(())
+}
+
+/// Inflates a piece of a compressed message and verifies what comes out. The inflater
+/// and the per-thread output buffer are moved out for the call (no copy, no allocation
+/// after the first) so the verifier can borrow the connection.
+fn inflate(c: &mut Conn, data: &[u8], last: bool, env: &mut Env) -> Result<(), String> {
+    let Some(mut d) = c.deflate.take() else {
+        return Err("compressed message without permessage-deflate".into());
+    };
+    let mut buf = std::mem::take(&mut env.scratch.zin);
+    if buf.len() < INFLATE_PIECE {
+        buf.resize(INFLATE_PIECE, 0);
+    }
+    let r = d.inflate(data, last, &mut buf, &mut |out| verify(c, out, env));
+    env.scratch.zin = buf;
+    c.deflate = Some(d);
+    r
 }
 
 fn control(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
@@ -305,9 +376,24 @@ fn on_bytes(c: &mut Conn, data: &[u8], env: &mut Env, ev: &mut Ev) -> Result<(),
                 return Ok(());
             };
             let rest = c.head.split_off(end);
-            check_response(&c.head, &c.accept)?;
+            let exts = check_response(&c.head, &c.accept)?;
+            match (env.cfg.deflate, exts) {
+                (None, None) => {}
+                (None, Some(v)) => {
+                    return Err(format!("handshake: extensions {v:?} accepted but not offered"))
+                }
+                (Some(_), None) => {
+                    return Err("handshake: permessage-deflate offered, not accepted \
+                                (no Sec-WebSocket-Extensions in the 101)"
+                        .into())
+                }
+                (Some(level), Some(v)) => {
+                    let agreed = parse_agreed(&v).map_err(|e| format!("handshake: {e}"))?;
+                    c.deflate = Some(Box::new(Deflate::new(level, &agreed)));
+                }
+            }
             c.head = Vec::new();
-            on_open(c, env, ev);
+            on_open(c, env, ev)?;
             if !rest.is_empty() {
                 frames(c, &rest, env, ev)?;
             }
@@ -321,8 +407,7 @@ fn on_bytes(c: &mut Conn, data: &[u8], env: &mut Env, ev: &mut Ev) -> Result<(),
         }
         Phase::Connecting => return Err("data before connect completed".into()),
     }
-    after_recv(c, env, ev);
-    Ok(())
+    after_recv(c, env, ev)
 }
 
 fn on_eof(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
@@ -365,10 +450,9 @@ fn flush(c: &mut Conn, env: &Env) -> Result<(), String> {
     Ok(())
 }
 
-fn on_connected(c: &mut Conn, env: &mut Env, ev: &mut Ev) {
+fn on_connected(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
     if env.cfg.raw {
-        on_open(c, env, ev);
-        return;
+        return on_open(c, env, ev);
     }
     let mut key = [0u8; 16];
     for ch in key.chunks_mut(8) {
@@ -383,14 +467,20 @@ fn on_connected(c: &mut Conn, env: &mut Env, ev: &mut Ev) {
         .as_ref()
         .map(|o| format!("Origin: {o}\r\n"))
         .unwrap_or_default();
+    let ext = if env.cfg.deflate.is_some() {
+        "Sec-WebSocket-Extensions: permessage-deflate\r\n"
+    } else {
+        ""
+    };
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: binary\r\n{origin}\r\n",
+         Sec-WebSocket-Protocol: binary\r\n{ext}{origin}\r\n",
         env.cfg.path, env.cfg.host
     );
     c.out.append(req.len()).copy_from_slice(req.as_bytes());
     c.phase = Phase::Handshake;
+    Ok(())
 }
 
 /// Makes all the progress one connection can make now: finish connecting, flush, read
@@ -413,7 +503,7 @@ pub(crate) fn drive_conn(c: &mut Conn, rbuf: &mut [u8], env: &mut Env) -> Result
             }
             Err(e) => return Err(format!("connect: {e}")),
         }
-        on_connected(c, env, &mut ev);
+        on_connected(c, env, &mut ev)?;
     }
     let mut reads = 0;
     loop {

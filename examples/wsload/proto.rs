@@ -9,8 +9,27 @@ pub(crate) const OP_PONG: u8 = 10;
 
 // The verified byte stream
 
-/// A long pseudo-random pattern, stored twice over so any window of up to `period` bytes
-/// starting inside the first copy is one contiguous slice (one memcmp per received chunk).
+/// What the payload stream looks like.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum PatternKind {
+    /// Pseudo-random bytes: incompressible, the worst case for permessage-deflate.
+    Random,
+    /// Lines of words from a small vocabulary, in pseudo-random order: compresses about as
+    /// well as chatty application text (a few times), so `--deflate` has something to do.
+    Text,
+}
+
+impl PatternKind {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            PatternKind::Random => "random",
+            PatternKind::Text => "text",
+        }
+    }
+}
+
+/// A long pattern, stored twice over so any window of up to `period` bytes starting
+/// inside the first copy is one contiguous slice (one memcmp per received chunk).
 /// Stream byte `i` of a connection with offset `seed` is `bytes[(seed + i) % period]`.
 /// The odd period keeps chunk edges from lining up with the pattern.
 pub(crate) struct Pattern {
@@ -18,14 +37,38 @@ pub(crate) struct Pattern {
     pub(crate) bytes: Vec<u8>,
 }
 
+const WORDS: [&str; 48] = [
+    "the", "tunnel", "message", "frame", "backend", "client", "server", "socket", "bytes",
+    "stream", "event", "loop", "buffer", "ready", "write", "read", "close", "open", "handshake",
+    "upgrade", "header", "payload", "length", "mask", "ping", "pong", "text", "binary", "status",
+    "ok", "error", "retry", "user", "session", "id", "time", "value", "count", "level", "info",
+    "debug", "request", "response", "queue", "pending", "done", "and", "of",
+];
+
 impl Pattern {
-    pub(crate) fn new(max_chunk: usize) -> Pattern {
+    pub(crate) fn new(max_chunk: usize, kind: PatternKind) -> Pattern {
         let period = max_chunk.max(1 << 20) + 4093;
-        let mut bytes = Vec::with_capacity(2 * period + 8);
+        let mut bytes = Vec::with_capacity(2 * period + 64);
         let mut s = 0x9E37_79B9_7F4A_7C15u64;
-        while bytes.len() < period {
-            s = xorshift(s);
-            bytes.extend_from_slice(&s.to_le_bytes());
+        match kind {
+            PatternKind::Random => {
+                while bytes.len() < period {
+                    s = xorshift(s);
+                    bytes.extend_from_slice(&s.to_le_bytes());
+                }
+            }
+            PatternKind::Text => {
+                let mut n = 0u64;
+                while bytes.len() < period {
+                    s = xorshift(s);
+                    n += 1;
+                    bytes.extend_from_slice(WORDS[(s >> 20) as usize % WORDS.len()].as_bytes());
+                    if s % 97 == 0 {
+                        bytes.extend_from_slice(format!(" {}", (s >> 40) % 100_000).as_bytes());
+                    }
+                    bytes.push(if n % 12 == 0 { b'\n' } else { b' ' });
+                }
+            }
         }
         bytes.truncate(period);
         bytes.extend_from_within(..period);
@@ -117,7 +160,17 @@ impl OutBuf {
     }
 }
 
+/// The first header byte for a frame with FIN and RSV1 (permessage-deflate's
+/// "compressed" bit, set on a message's first frame).
+pub(crate) const FIN: u8 = 0x80;
+pub(crate) const RSV1: u8 = 0x40;
+
 pub(crate) fn put_frame(out: &mut OutBuf, op: u8, payload: &[u8], mask: u32) {
+    put_frame_b0(out, FIN | op, payload, mask);
+}
+
+/// A masked frame whose first header byte (FIN, RSV bits, opcode) is `b0`.
+pub(crate) fn put_frame_b0(out: &mut OutBuf, b0: u8, payload: &[u8], mask: u32) {
     let len = payload.len();
     let ext = if len < 126 {
         0
@@ -128,7 +181,7 @@ pub(crate) fn put_frame(out: &mut OutBuf, op: u8, payload: &[u8], mask: u32) {
     };
     let hlen = 2 + ext + 4;
     let dst = out.append(hlen + len);
-    dst[0] = 0x80 | op;
+    dst[0] = b0;
     match ext {
         0 => dst[1] = 0x80 | len as u8,
         2 => {
@@ -154,6 +207,10 @@ pub(crate) struct FrameRx {
     pub(crate) hlen: usize,
     pub(crate) in_payload: bool,
     pub(crate) op: u8,
+    /// The frame being read has FIN set.
+    pub(crate) fin: bool,
+    /// The data message being read is compressed (RSV1 on its first frame).
+    pub(crate) compressed: bool,
     pub(crate) left: u64,
     pub(crate) ctrl: Vec<u8>,
 }
@@ -172,7 +229,9 @@ pub(crate) fn header_len(h: &[u8]) -> usize {
     2 + ext + mask
 }
 
-pub(crate) fn check_response(head: &[u8], accept: &str) -> Result<(), String> {
+/// Checks the 101 and returns its `Sec-WebSocket-Extensions` value, if any (several
+/// headers are joined with ", ", as HTTP list headers may be).
+pub(crate) fn check_response(head: &[u8], accept: &str) -> Result<Option<String>, String> {
     let mut hdrs = [httparse::EMPTY_HEADER; 32];
     let mut resp = httparse::Response::new(&mut hdrs);
     match resp.parse(head) {
@@ -196,8 +255,15 @@ pub(crate) fn check_response(head: &[u8], accept: &str) -> Result<(), String> {
     if !get("upgrade").is_some_and(|v| v.eq_ignore_ascii_case("websocket")) {
         return Err("handshake: 101 without Upgrade: websocket".into());
     }
+    let exts: Vec<String> = resp
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("sec-websocket-extensions"))
+        .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+        .collect();
+    let exts = (!exts.is_empty()).then(|| exts.join(", "));
     match get("sec-websocket-accept") {
-        Some(v) if v == accept => Ok(()),
+        Some(v) if v == accept => Ok(exts),
         Some(v) => Err(format!(
             "handshake: Sec-WebSocket-Accept {v:?}, expected {accept:?}"
         )),
