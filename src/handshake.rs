@@ -13,7 +13,7 @@ use crate::attach::Attach;
 use crate::backend::ConnectState;
 use crate::balance;
 use crate::conf::{BackendFraming, BackendMode, BackendSpec, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
-use crate::conn::{Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
+use crate::conn::{deadline_after, Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
 use crate::hosts::{Chain, Failure, Pick};
 use crate::http::{self, Parse, Request, UpgradePolicy};
 use crate::inbound::{Framing, InboundOpts};
@@ -211,7 +211,7 @@ impl Conn {
         while let Some(spec) = self.retry_pool().or_else(|| self.choose_host(ctx)) {
             match self.attach(ctx, &spec) {
                 Ok(Attach::Connecting) => {
-                    self.phase = Phase::Connecting { deadline: ctx.now + spec.connect_timeout };
+                    self.phase = Phase::Connecting { deadline: deadline_after(ctx.now, spec.connect_timeout) };
                     return;
                 }
                 Ok(Attach::Ready) => return self.open(ctx),

@@ -81,16 +81,6 @@ pub(crate) struct Stats {
     pub(crate) z_rx_plain: u64,
 }
 
-impl Stats {
-    /// Adds a finished connection's compression counters.
-    pub(crate) fn add_deflate(&mut self, d: &Deflate) {
-        self.z_tx_plain += d.tx_plain;
-        self.z_tx_wire += d.tx_wire;
-        self.z_rx_wire += d.rx_wire;
-        self.z_rx_plain += d.rx_plain;
-    }
-}
-
 /// Per-thread buffers for permessage-deflate: compressed output on the way out, inflated
 /// output on the way in. Empty (and never touched) without `--deflate`.
 #[derive(Default)]
@@ -135,6 +125,8 @@ fn send_msg(c: &mut Conn, env: &mut Env, len: usize) -> Result<(), String> {
         c.out.append(len).copy_from_slice(payload);
     } else if let Some(d) = c.deflate.as_mut() {
         d.compress(payload, &mut env.scratch.zout)?;
+        env.stats.z_tx_plain += len as u64;
+        env.stats.z_tx_wire += env.scratch.zout.len() as u64;
         let m = env.mask();
         put_frame_b0(&mut c.out, FIN | RSV1 | OP_BINARY, &env.scratch.zout, m);
     } else {
@@ -329,7 +321,13 @@ fn inflate(c: &mut Conn, data: &[u8], last: bool, env: &mut Env) -> Result<(), S
     if buf.len() < INFLATE_PIECE {
         buf.resize(INFLATE_PIECE, 0);
     }
-    let r = d.inflate(data, last, &mut buf, &mut |out| verify(c, out, env));
+    if !last {
+        env.stats.z_rx_wire += data.len() as u64;
+    }
+    let r = d.inflate(data, last, &mut buf, &mut |out| {
+        env.stats.z_rx_plain += out.len() as u64;
+        verify(c, out, env)
+    });
     env.scratch.zin = buf;
     c.deflate = Some(d);
     r

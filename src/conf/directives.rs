@@ -200,7 +200,7 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("max-load-per-proc", "integer", 1, U31, &[], "1", Unit::None, "Connections per process before another process is started."),
     backend_opt("idle-timeout", "integer", 0, U31, &[], "60", Unit::Seconds, "Idle time after which a surplus process is stopped."),
     backend_opt("disable-time", "integer", 0, U31, &[], "1", Unit::Seconds, "How long a failed backend is skipped before it is tried again."),
-    backend_opt("connect-timeout", "integer", 0, U31, &[], "8", Unit::Seconds, "Time allowed for connecting to the backend."),
+    backend_opt("connect-timeout", "integer", 0, U31, &[], "8", Unit::Seconds, "Time allowed for connecting to the backend before the next one is tried (0 = no limit)."),
     backend_opt("kill-signal", "integer", 1, 64, &[], "15", Unit::None, "Signal used to stop a spawned process (number or name such as \"SIGINT\")."),
     backend_opt("listen-backlog", "integer", 1, U31, &[], "1024", Unit::None, "listen(2) backlog of the socket of a spawned pool."),
     backend_opt("close-timeout", "integer", 0, U31, &[], "100", Unit::Millis, "stdio programs: after the client is gone and stdin is closed, the gap between each step of the SIGINT, SIGTERM, SIGKILL ladder."),
