@@ -23,8 +23,14 @@
 //! a measurement of the kernel, not of the daemon. The RST ends the connection on both
 //! sides without TIME_WAIT.
 //!
-//! Usage: `echo_backend [--listen 127.0.0.1:9001] [--unix PATH] [--threads N] [--rst-on-eof]`; prints
-//! `echo_backend: listening on ADDR` on stdout once every listener is bound.
+//! `--fd0` serves the listening socket inherited as file descriptor 0 (TCP or unix) and
+//! binds nothing itself: the FastCGI-style contract of a spawned pool, where the daemon
+//! (wstund, or lighttpd's mod_wstunnel with "bin-path") binds the socket and starts the
+//! program with it as fd 0. One thread; the line saying so goes to stderr (the spawner's
+//! error log), since stdout may be closed or /dev/null there.
+//!
+//! Usage: `echo_backend [--listen 127.0.0.1:9001] [--unix PATH] [--threads N] [--rst-on-eof]
+//! [--fd0]`; prints `echo_backend: listening on ADDR` on stdout once every listener is bound.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -116,10 +122,15 @@ fn main() {
     let mut listen: SocketAddr = "127.0.0.1:9001".parse().unwrap_or_else(|_| unreachable!());
     let mut threads = 1usize;
     let mut unix: Option<String> = None;
+    let mut fd0 = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         if a == "--rst-on-eof" {
             RST_ON_EOF.store(true, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
+        if a == "--fd0" {
+            fd0 = true;
             continue;
         }
         let v = args.next();
@@ -127,10 +138,24 @@ fn main() {
             ("--listen", Some(v)) => listen = v.parse().unwrap_or_else(|e| die(&format!("--listen {v}: {e}"))),
             ("--unix", Some(v)) => unix = Some(v),
             ("--threads", Some(v)) => threads = v.parse().unwrap_or_else(|e| die(&format!("--threads {v}: {e}"))),
-            _ => die("usage: echo_backend [--listen ADDR:PORT] [--unix PATH] [--threads N] [--rst-on-eof]"),
+            _ => die("usage: echo_backend [--listen ADDR:PORT] [--unix PATH] [--threads N] [--rst-on-eof] [--fd0]"),
         }
     }
     raise_nofile();
+    if fd0 {
+        let (tcp, unix, what) =
+            inherited_listener().unwrap_or_else(|e| die(&format!("--fd0: {e}")));
+        // Before any other descriptor exists: if fd 2 is closed this write fails harmlessly
+        // instead of landing in a socket that took its number.
+        let _ = writeln!(
+            io::stderr(),
+            "echo_backend: serving {what} inherited as fd 0"
+        );
+        if let Err(e) = run(tcp, unix) {
+            die(&format!("event loop: {e}"));
+        }
+        return;
+    }
     let first = bind_reuseport(listen).unwrap_or_else(|e| die(&format!("bind {listen}: {e}")));
     // A port-0 listen address resolves on the first bind; the others must join that port.
     let addr = first
@@ -162,7 +187,7 @@ fn main() {
         .into_iter()
         .map(|l| {
             let u = unix_listener.take();
-            std::thread::spawn(move || run(l, u))
+            std::thread::spawn(move || run(Some(l), u))
         })
         .collect();
     for h in handles {
@@ -254,10 +279,69 @@ fn sockaddr(addr: SocketAddr) -> (libc::c_int, libc::sockaddr_storage, libc::soc
     }
 }
 
-fn run(mut listener: TcpListener, mut unix: Option<UnixListener>) -> io::Result<()> {
+/// The listening socket on fd 0, as a TCP or a unix listener (non-blocking from here on),
+/// and a description of it.
+fn inherited_listener() -> io::Result<(Option<TcpListener>, Option<UnixListener>, String)> {
+    use std::os::fd::RawFd;
+    const FD: RawFd = 0;
+    // SAFETY: getsockopt/getsockname on fd 0 with correctly sized out-parameters; the fd is
+    // only wrapped (and so owned) once it is known to be a listening stream socket.
+    unsafe {
+        let mut on: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        if libc::getsockopt(
+            FD,
+            libc::SOL_SOCKET,
+            libc::SO_ACCEPTCONN,
+            &mut on as *mut libc::c_int as *mut libc::c_void,
+            &mut len,
+        ) != 0
+        {
+            return Err(io::Error::other(format!(
+                "fd 0 is not a socket ({})",
+                io::Error::last_os_error()
+            )));
+        }
+        if on == 0 {
+            return Err(io::Error::other("fd 0 is a socket but not a listening one"));
+        }
+        let mut ss: libc::sockaddr_storage = std::mem::zeroed();
+        let mut sl = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
+        if libc::getsockname(FD, &mut ss as *mut _ as *mut libc::sockaddr, &mut sl) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        match ss.ss_family as libc::c_int {
+            libc::AF_UNIX => {
+                let l = std::os::unix::net::UnixListener::from_raw_fd(FD);
+                l.set_nonblocking(true)?;
+                let what = match l
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()))
+                {
+                    Some(p) => format!("unix socket {p}"),
+                    None => "an unnamed unix socket".to_string(),
+                };
+                Ok((None, Some(UnixListener::from_std(l)), what))
+            }
+            libc::AF_INET | libc::AF_INET6 => {
+                let l = std::net::TcpListener::from_raw_fd(FD);
+                l.set_nonblocking(true)?;
+                let what = format!("TCP {}", l.local_addr()?);
+                Ok((Some(TcpListener::from_std(l)), None, what))
+            }
+            f => Err(io::Error::other(format!(
+                "fd 0: unsupported address family {f}"
+            ))),
+        }
+    }
+}
+
+fn run(mut listener: Option<TcpListener>, mut unix: Option<UnixListener>) -> io::Result<()> {
     let mut poll = Poll::new()?;
-    poll.registry()
-        .register(&mut listener, LISTENER, Interest::READABLE)?;
+    if let Some(l) = listener.as_mut() {
+        poll.registry().register(l, LISTENER, Interest::READABLE)?;
+    }
     if let Some(u) = unix.as_mut() {
         poll.registry()
             .register(u, UNIX_LISTENER, Interest::READABLE)?;
@@ -282,12 +366,14 @@ fn run(mut listener: TcpListener, mut unix: Option<UnixListener>) -> io::Result<
         std::mem::swap(&mut again, &mut retry);
         for ev in events.iter() {
             if ev.token() == LISTENER {
-                accept_all(&mut poll, &mut conns, || {
-                    listener.accept().map(|(s, _)| {
-                        let _ = s.set_nodelay(true);
-                        Stream::Tcp(s)
-                    })
-                });
+                if let Some(l) = listener.as_mut() {
+                    accept_all(&mut poll, &mut conns, || {
+                        l.accept().map(|(s, _)| {
+                            let _ = s.set_nodelay(true);
+                            Stream::Tcp(s)
+                        })
+                    });
+                }
                 continue;
             }
             if ev.token() == UNIX_LISTENER {

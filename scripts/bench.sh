@@ -20,6 +20,11 @@
 # A measurement, not a test: targets are printed, not enforced. Exit status 1 means a run
 # failed (verification error, daemon died), not that a target was missed.
 # --balance also runs scripts/bench-balance.sh (the balancing decision in a profile).
+# Then, each in its own script with the same --quick/--rounds/--secs: wstund's modes
+# (framed vs stream, permessage-deflate; scripts/bench-modes.sh), spawned pools against
+# lighttpd (scripts/bench-pool.sh) and stdio programs against websocketd
+# (scripts/bench-stdio.sh). WSTUND_BENCH_MODES=0, WSTUND_BENCH_POOL=0 and
+# WSTUND_BENCH_STDIO=0 skip them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -33,7 +38,7 @@ QUICK=0
 BOOST=0
 WITH_BALANCE=0
 
-usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -169,7 +174,7 @@ start_daemon() {
     mkdir -p "$dir"
     port=$(free_port "$NEXT_PORT")
     NEXT_PORT=$((port + 1))
-    sed -e "s|@PORT@|$port|g" -e "s|@DIR@|$dir|g" -e "s|@ROUTES@|$ROUTES|" \
+    sed -e "s|@PORT@|$port|g" -e "s|@DIR@|$dir|g" -e "s|@ROUTES@|$ROUTES|" -e "s|@ECHO_PORT@|$ECHO_PORT|g" \
         "$ROOT/scripts/bench/$kind.conf.in" >"$dir/$kind.conf"
     case $kind in
         wstund)
@@ -482,13 +487,34 @@ if [ "$WITH_BALANCE" = 1 ]; then
     "$ROOT/scripts/bench-balance.sh" --no-build --secs "$SECS" || FAILED=1
 fi
 
-# Per-connection programs (stdio mode) against websocketd, in their own script;
-# WSTUND_BENCH_STDIO=0 skips them.
+# The sections in their own scripts (each starts and stops its own processes); the daemons
+# above are stopped first so they do not sit on memory or ports meanwhile.
+for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+PIDS=()
+if [ "$QUICK" = 1 ]; then SUB_ARGS=(--quick); else SUB_ARGS=(--rounds "$ROUNDS" --secs "$SECS"); fi
+
+# wstund's modes: framed vs stream framing, permessage-deflate on/off (issue 6).
+if [ "${WSTUND_BENCH_MODES:-1}" = 1 ]; then
+    say
+    say "== wstund modes: scripts/bench-modes.sh"
+    "$ROOT/scripts/bench-modes.sh" --no-build "${SUB_ARGS[@]}" || FAILED=1
+fi
+
+# Spawned pools (bin-path, fd 0) against lighttpd's (issue 4).
+if [ "${WSTUND_BENCH_POOL:-1}" = 1 ]; then
+    say
+    say "== spawned pools: scripts/bench-pool.sh"
+    POOL_ARGS=("${SUB_ARGS[@]}")
+    [ "$USE_LIGHTTPD" = 1 ] || POOL_ARGS+=(--no-lighttpd)
+    "$ROOT/scripts/bench-pool.sh" --no-build "${POOL_ARGS[@]}" || FAILED=1
+fi
+
+# Per-connection programs (stdio mode) against websocketd.
 if [ "${WSTUND_BENCH_STDIO:-1}" = 1 ]; then
     say
     say "== stdio mode: scripts/bench-stdio.sh"
-    if [ "$QUICK" = 1 ]; then STDIO_ARGS=(--quick); else STDIO_ARGS=(--rounds "$ROUNDS" --secs "$SECS"); fi
-    "$ROOT/scripts/bench-stdio.sh" --no-build "${STDIO_ARGS[@]}" || FAILED=1
+    "$ROOT/scripts/bench-stdio.sh" --no-build "${SUB_ARGS[@]}" || FAILED=1
 fi
 
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }

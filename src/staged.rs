@@ -311,7 +311,8 @@ impl Stage {
         // Per output byte: 4/3 for base64, plus a header per fragment.
         let mut n = if self.opts.base64 { room / 4 * 3 } else { room };
         if self.deflater.is_some() {
-            n = n.saturating_sub(n / 1000 + 64);
+            // Deflate may expand incompressible input by up to 1/8 (see Deflater::bound).
+            n = (n / 9 * 8).saturating_sub(128);
         }
         if frag > 0 {
             n = n * frag / (frag + MAX_HEADER_LEN);
@@ -333,7 +334,7 @@ impl Stage {
             }
         }
         self.begin_message(self.opts.opcode, n);
-        self.piece(out, n, n, true);
+        self.piece(out, n, n, true)?;
         Ok(true)
     }
 
@@ -358,7 +359,7 @@ impl Stage {
         }
         self.check_len(piece as u64)?;
         self.check_text(piece, last)?;
-        self.piece(out, piece, skip, last);
+        self.piece(out, piece, skip, last)?;
         Ok(true)
     }
 
@@ -376,7 +377,7 @@ impl Stage {
                 if len == 0 {
                     // An empty fragment is still a frame: it may open the message.
                     self.record = Record::Header;
-                    self.piece(out, 0, 0, fin);
+                    self.piece(out, 0, 0, fin)?;
                 }
                 Ok(true)
             }
@@ -389,7 +390,7 @@ impl Stage {
                 let left = remaining - n as u64;
                 let last = fin && left == 0;
                 self.check_text(n, last)?;
-                self.piece(out, n, n, last);
+                self.piece(out, n, n, last)?;
                 self.record = if left == 0 { Record::Header } else { Record::Payload { remaining: left, fin } };
                 Ok(true)
             }
@@ -426,7 +427,7 @@ impl Stage {
 
     /// Frames `n` staged bytes (then drops `skip` >= n of them) as part of the current
     /// message; `last` ends the message.
-    fn piece(&mut self, out: &mut Buf, n: usize, skip: usize, last: bool) {
+    fn piece(&mut self, out: &mut Buf, n: usize, skip: usize, last: bool) -> Result<(), BackendFault> {
         let opcode = if self.opts.base64 { OpCode::Text } else { self.msg_opcode };
         let first = !self.msg_open;
         // Transform into the scratch buffer when needed.
@@ -449,8 +450,9 @@ impl Stage {
             }
             if self.msg_compressed {
                 self.zbuf.clear();
-                self.zbuf.resize(Deflater::bound(self.scratch.len()), 0);
-                let mut m = self.deflater.as_mut().and_then(|d| d.deflate(&self.scratch, &mut self.zbuf)).unwrap_or(0);
+                let Some(mut m) = self.deflater.as_mut().and_then(|d| d.deflate(&self.scratch, &mut self.zbuf)) else {
+                    return Err(fault(close::INTERNAL_ERROR, "compression failed"));
+                };
                 if last {
                     if m >= 4 && self.zbuf[m - 4..m] == SYNC_TAIL {
                         m -= 4;
@@ -502,6 +504,7 @@ impl Stage {
         }
         self.input.consume(skip);
         self.msg_open = !last;
+        Ok(())
     }
 
     fn finish_at_eof(&mut self, out: &mut Buf, _pool: &mut BufPool) -> Convert {
@@ -514,8 +517,10 @@ impl Stage {
             }
             (Framing::Line, _, true) => {
                 // An unterminated last line that was already partly sent: end it.
-                self.piece(out, 0, 0, true);
-                Convert::Progress
+                match self.piece(out, 0, 0, true) {
+                    Ok(()) => Convert::Progress,
+                    Err(f) => Convert::Fault(f),
+                }
             }
             _ => Convert::Blocked,
         }

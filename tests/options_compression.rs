@@ -21,6 +21,7 @@ fn pmd_daemon(be: &str) -> Daemon {
         .line(&when_url("/min1k/", &["wstunnel.backend-framing = \"line\"", "wstunnel.compression-min-size = \"1k\""]))
         .line(&when_url("/fast/", &["wstunnel.backend-framing = \"line\"", "wstunnel.compression-level = 1"]))
         .line(&when_url("/best/", &["wstunnel.backend-framing = \"line\"", "wstunnel.compression-level = 9"]))
+        .line(&when_url("/fastbin/", &["wstunnel.backend-framing = \"line\"", "wstunnel.compression-level = 1", "wstunnel.frame-type = \"binary\""]))
         .line(&when_url("/framed/", &["wstunnel.backend-framing = \"framed\""]))
         .line(&when_url("/off/", &["wstunnel.compression = \"\""]));
     Daemon::start_conf(&conf)
@@ -200,6 +201,31 @@ fn compression_level_changes_the_output() {
     }
     eprintln!("200 KB of words: level 1 -> {} bytes, level 9 -> {} bytes", sizes[0], sizes[1]);
     assert!(sizes[1] < sizes[0], "level 9 ({}) is not smaller than level 1 ({})", sizes[1], sizes[0]);
+}
+
+/// Level 1 codes incompressible bytes with fixed Huffman codes, so the compressed form
+/// is larger than the input; it must still arrive whole (it once came out empty).
+#[test]
+fn incompressible_messages_survive_the_fastest_level() {
+    let peer = Peer::new();
+    let d = pmd_daemon(&peer.entry());
+    let (mut c, answer) = open(&d, "/fastbin/", Some("permessage-deflate"));
+    assert!(answer.is_some());
+    let mut b = peer.accept();
+    let mut r = Rng::new(7);
+    let mut pmd = Pmd::new(15);
+    for len in [1100usize, 4000, 30_000, 4000] {
+        let msg: Vec<u8> = (0..len).map(|_| loop {
+            let x = r.below(256) as u8;
+            if x != b'\n' && x != b'\r' {
+                break x;
+            }
+        }).collect();
+        b.send(&[&msg[..], b"\n"].concat());
+        let (_, frames, payload) = read_message(&mut c, T);
+        assert!(frames[0].rsv & 4 != 0, "{len}-byte message not compressed");
+        assert_eq!(pmd.inflate(&payload).unwrap(), msg, "{len}-byte message");
+    }
 }
 
 /// server_no_context_takeover: each server message inflates with a fresh inflater.

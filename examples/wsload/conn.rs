@@ -378,7 +378,9 @@ fn on_bytes(c: &mut Conn, data: &[u8], env: &mut Env, ev: &mut Ev) -> Result<(),
             match (env.cfg.deflate, exts) {
                 (None, None) => {}
                 (None, Some(v)) => {
-                    return Err(format!("handshake: extensions {v:?} accepted but not offered"))
+                    return Err(format!(
+                        "handshake: extensions {v:?} accepted but not offered"
+                    ))
                 }
                 (Some(_), None) => {
                     return Err("handshake: permessage-deflate offered, not accepted \
@@ -574,12 +576,17 @@ mod tests {
             probing: false,
             got_close: false,
             shut_pending: false,
+            deflate: None,
         };
         (c, l)
     }
 
     fn server_frame(op: u8, payload: &[u8]) -> Vec<u8> {
-        let mut f = vec![0x80 | op];
+        server_frame_b0(0x80 | op, payload)
+    }
+
+    fn server_frame_b0(b0: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![b0];
         match payload.len() {
             n if n < 126 => f.push(n as u8),
             n if n < 65536 => {
@@ -614,6 +621,8 @@ mod tests {
             src_ips: 1,
             watch: Vec::new(),
             label: String::new(),
+            deflate: None,
+            pattern: crate::proto::PatternKind::Random,
         }
     }
 
@@ -621,7 +630,7 @@ mod tests {
     /// arbitrary read sizes, verifies; one flipped byte anywhere is caught.
     #[test]
     fn stream_verification_ignores_frame_boundaries_and_catches_corruption() {
-        let pat = Pattern::new(READ_BUF);
+        let pat = Pattern::new(READ_BUF, crate::proto::PatternKind::Random);
         let cfg = cfg();
         let total = 70_000usize;
         let stream = pat.slice(5, 0, total).to_vec();
@@ -654,13 +663,14 @@ mod tests {
             }
             let (mut c, _l) = conn_for_test();
             c.sent = total as u64;
-            let (mut stats, mut rng) = (Stats::default(), 1u64);
+            let (mut stats, mut rng, mut scratch) = (Stats::default(), 1u64, Scratch::default());
             let mut env = Env {
                 cfg: &cfg,
                 pat: &pat,
                 stage: Stage::Setup,
                 stats: &mut stats,
                 rng: &mut rng,
+                scratch: &mut scratch,
             };
             let mut ev = Ev::default();
             let mut res = Ok(());
@@ -679,5 +689,85 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Compressed server messages, as a deflating tunnel sends them: context kept across
+    /// messages, one message split over a binary frame with RSV1 and continuation frames
+    /// (a ping in between), plain messages mixed in. The inflated stream verifies; a
+    /// flipped compressed byte fails; RSV1 without the extension, or on a continuation
+    /// frame, is a protocol error.
+    #[test]
+    fn compressed_messages_are_inflated_and_verified() {
+        use crate::deflate::{Agreed, Deflate};
+        let pat = Pattern::new(READ_BUF, crate::proto::PatternKind::Text);
+        let cfg = cfg();
+        let total = 200_000usize;
+        let stream = pat.slice(5, 0, total).to_vec();
+        let mut server = Deflate::new(6, &Agreed::default());
+        let mut wire = Vec::new();
+        let mut z = Vec::new();
+        let mut off = 0;
+        for (i, size) in [40_000usize, 10, 70_000, 63, 1].iter().cycle().enumerate() {
+            if off == total {
+                break;
+            }
+            let n = (*size).min(total - off);
+            let msg = &stream[off..off + n];
+            off += n;
+            if i % 5 == 3 {
+                wire.extend(server_frame(OP_BINARY, msg));
+                continue;
+            }
+            server.compress(msg, &mut z).unwrap();
+            let third = z.len() / 3;
+            wire.extend(server_frame_b0(RSV1 | OP_BINARY, &z[..third]));
+            wire.extend(server_frame(OP_PING, b"p"));
+            wire.extend(server_frame_b0(0, &z[third..2 * third]));
+            wire.extend(server_frame_b0(FIN, &z[2 * third..]));
+        }
+        let run = |w: &[u8], with_deflate: bool| -> (Result<(), String>, u64) {
+            let (mut c, _l) = conn_for_test();
+            if with_deflate {
+                c.deflate = Some(Box::new(Deflate::new(1, &Agreed::default())));
+            }
+            c.sent = total as u64;
+            let (mut stats, mut rng, mut scratch) = (Stats::default(), 1u64, Scratch::default());
+            let mut env = Env {
+                cfg: &cfg,
+                pat: &pat,
+                stage: Stage::Setup,
+                stats: &mut stats,
+                rng: &mut rng,
+                scratch: &mut scratch,
+            };
+            let mut ev = Ev::default();
+            for chunk in w.chunks(4099) {
+                if let Err(e) = frames(&mut c, chunk, &mut env, &mut ev) {
+                    return (Err(e), c.recv);
+                }
+            }
+            (Ok(()), c.recv)
+        };
+        let (r, recv) = run(&wire, true);
+        assert!(r.is_ok(), "{r:?}");
+        assert_eq!(recv, total as u64);
+        // A byte inside the first compressed payload (after the 4-byte header).
+        let mut bad = wire.clone();
+        bad[10] ^= 0x20;
+        assert!(
+            run(&bad, true).0.is_err(),
+            "corrupt deflate data not caught"
+        );
+        assert!(
+            run(&wire, false).0.is_err(),
+            "RSV1 accepted without the extension"
+        );
+        let mut rsv_cont = server_frame(OP_BINARY, b"");
+        rsv_cont[0] = OP_BINARY; // not FIN
+        rsv_cont.extend(server_frame_b0(0x80 | RSV1, b"x"));
+        assert!(
+            run(&rsv_cont, true).0.is_err(),
+            "RSV1 on a continuation frame accepted"
+        );
     }
 }

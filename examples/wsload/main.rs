@@ -32,6 +32,12 @@
 //!
 //! `--raw` speaks plain TCP instead of WebSocket (no handshake, no framing): pointed at
 //! the echo backend it shows the generator's own ceiling without a tunnel in between.
+//!
+//! `--deflate` offers permessage-deflate and requires the server to accept it: every
+//! message goes out compressed (raw deflate, sync-flushed, RSV1), compressed replies are
+//! inflated with one context per connection (context takeover, as RFC 7692 defaults to),
+//! and the verification above runs on the inflated bytes. `--pattern text` makes the
+//! stream compressible; the default pseudo-random bytes are deflate's worst case.
 
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -42,7 +48,7 @@ use std::time::{Duration, Instant};
 use mio::Poll;
 
 use crate::conn::Stats;
-use crate::proto::Pattern;
+use crate::proto::{Pattern, PatternKind};
 use crate::worker::{Shared, Worker};
 
 const READ_BUF: usize = 256 * 1024;
@@ -93,6 +99,9 @@ struct Cfg {
     src_ips: u8,
     watch: Vec<u32>,
     label: String,
+    /// `--deflate`: offer permessage-deflate and compress at this zlib level.
+    deflate: Option<u32>,
+    pattern: PatternKind,
 }
 
 const USAGE: &str = "usage: wsload MODE [options]
@@ -114,6 +123,13 @@ modes: throughput | pingpong | connrate | idle
   --src-ips N        connect from N loopback addresses 127.0.0.2.. (IPv4 loopback targets
                       only; default 16 in connrate, else 1 = no bind), so the generator's
                       own connect() never searches a port range full of TIME_WAIT
+  --deflate           offer permessage-deflate (RFC 7692) and fail unless the server accepts
+                      it; every message is compressed, compressed replies are inflated
+                      and the inflated bytes verified
+  --deflate-level N   zlib level 1..9 for our messages (default 1: keeps the generator's
+                      share of the CPU small; the daemon uses its own configured level)
+  --pattern KIND      payload bytes: random (default; incompressible) or text (words from a
+                      small vocabulary: compresses a few times)
   --watch-pid PID     report this process's CPU seconds over the window (repeatable)
   --label NAME        echoed in the RESULT line";
 
@@ -154,7 +170,10 @@ fn parse_args() -> Result<Cfg, String> {
         src_ips: if mode == Mode::ConnRate { 16 } else { 1 },
         watch: Vec::new(),
         label: String::new(),
+        deflate: None,
+        pattern: PatternKind::Random,
     };
+    let mut level = 1u32;
     fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
         let v = v.ok_or_else(|| format!("{flag} needs a value"))?;
         v.parse().map_err(|_| format!("{flag}: bad value {v:?}"))
@@ -175,6 +194,15 @@ fn parse_args() -> Result<Cfg, String> {
             "--watch-pid" => c.watch.push(num(&a, args.next())?),
             "--src-ips" => c.src_ips = num(&a, args.next())?,
             "--label" => c.label = num(&a, args.next())?,
+            "--deflate" => c.deflate = Some(0),
+            "--deflate-level" => level = num(&a, args.next())?,
+            "--pattern" => {
+                c.pattern = match args.next().as_deref() {
+                    Some("random") => PatternKind::Random,
+                    Some("text") => PatternKind::Text,
+                    other => return Err(format!("--pattern: random or text, not {other:?}")),
+                }
+            }
             "--raw" => c.raw = true,
             "--no-wait-eof" => c.wait_eof = false,
             _ => return Err(format!("unknown option {a}\n{USAGE}")),
@@ -186,6 +214,15 @@ fn parse_args() -> Result<Cfg, String> {
     if c.conns == 0 || c.msg == 0 || c.window == 0 || c.threads == 0 || c.burst == 0 {
         return Err("--conns, --msg, --window, --threads and --burst must be > 0".into());
     }
+    if !(1..=9).contains(&level) {
+        return Err(format!("--deflate-level {level}: must be 1..9"));
+    }
+    if c.deflate.is_some() {
+        if c.raw {
+            return Err("--deflate needs WebSocket; it cannot go with --raw".into());
+        }
+        c.deflate = Some(level);
+    }
     if matches!(mode, Mode::ConnRate | Mode::Idle) {
         c.msg = PROBE;
     }
@@ -194,6 +231,7 @@ fn parse_args() -> Result<Cfg, String> {
 }
 
 mod conn;
+mod deflate;
 mod proto;
 mod worker;
 
@@ -291,7 +329,7 @@ fn main() {
             );
         }
     }
-    let pat = Arc::new(Pattern::new(cfg.msg.max(READ_BUF)));
+    let pat = Arc::new(Pattern::new(cfg.msg.max(READ_BUF), cfg.pattern));
     let shared = Arc::new(Shared {
         ready: AtomicUsize::new(0),
         go: Mutex::new(None),
@@ -384,6 +422,10 @@ fn main() {
         all.unfinished += s.unfinished;
         all.opened += s.opened;
         all.setup_secs = all.setup_secs.max(s.setup_secs);
+        all.z_tx_plain += s.z_tx_plain;
+        all.z_tx_wire += s.z_tx_wire;
+        all.z_rx_wire += s.z_rx_wire;
+        all.z_rx_plain += s.z_rx_plain;
         for e in s.errs {
             if all.errs.len() < KEEP_ERRORS {
                 all.errs.push(e);
@@ -405,6 +447,23 @@ fn main() {
     );
     if !cfg.label.is_empty() {
         line += &format!(" label={}", cfg.label);
+    }
+    line += &format!(" pattern={}", cfg.pattern.name());
+    if let Some(level) = cfg.deflate {
+        // Compressed / plain payload bytes, each direction, over the whole run (setup and
+        // drain included): how much the deflate work bought.
+        let ratio = |wire: u64, plain: u64| {
+            if plain == 0 {
+                "NA".to_string()
+            } else {
+                format!("{:.3}", wire as f64 / plain as f64)
+            }
+        };
+        line += &format!(
+            " deflate_level={level} deflate_tx_ratio={} deflate_rx_ratio={}",
+            ratio(all.z_tx_wire, all.z_tx_plain),
+            ratio(all.z_rx_wire, all.z_rx_plain)
+        );
     }
     match cfg.mode {
         Mode::Throughput => line += &format!(" bytes={}", all.bytes),

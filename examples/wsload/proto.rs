@@ -38,11 +38,54 @@ pub(crate) struct Pattern {
 }
 
 const WORDS: [&str; 48] = [
-    "the", "tunnel", "message", "frame", "backend", "client", "server", "socket", "bytes",
-    "stream", "event", "loop", "buffer", "ready", "write", "read", "close", "open", "handshake",
-    "upgrade", "header", "payload", "length", "mask", "ping", "pong", "text", "binary", "status",
-    "ok", "error", "retry", "user", "session", "id", "time", "value", "count", "level", "info",
-    "debug", "request", "response", "queue", "pending", "done", "and", "of",
+    "the",
+    "tunnel",
+    "message",
+    "frame",
+    "backend",
+    "client",
+    "server",
+    "socket",
+    "bytes",
+    "stream",
+    "event",
+    "loop",
+    "buffer",
+    "ready",
+    "write",
+    "read",
+    "close",
+    "open",
+    "handshake",
+    "upgrade",
+    "header",
+    "payload",
+    "length",
+    "mask",
+    "ping",
+    "pong",
+    "text",
+    "binary",
+    "status",
+    "ok",
+    "error",
+    "retry",
+    "user",
+    "session",
+    "id",
+    "time",
+    "value",
+    "count",
+    "level",
+    "info",
+    "debug",
+    "request",
+    "response",
+    "queue",
+    "pending",
+    "done",
+    "and",
+    "of",
 ];
 
 impl Pattern {
@@ -63,10 +106,10 @@ impl Pattern {
                     s = xorshift(s);
                     n += 1;
                     bytes.extend_from_slice(WORDS[(s >> 20) as usize % WORDS.len()].as_bytes());
-                    if s % 97 == 0 {
+                    if s.is_multiple_of(97) {
                         bytes.extend_from_slice(format!(" {}", (s >> 40) % 100_000).as_bytes());
                     }
-                    bytes.push(if n % 12 == 0 { b'\n' } else { b' ' });
+                    bytes.push(if n.is_multiple_of(12) { b'\n' } else { b' ' });
                 }
             }
         }

@@ -11,7 +11,7 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
-use crate::conn::{drive_conn, kick, start_close, Conn, Env, Phase, Stage, Stats};
+use crate::conn::{drive_conn, kick, start_close, Conn, Env, Phase, Scratch, Stage, Stats};
 use crate::proto::{xorshift, FrameRx, OutBuf, Pattern};
 use crate::{Cfg, Mode, DRAIN_TIMEOUT, KEEP_ERRORS, READ_BUF, SETUP_TIMEOUT, VERIFY_TIMEOUT};
 
@@ -38,6 +38,7 @@ pub(crate) struct Worker {
     n_ready: usize,
     again: Vec<usize>,
     stats: Stats,
+    scratch: Scratch,
 }
 
 impl Worker {
@@ -64,6 +65,7 @@ impl Worker {
             n_ready: 0,
             again: Vec::new(),
             stats: Stats::default(),
+            scratch: Scratch::default(),
         }
     }
 
@@ -112,6 +114,7 @@ impl Worker {
             probing: false,
             got_close: false,
             shut_pending: false,
+            deflate: None,
         });
     }
 
@@ -137,6 +140,7 @@ impl Worker {
             stats,
             rng,
             stage,
+            scratch,
             ..
         } = self;
         let Some(c) = conns.get_mut(key) else { return };
@@ -146,6 +150,7 @@ impl Worker {
             stage: *stage,
             stats,
             rng,
+            scratch,
         };
         match drive_conn(c, rbuf, &mut env) {
             Err(e) => {
@@ -234,8 +239,9 @@ impl Worker {
         }
     }
 
-    /// Applies `f` to every connection, then drives it (so queued bytes go out).
-    fn each(&mut self, f: impl Fn(&mut Conn, &mut Env)) {
+    /// Applies `f` to every connection, then drives it (so queued bytes go out); a
+    /// connection `f` fails is dropped and counted as an error.
+    fn each(&mut self, f: impl Fn(&mut Conn, &mut Env) -> Result<(), String>) {
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
             let Worker {
@@ -245,19 +251,47 @@ impl Worker {
                 stats,
                 rng,
                 stage,
+                scratch,
                 ..
             } = self;
-            if let Some(c) = conns.get_mut(key) {
-                let mut env = Env {
-                    cfg,
-                    pat,
-                    stage: *stage,
-                    stats,
-                    rng,
-                };
-                f(c, &mut env);
+            let r = match conns.get_mut(key) {
+                Some(c) => {
+                    let mut env = Env {
+                        cfg,
+                        pat,
+                        stage: *stage,
+                        stats,
+                        rng,
+                        scratch,
+                    };
+                    f(c, &mut env)
+                }
+                None => Ok(()),
+            };
+            if let Err(e) = r {
+                self.conns.remove(key);
+                self.error(e);
+                continue;
             }
             self.drive(key);
+        }
+    }
+
+    /// Throughput and ping-pong send nothing before the window opens, so a connection
+    /// that sent but got no byte back in the whole window is stuck: a tunnel that loses
+    /// data without closing would otherwise read as a slow run with no errors.
+    fn stalled(&mut self) {
+        let stuck: Vec<(usize, u64)> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.phase == Phase::Open && c.recv == 0 && c.sent > 0)
+            .map(|(k, c)| (k, c.sent))
+            .collect();
+        for (key, sent) in stuck {
+            self.conns.remove(key);
+            self.error(format!(
+                "no echoed byte in the whole window ({sent} bytes sent): the tunnel lost data or stalled"
+            ));
         }
     }
 
@@ -314,6 +348,7 @@ impl Worker {
                     self.each(kick);
                     let end = go + Duration::from_secs_f64(cfg.secs);
                     self.run_until(end, |_| false);
+                    self.stalled();
                 }
                 _ => {
                     self.stage = Stage::Hold;
@@ -324,6 +359,8 @@ impl Worker {
                     self.each(|c, env| {
                         if c.phase == Phase::Open {
                             kick(c, env)
+                        } else {
+                            Ok(())
                         }
                     });
                     let n = self.conns.len();
@@ -343,6 +380,7 @@ impl Worker {
             if c.phase == Phase::Open {
                 start_close(c, env)
             }
+            Ok(())
         });
         // Connections still handshaking when the window closed get no close frame: drop them.
         let half_open: Vec<usize> = self

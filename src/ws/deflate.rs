@@ -163,30 +163,37 @@ impl Deflater {
         }
     }
 
-    /// Compresses all of `input` into `out` with a sync flush, so the output is a
-    /// complete fragment the client can inflate at once. Returns the bytes produced, or
-    /// None when `out` was too small (the caller reserves `bound(input.len())`).
-    /// Empty input produces nothing (zlib has nothing to flush): an empty final
-    /// fragment is sent as an empty frame, which the client completes with SYNC_TAIL.
-    pub fn deflate(&mut self, input: &[u8], out: &mut [u8]) -> Option<usize> {
+    /// Compresses all of `input` with a sync flush, appending to `out` (grown as
+    /// needed), so the output is a complete fragment the client can inflate at once.
+    /// Returns the bytes appended, or None if zlib reports an error.
+    pub fn deflate(&mut self, input: &[u8], out: &mut Vec<u8>) -> Option<usize> {
+        let start = out.len();
         if input.is_empty() {
+            // Nothing to flush: an empty final fragment is sent as is and the client
+            // completes it with SYNC_TAIL.
             return Some(0);
         }
-        let (i0, o0) = (self.z.total_in(), self.z.total_out());
-        let st = self.z.compress(input, out, FlushCompress::Sync).ok()?;
-        let consumed = (self.z.total_in() - i0) as usize;
-        let produced = (self.z.total_out() - o0) as usize;
-        // A full output slice may hide pending bytes; BufError only means "no progress
-        // possible", which for an empty message after its flush is fine.
-        if consumed < input.len() || produced == out.len() || (st == Status::BufError && produced == 0) {
-            return None;
+        let i0 = self.z.total_in();
+        loop {
+            out.reserve(Self::bound(input.len()));
+            let (before_in, before_out) = (self.z.total_in(), out.len());
+            let consumed = (before_in - i0) as usize;
+            self.z.compress_vec(&input[consumed..], out, FlushCompress::Sync).ok()?;
+            let done = (self.z.total_in() - i0) as usize == input.len();
+            // Spare room left over means the flush completed; a full buffer may hide more.
+            if done && out.len() < out.capacity() {
+                return Some(out.len() - start);
+            }
+            if self.z.total_in() == before_in && out.len() == before_out {
+                return None;
+            }
         }
-        Some(produced)
     }
 
-    /// Room that always suffices for `n` input bytes plus the sync flush.
+    /// Room that usually suffices for `n` input bytes plus the sync flush: fixed
+    /// Huffman codes (what level 1 uses on random data) expand by up to 1/8.
     pub fn bound(n: usize) -> usize {
-        n + n / 1000 + 64
+        n + n / 8 + 128
     }
 
     pub fn end_message(&mut self) {
@@ -247,7 +254,7 @@ mod tests {
             // The client side inflates what the server deflates: same format.
             let mut i = Inflater::new(&DeflateParams { client_no_context_takeover: !takeover, ..p });
             for msg in [&b"hello hello hello"[..], &[7u8; 5000], b"hello hello hello"] {
-                let mut c = vec![0u8; Deflater::bound(msg.len())];
+                let mut c = Vec::new();
                 let n = d.deflate(msg, &mut c).unwrap();
                 assert_eq!(&c[n - 4..n], &SYNC_TAIL);
                 d.end_message();
@@ -272,7 +279,7 @@ mod tests {
         };
         let mut d = Deflater::new(&p, 9);
         let big = vec![0u8; 1 << 20];
-        let mut c = vec![0u8; Deflater::bound(big.len())];
+        let mut c = Vec::new();
         let n = d.deflate(&big, &mut c).unwrap();
         assert!(n < 5000, "zeros compress well ({n})");
         let mut i = Inflater::new(&p);
@@ -280,6 +287,39 @@ mod tests {
         let (used, made) = i.inflate(&c[..n], &mut out).unwrap();
         assert_eq!(made, out.len(), "output is capped by the room given");
         assert!(used < n);
+    }
+
+    #[test]
+    fn incompressible_input_at_every_level_round_trips() {
+        // Level 1 codes random bytes with fixed Huffman codes: output larger than input.
+        let p = DeflateParams {
+            server_no_context_takeover: false,
+            client_no_context_takeover: false,
+            server_max_window_bits: 15,
+            server_bits_requested: false,
+        };
+        let mut x: u32 = 0x1234_5678;
+        let random: Vec<u8> = (0..70_000)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 17;
+                x ^= x << 5;
+                x as u8
+            })
+            .collect();
+        for level in 1..=9 {
+            let mut d = Deflater::new(&p, level);
+            let mut i = Inflater::new(&p);
+            for len in [1usize, 100, 1100, 4000, 65_000] {
+                let mut c = Vec::new();
+                let n = d.deflate(&random[..len], &mut c).unwrap();
+                assert_eq!(n, c.len());
+                let mut out = vec![0u8; len + 10];
+                let (used, made) = i.inflate(&c, &mut out).unwrap();
+                assert_eq!((used, made), (c.len(), len), "level {level} len {len}");
+                assert_eq!(&out[..made], &random[..len]);
+            }
+        }
     }
 
     #[test]
