@@ -98,6 +98,23 @@ impl BackendStream {
         }
     }
 
+    /// Reads and drops what the backend has sent and wstund has not read, so closing
+    /// the socket sends a FIN: a close with unread input sends a RST, and the backend
+    /// would see "connection reset" instead of EOF. Bounded: at most 16 reads.
+    pub fn discard_input(&mut self) {
+        if matches!(self, BackendStream::Child(_)) {
+            return;
+        }
+        let mut sink = [0u8; 16 * 1024];
+        for _ in 0..16 {
+            match self.read(&mut sink) {
+                Ok(n) if n == sink.len() => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                _ => return,
+            }
+        }
+    }
+
     /// Half-close: the backend sees EOF but can still send what it has.
     pub fn shutdown_write(&self) {
         let _ = match self {

@@ -327,7 +327,22 @@ impl Conn {
         }
     }
 
+    /// Cuts the backend off on purpose (a limit, a violation, a backend fault): what it
+    /// sent is discarded first so it sees a clean EOF rather than a reset.
+    pub fn cut_backend(&mut self, ctx: &mut Ctx) {
+        if let Some(b) = self.backend.as_mut() {
+            b.discard_input();
+        }
+        self.drop_backend(ctx);
+    }
+
     pub fn drop_backend(&mut self, ctx: &mut Ctx) {
+        if self.backend_readable && !self.backend_eof {
+            // Unread input would turn the close into a RST.
+            if let Some(b) = self.backend.as_mut() {
+                b.discard_input();
+            }
+        }
         let mut b = self.backend.take();
         // A socket is closed right here, which also takes it out of epoll; a program's
         // pipes live on in the kill ladder, so they must stop reporting to this token.

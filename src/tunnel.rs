@@ -272,7 +272,7 @@ impl Conn {
     fn backend_fault(&mut self, ctx: &mut Ctx, f: BackendFault) {
         let name = self.tunnel.as_ref().map(|t| t.backend_name.as_str()).unwrap_or("-");
         warn!("[c{}] backend {name}: {}", self.id, f.reason);
-        self.drop_backend(ctx);
+        self.cut_backend(ctx);
         self.backend_eof = true;
         self.start_close(ctx, f.client_code, &f.reason, Side::Backend);
     }
@@ -283,7 +283,7 @@ impl Conn {
         info!("[c{}] protocol violation, closing with {}: {}", self.id, v.code, v.reason);
         self.close_code.get_or_insert(v.code);
         self.closed_by.get_or_insert(Side::Client);
-        self.drop_backend(ctx);
+        self.cut_backend(ctx);
         let drop = self.tunnel.as_ref().is_some_and(|t| t.settings.fail_by_drop);
         if drop {
             self.phase = Phase::Done;
