@@ -55,15 +55,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/release
-if [ "$BUILD" = 1 ]; then
-    say "== building release binaries"
-    (cd "$ROOT" && cargo build --release --bin wstund --examples) >&2
-fi
-for b in "$BIN/wstund" "$BIN/examples/wsload" "$BIN/examples/echo_backend"; do
-    [ -x "$b" ] || die "missing $b (build failed, or --no-build without a build)"
-done
+release_bins
 WSLOAD=$BIN/examples/wsload
 
 # --rst-on-eof as in bench.sh (no TIME_WAIT pile-up on the daemon's backend side).

@@ -49,11 +49,4 @@ impl ClientStream {
             ClientStream::Unix(s) => reg.register(s, token, i),
         }
     }
-
-    pub fn deregister(&mut self, reg: &Registry) {
-        let _ = match self {
-            ClientStream::Tcp(s) => reg.deregister(s),
-            ClientStream::Unix(s) => reg.deregister(s),
-        };
-    }
 }

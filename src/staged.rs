@@ -436,7 +436,10 @@ impl Stage {
             self.scratch.clear();
             let input = &self.input.data()[..n];
             if self.opts.base64 {
-                let mut src: Vec<u8> = Vec::with_capacity(self.b64_carry_len + n);
+                // zbuf (free until deflate, which is not used with base64) holds the
+                // carried bytes plus this piece, so each piece encodes whole groups.
+                let src = &mut self.zbuf;
+                src.clear();
                 src.extend_from_slice(&self.b64_carry[..self.b64_carry_len]);
                 src.extend_from_slice(input);
                 let whole = if last { src.len() } else { src.len() / 3 * 3 };

@@ -237,16 +237,24 @@ impl Conn {
     /// Queues our close frame and moves to `Closing`; the backend is let go once the
     /// payload the client sent before its close has reached it.
     fn send_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str) {
-        let mut payload = [0u8; 125];
-        let n = close::write_close_payload(code, reason, &mut payload);
-        if !self.outbound.push_control(ctx.pool, OpCode::Close, &payload[..n]) {
+        if !self.queue_close_frame(ctx, code, reason) {
             warn!("[c{}] no room for the close frame; dropping the connection", self.id);
             self.phase = Phase::Done;
             return;
         }
-        self.close_sent = true;
         let timeout = self.tunnel.as_ref().map(|t| t.close_timeout).unwrap_or(LINGER_TIMEOUT);
         self.phase = Phase::Closing { deadline: deadline_after(ctx.now, timeout) };
+    }
+
+    /// Appends our close frame (once); false when there was no room for it.
+    fn queue_close_frame(&mut self, ctx: &mut Ctx, code: u16, reason: &str) -> bool {
+        if self.close_sent {
+            return true;
+        }
+        let mut payload = [0u8; 125];
+        let n = close::write_close_payload(code, reason, &mut payload);
+        self.close_sent = self.outbound.push_control(ctx.pool, OpCode::Close, &payload[..n]);
+        self.close_sent
     }
 
     /// wstund starts the close handshake (backend EOF, idle, shutdown).
@@ -289,12 +297,7 @@ impl Conn {
             self.phase = Phase::Done;
             return;
         }
-        if !self.close_sent {
-            let mut payload = [0u8; 125];
-            let n = close::write_close_payload(v.code, &v.reason, &mut payload);
-            self.outbound.push_control(ctx.pool, OpCode::Close, &payload[..n]);
-            self.close_sent = true;
-        }
+        self.queue_close_frame(ctx, v.code, &v.reason);
         self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
     }
 

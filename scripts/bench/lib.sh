@@ -50,3 +50,15 @@ verdict() { # verdict RATIO OP TARGET
         if (r == "NA" || r == "") { print "-"; exit }
         ok = (op == ">=") ? (r >= t) : (r <= t); print ok ? "met" : "**missed**" }'
 }
+
+release_bins() { # builds (unless BUILD=0) and checks the release binaries; sets BIN
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    if [ "${BUILD:-1}" = 1 ]; then
+        say "== building release binaries"
+        (cd "$ROOT" && cargo build --release --bin wstund --examples) >&2
+    fi
+    local b
+    for b in "$BIN/wstund" "$BIN/examples/wsload" "$BIN/examples/echo_backend"; do
+        [ -x "$b" ] || die "missing $b (build failed, or --no-build without a build)"
+    done
+}
