@@ -254,7 +254,7 @@ impl Conn {
     /// After a pump: a program that has exited and whose output is drained ends the
     /// tunnel with 1000 (exit 0) or 1011, the status as the reason.
     pub(crate) fn check_child(&mut self, ctx: &mut Ctx) {
-        if self.phase != Phase::Open || self.close_sent {
+        if !matches!(self.phase, Phase::Open | Phase::Closing { .. }) || self.close_sent {
             return;
         }
         let Some(c) = self.child.as_ref() else { return };
@@ -295,7 +295,7 @@ impl Conn {
 
     /// Per-second check of a program tunnel: stdout closed long ago but no exit.
     pub(crate) fn child_tick(&mut self, ctx: &mut Ctx) {
-        if self.phase != Phase::Open || self.close_sent {
+        if !matches!(self.phase, Phase::Open | Phase::Closing { .. }) || self.close_sent {
             return;
         }
         let Some(c) = self.child.as_ref() else { return };

@@ -98,23 +98,6 @@ impl BackendStream {
         }
     }
 
-    /// Reads and drops what the backend has sent and wstund has not read, so closing
-    /// the socket sends a FIN: a close with unread input sends a RST, and the backend
-    /// would see "connection reset" instead of EOF. Bounded: at most 16 reads.
-    pub fn discard_input(&mut self) {
-        if matches!(self, BackendStream::Child(_)) {
-            return;
-        }
-        let mut sink = [0u8; 16 * 1024];
-        for _ in 0..16 {
-            match self.read(&mut sink) {
-                Ok(n) if n == sink.len() => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                _ => return,
-            }
-        }
-    }
-
     /// Half-close: the backend sees EOF but can still send what it has.
     pub fn shutdown_write(&self) {
         let _ = match self {
@@ -134,6 +117,21 @@ impl BackendStream {
             BackendStream::Unix(s) => reg.register(s, token, i),
             BackendStream::Child(p) => p.register(reg, token),
         }
+    }
+
+    /// Moves a socket to another token (a let-go backend handed to `drain.rs`).
+    pub fn reregister(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
+        match self {
+            BackendStream::Tcp(s) => reg.reregister(s, token, Interest::READABLE),
+            BackendStream::Unix(s) => reg.reregister(s, token, Interest::READABLE),
+            BackendStream::Child(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "program pipes are not drained here")),
+        }
+    }
+
+    /// True for sockets, which `drain.rs` reads to EOF; a program's pipes go to the
+    /// kill ladder instead.
+    pub fn is_socket(&self) -> bool {
+        !matches!(self, BackendStream::Child(_))
     }
 
     pub fn deregister(&mut self, reg: &Registry) {

@@ -36,6 +36,14 @@ impl ClientStream {
         };
     }
 
+    /// The pending socket error (SO_ERROR), e.g. ECONNRESET after the peer's RST.
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            ClientStream::Tcp(s) => s.take_error(),
+            ClientStream::Unix(s) => s.take_error(),
+        }
+    }
+
     pub fn set_nodelay(&self, on: bool) {
         if let ClientStream::Tcp(s) = self {
             let _ = s.set_nodelay(on);

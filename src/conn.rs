@@ -14,9 +14,10 @@
 //! * `Connecting`: the backend connect is in flight. The 101 is sent only when it
 //!   succeeds, so a client never sees a 101 that leads nowhere.
 //! * `Open`: payload streams both ways (`tunnel.rs`).
-//! * `Closing`: one side started the close handshake; data no longer flows to the
-//!   client, and the connection ends when both close frames have crossed (or the
-//!   close-handshake timeout passes).
+//! * `Closing`: one side started to close (a Close frame either way, or the client's
+//!   FIN). What each side already sent is still delivered to the other (see the close
+//!   path in `tunnel.rs`), bounded by close-handshake-timeout; the connection ends when
+//!   both directions are over and both close frames have crossed.
 //! * `Linger`: an HTTP error response or a failing close frame is being flushed; then
 //!   the write side is shut and the client's remaining bytes are read and dropped, so the
 //!   kernel does not answer them with a RST that would destroy the response.
@@ -37,6 +38,7 @@ use crate::backend::{BackendStream, Resolver};
 use crate::buffer::BufPool;
 use crate::client::ClientStream;
 use crate::conf::{BackendSpec, Config, WsSettings};
+use crate::drain::Drains;
 use crate::hosts::{Chain, HostId, Hosts, RouteId};
 use crate::http::{Request, Upgrade};
 use crate::inbound::{Inbound, InboundOpts};
@@ -70,6 +72,8 @@ pub struct Ctx<'a> {
     pub server_tag: &'a str,
     /// Spawned pools and per-connection programs.
     pub procs: &'a mut ProcMan,
+    /// Backend sockets let go before their EOF, read to the end.
+    pub drains: &'a mut Drains,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +92,26 @@ pub enum Side {
     Client,
     Backend,
     Server,
+}
+
+/// Which bound cut a direction short, for the access line (`cut=`): every byte accepted
+/// from one side reaches the other unless this says why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// close-handshake-timeout passed before the backend finished (or took the rest).
+    CloseTimeout,
+    /// A client protocol violation: the payload decoded before it was offered to the
+    /// backend once, not waited for.
+    Violation,
+}
+
+impl Cut {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cut::CloseTimeout => "close-timeout",
+            Cut::Violation => "violation",
+        }
+    }
 }
 
 impl Side {
@@ -154,7 +178,13 @@ pub struct Conn {
     pub pool: Option<PoolLink>,
     pub client_readable: bool,
     pub client_writable: bool,
+    /// No more input from the client (its FIN, a reset, or a read error).
     pub client_eof: bool,
+    /// The client can no longer receive either (reset, write error): backend output is
+    /// dropped from then on.
+    pub client_gone: bool,
+    /// EPOLLERR was reported on the client socket and not looked at yet.
+    pub client_error: bool,
     /// The peer's FIN (EPOLLRDHUP) has been seen: reads must go on until EOF even after
     /// a short read, because no further edge will come.
     pub client_hup: bool,
@@ -165,7 +195,19 @@ pub struct Conn {
     pub backend_shut: bool,
     pub close_sent: bool,
     pub close_received: bool,
+    /// Our answer to the client's Close, sent once the backend has finished.
+    pub close_reply: Option<(u16, String)>,
     pub close_code: Option<u16>,
+    /// The last turn ended at its budget with work left (`tunnel.rs`): run it again.
+    pub more_work: bool,
+    /// Waiting in the loop's backlog (so it is queued once).
+    pub in_backlog: bool,
+    /// Client payload bytes that could not be delivered to the backend.
+    pub lost_in: u64,
+    /// Backend bytes read and dropped because the client could not receive them.
+    pub lost_out: u64,
+    /// The bound that cut delivery short, if any.
+    pub cut: Option<Cut>,
     pub closed_by: Option<Side>,
     /// HTTP status when the connection ended with an HTTP response.
     pub status: Option<u16>,
@@ -203,6 +245,8 @@ impl Conn {
             client_readable: true,
             client_writable: true,
             client_eof: false,
+            client_gone: false,
+            client_error: false,
             client_hup: false,
             backend_hup: false,
             backend_readable: false,
@@ -211,7 +255,13 @@ impl Conn {
             backend_shut: false,
             close_sent: false,
             close_received: false,
+            close_reply: None,
             close_code: None,
+            more_work: false,
+            in_backlog: false,
+            lost_in: 0,
+            lost_out: 0,
+            cut: None,
             closed_by: None,
             status: None,
             started: now,
@@ -240,6 +290,7 @@ impl Conn {
                 self.client_readable |= readable;
                 self.client_writable |= writable;
                 self.client_hup |= hup;
+                self.client_error |= ev.is_error();
             }
             // A program's stderr goes to the log; it never moves the stream.
             Endpoint::ChildErr => return self.read_child_stderr(ctx),
@@ -289,7 +340,8 @@ impl Conn {
                 self.open_tick(ctx);
                 self.child_tick(ctx);
             }
-            Phase::Closing { deadline } | Phase::Linger { deadline, .. } if now >= deadline => {
+            Phase::Closing { deadline } if now >= deadline => self.close_timed_out(ctx),
+            Phase::Linger { deadline, .. } if now >= deadline => {
                 debug!("[c{}] close timeout", self.id);
                 self.phase = Phase::Done;
             }
@@ -301,7 +353,9 @@ impl Conn {
     /// Server shutdown: tunnels get close 1001, half-done handshakes just end.
     pub fn begin_shutdown(&mut self, ctx: &mut Ctx) {
         match self.phase {
-            Phase::Open => self.start_close(ctx, crate::ws::close::GOING_AWAY, "server shutting down", Side::Server),
+            Phase::Open | Phase::Closing { .. } => {
+                self.start_close(ctx, crate::ws::close::GOING_AWAY, "server shutting down", Side::Server)
+            }
             Phase::Handshake { .. } | Phase::Connecting { .. } => self.reject(ctx, 503, &[], "server shutting down"),
             _ => {}
         }
@@ -315,7 +369,7 @@ impl Conn {
         // connection rates.
         self.drop_backend(ctx);
         self.release_host(ctx);
-        self.inbound.buf.release(ctx.pool);
+        self.inbound.release(ctx.pool);
         self.outbound.release(ctx.pool);
         self.log_access(ctx.now);
     }
@@ -327,28 +381,30 @@ impl Conn {
         }
     }
 
-    /// Cuts the backend off on purpose (a limit, a violation, a backend fault): what it
-    /// sent is discarded first so it sees a clean EOF rather than a reset.
-    pub fn cut_backend(&mut self, ctx: &mut Ctx) {
-        if let Some(b) = self.backend.as_mut() {
-            b.discard_input();
-        }
-        self.drop_backend(ctx);
-    }
-
+    /// Lets the backend go. A socket whose EOF has not been read is never just closed:
+    /// unread input would turn the close into a RST that destroys what wstund queued for
+    /// the backend, so it gets its FIN (after everything queued) and `drain.rs` reads it
+    /// to the end. Sockets of a tunnel that never opened are closed at once. A program's
+    /// pipes go to the kill ladder.
     pub fn drop_backend(&mut self, ctx: &mut Ctx) {
-        if self.backend_readable && !self.backend_eof {
-            // Unread input would turn the close into a RST.
-            if let Some(b) = self.backend.as_mut() {
-                b.discard_input();
+        let opened = !matches!(self.phase, Phase::Handshake { .. } | Phase::Connecting { .. });
+        let b = match self.backend.take() {
+            Some(s) if s.is_socket() && opened && !self.backend_eof => {
+                if !self.backend_shut {
+                    s.shutdown_write();
+                }
+                ctx.drains.adopt(ctx.registry, s, self.id, ctx.now);
+                None
             }
-        }
-        let mut b = self.backend.take();
-        // A socket is closed right here, which also takes it out of epoll; a program's
-        // pipes live on in the kill ladder, so they must stop reporting to this token.
-        if let Some(b @ BackendStream::Child(_)) = b.as_mut() {
-            b.deregister(ctx.registry);
-        }
+            Some(mut c) if !c.is_socket() => {
+                // A socket is closed right here, which also takes it out of epoll; a
+                // program's pipes live on in the kill ladder, so they must stop
+                // reporting to this token.
+                c.deregister(ctx.registry);
+                Some(c)
+            }
+            other => other,
+        };
         self.let_backend_go(ctx, b);
         self.backend_readable = false;
         self.backend_writable = false;
@@ -367,7 +423,7 @@ impl Conn {
             (None, None) => "1006".into(),
         };
         info!(
-            "[c{}] access peer={} path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={}",
+            "[c{}] access peer={} path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={} lost_in={} lost_out={} cut={}",
             self.id,
             peer,
             path,
@@ -378,6 +434,9 @@ impl Conn {
             close,
             self.closed_by.unwrap_or(Side::Client).as_str(),
             self.tunnel.as_ref().and_then(|t| t.subprotocol.as_deref()).unwrap_or("-"),
+            self.lost_in,
+            self.lost_out,
+            self.cut.map(Cut::as_str).unwrap_or("-"),
         );
     }
 }

@@ -20,6 +20,7 @@ pub mod cli;
 pub mod client;
 pub mod conf;
 pub mod conn;
+pub mod drain;
 pub mod exec;
 pub mod handshake;
 pub mod health;

@@ -15,7 +15,7 @@ use std::io;
 use crate::buffer::{Buf, BufPool};
 use crate::staged::{BackendFault, Convert, InPlace, Stage};
 use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, MAX_SERVER_HEADER_LEN};
-use crate::ws::utf8::complete_prefix;
+use crate::ws::utf8::{complete_prefix, valid_utf8_prefix};
 
 /// Room kept free for control frames so a pong or a close always fits even when data
 /// frames have filled the buffer (one close + one pong + one ping).
@@ -181,7 +181,16 @@ impl Outbound {
         let frame_len = if opcode == OpCode::Text {
             match complete_prefix(&data[payload_at..payload_at + total]) {
                 Ok(k) => k,
-                Err(_) => return ReadOutcome::BadUtf8,
+                Err(_) => {
+                    // The valid text before the bad byte still goes out (ahead of the
+                    // close), whatever the read boundaries were.
+                    let valid = valid_utf8_prefix(&data[payload_at..payload_at + total]);
+                    self.carry_len = 0;
+                    if valid > 0 {
+                        self.place_frame(payload_at, valid, opcode);
+                    }
+                    return ReadOutcome::BadUtf8;
+                }
             }
         } else {
             total
@@ -303,6 +312,16 @@ impl Outbound {
         if let Some(st) = self.stage.as_mut() {
             st.release(pool);
         }
+    }
+
+    /// The client can take nothing more: every queued frame, staged byte, carried UTF-8
+    /// tail and pending pong goes at once, together with the re-framing state (record
+    /// position, open message), so nothing later frames with stale state.
+    pub fn abandon(&mut self, pool: &mut BufPool) {
+        self.release(pool);
+        self.stage = None;
+        self.carry_len = 0;
+        self.pending_pong = None;
     }
 }
 

@@ -8,11 +8,19 @@
 //! process runs out of file descriptors; pending clients wait in the kernel backlog and
 //! accepting resumes when a connection ends or after a short back-off.
 //!
+//! Fairness: a connection's turn is bounded (`tunnel.rs`); one that still has work sets
+//! `more_work` and waits in the backlog, a FIFO served after each batch of events for at
+//! most [`BACKLOG_SLICE`] before the loop polls again (with a zero timeout). So fresh
+//! events — a ping-pong round trip, a signal, a new client — never wait behind more than
+//! one slice of bulk work, and bulk tunnels share the rest round-robin. The longest
+//! single turn is measured and shown by SIGUSR2.
+//!
 //! Child processes (pools, per-connection programs) are the process manager's: SIGCHLD
 //! arrives as a signal event, the manager reaps and says which connections must hear of
 //! it, and its deadlines (kill ladders, respawn back-offs) shorten the poll timeout. When
 //! the loop ends, the manager stops every child and waits for them before wstund exits.
 
+use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -27,6 +35,7 @@ use crate::buffer::BufPool;
 use crate::client::ClientStream;
 use crate::conf::Config;
 use crate::conn::{Conn, Ctx};
+use crate::drain::{DrainTurn, Drains};
 use crate::hosts::Hosts;
 use crate::listener::Listener;
 use crate::probe::Checker;
@@ -39,6 +48,40 @@ const TICK: Duration = Duration::from_secs(1);
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 /// How long a graceful stop (SIGINT) waits for tunnels to finish their close handshake.
 const GRACEFUL_STOP_LIMIT: Duration = Duration::from_secs(10);
+/// Most time spent on backlogged work (connections whose turn ran out) before the loop
+/// looks for new events again.
+pub const BACKLOG_SLICE: Duration = Duration::from_millis(1);
+
+/// Work left over from a turn, served round-robin between polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Connection (slab key, id: a reused key is not the same connection).
+    Conn(usize, u64),
+    Drain(usize),
+}
+
+/// The longest single connection turn seen, for the SIGUSR2 dump.
+#[derive(Default)]
+struct TurnStats {
+    longest: Duration,
+    longest_conn: u64,
+    /// Since the last dump.
+    recent: Duration,
+    recent_conn: u64,
+}
+
+impl TurnStats {
+    fn record(&mut self, d: Duration, conn: u64) {
+        if d > self.recent {
+            self.recent = d;
+            self.recent_conn = conn;
+        }
+        if d > self.longest {
+            self.longest = d;
+            self.longest_conn = conn;
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunState {
@@ -70,6 +113,10 @@ pub struct Server {
     procs: ProcMan,
     /// The children were stopped and waited for (at the end of `run`, or in `drop`).
     children_done: bool,
+    /// Backend sockets let go before their EOF, read to the end.
+    drains: Drains,
+    backlog: VecDeque<Pending>,
+    turns: TurnStats,
 }
 
 impl Server {
@@ -108,6 +155,9 @@ impl Server {
             server_tag,
             procs,
             children_done: false,
+            drains: Drains::new(),
+            backlog: VecDeque::new(),
+            turns: TurnStats::default(),
         })
     }
 
@@ -125,7 +175,7 @@ impl Server {
             if let Some(t) = self.procs.next_deadline() {
                 wake = wake.min(t);
             }
-            let timeout = wake.saturating_duration_since(now);
+            let timeout = if self.backlog.is_empty() { wake.saturating_duration_since(now) } else { Duration::ZERO };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -139,9 +189,11 @@ impl Server {
                     Target::Listener(i) => self.accept(i, now),
                     Target::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
                     Target::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
+                    Target::Drain(i) => self.drain_event(i),
                     Target::Conn(key, ep) => self.conn_event(key, ep, ev, now),
                 }
             }
+            self.serve_backlog(now);
             if self.accept_retry_at.is_some_and(|t| now >= t) {
                 self.accept_retry_at = None;
                 self.accept_all(now);
@@ -153,7 +205,7 @@ impl Server {
                 self.procs.tick(self.poll.registry(), now);
             }
             if let RunState::Draining { deadline } = self.state {
-                if self.conns.is_empty() || now >= deadline {
+                if (self.conns.is_empty() && self.drains.is_empty()) || now >= deadline {
                     self.state = RunState::Stopped;
                 }
             }
@@ -190,17 +242,60 @@ impl Server {
                 listener_names: &self.listener_names,
                 server_tag: &self.server_tag,
                 procs: &mut self.procs,
+                drains: &mut self.drains,
             },
             &mut self.conns,
         )
     }
 
     fn conn_event(&mut self, key: usize, ep: Endpoint, ev: &mio::event::Event, now: Instant) {
+        let started = Instant::now();
         let (mut ctx, conns) = self.ctx(now);
         let Some(conn) = conns.get_mut(key) else { return };
         conn.on_event(ep, ev, &mut ctx);
+        self.after_turn(key, started, now);
+    }
+
+    /// After a connection ran: measure the turn, remove it if it is over, or put it in
+    /// the backlog if its turn ran out with work left.
+    fn after_turn(&mut self, key: usize, started: Instant, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        self.turns.record(started.elapsed(), conn.id);
         if conn.is_done() {
             self.remove(key, now);
+        } else if std::mem::take(&mut conn.more_work) && !conn.in_backlog {
+            conn.in_backlog = true;
+            self.backlog.push_back(Pending::Conn(key, conn.id));
+        }
+    }
+
+    fn drain_event(&mut self, i: usize) {
+        if self.drains.on_event(i) == DrainTurn::MoreWork && !self.backlog.contains(&Pending::Drain(i)) {
+            self.backlog.push_back(Pending::Drain(i));
+        }
+    }
+
+    /// Runs backlogged turns, round-robin, for at most one slice.
+    fn serve_backlog(&mut self, now: Instant) {
+        let slice_end = Instant::now() + BACKLOG_SLICE;
+        let mut left = self.backlog.len();
+        while left > 0 {
+            left -= 1;
+            let Some(p) = self.backlog.pop_front() else { break };
+            match p {
+                Pending::Conn(key, id) => {
+                    let started = Instant::now();
+                    let (mut ctx, conns) = self.ctx(now);
+                    let Some(conn) = conns.get_mut(key).filter(|c| c.id == id) else { continue };
+                    conn.in_backlog = false;
+                    conn.drive(&mut ctx);
+                    self.after_turn(key, started, now);
+                }
+                Pending::Drain(i) => self.drain_event(i),
+            }
+            if Instant::now() >= slice_end {
+                break;
+            }
         }
     }
 
@@ -278,12 +373,11 @@ impl Server {
     /// walk (a removal can resume paused accepts) may or may not be visited: harmless.
     fn visit_all(&mut self, now: Instant, f: fn(&mut Conn, &mut Ctx)) {
         for key in 0..self.conns.capacity() {
+            let started = Instant::now();
             let (mut ctx, conns) = self.ctx(now);
             if let Some(c) = conns.get_mut(key) {
                 f(c, &mut ctx);
-                if c.is_done() {
-                    self.remove(key, now);
-                }
+                self.after_turn(key, started, now);
             }
         }
     }
@@ -291,6 +385,7 @@ impl Server {
     fn tick(&mut self, now: Instant) {
         self.visit_all(now, Conn::on_tick);
         self.procs.tick(self.poll.registry(), now);
+        self.drains.tick(now);
         self.pool.trim();
         self.hosts.tick(now);
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
@@ -301,22 +396,20 @@ impl Server {
         for exit in self.procs.reap(now) {
             match exit {
                 Exit::Conn { key, id, status } => {
+                    let started = Instant::now();
                     let (mut ctx, conns) = self.ctx(now);
                     let Some(c) = conns.get_mut(key).filter(|c| c.id == id) else { continue };
                     c.on_child_exit(&mut ctx, status);
-                    if c.is_done() {
-                        self.remove(key, now);
-                    }
+                    self.after_turn(key, started, now);
                 }
                 Exit::PoolProc(r) => {
                     let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.uses_proc(r)).map(|(k, _)| k).collect();
                     for key in keys {
+                        let started = Instant::now();
                         let (mut ctx, conns) = self.ctx(now);
                         if let Some(c) = conns.get_mut(key) {
                             c.on_pool_proc_died(&mut ctx);
-                            if c.is_done() {
-                                self.remove(key, now);
-                            }
+                            self.after_turn(key, started, now);
                         }
                     }
                 }
@@ -364,14 +457,25 @@ impl Server {
         self.visit_all(now, Conn::begin_shutdown);
     }
 
-    fn log_status(&self, now: Instant) {
+    fn log_status(&mut self, now: Instant) {
         info!(
-            "status: {} connections, {} buffers in use, {} spare, accept {}",
+            "status: {} connections, {} buffers in use, {} spare, accept {}, {} turns waiting",
             self.conns.len(),
             self.pool.in_use,
             self.pool.spare(),
-            if self.accept_paused { "paused" } else { "running" }
+            if self.accept_paused { "paused" } else { "running" },
+            self.backlog.len()
         );
+        let t = &mut self.turns;
+        info!(
+            "status: longest turn {} us (c{}); since the last report {} us (c{})",
+            t.longest.as_micros(),
+            t.longest_conn,
+            t.recent.as_micros(),
+            t.recent_conn
+        );
+        t.recent = Duration::ZERO;
+        info!("status: {}", self.drains.status_line());
         for line in self.hosts.status_lines(now) {
             info!("status: {line}");
         }

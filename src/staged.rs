@@ -192,7 +192,11 @@ impl Stage {
                     r += RECORD_HEADER_LEN;
                     let (len, fin) = match self.record_header(&h) {
                         Ok(x) => x,
-                        Err(f) => return InPlace::Fault(f),
+                        Err(f) => {
+                            // The records before the bad one are frames already: keep them.
+                            out.end = w;
+                            return InPlace::Fault(f);
+                        }
                     };
                     self.record = Record::Payload { remaining: len, fin };
                     if len == 0 {
@@ -210,6 +214,7 @@ impl Stage {
                     if self.msg_opcode == OpCode::Text && self.opts.validate_utf8 {
                         let bad = self.utf8.feed(&out.raw()[r..r + k]).is_err() || (last && self.utf8.finish().is_err());
                         if bad {
+                            out.end = w;
                             return InPlace::Fault(fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 in a text message"));
                         }
                     }
@@ -324,7 +329,18 @@ impl Stage {
         let data = self.input.data();
         let mut n = data.len().min(budget);
         if self.opts.opcode == OpCode::Text && !self.opts.base64 {
-            n = complete_prefix(&data[..n]).map_err(|_| fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 while frame-type is text"))?;
+            n = match complete_prefix(&data[..n]) {
+                Ok(k) => k,
+                Err(_) => {
+                    // The valid text before the bad byte still goes out, ahead of the close.
+                    let valid = crate::ws::utf8::valid_utf8_prefix(&data[..n]);
+                    if valid > 0 {
+                        self.begin_message(self.opts.opcode, valid);
+                        self.piece(out, valid, valid, true)?;
+                    }
+                    return Err(fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 while frame-type is text"));
+                }
+            };
             if n == 0 {
                 if at_eof && data.len() <= budget {
                     return Err(fault(close::INTERNAL_ERROR, "backend output ended inside a UTF-8 sequence"));

@@ -34,6 +34,10 @@ pub const MAX_PROBES: usize = 1 << 20;
 /// The stdout/stderr pipe of pool-process output slot i has token `PROC_OUT_BASE + i`.
 pub const PROC_OUT_BASE: usize = PROBE_BASE - MAX_PROC_OUTS;
 pub const MAX_PROC_OUTS: usize = 1 << 20;
+/// Backend socket i being read to EOF after its tunnel let it go (`drain.rs`) has
+/// token `DRAIN_BASE + i`.
+pub const DRAIN_BASE: usize = PROC_OUT_BASE - MAX_DRAINS;
+pub const MAX_DRAINS: usize = 1 << 20;
 
 /// What a token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,6 +47,8 @@ pub enum Target {
     Probe(usize),
     /// Output pipe of a pool process (slot in the process manager's table).
     ProcOut(usize),
+    /// A let-go backend socket being drained (slot in `Drains`).
+    Drain(usize),
     Conn(usize, Endpoint),
 }
 
@@ -65,6 +71,11 @@ pub fn proc_out_token(i: usize) -> Token {
     Token(PROC_OUT_BASE + i)
 }
 
+/// `i` is a slot of the drain set (below [`MAX_DRAINS`]).
+pub fn drain_token(i: usize) -> Token {
+    Token(DRAIN_BASE + i)
+}
+
 /// Another endpoint of the same connection as `t` (a program's stdout next to its stdin).
 pub fn sibling(t: Token, ep: Endpoint) -> Token {
     Token((t.0 & !ENDPOINT_MASK) | ep as usize)
@@ -79,6 +90,8 @@ pub fn decode(t: Token) -> Target {
         Target::Probe(t.0 - PROBE_BASE)
     } else if t.0 >= PROC_OUT_BASE {
         Target::ProcOut(t.0 - PROC_OUT_BASE)
+    } else if t.0 >= DRAIN_BASE {
+        Target::Drain(t.0 - DRAIN_BASE)
     } else {
         let ep = match t.0 & ENDPOINT_MASK {
             0 => Endpoint::Client,
@@ -109,6 +122,8 @@ mod tests {
         assert_eq!(decode(proc_out_token(MAX_PROC_OUTS - 1)), Target::ProcOut(MAX_PROC_OUTS - 1));
         let t = conn_token(9, Endpoint::Backend);
         assert_eq!(decode(sibling(t, Endpoint::ChildErr)), Target::Conn(9, Endpoint::ChildErr));
+        assert_eq!(decode(drain_token(0)), Target::Drain(0));
+        assert_eq!(decode(drain_token(MAX_DRAINS - 1)), Target::Drain(MAX_DRAINS - 1));
         assert_eq!(decode(SIGNAL), Target::Signal);
     }
 }

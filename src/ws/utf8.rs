@@ -227,6 +227,15 @@ pub fn validate(buf: &[u8]) -> Result<(), Utf8Error> {
     }
 }
 
+/// Length of the longest valid UTF-8 prefix of `b` (a cold path: only after
+/// [`complete_prefix`] found an error, to deliver the valid text before it).
+pub fn valid_utf8_prefix(b: &[u8]) -> usize {
+    match std::str::from_utf8(b) {
+        Ok(_) => b.len(),
+        Err(e) => e.valid_up_to(),
+    }
+}
+
 /// Length of the longest prefix of `buf` that is complete, valid UTF-8, provided what
 /// follows it (at most 3 bytes) is the valid start of a character cut short.
 ///
