@@ -196,7 +196,8 @@ mod tests {
         ours_w.write_all(&[1u8; 200_000]).unwrap();
         ours.shutdown(Shutdown::Write).unwrap();
         ours.set_nonblocking(true).unwrap();
-        let stream = BackendStream::Tcp(mio::net::TcpStream::from_std(ours));
+        let mut stream = BackendStream::Tcp(mio::net::TcpStream::from_std(ours));
+        stream.register(poll.registry(), mio::Token(0)).unwrap();
         let mut drains = Drains::new();
         drains.adopt(poll.registry(), stream, 1, Instant::now());
         assert_eq!(drains.len(), 1);
@@ -221,7 +222,9 @@ mod tests {
         ours.set_nonblocking(true).unwrap();
         let now = Instant::now();
         let mut drains = Drains::new();
-        drains.adopt(poll.registry(), BackendStream::Tcp(mio::net::TcpStream::from_std(ours)), 2, now);
+        let mut stream = BackendStream::Tcp(mio::net::TcpStream::from_std(ours));
+        stream.register(poll.registry(), mio::Token(0)).unwrap();
+        drains.adopt(poll.registry(), stream, 2, now);
         assert_eq!(drains.on_event(0), DrainTurn::Waiting);
         drains.tick(now + DRAIN_TIMEOUT / 2);
         assert_eq!(drains.len(), 1);

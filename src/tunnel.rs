@@ -495,9 +495,11 @@ impl Conn {
         if input_ended {
             self.enter_closing(ctx);
         }
-        // The backend has all it will get; let it go once nothing more is wanted from it
-        // (its EOF, or its output can go nowhere): what it still sends is drained.
-        if self.backend.is_some() && self.backend_shut && (self.backend_eof || self.client_gone || self.close_sent) {
+        // The backend has all it will get; let it go once nothing more of its output can
+        // go to the client (our Close is queued — after all of its output when it ended —
+        // or the client is gone): what it still sends is drained. A program that closed
+        // its output is kept until its exit status has chosen the close code.
+        if self.backend.is_some() && self.backend_shut && (self.client_gone || self.close_sent) {
             self.drop_backend(ctx);
         }
         let backend_done = self.backend.is_none();
