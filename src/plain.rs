@@ -12,7 +12,7 @@ use crate::base64;
 use crate::buffer::{Buf, BufPool};
 use crate::inbound::{Framing, FrameState, Inbound, InboundOpts, Violation, RECORD_HEADER_LEN};
 use crate::ws::close;
-use crate::ws::deflate::{Inflater, SYNC_TAIL};
+use crate::ws::deflate::{InflateError, Inflater, SYNC_TAIL};
 use crate::ws::frame::OpCode;
 use crate::ws::mask::apply_mask;
 
@@ -65,7 +65,36 @@ impl Plain {
     }
 }
 
+/// What a step may change. `Inbound::decode` loops for as long as steps report
+/// `Progress`, so a step that reports it must have changed one of these: consumed
+/// input, written output (or a record header), fed part of the tail, or moved the
+/// frame state on.
+#[derive(PartialEq, Eq)]
+struct Mark {
+    raw: usize,
+    out_end: usize,
+    tail_fed: usize,
+    frame: (u8, u64),
+}
+
+fn mark(inb: &Inbound) -> Mark {
+    let (out_end, tail_fed) = inb.plain.as_ref().map_or((0, 0), |p| (p.out.end, p.tail_fed));
+    let frame = match inb.frame_state() {
+        FrameState::Header => (0, 0),
+        FrameState::Payload { remaining, .. } => (1, remaining),
+        FrameState::MessageEnd => (2, 0),
+    };
+    Mark { raw: inb.raw_available(), out_end, tail_fed, frame }
+}
+
 /// Moves one chunk of the current frame (or the end of the message) into `out`.
+///
+/// Checked invariant: `Progress` means something moved (see `Mark`). A step that would
+/// report progress without it is a bug in this module or in the inflater (it is how a
+/// BFINAL block once made the daemon spin forever), so it fails the connection instead
+/// of looping. The close code is 1011 (internal error), not 1002 or 1007: RFC 7692
+/// lets every well-formed input make progress and malformed input is reported by the
+/// inflater itself as 1007, so reaching this means wstund, not the client, is at fault.
 pub fn step(inb: &mut Inbound, opts: &InboundOpts, pool: &mut BufPool) -> PlainStep {
     let (hdr, nl) = match opts.framing {
         Framing::Framed => (RECORD_HEADER_LEN, 0),
@@ -86,13 +115,21 @@ pub fn step(inb: &mut Inbound, opts: &InboundOpts, pool: &mut BufPool) -> PlainS
     if room < MIN_ROOM {
         return PlainStep::Blocked;
     }
-    match inb.frame_state() {
+    // Taken after the compaction above, which moves `out.end` without progress.
+    let before = mark(inb);
+    let r = match inb.frame_state() {
         FrameState::Payload { remaining, mask, pos, fin } => {
             payload_step(inb, opts, transform, room, hdr, (remaining, mask, pos, fin))
         }
         FrameState::MessageEnd => end_step(inb, opts, transform, room, hdr),
-        FrameState::Header => PlainStep::Progress,
+        // Not reached: `decode` parses headers itself. Blocked, not Progress, so a
+        // caller in the wrong state waits instead of spinning.
+        FrameState::Header => PlainStep::Blocked,
+    };
+    if matches!(r, PlainStep::Progress) && mark(inb) == before {
+        return PlainStep::Violation(Violation::new(close::INTERNAL_ERROR, "payload transform made no progress"));
     }
+    r
 }
 
 type PayloadState = (u64, Option<[u8; 4]>, usize, bool);
@@ -138,7 +175,7 @@ fn payload_step(
             },
             Transform::Inflate => match p.inflater.as_mut().map(|z| z.inflate(chunk, out)) {
                 Some(Ok(x)) => Ok(x),
-                Some(Err(e)) => Err(Violation::new(close::INVALID_PAYLOAD, e.to_string())),
+                Some(Err(e)) => Err(inflate_violation(&e)),
                 None => Err(Violation::new(close::PROTOCOL_ERROR, "compressed message without permessage-deflate")),
             },
         };
@@ -182,10 +219,9 @@ fn payload_step(
         (0, false) => FrameState::Header,
         _ => FrameState::Payload { remaining, mask, pos: pos + consumed, fin },
     });
-    if consumed == 0 && produced == 0 && remaining > 0 {
-        // The inflater holds output it could not place: wait for room.
-        return PlainStep::Blocked;
-    }
+    // Given input and at least MIN_ROOM of room every transform consumes or produces
+    // (the inflater included), so there is no "wait" case here; a step that moved
+    // nothing is caught by the check in `step`.
     PlainStep::Progress
 }
 
@@ -203,7 +239,7 @@ fn end_step(inb: &mut Inbound, opts: &InboundOpts, transform: Transform, room: u
                 p.tail_fed += c;
                 produced = m;
             }
-            Err(e) => return PlainStep::Violation(Violation::new(close::INVALID_PAYLOAD, e.to_string())),
+            Err(e) => return PlainStep::Violation(inflate_violation(&e)),
         }
         let more = p.tail_fed < SYNC_TAIL.len() || produced == room;
         if inb.text && opts.validate_utf8 {
@@ -248,11 +284,23 @@ fn finish_message(inb: &mut Inbound, opts: &InboundOpts, transform: Transform) -
         }
     }
     if transform == Transform::Inflate {
-        if let Some(z) = p.inflater.as_mut() {
-            z.end_message();
+        if let Some(Err(e)) = p.inflater.as_mut().map(Inflater::end_message) {
+            return Some(inflate_violation(&e));
         }
     }
     None
+}
+
+/// Close codes for inflate failures. Bad DEFLATE data, or data after a message's BFINAL
+/// block, is 1007: the frames are well formed (so not 1002) but the payload does not
+/// match the encoding RSV1 announced, as 1007 is for text that is not UTF-8. A window
+/// that cannot be restored is wstund's failure: 1011.
+fn inflate_violation(e: &InflateError) -> Violation {
+    let code = match e {
+        InflateError::Corrupt(_) | InflateError::AfterFinalBlock => close::INVALID_PAYLOAD,
+        InflateError::Window(_) => close::INTERNAL_ERROR,
+    };
+    Violation::new(code, e.to_string())
 }
 
 fn push_newline(inb: &mut Inbound, opts: &InboundOpts) {
