@@ -442,4 +442,95 @@ mod tests {
         let mut out = [0u8; 64];
         assert!(i.inflate(&[0xff, 0xff, 0xff, 0xff, 0xff], &mut out).is_err());
     }
+    fn params(takeover: bool) -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: !takeover,
+            client_no_context_takeover: !takeover,
+            server_max_window_bits: 15,
+            server_bits_requested: false,
+        }
+    }
+
+    /// Inflates one message's payload plus SYNC_TAIL in pieces of `step` bytes.
+    fn message(i: &mut Inflater, payload: &[u8], step: usize) -> Result<Vec<u8>, InflateError> {
+        let input = [payload, &SYNC_TAIL].concat();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 100];
+        let mut off = 0;
+        loop {
+            let end = (off + step).min(input.len());
+            let (c, m) = i.inflate(&input[off..end], &mut buf)?;
+            assert!(c > 0 || m > 0 || off == input.len(), "no progress at {off}");
+            off += c;
+            out.extend_from_slice(&buf[..m]);
+            if off == input.len() && m < buf.len() {
+                break;
+            }
+        }
+        i.end_message()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn history_keeps_the_last_window_in_order() {
+        let mut h = History::default();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for chunk in data[..50_000].chunks(999) {
+            h.remember(chunk);
+        }
+        assert_eq!(h.ordered(), &data[50_000 - WINDOW..50_000]);
+        h.remember(&data[50_000..]);
+        assert_eq!(h.ordered(), &data[100_000 - WINDOW..]);
+        let mut small = History::default();
+        small.remember(b"abc");
+        small.remember(b"def");
+        assert_eq!(small.ordered(), b"abcdef");
+    }
+
+    #[test]
+    fn bfinal_messages_inflate_and_the_next_one_still_works() {
+        let rfc_hello = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        for takeover in [true, false] {
+            for step in [1, 3, 1000] {
+                let mut i = Inflater::new(&params(takeover));
+                // RFC 7692 7.2.3.3, with and without its padding octet; then empty
+                // BFINAL blocks (stored, stripped and not; fixed).
+                assert_eq!(message(&mut i, &rfc_hello, step).unwrap(), b"Hello");
+                assert_eq!(message(&mut i, &rfc_hello[..7], step).unwrap(), b"Hello");
+                for empty in [&[0x01][..], &[0x01, 0x00, 0x00, 0xff, 0xff], &[0x03, 0x00], &[0x00]] {
+                    assert_eq!(message(&mut i, empty, step).unwrap(), b"", "{empty:02x?}");
+                }
+                // A sync-flushed message afterwards, and one referring to "Hello".
+                let mut z = Compress::new(Compression::new(6), false);
+                let mut c = Vec::with_capacity(64);
+                z.compress_vec(b"world", &mut c, FlushCompress::Sync).unwrap();
+                c.truncate(c.len() - 4);
+                assert_eq!(message(&mut i, &c, step).unwrap(), b"world");
+                let mut z = Compress::new(Compression::new(9), false);
+                z.set_dictionary(b"HelloHelloworld").unwrap();
+                let mut c = Vec::with_capacity(64);
+                z.compress_vec(b"Hello world", &mut c, FlushCompress::Finish).unwrap();
+                let r = message(&mut i, &c, step);
+                if takeover {
+                    assert_eq!(r.unwrap(), b"Hello world", "step {step}");
+                } else {
+                    assert!(matches!(r, Err(InflateError::Corrupt(_))), "no window without takeover: {r:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn data_after_the_final_block_is_refused() {
+        let hello = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        for takeover in [true, false] {
+            let mut i = Inflater::new(&params(takeover));
+            let twice = [&hello[..], &hello].concat();
+            assert_eq!(message(&mut i, &twice, 1000), Err(InflateError::AfterFinalBlock));
+            let mut i = Inflater::new(&params(takeover));
+            let junk = [&hello[..], &[0xff]].concat();
+            assert!(matches!(message(&mut i, &junk, 1000), Err(InflateError::Corrupt(_))));
+        }
+    }
 }
+
