@@ -12,7 +12,7 @@ use crate::base64;
 use crate::buffer::{Buf, BufPool};
 use crate::inbound::{Framing, FrameState, Inbound, InboundOpts, Violation, RECORD_HEADER_LEN};
 use crate::ws::close;
-use crate::ws::deflate::{Inflater, SYNC_TAIL};
+use crate::ws::deflate::{InflateError, Inflater, SYNC_TAIL};
 use crate::ws::frame::OpCode;
 use crate::ws::mask::apply_mask;
 
@@ -65,7 +65,36 @@ impl Plain {
     }
 }
 
+/// What a step may change. `Inbound::decode` loops for as long as steps report
+/// `Progress`, so a step that reports it must have changed one of these: consumed
+/// input, written output (or a record header), fed part of the tail, or moved the
+/// frame state on.
+#[derive(PartialEq, Eq)]
+struct Mark {
+    raw: usize,
+    out_end: usize,
+    tail_fed: usize,
+    frame: (u8, u64),
+}
+
+fn mark(inb: &Inbound) -> Mark {
+    let (out_end, tail_fed) = inb.plain.as_ref().map_or((0, 0), |p| (p.out.end, p.tail_fed));
+    let frame = match inb.frame_state() {
+        FrameState::Header => (0, 0),
+        FrameState::Payload { remaining, .. } => (1, remaining),
+        FrameState::MessageEnd => (2, 0),
+    };
+    Mark { raw: inb.raw_available(), out_end, tail_fed, frame }
+}
+
 /// Moves one chunk of the current frame (or the end of the message) into `out`.
+///
+/// Checked invariant: `Progress` means something moved (see `Mark`). A step that would
+/// report progress without it is a bug in this module or in the inflater (it is how a
+/// BFINAL block once made the daemon spin forever), so it fails the connection instead
+/// of looping. The close code is 1011 (internal error), not 1002 or 1007: RFC 7692
+/// lets every well-formed input make progress and malformed input is reported by the
+/// inflater itself as 1007, so reaching this means wstund, not the client, is at fault.
 pub fn step(inb: &mut Inbound, opts: &InboundOpts, pool: &mut BufPool) -> PlainStep {
     let (hdr, nl) = match opts.framing {
         Framing::Framed => (RECORD_HEADER_LEN, 0),
@@ -86,13 +115,21 @@ pub fn step(inb: &mut Inbound, opts: &InboundOpts, pool: &mut BufPool) -> PlainS
     if room < MIN_ROOM {
         return PlainStep::Blocked;
     }
-    match inb.frame_state() {
+    // Taken after the compaction above, which moves `out.end` without progress.
+    let before = mark(inb);
+    let r = match inb.frame_state() {
         FrameState::Payload { remaining, mask, pos, fin } => {
             payload_step(inb, opts, transform, room, hdr, (remaining, mask, pos, fin))
         }
         FrameState::MessageEnd => end_step(inb, opts, transform, room, hdr),
-        FrameState::Header => PlainStep::Progress,
+        // Not reached: `decode` parses headers itself. Blocked, not Progress, so a
+        // caller in the wrong state waits instead of spinning.
+        FrameState::Header => PlainStep::Blocked,
+    };
+    if matches!(r, PlainStep::Progress) && mark(inb) == before {
+        return PlainStep::Violation(Violation::new(close::INTERNAL_ERROR, "payload transform made no progress"));
     }
+    r
 }
 
 type PayloadState = (u64, Option<[u8; 4]>, usize, bool);
@@ -138,7 +175,7 @@ fn payload_step(
             },
             Transform::Inflate => match p.inflater.as_mut().map(|z| z.inflate(chunk, out)) {
                 Some(Ok(x)) => Ok(x),
-                Some(Err(e)) => Err(Violation::new(close::INVALID_PAYLOAD, e.to_string())),
+                Some(Err(e)) => Err(inflate_violation(&e)),
                 None => Err(Violation::new(close::PROTOCOL_ERROR, "compressed message without permessage-deflate")),
             },
         };
@@ -182,10 +219,9 @@ fn payload_step(
         (0, false) => FrameState::Header,
         _ => FrameState::Payload { remaining, mask, pos: pos + consumed, fin },
     });
-    if consumed == 0 && produced == 0 && remaining > 0 {
-        // The inflater holds output it could not place: wait for room.
-        return PlainStep::Blocked;
-    }
+    // Given input and at least MIN_ROOM of room every transform consumes or produces
+    // (the inflater included), so there is no "wait" case here; a step that moved
+    // nothing is caught by the check in `step`.
     PlainStep::Progress
 }
 
@@ -203,7 +239,7 @@ fn end_step(inb: &mut Inbound, opts: &InboundOpts, transform: Transform, room: u
                 p.tail_fed += c;
                 produced = m;
             }
-            Err(e) => return PlainStep::Violation(Violation::new(close::INVALID_PAYLOAD, e.to_string())),
+            Err(e) => return PlainStep::Violation(inflate_violation(&e)),
         }
         let more = p.tail_fed < SYNC_TAIL.len() || produced == room;
         if inb.text && opts.validate_utf8 {
@@ -248,11 +284,23 @@ fn finish_message(inb: &mut Inbound, opts: &InboundOpts, transform: Transform) -
         }
     }
     if transform == Transform::Inflate {
-        if let Some(z) = p.inflater.as_mut() {
-            z.end_message();
+        if let Some(Err(e)) = p.inflater.as_mut().map(Inflater::end_message) {
+            return Some(inflate_violation(&e));
         }
     }
     None
+}
+
+/// Close codes for inflate failures. Bad DEFLATE data, or data after a message's BFINAL
+/// block, is 1007: the frames are well formed (so not 1002) but the payload does not
+/// match the encoding RSV1 announced, as 1007 is for text that is not UTF-8. A window
+/// that cannot be restored is wstund's failure: 1011.
+fn inflate_violation(e: &InflateError) -> Violation {
+    let code = match e {
+        InflateError::Corrupt(_) | InflateError::AfterFinalBlock => close::INVALID_PAYLOAD,
+        InflateError::Window(_) => close::INTERNAL_ERROR,
+    };
+    Violation::new(code, e.to_string())
 }
 
 fn push_newline(inb: &mut Inbound, opts: &InboundOpts) {
@@ -289,5 +337,367 @@ fn emit(inb: &mut Inbound, opts: &InboundOpts, hdr: usize, produced: usize, last
         p.first_record = false;
     } else {
         p.out.end += produced;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The inflate path end to end through `Inbound::decode`: every DEFLATE block
+    //! structure RFC 7692 lets a client send, split at every byte boundary, must come
+    //! out as the original bytes, with and without context takeover; bad data must end
+    //! in a violation after a bounded number of decode calls.
+    use super::*;
+    use crate::inbound::Decoded;
+    use crate::ws::deflate::DeflateParams;
+    use crate::ws::frame::write_header_rsv;
+    use flate2::{Compress, Compression, FlushCompress, Status};
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    const WINDOW: usize = 1 << 15;
+
+    /// How a generated message ends.
+    #[derive(Clone, Copy, Debug)]
+    enum End {
+        /// Z_SYNC_FLUSH, tail stripped (RFC 7692 7.2.1).
+        Sync,
+        /// Z_SYNC_FLUSH after each half and an extra empty stored block in between,
+        /// only the final tail stripped: 00 00 ff ff markers mid-message.
+        SyncMid,
+        /// Z_FINISH: the last block has BFINAL set, nothing follows.
+        Finish,
+        /// Z_FINISH plus the 0x00 padding octet of RFC 7692 7.2.3.3.
+        FinishPad,
+    }
+
+    fn compress(level: u32, data: &[u8], dict: &[u8], end: End) -> Vec<u8> {
+        let mut z = Compress::new(Compression::new(level), false);
+        if !dict.is_empty() {
+            z.set_dictionary(&dict[dict.len().saturating_sub(WINDOW)..]).unwrap();
+        }
+        let mut out = Vec::with_capacity(data.len() * 2 + 256);
+        let run = |z: &mut Compress, d: &[u8], out: &mut Vec<u8>, f: FlushCompress| {
+            let s = z.compress_vec(d, out, f).unwrap();
+            assert!(out.len() < out.capacity(), "compress output filled its buffer");
+            s
+        };
+        match end {
+            End::Sync => {
+                run(&mut z, data, &mut out, FlushCompress::Sync);
+                assert!(out.ends_with(&SYNC_TAIL));
+                out.truncate(out.len() - 4);
+            }
+            End::SyncMid => {
+                let h = data.len() / 2;
+                run(&mut z, &data[..h], &mut out, FlushCompress::Sync);
+                out.extend_from_slice(&[0x00, 0x00, 0x00, 0xff, 0xff]);
+                run(&mut z, &data[h..], &mut out, FlushCompress::Sync);
+                out.truncate(out.len() - 4);
+            }
+            End::Finish | End::FinishPad => {
+                assert_eq!(run(&mut z, data, &mut out, FlushCompress::Finish), Status::StreamEnd);
+                if let End::FinishPad = end {
+                    out.push(0x00);
+                }
+            }
+        }
+        out
+    }
+
+    /// Text whose shape makes zlib choose the block type wanted at `level`: stored at
+    /// 0, fixed Huffman for a short message at 1, dynamic Huffman for skewed text at 9.
+    fn text_for(level: u32, seed: usize) -> Vec<u8> {
+        let words = ["alpha ", "beta ", "gamma ", "delta ", "eeeeee ", "zz "];
+        let n = match level {
+            0 => 300,
+            1 => 40,
+            _ => 700,
+        };
+        let mut x = (seed as u32).wrapping_mul(2_654_435_761) | 1;
+        let mut s = Vec::new();
+        while s.len() < n {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            // Skewed: the first words far more often than the last.
+            let i = ((x % 36) as f64).sqrt() as usize;
+            s.extend_from_slice(words[i].as_bytes());
+        }
+        s.truncate(n);
+        s
+    }
+
+    fn client_frame(fin: bool, rsv: u8, op: OpCode, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
+        let mut hdr = [0u8; 14];
+        let hl = write_header_rsv(&mut hdr, fin, rsv, op, payload.len() as u64, Some(mask));
+        let mut v = hdr[..hl].to_vec();
+        let mut p = payload.to_vec();
+        apply_mask(&mut p, mask, 0);
+        v.extend_from_slice(&p);
+        v
+    }
+
+    /// One compressed message as frames: whole, in thirds, or whole followed by two
+    /// empty continuation frames (a BFINAL block mid-message followed by nothing).
+    fn frames(payload: &[u8], shape: usize) -> Vec<u8> {
+        let m = [3, 1, 4, 1];
+        let cuts: Vec<(usize, usize)> = match shape % 3 {
+            0 => vec![(0, payload.len())],
+            1 => {
+                let t = payload.len() / 3;
+                vec![(0, t), (t, 2 * t), (2 * t, payload.len())]
+            }
+            _ => vec![(0, payload.len()), (payload.len(), payload.len()), (payload.len(), payload.len())],
+        };
+        let mut w = Vec::new();
+        for (i, &(a, b)) in cuts.iter().enumerate() {
+            let (rsv, op) = if i == 0 { (0b100, OpCode::Binary) } else { (0, OpCode::Continuation) };
+            w.extend(client_frame(i + 1 == cuts.len(), rsv, op, &payload[a..b], m));
+        }
+        w
+    }
+
+    /// The BTYPE of the first block.
+    fn btype(z: &[u8]) -> u8 {
+        (z[0] >> 1) & 3
+    }
+
+    /// A conversation of messages covering every block structure, each compressed with
+    /// the client's window (everything sent before) when `takeover`. Returns the wire
+    /// and the inflated bytes the backend must see.
+    fn conversation(takeover: bool) -> (Vec<u8>, Vec<u8>) {
+        let rfc_hello = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        let mut msgs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut sent: Vec<u8> = Vec::new();
+        let mut types = [false; 3];
+        let mut i = 0;
+        for level in [0u32, 1, 9] {
+            for end in [End::Sync, End::SyncMid, End::Finish, End::FinishPad] {
+                let text = text_for(level, i);
+                let dict: &[u8] = if takeover { &sent } else { &[] };
+                let z = compress(level, &text, dict, end);
+                if !takeover {
+                    types[btype(&z) as usize] = true;
+                    let want = match level {
+                        0 => 0,
+                        1 => 1,
+                        _ => 2,
+                    };
+                    assert_eq!(btype(&z), want, "level {level} {end:?}: block type");
+                }
+                sent.extend_from_slice(&text);
+                msgs.push((text, z));
+                i += 1;
+            }
+        }
+        assert!(takeover || types == [true; 3]);
+        // Hand-made ones: empty sync-flushed message (00), empty stored BFINAL block
+        // with and without its tail, empty fixed BFINAL block (03 00), and RFC 7692
+        // 7.2.3.3's "Hello" with and without the padding octet.
+        for (text, z) in [
+            (&b""[..], &[0x00][..]),
+            (b"", &[0x01]),
+            (b"", &[0x01, 0x00, 0x00, 0xff, 0xff]),
+            (b"", &[0x03, 0x00]),
+            (b"Hello", &rfc_hello),
+            (b"Hello", &rfc_hello[..7]),
+        ] {
+            sent.extend_from_slice(text);
+            msgs.push((text.to_vec(), z.to_vec()));
+        }
+        // And one more generated message after them, referring back into the window.
+        let text = [&sent[sent.len() - 200..], b"end"].concat();
+        let z = compress(9, &text, if takeover { &sent } else { &[] }, End::Finish);
+        msgs.push((text, z));
+
+        let mut wire = Vec::new();
+        let mut want = Vec::new();
+        for (k, (text, z)) in msgs.iter().enumerate() {
+            wire.extend(frames(z, k));
+            want.extend_from_slice(text);
+        }
+        (wire, want)
+    }
+
+    fn inbound(takeover: bool) -> (Inbound, InboundOpts) {
+        let p = DeflateParams {
+            server_no_context_takeover: !takeover,
+            client_no_context_takeover: !takeover,
+            server_max_window_bits: 15,
+            server_bits_requested: false,
+        };
+        let mut inb = Inbound::new();
+        inb.plain = Some(Box::new(Plain::new(Some(Inflater::new(&p)), false)));
+        let opts = InboundOpts { deflate: true, validate_utf8: false, ..Default::default() };
+        (inb, opts)
+    }
+
+    /// Feeds `wire` in the given pieces, draining the output after each; returns the
+    /// output, the violation if any, and how many times `decode` was called.
+    fn run(takeover: bool, wire: &[u8], pieces: &[usize]) -> (Vec<u8>, Option<Violation>, usize) {
+        let mut pool = BufPool::new();
+        let (mut inb, opts) = inbound(takeover);
+        let (mut out, mut calls, mut off) = (Vec::new(), 0, 0);
+        for &len in pieces.iter().chain(std::iter::once(&usize::MAX)) {
+            let end = off + len.min(wire.len() - off);
+            while off < end {
+                let room = inb.read_room(&mut pool);
+                let n = room.len().min(end - off);
+                room[..n].copy_from_slice(&wire[off..off + n]);
+                inb.commit(n);
+                off += n;
+                loop {
+                    calls += 1;
+                    match inb.decode(&opts, &mut pool) {
+                        Decoded::NeedMore => break,
+                        Decoded::Control(_) => {}
+                        Decoded::Violation(v) => return (out, Some(v), calls),
+                    }
+                }
+                let r = inb.ready().len();
+                out.extend_from_slice(inb.ready());
+                inb.consume_ready(r);
+            }
+            if off == wire.len() {
+                break;
+            }
+        }
+        (out, None, calls)
+    }
+
+    /// Runs `f` on another thread and fails (instead of hanging) if it takes too long.
+    fn within<T: Send + 'static>(secs: u64, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(secs)).expect("decode panicked or did not finish (spinning?)")
+    }
+
+    #[test]
+    fn every_block_structure_at_every_split() {
+        within(60, || {
+            for takeover in [true, false] {
+                let (wire, want) = conversation(takeover);
+                let (out, v, _) = run(takeover, &wire, &[1; 1 << 16]);
+                assert!(v.is_none(), "takeover {takeover}, byte by byte: {v:?}");
+                assert!(out == want, "takeover {takeover}, byte by byte: output differs");
+                for k in 0..=wire.len() {
+                    let (out, v, _) = run(takeover, &wire, &[k]);
+                    assert!(v.is_none(), "takeover {takeover}, split at {k}: {v:?}");
+                    assert!(out == want, "takeover {takeover}, split at {k}: output differs");
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn window_survives_a_bfinal_message_only_with_takeover() {
+        // The second message is a back-reference into the first, which ended with
+        // BFINAL: fine with context takeover, a "distance too far back" without.
+        within(60, || {
+            let first = text_for(9, 1);
+            let second = first[100..400].to_vec();
+            let mut wire = frames(&compress(9, &first, &[], End::Finish), 0);
+            wire.extend(frames(&compress(9, &second, &first, End::Sync), 0));
+            let (out, v, _) = run(true, &wire, &[]);
+            assert!(v.is_none(), "{v:?}");
+            assert_eq!(out, [&first[..], &second].concat());
+            let (_, v, _) = run(false, &wire, &[]);
+            assert_eq!(v.map(|v| v.code), Some(close::INVALID_PAYLOAD));
+        });
+    }
+
+    fn bad(payloads: &[&[u8]], code: u16) {
+        for takeover in [true, false] {
+            for p in payloads {
+                let wire = frames(p, 0);
+                for k in 0..=wire.len() {
+                    let (_, v, calls) = run(takeover, &wire, &[k]);
+                    assert_eq!(v.as_ref().map(|v| v.code), Some(code), "{p:02x?} split at {k}: {v:?}");
+                    assert!(calls <= 2 * wire.len() + 4, "{calls} decode calls for {} bytes", wire.len());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn garbage_and_truncation_are_1007_after_few_calls() {
+        within(60, || {
+            let hello = compress(1, b"hello hello hello", &[], End::Sync);
+            let dict = text_for(9, 5);
+            let far_back = compress(9, &dict[100..400], &dict, End::Sync);
+            let smuggled = [&compress(6, b"first", &[], End::Finish)[..], &compress(6, b"second", &[], End::Sync)].concat();
+            bad(
+                &[
+                    // BTYPE 11 (reserved).
+                    &[0xff, 0xff, 0xff, 0xff, 0xff],
+                    &[0x07],
+                    // Stored block whose NLEN is not the complement of LEN.
+                    &[0x00, 0x05, 0x00, 0x00, 0x00, b'a'],
+                    // Stored block of 5 bytes cut after 2: the tail fills it and its
+                    // last byte starts a reserved block.
+                    &[0x00, 0x05, 0x00, 0xfa, 0xff, b'a', b'b'],
+                    // A back-reference with no window behind it.
+                    &far_back,
+                    // Data after the final block of the message.
+                    &smuggled,
+                    // The "Hello" BFINAL block followed by a second copy of it.
+                    &[0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00],
+                ],
+                close::INVALID_PAYLOAD,
+            );
+            // A valid message for contrast, so the cases above fail for their content.
+            let (out, v, _) = run(true, &frames(&hello, 0), &[]);
+            assert!(v.is_none() && out == b"hello hello hello");
+        });
+    }
+
+    #[test]
+    fn any_prefix_or_noise_terminates() {
+        // Truncated streams are not always detectable (the tail may read as valid
+        // codes), but none may make decode loop: every prefix of a message, and random
+        // bytes, end in output or a violation after a bounded number of calls.
+        within(60, || {
+            let text = text_for(9, 3);
+            let z = compress(9, &text, &[], End::Finish);
+            let mut x: u32 = 0x9e37_79b9;
+            let mut noise = Vec::new();
+            for len in 1..200 {
+                noise.push(
+                    (0..len)
+                        .map(|_| {
+                            x ^= x << 13;
+                            x ^= x >> 17;
+                            x ^= x << 5;
+                            x as u8
+                        })
+                        .collect::<Vec<u8>>(),
+                );
+            }
+            let prefixes = (0..=z.len()).map(|n| z[..n].to_vec());
+            for p in prefixes.chain(noise) {
+                for takeover in [true, false] {
+                    let wire = frames(&p, 0);
+                    let (_, v, calls) = run(takeover, &wire, &[wire.len() / 2]);
+                    assert!(calls <= 2 * wire.len() + 4, "{calls} decode calls for {} bytes", wire.len());
+                    if let Some(v) = v {
+                        assert!(
+                            [close::INVALID_PAYLOAD, close::TOO_BIG].contains(&v.code),
+                            "{p:02x?}: unexpected {v:?}"
+                        );
+                    }
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn header_state_is_not_reported_as_progress() {
+        // `decode` never calls `step` between frames; if something did, it must not get
+        // a Progress that moved nothing.
+        let mut pool = BufPool::new();
+        let (mut inb, opts) = inbound(true);
+        assert!(matches!(step(&mut inb, &opts, &mut pool), PlainStep::Blocked));
     }
 }

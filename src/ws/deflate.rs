@@ -109,43 +109,151 @@ fn response_for(p: &DeflateParams) -> String {
 
 /// Why a compressed message could not be inflated.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InflateError(pub String);
+pub enum InflateError {
+    /// zlib rejected the data (bad block type, bad code, distance too far back, ...).
+    Corrupt(String),
+    /// Inflated data after a BFINAL block in the same message: RFC 7692 7.2.3.3 allows
+    /// only the padding that turns the appended tail into an empty block.
+    AfterFinalBlock,
+    /// The sliding window could not be restored after a BFINAL block (zlib refused the
+    /// dictionary): our fault, not the client's.
+    Window(String),
+}
 
 impl std::fmt::Display for InflateError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "invalid deflate data: {}", self.0)
+        match self {
+            InflateError::Corrupt(m) => write!(f, "invalid deflate data: {m}"),
+            InflateError::AfterFinalBlock => f.write_str("deflate data after the final block of a message"),
+            InflateError::Window(m) => write!(f, "cannot restore the deflate window: {m}"),
+        }
     }
 }
 
 impl std::error::Error for InflateError {}
 
+/// Size of the LZ77 window wstund inflates with (window bits 15; any smaller
+/// `client_max_window_bits` the client uses fits in it).
+const WINDOW: usize = 1 << 15;
+
+/// The last `WINDOW` bytes inflated, kept only with context takeover.
+///
+/// Why: zlib ends a stream at a BFINAL block and cannot go on from there, yet RFC 7692
+/// 7.2.2 says the next message MUST be inflated with the sliding window of the last
+/// one. flate2 offers no way to read zlib's own window back, so a copy is kept and
+/// handed to a fresh inflater as its dictionary. Allocated on first use.
+#[derive(Default)]
+struct History {
+    buf: Vec<u8>,
+    /// Next write position once `buf` is full (it is then a ring).
+    pos: usize,
+}
+
+impl History {
+    fn remember(&mut self, bytes: &[u8]) {
+        let bytes = &bytes[bytes.len().saturating_sub(WINDOW)..];
+        let mut rest = bytes;
+        if self.buf.len() < WINDOW {
+            let take = rest.len().min(WINDOW - self.buf.len());
+            self.buf.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+        }
+        while !rest.is_empty() {
+            let take = rest.len().min(WINDOW - self.pos);
+            self.buf[self.pos..self.pos + take].copy_from_slice(&rest[..take]);
+            self.pos = (self.pos + take) % WINDOW;
+            rest = &rest[take..];
+        }
+    }
+
+    /// The window oldest byte first (rotates the ring in place: rare, only after a
+    /// BFINAL block).
+    fn ordered(&mut self) -> &[u8] {
+        self.buf.rotate_left(self.pos);
+        self.pos = 0;
+        &self.buf
+    }
+}
+
 /// Inflates client messages.
+///
+/// RFC 7692 treats a connection's compressed messages as one run of DEFLATE blocks
+/// where each message's payload, with `SYNC_TAIL` appended, ends on a block boundary.
+/// A client may end a message with a BFINAL block instead of a sync flush (7.2.3.3);
+/// zlib then reports the end of its stream and takes no more input. So the stream is
+/// restarted right there: what is left of the message (the 7.2.3.3 padding octet and
+/// the appended tail) goes to a fresh inflater and must inflate to nothing, and at the
+/// message's end the inflater is reset and, with context takeover, given the window
+/// back so the next message may refer to earlier ones.
 pub struct Inflater {
     z: Decompress,
     reset_each_message: bool,
+    history: Option<History>,
+    /// The current message's DEFLATE stream has ended (a BFINAL block was inflated).
+    after_final: bool,
 }
 
 impl Inflater {
     pub fn new(p: &DeflateParams) -> Inflater {
-        Inflater { z: Decompress::new_with_window_bits(false, 15), reset_each_message: p.client_no_context_takeover }
+        Inflater {
+            z: Decompress::new_with_window_bits(false, 15),
+            reset_each_message: p.client_no_context_takeover,
+            history: (!p.client_no_context_takeover).then(History::default),
+            after_final: false,
+        }
     }
 
     /// Inflates from `input` into `out`; returns (consumed, produced). Stops early when
-    /// `out` is full: call again with the rest once there is room.
+    /// `out` is full: call again with the rest once there is room. Given input and
+    /// room, it always consumes or produces something, or fails: it never parks in
+    /// zlib's "stream ended" state, which would take nothing forever.
     pub fn inflate(&mut self, input: &[u8], out: &mut [u8]) -> Result<(usize, usize), InflateError> {
-        let (i0, o0) = (self.z.total_in(), self.z.total_out());
-        match self.z.decompress(input, out, FlushDecompress::Sync) {
-            Ok(Status::Ok) | Ok(Status::BufError) | Ok(Status::StreamEnd) => {}
-            Err(e) => return Err(InflateError(e.to_string())),
+        let (mut used, mut made) = (0, 0);
+        loop {
+            let (i0, o0) = (self.z.total_in(), self.z.total_out());
+            let status = self
+                .z
+                .decompress(&input[used..], &mut out[made..], FlushDecompress::Sync)
+                .map_err(|e| InflateError::Corrupt(e.to_string()))?;
+            let (c, m) = ((self.z.total_in() - i0) as usize, (self.z.total_out() - o0) as usize);
+            if self.after_final && m > 0 {
+                return Err(InflateError::AfterFinalBlock);
+            }
+            if let Some(h) = self.history.as_mut() {
+                h.remember(&out[made..made + m]);
+            }
+            used += c;
+            made += m;
+            if status != Status::StreamEnd {
+                return Ok((used, made));
+            }
+            // A BFINAL block ended the stream: the rest of the message (padding and
+            // tail) is parsed by a fresh inflater, which must find only empty blocks.
+            self.after_final = true;
+            self.z.reset(false);
+            // A stream end always consumes its block's bits; the check only guards
+            // against looping on a decoder that says otherwise.
+            if c == 0 || used == input.len() {
+                return Ok((used, made));
+            }
         }
-        Ok(((self.z.total_in() - i0) as usize, (self.z.total_out() - o0) as usize))
     }
 
     /// After the last byte of a message (including `SYNC_TAIL`) has been consumed.
-    pub fn end_message(&mut self) {
-        if self.reset_each_message {
-            self.z.reset(false);
+    /// After a BFINAL block the tail may have left a block header half read (a client
+    /// that ends with BFINAL and no padding octet): the reset drops it, and the window
+    /// is restored so context takeover still holds.
+    pub fn end_message(&mut self) -> Result<(), InflateError> {
+        let restart = self.reset_each_message || self.after_final;
+        self.after_final = false;
+        if !restart {
+            return Ok(());
         }
+        self.z.reset(false);
+        if let Some(h) = self.history.as_mut().filter(|h| !h.buf.is_empty()) {
+            self.z.set_dictionary(h.ordered()).map_err(|e| InflateError::Window(e.to_string()))?;
+        }
+        Ok(())
     }
 }
 
@@ -264,7 +372,7 @@ mod tests {
                 let (used, made) = i.inflate(&wire, &mut out).unwrap();
                 assert_eq!(used, wire.len());
                 assert_eq!(&out[..made], msg);
-                i.end_message();
+                i.end_message().unwrap();
             }
         }
     }
@@ -334,4 +442,95 @@ mod tests {
         let mut out = [0u8; 64];
         assert!(i.inflate(&[0xff, 0xff, 0xff, 0xff, 0xff], &mut out).is_err());
     }
+    fn params(takeover: bool) -> DeflateParams {
+        DeflateParams {
+            server_no_context_takeover: !takeover,
+            client_no_context_takeover: !takeover,
+            server_max_window_bits: 15,
+            server_bits_requested: false,
+        }
+    }
+
+    /// Inflates one message's payload plus SYNC_TAIL in pieces of `step` bytes.
+    fn message(i: &mut Inflater, payload: &[u8], step: usize) -> Result<Vec<u8>, InflateError> {
+        let input = [payload, &SYNC_TAIL].concat();
+        let mut out = Vec::new();
+        let mut buf = [0u8; 100];
+        let mut off = 0;
+        loop {
+            let end = (off + step).min(input.len());
+            let (c, m) = i.inflate(&input[off..end], &mut buf)?;
+            assert!(c > 0 || m > 0 || off == input.len(), "no progress at {off}");
+            off += c;
+            out.extend_from_slice(&buf[..m]);
+            if off == input.len() && m < buf.len() {
+                break;
+            }
+        }
+        i.end_message()?;
+        Ok(out)
+    }
+
+    #[test]
+    fn history_keeps_the_last_window_in_order() {
+        let mut h = History::default();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 % 251) as u8).collect();
+        for chunk in data[..50_000].chunks(999) {
+            h.remember(chunk);
+        }
+        assert_eq!(h.ordered(), &data[50_000 - WINDOW..50_000]);
+        h.remember(&data[50_000..]);
+        assert_eq!(h.ordered(), &data[100_000 - WINDOW..]);
+        let mut small = History::default();
+        small.remember(b"abc");
+        small.remember(b"def");
+        assert_eq!(small.ordered(), b"abcdef");
+    }
+
+    #[test]
+    fn bfinal_messages_inflate_and_the_next_one_still_works() {
+        let rfc_hello = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00, 0x00];
+        for takeover in [true, false] {
+            for step in [1, 3, 1000] {
+                let mut i = Inflater::new(&params(takeover));
+                // RFC 7692 7.2.3.3, with and without its padding octet; then empty
+                // BFINAL blocks (stored, stripped and not; fixed).
+                assert_eq!(message(&mut i, &rfc_hello, step).unwrap(), b"Hello");
+                assert_eq!(message(&mut i, &rfc_hello[..7], step).unwrap(), b"Hello");
+                for empty in [&[0x01][..], &[0x01, 0x00, 0x00, 0xff, 0xff], &[0x03, 0x00], &[0x00]] {
+                    assert_eq!(message(&mut i, empty, step).unwrap(), b"", "{empty:02x?}");
+                }
+                // A sync-flushed message afterwards, and one referring to "Hello".
+                let mut z = Compress::new(Compression::new(6), false);
+                let mut c = Vec::with_capacity(64);
+                z.compress_vec(b"world", &mut c, FlushCompress::Sync).unwrap();
+                c.truncate(c.len() - 4);
+                assert_eq!(message(&mut i, &c, step).unwrap(), b"world");
+                let mut z = Compress::new(Compression::new(9), false);
+                z.set_dictionary(b"HelloHelloworld").unwrap();
+                let mut c = Vec::with_capacity(64);
+                z.compress_vec(b"Hello world", &mut c, FlushCompress::Finish).unwrap();
+                let r = message(&mut i, &c, step);
+                if takeover {
+                    assert_eq!(r.unwrap(), b"Hello world", "step {step}");
+                } else {
+                    assert!(matches!(r, Err(InflateError::Corrupt(_))), "no window without takeover: {r:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn data_after_the_final_block_is_refused() {
+        let hello = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
+        for takeover in [true, false] {
+            let mut i = Inflater::new(&params(takeover));
+            let twice = [&hello[..], &hello].concat();
+            assert_eq!(message(&mut i, &twice, 1000), Err(InflateError::AfterFinalBlock));
+            let mut i = Inflater::new(&params(takeover));
+            let junk = [&hello[..], &[0xff]].concat();
+            assert!(matches!(message(&mut i, &junk, 1000), Err(InflateError::Corrupt(_))));
+        }
+    }
 }
+
