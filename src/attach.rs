@@ -298,8 +298,12 @@ impl Conn {
         self.pool.is_some_and(|l| l.r == r)
     }
 
-    /// Per-second check of a program tunnel: stdout closed long ago but no exit.
+    /// Per-second check of a program tunnel: suppressed stderr lines to report; stdout
+    /// closed long ago but no exit.
     pub(crate) fn child_tick(&mut self, ctx: &mut Ctx) {
+        if let Some(c) = self.child.as_mut() {
+            c.err_log.tick(ctx.now);
+        }
         if self.phase != Phase::Open || self.close_sent {
             return;
         }

@@ -87,6 +87,14 @@ impl ChildLog {
         self.feed_to(bytes, now, &mut log_line);
     }
 
+    /// The per-second tick: reports suppressed lines that are due (see
+    /// [`RateLimit::report_due`]).
+    pub fn tick(&mut self, now: Instant) {
+        if let Some(n) = self.limit.report_due(now) {
+            log_line(Out::Suppressed(&self.label, n, self.limit.rate()));
+        }
+    }
+
     /// The source ended: its last unterminated line, then the unreported count.
     pub fn finish(&mut self, now: Instant) {
         self.finish_to(now, &mut log_line);

@@ -333,6 +333,9 @@ impl ProcMan {
     /// The 1 s tick (and any due deadline): ladders, then pool plans.
     pub fn tick(&mut self, reg: &Registry, now: Instant) {
         self.progs.tick(now);
+        for (_, o) in self.outputs.iter_mut() {
+            o.log.tick(now);
+        }
         self.plan(reg, now);
     }
 

@@ -7,8 +7,9 @@
 //! * [`RateLimit`]: a token bucket per log source (one per program, one per pool
 //!   process, so a noisy one never silences another). It says log or suppress for each
 //!   line and counts what it suppressed; the count is reported the next time a line gets
-//!   through (at most once per [`REPORT_INTERVAL`] while a flood goes on) and when the
-//!   source ends, so the operator always learns how much was dropped.
+//!   through or at the next tick (at most once per [`REPORT_INTERVAL`] while a flood goes
+//!   on) and when the source ends, so the operator always learns how much was dropped,
+//!   and within about [`REPORT_INTERVAL`].
 //! * [`Repeats`]: a condition that fails over and over (accept with EMFILE): reported
 //!   when it starts, then at most once per [`REPORT_INTERVAL`] with the count since the
 //!   last report, and once when it is over.
@@ -88,6 +89,18 @@ impl RateLimit {
             return Verdict::LogAfterReport(std::mem::take(&mut self.pending));
         }
         Verdict::Log
+    }
+
+    /// The periodic check: the suppressed lines to report now, if any are waiting and
+    /// the last report is [`REPORT_INTERVAL`] old (a flood that stopped is reported
+    /// although no line follows it).
+    pub fn report_due(&mut self, now: Instant) -> Option<u64> {
+        let due = self.last_report.is_none_or(|t| now.saturating_duration_since(t) >= REPORT_INTERVAL);
+        if self.pending == 0 || !due {
+            return None;
+        }
+        self.last_report = Some(now);
+        Some(std::mem::take(&mut self.pending))
     }
 
     /// The source ended: the suppressed lines not reported yet (0 if none).
@@ -198,6 +211,19 @@ mod tests {
         assert_eq!(l.check(t0 + ms(100)), Verdict::LogAfterReport(4));
         assert_eq!(l.suppressed(), 4);
         assert_eq!(l.take_pending(), 0);
+    }
+
+    #[test]
+    fn a_flood_that_stops_is_reported_by_the_tick() {
+        let t0 = Instant::now();
+        let mut l = RateLimit::new(10, 1, t0);
+        assert_eq!(l.report_due(t0), None, "nothing suppressed");
+        run(&mut l, t0, Duration::ZERO, 3);
+        assert_eq!(l.report_due(t0), Some(2), "never reported before: at once");
+        l.check(t0);
+        assert_eq!(l.report_due(t0 + ms(9_999)), None, "one report per interval");
+        assert_eq!(l.report_due(t0 + ms(10_000)), Some(1));
+        assert_eq!(l.report_due(t0 + ms(30_000)), None, "nothing new");
     }
 
     #[test]

@@ -236,6 +236,7 @@ fn drain(pid: i32, p: &mut Prog, now: Instant) {
             p.stderr = None;
         }
     }
+    log.tick(now);
 }
 
 #[cfg(test)]
