@@ -243,7 +243,7 @@ impl Server {
             let accepted = l.accept();
             // accept(2) takes a descriptor before it looks for a client, so WouldBlock
             // also means descriptors are there again.
-            if matches!(&accepted, Ok(_)) || matches!(&accepted, Err(e) if e.kind() == io::ErrorKind::WouldBlock) {
+            if accepted.as_ref().map_or_else(|e| e.kind() == io::ErrorKind::WouldBlock, |_| true) {
                 if let Some(n) = self.accept_failures.ok() {
                     info!("accept on {}: accepting again after {n} failed accepts", l.name());
                 }
