@@ -9,7 +9,8 @@
 //! Managed processes: `attach` connects a tunnel to its backend kind, `exec` starts
 //! per-connection stdio programs (through `launch`, posix_spawn), `pool` decides
 //! (purely) about spawned pools, `spawn` starts pool processes, `procman` carries out
-//! plans and reaps, `reaper` walks retired programs down the kill ladder.
+//! plans and reaps, `reaper` walks retired programs down the kill ladder, `childlog`
+//! logs children's output within a per-source `ratelimit`.
 
 pub mod attach;
 pub mod backend;
