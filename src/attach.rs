@@ -9,7 +9,8 @@
 //!   connection lasts; a refused connect disables that process for disable-time and the
 //!   same entry is tried again (another process of the pool) a few times;
 //! * stdio program: `max-procs` checked (429 over the cap), the program spawned (502 if
-//!   that fails), and the tunnel opens at once — there is no connect to wait for.
+//!   it cannot be run, 503 if wstund is out of descriptors or memory for it, as for a
+//!   socket backend), and the tunnel opens at once — there is no connect to wait for.
 //!
 //! A program's exit ends its tunnel only after its output is drained: 1000 for exit 0,
 //! 1011 otherwise, the status in the reason. A pool process's death ends the tunnels it
@@ -27,7 +28,8 @@ use crate::conf::{BackendMode, BackendSpec};
 use crate::conn::{Conn, Ctx, Phase, Side};
 use crate::handshake::connect_failure;
 use crate::hosts::Failure;
-use crate::exec::{self, describe_status, CgiRequest, ChildPipes, LineSplitter, Program, DEFAULT_PASS_ENV};
+use crate::childlog::{self, ChildLog, Drained};
+use crate::exec::{self, describe_status, CgiRequest, ChildPipes, Program, DEFAULT_PASS_ENV};
 use crate::pool::ProcRef;
 use crate::token::{conn_token, Endpoint};
 use crate::ws::close;
@@ -57,7 +59,8 @@ pub struct ChildState {
     /// Set when stdout ended before the exit status arrived.
     pub eof_deadline: Option<Instant>,
     pub close_timeout: Duration,
-    err_lines: LineSplitter,
+    /// Its stderr lines, rate-limited; handed to the reaper with the pipes.
+    err_log: ChildLog,
 }
 
 /// The pool process a connection is assigned to.
@@ -178,7 +181,7 @@ impl Conn {
             Ok(c) => c,
             Err(e) => {
                 warn!("[c{}] {e}", self.id);
-                return Err(502);
+                return Err(program_failure_status(&e.err));
             }
         };
         let pid = child.pid;
@@ -187,8 +190,9 @@ impl Conn {
         if let Err(e) = pipes.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
             warn!("[c{}] cannot watch the pipes of {} (pid {pid}): {e}", self.id, prog.argv[0]);
             pipes.deregister(ctx.registry);
-            ctx.procs.progs.retire(pid, false, Some(pipes), self.id, spec.close_timeout, ctx.now);
-            return Err(502);
+            let log = ChildLog::new(stderr_label(self.id, pid), ctx.now);
+            ctx.procs.progs.retire(pid, false, Some(pipes), log, self.id, spec.close_timeout, ctx.now);
+            return Err(program_failure_status(&e));
         }
         debug!("[c{}] started {} (pid {pid})", self.id, prog.argv.join(" "));
         t.backend_name = format!("stdio:{}", prog.argv[0]);
@@ -200,7 +204,7 @@ impl Conn {
             stdout_eof: false,
             eof_deadline: None,
             close_timeout: spec.close_timeout,
-            err_lines: LineSplitter::default(),
+            err_log: ChildLog::new(stderr_label(self.id, pid), ctx.now),
         }));
         self.backend = Some(BackendStream::Child(pipes));
         Ok(Attach::Ready)
@@ -212,19 +216,20 @@ impl Conn {
         if let Some(l) = self.pool.take() {
             ctx.procs.release(l.r, ctx.now);
         }
-        if let Some(mut c) = self.child.take() {
-            let (id, pid) = (self.id, c.pid);
+        if let Some(c) = self.child.take() {
+            let ChildState { pid, exit, close_timeout, mut err_log, .. } = *c;
             let mut pipes = match stream {
                 Some(BackendStream::Child(p)) => Some(p),
                 _ => None,
             };
             // What it wrote to stderr before now (often its last words, racing its exit)
-            // is logged under this connection.
+            // is logged under this connection; the reaper reads the rest.
             if let Some(p) = pipes.as_mut() {
-                drain_stderr(p, &mut c.err_lines, id, pid);
+                if drain_stderr(p, &mut err_log, ctx.now) == Drained::Closed {
+                    err_log.finish(ctx.now);
+                }
             }
-            c.err_lines.finish(|l| info!("[c{id}] stderr({pid}): {l}"));
-            ctx.procs.progs.retire(pid, c.exit.is_some(), pipes, id, c.close_timeout, ctx.now);
+            ctx.procs.progs.retire(pid, exit.is_some(), pipes, err_log, self.id, close_timeout, ctx.now);
         }
     }
 
@@ -293,8 +298,12 @@ impl Conn {
         self.pool.is_some_and(|l| l.r == r)
     }
 
-    /// Per-second check of a program tunnel: stdout closed long ago but no exit.
+    /// Per-second check of a program tunnel: suppressed stderr lines to report; stdout
+    /// closed long ago but no exit.
     pub(crate) fn child_tick(&mut self, ctx: &mut Ctx) {
+        if let Some(c) = self.child.as_mut() {
+            c.err_log.tick(ctx.now);
+        }
         if !matches!(self.phase, Phase::Open | Phase::Closing { .. }) || self.close_sent {
             return;
         }
@@ -305,27 +314,44 @@ impl Conn {
         }
     }
 
-    /// The program's stderr is readable: log it line by line with the connection id.
+    /// The program's stderr is readable: log it line by line with the connection id
+    /// (rate-limited, see `childlog.rs`).
     pub(crate) fn read_child_stderr(&mut self, ctx: &mut Ctx) {
         let (Some(BackendStream::Child(p)), Some(c)) = (self.backend.as_mut(), self.child.as_mut()) else { return };
-        if !drain_stderr(p, &mut c.err_lines, self.id, c.pid) {
-            c.err_lines.finish(|l| info!("[c{}] stderr({}): {l}", self.id, c.pid));
-            p.close_stderr(ctx.registry);
+        match drain_stderr(p, &mut c.err_log, ctx.now) {
+            Drained::Empty => {}
+            Drained::Budget => {
+                if let Err(e) = p.rearm_stderr(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
+                    // Not watched any more: the reaper drains it after the connection.
+                    warn!("[c{}] cannot watch the stderr of program {}: {e}", self.id, c.pid);
+                }
+            }
+            Drained::Closed => {
+                c.err_log.finish(ctx.now);
+                p.close_stderr(ctx.registry);
+            }
         }
     }
 }
 
-/// Logs what can be read from a program's stderr now; false once it is closed.
-fn drain_stderr(p: &mut ChildPipes, lines: &mut LineSplitter, id: u64, pid: i32) -> bool {
-    let mut buf = [0u8; 2048];
-    loop {
-        match p.read_stderr(&mut buf) {
-            Ok(0) => return false,
-            Ok(n) => lines.feed(&buf[..n], |l| info!("[c{id}] stderr({pid}): {l}")),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
+/// The label of a program's stderr lines in the log.
+fn stderr_label(id: u64, pid: i32) -> String {
+    format!("[c{id}] stderr({pid}):")
+}
+
+/// Reads a program's stderr into its log, up to the read budget.
+fn drain_stderr(p: &mut ChildPipes, log: &mut ChildLog, now: Instant) -> Drained {
+    childlog::drain(|buf| p.read_stderr(buf), |b| log.feed(b, now))
+}
+
+/// The HTTP status for a program that could not be started: 503 (with `Retry-After`)
+/// when wstund is short of descriptors or memory, as a socket backend that cannot be
+/// connected for the same reason gets; 502 when the program itself cannot run.
+fn program_failure_status(e: &std::io::Error) -> u16 {
+    if exec::is_resource_shortage(e) {
+        503
+    } else {
+        502
     }
 }
 
@@ -358,5 +384,16 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         c.wait().unwrap();
+    }
+
+    #[test]
+    fn descriptor_exhaustion_is_503_and_a_bad_program_502() {
+        let status = |errno| program_failure_status(&std::io::Error::from_raw_os_error(errno));
+        assert_eq!(status(libc::EMFILE), 503);
+        assert_eq!(status(libc::ENFILE), 503);
+        assert_eq!(status(libc::ENOMEM), 503);
+        assert_eq!(status(libc::ENOENT), 502);
+        assert_eq!(status(libc::EACCES), 502);
+        assert_eq!(status(libc::ENOEXEC), 502);
     }
 }

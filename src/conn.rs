@@ -341,6 +341,7 @@ impl Conn {
                 self.child_tick(ctx);
             }
             Phase::Closing { deadline } if now >= deadline => self.close_timed_out(ctx),
+            Phase::Closing { .. } => self.child_tick(ctx),
             Phase::Linger { deadline, .. } if now >= deadline => {
                 debug!("[c{}] close timeout", self.id);
                 self.phase = Phase::Done;

@@ -5,7 +5,7 @@
 //! the connection's `Backend` endpoint (write side) and its stdout as `ChildOut` (read
 //! side), both non-blocking, so the pump in `tunnel.rs` moves bytes and applies
 //! backpressure exactly as it does for a socket. Its stderr is `ChildErr` and goes to the
-//! error log line by line, never into the stream.
+//! error log line by line (`childlog.rs`: rate-limited), never into the stream.
 //!
 //! No shell is involved anywhere: `bin-path` is split on whitespace into argv, and every
 //! program runs in its own process group so signals reach whatever it started.
@@ -27,9 +27,6 @@ use crate::token::{sibling, Endpoint};
 /// The parent environment a stdio program gets when `bin-copy-environment` is not set
 /// (websocketd's `--passenv` default set).
 pub const DEFAULT_PASS_ENV: &[&str] = &["PATH", "LD_LIBRARY_PATH", "LANG", "TZ"];
-
-/// Longest stderr line logged in one piece; longer lines are logged in parts.
-pub const MAX_LOG_LINE: usize = 4096;
 
 pub const SERVER_SOFTWARE: &str = concat!("wstund/", env!("CARGO_PKG_VERSION"));
 
@@ -235,6 +232,15 @@ impl fmt::Display for SpawnError {
 
 impl std::error::Error for SpawnError {}
 
+/// Whether a failure to start a program (or to make its pipes) is a passing shortage of
+/// wstund's or the system's resources — descriptors (EMFILE, ENFILE), memory (ENOMEM,
+/// ENOBUFS), processes (EAGAIN from the clone) — rather than the program's fault (not
+/// found, not executable). A shortage is answered like an unreachable TCP backend (503,
+/// try again later); the program's fault like a broken backend (502).
+pub fn is_resource_shortage(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EAGAIN))
+}
+
 /// A started stdio program.
 pub struct StdioChild {
     pub pid: i32,
@@ -313,6 +319,16 @@ impl ChildPipes {
         }
     }
 
+    /// Asks the poller to report stderr again if it is still readable: after a read that
+    /// stopped at its budget rather than at WouldBlock (edge-triggered registrations are
+    /// re-checked when modified). `token` is the connection's `Backend` token.
+    pub fn rearm_stderr(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
+        match self.stderr.as_mut() {
+            Some(e) => reg.reregister(e, sibling(token, Endpoint::ChildErr), Interest::READABLE),
+            None => Ok(()),
+        }
+    }
+
     /// Stops watching stderr after EOF.
     pub fn close_stderr(&mut self, reg: &Registry) {
         if let Some(mut r) = self.stderr.take() {
@@ -357,57 +373,6 @@ impl ChildPipes {
         drop(self.stdin.take());
         (self.stdout, self.stderr)
     }
-}
-
-/// Cuts a byte stream into log lines (a partial line waits for the rest; an over-long
-/// one is logged in parts of [`MAX_LOG_LINE`]).
-#[derive(Default)]
-pub struct LineSplitter {
-    partial: Vec<u8>,
-}
-
-impl LineSplitter {
-    /// Feeds bytes; `emit` gets each complete line without its end of line.
-    pub fn feed(&mut self, mut bytes: &[u8], mut emit: impl FnMut(&str)) {
-        while !bytes.is_empty() {
-            match bytes.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    self.push_capped(&bytes[..i], &mut emit);
-                    let line = std::mem::take(&mut self.partial);
-                    emit_line(&line, &mut emit);
-                    bytes = &bytes[i + 1..];
-                }
-                None => {
-                    self.push_capped(bytes, &mut emit);
-                    bytes = &[];
-                }
-            }
-        }
-    }
-
-    fn push_capped(&mut self, mut bytes: &[u8], emit: &mut impl FnMut(&str)) {
-        while self.partial.len() + bytes.len() > MAX_LOG_LINE {
-            let take = MAX_LOG_LINE - self.partial.len();
-            self.partial.extend_from_slice(&bytes[..take]);
-            let line = std::mem::take(&mut self.partial);
-            emit_line(&line, emit);
-            bytes = &bytes[take..];
-        }
-        self.partial.extend_from_slice(bytes);
-    }
-
-    /// EOF: the last unterminated line, if any.
-    pub fn finish(&mut self, mut emit: impl FnMut(&str)) {
-        if !self.partial.is_empty() {
-            let line = std::mem::take(&mut self.partial);
-            emit_line(&line, &mut emit);
-        }
-    }
-}
-
-fn emit_line(line: &[u8], emit: &mut impl FnMut(&str)) {
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
-    emit(&String::from_utf8_lossy(line));
 }
 
 /// "exit 0", "exit 3", "signal 9 (SIGKILL)": for close reasons and log lines.
@@ -545,22 +510,6 @@ mod tests {
     }
 
     #[test]
-    fn splits_lines() {
-        let mut s = LineSplitter::default();
-        let mut out = Vec::new();
-        s.feed(b"one\ntw", |l| out.push(l.to_string()));
-        s.feed(b"o\r\n\nthree", |l| out.push(l.to_string()));
-        assert_eq!(out, vec!["one", "two", ""]);
-        s.finish(|l| out.push(l.to_string()));
-        assert_eq!(out.last().map(String::as_str), Some("three"));
-        s.finish(|_| panic!("nothing left"));
-        let mut parts = Vec::new();
-        s.feed(&vec![b'x'; MAX_LOG_LINE * 2 + 10], |l| parts.push(l.len()));
-        s.feed(b"\n", |l| parts.push(l.len()));
-        assert_eq!(parts, vec![MAX_LOG_LINE, MAX_LOG_LINE, 10]);
-    }
-
-    #[test]
     fn status_descriptions() {
         let p = Pid::from_raw(1);
         assert_eq!(describe_status(WaitStatus::Exited(p, 0)), "exit 0");
@@ -593,6 +542,17 @@ mod tests {
         let st = nix::sys::wait::waitpid(Pid::from_raw(c.pid), None).unwrap();
         assert_eq!(st, WaitStatus::Exited(Pid::from_raw(c.pid), 0));
         assert_eq!(c.pipes.write(b"late").unwrap(), 4);
+    }
+
+    #[test]
+    fn resource_shortages_are_told_from_program_faults() {
+        for errno in [libc::EMFILE, libc::ENFILE, libc::ENOMEM, libc::ENOBUFS, libc::EAGAIN] {
+            assert!(is_resource_shortage(&io::Error::from_raw_os_error(errno)), "errno {errno}");
+        }
+        for errno in [libc::ENOENT, libc::EACCES, libc::ENOEXEC, libc::ENOTDIR, libc::E2BIG] {
+            assert!(!is_resource_shortage(&io::Error::from_raw_os_error(errno)), "errno {errno}");
+        }
+        assert!(!is_resource_shortage(&io::Error::new(io::ErrorKind::InvalidInput, "NUL byte")));
     }
 
     #[test]

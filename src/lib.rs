@@ -9,13 +9,15 @@
 //! Managed processes: `attach` connects a tunnel to its backend kind, `exec` starts
 //! per-connection stdio programs (through `launch`, posix_spawn), `pool` decides
 //! (purely) about spawned pools, `spawn` starts pool processes, `procman` carries out
-//! plans and reaps, `reaper` walks retired programs down the kill ladder.
+//! plans and reaps, `reaper` walks retired programs down the kill ladder, `childlog`
+//! logs children's output within a per-source `ratelimit`.
 
 pub mod attach;
 pub mod backend;
 pub mod balance;
 pub mod base64;
 pub mod buffer;
+pub mod childlog;
 pub mod cli;
 pub mod client;
 pub mod conf;
@@ -34,6 +36,7 @@ pub mod outbound;
 pub mod plain;
 pub mod pool;
 pub mod probe;
+pub mod ratelimit;
 pub mod procman;
 pub mod reaper;
 pub mod server;

@@ -23,7 +23,8 @@ use slab::Slab;
 
 use crate::backend::{Resolver, Target};
 use crate::conf::{BackendMode, BackendSpec, Config};
-use crate::exec::{self, describe_status, LineSplitter, Program};
+use crate::childlog::{self, ChildLog, Drained};
+use crate::exec::{self, describe_status, Program};
 use crate::pool::{Action, Limits, Pool, Proc, ProcRef, ProcState, Spawned};
 use crate::reaper::{ConnExit, Progs};
 use crate::spawn;
@@ -53,11 +54,10 @@ struct PoolRt {
     bound: Vec<Option<std::path::PathBuf>>,
 }
 
-/// A pool process's stdout+stderr, logged line by line.
+/// A pool process's stdout+stderr, logged line by line (rate-limited per process).
 struct OutPipe {
     rx: Receiver,
-    prefix: String,
-    lines: LineSplitter,
+    log: ChildLog,
 }
 
 #[derive(Default)]
@@ -244,7 +244,8 @@ impl ProcMan {
                 info!("{name} proc {proc}: started pid {} on {addr}", s.pid);
                 let entry = self.outputs.vacant_entry();
                 let key = entry.key();
-                let mut out = OutPipe { rx: s.output, prefix: format!("[{name}#{proc} pid {}]", s.pid), lines: LineSplitter::default() };
+                let log = ChildLog::new(format!("[{name}#{proc} pid {}]", s.pid), Instant::now());
+                let mut out = OutPipe { rx: s.output, log };
                 match reg.register(&mut out.rx, token::proc_out_token(key), Interest::READABLE) {
                     Ok(()) => {
                         entry.insert(out);
@@ -260,27 +261,26 @@ impl ProcMan {
         }
     }
 
-    /// A pool process's output pipe is readable: log every complete line.
+    /// A pool process's output pipe is readable: log every complete line (within the
+    /// rate limit), up to the read budget; past it, the pipe is re-armed so the loop
+    /// serves everything else before reading on.
     pub fn on_output(&mut self, key: usize, reg: &Registry) {
         let Some(o) = self.outputs.get_mut(key) else { return };
-        let mut buf = [0u8; 4096];
-        let open = loop {
-            match std::io::Read::read(&mut o.rx, &mut buf) {
-                Ok(0) => break false,
-                Ok(n) => {
-                    let prefix = &o.prefix;
-                    o.lines.feed(&buf[..n], |l| info!("{prefix} {l}"));
+        // The clock is read here, at the edge, for the rate limit.
+        let now = Instant::now();
+        let (rx, log) = (&mut o.rx, &mut o.log);
+        match childlog::drain(|b| std::io::Read::read(rx, b), |b| log.feed(b, now)) {
+            Drained::Empty => {}
+            Drained::Budget => {
+                if let Err(e) = reg.reregister(&mut o.rx, token::proc_out_token(key), Interest::READABLE) {
+                    warn!("cannot watch pool process output any more: {e}");
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break true,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break false,
             }
-        };
-        if !open {
-            let mut o = self.outputs.remove(key);
-            let prefix = &o.prefix;
-            o.lines.finish(|l| info!("{prefix} {l}"));
-            let _ = reg.deregister(&mut o.rx);
+            Drained::Closed => {
+                let mut o = self.outputs.remove(key);
+                o.log.finish(now);
+                let _ = reg.deregister(&mut o.rx);
+            }
         }
     }
 
@@ -299,7 +299,7 @@ impl ProcMan {
             if !matches!(status, WaitStatus::Exited(..) | WaitStatus::Signaled(..)) {
                 continue;
             }
-            if let Some(owner) = self.progs.reaped(pid) {
+            if let Some(owner) = self.progs.reaped(pid, now) {
                 if let Some(ConnExit { key, id }) = owner {
                     exits.push(Exit::Conn { key, id, status });
                 }
@@ -333,6 +333,9 @@ impl ProcMan {
     /// The 1 s tick (and any due deadline): ladders, then pool plans.
     pub fn tick(&mut self, reg: &Registry, now: Instant) {
         self.progs.tick(now);
+        for (_, o) in self.outputs.iter_mut() {
+            o.log.tick(now);
+        }
         self.plan(reg, now);
     }
 

@@ -13,7 +13,7 @@
 //! pid that is still some group's id).
 
 use std::collections::HashMap;
-use std::io::{self, Read};
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use log::{debug, info, warn};
@@ -21,7 +21,8 @@ use mio::unix::pipe::Receiver;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::exec::{ChildPipes, LineSplitter};
+use crate::childlog::{self, ChildLog, Drained};
+use crate::exec::ChildPipes;
 
 /// Longest gap between ladder steps while wstund is exiting.
 pub const SHUTDOWN_GAP: Duration = Duration::from_millis(500);
@@ -42,7 +43,8 @@ struct Prog {
     /// Kept open (and drained) after retirement so late writes do not raise SIGPIPE.
     stdout: Option<Receiver>,
     stderr: Option<Receiver>,
-    err_lines: LineSplitter,
+    /// The connection's stderr log (its rate limit goes on), once retired.
+    err_log: Option<ChildLog>,
 }
 
 /// A program leader was reaped while its connection still owns it.
@@ -88,7 +90,7 @@ impl Progs {
                 gap,
                 stdout: None,
                 stderr: None,
-                err_lines: LineSplitter::default(),
+                err_log: None,
             },
         );
     }
@@ -96,7 +98,9 @@ impl Progs {
     /// The connection lets its program go: stdin closed now, then the ladder. `exited`:
     /// the connection already saw the leader's exit status (it is reaped), and only the
     /// rest of its group, if any, is left to stop.
-    pub fn retire(&mut self, pid: i32, exited: bool, pipes: Option<ChildPipes>, conn_id: u64, gap: Duration, now: Instant) {
+    /// `err_log` keeps logging (and limiting) the program's stderr.
+    #[allow(clippy::too_many_arguments)]
+    pub fn retire(&mut self, pid: i32, exited: bool, pipes: Option<ChildPipes>, err_log: ChildLog, conn_id: u64, gap: Duration, now: Instant) {
         let (stdout, stderr) = pipes.map(ChildPipes::into_output).unwrap_or((None, None));
         if exited {
             if killpg(Pid::from_raw(pid), None).is_err() {
@@ -114,7 +118,7 @@ impl Progs {
                     gap,
                     stdout,
                     stderr,
-                    err_lines: LineSplitter::default(),
+                    err_log: Some(err_log),
                 },
             );
             return;
@@ -124,11 +128,12 @@ impl Progs {
             p.ladder = Some((0, now + gap));
             p.stdout = stdout;
             p.stderr = stderr;
+            p.err_log = Some(err_log);
         }
     }
 
     /// A child was reaped. Returns its connection if one still owns it.
-    pub fn reaped(&mut self, pid: i32) -> Option<Option<ConnExit>> {
+    pub fn reaped(&mut self, pid: i32, now: Instant) -> Option<Option<ConnExit>> {
         let p = self.table.get_mut(&pid)?;
         if p.alive {
             p.alive = false;
@@ -144,7 +149,7 @@ impl Progs {
             self.table.remove(&pid);
             return Some(Some(ConnExit { key, id }));
         }
-        drain(pid, p);
+        drain(pid, p, now);
         if killpg(Pid::from_raw(pid), None).is_err() {
             self.table.remove(&pid);
         }
@@ -156,7 +161,7 @@ impl Progs {
         let mut gone = Vec::new();
         for (&pid, p) in self.table.iter_mut() {
             let Some((step, next)) = p.ladder else { continue };
-            drain(pid, p);
+            drain(pid, p, now);
             if now < next {
                 continue;
             }
@@ -214,35 +219,24 @@ impl Progs {
     }
 }
 
-/// Reads what a retired program wrote: stdout is discarded, stderr logged.
-fn drain(pid: i32, p: &mut Prog) {
-    let mut buf = [0u8; 4096];
+/// Reads what a retired program wrote: stdout is discarded, stderr logged (limited).
+/// At most the read budget per pipe and call (once per tick), so a program that floods
+/// them cannot hold the loop.
+fn drain(pid: i32, p: &mut Prog, now: Instant) {
     if let Some(o) = p.stdout.as_mut() {
-        if !read_all(o, &mut buf, |_| {}) {
+        if childlog::drain(|b| o.read(b), |_| {}) == Drained::Closed {
             p.stdout = None;
         }
     }
-    let (id, lines) = (p.conn_id, &mut p.err_lines);
+    let id = p.conn_id;
+    let log = p.err_log.get_or_insert_with(|| ChildLog::new(format!("[c{id}] stderr({pid}):"), now));
     if let Some(e) = p.stderr.as_mut() {
-        let open = read_all(e, &mut buf, |b| lines.feed(b, |l| info!("[c{id}] stderr({pid}): {l}")));
-        if !open {
-            lines.finish(|l| info!("[c{id}] stderr({pid}): {l}"));
+        if childlog::drain(|b| e.read(b), |b| log.feed(b, now)) == Drained::Closed {
+            log.finish(now);
             p.stderr = None;
         }
     }
-}
-
-/// Reads until WouldBlock; false at EOF or on an error.
-fn read_all(r: &mut Receiver, buf: &mut [u8], mut got: impl FnMut(&[u8])) -> bool {
-    loop {
-        match r.read(buf) {
-            Ok(0) => return false,
-            Ok(n) => got(&buf[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return true,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return false,
-        }
-    }
+    log.tick(now);
 }
 
 #[cfg(test)]
@@ -256,16 +250,16 @@ mod tests {
         p.add(1 << 30, 1, 10, "k".into(), Duration::from_millis(100));
         p.add((1 << 30) + 1, 2, 11, "k".into(), Duration::from_millis(100));
         assert_eq!(p.count("k"), 2);
-        assert_eq!(p.reaped(1 << 30), Some(Some(ConnExit { key: 1, id: 10 })));
+        assert_eq!(p.reaped(1 << 30, Instant::now()), Some(Some(ConnExit { key: 1, id: 10 })));
         assert_eq!(p.count("k"), 1);
         let now = Instant::now();
-        p.retire((1 << 30) + 1, false, None, 11, Duration::from_millis(100), now);
+        p.retire((1 << 30) + 1, false, None, ChildLog::new(String::new(), now), 11, Duration::from_millis(100), now);
         assert_eq!(p.count("k"), 1, "a retired program still counts until it is gone");
         assert_eq!(p.next_deadline(), Some(now + Duration::from_millis(100)));
-        assert_eq!(p.reaped((1 << 30) + 1), Some(None));
+        assert_eq!(p.reaped((1 << 30) + 1, Instant::now()), Some(None));
         assert_eq!(p.count("k"), 0);
         assert!(p.is_empty());
-        assert_eq!(p.reaped(5), None);
+        assert_eq!(p.reaped(5, Instant::now()), None);
     }
 
     #[test]
@@ -279,7 +273,7 @@ mod tests {
         let mut p = Progs::default();
         p.add(pid, 0, 1, "k".into(), Duration::from_millis(50));
         let t0 = Instant::now();
-        p.retire(pid, false, None, 1, Duration::from_millis(50), t0);
+        p.retire(pid, false, None, ChildLog::new(String::new(), t0), 1, Duration::from_millis(50), t0);
         let deadline = Instant::now() + Duration::from_secs(10);
         let status = loop {
             p.tick(Instant::now());
@@ -294,7 +288,7 @@ mod tests {
         assert_eq!(status, nix::sys::wait::WaitStatus::Signaled(Pid::from_raw(pid), Signal::SIGKILL, false));
         assert_eq!(p.table.get(&pid).and_then(|e| e.ladder).map(|l| l.0), Some(3), "INT, TERM, KILL sent");
         assert!(t0.elapsed() >= Duration::from_millis(150), "one gap before each signal");
-        p.reaped(pid);
+        p.reaped(pid, Instant::now());
         // The group's sleep children die with it.
         let gone_by = Instant::now() + Duration::from_secs(5);
         while killpg(Pid::from_raw(pid), None).is_ok() {

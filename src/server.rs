@@ -40,6 +40,7 @@ use crate::hosts::Hosts;
 use crate::listener::Listener;
 use crate::probe::Checker;
 use crate::procman::{Exit, ProcMan};
+use crate::ratelimit::Repeats;
 use crate::signals::{Signal, Signals};
 use crate::token::{self, Endpoint, Target};
 
@@ -108,6 +109,8 @@ pub struct Server {
     max_conns: usize,
     accept_paused: bool,
     accept_retry_at: Option<Instant>,
+    /// Accepts failing for lack of descriptors or memory, for a rate-limited warning.
+    accept_failures: Repeats,
     state: RunState,
     server_tag: String,
     procs: ProcMan,
@@ -151,6 +154,7 @@ impl Server {
             max_conns,
             accept_paused: false,
             accept_retry_at: None,
+            accept_failures: Repeats::default(),
             state: RunState::Running,
             server_tag,
             procs,
@@ -331,12 +335,26 @@ impl Server {
                 return;
             }
             let Some(l) = self.listeners.get(i) else { return };
-            let (stream, peer) = match l.accept() {
+            let accepted = l.accept();
+            // accept(2) takes a descriptor before it looks for a client, so WouldBlock
+            // also means descriptors are there again.
+            if accepted.as_ref().map_or_else(|e| e.kind() == io::ErrorKind::WouldBlock, |_| true) {
+                if let Some(n) = self.accept_failures.ok() {
+                    info!("accept on {}: accepting again after {n} failed accepts", l.name());
+                }
+            }
+            let (stream, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) => {
-                    warn!("accept on {}: {e}; pausing accepts for {:?}", l.name(), ACCEPT_BACKOFF);
+                    // Retried every ACCEPT_BACKOFF while it lasts: logged when it starts, then
+                    // at most once per REPORT_INTERVAL.
+                    match self.accept_failures.fail(now) {
+                        Some(r) if r.started => warn!("accept on {}: {e}; pausing accepts, retrying every {:?}", l.name(), ACCEPT_BACKOFF),
+                        Some(r) => warn!("accept on {}: {} more accept failures ({:?}) since last report", l.name(), r.unreported + 1, nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+                        None => {}
+                    }
                     self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
                     return;
                 }
@@ -485,6 +503,7 @@ impl Server {
         for line in self.procs.status_lines() {
             info!("status: {line}");
         }
+        info!("status: log lines suppressed: {}, accept failures: {}", crate::childlog::suppressed_total(), self.accept_failures.total());
     }
 }
 
