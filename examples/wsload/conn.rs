@@ -76,6 +76,9 @@ pub(crate) struct Stats {
     pub(crate) setup_secs: f64,
     /// flood: bytes left unread in the receive queues at the end of the hold.
     pub(crate) unread_bytes: u64,
+    /// pingpong: age of the oldest message still unanswered when the window closed (a
+    /// round trip the percentiles never see, since it did not complete in the window).
+    pub(crate) inflight_max_us: u32,
     /// permessage-deflate: plain and compressed payload bytes, each direction.
     pub(crate) z_tx_plain: u64,
     pub(crate) z_tx_wire: u64,

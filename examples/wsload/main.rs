@@ -15,7 +15,10 @@
 //!
 //! Modes (one per run):
 //!   throughput  each connection keeps `--window` messages of `--msg` bytes in flight; MB/s
-//!   pingpong    one message in flight per connection; msgs/s and p50/p99 latency (µs)
+//!   pingpong    one message in flight per connection; msgs/s and p50/p99/max latency (µs)
+//!               of the round trips completed in the window, and `inflight_max_us`: the
+//!               oldest message still unanswered when the window closed (a stall that
+//!               outlasts the window shows there, not in the percentiles)
 //!   connrate    per iteration: connect, handshake, one 16-byte echo, close handshake;
 //!               connections/s and p50/p99 of the whole iteration
 //!   idle        opens `--conns` connections, one 16-byte echo each, prints `ALLOPEN`, holds
@@ -442,6 +445,7 @@ fn main() {
         all.unfinished += s.unfinished;
         all.opened += s.opened;
         all.unread_bytes += s.unread_bytes;
+        all.inflight_max_us = all.inflight_max_us.max(s.inflight_max_us);
         all.setup_secs = all.setup_secs.max(s.setup_secs);
         all.z_tx_plain += s.z_tx_plain;
         all.z_tx_wire += s.z_tx_wire;
@@ -505,6 +509,9 @@ fn main() {
             percentile(&all.lat_us, 0.99),
             all.lat_us.last().copied().unwrap_or(0)
         );
+        if cfg.mode == Mode::PingPong {
+            line += &format!(" inflight_max_us={}", all.inflight_max_us);
+        }
         if std::env::var_os("WSLOAD_HIST").is_some() {
             for p in [0.5, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999] {
                 eprintln!("p{p}: {}", percentile(&all.lat_us, p));

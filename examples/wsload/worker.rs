@@ -387,6 +387,15 @@ impl Worker {
                     self.each(kick);
                     let end = go + Duration::from_secs_f64(cfg.secs);
                     self.run_until(end, |_| false);
+                    if cfg.mode == Mode::PingPong {
+                        self.stats.inflight_max_us = self
+                            .conns
+                            .iter()
+                            .filter(|(_, c)| c.phase == Phase::Open && c.sent > c.recv)
+                            .map(|(_, c)| c.t0.elapsed().as_micros().min(u32::MAX as u128) as u32)
+                            .max()
+                            .unwrap_or(0);
+                    }
                     self.stalled();
                 }
                 _ => {
