@@ -398,6 +398,8 @@ echo "never reads; stream = the same without compression; stdio = \`yes\` in std
 echo "never reads. wstund$( [ "$USE_LIGHTTPD" = 1 ] && echo " and lighttpd$LVER mod_wstunnel (stream only)"); a fresh daemon per run."
 echo "Latency in µs, medians (min-max over the rounds); ratio = median of the per-round"
 echo "p99(floods)/p99(idle) of the same daemon; longest turn from wstund's SIGUSR2 status line."
+echo "Ping-pong is closed-loop: a stall of the whole loop holds one message per tunnel, so it adds"
+echo "$PP_CONNS slow samples among thousands and barely moves p99; max and the longest turn show it."
 echo "Goal (issue 9): p99 with $GOAL_N floods <= ${GOAL_RATIO}x the idle p99, and max <= $((GOAL_MAX_US / 1000)) ms (never a stall)."
 echo
 echo "| daemon | flood | n | p50 | p99 | max | p99 / idle p99 | longest turn, µs | goal (n = $GOAL_N) |"
