@@ -195,6 +195,9 @@ stop_pid() { # stop_pid PID: SIGTERM, then SIGKILL after 5 s
     gone "$p" || { say "   !! pid $p ignored SIGTERM for 5 s: SIGKILL"; kill -9 "$p" 2>/dev/null || true; }
     wait "$p" 2>/dev/null || true
 }
+window_open() { # window_open ERRFILE PID: wsload's window is open, or wsload is gone
+    grep -qs 'measuring' "$1" || gone "$2"
+}
 rss_kb() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status" 2>/dev/null || echo NA; }
 pct() { calc "sprintf(\"%.0f\", 100 * $1 / $2)" "$1" "$2"; }
 
@@ -219,7 +222,8 @@ run_case() { # run_case ROUND DAEMON KIND N
     PIDS+=("$pp")
     # The floods start inside the window: their first burst, where an unfair loop stalls
     # longest (the client's buffers are still empty), is measured too.
-    if [ "$n" -gt 0 ] && wait_for 60 grep -qs 'measuring' "$err"; then
+    wait_for 60 window_open "$err" "$pp" || true
+    if [ "$n" -gt 0 ] && grep -qs 'measuring' "$err"; then
         sleep "$LEAD"
         [ "$kind" = deflate ] && flood_opts=(--deflate)
         "$WSLOAD" flood --addr "127.0.0.1:$DPORT" --path "${FPATH[$kind]}" --conns "$n" \
