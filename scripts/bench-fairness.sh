@@ -16,7 +16,7 @@
 #
 # --kinds picks flood kinds (default deflate,stream,stdio), --counts the flood counts
 # (default 1,4,16); the idle baseline (0 floods) always runs. Defaults: 3 rounds of 3 s
-# (about 4 minutes); --quick: 1 round of 1 s (about 40 s).
+# (about 3 minutes on 2 cores); --quick: 1 round of 1 s (about 30 s).
 #
 # lighttpd (mod_wstunnel) runs the stream case side by side (it has neither
 # permessage-deflate nor stdio mode), with the same backends and generator. Every run
