@@ -29,8 +29,16 @@
 //! program with it as fd 0. One thread; the line saying so goes to stderr (the spawner's
 //! error log), since stdout may be closed or /dev/null there.
 //!
+//! `--flood` turns the echo server into a flooding backend (scripts/bench-fairness.sh):
+//! it echoes nothing; on every connection it writes a fixed, highly compressible stream
+//! (one text line repeated forever, `FLOOD_LINE`) as fast as the peer takes it, and reads
+//! and discards whatever the peer sends. It writes until the socket would block, at most
+//! `READS_PER_TURN` 64 KiB writes per wake-up before other connections get a turn, and
+//! closes when the peer does.
+//!
 //! Usage: `echo_backend [--listen 127.0.0.1:9001] [--unix PATH] [--threads N] [--rst-on-eof]
-//! [--fd0]`; prints `echo_backend: listening on ADDR` on stdout once every listener is bound.
+//! [--fd0] [--flood]`; prints `echo_backend: listening on ADDR` on stdout once every listener
+//! is bound.
 
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr};
@@ -49,6 +57,12 @@ const LISTENER: Token = Token(usize::MAX);
 const UNIX_LISTENER: Token = Token(usize::MAX - 1);
 
 static RST_ON_EOF: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static FLOOD: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// `--flood`: the line repeated forever on every connection.
+const FLOOD_LINE: &[u8] =
+    b"wstund fairness flood: the quick brown fox jumps over the lazy dog 0123456789\n";
+/// `--flood`: bytes per write.
+const FLOOD_CHUNK: usize = 64 * 1024;
 
 enum Stream {
     Tcp(TcpStream),
@@ -133,12 +147,16 @@ fn main() {
             fd0 = true;
             continue;
         }
+        if a == "--flood" {
+            FLOOD.store(true, std::sync::atomic::Ordering::Relaxed);
+            continue;
+        }
         let v = args.next();
         match (a.as_str(), v) {
             ("--listen", Some(v)) => listen = v.parse().unwrap_or_else(|e| die(&format!("--listen {v}: {e}"))),
             ("--unix", Some(v)) => unix = Some(v),
             ("--threads", Some(v)) => threads = v.parse().unwrap_or_else(|e| die(&format!("--threads {v}: {e}"))),
-            _ => die("usage: echo_backend [--listen ADDR:PORT] [--unix PATH] [--threads N] [--rst-on-eof] [--fd0]"),
+            _ => die("usage: echo_backend [--listen ADDR:PORT] [--unix PATH] [--threads N] [--rst-on-eof] [--fd0] [--flood]"),
         }
     }
     raise_nofile();
@@ -349,6 +367,10 @@ fn run(mut listener: Option<TcpListener>, mut unix: Option<UnixListener>) -> io:
     let mut events = Events::with_capacity(1024);
     let mut conns: Slab<Conn> = Slab::new();
     let mut buf = vec![0u8; READ_BUF];
+    let flood_pattern = FLOOD_LINE.repeat(FLOOD_CHUNK / FLOOD_LINE.len() + 2);
+    let flood = FLOOD
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .then_some(flood_pattern.as_slice());
     let mut again: Vec<usize> = Vec::new();
     let mut retry: Vec<usize> = Vec::new();
     loop {
@@ -392,7 +414,7 @@ fn run(mut listener: Option<TcpListener>, mut unix: Option<UnixListener>) -> io:
             c.readable |= ev.is_readable() || hup;
             c.writable |= ev.is_writable() || ev.is_error();
             c.rdhup |= hup;
-            match pump(c, &mut buf) {
+            match pump(c, &mut buf, flood) {
                 Next::Idle => {}
                 Next::Again => again.push(key),
                 Next::Close => {
@@ -404,7 +426,7 @@ fn run(mut listener: Option<TcpListener>, mut unix: Option<UnixListener>) -> io:
             let Some(c) = conns.get_mut(key) else {
                 continue;
             };
-            match pump(c, &mut buf) {
+            match pump(c, &mut buf, flood) {
                 Next::Idle => {}
                 Next::Again => again.push(key),
                 Next::Close => {
@@ -454,7 +476,10 @@ fn accept_all(
 }
 
 /// Moves bytes until the socket would block in the direction that matters right now.
-fn pump(c: &mut Conn, buf: &mut [u8]) -> Next {
+fn pump(c: &mut Conn, buf: &mut [u8], flood: Option<&[u8]>) -> Next {
+    if let Some(pattern) = flood {
+        return flood_pump(c, buf, pattern);
+    }
     for _ in 0..READS_PER_TURN {
         // Flush what is queued before reading more: this is the backpressure.
         while c.pos < c.pending.len() {
@@ -530,6 +555,54 @@ fn pump(c: &mut Conn, buf: &mut [u8]) -> Next {
         }
         if off < n {
             c.pending.extend_from_slice(&buf[off..n]);
+        }
+    }
+    Next::Again
+}
+
+/// `--flood`: discards what the peer sent, then writes `FLOOD_LINE` over and over (`pos`
+/// is the offset in the line, so the stream stays one repeated line across writes).
+/// `pattern` holds the line repeated to at least `FLOOD_CHUNK` + one line.
+fn flood_pump(c: &mut Conn, buf: &mut [u8], pattern: &[u8]) -> Next {
+    for _ in 0..READS_PER_TURN {
+        if !c.readable {
+            break;
+        }
+        match c.sock.read(buf) {
+            Ok(0) => {
+                c.eof = true;
+                c.readable = false;
+            }
+            Ok(n) => {
+                if n < buf.len() && !c.rdhup {
+                    c.readable = false;
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => c.readable = false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Next::Close,
+        }
+    }
+    if c.eof {
+        if RST_ON_EOF.load(std::sync::atomic::Ordering::Relaxed) {
+            c.sock.abort_on_close();
+        }
+        return Next::Close;
+    }
+    for _ in 0..READS_PER_TURN {
+        if !c.writable {
+            return if c.readable { Next::Again } else { Next::Idle };
+        }
+        match c.sock.write(&pattern[c.pos..c.pos + FLOOD_CHUNK]) {
+            Ok(n) => {
+                c.pos = (c.pos + n) % FLOOD_LINE.len();
+                if n < FLOOD_CHUNK {
+                    c.writable = false; // short write: buffer full, an edge will follow
+                }
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => c.writable = false,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(_) => return Next::Close,
         }
     }
     Next::Again

@@ -22,9 +22,10 @@
 # --balance also runs scripts/bench-balance.sh (the balancing decision in a profile).
 # Then, each in its own script with the same --quick/--rounds/--secs: wstund's modes
 # (framed vs stream, permessage-deflate; scripts/bench-modes.sh), spawned pools against
-# lighttpd (scripts/bench-pool.sh) and stdio programs against websocketd
-# (scripts/bench-stdio.sh). WSTUND_BENCH_MODES=0, WSTUND_BENCH_POOL=0 and
-# WSTUND_BENCH_STDIO=0 skip them.
+# lighttpd (scripts/bench-pool.sh), stdio programs against websocketd
+# (scripts/bench-stdio.sh) and the fairness of the event loop under flooding tunnels
+# (scripts/bench-fairness.sh). WSTUND_BENCH_MODES=0, WSTUND_BENCH_POOL=0,
+# WSTUND_BENCH_STDIO=0 and WSTUND_BENCH_FAIRNESS=0 skip them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -38,7 +39,7 @@ QUICK=0
 BOOST=0
 WITH_BALANCE=0
 
-usage() { sed -n '2,27p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
 
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -515,6 +516,15 @@ if [ "${WSTUND_BENCH_STDIO:-1}" = 1 ]; then
     say
     say "== stdio mode: scripts/bench-stdio.sh"
     "$ROOT/scripts/bench-stdio.sh" --no-build "${SUB_ARGS[@]}" || FAILED=1
+fi
+
+# Fairness (issue 9): ping-pong latency next to tunnels whose clients never read.
+if [ "${WSTUND_BENCH_FAIRNESS:-1}" = 1 ]; then
+    say
+    say "== fairness: scripts/bench-fairness.sh"
+    FAIR_ARGS=("${SUB_ARGS[@]}")
+    [ "$USE_LIGHTTPD" = 1 ] || FAIR_ARGS+=(--no-lighttpd)
+    "$ROOT/scripts/bench-fairness.sh" --no-build "${FAIR_ARGS[@]}" || FAILED=1
 fi
 
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }

@@ -74,6 +74,11 @@ pub(crate) struct Stats {
     pub(crate) unfinished: u64,
     pub(crate) opened: u64,
     pub(crate) setup_secs: f64,
+    /// flood: bytes left unread in the receive queues at the end of the hold.
+    pub(crate) unread_bytes: u64,
+    /// pingpong: age of the oldest message still unanswered when the window closed (a
+    /// round trip the percentiles never see, since it did not complete in the window).
+    pub(crate) inflight_max_us: u32,
     /// permessage-deflate: plain and compressed payload bytes, each direction.
     pub(crate) z_tx_plain: u64,
     pub(crate) z_tx_wire: u64,
@@ -159,6 +164,8 @@ pub(crate) fn kick(c: &mut Conn, env: &mut Env) -> Result<(), String> {
             c.probing = true;
             send_msg(c, env, PROBE)
         }
+        // A flood client sends nothing after its handshake.
+        Mode::Flood => Ok(()),
     }
 }
 
@@ -174,6 +181,10 @@ fn on_open(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
     c.phase = Phase::Open;
     match env.cfg.mode {
         Mode::ConnRate | Mode::Idle => kick(c, env),
+        Mode::Flood => {
+            ev.ready = true;
+            Ok(())
+        }
         Mode::Throughput | Mode::PingPong => {
             if env.stage == Stage::Setup {
                 ev.ready = true;
@@ -394,10 +405,12 @@ fn on_bytes(c: &mut Conn, data: &[u8], env: &mut Env, ev: &mut Ev) -> Result<(),
             }
             c.head = Vec::new();
             on_open(c, env, ev)?;
-            if !rest.is_empty() {
+            // A flood client leaves whatever followed the 101 unread (it is discarded).
+            if !rest.is_empty() && env.cfg.mode != Mode::Flood {
                 frames(c, &rest, env, ev)?;
             }
         }
+        Phase::Open | Phase::Closing if env.cfg.mode == Mode::Flood => {}
         Phase::Open | Phase::Closing => {
             if env.cfg.raw {
                 verify(c, data, env)?;
@@ -509,6 +522,10 @@ pub(crate) fn drive_conn(c: &mut Conn, rbuf: &mut [u8], env: &mut Env) -> Result
     loop {
         flush(c, env)?;
         if !c.readable || ev.finished {
+            break;
+        }
+        // A flood client reads its handshake response and nothing after it.
+        if env.cfg.mode == Mode::Flood && c.phase != Phase::Handshake {
             break;
         }
         if reads == READS_PER_TURN {

@@ -15,12 +15,26 @@
 //!
 //! Modes (one per run):
 //!   throughput  each connection keeps `--window` messages of `--msg` bytes in flight; MB/s
-//!   pingpong    one message in flight per connection; msgs/s and p50/p99 latency (µs)
+//!   pingpong    one message in flight per connection; msgs/s and p50/p99/max latency (µs)
+//!               of the round trips completed in the window, and `inflight_max_us`: the
+//!               oldest message still unanswered when the window closed (a stall that
+//!               outlasts the window shows there, not in the percentiles)
 //!   connrate    per iteration: connect, handshake, one 16-byte echo, close handshake;
 //!               connections/s and p50/p99 of the whole iteration
 //!   idle        opens `--conns` connections, one 16-byte echo each, prints `ALLOPEN`, holds
 //!               them until SIGUSR1 or `--hold-secs`, then proves every one is still alive
 //!               with another echo before closing them
+//!   flood       opens `--conns` connections (handshake only; with `--deflate` offering
+//!               permessage-deflate and requiring it), prints `ALLOPEN conns=N`, then never
+//!               reads again and sends nothing, holding them until SIGUSR1 or
+//!               `--hold-secs`: a client that does not read while its backend floods
+//!               (scripts/bench-fairness.sh). Whatever arrives after the 101 is left
+//!               unread in the socket. The report: `opened`, `still_open` (TCP state still
+//!               ESTABLISHED at the end of the hold, from TCP_INFO: the daemon did not
+//!               close or reset it) and `unread_bytes` (left in the receive queues). A
+//!               connection the daemon closed during the hold is reported, not an error.
+//!               At the end the sockets are closed with data unread (so the daemon sees
+//!               an RST).
 //!
 //! Output: progress on stderr; on stdout `ALLOPEN ...` (idle mode) and one line
 //! `RESULT mode=.. value=.. unit=.. ... cpu_user=.. cpu_sys=..` with the generator's own CPU
@@ -68,6 +82,7 @@ enum Mode {
     PingPong,
     ConnRate,
     Idle,
+    Flood,
 }
 
 impl Mode {
@@ -77,6 +92,7 @@ impl Mode {
             Mode::PingPong => "pingpong",
             Mode::ConnRate => "connrate",
             Mode::Idle => "idle",
+            Mode::Flood => "flood",
         }
     }
 }
@@ -105,17 +121,19 @@ struct Cfg {
 }
 
 const USAGE: &str = "usage: wsload MODE [options]
-modes: throughput | pingpong | connrate | idle
+modes: throughput | pingpong | connrate | idle | flood
   --addr HOST:PORT    daemon address (default 127.0.0.1:8080)
   --path PATH         request path (default /ws/)
   --host NAME         Host header (default: --addr)
   --origin URL        send an Origin header
-  --conns N           connections (throughput 4, pingpong 50, connrate 50 concurrent, idle 4000)
+  --conns N           connections (throughput 4, pingpong 50, connrate 50 concurrent, idle 4000,
+                      flood 1)
   --msg BYTES         message size (throughput 65536, pingpong 64)
   --secs S            measured seconds (default 5)
   --window N          throughput: messages in flight per connection (default 4)
   --threads N         event-loop threads, connections split between them (default 1)
-  --hold-secs S       idle: hold at most S seconds; SIGUSR1 ends the hold earlier (default 30)
+  --hold-secs S       idle, flood: hold at most S seconds; SIGUSR1 ends the hold earlier
+                      (default 30)
   --burst N           idle/setup: concurrent handshakes per thread (default 200)
   --raw               plain TCP echo instead of WebSocket (to test a backend directly)
   --no-wait-eof       connrate: drop the socket right after the server's close frame
@@ -140,6 +158,7 @@ fn parse_args() -> Result<Cfg, String> {
         Some("pingpong") => Mode::PingPong,
         Some("connrate") => Mode::ConnRate,
         Some("idle") => Mode::Idle,
+        Some("flood") => Mode::Flood,
         Some("-h") | Some("--help") => {
             println!("{USAGE}");
             std::process::exit(0);
@@ -151,6 +170,7 @@ fn parse_args() -> Result<Cfg, String> {
         Mode::PingPong => (50, 64),
         Mode::ConnRate => (50, PROBE),
         Mode::Idle => (4000, PROBE),
+        Mode::Flood => (1, PROBE),
     };
     let mut c = Cfg {
         mode,
@@ -223,8 +243,11 @@ fn parse_args() -> Result<Cfg, String> {
         }
         c.deflate = Some(level);
     }
-    if matches!(mode, Mode::ConnRate | Mode::Idle) {
+    if matches!(mode, Mode::ConnRate | Mode::Idle | Mode::Flood) {
         c.msg = PROBE;
+    }
+    if mode == Mode::Flood && c.raw {
+        return Err("flood needs WebSocket; it cannot go with --raw".into());
     }
     c.threads = c.threads.min(c.conns);
     Ok(c)
@@ -319,7 +342,7 @@ fn main() {
         }
     };
     let nofile = raise_nofile();
-    if cfg.mode == Mode::Idle {
+    if matches!(cfg.mode, Mode::Idle | Mode::Flood) {
         // SAFETY: installs an async-signal-safe handler that only stores an atomic.
         unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
         if (cfg.conns as libc::rlim_t) + 64 > nofile {
@@ -357,7 +380,7 @@ fn main() {
         std::thread::sleep(Duration::from_millis(1));
     }
     let aborted_early = shared.abort.load(Ordering::Relaxed);
-    let idle = cfg.mode == Mode::Idle;
+    let idle = matches!(cfg.mode, Mode::Idle | Mode::Flood);
     if idle && !aborted_early {
         println!(
             "ALLOPEN conns={} secs={:.2}",
@@ -421,6 +444,8 @@ fn main() {
         all.errors += s.errors;
         all.unfinished += s.unfinished;
         all.opened += s.opened;
+        all.unread_bytes += s.unread_bytes;
+        all.inflight_max_us = all.inflight_max_us.max(s.inflight_max_us);
         all.setup_secs = all.setup_secs.max(s.setup_secs);
         all.z_tx_plain += s.z_tx_plain;
         all.z_tx_wire += s.z_tx_wire;
@@ -437,7 +462,7 @@ fn main() {
         Mode::Throughput => (all.bytes as f64 / window / 1e6, "MB/s"),
         Mode::PingPong => (all.msgs as f64 / window, "msg/s"),
         Mode::ConnRate => (all.completed as f64 / window, "conn/s"),
-        Mode::Idle => (all.completed as f64, "conns"),
+        Mode::Idle | Mode::Flood => (all.completed as f64, "conns"),
     };
     let mut line = format!(
         "RESULT mode={} value={value:.1} unit={unit} conns={} msg={} secs={window:.2}",
@@ -470,6 +495,12 @@ fn main() {
         Mode::PingPong => line += &format!(" msgs={}", all.msgs),
         Mode::ConnRate => line += &format!(" completed={}", all.completed),
         Mode::Idle => line += &format!(" opened={} open_secs={:.2}", all.opened, all.setup_secs),
+        Mode::Flood => {
+            line += &format!(
+                " opened={} open_secs={:.2} still_open={} unread_bytes={}",
+                all.opened, all.setup_secs, all.completed, all.unread_bytes
+            )
+        }
     }
     if matches!(cfg.mode, Mode::PingPong | Mode::ConnRate) {
         line += &format!(
@@ -478,6 +509,9 @@ fn main() {
             percentile(&all.lat_us, 0.99),
             all.lat_us.last().copied().unwrap_or(0)
         );
+        if cfg.mode == Mode::PingPong {
+            line += &format!(" inflight_max_us={}", all.inflight_max_us);
+        }
         if std::env::var_os("WSLOAD_HIST").is_some() {
             for p in [0.5, 0.9, 0.95, 0.98, 0.99, 0.995, 0.999] {
                 eprintln!("p{p}: {}", percentile(&all.lat_us, p));

@@ -163,6 +163,13 @@ impl Worker {
                 }
                 if ev.ready {
                     self.n_ready += 1;
+                    if self.cfg.mode == Mode::Flood {
+                        // Never read again: no readiness events either, so the generator
+                        // spends nothing on a connection whose backend floods it.
+                        if let Some(c) = self.conns.get_mut(key) {
+                            let _ = self.poll.registry().deregister(&mut c.sock);
+                        }
+                    }
                     if self.stage == Stage::Setup && self.started < self.target {
                         self.start_conn();
                     }
@@ -295,6 +302,38 @@ impl Worker {
         }
     }
 
+    /// flood, end of the hold: how many connections are still ESTABLISHED (neither closed
+    /// nor reset by the daemon) and how many bytes sit unread in their receive queues.
+    fn flood_report(&mut self) {
+        use std::os::fd::AsRawFd;
+        let mut open = 0u64;
+        for (_, c) in self.conns.iter() {
+            let fd = c.sock.as_raw_fd();
+            // SAFETY: getsockopt/ioctl on a live socket fd with correctly sized outputs.
+            unsafe {
+                let mut info: libc::tcp_info = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+                if libc::getsockopt(
+                    fd,
+                    libc::IPPROTO_TCP,
+                    libc::TCP_INFO,
+                    &mut info as *mut libc::tcp_info as *mut libc::c_void,
+                    &mut len,
+                ) == 0
+                    && info.tcpi_state == 1
+                // TCP_ESTABLISHED
+                {
+                    open += 1;
+                }
+                let mut unread: libc::c_int = 0;
+                if libc::ioctl(fd, libc::FIONREAD, &mut unread) == 0 {
+                    self.stats.unread_bytes += unread.max(0) as u64;
+                }
+            }
+        }
+        self.stats.completed = open;
+    }
+
     fn wait_go(&mut self) -> Option<Instant> {
         self.shared.ready.fetch_add(1, Ordering::SeqCst);
         loop {
@@ -348,12 +387,27 @@ impl Worker {
                     self.each(kick);
                     let end = go + Duration::from_secs_f64(cfg.secs);
                     self.run_until(end, |_| false);
+                    if cfg.mode == Mode::PingPong {
+                        self.stats.inflight_max_us = self
+                            .conns
+                            .iter()
+                            .filter(|(_, c)| c.phase == Phase::Open && c.sent > c.recv)
+                            .map(|(_, c)| c.t0.elapsed().as_micros().min(u32::MAX as u128) as u32)
+                            .max()
+                            .unwrap_or(0);
+                    }
                     self.stalled();
                 }
                 _ => {
                     self.stage = Stage::Hold;
                     let shared = self.shared.clone();
                     self.run_until(far_future(), |_| shared.release.load(Ordering::Relaxed));
+                    if cfg.mode == Mode::Flood {
+                        self.flood_report();
+                        // Closed with data unread: the kernel resets each connection.
+                        self.conns.clear();
+                        return self.stats;
+                    }
                     self.stage = Stage::Verify;
                     self.n_ready = 0;
                     self.each(|c, env| {
