@@ -159,7 +159,7 @@ impl Drains {
 
     pub fn status_line(&self) -> String {
         format!(
-            "backend drains: {} open, {} finished, {} cut at a bound, {} bytes dropped",
+            "draining backends: {} open, {} finished, {} cut at a bound, {} bytes dropped",
             self.set.len(),
             self.finished,
             self.cut,
