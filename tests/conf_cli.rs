@@ -460,6 +460,26 @@ fn check_and_round_trip(f: &Path) -> Result<(), String> {
     Ok(())
 }
 
+/// A multi-line string inside a conditional, and inside a nested one, prints back as
+/// written: `-p` of the `-p` output is byte-identical (it used to gain an indent after
+/// each newline on every round trip).
+#[test]
+fn print_round_trip_keeps_multi_line_strings_in_blocks() {
+    let dir = TempDir::new("pml");
+    let conf = "server.port = 0\n\
+        $HTTP[\"url\"] =^ \"/a\" {\n\
+        \x20 wstunnel.server = ( \"/a\" => ( ( \"bin-path\" => \"/bin/cat\", \"mode\" => \"stdio\",\n\
+        \x20   \"bin-environment\" => ( \"X\" => \"line1\nline2\" ) ) ) )\n\
+        \x20 $HTTP[\"host\"] == \"h\" {\n\
+        \x20   wstunnel.server = ( \"/b\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9, \"check-send\" => \"l1\n  l2\n\" ) ) )\n\
+        \x20 }\n\
+        }\n";
+    let path = write(&dir, "ml.conf", conf);
+    check_and_round_trip(Path::new(&path)).unwrap();
+    let p = wstund(&["-p", "-f", &path]).stdout;
+    assert!(p.contains("\"line1\nline2\"") && p.contains("\"l1\n  l2\n\""), "strings changed:\n{p}");
+}
+
 #[test]
 fn shipped_configurations_pass() {
     let root = repo_root();
