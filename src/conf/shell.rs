@@ -285,4 +285,24 @@ mod tests {
         assert_eq!(duration_text(Duration::from_millis(1500)), "1500 ms");
         assert_eq!(size_text(MAX_SOURCE_BYTES), "16 MiB");
     }
+
+    /// wstund.conf(5) states the limits; keep it in step with the constants.
+    #[test]
+    fn manual_names_the_limits() {
+        use crate::conf::eval::MAX_ASSIGNED_BYTES;
+        use crate::conf::value::{MAX_STRING_BYTES, MAX_VALUE_BYTES, MAX_VALUE_ELEMENTS, NODE_BYTES};
+        let man = include_str!("../../man/wstund.conf.5").replace('\n', " ");
+        let want = [
+            format!("may be at most {} (the limit of any configuration source)", size_text(MAX_SOURCE_BYTES)),
+            format!("within {} seconds", INCLUDE_SHELL_TIMEOUT.as_secs()),
+            format!("a string longer than {};", size_text(MAX_STRING_BYTES)),
+            format!("more than {} list entries", MAX_VALUE_ELEMENTS),
+            format!("a value larger than {}", size_text(MAX_VALUE_BYTES)),
+            format!("plus {} bytes per string", NODE_BYTES),
+            format!("more than {} (a value replaced by", size_text(MAX_ASSIGNED_BYTES)),
+        ];
+        for w in want {
+            assert!(man.contains(&w), "man/wstund.conf.5 lacks {w:?}");
+        }
+    }
 }
