@@ -311,7 +311,8 @@ impl Loader {
                 ));
             }
             (AssignOp::Append, Some(i)) => {
-                // Taken out, not copied: `+` then grows it in place.
+                // Taken out, not copied: `+` then grows it in place. The placeholder is
+                // never seen: on an error the whole load fails.
                 let old = std::mem::replace(&mut self.scopes[depth].entries[i].val, Val::new(ValKind::Bool(false), span));
                 self.release(old.footprint());
                 let val = old.plus(v)?;
