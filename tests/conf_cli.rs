@@ -213,6 +213,65 @@ fn each_error_class_points_at_its_position_and_binds_nothing() {
     drop(_held);
 }
 
+/// `wstund -t` on `text` (written to `name` in `dir`) exits 2 with `file:line:col:
+/// message...` naming `msg`, and returns how long it took.
+fn fails_at(dir: &TempDir, name: &str, text: &str, line: usize, col: usize, msg: &str) -> Duration {
+    let path = write(dir, name, text);
+    let t = Instant::now();
+    let out = wstund(&["-t", "-f", &path]);
+    let took = t.elapsed();
+    assert_eq!(out.code(), Some(2), "{name}: {}", out.all());
+    let headline = format!("{path}:{line}:{col}: ");
+    let first = out.stderr.lines().find(|l| l.starts_with(&headline));
+    assert!(first.is_some_and(|l| l.contains(msg)), "{name}: want {headline}...{msg:?}, got:\n{}", out.stderr);
+    assert!(!out.stdout.contains("Syntax OK"), "{name}: {}", out.all());
+    took
+}
+
+/// Work a configuration makes at load time is bounded: an endless `include_shell`
+/// command is stopped at the size limit, and doubling a value with `+=` stops at the
+/// value limits, each at once (before the memory is used), exit 2, at its position.
+#[test]
+fn unbounded_conf_work_fails_fast_at_its_position() {
+    let dir = TempDir::new("bound");
+    let doubling = |init: &str| {
+        let mut s = format!("server.port = 0\nvar.a = {init}\n");
+        for _ in 0..40 {
+            s.push_str("var.a += var.a\n");
+        }
+        s
+    };
+    let cases = [
+        ("yes.conf", "server.port = 0\ninclude_shell \"yes\"\n".to_string(), 2, 1, "include_shell \"yes\": output exceeds 16 MiB"),
+        ("str.conf", doubling("\"x\""), 23, 10, "would make a string of 2097152 bytes; strings are limited to 1 MiB"),
+        ("list.conf", doubling("( \"x\" )"), 17, 10, "list entries; a value may hold at most 16384"),
+    ];
+    for (name, text, line, col, msg) in cases {
+        let took = fails_at(&dir, name, &text, line, col, msg);
+        assert!(took < Duration::from_secs(5), "{name}: took {took:?}");
+    }
+}
+
+/// A command that does not finish (here: the shell exits, but a background child holds
+/// its output open) is stopped after 10 s, background child included. The one slow test.
+#[test]
+fn include_shell_times_out_and_kills_its_process_group() {
+    let dir = TempDir::new("shto");
+    let cmd = "sleep 30 & echo $! > bg.pid; echo 'var.x = 1'";
+    let text = format!("server.port = 0\n  include_shell \"{cmd}\"\n");
+    let took = fails_at(&dir, "to.conf", &text, 2, 3, &format!("include_shell \"{cmd}\": did not finish within 10 s"));
+    assert!(took >= Duration::from_secs(10) && took < Duration::from_secs(15), "took {took:?}");
+    let pid = std::fs::read_to_string(dir.join("bg.pid")).unwrap();
+    let stat = format!("/proc/{}/stat", pid.trim());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // Gone, or a zombie waiting for init: either way no longer running.
+    let running = || std::fs::read_to_string(&stat).is_ok_and(|s| !s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'));
+    while running() && Instant::now() < deadline {
+        thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!running(), "background child {} of the include_shell command survived", pid.trim());
+}
+
 #[test]
 fn syntax_ok_binds_nothing_and_creates_nothing() {
     let dir = TempDir::new("ok");
@@ -458,6 +517,26 @@ fn check_and_round_trip(f: &Path) -> Result<(), String> {
         return Err(format!("{path}: -p of the -p output differs:\n--- first ---\n{}\n--- second ---\n{}", p1.stdout, p2.all()));
     }
     Ok(())
+}
+
+/// A multi-line string inside a conditional, and inside a nested one, prints back as
+/// written: `-p` of the `-p` output is byte-identical (it used to gain an indent after
+/// each newline on every round trip).
+#[test]
+fn print_round_trip_keeps_multi_line_strings_in_blocks() {
+    let dir = TempDir::new("pml");
+    let conf = "server.port = 0\n\
+        $HTTP[\"url\"] =^ \"/a\" {\n\
+        \x20 wstunnel.server = ( \"/a\" => ( ( \"bin-path\" => \"/bin/cat\", \"mode\" => \"stdio\",\n\
+        \x20   \"bin-environment\" => ( \"X\" => \"line1\nline2\" ) ) ) )\n\
+        \x20 $HTTP[\"host\"] == \"h\" {\n\
+        \x20   wstunnel.server = ( \"/b\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9, \"check-send\" => \"l1\n  l2\n\" ) ) )\n\
+        \x20 }\n\
+        }\n";
+    let path = write(&dir, "ml.conf", conf);
+    check_and_round_trip(Path::new(&path)).unwrap();
+    let p = wstund(&["-p", "-f", &path]).stdout;
+    assert!(p.contains("\"line1\nline2\"") && p.contains("\"l1\n  l2\n\""), "strings changed:\n{p}");
 }
 
 #[test]

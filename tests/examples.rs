@@ -156,4 +156,18 @@ fn example_lines() {
     for m in msgs {
         assert_eq!(message(&mut ws), Message::text(m), "one message back per line");
     }
+    // The comment at the top of lines.conf: a line longer than
+    // max-backend-message-size (65536 there) ends the tunnel with 1001.
+    ws.send(Message::text("x".repeat(70_000))).unwrap();
+    let close = loop {
+        match ws.read() {
+            Ok(Message::Close(f)) => break f,
+            Ok(m) => panic!("expected a close for the over-long line, got {} bytes", m.len()),
+            Err(e) if transient(&e) => {}
+            Err(e) => panic!("{e}"),
+        }
+    };
+    assert_eq!(close_code(&close), Some(1001), "{close:?}");
+    let text = std::fs::read_to_string(repo_root().join("conf/examples/lines.conf")).unwrap();
+    assert!(text.contains("close 1001"), "lines.conf must name the close code the test saw");
 }

@@ -67,6 +67,29 @@ fn wrong_method_is_405() {
     assert_eq!(be.accepted(), 0, "a rejected handshake must not connect a backend");
 }
 
+/// httparse refuses "HTTP/2" at its first byte; the answer must not depend on where the
+/// request was split into segments. The daemon reads the first write on its own (the
+/// client sets TCP_NODELAY and pauses), as a slow client's first segment.
+#[test]
+fn http_2_0_is_505_in_one_segment_or_two() {
+    let (be, d) = daemon_with_echo();
+    let req = b"GET /ws/ HTTP/2.0\r\nHost: x\r\n\r\n";
+    let in_version = "GET /ws/ HTTP/2".len();
+    for cut in [req.len(), in_version, in_version + 2] {
+        let mut c = RawClient::connect(d.port());
+        c.send(&req[..cut]);
+        if cut < req.len() {
+            std::thread::sleep(Duration::from_millis(200));
+            // The old parser had already answered 400 and closed; keep going to see it.
+            let _ = c.try_send(&req[cut..]);
+        }
+        let resp = c.read_response_head();
+        assert_eq!(resp.status, 505, "split at {cut}: {:?}", resp.status_line);
+        c.expect_eof(Duration::from_secs(5));
+    }
+    assert_eq!(be.accepted(), 0);
+}
+
 #[test]
 fn http_1_0_is_rejected() {
     let (be, d) = daemon_with_echo();

@@ -23,12 +23,18 @@ use super::include;
 use super::listen;
 use super::model::{Config, Loaded, ServerSettings, WsSettings};
 use super::parser::parse;
-use super::value::{quote, Entry, Val, ValKind};
+use super::shell::{self, ShellLimits};
+use super::value::{quote, size_text, Entry, Footprint, Val, ValKind};
 
 /// Deepest chain of nested `include`/`include_shell`.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
 /// Most sources (files and command outputs) one configuration may pull in.
 pub const MAX_SOURCES: usize = 4096;
+/// Largest total [`Footprint`] of the values assigned in one configuration (every
+/// block, variables included). Each value is bounded on its own (see
+/// [`super::value::MAX_VALUE_BYTES`]); this stops a few hundred lines of
+/// `var.bN = var.a` from copying a large value until memory runs out.
+pub const MAX_ASSIGNED_BYTES: usize = 64 * 1024 * 1024;
 
 struct Source {
     name: String,
@@ -69,6 +75,8 @@ pub(crate) struct Loader {
     blocks: Vec<BlockBuild>,
     warnings: Vec<String>,
     warned: HashSet<String>,
+    /// Sum of the footprints of every assigned value (see [`MAX_ASSIGNED_BYTES`]).
+    assigned_bytes: usize,
 }
 
 /// Loads one configuration text. `canonical` is the main file's canonical
@@ -83,6 +91,7 @@ pub(crate) fn load(name: &str, text: String, dir: PathBuf, canonical: Option<Pat
         blocks: Vec::new(),
         warnings: Vec::new(),
         warned: HashSet::new(),
+        assigned_bytes: 0,
     };
     l.sources.push(Source { name: name.to_string(), text, dir });
     let result = l.run();
@@ -194,7 +203,7 @@ impl Loader {
     fn include_shell(&mut self, cmd: &str, span: Span) -> Result<(), Diag> {
         self.check_depth(span)?;
         let dir = self.sources[span.file as usize].dir.clone();
-        let text = include::run_shell(cmd, &dir).map_err(|e| Diag::new(span, e))?;
+        let text = shell::run_shell(cmd, &dir, ShellLimits::DEFAULT).map_err(|e| Diag::new(span, e))?;
         let id = self.add_source(format!("include_shell \"{}\"", cmd), text, dir);
         let stmts = parse(id, &self.sources[id as usize].text)?;
         self.shell_depth += 1;
@@ -293,47 +302,84 @@ impl Loader {
         use super::ast::AssignOp;
         let depth = self.scopes.len() - 1;
         let existing = self.scopes[depth].entries.iter().position(|a| a.key == key);
-        match (op, existing) {
+        let val = match (op, existing) {
             (AssignOp::Set, Some(i)) => {
                 let first = self.scopes[depth].entries[i].key_span;
-                Err(Diag::new(
+                return Err(Diag::new(
                     span,
                     format!("duplicate assignment to {} (first set at {}); use := to overwrite or += to append", key, self.where_(first)),
-                ))
+                ));
             }
             (AssignOp::Append, Some(i)) => {
-                let old = self.scopes[depth].entries[i].val.clone();
-                self.scopes[depth].entries[i].val = old.plus(v)?;
-                Ok(())
+                // Taken out, not copied: `+` then grows it in place. The placeholder is
+                // never seen: on an error the whole load fails.
+                let old = std::mem::replace(&mut self.scopes[depth].entries[i].val, Val::new(ValKind::Bool(false), span));
+                self.release(old.footprint());
+                let val = old.plus(v)?;
+                self.hold(val.footprint(), val.span)?;
+                self.scopes[depth].entries[i].val = val;
+                return Ok(());
             }
             (AssignOp::Force, Some(i)) => {
-                self.scopes[depth].entries[i].val = v;
-                Ok(())
+                self.hold(v.footprint(), v.span)?;
+                let old = std::mem::replace(&mut self.scopes[depth].entries[i].val, v);
+                self.release(old.footprint());
+                return Ok(());
             }
             (AssignOp::Append, None) => {
-                let inherited = self.scopes[..depth].iter().rev().find_map(|s| s.entries.iter().find(|a| a.key == key)).map(|a| a.val.clone());
-                let val = match inherited {
-                    Some(old) => Val::new(old.kind, v.span).plus(v)?,
+                let inherited = self.scopes[..depth].iter().rev().find_map(|s| s.entries.iter().find(|a| a.key == key)).map(|a| &a.val);
+                match inherited {
+                    Some(old) => {
+                        self.check_copy(old.footprint(), v.span)?;
+                        let mut old = old.clone();
+                        old.span = v.span;
+                        old.plus(v)?
+                    }
                     None => v,
-                };
-                self.scopes[depth].entries.push(Assigned { key: key.to_string(), key_span: span, val });
-                Ok(())
+                }
             }
-            (AssignOp::Set | AssignOp::Force, None) => {
-                self.scopes[depth].entries.push(Assigned { key: key.to_string(), key_span: span, val: v });
-                Ok(())
-            }
+            (AssignOp::Set | AssignOp::Force, None) => v,
+        };
+        self.hold(val.footprint(), val.span)?;
+        self.scopes[depth].entries.push(Assigned { key: key.to_string(), key_span: span, val });
+        Ok(())
+    }
+
+    /// Counts a value about to be stored against [`MAX_ASSIGNED_BYTES`].
+    fn hold(&mut self, f: Footprint, span: Span) -> Result<(), Diag> {
+        let total = self.assigned_bytes.saturating_add(f.bytes);
+        if total > MAX_ASSIGNED_BYTES {
+            return Err(Diag::new(span, format!("the values of this configuration would exceed {} in total", size_text(MAX_ASSIGNED_BYTES))));
         }
+        self.assigned_bytes = total;
+        Ok(())
+    }
+
+    fn release(&mut self, f: Footprint) {
+        self.assigned_bytes = self.assigned_bytes.saturating_sub(f.bytes);
+    }
+
+    /// Refuses to copy a value whose copy could not be stored anyway.
+    fn check_copy(&self, f: Footprint, span: Span) -> Result<(), Diag> {
+        if self.assigned_bytes.saturating_add(f.bytes) > MAX_ASSIGNED_BYTES {
+            return Err(Diag::new(span, format!("copying this value would make the values of this configuration exceed {} in total", size_text(MAX_ASSIGNED_BYTES))));
+        }
+        Ok(())
     }
 
     fn expr(&mut self, e: &Expr) -> Result<Val, Diag> {
         match e {
-            Expr::Str(s, sp) => Ok(Val::new(ValKind::Str(s.clone()), *sp)),
+            Expr::Str(s, sp) => {
+                Val::check_str_len(s.len(), *sp, "this literal")?;
+                Ok(Val::new(ValKind::Str(s.clone()), *sp))
+            }
             Expr::Int(i, sp) => Ok(Val::new(ValKind::Int(*i), *sp)),
             Expr::Bool(b, sp) => Ok(Val::new(ValKind::Bool(*b), *sp)),
             Expr::Ref(name, sp) => self.reference(name, *sp),
             Expr::List(items, sp) => {
-                let mut out: Vec<Entry> = Vec::with_capacity(items.len());
+                let mut out: Vec<Entry> = Vec::with_capacity(items.len().min(super::value::MAX_VALUE_ELEMENTS));
+                let mut keys: HashSet<String> = HashSet::new();
+                let mut size = Val::new(ValKind::List(Vec::new()), *sp).footprint();
                 for it in items {
                     let (key, key_span) = match &it.key {
                         None => (None, it.value.span()),
@@ -346,12 +392,15 @@ impl Loader {
                         }
                     };
                     if let Some(k) = &key {
-                        if out.iter().any(|e| e.key.as_deref() == Some(k.as_str())) {
+                        if !keys.insert(k.clone()) {
                             return Err(Diag::new(key_span, format!("duplicate key {} in list", quote(k))));
                         }
                     }
                     let val = self.expr(&it.value)?;
-                    out.push(Entry { key, key_span, val });
+                    let entry = Entry { key, key_span, val };
+                    size = size.plus(entry.footprint());
+                    Val::check_size(size, entry.val.span, "this list")?;
+                    out.push(entry);
                 }
                 Ok(Val::new(ValKind::List(out), *sp))
             }
@@ -377,13 +426,19 @@ impl Loader {
     fn reference(&self, name: &str, span: Span) -> Result<Val, Diag> {
         if let Some(var) = name.strip_prefix("env.") {
             return match std::env::var(var) {
-                Ok(v) => Ok(Val::new(ValKind::Str(v), span)),
+                Ok(v) => {
+                    Val::check_str_len(v.len(), span, &format!("env.{}", var))?;
+                    Ok(Val::new(ValKind::Str(v), span))
+                }
                 Err(_) => Err(Diag::new(span, format!("environment variable {} is not set", var))),
             };
         }
         for s in self.scopes.iter().rev() {
             if let Some(a) = s.entries.iter().find(|a| a.key == name) {
-                return Ok(Val::new(a.val.kind.clone(), span));
+                self.check_copy(a.val.footprint(), span)?;
+                let mut v = a.val.clone();
+                v.span = span;
+                return Ok(v);
             }
         }
         match name {

@@ -411,3 +411,81 @@ fn includes_globs_shell_and_cycles() {
     assert!(load_file(&dir.join("missing.conf")).unwrap_err().to_string().contains("cannot read"));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Values cannot grow without bound: each case fails at its position, quickly, before
+/// the big value is built (a doubling string or list would otherwise need gigabytes).
+#[test]
+fn value_growth_is_bounded() {
+    use super::value::{MAX_STRING_BYTES, MAX_VALUE_ELEMENTS};
+    let doubling = |init: &str, line: &str| {
+        let mut s = format!("var.a = {init}\n");
+        for _ in 0..40 {
+            s.push_str(line);
+            s.push('\n');
+        }
+        s
+    };
+    // Line, column and message part of the first failure.
+    let cases: Vec<(String, u32, u32, &str)> = vec![
+        (doubling("\"x\"", "var.a += var.a"), 22, 10, "would make a string of 2097152 bytes; strings are limited to 1 MiB"),
+        (doubling("\"x\"", "var.a := var.a + var.a"), 22, 18, "strings are limited to 1 MiB"),
+        (doubling("( \"x\" )", "var.a += var.a"), 16, 10, "would make a value of 32768 list entries; a value may hold at most 16384"),
+        (doubling("( \"x\" )", "var.a := ( var.a, var.a )"), 14, 19, "this list would make a value of 24574 list entries"),
+        (doubling("( \"x\" )", "var.a := ( \"k\" => var.a, \"j\" => var.a )"), 14, 33, "list entries; a value may hold at most 16384"),
+        (doubling("\"x\"", "var.a += 12345678901234567 + var.a"), 17, 10, "strings are limited to 1 MiB"),
+    ];
+    let mut bad = Vec::new();
+    for (src, line, col, msg) in cases {
+        let t = std::time::Instant::now();
+        let e = err(&src);
+        if (e.line, e.col) != (line, col) || !e.message.contains(msg) {
+            bad.push(format!("want {line}:{col} {msg:?}, got {e}"));
+        }
+        assert!(t.elapsed() < Duration::from_secs(2), "{msg}: took {:?}", t.elapsed());
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+    // At the limits themselves, still fine.
+    let half = "x".repeat(MAX_STRING_BYTES / 2);
+    let l = load(&format!("var.a = \"{half}\"\nvar.a += var.a\nserver.tag = var.a\n"));
+    assert_eq!(l.config.server.tag.len(), MAX_STRING_BYTES);
+    let items = vec!["1"; MAX_VALUE_ELEMENTS].join(", ");
+    load(&format!("var.a = ( {items} )\n"));
+    let e = err(&format!("var.a = ( {items}, 2 )\n"));
+    assert!(e.message.contains("this list would make a value of 16385 list entries"), "{e}");
+    // A literal or an environment variable longer than a string may be.
+    let long = "y".repeat(MAX_STRING_BYTES + 1);
+    let e = err(&format!("var.a = \"{long}\"\n"));
+    assert_eq!((e.line, e.col), (1, 9), "{e}");
+    assert!(e.message.contains("this literal would make a string of 1048577 bytes"), "{e}");
+}
+
+/// Copies of a big value count against one budget for the whole configuration.
+#[test]
+fn copies_of_big_values_are_bounded_in_total() {
+    use super::eval::MAX_ASSIGNED_BYTES;
+    let mut src = format!("var.s = \"{}\"\nvar.l = ( {} )\n", "x".repeat(1000 * 1000), vec!["var.s"; 15].join(", "));
+    for i in 0..100 {
+        src.push_str(&format!("var.b{i} = var.l\n"));
+    }
+    let e = err(&src);
+    assert!(e.message.contains(&format!("exceed {} MiB in total", MAX_ASSIGNED_BYTES >> 20)), "{e}");
+    assert_eq!((e.line, e.col), (6, 10), "{e}");
+    // Overwriting and appending release what they replace.
+    let mut src = format!("var.s = \"{}\"\n", "x".repeat(500 * 1000));
+    for _ in 0..300 {
+        src.push_str("var.t := var.s\nvar.u := ( \"a\" )\nvar.u += ( var.s )\n");
+    }
+    load(&src);
+}
+
+/// Merging hashes with many keys stays linear (the duplicate-key check is indexed).
+#[test]
+fn big_hash_merges_are_fast() {
+    let keys = |from: usize, n: usize| (from..from + n).map(|i| format!("\"k{i}\" => {i}")).collect::<Vec<_>>().join(", ");
+    let t = std::time::Instant::now();
+    let src = format!("var.h = ( {} )\nvar.h += ( {} )\n", keys(0, 8000), keys(8000, 8000));
+    load(&src);
+    let e = err(&format!("var.h = ( {} )\nvar.h += ( {}, \"k5\" => 99999 )\n", keys(0, 8000), keys(8000, 100)));
+    assert!(e.message.contains("duplicate key \"k5\" when merging lists"), "{}", e.headline());
+    assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+}

@@ -1,9 +1,9 @@
-//! File side of `include` and `include_shell`: path and glob resolution, and
-//! running the shell command. The evaluator decides what to do with the text.
+//! File side of `include`: path and glob resolution and reading (the command of an
+//! `include_shell` is run by [`super::shell`]). The evaluator decides what to do with
+//! the text.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use super::lexer::MAX_SOURCE_BYTES;
 
@@ -76,31 +76,6 @@ pub(crate) fn read(path: &Path) -> Result<String, String> {
     String::from_utf8(bytes).map_err(|_| format!("{} is not valid UTF-8", path.display()))
 }
 
-/// Runs `command` with `/bin/sh -c` in `dir`; its standard output is the
-/// configuration text. A non-zero exit is an error that quotes stderr.
-pub(crate) fn run_shell(command: &str, dir: &Path) -> Result<String, String> {
-    let mut cmd = Command::new("/bin/sh");
-    cmd.arg("-c").arg(command).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    if dir.is_dir() {
-        cmd.current_dir(dir);
-    }
-    let out = cmd.output().map_err(|e| format!("include_shell: cannot run /bin/sh: {}", e))?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("").trim();
-        let status = match out.status.code() {
-            Some(c) => format!("exit status {}", c),
-            None => "a signal".to_string(),
-        };
-        let detail = if first.is_empty() { String::new() } else { format!(": {}", first) };
-        return Err(format!("include_shell \"{}\" failed with {}{}", command, status, detail));
-    }
-    if out.stdout.len() > MAX_SOURCE_BYTES {
-        return Err(format!("include_shell \"{}\" printed more than {} bytes", command, MAX_SOURCE_BYTES));
-    }
-    String::from_utf8(out.stdout).map_err(|_| format!("include_shell \"{}\" printed invalid UTF-8", command))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -124,7 +99,7 @@ mod tests {
     }
 
     #[test]
-    fn resolve_and_shell() {
+    fn resolve_globs_and_paths() {
         let dir = std::env::temp_dir().join(format!("wstund-conf-include-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(dir.join("d")).unwrap();
@@ -138,9 +113,6 @@ mod tests {
         assert_eq!(resolve(&dir, "d/a.conf").unwrap(), vec![dir.join("d/a.conf")]);
         assert!(resolve(&dir, "d/missing.conf").unwrap_err().contains("include file not found"));
         assert!(resolve(&dir, "d").unwrap_err().contains("not a file"));
-        assert_eq!(run_shell("echo 'x = 1'; pwd >&2", &dir).unwrap(), "x = 1\n");
-        let e = run_shell("echo oops >&2; exit 3", &dir).unwrap_err();
-        assert!(e.contains("exit status 3: oops"), "{}", e);
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -20,6 +20,7 @@ pub mod model;
 pub mod parser;
 mod preflight;
 mod print;
+mod shell;
 pub mod value;
 
 #[cfg(test)]

@@ -39,8 +39,37 @@ pub fn print_config(cfg: &Config) -> String {
 }
 
 fn line(out: &mut String, indent: &str, name: &str, value: &str) {
-    let value = value.replace('\n', &format!("\n{}", indent));
-    out.push_str(&format!("{}{} = {}\n", indent, name, value));
+    out.push_str(indent);
+    out.push_str(name);
+    out.push_str(" = ");
+    push_indented(out, value, indent);
+    out.push('\n');
+}
+
+/// Appends a value in conf syntax, indenting the lines of its layout (a multi-line
+/// `wstunnel.server`) by `indent` but never a newline inside a string literal: that
+/// newline is part of the value, and indenting it would change the value and add
+/// another indent on every `-p` round trip.
+fn push_indented(out: &mut String, value: &str, indent: &str) {
+    let mut in_string = false;
+    let mut chars = value.chars();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        match c {
+            '"' => in_string = !in_string,
+            // Inside a literal the lexer reads \" and \\ as one character each.
+            '\\' if in_string => {
+                let rest = chars.as_str();
+                if rest.starts_with('"') || rest.starts_with('\\') {
+                    if let Some(next) = chars.next() {
+                        out.push(next);
+                    }
+                }
+            }
+            '\n' if !in_string => out.push_str(indent),
+            _ => {}
+        }
+    }
 }
 
 /// First branches of the else-chains directly inside `parent`, in order.
@@ -83,5 +112,41 @@ fn print_body(out: &mut String, blocks: &[Block], i: usize, depth: usize) {
     }
     for h in chain_heads(blocks, Some(i)) {
         print_chain(out, blocks, h, depth);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::load_str;
+
+    /// Layout newlines are indented, newlines and escapes inside strings are not.
+    #[test]
+    fn indent_skips_string_literals() {
+        let mut out = String::new();
+        push_indented(&mut out, "(\n\"a\nb\\\"\nc\\\\\",\n\"x\\y\n\"\n)", "  ");
+        assert_eq!(out, "(\n  \"a\nb\\\"\nc\\\\\",\n  \"x\\y\n\"\n  )");
+    }
+
+    /// `-p` output loads to the same configuration and prints byte-identically, with
+    /// multi-line strings inside a conditional and inside a nested one.
+    #[test]
+    fn multi_line_strings_in_blocks_round_trip() {
+        let text = "server.port = 0\n\
+            $HTTP[\"url\"] =^ \"/a\" {\n\
+              wstunnel.server = ( \"/a\" => ( ( \"bin-path\" => \"/bin/cat\", \"mode\" => \"stdio\",\n\
+                \"bin-environment\" => ( \"X\" => \"line1\n  line2\\\"\nline3\" ) ) ) )\n\
+              $HTTP[\"host\"] == \"h\" {\n\
+                wstunnel.server = ( \"/b\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9, \"check-send\" => \"l1\nl2\n\" ) ) )\n\
+              }\n\
+            }\n";
+        let first = load_str("a.conf", text).unwrap().config;
+        let p1 = print_config(&first);
+        let second = load_str("p1.conf", &p1).unwrap().config;
+        assert_eq!(second, first, "-p output loads to another configuration:\n{p1}");
+        let p2 = print_config(&second);
+        assert_eq!(p2, p1, "-p is not a fixed point");
+        assert!(p1.contains("\"line1\n  line2\\\"\nline3\""), "{p1}");
+        assert!(p1.contains("\"l1\nl2\n\""), "{p1}");
     }
 }

@@ -1,13 +1,43 @@
 //! Evaluated values: what an expression becomes once variables, `env.*`
 //! references and `+` have been applied, before it is typed by a directive.
 
+use std::collections::HashMap;
+
 use super::error::{Diag, Span};
+
+/// Longest string a value may hold. Paths, regexes and environment values in real
+/// configurations are far shorter; the cap stops `var.a += var.a` doubling a string
+/// until memory runs out.
+pub const MAX_STRING_BYTES: usize = 1024 * 1024;
+/// Most list entries one value may hold, counted at every depth (a hash of arrays
+/// counts its entries and theirs). A large `wstunnel.server` has hundreds.
+pub const MAX_VALUE_ELEMENTS: usize = 16 * 1024;
+/// Largest footprint (see [`Footprint`]) of one value.
+pub const MAX_VALUE_BYTES: usize = 16 * 1024 * 1024;
+/// What one string, integer, boolean or list node costs in a [`Footprint`] besides its
+/// text: about what it takes in memory, so a list of many tiny entries is not free.
+pub const NODE_BYTES: usize = 64;
+
+/// Up to this many keys merged by one `+` are looked up by scanning; more build an index.
+const LINEAR_KEY_SEARCH: usize = 8;
+
+/// The size of a value, kept up to date as values are built so that checking a limit
+/// before `+` or a copy costs nothing: `bytes` counts every string and key plus
+/// [`NODE_BYTES`] per node, `elements` the list entries at every depth.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Footprint {
+    pub bytes: usize,
+    pub elements: usize,
+}
 
 #[derive(Clone, Debug)]
 pub struct Val {
     pub kind: ValKind,
     /// Where the value was written; used for type and range errors.
     pub span: Span,
+    /// Computed by [`Val::new`] from `kind`; build a new value rather than changing
+    /// `kind` in place.
+    footprint: Footprint,
 }
 
 /// Values compare by content only: the same configuration printed and parsed
@@ -33,6 +63,35 @@ pub struct Entry {
     pub val: Val,
 }
 
+impl Entry {
+    /// The entry as counted in its list's [`Footprint`]: one element, its key's
+    /// bytes and its value.
+    pub fn footprint(&self) -> Footprint {
+        let own = Footprint { bytes: self.key.as_ref().map_or(0, String::len), elements: 1 };
+        own.plus(self.val.footprint)
+    }
+}
+
+impl Footprint {
+    /// Both together (saturating: a sum past the limits is refused anyway).
+    pub fn plus(self, o: Footprint) -> Footprint {
+        Footprint { bytes: self.bytes.saturating_add(o.bytes), elements: self.elements.saturating_add(o.elements) }
+    }
+}
+
+/// A size limit as written in messages and the manual: "16 MiB", "64 KiB".
+pub fn size_text(n: usize) -> String {
+    const KIB: usize = 1024;
+    const MIB: usize = 1024 * KIB;
+    if n >= MIB && n.is_multiple_of(MIB) {
+        format!("{} MiB", n / MIB)
+    } else if n >= KIB && n.is_multiple_of(KIB) {
+        format!("{} KiB", n / KIB)
+    } else {
+        format!("{} bytes", n)
+    }
+}
+
 impl PartialEq for Entry {
     fn eq(&self, other: &Entry) -> bool {
         self.key == other.key && self.val == other.val
@@ -41,7 +100,39 @@ impl PartialEq for Entry {
 
 impl Val {
     pub fn new(kind: ValKind, span: Span) -> Val {
-        Val { kind, span }
+        let footprint = match &kind {
+            ValKind::Str(s) => Footprint { bytes: NODE_BYTES.saturating_add(s.len()), elements: 0 },
+            ValKind::Int(_) | ValKind::Bool(_) => Footprint { bytes: NODE_BYTES, elements: 0 },
+            ValKind::List(es) => es.iter().fold(Footprint { bytes: NODE_BYTES, elements: 0 }, |acc, e| acc.plus(e.footprint())),
+        };
+        Val { kind, span, footprint }
+    }
+
+    pub fn footprint(&self) -> Footprint {
+        self.footprint
+    }
+
+    /// Checks that a value of `f` may exist, before it is built; `what` names the
+    /// operation in the message ("'+'", "a list").
+    pub fn check_size(f: Footprint, span: Span, what: &str) -> Result<(), Diag> {
+        if f.elements > MAX_VALUE_ELEMENTS {
+            return Err(Diag::new(
+                span,
+                format!("{} would make a value of {} list entries; a value may hold at most {}", what, f.elements, MAX_VALUE_ELEMENTS),
+            ));
+        }
+        if f.bytes > MAX_VALUE_BYTES {
+            return Err(Diag::new(span, format!("{} would make a value of about {} bytes; a value may hold at most {}", what, f.bytes, size_text(MAX_VALUE_BYTES))));
+        }
+        Ok(())
+    }
+
+    /// Checks the length of a string about to be built.
+    pub fn check_str_len(len: usize, span: Span, what: &str) -> Result<(), Diag> {
+        if len > MAX_STRING_BYTES {
+            return Err(Diag::new(span, format!("{} would make a string of {} bytes; strings are limited to {}", what, len, size_text(MAX_STRING_BYTES))));
+        }
+        Ok(())
     }
 
     pub fn str(s: &str, span: Span) -> Val {
@@ -61,8 +152,22 @@ impl Val {
 
     /// `self + other` with lighttpd's rules: string concatenation (an integer
     /// on either side is written in decimal), integer addition, list merge.
+    ///
+    /// Sizes are checked before anything is allocated (see [`MAX_STRING_BYTES`],
+    /// [`MAX_VALUE_ELEMENTS`], [`MAX_VALUE_BYTES`]); errors point at `other`.
     pub fn plus(self, other: Val) -> Result<Val, Diag> {
         let span = self.span;
+        let at = other.span;
+        /// Decimal digits of the longest i64, with its sign.
+        const INT_TEXT: usize = 20;
+        match (&self.kind, &other.kind) {
+            (ValKind::Str(a), ValKind::Str(b)) => Val::check_str_len(a.len().saturating_add(b.len()), at, "'+'")?,
+            (ValKind::Str(a), ValKind::Int(_)) | (ValKind::Int(_), ValKind::Str(a)) => {
+                Val::check_str_len(a.len().saturating_add(INT_TEXT), at, "'+'")?
+            }
+            (ValKind::List(_), ValKind::List(_)) => Val::check_size(self.footprint.plus(other.footprint), at, "'+'")?,
+            _ => {}
+        }
         let kind = match (self.kind, other.kind) {
             (ValKind::Str(mut a), ValKind::Str(b)) => {
                 a.push_str(&b);
@@ -78,9 +183,21 @@ impl Val {
                 ValKind::Int(a.checked_add(b).ok_or_else(|| Diag::new(other.span, "integer overflow in '+'"))?)
             }
             (ValKind::List(mut a), ValKind::List(b)) => {
+                // Keys of `b` are unique (a literal or an earlier merge), so only `a` is
+                // searched; indexed when `b` brings many keys, so merging two big hashes
+                // stays linear.
+                let keyed = b.iter().filter(|e| e.key.is_some()).count();
+                let index: Option<HashMap<&str, usize>> = (keyed > LINEAR_KEY_SEARCH)
+                    .then(|| a.iter().enumerate().filter_map(|(i, x)| x.key.as_deref().map(|k| (k, i))).collect());
+                let mut added = Vec::with_capacity(b.len());
+                let mut grown = self.footprint;
                 for e in b {
                     if let Some(k) = &e.key {
-                        if let Some(old) = a.iter().find(|x| x.key.as_deref() == Some(k.as_str())) {
+                        let old = match &index {
+                            Some(ix) => ix.get(k.as_str()).and_then(|&i| a.get(i)),
+                            None => a.iter().find(|x| x.key.as_deref() == Some(k.as_str())),
+                        };
+                        if let Some(old) = old {
                             // As in lighttpd, repeating a key with the same string or
                             // integer value is harmless (e.g. a module listed twice).
                             let same = matches!((&old.val.kind, &e.val.kind),
@@ -92,9 +209,13 @@ impl Val {
                             return Err(Diag::new(e.key_span, format!("duplicate key \"{}\" when merging lists", k)));
                         }
                     }
-                    a.push(e);
+                    grown = grown.plus(e.footprint());
+                    added.push(e);
                 }
-                ValKind::List(a)
+                drop(index);
+                a.extend(added);
+                // Not Val::new: summing `a` again would make repeated `+=` quadratic.
+                return Ok(Val { kind: ValKind::List(a), span, footprint: grown });
             }
             (a, b) => {
                 let (l, r) = (Val::new(a, span), Val::new(b, other.span));

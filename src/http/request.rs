@@ -118,8 +118,15 @@ pub fn parse_request(buf: &[u8]) -> Parse {
         Err(httparse::Error::TooManyHeaders) => {
             return Parse::Invalid(Reject::new(431, "too many request header lines"));
         }
-        Err(httparse::Error::Version) if looks_like_other_version(window) => {
-            return Parse::Invalid(Reject::new(505, "only HTTP/1.0 and HTTP/1.1 are supported"));
+        Err(httparse::Error::Version) => {
+            return match other_version(window) {
+                OtherVersion::Yes => Parse::Invalid(Reject::new(505, "only HTTP/1.0 and HTTP/1.1 are supported")),
+                OtherVersion::NotYetKnown if buf.len() > MAX_HEADER_BYTES => {
+                    Parse::Invalid(Reject::new(431, "request header too large"))
+                }
+                OtherVersion::NotYetKnown => Parse::Partial,
+                OtherVersion::No => Parse::Invalid(Reject::new(400, "malformed request")),
+            };
         }
         Err(_) => return Parse::Invalid(Reject::new(400, "malformed request")),
     };
@@ -129,24 +136,51 @@ pub fn parse_request(buf: &[u8]) -> Parse {
     }
 }
 
-/// The request line ends in a well-formed `HTTP/d.d` that httparse refused: a real
-/// request in a version we do not speak (505), as opposed to garbage (400).
-fn looks_like_other_version(buf: &[u8]) -> bool {
+/// What the request line says about httparse's version error.
+#[derive(Debug, PartialEq, Eq)]
+enum OtherVersion {
+    /// The line ends in a well-formed `HTTP/d.d`: a real request in a version we do not
+    /// speak (505).
+    Yes,
+    /// The line is not complete, and what arrived of the version so far could still
+    /// become `HTTP/d.d`. httparse refuses "HTTP/2" as soon as it sees the "2", so
+    /// answering now would make the status depend on how the request was split into
+    /// segments; wait for the end of the line instead.
+    NotYetKnown,
+    /// Garbage (400).
+    No,
+}
+
+/// Classifies a request line httparse refused with `Error::Version`.
+fn other_version(buf: &[u8]) -> OtherVersion {
     let start = buf
         .iter()
         .position(|&b| b != b'\r' && b != b'\n')
         .unwrap_or(0);
     let line = &buf[start..];
-    let line = match line.iter().position(|&b| b == b'\n') {
-        Some(p) => &line[..p],
-        None => return false,
+    let (line, complete) = match line.iter().position(|&b| b == b'\n') {
+        Some(p) => (&line[..p], true),
+        None => (line, false),
     };
-    let line = line.strip_suffix(b"\r").unwrap_or(line);
     let Some(sp) = line.iter().rposition(|&b| b == b' ') else {
-        return false;
+        return OtherVersion::No;
     };
-    matches!(&line[sp + 1..], [b'H', b'T', b'T', b'P', b'/', a, b'.', b]
-        if a.is_ascii_digit() && b.is_ascii_digit())
+    let version = &line[sp + 1..];
+    if complete {
+        let version = version.strip_suffix(b"\r").unwrap_or(version);
+        let well_formed = matches!(version, [b'H', b'T', b'T', b'P', b'/', a, b'.', b]
+            if a.is_ascii_digit() && b.is_ascii_digit());
+        return if well_formed { OtherVersion::Yes } else { OtherVersion::No };
+    }
+    // "HTTP/d.d\r" with `#` for the digits: is what arrived a prefix of it?
+    const TEMPLATE: &[u8] = b"HTTP/#.#\r";
+    let prefix = version.len() <= TEMPLATE.len()
+        && version.iter().zip(TEMPLATE).all(|(&b, &t)| if t == b'#' { b.is_ascii_digit() } else { b == t });
+    if prefix {
+        OtherVersion::NotYetKnown
+    } else {
+        OtherVersion::No
+    }
 }
 
 fn build(req: httparse::Request<'_, '_>) -> Result<Request, Reject> {
@@ -457,6 +491,35 @@ mod tests {
         ];
         for (req, want) in cases {
             assert_eq!(status(req), *want, "{:?}", String::from_utf8_lossy(req));
+        }
+    }
+
+    /// An unsupported version gets 505 however the request is split: every prefix is
+    /// either still partial or already the 505 (never a 400), and the whole is 505.
+    #[test]
+    fn other_version_split_at_every_byte_is_505() {
+        for req in [
+            &b"GET /ws HTTP/2.0\r\nHost: x\r\n\r\n"[..],
+            b"GET /ws HTTP/1.2\r\n\r\n",
+            b"\r\nGET / HTTP/3.0\n\n",
+        ] {
+            for cut in 0..req.len() {
+                let got = status(&req[..cut]);
+                assert!(matches!(got, None | Some(505)), "{:?} cut at {cut}: {got:?}", String::from_utf8_lossy(req));
+            }
+            assert_eq!(status(req), Some(505), "{:?}", String::from_utf8_lossy(req));
+        }
+        // Garbage in the version is still 400 before the line ends, and a version that
+        // can only be HTTP/1.x when complete is still parsed normally.
+        for (part, want) in [
+            (&b"GET / HTTP/2x"[..], Some(400)),
+            (b"GET / HTTP/1\r", Some(400)),
+            (b"GET / HTTP/2.0\r\r", Some(400)),
+            (b"GET / HTTPS/2", Some(400)),
+            (b"GET / HTTP/2.0\r", None),
+            (b"GET / HTTP/1.1\r", None),
+        ] {
+            assert_eq!(status(part), want, "{:?}", String::from_utf8_lossy(part));
         }
     }
 
