@@ -304,7 +304,30 @@ fn a_compressed_message_is_delivered_whole_when_the_client_leaves_right_after() 
 /// Reproduction 5 for base64: a large base64 text message, Close and FIN in one go.
 #[test]
 fn a_base64_message_is_delivered_whole_when_the_client_leaves_right_after() {
-    let be = Backend::tcp(pattern_sink_handler());
+    // The backend reads late and in bursts, so decoded output backs up inside wstund
+    // while the client's FIN arrives, and then drains all at once.
+    let be = Backend::tcp(Arc::new(move |mut s: BStream, st: &BackendStats| {
+        thread::sleep(Duration::from_millis(300));
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut off = 0u64;
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    st.note_eof();
+                    return;
+                }
+                Ok(n) => {
+                    let bad = buf[..n].iter().enumerate().filter(|(i, b)| **b != flood_byte(off + *i as u64)).count();
+                    st.errors.fetch_add(bad as u64, Ordering::SeqCst);
+                    off += n as u64;
+                    st.bytes_in.fetch_add(n as u64, Ordering::SeqCst);
+                    thread::sleep(Duration::from_millis(20));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return,
+            }
+        }
+    }));
     let d = Daemon::start_conf(&Conf::tcp(be.port()).set("wstunnel.subprotocols", "( \"base64\" )").set("wstunnel.max-message-size", "16777216"));
     let req = UpgradeRequest::new("/ws/").with("Sec-WebSocket-Protocol", "base64");
     let (mut c, _) = RawClient::handshake_with(d.port(), req);
@@ -483,13 +506,26 @@ fn deflate_floods_do_not_stall_other_tunnels_or_signals() {
         .route("/flood", &[be_tcp(flood.port())])
         .route("/echo", &[be_tcp(echo.port())]);
     let mut d = Daemon::start_conf(&conf);
-    let mut floods = Vec::new();
-    for _ in 0..4 {
-        let req = UpgradeRequest::new("/flood").with("Sec-WebSocket-Extensions", "permessage-deflate");
-        let (c, _) = RawClient::handshake_with(d.port(), req);
-        floods.push(c);
-    }
-    let mut e = RawClient::handshake(d.port(), "/echo");
+    let port = d.port();
+    let mut e = RawClient::handshake(port, "/echo");
+    // Floods start while the echo runs. Their clients never read but have large receive
+    // buffers, so the compressed flood is not stopped by backpressure for seconds.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let opener = thread::spawn(move || {
+        let mut floods = Vec::new();
+        for _ in 0..4 {
+            thread::sleep(Duration::from_millis(200));
+            let req = UpgradeRequest::new("/flood").with("Sec-WebSocket-Extensions", "permessage-deflate");
+            let (c, _) = RawClient::handshake_with(port, req);
+            force_rcvbuf(&c.stream, 32 << 20);
+            floods.push(c);
+        }
+        while !stop2.load(Ordering::SeqCst) {
+            thread::sleep(Duration::from_millis(20));
+        }
+        floods
+    });
     let mut worst = Duration::ZERO;
     let t0 = Instant::now();
     let mut rounds = 0;
@@ -511,7 +547,21 @@ fn deflate_floods_do_not_stall_other_tunnels_or_signals() {
     d.signal(libc::SIGTERM);
     assert!(d.wait_exit(Duration::from_secs(3)).is_some(), "SIGTERM not handled during the flood");
     assert!(sent.elapsed() < Duration::from_secs(3));
-    drop(floods);
+    stop.store(true, Ordering::SeqCst);
+    drop(opener.join());
+}
+
+/// A large receive buffer, beyond rmem_max when running as root (SO_RCVBUFFORCE).
+fn force_rcvbuf(s: &std::net::TcpStream, bytes: i32) {
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt(2) with a pointer to a live i32 and its size.
+        let rc = unsafe {
+            libc::setsockopt(s.as_raw_fd(), libc::SOL_SOCKET, opt, (&bytes as *const i32).cast(), std::mem::size_of::<i32>() as libc::socklen_t)
+        };
+        if rc == 0 {
+            return;
+        }
+    }
 }
 
 /// How a property case ends.
