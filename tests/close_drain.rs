@@ -575,9 +575,15 @@ enum Ending {
     ClientFin,
     /// The backend ends first (it closes after echoing everything).
     BackendFirst,
+    /// Both at once: the client's Close right behind its data, and the backend closing
+    /// as soon as it has echoed everything.
+    Simultaneous,
+    /// The client resets after sending, without reading anything.
+    ClientRst,
 }
 
-/// Property-style: random message sizes, framings and endings. Every byte the client
+/// Property-style: random message sizes, framings and endings (client-first,
+/// FIN after Close, FIN alone, backend-first, simultaneous, RST). Every byte the client
 /// sent reaches the backend, every byte the backend echoed reaches the client before the
 /// final Close, and the access line's counts agree — or it names the bound that cut.
 #[test]
@@ -585,9 +591,11 @@ fn every_accepted_byte_is_delivered_or_the_cut_is_named() {
     let seed = fresh_seed();
     let mut rng = Rng::new(seed);
     let framings = ["stream", "framed", "line"];
-    for case in 0..12 {
+    for case in 0..14 {
         let framing = framings[rng.below(3) as usize];
-        let ending = [Ending::ClientClose, Ending::CloseThenFin, Ending::ClientFin, Ending::BackendFirst][rng.below(4) as usize];
+        let endings = [Ending::ClientClose, Ending::CloseThenFin, Ending::ClientFin, Ending::BackendFirst, Ending::Simultaneous, Ending::ClientRst];
+        // Cases 0..6 cover each ending once; the rest are drawn at random.
+        let ending = if case < endings.len() { endings[case] } else { endings[rng.below(endings.len() as u64) as usize] };
         let msgs: Vec<Vec<u8>> = (0..1 + rng.below(20))
             .map(|_| {
                 let cap = if rng.below(4) == 0 { 300_000 } else { 2000 };
@@ -603,7 +611,7 @@ fn every_accepted_byte_is_delivered_or_the_cut_is_named() {
             _ => total,
         } as u64;
         let be = match ending {
-            Ending::BackendFirst => Backend::tcp(echo_then_close_handler(echoed_total)),
+            Ending::BackendFirst | Ending::Simultaneous => Backend::tcp(echo_then_close_handler(echoed_total)),
             _ => Backend::echo(),
         };
         let conf = Conf::tcp(be.port()).set("wstunnel.backend-framing", &format!("\"{framing}\"")).set("wstunnel.frame-type", "\"binary\"");
@@ -615,15 +623,32 @@ fn every_accepted_byte_is_delivered_or_the_cut_is_named() {
             wire.extend(client_frame(OP_BINARY, m));
         }
         let (close_now, fin) = match ending {
-            Ending::ClientClose => (true, false),
+            Ending::ClientClose | Ending::Simultaneous => (true, false),
             Ending::CloseThenFin => (true, true),
             Ending::ClientFin => (false, true),
-            Ending::BackendFirst => (false, false),
+            Ending::BackendFirst | Ending::ClientRst => (false, false),
         };
         if close_now {
             wire.extend(client_close(1000, b""));
         }
         let w = send_in_background(&c, wire, fin);
+        if let Ending::ClientRst = ending {
+            w.join().unwrap();
+            reset_on_close(&c.stream);
+            drop(c);
+            // What wstund accepted reached the backend, or the line counts what did not;
+            // the backend sees a clean EOF either way.
+            let l = access_for(&d, "/ws/");
+            assert_eq!(l["closed_by"], "client", "{what}: {l:?}");
+            assert!(be.wait_eofs(1, T), "{what}: the backend saw no clean EOF");
+            if framing == "stream" {
+                assert_eq!(be.bytes_in() + num(&l, "lost_in"), num(&l, "in"), "{what}: {l:?}");
+            }
+            if num(&l, "lost_in") > 0 {
+                assert_ne!(l["cut"], "-", "{what}: bytes lost without a named cut: {l:?}");
+            }
+            continue;
+        }
         let (got, close) = until_close(&mut c, T);
         w.join().unwrap();
         // Record headers and newlines are the backend's framing, not payload.
@@ -632,6 +657,8 @@ fn every_accepted_byte_is_delivered_or_the_cut_is_named() {
         match ending {
             Ending::ClientClose | Ending::CloseThenFin => assert_eq!(code, 1000, "{what}"),
             Ending::ClientFin | Ending::BackendFirst => assert_eq!(code, 1001, "{what}"),
+            Ending::Simultaneous => assert!(code == 1000 || code == 1001, "{what}: close {code}"),
+            Ending::ClientRst => unreachable!(),
         }
         if matches!(ending, Ending::BackendFirst) {
             c.send_close(1000);
@@ -641,6 +668,7 @@ fn every_accepted_byte_is_delivered_or_the_cut_is_named() {
         assert_eq!(num(&l, "in"), total as u64, "{what}: {l:?}");
         // `out` counts what the backend sent, its record headers and newlines included.
         assert_eq!(num(&l, "out"), echoed_total, "{what}: {l:?}");
+        // The client read everything, so nothing was dropped for it either.
         assert_eq!((num(&l, "lost_in"), num(&l, "lost_out"), l["cut"].as_str()), (0, 0, "-"), "{what}: {l:?}");
         assert_eq!(be.bytes_in(), echoed_total, "{what}: bytes the backend got");
     }
