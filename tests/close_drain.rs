@@ -34,22 +34,6 @@ fn send_in_background(c: &RawClient, wire: Vec<u8>, then_fin: bool) -> thread::J
     })
 }
 
-/// Makes the next close of the socket send a RST (SO_LINGER with a zero timeout).
-fn reset_on_close(s: &std::net::TcpStream) {
-    let l = libc::linger { l_onoff: 1, l_linger: 0 };
-    // SAFETY: setsockopt(2) with a pointer to a live linger struct and its size.
-    let rc = unsafe {
-        libc::setsockopt(
-            s.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_LINGER,
-            (&l as *const libc::linger).cast(),
-            std::mem::size_of::<libc::linger>() as libc::socklen_t,
-        )
-    };
-    assert_eq!(rc, 0, "setsockopt SO_LINGER");
-}
-
 fn access_for(d: &Daemon, path: &str) -> std::collections::HashMap<String, String> {
     assert!(wait_until(T, || d.access_lines().iter().any(|l| l.get("path").map(String::as_str) == Some(path))), "no access line for {path}: {}", d.logs());
     d.access_lines().into_iter().find(|l| l.get("path").map(String::as_str) == Some(path)).expect("access line")
@@ -256,29 +240,12 @@ fn a_reset_client_with_a_full_buffer_is_noticed() {
 /// client gets 1000, not 1011.
 #[test]
 fn a_compressed_message_is_delivered_whole_when_the_client_leaves_right_after() {
-    let peer_bytes = Arc::new(AtomicU64::new(0));
-    let pb = peer_bytes.clone();
-    let be = Backend::tcp(Arc::new(move |mut s: BStream, st: &BackendStats| {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => {
-                    st.note_eof();
-                    return;
-                }
-                Ok(n) => {
-                    pb.fetch_add(n as u64, Ordering::SeqCst);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    }));
+    let be = Backend::tcp(pattern_sink_handler());
     let d = Daemon::start_conf(&Conf::tcp(be.port()).set("wstunnel.compression", "\"permessage-deflate\"").set("wstunnel.max-message-size", "16777216"));
     let req = UpgradeRequest::new("/ws/").with("Sec-WebSocket-Extensions", "permessage-deflate; client_no_context_takeover");
     let (mut c, resp) = RawClient::handshake_with(d.port(), req);
     assert!(resp.header("Sec-WebSocket-Extensions").is_some_and(|v| v.contains("permessage-deflate")));
-    let plain: Vec<u8> = (0..8_000_000u32).map(|i| b"abcdefghij"[(i % 10) as usize] ^ ((i / 4096) as u8 & 1)).collect();
+    let plain: Vec<u8> = (0..8_000_000u64).map(flood_byte).collect();
     let mut z = flate2::Compress::new(flate2::Compression::new(6), false);
     let mut packed = Vec::with_capacity(plain.len() / 4);
     loop {
@@ -298,7 +265,8 @@ fn a_compressed_message_is_delivered_whole_when_the_client_leaves_right_after() 
     w.join().unwrap();
     assert_eq!(close_of(&close).0, 1000, "close {:?}", close_of(&close));
     assert!(be.wait_eofs(1, T));
-    assert_eq!(peer_bytes.load(Ordering::SeqCst), plain.len() as u64);
+    assert_eq!(be.bytes_in(), plain.len() as u64);
+    assert_eq!(be.stats().errors.load(Ordering::SeqCst), 0);
 }
 
 /// Reproduction 5 for base64: a large base64 text message, Close and FIN in one go.
@@ -306,28 +274,7 @@ fn a_compressed_message_is_delivered_whole_when_the_client_leaves_right_after() 
 fn a_base64_message_is_delivered_whole_when_the_client_leaves_right_after() {
     // The backend reads late and in bursts, so decoded output backs up inside wstund
     // while the client's FIN arrives, and then drains all at once.
-    let be = Backend::tcp(Arc::new(move |mut s: BStream, st: &BackendStats| {
-        thread::sleep(Duration::from_millis(300));
-        let mut buf = vec![0u8; 256 * 1024];
-        let mut off = 0u64;
-        loop {
-            match s.read(&mut buf) {
-                Ok(0) => {
-                    st.note_eof();
-                    return;
-                }
-                Ok(n) => {
-                    let bad = buf[..n].iter().enumerate().filter(|(i, b)| **b != flood_byte(off + *i as u64)).count();
-                    st.errors.fetch_add(bad as u64, Ordering::SeqCst);
-                    off += n as u64;
-                    st.bytes_in.fetch_add(n as u64, Ordering::SeqCst);
-                    thread::sleep(Duration::from_millis(20));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => return,
-            }
-        }
-    }));
+    let be = Backend::tcp(paced_pattern_sink_handler(Duration::from_millis(300), Duration::from_millis(20)));
     let d = Daemon::start_conf(&Conf::tcp(be.port()).set("wstunnel.subprotocols", "( \"base64\" )").set("wstunnel.max-message-size", "16777216"));
     let req = UpgradeRequest::new("/ws/").with("Sec-WebSocket-Protocol", "base64");
     let (mut c, _) = RawClient::handshake_with(d.port(), req);

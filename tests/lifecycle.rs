@@ -102,18 +102,7 @@ fn reset_handler() -> Handler {
         let mut buf = [0u8; 16];
         let _ = std::io::Read::read(&mut s, &mut buf);
         if let BStream::Tcp(t) = &s {
-            use std::os::unix::io::AsRawFd;
-            let lg = libc::linger { l_onoff: 1, l_linger: 0 };
-            // SAFETY: setsockopt(2) with a pointer to a live linger struct and its size.
-            unsafe {
-                libc::setsockopt(
-                    t.as_raw_fd(),
-                    libc::SOL_SOCKET,
-                    libc::SO_LINGER,
-                    (&lg as *const libc::linger).cast(),
-                    std::mem::size_of::<libc::linger>() as libc::socklen_t,
-                );
-            }
+            reset_on_close(t);
         }
     })
 }

@@ -379,8 +379,15 @@ pub fn flood_handler() -> Handler {
 /// Read everything, checking that byte `i` of the connection is [`flood_byte`]`(i)`;
 /// mismatches are counted in `errors`.
 pub fn pattern_sink_handler() -> Handler {
-    Arc::new(|mut s: BStream, st: &BackendStats| {
-        let mut buf = vec![0u8; 64 * 1024];
+    paced_pattern_sink_handler(Duration::ZERO, Duration::ZERO)
+}
+
+/// [`pattern_sink_handler`] that starts reading after `start` and pauses `pause` after
+/// each read of up to 256 KiB: a backend that reads late and in bursts.
+pub fn paced_pattern_sink_handler(start: Duration, pause: Duration) -> Handler {
+    Arc::new(move |mut s: BStream, st: &BackendStats| {
+        thread::sleep(start);
+        let mut buf = vec![0u8; 256 * 1024];
         let mut off = 0u64;
         loop {
             match s.read(&mut buf) {
@@ -395,6 +402,7 @@ pub fn pattern_sink_handler() -> Handler {
                     }
                     off += n as u64;
                     st.bytes_in.fetch_add(n as u64, Ordering::SeqCst);
+                    thread::sleep(pause);
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return,

@@ -207,3 +207,21 @@ pub fn python() -> PathBuf {
     );
     p
 }
+
+/// Makes the next close of `s` send a RST instead of a FIN (SO_LINGER with a zero
+/// timeout): a peer that resets.
+pub fn reset_on_close(s: &std::net::TcpStream) {
+    use std::os::unix::io::AsRawFd;
+    let l = libc::linger { l_onoff: 1, l_linger: 0 };
+    // SAFETY: setsockopt(2) with a pointer to a live linger struct and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&l as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt SO_LINGER");
+}
