@@ -465,7 +465,13 @@ impl Conn {
         info!("[c{}] protocol violation, closing with {}: {}", self.id, v.code, v.reason);
         self.close_code.get_or_insert(v.code);
         self.closed_by.get_or_insert(Side::Client);
-        self.write_backend(ctx);
+        // One write, no waiting; its failure changes nothing: the violation decides.
+        let pending = !self.inbound.ready().is_empty();
+        if let (Some(b), true) = (self.backend.as_mut(), self.backend_writable && pending) {
+            if let Ok(n) = b.write(self.inbound.ready()) {
+                self.inbound.consume_ready(n);
+            }
+        }
         let undelivered = self.inbound.ready().len();
         if undelivered > 0 {
             self.lost_in += undelivered as u64;
