@@ -51,7 +51,7 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 const GRACEFUL_STOP_LIMIT: Duration = Duration::from_secs(10);
 /// Most time spent on backlogged work (connections whose turn ran out) before the loop
 /// looks for new events again.
-pub const BACKLOG_SLICE: Duration = Duration::from_millis(1);
+pub const BACKLOG_SLICE: Duration = Duration::from_micros(250);
 
 /// Work left over from a turn, served round-robin between polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
