@@ -53,12 +53,18 @@ const GRACEFUL_STOP_LIMIT: Duration = Duration::from_secs(10);
 /// looks for new events again.
 pub const BACKLOG_SLICE: Duration = Duration::from_micros(250);
 
+/// Most clients accepted from one listener per turn: a connect storm is taken in
+/// batches, with the other connections served in between.
+const ACCEPT_BATCH: usize = 64;
+
 /// Work left over from a turn, served round-robin between polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pending {
     /// Connection (slab key, id: a reused key is not the same connection).
     Conn(usize, u64),
     Drain(usize),
+    /// A listener whose accept batch ran out before WouldBlock.
+    Accept(usize),
 }
 
 /// The longest single connection turn seen, for the SIGUSR2 dump.
@@ -296,6 +302,7 @@ impl Server {
                     self.after_turn(key, started, now);
                 }
                 Pending::Drain(i) => self.drain_event(i),
+                Pending::Accept(i) => self.accept(i, now),
             }
             if Instant::now() >= slice_end {
                 break;
@@ -326,7 +333,7 @@ impl Server {
         if self.state != RunState::Running || self.accept_retry_at.is_some() {
             return;
         }
-        loop {
+        for _ in 0..ACCEPT_BATCH {
             if self.conns.len() >= self.max_conns {
                 if !self.accept_paused {
                     warn!("server.max-connections ({}) reached; new clients wait in the backlog", self.max_conns);
@@ -365,6 +372,11 @@ impl Server {
                 }
             };
             self.add_conn(i, stream, peer, now);
+        }
+        // Edge-triggered: no new event comes for clients already waiting, so the rest is
+        // taken from the backlog.
+        if !self.backlog.contains(&Pending::Accept(i)) {
+            self.backlog.push_back(Pending::Accept(i));
         }
     }
 

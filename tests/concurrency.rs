@@ -81,3 +81,24 @@ fn two_hundred_connections_hundred_messages_each_unix() {
     run("/sock/", &d);
     assert_eq!(be.accepted(), CONNS);
 }
+
+/// A connect storm larger than one accept batch (64): every waiting client is accepted
+/// and answered, though no new connection arrives to report the listener again.
+#[test]
+fn a_connect_storm_beyond_one_accept_batch_is_all_accepted() {
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()));
+    // 300 clients connect while the daemon is stopped: all wait in the kernel's accept
+    // queue behind a single readiness edge.
+    d.signal(libc::SIGSTOP);
+    let mut clients: Vec<RawClient> = (0..300).map(|_| RawClient::connect(d.port())).collect();
+    d.signal(libc::SIGCONT);
+    for c in clients.iter_mut() {
+        let req = UpgradeRequest::new("/ws/");
+        c.send(&req.bytes());
+    }
+    for c in clients.iter_mut() {
+        let resp = c.try_read_response(Duration::from_secs(10)).expect("every client of the storm is answered");
+        assert_eq!(resp.status, 101);
+    }
+}
