@@ -126,6 +126,9 @@ pub struct Server {
     drains: Drains,
     backlog: VecDeque<Pending>,
     turns: TurnStats,
+    /// When the current turn began: the end of the previous one, or the last
+    /// non-connection event (one clock read per turn).
+    turn_start: Instant,
 }
 
 impl Server {
@@ -168,6 +171,7 @@ impl Server {
             drains: Drains::new(),
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
+            turn_start: Instant::now(),
         })
     }
 
@@ -193,15 +197,20 @@ impl Server {
                 return Err(e);
             }
             let now = Instant::now();
+            self.turn_start = now;
             for ev in events.iter() {
                 match token::decode(ev.token()) {
+                    Target::Conn(key, ep) => {
+                        self.conn_event(key, ep, ev, now);
+                        continue;
+                    }
                     Target::Signal => self.on_signals(now),
                     Target::Listener(i) => self.accept(i, now),
                     Target::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
                     Target::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
                     Target::Drain(i) => self.drain_event(i),
-                    Target::Conn(key, ep) => self.conn_event(key, ep, ev, now),
                 }
+                self.turn_start = Instant::now();
             }
             self.serve_backlog(now);
             if self.accept_retry_at.is_some_and(|t| now >= t) {
@@ -259,18 +268,20 @@ impl Server {
     }
 
     fn conn_event(&mut self, key: usize, ep: Endpoint, ev: &mio::event::Event, now: Instant) {
-        let started = Instant::now();
         let (mut ctx, conns) = self.ctx(now);
         let Some(conn) = conns.get_mut(key) else { return };
         conn.on_event(ep, ev, &mut ctx);
-        self.after_turn(key, started, now);
+        self.after_turn(key, now);
     }
 
     /// After a connection ran: measure the turn, remove it if it is over, or put it in
     /// the backlog if its turn ran out with work left.
-    fn after_turn(&mut self, key: usize, started: Instant, now: Instant) {
+    fn after_turn(&mut self, key: usize, now: Instant) {
+        let end = Instant::now();
+        let took = end.saturating_duration_since(self.turn_start);
+        self.turn_start = end;
         let Some(conn) = self.conns.get_mut(key) else { return };
-        self.turns.record(started.elapsed(), conn.id);
+        self.turns.record(took, conn.id);
         if conn.is_done() {
             self.remove(key, now);
         } else if std::mem::take(&mut conn.more_work) && !conn.in_backlog {
@@ -294,12 +305,11 @@ impl Server {
             let Some(p) = self.backlog.pop_front() else { break };
             match p {
                 Pending::Conn(key, id) => {
-                    let started = Instant::now();
                     let (mut ctx, conns) = self.ctx(now);
                     let Some(conn) = conns.get_mut(key).filter(|c| c.id == id) else { continue };
                     conn.in_backlog = false;
                     conn.drive(&mut ctx);
-                    self.after_turn(key, started, now);
+                    self.after_turn(key, now);
                 }
                 Pending::Drain(i) => self.drain_event(i),
                 Pending::Accept(i) => self.accept(i, now),
@@ -402,12 +412,12 @@ impl Server {
     /// below its capacity, so no key list is allocated. A connection accepted during the
     /// walk (a removal can resume paused accepts) may or may not be visited: harmless.
     fn visit_all(&mut self, now: Instant, f: fn(&mut Conn, &mut Ctx)) {
+        self.turn_start = Instant::now();
         for key in 0..self.conns.capacity() {
-            let started = Instant::now();
             let (mut ctx, conns) = self.ctx(now);
             if let Some(c) = conns.get_mut(key) {
                 f(c, &mut ctx);
-                self.after_turn(key, started, now);
+                self.after_turn(key, now);
             }
         }
     }
@@ -426,20 +436,18 @@ impl Server {
         for exit in self.procs.reap(now) {
             match exit {
                 Exit::Conn { key, id, status } => {
-                    let started = Instant::now();
                     let (mut ctx, conns) = self.ctx(now);
                     let Some(c) = conns.get_mut(key).filter(|c| c.id == id) else { continue };
                     c.on_child_exit(&mut ctx, status);
-                    self.after_turn(key, started, now);
+                    self.after_turn(key, now);
                 }
                 Exit::PoolProc(r) => {
                     let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.uses_proc(r)).map(|(k, _)| k).collect();
                     for key in keys {
-                        let started = Instant::now();
                         let (mut ctx, conns) = self.ctx(now);
                         if let Some(c) = conns.get_mut(key) {
                             c.on_pool_proc_died(&mut ctx);
-                            self.after_turn(key, started, now);
+                            self.after_turn(key, now);
                         }
                     }
                 }

@@ -46,11 +46,14 @@ use std::time::{Duration, Instant};
 
 /// Tolerance for per-second timers checked on the 1-second tick.
 const TICK_SLACK: Duration = Duration::from_millis(50);
-/// Most bytes one connection reads (from either side) in one turn.
-pub const TURN_BYTES: usize = 256 * 1024;
+/// Most bytes one connection moves in one turn: read from or written to either side
+/// (writes count too, so inflating a small compressed input is bounded as well).
+pub const TURN_BYTES: usize = 512 * 1024;
 /// Longest one connection's turn may run; checked between pump passes, so a pass (at
 /// most one buffer's worth of work) can overshoot it.
 pub const TURN_TIME: Duration = Duration::from_micros(250);
+/// Bytes a turn moves before the clock is first read for [`TURN_TIME`].
+const TIME_CHECK_BYTES: usize = 16 * 1024;
 
 use log::{debug, info, warn};
 
@@ -69,7 +72,9 @@ impl Conn {
         };
         let opts = t.opts;
         let opcode = t.opcode;
-        let started = Instant::now();
+        // The clock is read only once a turn has moved real work, so a small message
+        // costs no clock read; the time bound is measured from that point.
+        let mut clock: Option<Instant> = None;
         let mut moved = 0usize;
         self.more_work = false;
         loop {
@@ -78,9 +83,9 @@ impl Conn {
             if self.in_linger() || self.phase == Phase::Done {
                 return;
             }
-            progress |= self.write_backend(ctx);
+            progress |= self.write_backend(ctx, &mut moved);
             progress |= self.read_backend(ctx, opcode, &mut moved);
-            progress |= self.write_client(ctx);
+            progress |= self.write_client(ctx, &mut moved);
             if !progress {
                 // Nothing moved, so the decoder has nothing more for the backend either.
                 if self.finish_upstream() {
@@ -88,9 +93,12 @@ impl Conn {
                 }
                 break;
             }
-            if moved >= TURN_BYTES || started.elapsed() >= TURN_TIME {
-                self.more_work = true;
-                break;
+            if moved >= TIME_CHECK_BYTES {
+                let since = *clock.get_or_insert_with(Instant::now);
+                if moved >= TURN_BYTES || since.elapsed() >= TURN_TIME {
+                    self.more_work = true;
+                    break;
+                }
             }
         }
         self.check_finished(ctx);
@@ -172,7 +180,7 @@ impl Conn {
     }
 
     /// Ready payload to the backend (counted as lost once the backend is gone).
-    fn write_backend(&mut self, ctx: &mut Ctx) -> bool {
+    fn write_backend(&mut self, ctx: &mut Ctx, moved: &mut usize) -> bool {
         let ready = self.inbound.ready().len();
         if ready == 0 {
             return false;
@@ -192,6 +200,7 @@ impl Conn {
                     self.backend_writable = false;
                 }
                 self.inbound.consume_ready(n);
+                *moved += n;
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -327,13 +336,14 @@ impl Conn {
     }
 
     /// Frames out to the client.
-    fn write_client(&mut self, ctx: &mut Ctx) -> bool {
+    fn write_client(&mut self, ctx: &mut Ctx, moved: &mut usize) -> bool {
         if !self.client_writable || self.client_gone || self.outbound.is_empty() {
             return false;
         }
         match self.outbound.write_out(ctx.pool, |b| self.client.write(b)) {
             Ok((n, blocked)) => {
                 self.client_writable = !blocked;
+                *moved += n;
                 if n > 0 {
                     self.last_write = ctx.now;
                     return true;
