@@ -12,37 +12,13 @@
 //! plans and reaps, `reaper` walks retired programs down the kill ladder, `childlog`
 //! logs children's output within a per-source `ratelimit`.
 
-pub mod attach;
 pub mod backend;
-pub mod balance;
-pub mod base64;
-pub mod buffer;
-pub mod childlog;
 pub mod cli;
-pub mod client;
 pub mod conf;
 pub mod conn;
-pub mod drain;
-pub mod exec;
-pub mod handshake;
-pub mod health;
-pub mod hosts;
 pub mod http;
-pub mod inbound;
-pub mod launch;
-pub mod listener;
-pub mod logging;
-pub mod outbound;
-pub mod plain;
-pub mod pool;
-pub mod probe;
-pub mod ratelimit;
-pub mod procman;
-pub mod reaper;
-pub mod server;
-pub mod signals;
-pub mod spawn;
-pub mod staged;
+pub mod payload;
+pub mod process;
+pub mod runtime;
 pub mod token;
-pub mod tunnel;
 pub mod ws;

@@ -12,11 +12,11 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use wstund::backend::Resolver;
+use wstund::backend::stream::Resolver;
 use wstund::conf::{Balance, BackendAddr, BackendSpec};
-use wstund::health::CheckSpec;
-use wstund::hosts::{Chain, HostId, Hosts, Pick};
-use wstund::probe::Checker;
+use wstund::backend::health::CheckSpec;
+use wstund::backend::hosts::{Chain, HostId, Hosts, Pick};
+use wstund::backend::probe::Checker;
 use wstund::token::{self, Target};
 
 struct Rig {
@@ -71,8 +71,8 @@ fn check(send: &str, expect: &str, rise: u32, fall: u32) -> CheckSpec {
     CheckSpec {
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(500),
-        send: wstund::health::decode_escapes(send),
-        expect: wstund::health::decode_escapes(expect),
+        send: wstund::backend::health::decode_escapes(send),
+        expect: wstund::backend::health::decode_escapes(expect),
         rise,
         fall,
     }

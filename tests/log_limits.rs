@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use procs::{script, stdio, until_close};
-use wstund::ratelimit::{LOG_BURST_LINES, LOG_LINES_PER_SEC};
+use wstund::process::ratelimit::{LOG_BURST_LINES, LOG_LINES_PER_SEC};
 
 const T: Duration = Duration::from_secs(15);
 /// How long the test programs flood.

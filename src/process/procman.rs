@@ -21,13 +21,13 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use slab::Slab;
 
-use crate::backend::{Resolver, Target};
+use crate::backend::stream::{Resolver, Target};
 use crate::conf::{BackendMode, BackendSpec, Config};
-use crate::childlog::{self, ChildLog, Drained};
-use crate::exec::{self, describe_status, Program};
-use crate::pool::{Action, Limits, Pool, Proc, ProcRef, ProcState, Spawned};
-use crate::reaper::{ConnExit, Progs};
-use crate::spawn;
+use crate::process::childlog::{self, ChildLog, Drained};
+use crate::process::exec::{self, describe_status, Program};
+use crate::process::pool::{Action, Limits, Pool, Proc, ProcRef, ProcState, Spawned};
+use crate::process::reaper::{ConnExit, Progs};
+use crate::process::spawn;
 use crate::token;
 
 /// How long wstund waits for its children at exit before the last SIGKILL.
@@ -121,7 +121,7 @@ impl ProcMan {
                 "pool {}: {} on {} (min-procs {}, max-procs {})",
                 p.pool.name,
                 p.prog.argv.join(" "),
-                crate::backend::describe(&p.base),
+                crate::backend::stream::describe(&p.base),
                 p.pool.limits.min_procs,
                 p.pool.limits.max_procs
             );
@@ -224,7 +224,7 @@ impl ProcMan {
                 return Spawned::Failed;
             }
         };
-        let addr = crate::backend::describe(&target);
+        let addr = crate::backend::stream::describe(&target);
         if spawn::probe(&target) {
             info!("{name} proc {proc}: something already answers at {addr}; using it instead of spawning");
             return Spawned::External;

@@ -15,8 +15,8 @@ use mio::event::Event;
 use mio::Registry;
 use slab::Slab;
 
-use crate::backend::{BackendStream, ConnectState, Resolver};
-use crate::hosts::{HostId, Hosts};
+use crate::backend::stream::{BackendStream, ConnectState, Resolver};
+use crate::backend::hosts::{HostId, Hosts};
 use crate::token;
 
 /// Reply bytes kept while waiting for `check-expect`, beyond the expected string's length.

@@ -19,7 +19,7 @@ use log::{debug, info};
 use mio::Registry;
 use slab::Slab;
 
-use crate::backend::BackendStream;
+use crate::backend::stream::BackendStream;
 use crate::token;
 
 /// How long a let-go backend socket may take to reach EOF.

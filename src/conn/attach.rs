@@ -22,15 +22,15 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use nix::sys::wait::WaitStatus;
 
-use crate::backend::{describe, BackendStream};
-use crate::client::ClientStream;
+use crate::backend::stream::{describe, BackendStream};
+use crate::conn::client::ClientStream;
 use crate::conf::{BackendMode, BackendSpec};
-use crate::conn::{Conn, Ctx, Phase, Side};
-use crate::handshake::connect_failure;
-use crate::hosts::Failure;
-use crate::childlog::{self, ChildLog, Drained};
-use crate::exec::{self, describe_status, CgiRequest, ChildPipes, Program, DEFAULT_PASS_ENV};
-use crate::pool::ProcRef;
+use crate::conn::machine::{Conn, Ctx, Phase, Side};
+use crate::conn::handshake::connect_failure;
+use crate::backend::hosts::Failure;
+use crate::process::childlog::{self, ChildLog, Drained};
+use crate::process::exec::{self, describe_status, CgiRequest, ChildPipes, Program, DEFAULT_PASS_ENV};
+use crate::process::pool::ProcRef;
 use crate::token::{conn_token, Endpoint};
 use crate::ws::close;
 

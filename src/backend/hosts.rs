@@ -19,9 +19,9 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::balance::{self, Cursor, Slot};
+use crate::backend::balance::{self, Cursor, Slot};
 use crate::conf::{Balance, BackendAddr, BackendSpec, Config, Route, WsSettings};
-use crate::health::{CheckSpec, Health, Verdict};
+use crate::backend::health::{CheckSpec, Health, Verdict};
 
 /// Connect attempts per client before answering 503 (lighttpd's limit).
 pub const MAX_ATTEMPTS: usize = 5;

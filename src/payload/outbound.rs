@@ -12,8 +12,8 @@
 
 use std::io;
 
-use crate::buffer::{Buf, BufPool};
-use crate::staged::{BackendFault, Convert, InPlace, Stage};
+use crate::payload::buffer::{Buf, BufPool};
+use crate::payload::reframe::{BackendFault, Convert, InPlace, Stage};
 use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, MAX_SERVER_HEADER_LEN};
 use crate::ws::utf8::{complete_prefix, valid_utf8_prefix};
 
@@ -414,7 +414,7 @@ mod tests {
             }
             assert!(fills < 1000);
         }
-        assert!(out.buf.len() <= crate::buffer::BUF_SIZE);
+        assert!(out.buf.len() <= crate::payload::buffer::BUF_SIZE);
         // Control frames still fit after data filled the buffer.
         assert!(out.push_control(&mut pool, OpCode::Close, &[3, 233]));
         let f = frames(&drain(&mut out, &mut pool));

@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use log::{info, warn};
 
-use crate::ratelimit::{RateLimit, Verdict};
+use crate::process::ratelimit::{RateLimit, Verdict};
 
 /// Longest line logged in one piece; longer lines are logged in parts.
 pub const MAX_LOG_LINE: usize = 4096;
@@ -201,7 +201,7 @@ fn strip_cr(line: &[u8]) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::{LOG_BURST_LINES, LOG_LINES_PER_SEC};
+    use crate::process::ratelimit::{LOG_BURST_LINES, LOG_LINES_PER_SEC};
     use std::time::Duration;
 
     #[test]

@@ -33,17 +33,17 @@ use log::{debug, info};
 use mio::event::Event;
 use mio::Registry;
 
-use crate::attach::{ChildState, PoolLink};
-use crate::backend::{BackendStream, Resolver};
-use crate::buffer::BufPool;
-use crate::client::ClientStream;
+use crate::conn::attach::{ChildState, PoolLink};
+use crate::backend::stream::{BackendStream, Resolver};
+use crate::payload::buffer::BufPool;
+use crate::conn::client::ClientStream;
 use crate::conf::{BackendSpec, Config, WsSettings};
-use crate::drain::Drains;
-use crate::hosts::{Chain, HostId, Hosts, RouteId};
+use crate::backend::drain::Drains;
+use crate::backend::hosts::{Chain, HostId, Hosts, RouteId};
 use crate::http::{Request, Upgrade};
-use crate::inbound::{Inbound, InboundOpts};
-use crate::outbound::Outbound;
-use crate::procman::ProcMan;
+use crate::payload::inbound::{Inbound, InboundOpts};
+use crate::payload::outbound::Outbound;
+use crate::process::procman::ProcMan;
 use crate::token::{conn_token, Endpoint};
 use crate::ws::frame::OpCode;
 

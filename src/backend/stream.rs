@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use mio::{Interest, Registry, Token};
 
 use crate::conf::BackendAddr;
-use crate::exec::ChildPipes;
+use crate::process::exec::ChildPipes;
 
 /// A connected (or connecting) backend.
 pub enum BackendStream {

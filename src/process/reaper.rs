@@ -21,8 +21,8 @@ use mio::unix::pipe::Receiver;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::childlog::{self, ChildLog, Drained};
-use crate::exec::ChildPipes;
+use crate::process::childlog::{self, ChildLog, Drained};
+use crate::process::exec::ChildPipes;
 
 /// Longest gap between ladder steps while wstund is exiting.
 pub const SHUTDOWN_GAP: Duration = Duration::from_millis(500);
@@ -265,7 +265,7 @@ mod tests {
     #[test]
     fn ladder_runs_int_term_kill_on_a_real_group() {
         // A shell that ignores INT and TERM: only the SIGKILL step ends it.
-        let mut prog = crate::exec::Program::parse("/bin/sh -c").unwrap();
+        let mut prog = crate::process::exec::Program::parse("/bin/sh -c").unwrap();
         prog.argv.push("trap '' INT TERM; while :; do sleep 0.05; done".into());
         let null = std::fs::File::open("/dev/null").unwrap();
         let fd = std::os::fd::AsRawFd::as_raw_fd(&null);

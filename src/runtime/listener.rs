@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use mio::{Interest, Registry, Token};
 use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
 
-use crate::client::ClientStream;
+use crate::conn::client::ClientStream;
 
 pub const LISTEN_BACKLOG: i32 = 1024;
 

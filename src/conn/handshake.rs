@@ -9,16 +9,16 @@ use std::sync::Arc;
 
 use log::{debug, warn};
 
-use crate::attach::Attach;
-use crate::backend::ConnectState;
-use crate::balance;
+use crate::conn::attach::Attach;
+use crate::backend::stream::ConnectState;
+use crate::backend::balance;
 use crate::conf::{BackendFraming, BackendMode, BackendSpec, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
-use crate::conn::{deadline_after, Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
-use crate::hosts::{Chain, Failure, Pick};
+use crate::conn::machine::{deadline_after, Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
+use crate::backend::hosts::{Chain, Failure, Pick};
 use crate::http::{self, Parse, Request, UpgradePolicy};
-use crate::inbound::{Framing, InboundOpts};
-use crate::plain::Plain;
-use crate::staged::{Stage, StageOpts};
+use crate::payload::inbound::{Framing, InboundOpts};
+use crate::payload::transform::Plain;
+use crate::payload::reframe::{Stage, StageOpts};
 use crate::ws::deflate::{self, Inflater};
 use crate::ws::frame::OpCode;
 

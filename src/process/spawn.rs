@@ -21,8 +21,8 @@ use std::time::Duration;
 use mio::unix::pipe::Receiver;
 use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, UnixAddr};
 
-use crate::backend::Target;
-use crate::exec::{Program, SpawnError};
+use crate::backend::stream::Target;
+use crate::process::exec::{Program, SpawnError};
 
 /// How long the "is something already there?" probe may take (loopback answers at once).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
@@ -90,7 +90,7 @@ pub struct Started {
 /// Starts `prog` with `listen` as fd 0 and one output pipe as fds 1 and 2.
 pub fn spawn_proc(prog: &Program, env: &[(String, String)], listen: OwnedFd) -> Result<Started, SpawnError> {
     let fail = |err: io::Error| SpawnError { program: prog.argv[0].clone(), err };
-    let (r, w) = crate::exec::pipe().map_err(fail)?;
+    let (r, w) = crate::process::exec::pipe().map_err(fail)?;
     let output = Receiver::from(r);
     output.set_nonblocking(true).map_err(fail)?;
     let pid = prog.launch(env, [listen.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()])?;
@@ -145,7 +145,7 @@ mod tests {
         let t = Target::Unix(dir.join("s-0"));
         let fd = bind(&t, 16).unwrap();
         // As wstund does at start: the test harness may hold inherited fds (cargo's jobserver).
-        crate::exec::cloexec_inherited_fds();
+        crate::process::exec::cloexec_inherited_fds();
         // The child lists its fds and says whether fd 0 is a listening socket.
         let mut prog = Program::parse("/bin/sh -c").unwrap();
         prog.argv.push("ls /proc/self/fd | tr '\\n' ' '; echo; test -S /proc/self/fd/0 && echo sock; pwd".to_string());

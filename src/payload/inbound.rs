@@ -21,8 +21,8 @@
 //! (the `base64` subprotocol) — the output cannot stay in place, so it goes to a second
 //! bounded buffer (`plain.rs`) and the backend is fed from there instead.
 
-use crate::buffer::{Buf, BufPool};
-use crate::plain::{Plain, PlainStep};
+use crate::payload::buffer::{Buf, BufPool};
+use crate::payload::transform::{Plain, PlainStep};
 use crate::ws::close;
 use crate::ws::frame::{parse_header, FrameHeader, OpCode};
 use crate::ws::mask::apply_mask;
@@ -308,7 +308,7 @@ impl Inbound {
                     Err(v) => return Decoded::Violation(v),
                 },
                 FrameState::Payload { .. } | FrameState::MessageEnd if self.plain.is_some() => {
-                    match crate::plain::step(self, opts, pool) {
+                    match crate::payload::transform::step(self, opts, pool) {
                         PlainStep::Progress => {}
                         PlainStep::Blocked => return Decoded::NeedMore,
                         PlainStep::Violation(v) => return Decoded::Violation(v),

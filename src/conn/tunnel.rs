@@ -54,10 +54,10 @@ pub const TURN_TIME: Duration = Duration::from_micros(250);
 
 use log::{debug, info, warn};
 
-use crate::conn::{deadline_after, Conn, Ctx, Cut, Phase, Side, LINGER_TIMEOUT};
-use crate::inbound::{Control, Decoded, InboundOpts, Violation};
-use crate::outbound::{Finish, ReadOutcome};
-use crate::staged::BackendFault;
+use crate::conn::machine::{deadline_after, Conn, Ctx, Cut, Phase, Side, LINGER_TIMEOUT};
+use crate::payload::inbound::{Control, Decoded, InboundOpts, Violation};
+use crate::payload::outbound::{Finish, ReadOutcome};
+use crate::payload::reframe::BackendFault;
 use crate::ws::close;
 use crate::ws::frame::OpCode;
 

@@ -8,9 +8,9 @@
 //! the fast path, and a compressed message is never held whole — its inflated size is
 //! checked against the message limit as it grows.
 
-use crate::base64;
-use crate::buffer::{Buf, BufPool};
-use crate::inbound::{Framing, FrameState, Inbound, InboundOpts, Violation, RECORD_HEADER_LEN};
+use crate::payload::base64;
+use crate::payload::buffer::{Buf, BufPool};
+use crate::payload::inbound::{Framing, FrameState, Inbound, InboundOpts, Violation, RECORD_HEADER_LEN};
 use crate::ws::close;
 use crate::ws::deflate::{InflateError, Inflater, SYNC_TAIL};
 use crate::ws::frame::OpCode;
@@ -347,7 +347,7 @@ mod tests {
     //! out as the original bytes, with and without context takeover; bad data must end
     //! in a violation after a bounded number of decode calls.
     use super::*;
-    use crate::inbound::Decoded;
+    use crate::payload::inbound::Decoded;
     use crate::ws::deflate::DeflateParams;
     use crate::ws::frame::write_header_rsv;
     use flate2::{Compress, Compression, FlushCompress, Status};

@@ -30,18 +30,18 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 use slab::Slab;
 
-use crate::backend::Resolver;
-use crate::buffer::BufPool;
-use crate::client::ClientStream;
+use crate::backend::stream::Resolver;
+use crate::payload::buffer::BufPool;
+use crate::conn::client::ClientStream;
 use crate::conf::Config;
-use crate::conn::{Conn, Ctx};
-use crate::drain::{DrainTurn, Drains};
-use crate::hosts::Hosts;
-use crate::listener::Listener;
-use crate::probe::Checker;
-use crate::procman::{Exit, ProcMan};
-use crate::ratelimit::Repeats;
-use crate::signals::{Signal, Signals};
+use crate::conn::machine::{Conn, Ctx};
+use crate::backend::drain::{DrainTurn, Drains};
+use crate::backend::hosts::Hosts;
+use crate::runtime::listener::Listener;
+use crate::backend::probe::Checker;
+use crate::process::procman::{Exit, ProcMan};
+use crate::process::ratelimit::Repeats;
+use crate::runtime::signals::{Signal, Signals};
 use crate::token::{self, Endpoint, Target};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -453,7 +453,7 @@ impl Server {
                     self.state = RunState::Draining { deadline: now + GRACEFUL_STOP_LIMIT };
                 }
                 Signal::Hangup => {
-                    crate::logging::reopen();
+                    crate::runtime::logging::reopen();
                     info!("SIGHUP: log files reopened");
                 }
                 Signal::Status => self.log_status(now),
@@ -503,7 +503,7 @@ impl Server {
         for line in self.procs.status_lines() {
             info!("status: {line}");
         }
-        info!("status: log lines suppressed: {}, accept failures: {}", crate::childlog::suppressed_total(), self.accept_failures.total());
+        info!("status: log lines suppressed: {}, accept failures: {}", crate::process::childlog::suppressed_total(), self.accept_failures.total());
     }
 }
 

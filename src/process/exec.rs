@@ -21,7 +21,7 @@ use mio::unix::pipe::{Receiver, Sender};
 use mio::{Interest, Registry, Token};
 use nix::fcntl::OFlag;
 
-use crate::launch::{launch, Launch};
+use crate::process::launch::{launch, Launch};
 use crate::token::{sibling, Endpoint};
 
 /// The parent environment a stdio program gets when `bin-copy-environment` is not set

@@ -11,9 +11,9 @@
 //! The plain `stream` case does not come here: `outbound.rs` reads straight into the
 //! output buffer with no copy.
 
-use crate::base64;
-use crate::buffer::{Buf, BufPool};
-use crate::inbound::{Framing, RECORD_HEADER_LEN};
+use crate::payload::base64;
+use crate::payload::buffer::{Buf, BufPool};
+use crate::payload::inbound::{Framing, RECORD_HEADER_LEN};
 use crate::ws::close;
 use crate::ws::deflate::{DeflateParams, Deflater, SYNC_TAIL};
 use crate::ws::frame::{write_header_rsv, OpCode, MAX_HEADER_LEN};

@@ -1,0 +1,13 @@
+//! One client connection, from accept to its access-log line.
+//!
+//! - `machine`: the `Conn` struct, its `Phase`s and the dispatch between them.
+//! - `handshake`: the opening: HTTP request -> route -> backend attempt -> 101.
+//! - `attach`: connecting the tunnel to the backend kind the route chose.
+//! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
+//! - `client`: the client's byte stream.
+
+pub mod attach;
+pub mod client;
+pub mod handshake;
+pub mod machine;
+pub mod tunnel;
