@@ -114,7 +114,10 @@ impl Drains {
                         break None;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return DrainTurn::Waiting,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.discarded += turn;
+                    return DrainTurn::Waiting;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 // A reset after our FIN: the backend is gone; nothing to protect.
                 Err(_) => break Some(true),
