@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use wstund::backend::stream::Resolver;
+use wstund::backend::address::Resolver;
 use wstund::conf::{Balance, BackendAddr, BackendSpec};
 use wstund::backend::health::CheckSpec;
 use wstund::backend::hosts::{Chain, HostId, Hosts, Pick};

@@ -9,8 +9,11 @@
 //! `fall` consecutive failures take a healthy host out, `rise` consecutive successes
 //! bring it back, so one lost probe does not flap a host.
 
+use std::fmt;
+use std::io;
 use std::time::{Duration, Instant};
 
+use crate::backend::address::ResolveError;
 use crate::conf::{BackendAddr, BackendSpec};
 
 /// Defaults for the check options (to move next to the other `DEFAULT_*` constants in
@@ -156,6 +159,38 @@ impl Health {
             Verdict::CameUp
         } else {
             Verdict::WentDown
+        }
+    }
+}
+
+/// Why one health probe failed (kept as text in the host's `last_error` for the log
+/// and the status dump).
+#[derive(Debug)]
+pub enum ProbeFailure {
+    Resolve(ResolveError),
+    Connect(io::Error),
+    /// More probes in flight than the reserved token range holds.
+    TooMany,
+    Watch(io::Error),
+    Send(io::Error),
+    Read(io::Error),
+    ClosedEarly,
+    WrongReply,
+    TimedOut,
+}
+
+impl fmt::Display for ProbeFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ProbeFailure::Resolve(e) => write!(f, "{e}"),
+            ProbeFailure::Connect(e) => write!(f, "connect: {e}"),
+            ProbeFailure::TooMany => write!(f, "too many probes in flight"),
+            ProbeFailure::Watch(e) => write!(f, "cannot watch probe socket: {e}"),
+            ProbeFailure::Send(e) => write!(f, "send: {e}"),
+            ProbeFailure::Read(e) => write!(f, "read: {e}"),
+            ProbeFailure::ClosedEarly => write!(f, "closed before the expected reply"),
+            ProbeFailure::WrongReply => write!(f, "reply does not contain the expected string"),
+            ProbeFailure::TimedOut => write!(f, "timed out"),
         }
     }
 }

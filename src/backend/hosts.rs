@@ -21,7 +21,7 @@ use log::{info, warn};
 
 use crate::backend::balance::{self, Cursor, Slot};
 use crate::conf::{Balance, BackendAddr, BackendSpec, Config, Route, WsSettings};
-use crate::backend::health::{CheckSpec, Health, Verdict};
+use crate::backend::health::{ProbeFailure, CheckSpec, Health, Verdict};
 
 /// Connect attempts per client before answering 503 (lighttpd's limit).
 pub const MAX_ATTEMPTS: usize = 5;
@@ -409,13 +409,13 @@ impl Hosts {
     }
 
     /// A probe finished; logs when the host changes state.
-    pub fn check_result(&mut self, id: HostId, result: Result<(), String>) {
+    pub fn check_result(&mut self, id: HostId, result: Result<(), ProbeFailure>) {
         let h = &mut self.hosts[id.0 as usize];
         let Some(health) = h.health.as_mut() else { return };
         health.probing = false;
         let ok = result.is_ok();
         if let Err(e) = result {
-            health.last_error = e;
+            health.last_error = e.to_string();
         }
         match health.record(ok) {
             Verdict::Unchanged => {}
@@ -613,14 +613,14 @@ mod tests {
         assert_eq!(due, vec![id]);
         hs.due_checks(now, &mut due);
         assert!(due.is_empty(), "a probe is in flight");
-        hs.check_result(id, Err("refused".into()));
+        hs.check_result(id, Err(ProbeFailure::Connect(std::io::ErrorKind::ConnectionRefused.into())));
         for algo in [Balance::Fair, Balance::RoundRobin, Balance::Hash, Balance::Sticky] {
             for k in 0..20 {
                 let Pick::Host { id: got, .. } = hs.pick(r, algo, k * 7919, &Chain::default(), now) else { panic!() };
                 assert_ne!(got, id, "{algo}");
             }
         }
-        assert!(hs.status_lines(now)[0].contains("down (health check: refused)"));
+        assert!(hs.status_lines(now)[0].contains("down (health check: connect: "));
         hs.check_result(id, Ok(()));
         assert!(!hs.host(id).usable(now));
         hs.check_result(id, Ok(()));

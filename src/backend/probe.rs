@@ -15,7 +15,9 @@ use mio::event::Event;
 use mio::Registry;
 use slab::Slab;
 
-use crate::backend::stream::{BackendStream, ConnectState, Resolver};
+use crate::backend::address::Resolver;
+use crate::backend::health::ProbeFailure;
+use crate::backend::stream::{BackendStream, ConnectState};
 use crate::backend::hosts::{HostId, Hosts};
 use crate::token;
 
@@ -42,7 +44,7 @@ struct Probe {
 /// Outcome of advancing a probe.
 enum Progress {
     Blocked,
-    Done(Result<(), String>),
+    Done(Result<(), ProbeFailure>),
 }
 
 #[derive(Default)]
@@ -66,7 +68,7 @@ impl Checker {
     pub fn tick(&mut self, hosts: &mut Hosts, resolver: &mut Resolver, registry: &Registry, now: Instant) {
         let overdue: Vec<usize> = self.probes.iter().filter(|(_, p)| now >= p.deadline).map(|(k, _)| k).collect();
         for key in overdue {
-            self.finish(key, hosts, registry, Err("timed out".into()));
+            self.finish(key, hosts, registry, Err(ProbeFailure::TimedOut));
         }
         let mut due = std::mem::take(&mut self.due);
         hosts.due_checks(now, &mut due);
@@ -78,19 +80,19 @@ impl Checker {
         self.due = due;
     }
 
-    fn start(&mut self, id: HostId, hosts: &mut Hosts, resolver: &mut Resolver, registry: &Registry, now: Instant) -> Result<(), String> {
+    fn start(&mut self, id: HostId, hosts: &mut Hosts, resolver: &mut Resolver, registry: &Registry, now: Instant) -> Result<(), ProbeFailure> {
         let host = hosts.host(id);
         let Some(health) = host.health.as_ref() else { return Ok(()) };
         let deadline = now + health.spec.timeout;
-        let target = resolver.target(&host.addr)?;
-        let stream = BackendStream::connect(&target, true).map_err(|e| format!("connect: {e}"))?;
+        let target = resolver.resolve(&host.addr).map_err(ProbeFailure::Resolve)?;
+        let stream = BackendStream::connect(&target, true).map_err(ProbeFailure::Connect)?;
         let entry = self.probes.vacant_entry();
         let key = entry.key();
         if key >= token::MAX_PROBES {
-            return Err("too many probes in flight".into());
+            return Err(ProbeFailure::TooMany);
         }
         let mut probe = Probe { host: id, stream, step: Step::Connecting, deadline, readable: false, writable: false, reply: Vec::new() };
-        probe.stream.register(registry, token::probe_token(key)).map_err(|e| format!("cannot watch probe socket: {e}"))?;
+        probe.stream.register(registry, token::probe_token(key)).map_err(ProbeFailure::Watch)?;
         entry.insert(probe);
         debug!("health probe of {} started", host.name);
         Ok(())
@@ -110,7 +112,7 @@ impl Checker {
         }
     }
 
-    fn finish(&mut self, key: usize, hosts: &mut Hosts, registry: &Registry, result: Result<(), String>) {
+    fn finish(&mut self, key: usize, hosts: &mut Hosts, registry: &Registry, result: Result<(), ProbeFailure>) {
         if !self.probes.contains(key) {
             return;
         }
@@ -135,7 +137,7 @@ fn advance(p: &mut Probe, send: &[u8], expect: &[u8]) -> Progress {
                         p.readable = false;
                         return Progress::Blocked;
                     }
-                    ConnectState::Failed(e) => return Progress::Done(Err(format!("connect: {e}"))),
+                    ConnectState::Failed(e) => return Progress::Done(Err(ProbeFailure::Connect(e))),
                     ConnectState::Connected => {
                         p.writable = true;
                         p.step = Step::Sending { sent: 0 };
@@ -159,7 +161,7 @@ fn advance(p: &mut Probe, send: &[u8], expect: &[u8]) -> Progress {
                         return Progress::Blocked;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Progress::Done(Err(format!("send: {e}"))),
+                    Err(e) => return Progress::Done(Err(ProbeFailure::Send(e))),
                 }
             }
             Step::Expecting => {
@@ -168,7 +170,7 @@ fn advance(p: &mut Probe, send: &[u8], expect: &[u8]) -> Progress {
                 }
                 let mut chunk = [0u8; 1024];
                 match p.stream.read(&mut chunk) {
-                    Ok(0) => return Progress::Done(Err("closed before the expected reply".into())),
+                    Ok(0) => return Progress::Done(Err(ProbeFailure::ClosedEarly)),
                     Ok(n) => {
                         let from = p.reply.len().saturating_sub(expect.len());
                         p.reply.extend_from_slice(&chunk[..n]);
@@ -176,7 +178,7 @@ fn advance(p: &mut Probe, send: &[u8], expect: &[u8]) -> Progress {
                             return Progress::Done(Ok(()));
                         }
                         if p.reply.len() > REPLY_WINDOW + expect.len() {
-                            return Progress::Done(Err("reply does not contain the expected string".into()));
+                            return Progress::Done(Err(ProbeFailure::WrongReply));
                         }
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
@@ -184,7 +186,7 @@ fn advance(p: &mut Probe, send: &[u8], expect: &[u8]) -> Progress {
                         return Progress::Blocked;
                     }
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Progress::Done(Err(format!("read: {e}"))),
+                    Err(e) => return Progress::Done(Err(ProbeFailure::Read(e))),
                 }
             }
         }

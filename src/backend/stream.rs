@@ -1,19 +1,17 @@
 //! Backend byte streams: TCP and unix-domain sockets, connected without blocking, and
-//! the pipes of a per-connection program.
+//! the pipes of a per-connection program (`pipes.rs`).
 //!
 //! The connection state machine only needs "read bytes", "write bytes", "half-close" and
 //! "did the connect finish"; this type gives it exactly that for every backend kind so
 //! the pump in `tunnel.rs` never matches on the transport.
 
-use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::Shutdown;
 
 use mio::{Interest, Registry, Token};
 
-use crate::conf::BackendAddr;
-use crate::process::exec::ChildPipes;
+use super::address::Address;
+use super::pipes::ChildPipes;
 
 /// A connected (or connecting) backend.
 pub enum BackendStream {
@@ -21,13 +19,6 @@ pub enum BackendStream {
     Unix(mio::net::UnixStream),
     /// A stdio program: writes go to its stdin, reads come from its stdout.
     Child(ChildPipes),
-}
-
-/// Where to connect, after name resolution.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
-    Tcp(SocketAddr),
-    Unix(PathBuf),
 }
 
 /// Outcome of checking a connect in progress.
@@ -40,9 +31,9 @@ pub enum ConnectState {
 impl BackendStream {
     /// Starts a non-blocking connect. Immediate failures (ENOENT for a unix path,
     /// ECONNREFUSED, EAGAIN on a full unix backlog) come back as errors right away.
-    pub fn connect(target: &Target, nodelay: bool) -> io::Result<BackendStream> {
+    pub fn connect(target: &Address, nodelay: bool) -> io::Result<BackendStream> {
         match target {
-            Target::Tcp(sa) => {
+            Address::Tcp(sa) => {
                 let s = mio::net::TcpStream::connect(*sa)?;
                 if nodelay {
                     // Best effort: a failure here only costs latency.
@@ -50,7 +41,7 @@ impl BackendStream {
                 }
                 Ok(BackendStream::Tcp(s))
             }
-            Target::Unix(p) => Ok(BackendStream::Unix(mio::net::UnixStream::connect(p)?)),
+            Address::Unix(p) => Ok(BackendStream::Unix(mio::net::UnixStream::connect(p)?)),
         }
     }
 
@@ -146,69 +137,13 @@ impl BackendStream {
     }
 }
 
-/// Turns conf backend addresses into connect targets, resolving host names once and
-/// remembering the answer: name lookups block, so they must not happen per connection.
-#[derive(Default)]
-pub struct Resolver {
-    cache: HashMap<String, IpAddr>,
-}
-
-impl Resolver {
-    pub fn target(&mut self, addr: &BackendAddr) -> Result<Target, String> {
-        match addr {
-            BackendAddr::Tcp { host, port } => {
-                let ip = self.lookup(host)?;
-                Ok(Target::Tcp(SocketAddr::new(ip, *port)))
-            }
-            BackendAddr::Unix(p) => Ok(Target::Unix(p.clone())),
-            BackendAddr::None => Err("backend has no socket address".into()),
-        }
-    }
-
-    fn lookup(&mut self, host: &str) -> Result<IpAddr, String> {
-        let h = host.trim_start_matches('[').trim_end_matches(']');
-        if let Ok(ip) = h.parse::<IpAddr>() {
-            return Ok(ip);
-        }
-        if let Some(ip) = self.cache.get(h) {
-            return Ok(*ip);
-        }
-        let ip = (h, 0u16)
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve backend host {h:?}: {e}"))?
-            .next()
-            .map(|sa| sa.ip())
-            .ok_or_else(|| format!("backend host {h:?} has no address"))?;
-        self.cache.insert(h.to_string(), ip);
-        Ok(ip)
-    }
-}
-
-/// For log lines: "127.0.0.1:9001" or "unix:/run/app.sock".
-pub fn describe(t: &Target) -> String {
-    match t {
-        Target::Tcp(sa) => sa.to_string(),
-        Target::Unix(p) => format!("unix:{}", Path::display(p)),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn resolves_literals_without_lookup() {
-        let mut r = Resolver::default();
-        let t = r.target(&BackendAddr::Tcp { host: "127.0.0.1".into(), port: 9 }).unwrap();
-        assert_eq!(t, Target::Tcp("127.0.0.1:9".parse().unwrap()));
-        let t = r.target(&BackendAddr::Tcp { host: "[::1]".into(), port: 9 }).unwrap();
-        assert_eq!(t, Target::Tcp("[::1]:9".parse().unwrap()));
-        assert!(r.cache.is_empty());
-    }
-
-    #[test]
     fn connect_to_missing_unix_socket_fails_at_once() {
-        let t = Target::Unix("/nonexistent/wstund-test.sock".into());
+        let t = Address::Unix("/nonexistent/wstund-test.sock".into());
         assert!(BackendStream::connect(&t, true).is_err());
     }
 }

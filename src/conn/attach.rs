@@ -22,14 +22,16 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use nix::sys::wait::WaitStatus;
 
-use crate::backend::stream::{describe, BackendStream};
+use crate::backend::address::describe;
+use crate::backend::stream::BackendStream;
 use crate::conn::client::ClientStream;
 use crate::conf::{BackendMode, BackendSpec};
 use crate::conn::machine::{Conn, Ctx, Phase, Side};
 use crate::conn::handshake::connect_failure;
 use crate::backend::hosts::Failure;
 use crate::process::childlog::{self, ChildLog, Drained};
-use crate::process::exec::{self, describe_status, CgiRequest, ChildPipes, Program, DEFAULT_PASS_ENV};
+use crate::backend::pipes::ChildPipes;
+use crate::process::exec::{self, describe_status, CgiRequest, Program, DEFAULT_PASS_ENV};
 use crate::process::pool::ProcRef;
 use crate::token::{conn_token, Endpoint};
 use crate::ws::close;
@@ -95,7 +97,7 @@ impl Conn {
                     return Err(Failure::Died);
                 }
             },
-            None => match ctx.resolver.target(&spec.addr) {
+            None => match ctx.resolver.resolve(&spec.addr) {
                 Ok(t) => (t, None),
                 Err(e) => {
                     warn!("[c{}] {e}", self.id);

@@ -34,7 +34,8 @@ use mio::event::Event;
 use mio::Registry;
 
 use crate::conn::attach::{ChildState, PoolLink};
-use crate::backend::stream::{BackendStream, Resolver};
+use crate::backend::address::Resolver;
+use crate::backend::stream::BackendStream;
 use crate::payload::buffer::BufPool;
 use crate::conn::client::ClientStream;
 use crate::conf::{BackendSpec, Config, WsSettings};

@@ -10,19 +10,17 @@
 //! No shell is involved anywhere: `bin-path` is split on whitespace into argv, and every
 //! program runs in its own process group so signals reach whatever it started.
 
-use std::cell::Cell;
 use std::fmt;
-use std::io::{self, Read, Write};
+use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use mio::unix::pipe::{Receiver, Sender};
-use mio::{Interest, Registry, Token};
 use nix::fcntl::OFlag;
 
+use crate::backend::pipes::ChildPipes;
 use crate::process::launch::{launch, Launch};
-use crate::token::{sibling, Endpoint};
 
 /// The parent environment a stdio program gets when `bin-copy-environment` is not set
 /// (websocketd's `--passenv` default set).
@@ -271,108 +269,7 @@ pub fn spawn_stdio(prog: &Program, env: &[(String, String)]) -> Result<StdioChil
             return Err(fail(e));
         }
     }
-    Ok(StdioChild { pid, pipes: ChildPipes { stdin: Cell::new(Some(stdin)), stdout: Some(stdout), stderr: Some(stderr) } })
-}
-
-/// The three pipes of a stdio program, as one backend stream.
-pub struct ChildPipes {
-    /// In a `Cell` so `shutdown_write(&self)` can close it: closing is the only way to
-    /// give a pipe reader EOF.
-    stdin: Cell<Option<Sender>>,
-    stdout: Option<Receiver>,
-    stderr: Option<Receiver>,
-}
-
-impl ChildPipes {
-    pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.stdout.as_mut() {
-            Some(r) => r.read(buf),
-            None => Ok(0),
-        }
-    }
-
-    /// Writes to the program's stdin. Once the program has closed its stdin (EPIPE),
-    /// further input is dropped: it may still be producing output, and its exit (not a
-    /// write error) ends the connection with the right close code.
-    pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let slot = self.stdin.get_mut();
-        let Some(s) = slot.as_mut() else { return Ok(buf.len()) };
-        match s.write(buf) {
-            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
-                *slot = None;
-                Ok(buf.len())
-            }
-            r => r,
-        }
-    }
-
-    /// EOF for the program: closes its stdin.
-    pub fn close_stdin(&self) {
-        drop(self.stdin.take());
-    }
-
-    /// Reads the program's stderr; `Ok(0)` at EOF (or when already closed).
-    pub fn read_stderr(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self.stderr.as_mut() {
-            Some(r) => r.read(buf),
-            None => Ok(0),
-        }
-    }
-
-    /// Asks the poller to report stderr again if it is still readable: after a read that
-    /// stopped at its budget rather than at WouldBlock (edge-triggered registrations are
-    /// re-checked when modified). `token` is the connection's `Backend` token.
-    pub fn rearm_stderr(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
-        match self.stderr.as_mut() {
-            Some(e) => reg.reregister(e, sibling(token, Endpoint::ChildErr), Interest::READABLE),
-            None => Ok(()),
-        }
-    }
-
-    /// Stops watching stderr after EOF.
-    pub fn close_stderr(&mut self, reg: &Registry) {
-        if let Some(mut r) = self.stderr.take() {
-            let _ = reg.deregister(&mut r);
-        }
-    }
-
-    /// stdin under `token` (the connection's `Backend` endpoint), stdout and stderr under
-    /// the `ChildOut` and `ChildErr` tokens of the same connection.
-    pub fn register(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
-        if let Some(mut s) = self.stdin.take() {
-            let r = reg.register(&mut s, token, Interest::WRITABLE);
-            self.stdin.set(Some(s));
-            r?;
-        }
-        if let Some(o) = self.stdout.as_mut() {
-            reg.register(o, sibling(token, Endpoint::ChildOut), Interest::READABLE)?;
-        }
-        if let Some(e) = self.stderr.as_mut() {
-            reg.register(e, sibling(token, Endpoint::ChildErr), Interest::READABLE)?;
-        }
-        Ok(())
-    }
-
-    pub fn deregister(&mut self, reg: &Registry) {
-        if let Some(mut s) = self.stdin.take() {
-            let _ = reg.deregister(&mut s);
-            self.stdin.set(Some(s));
-        }
-        if let Some(o) = self.stdout.as_mut() {
-            let _ = reg.deregister(o);
-        }
-        if let Some(e) = self.stderr.as_mut() {
-            let _ = reg.deregister(e);
-        }
-    }
-
-    /// Closes stdin and hands over stdout and stderr, which the reaper keeps open (and
-    /// drains) until the program is gone, so a program that writes while it shuts down
-    /// is not killed by SIGPIPE.
-    pub fn into_output(self) -> (Option<Receiver>, Option<Receiver>) {
-        drop(self.stdin.take());
-        (self.stdout, self.stderr)
-    }
+    Ok(StdioChild { pid, pipes: ChildPipes::new(stdin, stdout, stderr) })
 }
 
 /// "exit 0", "exit 3", "signal 9 (SIGKILL)": for close reasons and log lines.

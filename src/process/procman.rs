@@ -21,7 +21,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use slab::Slab;
 
-use crate::backend::stream::{Resolver, Target};
+use crate::backend::address::{Address, Resolver};
 use crate::conf::{BackendMode, BackendSpec, Config};
 use crate::process::childlog::{self, ChildLog, Drained};
 use crate::process::exec::{self, describe_status, Program};
@@ -49,7 +49,7 @@ struct PoolRt {
     prog: Program,
     env: Vec<(String, String)>,
     /// Slot 0's address; slot N is `socket-N` / `port+N` of this.
-    base: Target,
+    base: Address,
     /// Unix socket files wstund bound (removed when the slot stops and at exit).
     bound: Vec<Option<std::path::PathBuf>>,
 }
@@ -84,7 +84,7 @@ impl ProcMan {
                 }
                 let bin_path = spec.bin_path.as_deref().unwrap_or_default();
                 let Some(prog) = Program::parse(bin_path) else { continue };
-                let base = match resolver.target(&spec.addr) {
+                let base = match resolver.resolve(&spec.addr) {
                     Ok(t) => t,
                     Err(e) => {
                         error!("pool {bin_path}: {e}; it will not be started");
@@ -121,7 +121,7 @@ impl ProcMan {
                 "pool {}: {} on {} (min-procs {}, max-procs {})",
                 p.pool.name,
                 p.prog.argv.join(" "),
-                crate::backend::stream::describe(&p.base),
+                crate::backend::address::describe(&p.base),
                 p.pool.limits.min_procs,
                 p.pool.limits.max_procs
             );
@@ -141,18 +141,18 @@ impl ProcMan {
     }
 
     /// The least-loaded running process of `pool` and its address, without assigning.
-    pub fn least_loaded_proc(&self, pool: usize) -> Option<(ProcRef, Target)> {
+    pub fn least_loaded_proc(&self, pool: usize) -> Option<(ProcRef, Address)> {
         let p = self.pools.get(pool)?;
         let i = p.pool.least_loaded()?;
         let r = ProcRef { pool, proc: i, gen: p.pool.procs[i].gen };
-        spawn::slot_target(&p.base, i).ok().map(|t| (r, t))
+        spawn::slot_address(&p.base, i).ok().map(|t| (r, t))
     }
 
     /// Assigns a connection to the least-loaded running process of `pool`.
-    pub fn acquire(&mut self, pool: usize, now: Instant) -> Option<(ProcRef, Target)> {
+    pub fn acquire(&mut self, pool: usize, now: Instant) -> Option<(ProcRef, Address)> {
         let p = self.pools.get_mut(pool)?;
         let r = p.pool.acquire(now)?;
-        match spawn::slot_target(&p.base, r.proc) {
+        match spawn::slot_address(&p.base, r.proc) {
             Ok(t) => Some((r, t)),
             Err(_) => {
                 p.pool.release(r, now);
@@ -217,14 +217,14 @@ impl ProcMan {
     fn spawn_slot(&mut self, pool: usize, proc: usize, reg: &Registry) -> Spawned {
         let p = &mut self.pools[pool];
         let name = p.pool.name.clone();
-        let target = match spawn::slot_target(&p.base, proc) {
+        let target = match spawn::slot_address(&p.base, proc) {
             Ok(t) => t,
             Err(e) => {
                 error!("{name} proc {proc}: {e}");
                 return Spawned::Failed;
             }
         };
-        let addr = crate::backend::stream::describe(&target);
+        let addr = crate::backend::address::describe(&target);
         if spawn::probe(&target) {
             info!("{name} proc {proc}: something already answers at {addr}; using it instead of spawning");
             return Spawned::External;
@@ -236,7 +236,7 @@ impl ProcMan {
                 return Spawned::Failed;
             }
         };
-        if let Target::Unix(path) = &target {
+        if let Address::Unix(path) = &target {
             p.bound[proc] = Some(path.clone());
         }
         match spawn::spawn_proc(&p.prog, &p.env, fd) {

@@ -22,7 +22,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
 use crate::process::childlog::{self, ChildLog, Drained};
-use crate::process::exec::ChildPipes;
+use crate::backend::pipes::ChildPipes;
 
 /// Longest gap between ladder steps while wstund is exiting.
 pub const SHUTDOWN_GAP: Duration = Duration::from_millis(500);

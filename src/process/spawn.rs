@@ -21,42 +21,55 @@ use std::time::Duration;
 use mio::unix::pipe::Receiver;
 use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, UnixAddr};
 
-use crate::backend::stream::Target;
+use crate::backend::address::Address;
 use crate::process::exec::{Program, SpawnError};
 
 /// How long the "is something already there?" probe may take (loopback answers at once).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(200);
 
+/// Slot `n` of a TCP pool would listen past port 65535.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortOverflow {
+    pub base: u16,
+    pub slot: usize,
+}
+
+impl std::fmt::Display for PortOverflow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "port {} + {} is past 65535", self.base, self.slot)
+    }
+}
+
 /// The address of slot `n`: lighttpd's `socket-N` / `port+N`.
-pub fn slot_target(base: &Target, n: usize) -> Result<Target, String> {
+pub fn slot_address(base: &Address, n: usize) -> Result<Address, PortOverflow> {
     match base {
-        Target::Unix(p) => {
+        Address::Unix(p) => {
             let mut s = p.clone().into_os_string();
             s.push(format!("-{n}"));
-            Ok(Target::Unix(PathBuf::from(s)))
+            Ok(Address::Unix(PathBuf::from(s)))
         }
-        Target::Tcp(sa) => {
-            let port = u16::try_from(usize::from(sa.port()) + n).map_err(|_| format!("port {} + {n} is past 65535", sa.port()))?;
-            Ok(Target::Tcp(SocketAddr::new(sa.ip(), port)))
+        Address::Tcp(sa) => {
+            let port = u16::try_from(usize::from(sa.port()) + n).map_err(|_| PortOverflow { base: sa.port(), slot: n })?;
+            Ok(Address::Tcp(SocketAddr::new(sa.ip(), port)))
         }
     }
 }
 
 /// Does something accept connections at `t` already?
-pub fn probe(t: &Target) -> bool {
+pub fn probe(t: &Address) -> bool {
     match t {
-        Target::Tcp(sa) => TcpStream::connect_timeout(sa, PROBE_TIMEOUT).is_ok(),
-        Target::Unix(p) => UnixStream::connect(p).is_ok(),
+        Address::Tcp(sa) => TcpStream::connect_timeout(sa, PROBE_TIMEOUT).is_ok(),
+        Address::Unix(p) => UnixStream::connect(p).is_ok(),
     }
 }
 
 /// A blocking, close-on-exec listening socket at `t` (the child accepts on it, and a
 /// FastCGI-style program expects blocking accepts). A stale unix socket file from an
 /// earlier run is replaced; any other file at that path is left alone and is an error.
-pub fn bind(t: &Target, backlog: u32) -> io::Result<OwnedFd> {
+pub fn bind(t: &Address, backlog: u32) -> io::Result<OwnedFd> {
     let backlog = Backlog::new(i32::try_from(backlog).unwrap_or(i32::MAX)).unwrap_or(Backlog::MAXCONN);
     match t {
-        Target::Unix(p) => {
+        Address::Unix(p) => {
             if let Ok(md) = std::fs::symlink_metadata(p) {
                 if md.file_type().is_socket() {
                     std::fs::remove_file(p)?;
@@ -69,7 +82,7 @@ pub fn bind(t: &Target, backlog: u32) -> io::Result<OwnedFd> {
             socket::listen(&fd, backlog)?;
             Ok(fd)
         }
-        Target::Tcp(sa) => {
+        Address::Tcp(sa) => {
             let family = if sa.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
             let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
             socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
@@ -106,21 +119,21 @@ mod tests {
 
     #[test]
     fn slot_addresses() {
-        let u = Target::Unix("/run/app.sock".into());
-        assert_eq!(slot_target(&u, 0).unwrap(), Target::Unix("/run/app.sock-0".into()));
-        assert_eq!(slot_target(&u, 12).unwrap(), Target::Unix("/run/app.sock-12".into()));
-        let t = Target::Tcp("127.0.0.1:9000".parse().unwrap());
-        assert_eq!(slot_target(&t, 3).unwrap(), Target::Tcp("127.0.0.1:9003".parse().unwrap()));
-        let top = Target::Tcp("127.0.0.1:65535".parse().unwrap());
-        assert!(slot_target(&top, 0).is_ok());
-        assert!(slot_target(&top, 1).unwrap_err().contains("65535"));
+        let u = Address::Unix("/run/app.sock".into());
+        assert_eq!(slot_address(&u, 0).unwrap(), Address::Unix("/run/app.sock-0".into()));
+        assert_eq!(slot_address(&u, 12).unwrap(), Address::Unix("/run/app.sock-12".into()));
+        let t = Address::Tcp("127.0.0.1:9000".parse().unwrap());
+        assert_eq!(slot_address(&t, 3).unwrap(), Address::Tcp("127.0.0.1:9003".parse().unwrap()));
+        let top = Address::Tcp("127.0.0.1:65535".parse().unwrap());
+        assert!(slot_address(&top, 0).is_ok());
+        assert_eq!(slot_address(&top, 1).unwrap_err(), PortOverflow { base: 65535, slot: 1 });
     }
 
     #[test]
     fn binds_probes_and_replaces_stale_unix_sockets() {
         let dir = std::env::temp_dir().join(format!("wstund-spawn-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let t = Target::Unix(dir.join("s-0"));
+        let t = Address::Unix(dir.join("s-0"));
         assert!(!probe(&t));
         let fd = bind(&t, 16).unwrap();
         assert!(probe(&t), "a bound, listening socket answers");
@@ -130,11 +143,11 @@ mod tests {
         drop(fd);
         let plain = dir.join("plain");
         std::fs::write(&plain, b"x").unwrap();
-        assert!(bind(&Target::Unix(plain.clone()), 16).is_err());
+        assert!(bind(&Address::Unix(plain.clone()), 16).is_err());
         assert!(plain.exists(), "a non-socket file is never removed");
-        let tcp = bind(&Target::Tcp("127.0.0.1:0".parse().unwrap()), 16).unwrap();
+        let tcp = bind(&Address::Tcp("127.0.0.1:0".parse().unwrap()), 16).unwrap();
         let sa: SocketAddr = socket::getsockname::<SockaddrStorage>(tcp.as_raw_fd()).unwrap().as_sockaddr_in().copied().unwrap().into();
-        assert!(probe(&Target::Tcp(sa)));
+        assert!(probe(&Address::Tcp(sa)));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -142,7 +155,7 @@ mod tests {
     fn child_gets_the_socket_as_fd0_and_only_fds_0_1_2() {
         let dir = std::env::temp_dir().join(format!("wstund-spawn-fd-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let t = Target::Unix(dir.join("s-0"));
+        let t = Address::Unix(dir.join("s-0"));
         let fd = bind(&t, 16).unwrap();
         // As wstund does at start: the test harness may hold inherited fds (cargo's jobserver).
         crate::process::exec::cloexec_inherited_fds();

@@ -30,7 +30,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll};
 use slab::Slab;
 
-use crate::backend::stream::Resolver;
+use crate::backend::address::Resolver;
 use crate::payload::buffer::BufPool;
 use crate::conn::client::ClientStream;
 use crate::conf::Config;
