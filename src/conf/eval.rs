@@ -21,7 +21,8 @@ use super::directives::{
 use super::error::{ConfError, Diag, Span};
 use super::include;
 use super::listen;
-use super::model::{Config, Loaded, ServerSettings, WsSettings};
+use super::config::{Config, Loaded};
+use super::model::{ServerSettings, WsSettings};
 use super::parser::parse;
 use super::shell::{self, ShellLimits};
 use super::value::{quote, size_text, Entry, Footprint, Val, ValKind};

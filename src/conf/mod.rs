@@ -9,6 +9,7 @@
 pub mod ast;
 mod backend;
 pub mod cond;
+mod config;
 mod convert;
 pub mod directives;
 pub mod error;
@@ -20,6 +21,7 @@ pub mod model;
 pub mod parser;
 mod preflight;
 mod print;
+mod schema;
 mod shell;
 pub mod value;
 
@@ -32,6 +34,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use cond::{Block, Condition, Subject};
+pub use config::{Config, Loaded};
 pub use error::ConfError;
 pub use model::*;
 pub use preflight::preflight;

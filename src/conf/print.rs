@@ -7,7 +7,7 @@
 
 use super::cond::Block;
 use super::directives::{show_server, show_ws, Target, SERVER_DIRECTIVES, WS_DIRECTIVES};
-use super::model::Config;
+use super::config::Config;
 
 const INDENT: &str = "    ";
 
