@@ -27,7 +27,7 @@ use crate::backend::stream::BackendStream;
 use crate::conn::client::ClientStream;
 use crate::conf::{BackendMode, BackendSpec};
 use crate::conn::machine::{Conn, Ctx, Phase, Side};
-use crate::conn::handshake::connect_failure;
+use crate::conn::link::{connect_failure, Attach, ChildState, FailStatus, PoolLink};
 use crate::backend::hosts::Failure;
 use crate::process::childlog::{self, ChildLog, Drained};
 use crate::backend::pipes::ChildPipes;
@@ -43,36 +43,6 @@ const MAX_POOL_RETRIES: u8 = 4;
 const EXIT_WAIT: Duration = Duration::from_secs(2);
 /// `PF_EXITING` in /proc/PID/stat's flags: the process is past the point of no return.
 const PF_EXITING: u64 = 0x4;
-
-/// What trying one backend entry gave, when it did not fail.
-pub enum Attach {
-    /// A connect is in flight.
-    Connecting,
-    /// The backend is usable now (a started program): send the 101.
-    Ready,
-}
-
-/// The stdio program of a connection.
-pub struct ChildState {
-    pub pid: i32,
-    /// Set when the SIGCHLD handler reaped it.
-    pub exit: Option<WaitStatus>,
-    pub stdout_eof: bool,
-    /// Set when stdout ended before the exit status arrived.
-    pub eof_deadline: Option<Instant>,
-    pub close_timeout: Duration,
-    /// Its stderr lines, rate-limited; handed to the reaper with the pipes.
-    err_log: ChildLog,
-}
-
-/// The pool process a connection is assigned to.
-#[derive(Debug, Clone, Copy)]
-pub struct PoolLink {
-    pub r: ProcRef,
-    pub pid: Option<i32>,
-    /// The process was reaped while this connection used it.
-    pub died: bool,
-}
 
 impl Conn {
     /// Tries one backend entry (the host the balancer chose). A failure says whom to
@@ -147,23 +117,23 @@ impl Conn {
         false
     }
 
-    /// Starts a per-connection program; the HTTP status to answer when it cannot be.
-    fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<Attach, u16> {
+    /// Starts a per-connection program; the answer to give when it cannot be.
+    fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<Attach, FailStatus> {
         let local = match &self.client {
             ClientStream::Tcp(s) => s.local_addr().ok(),
             _ => None,
         };
-        let Some(t) = self.tunnel.as_mut() else { return Err(502) };
+        let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
         let max = spec.effective_max_procs();
         let running = ctx.procs.progs.count(&cap_key);
         if running >= max {
             warn!("[c{}] {} already runs {running} programs (max-procs {max}); answering 429", self.id, t.path);
-            return Err(429);
+            return Err(FailStatus::TooManyPrograms);
         }
         let (Some(prog), Some(req)) = (Program::parse(bin_path), t.request.as_deref()) else {
-            return Err(502);
+            return Err(FailStatus::ProgramFailed);
         };
         let cgi = CgiRequest {
             method: &req.method,
@@ -183,7 +153,7 @@ impl Conn {
             Ok(c) => c,
             Err(e) => {
                 warn!("[c{}] {e}", self.id);
-                return Err(program_failure_status(&e.err));
+                return Err(FailStatus::for_program(&e.err));
             }
         };
         let pid = child.pid;
@@ -192,9 +162,9 @@ impl Conn {
         if let Err(e) = pipes.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
             warn!("[c{}] cannot watch the pipes of {} (pid {pid}): {e}", self.id, prog.argv[0]);
             pipes.deregister(ctx.registry);
-            let log = ChildLog::new(stderr_label(self.id, pid), ctx.now);
+            let log = ChildLog::new(childlog::stderr_label(self.id, pid), ctx.now);
             ctx.procs.progs.retire(pid, false, Some(pipes), log, self.id, spec.close_timeout, ctx.now);
-            return Err(program_failure_status(&e));
+            return Err(FailStatus::for_program(&e));
         }
         debug!("[c{}] started {} (pid {pid})", self.id, prog.argv.join(" "));
         t.backend_name = format!("stdio:{}", prog.argv[0]);
@@ -206,7 +176,7 @@ impl Conn {
             stdout_eof: false,
             eof_deadline: None,
             close_timeout: spec.close_timeout,
-            err_log: ChildLog::new(stderr_label(self.id, pid), ctx.now),
+            err_log: ChildLog::new(childlog::stderr_label(self.id, pid), ctx.now),
         }));
         self.backend = Some(BackendStream::Child(pipes));
         Ok(Attach::Ready)
@@ -336,25 +306,9 @@ impl Conn {
     }
 }
 
-/// The label of a program's stderr lines in the log.
-fn stderr_label(id: u64, pid: i32) -> String {
-    format!("[c{id}] stderr({pid}):")
-}
-
 /// Reads a program's stderr into its log, up to the read budget.
 fn drain_stderr(p: &mut ChildPipes, log: &mut ChildLog, now: Instant) -> Drained {
     childlog::drain(|buf| p.read_stderr(buf), |b| log.feed(b, now))
-}
-
-/// The HTTP status for a program that could not be started: 503 (with `Retry-After`)
-/// when wstund is short of descriptors or memory, as a socket backend that cannot be
-/// connected for the same reason gets; 502 when the program itself cannot run.
-fn program_failure_status(e: &std::io::Error) -> u16 {
-    if exec::is_resource_shortage(e) {
-        503
-    } else {
-        502
-    }
 }
 
 /// True when `pid` is exiting, a zombie, or gone: a backend socket that closes then was
@@ -386,16 +340,5 @@ mod tests {
             std::thread::sleep(Duration::from_millis(5));
         }
         c.wait().unwrap();
-    }
-
-    #[test]
-    fn descriptor_exhaustion_is_503_and_a_bad_program_502() {
-        let status = |errno| program_failure_status(&std::io::Error::from_raw_os_error(errno));
-        assert_eq!(status(libc::EMFILE), 503);
-        assert_eq!(status(libc::ENFILE), 503);
-        assert_eq!(status(libc::ENOMEM), 503);
-        assert_eq!(status(libc::ENOENT), 502);
-        assert_eq!(status(libc::EACCES), 502);
-        assert_eq!(status(libc::ENOEXEC), 502);
     }
 }

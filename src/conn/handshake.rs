@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use log::{debug, warn};
 
-use crate::conn::attach::Attach;
+use crate::conn::link::{connect_failure, Attach, FailStatus};
 use crate::backend::stream::ConnectState;
 use crate::backend::balance;
 use crate::conf::{BackendFraming, BackendMode, BackendSpec, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
@@ -195,7 +195,7 @@ impl Conn {
             close_timeout,
             route_key,
             request,
-            fail_status: 503,
+            fail_status: FailStatus::Unavailable,
             retries: 0,
             pool_retry: false,
         }));
@@ -222,9 +222,11 @@ impl Conn {
         // The outage itself is logged once by `Hosts`; each attempt's failure was logged.
         debug!("[c{}] no backend reachable for {} after {} attempt(s)", self.id, t.path, t.chain.attempts());
         match t.fail_status {
-            429 => self.reject(ctx, 429, &[("Retry-After", "1")], "too many programs running for this endpoint"),
-            502 => self.reject(ctx, 502, &[], "backend program could not be started"),
-            _ => {
+            FailStatus::TooManyPrograms => {
+                self.reject(ctx, 429, &[("Retry-After", "1")], "too many programs running for this endpoint")
+            }
+            FailStatus::ProgramFailed => self.reject(ctx, 502, &[], "backend program could not be started"),
+            FailStatus::Unavailable => {
                 let retry = ctx.hosts.retry_after(t.route, ctx.now).to_string();
                 self.reject(ctx, 503, &[("Retry-After", retry.as_str())], "backend unavailable");
             }
@@ -271,7 +273,7 @@ impl Conn {
         let Some(t) = self.tunnel.as_mut() else { return };
         if failure != Failure::Local {
             // A later host's own failure decides the answer, not an earlier program's.
-            t.fail_status = 503;
+            t.fail_status = FailStatus::Unavailable;
         }
         let Some(id) = t.host.take() else { return };
         let disable_time = t.backends.get(t.backend_index).map(|b| b.disable_time).unwrap_or_default();
@@ -382,38 +384,6 @@ impl Conn {
                     return;
                 }
             }
-        }
-    }
-}
-
-/// Classifies a failed connect: a full accept queue (EAGAIN on a unix socket) is
-/// "overloaded", running out of descriptors or memory is wstund's own problem, anything
-/// else means the host is not serving.
-pub(crate) fn connect_failure(e: &io::Error) -> Failure {
-    match e.raw_os_error() {
-        Some(libc::EAGAIN) => Failure::Overloaded,
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => Failure::Local,
-        _ => Failure::Died,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connect_failures_are_classified() {
-        let cases = [
-            (libc::ECONNREFUSED, Failure::Died),
-            (libc::ECONNRESET, Failure::Died),
-            (libc::ETIMEDOUT, Failure::Died),
-            (libc::ENOENT, Failure::Died),
-            (libc::EAGAIN, Failure::Overloaded),
-            (libc::EMFILE, Failure::Local),
-            (libc::ENFILE, Failure::Local),
-        ];
-        for (errno, want) in cases {
-            assert_eq!(connect_failure(&io::Error::from_raw_os_error(errno)), want, "errno {errno}");
         }
     }
 }

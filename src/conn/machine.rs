@@ -33,7 +33,7 @@ use log::{debug, info};
 use mio::event::Event;
 use mio::Registry;
 
-use crate::conn::attach::{ChildState, PoolLink};
+use crate::conn::link::{ChildState, FailStatus, PoolLink};
 use crate::backend::address::Resolver;
 use crate::backend::stream::BackendStream;
 use crate::payload::buffer::BufPool;
@@ -153,9 +153,8 @@ pub struct Tunnel {
     pub route_key: String,
     /// Kept only for routes with a stdio program, for its CGI environment.
     pub request: Option<Box<Request>>,
-    /// The answer when no backend entry is left: 503, 502 (program did not start) or 429
-    /// (max-procs programs running).
-    pub fail_status: u16,
+    /// The answer when no backend entry is left.
+    pub fail_status: FailStatus,
     /// Retries of a pool entry after refused connects.
     pub retries: u8,
     /// The next attempt goes to the same pool again (another of its processes).

@@ -198,6 +198,12 @@ fn strip_cr(line: &[u8]) -> &[u8] {
     line.strip_suffix(b"\r").unwrap_or(line)
 }
 
+/// The label of a stdio program's stderr lines in the log, the same while its
+/// connection lasts (`conn/attach.rs`) and after (`reaper.rs`).
+pub fn stderr_label(conn_id: u64, pid: i32) -> String {
+    format!("[c{conn_id}] stderr({pid}):")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -229,7 +229,7 @@ fn drain(pid: i32, p: &mut Prog, now: Instant) {
         }
     }
     let id = p.conn_id;
-    let log = p.err_log.get_or_insert_with(|| ChildLog::new(format!("[c{id}] stderr({pid}):"), now));
+    let log = p.err_log.get_or_insert_with(|| ChildLog::new(childlog::stderr_label(id, pid), now));
     if let Some(e) = p.stderr.as_mut() {
         if childlog::drain(|b| e.read(b), |b| log.feed(b, now)) == Drained::Closed {
             log.finish(now);
