@@ -19,9 +19,11 @@
 //!
 //! When the payload must be transformed — inflated (permessage-deflate) or base64-decoded
 //! (the `base64` subprotocol) — the output cannot stay in place, so it goes to a second
-//! bounded buffer (`plain.rs`) and the backend is fed from there instead.
+//! bounded buffer (`transform.rs`) and the backend is fed from there instead.
 
 use crate::payload::buffer::{Buf, BufPool};
+use crate::payload::framing::{cut_raw, normalize_raw, FrameState, Input};
+pub use crate::payload::framing::{Framing, InboundOpts, Violation, RECORD_HEADER_LEN};
 use crate::payload::transform::{Plain, PlainStep};
 use crate::ws::close;
 use crate::ws::frame::{parse_header, FrameHeader, OpCode};
@@ -29,54 +31,9 @@ use crate::ws::mask::apply_mask;
 use crate::ws::message::{DataKind, MessageKind, MessageState};
 use crate::ws::utf8::Utf8Validator;
 
-/// How message boundaries are kept on the backend stream (`wstunnel.backend-framing`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// Payload bytes only (lighttpd's behaviour): boundaries are lost.
-    Stream,
-    /// Each message followed by `\n`; each backend line is a message.
-    Line,
-    /// Each frame as a record: 1 byte (FIN << 7 | opcode), 4 bytes big-endian length,
-    /// payload.
-    Framed,
-}
-
-/// Length of a `framed` record header.
-pub const RECORD_HEADER_LEN: usize = 5;
-
 /// Bytes never filled by a read, so a record header or a newline can always be
 /// spliced in after the buffer filled up (see `splice`).
 const READ_RESERVE: usize = 8;
-
-/// Per-route protocol switches that change how client frames are judged.
-#[derive(Clone, Copy, Debug)]
-pub struct InboundOpts {
-    pub require_mask: bool,
-    pub apply_mask: bool,
-    pub validate_utf8: bool,
-    /// 0 = unlimited.
-    pub max_frame_size: u64,
-    /// 0 = unlimited; summed over a message's fragments as they arrive (and, for
-    /// compressed messages, over the inflated size).
-    pub max_message_size: u64,
-    pub framing: Framing,
-    /// permessage-deflate was negotiated: RSV1 marks a compressed message.
-    pub deflate: bool,
-}
-
-impl Default for InboundOpts {
-    fn default() -> Self {
-        InboundOpts {
-            require_mask: true,
-            apply_mask: true,
-            validate_utf8: true,
-            max_frame_size: 0,
-            max_message_size: 0,
-            framing: Framing::Stream,
-            deflate: false,
-        }
-    }
-}
 
 /// A control frame lifted out of the stream (payload <= 125 bytes, unmasked).
 #[derive(Clone)]
@@ -92,19 +49,6 @@ impl Control {
     }
 }
 
-/// Why the connection must be failed, with the close code to send (RFC 6455 7.4).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Violation {
-    pub code: u16,
-    pub reason: String,
-}
-
-impl Violation {
-    pub fn new(code: u16, reason: impl Into<String>) -> Self {
-        Violation { code, reason: reason.into() }
-    }
-}
-
 pub enum Decoded {
     /// Everything decodable has been decoded; read more (or drain the backend side).
     NeedMore,
@@ -112,26 +56,16 @@ pub enum Decoded {
     Violation(Violation),
 }
 
-/// Where the decoder is inside the client's byte stream.
-#[derive(Clone, Copy)]
-pub(crate) enum FrameState {
-    Header,
-    Payload { remaining: u64, mask: Option<[u8; 4]>, pos: usize, fin: bool },
-    /// All payload of a transformed message is consumed; its end (inflate flush,
-    /// final record) is still to be written to the plain buffer.
-    MessageEnd,
-}
-
 pub struct Inbound {
     pub buf: Buf,
-    pub(crate) ready_end: usize,
+    ready_end: usize,
     frame: FrameState,
     msg: MessageState,
-    pub(crate) utf8: Utf8Validator,
+    utf8: Utf8Validator,
     /// The current message is text (so UTF-8 is checked).
-    pub(crate) text: bool,
-    pub(crate) msg_opcode: OpCode,
-    pub(crate) msg_compressed: bool,
+    text: bool,
+    msg_opcode: OpCode,
+    msg_compressed: bool,
     msg_len: u64,
     /// `line` framing: a newline is owed to the backend after the last message.
     nl_pending: bool,
@@ -225,11 +159,7 @@ impl Inbound {
     }
 
     fn normalize(&mut self) {
-        if self.buf.start == self.buf.end {
-            self.buf.start = 0;
-            self.buf.end = 0;
-            self.ready_end = 0;
-        }
+        normalize_raw(&mut self.buf, &mut self.ready_end);
     }
 
     /// Hands the storage back when nothing is pending, so idle tunnels hold no buffer.
@@ -250,20 +180,9 @@ impl Inbound {
         }
     }
 
-    /// Removes raw bytes `[ready_end, ready_end + n)` by moving the smaller neighbour.
+    /// Removes raw bytes `[ready_end, ready_end + n)` (see [`cut_raw`]).
     pub(crate) fn cut(&mut self, n: usize) {
-        let (start, a, end) = (self.buf.start, self.ready_end, self.buf.end);
-        let b = a + n;
-        let data = self.buf.raw_mut();
-        if a - start <= end - b {
-            data.copy_within(start..a, start + n);
-            self.buf.start = start + n;
-            self.ready_end = b;
-        } else {
-            data.copy_within(b..end, a);
-            self.buf.end = end - n;
-        }
-        self.normalize();
+        cut_raw(&mut self.buf, &mut self.ready_end, n);
     }
 
     /// Replaces the `hl` raw bytes at `ready_end` (a frame header) with `bytes`, which
@@ -308,7 +227,7 @@ impl Inbound {
                     Err(v) => return Decoded::Violation(v),
                 },
                 FrameState::Payload { .. } | FrameState::MessageEnd if self.plain.is_some() => {
-                    match crate::payload::transform::step(self, opts, pool) {
+                    match self.transform_step(opts, pool) {
                         PlainStep::Progress => {}
                         PlainStep::Blocked => return Decoded::NeedMore,
                         PlainStep::Violation(v) => return Decoded::Violation(v),
@@ -338,6 +257,22 @@ impl Inbound {
                 }
             }
         }
+    }
+
+    /// One step of the transformed path (`transform.rs`), given the decoder's fields.
+    fn transform_step(&mut self, opts: &InboundOpts, pool: &mut BufPool) -> PlainStep {
+        let Some(plain) = self.plain.as_deref_mut() else { return PlainStep::Blocked };
+        let mut input = Input {
+            buf: &mut self.buf,
+            ready_end: &mut self.ready_end,
+            frame: &mut self.frame,
+            utf8: &mut self.utf8,
+            text: self.text,
+            opcode: self.msg_opcode,
+            compressed: self.msg_compressed,
+            payload_bytes: &mut self.payload_bytes,
+        };
+        crate::payload::transform::step(&mut input, plain, opts, pool)
     }
 
     /// Parses one header. `Ok(None)`: a data frame started (continue decoding).
@@ -427,19 +362,6 @@ impl Inbound {
             }
         }
         None
-    }
-
-    /// Accessors for the transform path in `plain.rs`.
-    pub(crate) fn frame_state(&self) -> FrameState {
-        self.frame
-    }
-
-    pub(crate) fn set_frame_state(&mut self, f: FrameState) {
-        self.frame = f;
-    }
-
-    pub(crate) fn raw_available(&self) -> usize {
-        self.buf.end - self.ready_end
     }
 
     fn check_header(&self, h: &FrameHeader, opts: &InboundOpts) -> Result<(), Violation> {

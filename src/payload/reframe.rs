@@ -13,7 +13,7 @@
 
 use crate::payload::base64;
 use crate::payload::buffer::{Buf, BufPool};
-use crate::payload::inbound::{Framing, RECORD_HEADER_LEN};
+use crate::payload::framing::{Framing, RECORD_HEADER_LEN};
 use crate::ws::close;
 use crate::ws::deflate::{DeflateParams, Deflater, SYNC_TAIL};
 use crate::ws::frame::{write_header_rsv, OpCode, MAX_HEADER_LEN};

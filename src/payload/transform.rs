@@ -10,7 +10,7 @@
 
 use crate::payload::base64;
 use crate::payload::buffer::{Buf, BufPool};
-use crate::payload::inbound::{Framing, FrameState, Inbound, InboundOpts, Violation, RECORD_HEADER_LEN};
+use crate::payload::framing::{FrameState, Framing, InboundOpts, Input, Violation, RECORD_HEADER_LEN};
 use crate::ws::close;
 use crate::ws::deflate::{InflateError, Inflater, SYNC_TAIL};
 use crate::ws::frame::OpCode;
@@ -77,9 +77,9 @@ struct Mark {
     frame: (u8, u64),
 }
 
-fn mark(inb: &Inbound) -> Mark {
-    let (out_end, tail_fed) = inb.plain.as_ref().map_or((0, 0), |p| (p.out.end, p.tail_fed));
-    let frame = match inb.frame_state() {
+fn mark(inb: &Input, p: &Plain) -> Mark {
+    let (out_end, tail_fed) = (p.out.end, p.tail_fed);
+    let frame = match *inb.frame {
         FrameState::Header => (0, 0),
         FrameState::Payload { remaining, .. } => (1, remaining),
         FrameState::MessageEnd => (2, 0),
@@ -95,18 +95,19 @@ fn mark(inb: &Inbound) -> Mark {
 /// of looping. The close code is 1011 (internal error), not 1002 or 1007: RFC 7692
 /// lets every well-formed input make progress and malformed input is reported by the
 /// inflater itself as 1007, so reaching this means wstund, not the client, is at fault.
-pub fn step(inb: &mut Inbound, opts: &InboundOpts, pool: &mut BufPool) -> PlainStep {
+pub(crate) fn step(inb: &mut Input, p: &mut Plain, opts: &InboundOpts, pool: &mut BufPool) -> PlainStep {
     let (hdr, nl) = match opts.framing {
         Framing::Framed => (RECORD_HEADER_LEN, 0),
         Framing::Line => (0, 1),
         Framing::Stream => (0, 0),
     };
-    let transform = match inb.plain.as_ref() {
-        Some(_) if inb.msg_compressed => Transform::Inflate,
-        Some(p) if p.b64.is_some() && inb.msg_opcode == OpCode::Text => Transform::Base64,
-        _ => Transform::Copy,
+    let transform = if inb.compressed {
+        Transform::Inflate
+    } else if p.b64.is_some() && inb.opcode == OpCode::Text {
+        Transform::Base64
+    } else {
+        Transform::Copy
     };
-    let Some(p) = inb.plain.as_mut() else { return PlainStep::Blocked };
     p.out.ensure(pool);
     if p.out.tail_room() < MIN_ROOM + hdr + nl && p.out.start > 0 {
         p.out.compact();
@@ -116,17 +117,17 @@ pub fn step(inb: &mut Inbound, opts: &InboundOpts, pool: &mut BufPool) -> PlainS
         return PlainStep::Blocked;
     }
     // Taken after the compaction above, which moves `out.end` without progress.
-    let before = mark(inb);
-    let r = match inb.frame_state() {
+    let before = mark(inb, p);
+    let r = match *inb.frame {
         FrameState::Payload { remaining, mask, pos, fin } => {
-            payload_step(inb, opts, transform, room, hdr, (remaining, mask, pos, fin))
+            payload_step(inb, p, opts, transform, room, hdr, (remaining, mask, pos, fin))
         }
-        FrameState::MessageEnd => end_step(inb, opts, transform, room, hdr),
+        FrameState::MessageEnd => end_step(inb, p, opts, transform, room, hdr),
         // Not reached: `decode` parses headers itself. Blocked, not Progress, so a
         // caller in the wrong state waits instead of spinning.
         FrameState::Header => PlainStep::Blocked,
     };
-    if matches!(r, PlainStep::Progress) && mark(inb) == before {
+    if matches!(r, PlainStep::Progress) && mark(inb, p) == before {
         return PlainStep::Violation(Violation::new(close::INTERNAL_ERROR, "payload transform made no progress"));
     }
     r
@@ -135,7 +136,8 @@ pub fn step(inb: &mut Inbound, opts: &InboundOpts, pool: &mut BufPool) -> PlainS
 type PayloadState = (u64, Option<[u8; 4]>, usize, bool);
 
 fn payload_step(
-    inb: &mut Inbound,
+    inb: &mut Input,
+    p: &mut Plain,
     opts: &InboundOpts,
     transform: Transform,
     room: usize,
@@ -153,15 +155,14 @@ fn payload_step(
         Transform::Inflate => n,
     };
     let text_check = inb.text && opts.validate_utf8;
-    let at_raw = inb.ready_end;
+    let at_raw = *inb.ready_end;
     let (consumed, produced) = {
         // Disjoint borrows: the input chunk lives in `buf`, the output in `plain.out`.
-        let Inbound { buf, plain, utf8, .. } = &mut *inb;
+        let (buf, utf8) = (&mut *inb.buf, &mut *inb.utf8);
         let chunk = &mut buf.raw_mut()[at_raw..at_raw + n];
         if let Some(m) = mask {
             apply_mask(chunk, m, pos);
         }
-        let Some(p) = plain.as_mut() else { return PlainStep::Blocked };
         let at = p.out.end + hdr;
         let out = &mut p.out.raw_mut()[at..at + room];
         let r = match transform {
@@ -198,27 +199,27 @@ fn payload_step(
         (c, m)
     };
     inb.cut(consumed);
-    inb.payload_bytes += consumed as u64;
+    *inb.payload_bytes += consumed as u64;
     let remaining = remaining - consumed as u64;
-    if let Some(v) = account(inb, opts, produced) {
+    if let Some(v) = account(p, opts, produced) {
         return PlainStep::Violation(v);
     }
     if remaining == 0 && fin && transform != Transform::Inflate {
         // Nothing left to flush: end the message with this record.
-        if let Some(v) = finish_message(inb, opts, transform) {
+        if let Some(v) = finish_message(inb, p, opts, transform) {
             return PlainStep::Violation(v);
         }
-        emit(inb, opts, hdr, produced, true);
-        push_newline(inb, opts);
-        inb.set_frame_state(FrameState::Header);
+        emit(inb.opcode, p, opts, hdr, produced, true);
+        push_newline(p, opts);
+        *inb.frame = FrameState::Header;
         return PlainStep::Progress;
     }
-    emit(inb, opts, hdr, produced, false);
-    inb.set_frame_state(match (remaining, fin) {
+    emit(inb.opcode, p, opts, hdr, produced, false);
+    *inb.frame = match (remaining, fin) {
         (0, true) => FrameState::MessageEnd,
         (0, false) => FrameState::Header,
         _ => FrameState::Payload { remaining, mask, pos: pos + consumed, fin },
-    });
+    };
     // Given input and at least MIN_ROOM of room every transform consumes or produces
     // (the inflater included), so there is no "wait" case here; a step that moved
     // nothing is caught by the check in `step`.
@@ -227,8 +228,7 @@ fn payload_step(
 
 /// Finishes a message: flushes the inflater with SYNC_TAIL, checks the UTF-8 and base64
 /// ends, writes the final record (or the newline).
-fn end_step(inb: &mut Inbound, opts: &InboundOpts, transform: Transform, room: usize, hdr: usize) -> PlainStep {
-    let Some(p) = inb.plain.as_mut() else { return PlainStep::Blocked };
+fn end_step(inb: &mut Input, p: &mut Plain, opts: &InboundOpts, transform: Transform, room: usize, hdr: usize) -> PlainStep {
     let mut produced = 0;
     if transform == Transform::Inflate {
         let at = p.out.end + hdr;
@@ -243,39 +243,36 @@ fn end_step(inb: &mut Inbound, opts: &InboundOpts, transform: Transform, room: u
         }
         let more = p.tail_fed < SYNC_TAIL.len() || produced == room;
         if inb.text && opts.validate_utf8 {
-            let Inbound { plain, utf8, .. } = &mut *inb;
-            let Some(p) = plain.as_ref() else { return PlainStep::Blocked };
             let at = p.out.end + hdr;
-            if utf8.feed(&p.out.raw()[at..at + produced]).is_err() {
+            if inb.utf8.feed(&p.out.raw()[at..at + produced]).is_err() {
                 return PlainStep::Violation(Violation::new(close::INVALID_PAYLOAD, "invalid UTF-8 in text message"));
             }
         }
-        if let Some(v) = account(inb, opts, produced) {
+        if let Some(v) = account(p, opts, produced) {
             return PlainStep::Violation(v);
         }
         if more {
-            emit(inb, opts, hdr, produced, false);
+            emit(inb.opcode, p, opts, hdr, produced, false);
             return PlainStep::Progress;
         }
     }
-    if let Some(v) = finish_message(inb, opts, transform) {
+    if let Some(v) = finish_message(inb, p, opts, transform) {
         return PlainStep::Violation(v);
     }
-    emit(inb, opts, hdr, produced, true);
-    push_newline(inb, opts);
-    inb.set_frame_state(FrameState::Header);
+    emit(inb.opcode, p, opts, hdr, produced, true);
+    push_newline(p, opts);
+    *inb.frame = FrameState::Header;
     PlainStep::Progress
 }
 
 /// The end-of-message checks: complete UTF-8, complete base64 groups; resets the
 /// inflater when the client asked for no context takeover.
-fn finish_message(inb: &mut Inbound, opts: &InboundOpts, transform: Transform) -> Option<Violation> {
+fn finish_message(inb: &mut Input, p: &mut Plain, opts: &InboundOpts, transform: Transform) -> Option<Violation> {
     let text_ok = !(inb.text && opts.validate_utf8) || inb.utf8.finish().is_ok();
     inb.utf8.reset();
     if !text_ok {
         return Some(Violation::new(close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence"));
     }
-    let p = inb.plain.as_mut()?;
     if transform == Transform::Base64 {
         if let Some(d) = p.b64.as_mut() {
             if d.finish().is_err() {
@@ -303,17 +300,14 @@ fn inflate_violation(e: &InflateError) -> Violation {
     Violation::new(code, e.to_string())
 }
 
-fn push_newline(inb: &mut Inbound, opts: &InboundOpts) {
+fn push_newline(p: &mut Plain, opts: &InboundOpts) {
     if opts.framing == Framing::Line {
-        if let Some(p) = inb.plain.as_mut() {
-            p.out.extend(b"\n");
-        }
+        p.out.extend(b"\n");
     }
 }
 
 /// Counts transformed bytes against the message limit (decompression bombs stop here).
-fn account(inb: &mut Inbound, opts: &InboundOpts, produced: usize) -> Option<Violation> {
-    let p = inb.plain.as_mut()?;
+fn account(p: &mut Plain, opts: &InboundOpts, produced: usize) -> Option<Violation> {
     p.msg_out += produced as u64;
     (opts.max_message_size > 0 && p.msg_out > opts.max_message_size)
         .then(|| Violation::new(close::TOO_BIG, "message too big"))
@@ -321,9 +315,7 @@ fn account(inb: &mut Inbound, opts: &InboundOpts, produced: usize) -> Option<Vio
 
 /// Commits `produced` bytes written at `out.end + hdr`, with a record header in
 /// `framed` mode. Empty non-final records are not written.
-fn emit(inb: &mut Inbound, opts: &InboundOpts, hdr: usize, produced: usize, last: bool) {
-    let opcode = inb.msg_opcode;
-    let Some(p) = inb.plain.as_mut() else { return };
+fn emit(opcode: OpCode, p: &mut Plain, opts: &InboundOpts, hdr: usize, produced: usize, last: bool) {
     if opts.framing == Framing::Framed {
         if produced == 0 && !last {
             return;
@@ -347,7 +339,7 @@ mod tests {
     //! out as the original bytes, with and without context takeover; bad data must end
     //! in a violation after a bounded number of decode calls.
     use super::*;
-    use crate::payload::inbound::Decoded;
+    use crate::payload::inbound::{Decoded, Inbound};
     use crate::ws::deflate::DeflateParams;
     use crate::ws::frame::write_header_rsv;
     use flate2::{Compress, Compression, FlushCompress, Status};
@@ -697,7 +689,19 @@ mod tests {
         // `decode` never calls `step` between frames; if something did, it must not get
         // a Progress that moved nothing.
         let mut pool = BufPool::new();
-        let (mut inb, opts) = inbound(true);
-        assert!(matches!(step(&mut inb, &opts, &mut pool), PlainStep::Blocked));
+        let (_, opts) = inbound(true);
+        let (mut buf, mut ready_end, mut frame, mut utf8, mut bytes) = (Buf::new(), 0, FrameState::Header, Default::default(), 0);
+        let mut input = Input {
+            buf: &mut buf,
+            ready_end: &mut ready_end,
+            frame: &mut frame,
+            utf8: &mut utf8,
+            text: false,
+            opcode: OpCode::Binary,
+            compressed: true,
+            payload_bytes: &mut bytes,
+        };
+        let mut plain = Plain::new(None, false);
+        assert!(matches!(step(&mut input, &mut plain, &opts, &mut pool), PlainStep::Blocked));
     }
 }
