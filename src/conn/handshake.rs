@@ -10,22 +10,16 @@ use std::sync::Arc;
 use log::{debug, warn};
 
 use crate::conn::link::{connect_failure, Attach, FailStatus};
+use crate::conn::plan::TunnelPlan;
 use crate::backend::stream::ConnectState;
 use crate::backend::balance;
-use crate::conf::{BackendFraming, BackendMode, BackendSpec, Compression, FrameType, RequestFacts, BUFFERED_MESSAGE_SIZE_LIMIT};
+use crate::conf::{BackendMode, BackendSpec, RequestFacts};
 use crate::conn::machine::{deadline_after, Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
 use crate::backend::hosts::{Chain, Failure, Pick};
 use crate::http::{self, Parse, Request, UpgradePolicy};
-use crate::payload::inbound::{Framing, InboundOpts};
 use crate::payload::transform::Plain;
-use crate::payload::reframe::{Stage, StageOpts};
-use crate::ws::deflate::{self, Inflater};
-use crate::ws::frame::OpCode;
-
-/// Subprotocols whose meaning wstund implements; others in `wstunnel.subprotocols`
-/// are passed through for the backend's sake.
-const BUILTIN_SUBPROTOCOL_BINARY: &str = "binary";
-const BUILTIN_SUBPROTOCOL_BASE64: &str = "base64";
+use crate::payload::reframe::Stage;
+use crate::ws::deflate::Inflater;
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -110,65 +104,17 @@ impl Conn {
                 return self.reject(ctx, rej.status, &extra, rej.message);
             }
         };
-        let chosen = upgrade.subprotocol_index.and_then(|i| settings.subprotocols.get(i)).map(String::as_str);
-        let base64 = chosen.is_some_and(|p| p.eq_ignore_ascii_case(BUILTIN_SUBPROTOCOL_BASE64));
-        let opcode = if base64 {
-            OpCode::Text
-        } else if chosen.is_some_and(|p| p.eq_ignore_ascii_case(BUILTIN_SUBPROTOCOL_BINARY)) {
-            OpCode::Binary
-        } else {
-            match settings.frame_type {
-                FrameType::Binary => OpCode::Binary,
-                FrameType::Text => OpCode::Text,
-            }
-        };
-        // permessage-deflate over base64 text would compress the expansion; not offered.
-        let deflate = (settings.compression == Compression::PermessageDeflate && !base64)
-            .then(|| deflate::negotiate(req.header_all("sec-websocket-extensions")))
-            .flatten();
-        if let Some((_, answer)) = &deflate {
+        let plan = TunnelPlan::new(&settings, upgrade.subprotocol_index, req.header_all("sec-websocket-extensions"));
+        if let Some((_, answer)) = &plan.deflate {
             upgrade.extensions = Some(answer.clone());
         }
-        let framing = match settings.backend_framing {
-            BackendFraming::Stream => Framing::Stream,
-            BackendFraming::Line => Framing::Line,
-            BackendFraming::Framed => Framing::Framed,
-        };
-        // Where messages are delimited or transformed, an unset limit means 1 MiB.
-        let delimited = framing != Framing::Stream || deflate.is_some() || base64;
-        let max_message_size = match settings.max_message_size {
-            0 if delimited => BUFFERED_MESSAGE_SIZE_LIMIT,
-            n => n,
-        } as u64;
-        let opts = InboundOpts {
-            require_mask: settings.require_masked_client_frames,
-            apply_mask: settings.apply_mask,
-            validate_utf8: settings.validate_utf8,
-            max_frame_size: settings.max_frame_size as u64,
-            max_message_size,
-            framing,
-            deflate: deflate.is_some(),
-        };
-        if deflate.is_some() || base64 {
-            let inflater = deflate.as_ref().map(|(p, _)| Inflater::new(p));
-            self.inbound.plain = Some(Box::new(Plain::new(inflater, base64)));
+        if plan.deflate.is_some() || plan.base64 {
+            let inflater = plan.deflate.as_ref().map(|(p, _)| Inflater::new(p));
+            self.inbound.plain = Some(Box::new(Plain::new(inflater, plan.base64)));
         }
-        if framing != Framing::Stream
-            || deflate.is_some()
-            || base64
-            || settings.auto_fragment_size > 0
-            || settings.mask_server_frames
-        {
-            let stage_opts = StageOpts {
-                framing,
-                opcode,
-                base64,
-                auto_fragment: settings.auto_fragment_size,
-                mask_frames: settings.mask_server_frames,
-                max_message: if framing == Framing::Stream { 0 } else { settings.max_backend_message_size as u64 },
-                validate_utf8: true,
-            };
-            let d = deflate
+        if let Some(stage_opts) = plan.reframe {
+            let d = plan
+                .deflate
                 .as_ref()
                 .map(|(p, _)| (p, settings.compression_level, settings.compression_min_size));
             self.outbound.stage = Some(Box::new(Stage::new(stage_opts, d)));
@@ -188,8 +134,8 @@ impl Conn {
             backend_index: 0,
             host: None,
             upgrade: Some(upgrade),
-            opcode,
-            opts,
+            opcode: plan.opcode,
+            opts: plan.opts,
             backend_name: String::new(),
             subprotocol,
             close_timeout,

@@ -2,6 +2,7 @@
 //!
 //! - `machine`: the `Conn` struct, its `Phase`s and the dispatch between them.
 //! - `handshake`: the opening: HTTP request -> route -> backend attempt -> 101.
+//! - `plan`: what the settings and the upgrade request decide about the tunnel (pure).
 //! - `attach`: connecting the tunnel to the backend kind the route chose.
 //! - `link`: what a connection holds of its backend (pool process, program) and how a
 //!   failed attempt is classified.
@@ -13,4 +14,5 @@ pub mod client;
 pub mod handshake;
 pub mod link;
 pub mod machine;
+pub mod plan;
 pub mod tunnel;

@@ -7,17 +7,12 @@ use crate::payload::buffer::Buf;
 use crate::ws::frame::OpCode;
 use crate::ws::utf8::Utf8Validator;
 
-/// How message boundaries are kept on the backend stream (`wstunnel.backend-framing`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Framing {
-    /// Payload bytes only (lighttpd's behaviour): boundaries are lost.
-    Stream,
-    /// Each message followed by `\n`; each backend line is a message.
-    Line,
-    /// Each frame as a record: 1 byte (FIN << 7 | opcode), 4 bytes big-endian length,
-    /// payload.
-    Framed,
-}
+/// How message boundaries are kept on the backend stream (`wstunnel.backend-framing`):
+/// `Stream` payload bytes only (lighttpd's behaviour, boundaries are lost); `Line` each
+/// message followed by `\n`, each backend line a message; `Framed` each frame as a
+/// record: 1 byte (FIN << 7 | opcode), 4 bytes big-endian length, payload. The conf's
+/// enum itself: a mirror would add nothing.
+pub use crate::conf::BackendFraming as Framing;
 
 /// Length of a `framed` record header.
 pub const RECORD_HEADER_LEN: usize = 5;
