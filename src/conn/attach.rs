@@ -24,7 +24,6 @@ use nix::sys::wait::WaitStatus;
 
 use crate::backend::address::describe;
 use crate::backend::stream::BackendStream;
-use crate::conn::client::ClientStream;
 use crate::conf::{BackendMode, BackendSpec};
 use crate::conn::machine::{Conn, Ctx, Phase, Side};
 use crate::conn::link::{connect_failure, Attach, ChildState, FailStatus, PoolLink};
@@ -119,10 +118,8 @@ impl Conn {
 
     /// Starts a per-connection program; the answer to give when it cannot be.
     fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<Attach, FailStatus> {
-        let local = match &self.client {
-            ClientStream::Tcp(s) => s.local_addr().ok(),
-            _ => None,
-        };
+        let local = self.client.local_addr();
+        let tls = self.client.scheme() == "https";
         let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
@@ -145,7 +142,7 @@ impl Conn {
             route_key: &t.route_key,
             peer: self.peer,
             local,
-            tls: false,
+            tls,
         };
         let inherited = exec::inherited_env(spec.bin_copy_environment.as_deref(), Some(DEFAULT_PASS_ENV), std::env::vars());
         let env = exec::stdio_env(&cgi, inherited, &spec.bin_environment);

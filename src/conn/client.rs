@@ -1,11 +1,14 @@
 //! The client side of a connection as one small stream type.
 //!
-//! Everything above this file reads and writes bytes through `ClientStream`, so TLS
-//! termination can later be a variant that wraps a rustls session around the socket
-//! without touching the state machine.
+//! Everything above this file reads and writes bytes through `ClientStream`, and asks
+//! it what depends on the transport: the scheme (`$HTTP["scheme"]`, the CGI `HTTPS`
+//! variable), the local address, and whether a short read means the stream has nothing
+//! more (true of a socket; false of a TLS session holding decrypted bytes). So TLS
+//! termination can be a variant that wraps a rustls session around the socket without
+//! touching the state machine.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::net::{Shutdown, SocketAddr};
 
 use mio::{Interest, Registry, Token};
 
@@ -42,6 +45,26 @@ impl ClientStream {
             ClientStream::Tcp(s) => s.take_error(),
             ClientStream::Unix(s) => s.take_error(),
         }
+    }
+
+    /// The URL scheme the client used.
+    pub fn scheme(&self) -> &'static str {
+        "http"
+    }
+
+    /// The address the client connected to (TCP listeners only).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            ClientStream::Tcp(s) => s.local_addr().ok(),
+            ClientStream::Unix(_) => None,
+        }
+    }
+
+    /// Whether a read that returned `got` of `asked` bytes emptied the stream, so the
+    /// next readiness edge (not another read) says when there is more. True of a
+    /// socket: a short read took everything the kernel had.
+    pub fn drained_by(&self, got: usize, asked: usize) -> bool {
+        got < asked
     }
 
     pub fn set_nodelay(&self, on: bool) {

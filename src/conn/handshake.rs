@@ -13,7 +13,7 @@ use crate::conn::link::{connect_failure, Attach, FailStatus};
 use crate::conn::plan::TunnelPlan;
 use crate::backend::stream::ConnectState;
 use crate::backend::balance;
-use crate::conf::{BackendMode, BackendSpec, RequestFacts};
+use crate::conf::{BackendMode, BackendSpec, RequestFacts, WsSettings};
 use crate::conn::machine::{deadline_after, Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
 use crate::backend::hosts::{Chain, Failure, Pick};
 use crate::http::{self, Parse, Request, UpgradePolicy};
@@ -61,19 +61,7 @@ impl Conn {
     /// Picks the route for the request and either starts the backend connect or answers
     /// with the HTTP error that explains why not.
     fn route(&mut self, ctx: &mut Ctx, req: Request) {
-        let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
-        let facts = RequestFacts {
-            url_path: &req.url_path,
-            query: &req.query,
-            host: req.header("host"),
-            method: &req.method,
-            scheme: "http",
-            remote_ip: self.peer.map(|p| p.ip()),
-            headers: &headers,
-            server_socket,
-        };
-        let settings = ctx.config.resolve(&facts);
+        let settings = self.settings_for(ctx, &req);
         let Some(route) = settings.servers.find(&req.url_path) else {
             debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
             return self.reject(ctx, 404, &[], "not found");
@@ -108,18 +96,7 @@ impl Conn {
         if let Some((_, answer)) = &plan.deflate {
             upgrade.extensions = Some(answer.clone());
         }
-        if plan.deflate.is_some() || plan.base64 {
-            let inflater = plan.deflate.as_ref().map(|(p, _)| Inflater::new(p));
-            self.inbound.plain = Some(Box::new(Plain::new(inflater, plan.base64)));
-        }
-        if let Some(stage_opts) = plan.reframe {
-            let d = plan
-                .deflate
-                .as_ref()
-                .map(|(p, _)| (p, settings.compression_level, settings.compression_min_size));
-            self.outbound.stage = Some(Box::new(Stage::new(stage_opts, d)));
-        }
-        self.outbound.mask_frames = settings.mask_server_frames;
+        self.apply_plan(&plan, &settings);
         let close_timeout = settings.close_handshake_timeout;
         let subprotocol = upgrade.subprotocol.clone();
         // A stdio program gets the request as its CGI environment.
@@ -146,6 +123,41 @@ impl Conn {
             pool_retry: false,
         }));
         self.connect_next(ctx);
+    }
+
+    /// The route's settings for this request: the conf's conditionals resolved against
+    /// what the request and the connection show.
+    fn settings_for(&self, ctx: &Ctx, req: &Request) -> Arc<WsSettings> {
+        let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
+        let facts = RequestFacts {
+            url_path: &req.url_path,
+            query: &req.query,
+            host: req.header("host"),
+            method: &req.method,
+            scheme: self.client.scheme(),
+            remote_ip: self.peer.map(|p| p.ip()),
+            headers: &headers,
+            server_socket,
+        };
+        ctx.config.resolve(&facts)
+    }
+
+    /// Sets up the payload path the plan chose: the transform for client payload, the
+    /// re-framing of backend output.
+    fn apply_plan(&mut self, plan: &TunnelPlan, settings: &WsSettings) {
+        if plan.deflate.is_some() || plan.base64 {
+            let inflater = plan.deflate.as_ref().map(|(p, _)| Inflater::new(p));
+            self.inbound.plain = Some(Box::new(Plain::new(inflater, plan.base64)));
+        }
+        if let Some(stage_opts) = plan.reframe {
+            let d = plan
+                .deflate
+                .as_ref()
+                .map(|(p, _)| (p, settings.compression_level, settings.compression_min_size));
+            self.outbound.stage = Some(Box::new(Stage::new(stage_opts, d)));
+        }
+        self.outbound.mask_frames = settings.mask_server_frames;
     }
 
     /// Failover: chooses the next host of the route (never one already tried by this

@@ -126,9 +126,9 @@ impl Conn {
                 self.inbound.commit(n);
                 self.last_read = ctx.now;
                 *moved += n;
-                // A short read drained the socket: the next edge will say when there is
+                // A short read drained the stream: the next edge will say when there is
                 // more, so skip the read that would only say EAGAIN.
-                if n < asked && !self.client_hup {
+                if self.client.drained_by(n, asked) && !self.client_hup {
                     self.client_readable = false;
                 }
             }

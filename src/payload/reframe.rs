@@ -176,10 +176,18 @@ impl Stage {
             Err(e) => return InPlace::Error(e),
         };
         self.hdr_carry_len = 0;
-        let end_in = payload_at + carry + n;
-        let (mut r, mut w) = (payload_at, out.end);
-        loop {
-            match self.record {
+        match self.frame_records(out, payload_at, payload_at + carry + n) {
+            Ok(()) => InPlace::Data(n),
+            Err(f) => InPlace::Fault(f),
+        }
+    }
+
+    /// Turns the records in `out[r..end_in]` (just read) into frames written from
+    /// `out.end` on; an incomplete record header waits in `hdr_carry`. On a fault the
+    /// frames made before the bad record are kept.
+    fn frame_records(&mut self, out: &mut Buf, mut r: usize, end_in: usize) -> Result<(), BackendFault> {
+        let mut w = out.end;
+        loop {            match self.record {
                 Record::Header => {
                     let data = out.raw();
                     if end_in - r < RECORD_HEADER_LEN {
@@ -195,7 +203,7 @@ impl Stage {
                         Err(f) => {
                             // The records before the bad one are frames already: keep them.
                             out.end = w;
-                            return InPlace::Fault(f);
+                            return Err(f);
                         }
                     };
                     self.record = Record::Payload { remaining: len, fin };
@@ -215,7 +223,7 @@ impl Stage {
                         let bad = self.utf8.feed(&out.raw()[r..r + k]).is_err() || (last && self.utf8.finish().is_err());
                         if bad {
                             out.end = w;
-                            return InPlace::Fault(fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 in a text message"));
+                            return Err(fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 in a text message"));
                         }
                     }
                     w = self.frame_in_place(out, w, r, k, last);
@@ -225,7 +233,7 @@ impl Stage {
             }
         }
         out.end = w;
-        InPlace::Data(n)
+        Ok(())
     }
 
     /// Checks a record header against the message state; returns (length, FIN).
@@ -449,45 +457,7 @@ impl Stage {
         // Transform into the scratch buffer when needed.
         let transformed = self.opts.base64 || self.msg_compressed;
         if transformed {
-            self.scratch.clear();
-            let input = &self.input.data()[..n];
-            if self.opts.base64 {
-                // zbuf (free until deflate, which is not used with base64) holds the
-                // carried bytes plus this piece, so each piece encodes whole groups.
-                let src = &mut self.zbuf;
-                src.clear();
-                src.extend_from_slice(&self.b64_carry[..self.b64_carry_len]);
-                src.extend_from_slice(input);
-                let whole = if last { src.len() } else { src.len() / 3 * 3 };
-                self.b64_carry_len = src.len() - whole;
-                self.b64_carry[..self.b64_carry_len].copy_from_slice(&src[whole..]);
-                self.scratch.resize(base64::encoded_len(whole), 0);
-                let w = base64::encode(&src[..whole], &mut self.scratch);
-                self.scratch.truncate(w);
-            } else {
-                self.scratch.extend_from_slice(input);
-            }
-            if self.msg_compressed {
-                self.zbuf.clear();
-                let Some(mut m) = self.deflater.as_mut().and_then(|d| d.deflate(&self.scratch, &mut self.zbuf)) else {
-                    return Err(fault(close::INTERNAL_ERROR, "compression failed"));
-                };
-                if last {
-                    if m >= 4 && self.zbuf[m - 4..m] == SYNC_TAIL {
-                        m -= 4;
-                    }
-                    if let Some(d) = self.deflater.as_mut() {
-                        d.end_message();
-                    }
-                }
-                self.zbuf.truncate(m);
-                if last && m == 0 {
-                    // The previous fragment kept its sync-flush tail, so the client's
-                    // appended 00 00 ff ff needs a block header first (RFC 7692 7.2.3.6).
-                    self.zbuf.push(0x00);
-                }
-                std::mem::swap(&mut self.scratch, &mut self.zbuf);
-            }
+            self.transform_piece(n, last)?;
         }
         let rsv = if first && self.msg_compressed { 0b100 } else { 0 };
         let payload_len = if transformed { self.scratch.len() } else { n };
@@ -523,6 +493,57 @@ impl Stage {
         }
         self.input.consume(skip);
         self.msg_open = !last;
+        Ok(())
+    }
+
+    /// The first `n` staged bytes, base64-encoded and/or compressed, into `scratch`.
+    fn transform_piece(&mut self, n: usize, last: bool) -> Result<(), BackendFault> {
+        self.scratch.clear();
+        let input = &self.input.data()[..n];
+        if self.opts.base64 {
+            // zbuf (free until deflate, which is not used with base64) holds the
+            // carried bytes plus this piece, so each piece encodes whole groups.
+            let src = &mut self.zbuf;
+            src.clear();
+            src.extend_from_slice(&self.b64_carry[..self.b64_carry_len]);
+            src.extend_from_slice(input);
+            let whole = if last { src.len() } else { src.len() / 3 * 3 };
+            self.b64_carry_len = src.len() - whole;
+            self.b64_carry[..self.b64_carry_len].copy_from_slice(&src[whole..]);
+            self.scratch.resize(base64::encoded_len(whole), 0);
+            let w = base64::encode(&src[..whole], &mut self.scratch);
+            self.scratch.truncate(w);
+        } else {
+            self.scratch.extend_from_slice(input);
+        }
+        if self.msg_compressed {
+            self.deflate_scratch(last)?;
+        }
+        Ok(())
+    }
+
+    /// Compresses `scratch` in place (through `zbuf`); at the message's end drops the
+    /// sync-flush tail the client appends itself.
+    fn deflate_scratch(&mut self, last: bool) -> Result<(), BackendFault> {
+        self.zbuf.clear();
+        let Some(mut m) = self.deflater.as_mut().and_then(|d| d.deflate(&self.scratch, &mut self.zbuf)) else {
+            return Err(fault(close::INTERNAL_ERROR, "compression failed"));
+        };
+        if last {
+            if m >= 4 && self.zbuf[m - 4..m] == SYNC_TAIL {
+                m -= 4;
+            }
+            if let Some(d) = self.deflater.as_mut() {
+                d.end_message();
+            }
+        }
+        self.zbuf.truncate(m);
+        if last && m == 0 {
+            // The previous fragment kept its sync-flush tail, so the client's
+            // appended 00 00 ff ff needs a block header first (RFC 7692 7.2.3.6).
+            self.zbuf.push(0x00);
+        }
+        std::mem::swap(&mut self.scratch, &mut self.zbuf);
         Ok(())
     }
 

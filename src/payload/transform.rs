@@ -154,49 +154,9 @@ fn payload_step(
         Transform::Base64 => n.min((room - 3) / 3 * 4),
         Transform::Inflate => n,
     };
-    let text_check = inb.text && opts.validate_utf8;
-    let at_raw = *inb.ready_end;
-    let (consumed, produced) = {
-        // Disjoint borrows: the input chunk lives in `buf`, the output in `plain.out`.
-        let (buf, utf8) = (&mut *inb.buf, &mut *inb.utf8);
-        let chunk = &mut buf.raw_mut()[at_raw..at_raw + n];
-        if let Some(m) = mask {
-            apply_mask(chunk, m, pos);
-        }
-        let at = p.out.end + hdr;
-        let out = &mut p.out.raw_mut()[at..at + room];
-        let r = match transform {
-            Transform::Copy => {
-                out[..n].copy_from_slice(chunk);
-                Ok((n, n))
-            }
-            Transform::Base64 => match p.b64.as_mut().map(|d| d.decode(chunk, out)) {
-                Some(Ok(m)) => Ok((n, m)),
-                _ => Err(Violation::new(close::INVALID_PAYLOAD, "invalid base64 in a text message")),
-            },
-            Transform::Inflate => match p.inflater.as_mut().map(|z| z.inflate(chunk, out)) {
-                Some(Ok(x)) => Ok(x),
-                Some(Err(e)) => Err(inflate_violation(&e)),
-                None => Err(Violation::new(close::PROTOCOL_ERROR, "compressed message without permessage-deflate")),
-            },
-        };
-        let (c, m) = match r {
-            Ok(x) => x,
-            Err(v) => return PlainStep::Violation(v),
-        };
-        if text_check {
-            let checked = if transform == Transform::Inflate { &out[..m] } else { &chunk[..c] };
-            if utf8.feed(checked).is_err() {
-                return PlainStep::Violation(Violation::new(close::INVALID_PAYLOAD, "invalid UTF-8 in text message"));
-            }
-        }
-        // Input the transform did not take goes back to its masked form and waits.
-        if c < n {
-            if let Some(mk) = mask {
-                apply_mask(&mut chunk[c..], mk, pos + c);
-            }
-        }
-        (c, m)
+    let (consumed, produced) = match transform_chunk(inb, p, opts, transform, room, hdr, n, (mask, pos)) {
+        Ok(x) => x,
+        Err(v) => return PlainStep::Violation(v),
     };
     inb.cut(consumed);
     *inb.payload_bytes += consumed as u64;
@@ -224,6 +184,61 @@ fn payload_step(
     // (the inflater included), so there is no "wait" case here; a step that moved
     // nothing is caught by the check in `step`.
     PlainStep::Progress
+}
+
+/// Unmasks `n` raw bytes where they lie and transforms them into `p.out` (after room for
+/// a record header); checks UTF-8. Returns (input consumed, output produced); input the
+/// transform did not take is masked again and waits.
+#[allow(clippy::too_many_arguments)] // the step's state, passed as it was computed
+fn transform_chunk(
+    inb: &mut Input,
+    p: &mut Plain,
+    opts: &InboundOpts,
+    transform: Transform,
+    room: usize,
+    hdr: usize,
+    n: usize,
+    (mask, pos): (Option<[u8; 4]>, usize),
+) -> Result<(usize, usize), Violation> {
+    let text_check = inb.text && opts.validate_utf8;
+    let at_raw = *inb.ready_end;
+    // Disjoint borrows: the input chunk lives in `buf`, the output in `plain.out`.
+    let (buf, utf8) = (&mut *inb.buf, &mut *inb.utf8);
+    let chunk = &mut buf.raw_mut()[at_raw..at_raw + n];
+    if let Some(m) = mask {
+        apply_mask(chunk, m, pos);
+    }
+    let at = p.out.end + hdr;
+    let out = &mut p.out.raw_mut()[at..at + room];
+    let r = match transform {
+        Transform::Copy => {
+            out[..n].copy_from_slice(chunk);
+            Ok((n, n))
+        }
+        Transform::Base64 => match p.b64.as_mut().map(|d| d.decode(chunk, out)) {
+            Some(Ok(m)) => Ok((n, m)),
+            _ => Err(Violation::new(close::INVALID_PAYLOAD, "invalid base64 in a text message")),
+        },
+        Transform::Inflate => match p.inflater.as_mut().map(|z| z.inflate(chunk, out)) {
+            Some(Ok(x)) => Ok(x),
+            Some(Err(e)) => Err(inflate_violation(&e)),
+            None => Err(Violation::new(close::PROTOCOL_ERROR, "compressed message without permessage-deflate")),
+        },
+    };
+    let (c, m) = r?;
+    if text_check {
+        let checked = if transform == Transform::Inflate { &out[..m] } else { &chunk[..c] };
+        if utf8.feed(checked).is_err() {
+            return Err(Violation::new(close::INVALID_PAYLOAD, "invalid UTF-8 in text message"));
+        }
+    }
+    // Input the transform did not take goes back to its masked form and waits.
+    if c < n {
+        if let Some(mk) = mask {
+            apply_mask(&mut chunk[c..], mk, pos + c);
+        }
+    }
+    Ok((c, m))
 }
 
 /// Finishes a message: flushes the inflater with SYNC_TAIL, checks the UTF-8 and base64
