@@ -12,13 +12,19 @@
 //! plans and reaps, `reaper` walks retired programs down the kill ladder, `childlog`
 //! logs children's output within a per-source `ratelimit`.
 
-pub mod backend;
+// The library serves the binary (`cli::main`) and the tests: the conf loader and
+// printer (`conf`), and the documented log rate limits. Everything else is private, so
+// the dead-code lint sees what is unused.
 pub mod cli;
 pub mod conf;
-pub mod conn;
-pub mod http;
-pub mod payload;
-pub mod process;
-pub mod runtime;
-pub mod token;
-pub mod ws;
+
+mod backend;
+mod conn;
+mod http;
+mod payload;
+mod process;
+mod runtime;
+mod token;
+mod ws;
+
+pub use process::ratelimit::{LOG_BURST_LINES, LOG_LINES_PER_SEC};

@@ -66,6 +66,7 @@ impl Drains {
         Drains::default()
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.set.len()
     }

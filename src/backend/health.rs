@@ -16,10 +16,6 @@ use std::time::{Duration, Instant};
 use crate::backend::address::ResolveError;
 use crate::conf::{BackendAddr, BackendSpec};
 
-/// Defaults for the check options (to move next to the other `DEFAULT_*` constants in
-/// `conf::model` when the conf parses them).
-pub use crate::conf::{DEFAULT_CHECK_TIMEOUT, DEFAULT_FALL, DEFAULT_RISE};
-
 /// The active check configured for one host.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CheckSpec {
@@ -37,14 +33,15 @@ pub struct CheckSpec {
 
 impl CheckSpec {
     /// A TCP-connect check every `interval` with the default timeout and thresholds.
+    #[cfg(test)]
     pub fn connect_every(interval: Duration) -> CheckSpec {
         CheckSpec {
             interval,
-            timeout: DEFAULT_CHECK_TIMEOUT,
+            timeout: crate::conf::DEFAULT_CHECK_TIMEOUT,
             send: Vec::new(),
             expect: Vec::new(),
-            rise: DEFAULT_RISE,
-            fall: DEFAULT_FALL,
+            rise: crate::conf::DEFAULT_RISE,
+            fall: crate::conf::DEFAULT_FALL,
         }
     }
 

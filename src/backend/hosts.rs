@@ -206,12 +206,9 @@ impl Hosts {
         h
     }
 
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.hosts.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.hosts.is_empty()
     }
 
     pub fn host(&self, id: HostId) -> &Host {
@@ -222,10 +219,7 @@ impl Hosts {
         &mut self.hosts[id.0 as usize]
     }
 
-    pub fn ids(&self) -> impl Iterator<Item = HostId> {
-        (0..self.hosts.len() as u32).map(HostId)
-    }
-
+    #[cfg(test)]
     pub fn find(&self, name: &str) -> Option<HostId> {
         self.by_name.get(name).copied()
     }

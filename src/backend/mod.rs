@@ -17,3 +17,6 @@ pub mod hosts;
 pub mod pipes;
 pub mod probe;
 pub mod stream;
+
+#[cfg(test)]
+mod probe_tests;

@@ -6,24 +6,24 @@
 //! `DEFAULT_*` constant in [`model`]. Directives of lighttpd modules wstund
 //! does not implement are accepted and reported in [`Loaded::warnings`].
 
-pub mod ast;
+mod ast;
 mod backend;
-pub mod cond;
+mod cond;
 mod config;
 mod convert;
-pub mod directives;
-pub mod error;
-pub mod eval;
+mod directives;
+mod error;
+mod eval;
 mod include;
-pub mod lexer;
+mod lexer;
 mod listen;
-pub mod model;
-pub mod parser;
+mod model;
+mod parser;
 mod preflight;
 mod print;
 mod schema;
 mod shell;
-pub mod value;
+mod value;
 
 #[cfg(test)]
 mod eval_tests;

@@ -31,8 +31,12 @@ pub struct Spec {
     pub max: i64,
     /// For enumerations (and integer lists): the accepted values.
     pub allowed: &'static [&'static str],
-    /// The default as `wstund -p` prints it; `(unset)`-style text when absent.
+    /// The default as `wstund -p` prints it; `(unset)`-style text when absent. Read by
+    /// the unit tests that keep the printer and wstund.conf(5) in step with the table.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub default: &'static str,
     pub unit: Unit,
+    /// One line of documentation; the same tests check it exists.
+    #[cfg_attr(not(test), allow(dead_code))]
     pub doc: &'static str,
 }

@@ -48,7 +48,7 @@ impl Conn {
                 }
             }
             Parse::Invalid(rej) => {
-                let extra: Vec<(&str, &str)> = rej.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let extra = rej.header_pairs();
                 self.reject(ctx, rej.status, &extra, rej.message);
             }
             Parse::Complete { request, consumed } => {
@@ -88,7 +88,7 @@ impl Conn {
             Ok(u) => u,
             Err(rej) => {
                 debug!("[c{}] upgrade rejected ({}): {}", self.id, rej.status, rej.message);
-                let extra: Vec<(&str, &str)> = rej.headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+                let extra = rej.header_pairs();
                 return self.reject(ctx, rej.status, &extra, rej.message);
             }
         };
@@ -179,14 +179,15 @@ impl Conn {
         let Some(t) = self.tunnel.as_ref() else { return };
         // The outage itself is logged once by `Hosts`; each attempt's failure was logged.
         debug!("[c{}] no backend reachable for {} after {} attempt(s)", self.id, t.path, t.chain.attempts());
+        let status = t.fail_status.http_status();
         match t.fail_status {
             FailStatus::TooManyPrograms => {
-                self.reject(ctx, 429, &[("Retry-After", "1")], "too many programs running for this endpoint")
+                self.reject(ctx, status, &[("Retry-After", "1")], "too many programs running for this endpoint")
             }
-            FailStatus::ProgramFailed => self.reject(ctx, 502, &[], "backend program could not be started"),
+            FailStatus::ProgramFailed => self.reject(ctx, status, &[], "backend program could not be started"),
             FailStatus::Unavailable => {
                 let retry = ctx.hosts.retry_after(t.route, ctx.now).to_string();
-                self.reject(ctx, 503, &[("Retry-After", retry.as_str())], "backend unavailable");
+                self.reject(ctx, status, &[("Retry-After", retry.as_str())], "backend unavailable");
             }
         }
     }

@@ -243,7 +243,7 @@ impl Conn {
                     self.backend_readable = false;
                 }
                 match outcome {
-                    ReadOutcome::Data(_) => progress = true,
+                    ReadOutcome::Data => progress = true,
                     ReadOutcome::Full => {}
                     ReadOutcome::WouldBlock => self.backend_readable = false,
                     ReadOutcome::Eof => {

@@ -31,10 +31,15 @@ impl Reject {
         self
     }
 
+    /// The headers as `write_response` takes them.
+    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
+    }
+
     /// Appends the complete response (see [`write_response`]).
+    #[cfg(test)]
     pub fn write(&self, out: &mut Vec<u8>) {
-        let extra: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        write_response(self.status, &extra, self.message, out);
+        write_response(self.status, &self.header_pairs(), self.message, out);
     }
 }
 

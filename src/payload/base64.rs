@@ -66,6 +66,7 @@ pub struct Decoder {
 
 impl Decoder {
     /// Room `decode` may need for `n` input bytes.
+    #[cfg(test)]
     pub fn max_output(n: usize) -> usize {
         n.div_ceil(4) * 3 + 3
     }

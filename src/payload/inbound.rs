@@ -245,8 +245,10 @@ impl Inbound {
                     if let Some(m) = mask {
                         apply_mask(chunk, m, pos);
                     }
-                    if self.text && opts.validate_utf8 && self.utf8.feed(chunk).is_err() {
-                        return Decoded::Violation(Violation::new(close::INVALID_PAYLOAD, "invalid UTF-8 in text message"));
+                    if self.text && opts.validate_utf8 {
+                        if let Err(e) = self.utf8.feed(chunk) {
+                            return Decoded::Violation(Violation::new(e.close_code(), "invalid UTF-8 in text message"));
+                        }
                     }
                     self.ready_end = b;
                     self.payload_bytes += n as u64;
@@ -281,7 +283,7 @@ impl Inbound {
         let (h, hl) = match parse_header(raw) {
             Ok(Some(x)) => x,
             Ok(None) => return Ok(Some(Decoded::NeedMore)),
-            Err(e) => return Err(Violation::new(close::PROTOCOL_ERROR, e.to_string())),
+            Err(e) => return Err(Violation::new(e.close_code(), e.to_string())),
         };
         self.check_header(&h, opts)?;
         if h.opcode.is_control() {
@@ -300,7 +302,7 @@ impl Inbound {
         let kind = match self.msg.on_frame(&h) {
             Ok(DataKind::Data { kind, .. }) => kind,
             Ok(DataKind::Control(_)) => MessageKind::Binary,
-            Err(e) => return Err(Violation::new(close::PROTOCOL_ERROR, e.to_string())),
+            Err(e) => return Err(Violation::new(e.close_code(), e.to_string())),
         };
         let compressed_bit = h.rsv & 0b100 != 0;
         if h.opcode != OpCode::Continuation {

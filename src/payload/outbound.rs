@@ -28,7 +28,7 @@ const MIN_READ: usize = 2048;
 #[derive(Debug)]
 pub enum ReadOutcome {
     /// Bytes were read (some may be carried).
-    Data(usize),
+    Data,
     /// The buffer is full: stop reading the backend until the client drains it.
     Full,
     WouldBlock,
@@ -79,6 +79,7 @@ impl Outbound {
     }
 
     /// True when an incomplete UTF-8 sequence is waiting for its remaining bytes.
+    #[cfg(test)]
     pub fn has_carry(&self) -> bool {
         self.carry_len > 0
     }
@@ -93,7 +94,7 @@ impl Outbound {
             return match st.read_in_place(&mut self.buf, pool, read) {
                 InPlace::Data(n) => {
                     self.payload_bytes += n as u64;
-                    ReadOutcome::Data(n)
+                    ReadOutcome::Data
                 }
                 InPlace::Full => ReadOutcome::Full,
                 InPlace::WouldBlock => ReadOutcome::WouldBlock,
@@ -116,11 +117,11 @@ impl Outbound {
                 self.payload_bytes += n as u64;
                 match st.convert(&mut self.buf, pool, false) {
                     Convert::Fault(f) => ReadOutcome::Fault(f),
-                    _ => ReadOutcome::Data(n),
+                    _ => ReadOutcome::Data,
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data,
             Err(e) => ReadOutcome::Error(e),
         }
     }
@@ -174,7 +175,7 @@ impl Outbound {
             Ok(0) => return ReadOutcome::Eof,
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadOutcome::WouldBlock,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => return ReadOutcome::Data(0),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => return ReadOutcome::Data,
             Err(e) => return ReadOutcome::Error(e),
         };
         let total = carry + n;
@@ -201,7 +202,7 @@ impl Outbound {
         if frame_len > 0 {
             self.place_frame(payload_at, frame_len, opcode);
         }
-        ReadOutcome::Data(n)
+        ReadOutcome::Data
     }
 
     /// Puts the header in front of payload lying at `payload_at`.
@@ -370,7 +371,7 @@ mod tests {
                     src = &src[n..];
                     Ok(n)
                 });
-                assert!(matches!(r, ReadOutcome::Data(_)));
+                assert!(matches!(r, ReadOutcome::Data));
                 if step % 2 == 0 {
                     wire.extend(drain(&mut out, &mut pool));
                 }
@@ -408,7 +409,7 @@ mod tests {
                 b.fill(7);
                 Ok(b.len().min(5000))
             }) {
-                ReadOutcome::Data(_) => fills += 1,
+                ReadOutcome::Data => fills += 1,
                 ReadOutcome::Full => break,
                 other => panic!("unexpected {other:?}"),
             }

@@ -176,11 +176,6 @@ impl ProcMan {
         }
     }
 
-    /// Per-process counters of a pool (load, connections, deaths, disables).
-    pub fn procs(&self, pool: usize) -> &[Proc] {
-        self.pools.get(pool).map(|p| p.pool.procs.as_slice()).unwrap_or(&[])
-    }
-
     /// The pid behind `r`, if wstund started it and it is current.
     pub fn pid_of(&self, r: ProcRef) -> Option<i32> {
         let p = self.pools.get(r.pool)?.pool.procs.get(r.proc)?;

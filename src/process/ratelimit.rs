@@ -70,6 +70,7 @@ impl RateLimit {
     }
 
     /// Lines suppressed over the source's life.
+    #[cfg(test)]
     pub fn suppressed(&self) -> u64 {
         self.suppressed
     }

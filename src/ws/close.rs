@@ -5,15 +5,12 @@ use std::fmt;
 pub const NORMAL: u16 = 1000;
 pub const GOING_AWAY: u16 = 1001;
 pub const PROTOCOL_ERROR: u16 = 1002;
-pub const UNSUPPORTED: u16 = 1003;
 /// 1005 and 1006 are reserved for "no code" / "no close frame" in APIs and logs; they
 /// never appear on the wire.
 pub const NO_STATUS: u16 = 1005;
 pub const ABNORMAL: u16 = 1006;
 pub const INVALID_PAYLOAD: u16 = 1007;
-pub const POLICY: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
-pub const EXTENSION: u16 = 1010;
 pub const INTERNAL_ERROR: u16 = 1011;
 
 /// Largest reason that fits a control frame: 125 payload bytes minus the 2-byte code.

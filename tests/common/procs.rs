@@ -1,4 +1,4 @@
-//! Process helpers for the managed-process tests (`tests/exec.rs`, `tests/pool.rs`):
+//! Process helpers for the managed-process tests (`tests/exec.rs`, `tests/pool.rs`, ...):
 //! what /proc says about wstund's children, test programs written to temp dirs, and a
 //! raw-client loop that collects a tunnel's output up to its close frame.
 #![allow(dead_code)]

@@ -1,4 +1,4 @@
-//! The health prober in-process: `Hosts` + `probe::Checker` driven by a mio loop of the
+//! The health prober in-process (a unit test: it drives internals, not the binary): `Hosts` + `probe::Checker` driven by a mio loop of the
 //! test's own, against real sockets — a refusing port, a listener that answers the probe,
 //! one that answers wrongly, one that never answers, and a blackholed port — with the
 //! rise/fall thresholds and the balancer's view checked after each step.
@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use mio::{Events, Poll};
 
-use wstund::backend::address::Resolver;
-use wstund::conf::{Balance, BackendAddr, BackendSpec};
-use wstund::backend::health::CheckSpec;
-use wstund::backend::hosts::{Chain, HostId, Hosts, Pick};
-use wstund::backend::probe::Checker;
-use wstund::token::{self, Target};
+use crate::backend::address::Resolver;
+use crate::backend::health::CheckSpec;
+use crate::backend::hosts::{Chain, HostId, Hosts, Pick};
+use crate::backend::probe::Checker;
+use crate::conf::{Balance, BackendAddr, BackendSpec};
+use crate::token::{self, Target};
 
 struct Rig {
     poll: Poll,
@@ -71,8 +71,8 @@ fn check(send: &str, expect: &str, rise: u32, fall: u32) -> CheckSpec {
     CheckSpec {
         interval: Duration::from_millis(200),
         timeout: Duration::from_millis(500),
-        send: wstund::backend::health::decode_escapes(send),
-        expect: wstund::backend::health::decode_escapes(expect),
+        send: crate::backend::health::decode_escapes(send),
+        expect: crate::backend::health::decode_escapes(expect),
         rise,
         fall,
     }
