@@ -17,7 +17,7 @@ use crate::backend::health::CheckSpec;
 use crate::backend::hosts::{Chain, HostId, Hosts, Pick};
 use crate::backend::probe::Checker;
 use crate::conf::{Balance, BackendAddr, BackendSpec};
-use crate::token::{self, Target};
+use crate::token::{self, Source};
 
 struct Rig {
     poll: Poll,
@@ -50,7 +50,7 @@ impl Rig {
             }
             self.poll.poll(&mut events, Some(Duration::from_millis(20))).unwrap();
             for ev in events.iter() {
-                if let Target::Probe(k) = token::decode(ev.token()) {
+                if let Source::Probe(k) = token::decode(ev.token()) {
                     self.checker.on_event(k, ev, &mut self.hosts, self.poll.registry());
                 }
             }

@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use regex::{Regex, RegexBuilder};
 
 use super::ast::CondOp;
-use super::directives::{lookup, Target, WsField};
+use super::directives::{lookup, Field, WsField};
 use super::error::{Diag, Span};
 use super::listen;
 use super::model::{ListenSpec, RequestFacts, WsSettings};
@@ -340,7 +340,7 @@ pub struct Block {
 /// Looks up a `wstunnel.*` field's directive by name (for the evaluator).
 pub(crate) fn ws_field(name: &str) -> Option<WsField> {
     match lookup(name)?.target {
-        Target::Ws(f) => Some(f),
+        Field::Ws(f) => Some(f),
         _ => None,
     }
 }

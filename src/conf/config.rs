@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use super::cond::Block;
-use super::directives::{copy_ws, set_ws, Directive, Target, WsField};
+use super::directives::{copy_ws, set_ws, Directive, Field, WsField};
 use super::model::{ListenSpec, RequestFacts, ServerSettings, WsSettings};
 
 #[derive(Debug)]
@@ -29,7 +29,7 @@ pub struct Config {
 }
 
 fn directive_of(f: WsField) -> Option<&'static Directive> {
-    super::directives::WS_DIRECTIVES.iter().find(|d| d.target == Target::Ws(f))
+    super::directives::WS_DIRECTIVES.iter().find(|d| d.target == Field::Ws(f))
 }
 
 impl Config {

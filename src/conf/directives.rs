@@ -14,7 +14,7 @@ use super::model::{ServerSettings, WsSettings};
 use super::value::Val;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum Field {
     Server(ServerField),
     Ws(WsField),
     /// An option inside a `wstunnel.server` backend hash.
@@ -26,7 +26,7 @@ pub enum Target {
 #[derive(Clone, Copy, Debug)]
 pub struct Directive {
     pub spec: Spec,
-    pub target: Target,
+    pub target: Field,
 }
 
 impl std::ops::Deref for Directive {
@@ -49,7 +49,7 @@ macro_rules! field_table {
         pub const $table: &[Directive] = &[ $( Directive {
             spec: Spec { name: $name, ty: $ty, min: $min, max: $max, allowed: &[$($allowed),*],
                 default: $default, unit: Unit::$unit, doc: $doc },
-            target: Target::$target($enum::$variant),
+            target: Field::$target($enum::$variant),
         } ),* ];
 
         /// Converts `v` as directive `d` and stores it in the field.
@@ -205,7 +205,7 @@ const fn backend_opt(
     unit: Unit,
     doc: &'static str,
 ) -> Directive {
-    Directive { spec: Spec { name, ty, min, max, allowed, default, unit, doc }, target: Target::Backend }
+    Directive { spec: Spec { name, ty, min, max, allowed, default, unit, doc }, target: Field::Backend }
 }
 
 /// lighttpd backend options that have no meaning for wstund: accepted, warned about.
@@ -404,7 +404,7 @@ mod tests {
     fn table_defaults_match_the_model_defaults() {
         let s = ServerSettings::default();
         for d in SERVER_DIRECTIVES {
-            let Target::Server(f) = d.target else { panic!("{}", d.name) };
+            let Field::Server(f) = d.target else { panic!("{}", d.name) };
             match show_server(&s, f, d) {
                 Some(v) => assert_eq!(v, d.default, "{}", d.name),
                 None => assert!(d.default.starts_with("(unset"), "{}: {}", d.name, d.default),
@@ -412,7 +412,7 @@ mod tests {
         }
         let w = WsSettings::default();
         for d in WS_DIRECTIVES {
-            let Target::Ws(f) = d.target else { panic!("{}", d.name) };
+            let Field::Ws(f) = d.target else { panic!("{}", d.name) };
             assert_eq!(show_ws(&w, f, d).as_deref(), Some(d.default), "{}", d.name);
         }
     }

@@ -7,7 +7,7 @@ pub enum Unit {
     None,
     Seconds,
     Millis,
-    /// Plain integers, or strings with a `k`/`m`/`g` suffix (powers of 1024).
+    /// Transformer integers, or strings with a `k`/`m`/`g` suffix (powers of 1024).
     Bytes,
 }
 

@@ -25,7 +25,7 @@ use nix::sys::wait::WaitStatus;
 use crate::backend::address::describe;
 use crate::backend::stream::BackendStream;
 use crate::conf::{BackendMode, BackendSpec};
-use crate::conn::machine::{Conn, Ctx, Phase, Side};
+use crate::conn::machine::{Conn, Ctx, Phase, ClosedBy};
 use crate::conn::link::{connect_failure, Attach, ChildState, FailStatus, PoolLink};
 use crate::backend::hosts::Failure;
 use crate::process::childlog::{self, ChildLog, Drained};
@@ -217,12 +217,12 @@ impl Conn {
         if let Some(l) = self.pool {
             if l.died || l.pid.is_some_and(process_exiting) {
                 info!("[c{}] backend process {} died", self.id, l.pid.unwrap_or(0));
-                self.start_close(ctx, close::INTERNAL_ERROR, "backend process died", Side::Backend);
+                self.start_close(ctx, close::INTERNAL_ERROR, "backend process died", ClosedBy::Backend);
                 return;
             }
         }
         debug!("[c{}] backend closed", self.id);
-        self.start_close(ctx, close::GOING_AWAY, "backend closed", Side::Backend);
+        self.start_close(ctx, close::GOING_AWAY, "backend closed", ClosedBy::Backend);
     }
 
     /// After a pump: a program that has exited and whose output is drained ends the
@@ -240,7 +240,7 @@ impl Conn {
         let reason = describe_status(status);
         let code = if matches!(status, WaitStatus::Exited(_, 0)) { close::NORMAL } else { close::INTERNAL_ERROR };
         info!("[c{}] program {} ended ({reason}); closing with {code}", self.id, c.pid);
-        self.start_close(ctx, code, &reason, Side::Backend);
+        self.start_close(ctx, code, &reason, ClosedBy::Backend);
     }
 
     /// The SIGCHLD handler reaped this connection's program.
@@ -279,7 +279,7 @@ impl Conn {
         let Some(c) = self.child.as_ref() else { return };
         if c.exit.is_none() && c.eof_deadline.is_some_and(|d| ctx.now >= d) {
             info!("[c{}] program {} closed its output but has not exited; closing", self.id, c.pid);
-            self.start_close(ctx, close::NORMAL, "program closed its output", Side::Backend);
+            self.start_close(ctx, close::NORMAL, "program closed its output", ClosedBy::Backend);
         }
     }
 

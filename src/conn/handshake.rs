@@ -17,8 +17,8 @@ use crate::conf::{BackendMode, BackendSpec, RequestFacts, WsSettings};
 use crate::conn::machine::{deadline_after, Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
 use crate::backend::hosts::{Chain, Failure, Pick};
 use crate::http::{self, Parse, Request, UpgradePolicy};
-use crate::payload::transform::Plain;
-use crate::payload::reframe::Stage;
+use crate::payload::transform::Transformer;
+use crate::payload::reframe::Reframer;
 use crate::ws::deflate::Inflater;
 
 impl Conn {
@@ -148,14 +148,14 @@ impl Conn {
     fn apply_plan(&mut self, plan: &TunnelPlan, settings: &WsSettings) {
         if plan.deflate.is_some() || plan.base64 {
             let inflater = plan.deflate.as_ref().map(|(p, _)| Inflater::new(p));
-            self.inbound.plain = Some(Box::new(Plain::new(inflater, plan.base64)));
+            self.inbound.transform = Some(Box::new(Transformer::new(inflater, plan.base64)));
         }
         if let Some(stage_opts) = plan.reframe {
             let d = plan
                 .deflate
                 .as_ref()
                 .map(|(p, _)| (p, settings.compression_level, settings.compression_min_size));
-            self.outbound.stage = Some(Box::new(Stage::new(stage_opts, d)));
+            self.outbound.reframe = Some(Box::new(Reframer::new(stage_opts, d)));
         }
         self.outbound.mask_frames = settings.mask_server_frames;
     }

@@ -80,10 +80,12 @@ impl FailStatus {
 /// "overloaded", running out of descriptors or memory is wstund's own problem, anything
 /// else means the host is not serving.
 pub fn connect_failure(e: &io::Error) -> Failure {
-    match e.raw_os_error() {
-        Some(libc::EAGAIN) => Failure::Overloaded,
-        Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM) => Failure::Local,
-        _ => Failure::Died,
+    if e.raw_os_error() == Some(libc::EAGAIN) {
+        Failure::Overloaded
+    } else if crate::errno::is_local_shortage(e) {
+        Failure::Local
+    } else {
+        Failure::Died
     }
 }
 

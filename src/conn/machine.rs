@@ -54,10 +54,15 @@ pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 /// The deadline `timeout` after `now`; a zero timeout means "no limit" (Crossbar's
 /// and lighttpd's convention for these options).
 pub fn deadline_after(now: Instant, timeout: Duration) -> Instant {
-    const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-    let t = if timeout.is_zero() { FOREVER } else { timeout };
-    now.checked_add(t).unwrap_or(now + Duration::from_secs(24 * 3600))
+    let t = if timeout.is_zero() { NO_LIMIT } else { timeout };
+    now.checked_add(t).unwrap_or(now + NO_LIMIT_FALLBACK)
 }
+
+/// "No limit" as a deadline: a century.
+const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The deadline used when `now + timeout` does not fit an `Instant` (a huge configured
+/// timeout on a platform with a small clock range): a day.
+const NO_LIMIT_FALLBACK: Duration = Duration::from_secs(24 * 3600);
 
 /// Everything a connection handler needs from the loop.
 pub struct Ctx<'a> {
@@ -89,7 +94,7 @@ pub enum Phase {
 
 /// Who ended the connection, for the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Side {
+pub enum ClosedBy {
     Client,
     Backend,
     Server,
@@ -115,12 +120,12 @@ impl Cut {
     }
 }
 
-impl Side {
+impl ClosedBy {
     fn as_str(self) -> &'static str {
         match self {
-            Side::Client => "client",
-            Side::Backend => "backend",
-            Side::Server => "server",
+            ClosedBy::Client => "client",
+            ClosedBy::Backend => "backend",
+            ClosedBy::Server => "server",
         }
     }
 }
@@ -208,7 +213,7 @@ pub struct Conn {
     pub lost_out: u64,
     /// The bound that cut delivery short, if any.
     pub cut: Option<Cut>,
-    pub closed_by: Option<Side>,
+    pub closed_by: Option<ClosedBy>,
     /// HTTP status when the connection ended with an HTTP response.
     pub status: Option<u16>,
     pub started: Instant,
@@ -355,7 +360,7 @@ impl Conn {
     pub fn begin_shutdown(&mut self, ctx: &mut Ctx) {
         match self.phase {
             Phase::Open | Phase::Closing { .. } => {
-                self.start_close(ctx, crate::ws::close::GOING_AWAY, "server shutting down", Side::Server)
+                self.start_close(ctx, crate::ws::close::GOING_AWAY, "server shutting down", ClosedBy::Server)
             }
             Phase::Handshake { .. } | Phase::Connecting { .. } => self.reject(ctx, 503, &[], "server shutting down"),
             _ => {}
@@ -433,7 +438,7 @@ impl Conn {
             self.outbound.payload_bytes,
             now.duration_since(self.started).as_millis(),
             close,
-            self.closed_by.unwrap_or(Side::Client).as_str(),
+            self.closed_by.unwrap_or(ClosedBy::Client).as_str(),
             self.tunnel.as_ref().and_then(|t| t.subprotocol.as_deref()).unwrap_or("-"),
             self.lost_in,
             self.lost_out,

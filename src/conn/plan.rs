@@ -5,7 +5,7 @@
 
 use crate::conf::{Compression, FrameType, WsSettings, BUFFERED_MESSAGE_SIZE_LIMIT};
 use crate::payload::framing::{Framing, InboundOpts};
-use crate::payload::reframe::StageOpts;
+use crate::payload::reframe::ReframeOpts;
 use crate::ws::deflate::{self, DeflateParams};
 use crate::ws::frame::OpCode;
 
@@ -24,7 +24,7 @@ pub struct TunnelPlan {
     pub deflate: Option<(DeflateParams, String)>,
     pub opts: InboundOpts,
     /// Set when backend output needs more than a frame header (`reframe.rs`).
-    pub reframe: Option<StageOpts>,
+    pub reframe: Option<ReframeOpts>,
 }
 
 impl TunnelPlan {
@@ -72,7 +72,7 @@ impl TunnelPlan {
             || base64
             || settings.auto_fragment_size > 0
             || settings.mask_server_frames)
-            .then(|| StageOpts {
+            .then(|| ReframeOpts {
                 framing,
                 opcode,
                 base64,

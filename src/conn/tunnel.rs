@@ -54,12 +54,12 @@ pub const TURN_TIME: Duration = Duration::from_micros(250);
 
 use log::{debug, info, warn};
 
-use crate::conn::machine::{deadline_after, Conn, Ctx, Cut, Phase, Side, LINGER_TIMEOUT};
+use crate::conn::machine::{deadline_after, Conn, Ctx, Cut, Phase, ClosedBy, LINGER_TIMEOUT};
 use crate::payload::inbound::{Control, Decoded, InboundOpts, Violation};
 use crate::payload::outbound::{Finish, ReadOutcome};
 use crate::payload::reframe::BackendFault;
 use crate::ws::close;
-use crate::ws::frame::OpCode;
+use crate::ws::frame::{OpCode, CONTROL_PAYLOAD_LEN};
 
 impl Conn {
     pub(crate) fn pump(&mut self, ctx: &mut Ctx) {
@@ -361,7 +361,7 @@ impl Conn {
                 Ok(parsed) => {
                     self.close_received = true;
                     self.close_code.get_or_insert(parsed.map(|p| p.0).unwrap_or(close::NO_STATUS));
-                    self.closed_by.get_or_insert(Side::Client);
+                    self.closed_by.get_or_insert(ClosedBy::Client);
                     if !self.close_sent {
                         // Answered once the backend has answered what it was sent (see
                         // the module doc); the reply is kept until then.
@@ -423,7 +423,7 @@ impl Conn {
 
     /// wstund starts the close handshake (backend EOF, idle, shutdown), or answers the
     /// client's Close now that the backend is done.
-    pub(crate) fn start_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str, by: Side) {
+    pub(crate) fn start_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str, by: ClosedBy) {
         if self.close_sent {
             return;
         }
@@ -443,7 +443,7 @@ impl Conn {
         // The socket failed: there is nothing left to read from it.
         self.backend_eof = true;
         self.drop_backend(ctx);
-        self.start_close(ctx, close::INTERNAL_ERROR, "backend error", Side::Backend);
+        self.start_close(ctx, close::INTERNAL_ERROR, "backend error", ClosedBy::Backend);
     }
 
     /// The backend broke a framing rule or exceeded max-backend-message-size: it is cut
@@ -454,7 +454,7 @@ impl Conn {
         warn!("[c{}] backend {name}: {}", self.id, f.reason);
         self.drop_backend(ctx);
         self.backend_eof = true;
-        self.start_close(ctx, f.client_code, &f.reason, Side::Backend);
+        self.start_close(ctx, f.client_code, &f.reason, ClosedBy::Backend);
     }
 
     /// A protocol violation: the stream can no longer be trusted, so after the close
@@ -464,7 +464,7 @@ impl Conn {
     fn fail(&mut self, ctx: &mut Ctx, v: Violation) {
         info!("[c{}] protocol violation, closing with {}: {}", self.id, v.code, v.reason);
         self.close_code.get_or_insert(v.code);
-        self.closed_by.get_or_insert(Side::Client);
+        self.closed_by.get_or_insert(ClosedBy::Client);
         self.write_backend(ctx);
         let undelivered = self.inbound.ready().len();
         if undelivered > 0 {
@@ -489,7 +489,7 @@ impl Conn {
         }
         if self.client_eof && !self.close_received && !self.close_sent {
             self.close_code.get_or_insert(close::ABNORMAL);
-            self.closed_by.get_or_insert(Side::Client);
+            self.closed_by.get_or_insert(ClosedBy::Client);
         }
         let input_ended = self.close_received || self.client_eof;
         if input_ended {
@@ -536,7 +536,7 @@ impl Conn {
         self.inbound.consume_ready(undelivered);
         self.drop_backend(ctx);
         self.backend_eof = true;
-        self.start_close(ctx, close::GOING_AWAY, "backend did not finish", Side::Backend);
+        self.start_close(ctx, close::GOING_AWAY, "backend did not finish", ClosedBy::Backend);
         if self.phase != Phase::Done {
             self.phase = Phase::Closing { deadline: ctx.now + LINGER_TIMEOUT };
         }
@@ -547,13 +547,13 @@ impl Conn {
         let (idle, write_idle) = (ctx.config.server.max_read_idle, ctx.config.server.max_write_idle);
         if !idle.is_zero() && ctx.now.duration_since(self.last_read) >= idle {
             debug!("[c{}] idle for {}s", self.id, idle.as_secs());
-            self.start_close(ctx, close::GOING_AWAY, "idle timeout", Side::Server);
+            self.start_close(ctx, close::GOING_AWAY, "idle timeout", ClosedBy::Server);
             return;
         }
         if !self.outbound.is_empty() && !write_idle.is_zero() && ctx.now.duration_since(self.last_write) >= write_idle {
             info!("[c{}] client has not read for {}s; dropping", self.id, write_idle.as_secs());
             self.close_code.get_or_insert(close::ABNORMAL);
-            self.closed_by.get_or_insert(Side::Server);
+            self.closed_by.get_or_insert(ClosedBy::Server);
             self.phase = Phase::Done;
             return;
         }
@@ -568,10 +568,10 @@ impl Conn {
                 info!("[c{}] no pong within {timeout}s", self.id);
                 if drop {
                     self.close_code.get_or_insert(close::ABNORMAL);
-                    self.closed_by.get_or_insert(Side::Server);
+                    self.closed_by.get_or_insert(ClosedBy::Server);
                     self.phase = Phase::Done;
                 } else {
-                    self.start_close(ctx, close::GOING_AWAY, "ping timeout", Side::Server);
+                    self.start_close(ctx, close::GOING_AWAY, "ping timeout", ClosedBy::Server);
                 }
                 return;
             }
@@ -582,10 +582,10 @@ impl Conn {
         if interval > 0 && ctx.now + TICK_SLACK >= due {
             self.last_ping = ctx.now;
             // A 4-byte stamp, zero-padded to ping-size (4..=125).
-            let mut payload = [0u8; 125];
+            let mut payload = [0u8; CONTROL_PAYLOAD_LEN];
             let stamp = (ctx.now.duration_since(self.started).as_millis() as u32).to_be_bytes();
             payload[..4].copy_from_slice(&stamp);
-            let n = (size as usize).clamp(4, 125);
+            let n = (size as usize).clamp(4, CONTROL_PAYLOAD_LEN);
             if self.outbound.push_control(ctx.pool, OpCode::Ping, &payload[..n]) && self.ping_outstanding.is_none() {
                 self.ping_outstanding = Some(ctx.now);
             }

@@ -5,7 +5,9 @@
 //! handed back the moment it drains. Because the loop is single-threaded, a connection
 //! that reads and immediately writes through returns its buffer before the next
 //! connection needs one, so a handful of pooled buffers serve thousands of tunnels and
-//! memory per idle tunnel is just the `Conn` struct (the issue's <= 0.2x lighttpd goal).
+//! memory per idle tunnel is just the `Conn` struct (wstund's goal: at most a fifth of lighttpd's memory per tunnel).
+
+use crate::ws::frame::CONTROL_PAYLOAD_LEN;
 
 /// Capacity of every data buffer (one per direction per busy connection). A full buffer
 /// is what stops reading on the side that fills it (backpressure).
@@ -13,6 +15,15 @@ pub const BUF_SIZE: usize = 64 * 1024;
 
 /// Spare buffers kept for reuse; past this, drained buffers are freed.
 pub const POOL_KEEP: usize = 64;
+
+/// Room kept free in the client's output buffer so a pong or a close always fits even
+/// when data frames have filled it (one close + one pong + one ping, each with its
+/// 2-byte header). Shared by `outbound.rs` and `reframe.rs`.
+pub const CONTROL_RESERVE: usize = 3 * (2 + CONTROL_PAYLOAD_LEN);
+
+/// Below this much free room a read of the backend is not worth a frame header: wait
+/// for the client to drain the output first.
+pub const MIN_READ: usize = 2048;
 
 /// A byte buffer with a read cursor (`start`) and a fill cursor (`end`).
 /// Storage is allocated lazily from the pool and returned when empty.

@@ -66,7 +66,7 @@ pub(crate) enum FrameState {
     Header,
     Payload { remaining: u64, mask: Option<[u8; 4]>, pos: usize, fin: bool },
     /// All payload of a transformed message is consumed; its end (inflate flush,
-    /// final record) is still to be written to the plain buffer.
+    /// final record) is still to be written to the transform's output buffer.
     MessageEnd,
 }
 

@@ -24,9 +24,9 @@
 use crate::payload::buffer::{Buf, BufPool};
 use crate::payload::framing::{cut_raw, normalize_raw, FrameState, Input};
 pub use crate::payload::framing::{Framing, InboundOpts, Violation, RECORD_HEADER_LEN};
-use crate::payload::transform::{Plain, PlainStep};
+use crate::payload::transform::{Transformer, TransformStep};
 use crate::ws::close;
-use crate::ws::frame::{parse_header, FrameHeader, OpCode};
+use crate::ws::frame::{parse_header, FrameHeader, OpCode, CONTROL_PAYLOAD_LEN};
 use crate::ws::mask::apply_mask;
 use crate::ws::message::{DataKind, MessageKind, MessageState};
 use crate::ws::utf8::Utf8Validator;
@@ -40,7 +40,7 @@ const READ_RESERVE: usize = 8;
 pub struct Control {
     pub opcode: OpCode,
     pub len: u8,
-    pub payload: [u8; 125],
+    pub payload: [u8; CONTROL_PAYLOAD_LEN],
 }
 
 impl Control {
@@ -70,7 +70,7 @@ pub struct Inbound {
     /// `line` framing: a newline is owed to the backend after the last message.
     nl_pending: bool,
     /// Set when payload is transformed on its way to the backend.
-    pub plain: Option<Box<Plain>>,
+    pub transform: Option<Box<Transformer>>,
     /// Data payload bytes decoded (for the access log).
     pub payload_bytes: u64,
 }
@@ -94,7 +94,7 @@ impl Inbound {
             msg_compressed: false,
             msg_len: 0,
             nl_pending: false,
-            plain: None,
+            transform: None,
             payload_bytes: 0,
         }
     }
@@ -141,14 +141,14 @@ impl Inbound {
 
     /// Payload waiting for the backend.
     pub fn ready(&self) -> &[u8] {
-        match &self.plain {
+        match &self.transform {
             Some(p) => p.out.data(),
             None => &self.buf.raw()[self.buf.start..self.ready_end],
         }
     }
 
     pub fn consume_ready(&mut self, n: usize) {
-        match self.plain.as_mut() {
+        match self.transform.as_mut() {
             Some(p) => p.out.consume(n),
             None => {
                 debug_assert!(self.buf.start + n <= self.ready_end);
@@ -168,14 +168,14 @@ impl Inbound {
             self.buf.release_if_empty(pool);
             self.ready_end = 0;
         }
-        if let Some(p) = self.plain.as_mut() {
+        if let Some(p) = self.transform.as_mut() {
             p.out.release_if_empty(pool);
         }
     }
 
     pub fn release(&mut self, pool: &mut BufPool) {
         self.buf.release(pool);
-        if let Some(p) = self.plain.as_mut() {
+        if let Some(p) = self.transform.as_mut() {
             p.out.release(pool);
         }
     }
@@ -226,11 +226,11 @@ impl Inbound {
                     Ok(Some(d)) => return d,
                     Err(v) => return Decoded::Violation(v),
                 },
-                FrameState::Payload { .. } | FrameState::MessageEnd if self.plain.is_some() => {
+                FrameState::Payload { .. } | FrameState::MessageEnd if self.transform.is_some() => {
                     match self.transform_step(opts, pool) {
-                        PlainStep::Progress => {}
-                        PlainStep::Blocked => return Decoded::NeedMore,
-                        PlainStep::Violation(v) => return Decoded::Violation(v),
+                        TransformStep::Progress => {}
+                        TransformStep::Blocked => return Decoded::NeedMore,
+                        TransformStep::Violation(v) => return Decoded::Violation(v),
                     }
                 }
                 FrameState::MessageEnd => self.frame = FrameState::Header,
@@ -262,8 +262,8 @@ impl Inbound {
     }
 
     /// One step of the transformed path (`transform.rs`), given the decoder's fields.
-    fn transform_step(&mut self, opts: &InboundOpts, pool: &mut BufPool) -> PlainStep {
-        let Some(plain) = self.plain.as_deref_mut() else { return PlainStep::Blocked };
+    fn transform_step(&mut self, opts: &InboundOpts, pool: &mut BufPool) -> TransformStep {
+        let Some(t) = self.transform.as_deref_mut() else { return TransformStep::Blocked };
         let mut input = Input {
             buf: &mut self.buf,
             ready_end: &mut self.ready_end,
@@ -274,7 +274,7 @@ impl Inbound {
             compressed: self.msg_compressed,
             payload_bytes: &mut self.payload_bytes,
         };
-        crate::payload::transform::step(&mut input, plain, opts, pool)
+        crate::payload::transform::step(&mut input, t, opts, pool)
     }
 
     /// Parses one header. `Ok(None)`: a data frame started (continue decoding).
@@ -291,7 +291,7 @@ impl Inbound {
             if raw.len() < total {
                 return Ok(Some(Decoded::NeedMore));
             }
-            let mut c = Control { opcode: h.opcode, len: h.payload_len as u8, payload: [0; 125] };
+            let mut c = Control { opcode: h.opcode, len: h.payload_len as u8, payload: [0; CONTROL_PAYLOAD_LEN] };
             c.payload[..c.len as usize].copy_from_slice(&raw[hl..total]);
             if let (Some(m), true) = (h.mask, opts.apply_mask) {
                 apply_mask(&mut c.payload[..c.len as usize], m, 0);
@@ -310,7 +310,7 @@ impl Inbound {
             self.text = kind == MessageKind::Text;
             self.msg_opcode = h.opcode;
             self.msg_compressed = compressed_bit;
-            if let Some(p) = self.plain.as_mut() {
+            if let Some(p) = self.transform.as_mut() {
                 p.start_message();
             }
         } else if compressed_bit {
@@ -320,7 +320,7 @@ impl Inbound {
         if opts.max_message_size > 0 && !self.msg_compressed && self.msg_len > opts.max_message_size {
             return Err(Violation::new(close::TOO_BIG, "message too big"));
         }
-        if self.plain.is_none() && opts.framing == Framing::Framed {
+        if self.transform.is_none() && opts.framing == Framing::Framed {
             if h.payload_len > u64::from(u32::MAX) {
                 return Err(Violation::new(close::TOO_BIG, "frame too big for the framed backend format"));
             }
@@ -339,7 +339,7 @@ impl Inbound {
             pos: 0,
             fin: h.fin,
         };
-        if self.plain.is_none() {
+        if self.transform.is_none() {
             if let Some(v) = self.end_frame_if_done(opts) {
                 return Err(v);
             }

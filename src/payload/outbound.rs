@@ -12,17 +12,11 @@
 
 use std::io;
 
-use crate::payload::buffer::{Buf, BufPool};
-use crate::payload::reframe::{BackendFault, Convert, InPlace, Stage};
-use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, MAX_SERVER_HEADER_LEN};
+use crate::payload::buffer::{Buf, BufPool, CONTROL_RESERVE, MIN_READ};
+use crate::payload::reframe::{BackendFault, Convert, InPlace, Reframer};
+use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, CONTROL_PAYLOAD_LEN, MAX_SERVER_HEADER_LEN};
 use crate::ws::utf8::{complete_prefix, valid_utf8_prefix};
 
-/// Room kept free for control frames so a pong or a close always fits even when data
-/// frames have filled the buffer (one close + one pong + one ping).
-const CONTROL_RESERVE: usize = 3 * (2 + 125);
-
-/// Below this much free room a read is not worth a frame header: wait for the client.
-const MIN_READ: usize = 2048;
 
 /// What one attempt to read the backend produced.
 #[derive(Debug)]
@@ -54,11 +48,11 @@ pub struct Outbound {
     carry: [u8; 4],
     carry_len: u8,
     /// A pong that did not fit; only the latest ping needs an answer (RFC 6455 5.5.3).
-    pending_pong: Option<Box<([u8; 125], u8)>>,
+    pending_pong: Option<Box<([u8; CONTROL_PAYLOAD_LEN], u8)>>,
     /// Backend payload bytes framed (for the access log).
     pub payload_bytes: u64,
-    /// Present when output needs more than a frame header (see `staged.rs`).
-    pub stage: Option<Box<Stage>>,
+    /// Present when output needs more than a frame header (see `reframe.rs`).
+    pub reframe: Option<Box<Reframer>>,
     /// `wstunnel.mask-server-frames` (a testing switch): control frames are masked too.
     pub mask_frames: bool,
 }
@@ -71,7 +65,7 @@ impl Default for Outbound {
 
 impl Outbound {
     pub fn new() -> Self {
-        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0, stage: None, mask_frames: false }
+        Outbound { buf: Buf::new(), carry: [0; 4], carry_len: 0, pending_pong: None, payload_bytes: 0, reframe: None, mask_frames: false }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -84,12 +78,12 @@ impl Outbound {
         self.carry_len > 0
     }
 
-    /// Reads the backend once, through the stage when there is one.
+    /// Reads the backend once, through the reframer when there is one.
     pub fn read_backend<F>(&mut self, pool: &mut BufPool, opcode: OpCode, mut read: F) -> ReadOutcome
     where
         F: FnMut(&mut [u8]) -> io::Result<usize>,
     {
-        let Some(st) = self.stage.as_mut() else { return self.read_frame(pool, opcode, read) };
+        let Some(st) = self.reframe.as_mut() else { return self.read_frame(pool, opcode, read) };
         if st.in_place() {
             return match st.read_in_place(&mut self.buf, pool, read) {
                 InPlace::Data(n) => {
@@ -128,7 +122,7 @@ impl Outbound {
 
     /// Frames staged input after the client made room. True when something moved.
     pub fn convert_pending(&mut self, pool: &mut BufPool) -> Result<bool, BackendFault> {
-        match self.stage.as_mut() {
+        match self.reframe.as_mut() {
             Some(st) if st.has_pending() => match st.convert(&mut self.buf, pool, false) {
                 Convert::Progress => Ok(true),
                 Convert::Blocked => Ok(false),
@@ -140,7 +134,7 @@ impl Outbound {
 
     /// After backend EOF: frame what is left (an unterminated last line, ...).
     pub fn finish_backend(&mut self, pool: &mut BufPool) -> Finish {
-        match self.stage.as_mut() {
+        match self.reframe.as_mut() {
             None if self.carry_len > 0 => Finish::Fault(BackendFault {
                 client_code: crate::ws::close::INTERNAL_ERROR,
                 reason: "backend output ended inside a UTF-8 sequence".into(),
@@ -233,7 +227,7 @@ impl Outbound {
 
     /// Appends a control frame. Returns false when even the reserve is used up.
     pub fn push_control(&mut self, pool: &mut BufPool, opcode: OpCode, payload: &[u8]) -> bool {
-        debug_assert!(payload.len() <= 125);
+        debug_assert!(payload.len() <= CONTROL_PAYLOAD_LEN);
         self.buf.ensure(pool);
         if self.buf.tail_room() < 2 + payload.len() {
             self.buf.compact();
@@ -310,7 +304,7 @@ impl Outbound {
 
     pub fn release(&mut self, pool: &mut BufPool) {
         self.buf.release(pool);
-        if let Some(st) = self.stage.as_mut() {
+        if let Some(st) = self.reframe.as_mut() {
             st.release(pool);
         }
     }
@@ -320,7 +314,7 @@ impl Outbound {
     /// position, open message), so nothing later frames with stale state.
     pub fn abandon(&mut self, pool: &mut BufPool) {
         self.release(pool);
-        self.stage = None;
+        self.reframe = None;
         self.carry_len = 0;
         self.pending_pong = None;
     }

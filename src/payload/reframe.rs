@@ -12,7 +12,7 @@
 //! output buffer with no copy.
 
 use crate::payload::base64;
-use crate::payload::buffer::{Buf, BufPool};
+use crate::payload::buffer::{Buf, BufPool, CONTROL_RESERVE, MIN_READ};
 use crate::payload::framing::{Framing, RECORD_HEADER_LEN};
 use crate::ws::close;
 use crate::ws::deflate::{DeflateParams, Deflater, SYNC_TAIL};
@@ -20,8 +20,6 @@ use crate::ws::frame::{write_header_rsv, OpCode, MAX_HEADER_LEN};
 use crate::ws::mask::apply_mask;
 use crate::ws::utf8::{complete_prefix, Utf8Validator};
 
-/// Output room a piece always leaves for control frames.
-const OUT_RESERVE: usize = 3 * (2 + 125);
 
 /// Below this much output room a long line waits instead of being cut into a tiny
 /// fragment.
@@ -42,7 +40,7 @@ fn fault(code: u16, reason: impl Into<String>) -> BackendFault {
 
 /// Per-route output settings.
 #[derive(Clone, Copy, Debug)]
-pub struct StageOpts {
+pub struct ReframeOpts {
     pub framing: Framing,
     /// Message type for `stream`/`line` output (text or binary).
     pub opcode: OpCode,
@@ -68,9 +66,9 @@ enum Record {
     Payload { remaining: u64, fin: bool },
 }
 
-pub struct Stage {
+pub struct Reframer {
     pub input: Buf,
-    opts: StageOpts,
+    opts: ReframeOpts,
     deflater: Option<Deflater>,
     min_compress: usize,
     scratch: Vec<u8>,
@@ -101,12 +99,10 @@ pub enum InPlace {
     Error(std::io::Error),
 }
 
-/// Least room worth a read on the in-place path.
-const MIN_READ: usize = 2048;
 
-impl Stage {
-    pub fn new(opts: StageOpts, deflate: Option<(&DeflateParams, u32, usize)>) -> Stage {
-        Stage {
+impl Reframer {
+    pub fn new(opts: ReframeOpts, deflate: Option<(&DeflateParams, u32, usize)>) -> Reframer {
+        Reframer {
             input: Buf::new(),
             opts,
             deflater: deflate.map(|(p, level, _)| Deflater::new(p, level)),
@@ -131,7 +127,7 @@ impl Stage {
         !self.input.is_empty()
     }
 
-    /// Plain `framed` output needs no staging: records are rewritten into frames where
+    /// Transformer `framed` output needs no staging: records are rewritten into frames where
     /// the backend's bytes land (see `read_in_place`).
     pub fn in_place(&self) -> bool {
         self.opts.framing == Framing::Framed
@@ -151,7 +147,7 @@ impl Stage {
         F: FnMut(&mut [u8]) -> std::io::Result<usize>,
     {
         out.ensure(pool);
-        let cap = out.raw().len() - OUT_RESERVE;
+        let cap = out.raw().len() - CONTROL_RESERVE;
         if out.end + MAX_HEADER_LEN + MIN_READ > cap && out.start > 0 {
             out.compact();
         }
@@ -292,7 +288,7 @@ impl Stage {
             if self.input.is_empty() {
                 self.input.release_if_empty(pool);
                 if at_eof {
-                    return self.finish_at_eof(out, pool);
+                    return self.finish_at_eof(out);
                 }
                 return if progressed { Convert::Progress } else { Convert::Blocked };
             }
@@ -319,7 +315,7 @@ impl Stage {
         if out.tail_room() < out.raw().len() / 2 && out.start > 0 {
             out.compact();
         }
-        let room = out.tail_room().saturating_sub(OUT_RESERVE + 2 * MAX_HEADER_LEN + 64);
+        let room = out.tail_room().saturating_sub(CONTROL_RESERVE + 2 * MAX_HEADER_LEN + 64);
         let frag = self.opts.auto_fragment;
         // Per output byte: 4/3 for base64, plus a header per fragment.
         let mut n = if self.opts.base64 { room / 4 * 3 } else { room };
@@ -547,7 +543,7 @@ impl Stage {
         Ok(())
     }
 
-    fn finish_at_eof(&mut self, out: &mut Buf, _pool: &mut BufPool) -> Convert {
+    fn finish_at_eof(&mut self, out: &mut Buf) -> Convert {
         match (self.opts.framing, self.record, self.msg_open) {
             (Framing::Framed, _, _) if self.hdr_carry_len > 0 => {
                 Convert::Fault(fault(close::INTERNAL_ERROR, "framed backend ended inside a record header"))

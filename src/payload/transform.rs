@@ -19,7 +19,7 @@ use crate::ws::mask::apply_mask;
 /// Output room below which a step waits for the backend to drain `out`.
 const MIN_ROOM: usize = 64;
 
-pub enum PlainStep {
+pub enum TransformStep {
     Progress,
     /// Needs more input or more output room.
     Blocked,
@@ -33,7 +33,7 @@ enum Transform {
     Inflate,
 }
 
-pub struct Plain {
+pub struct Transformer {
     /// Transformed payload (and record headers / newlines) for the backend.
     pub out: Buf,
     inflater: Option<Inflater>,
@@ -46,9 +46,9 @@ pub struct Plain {
     tail_fed: usize,
 }
 
-impl Plain {
-    pub fn new(inflater: Option<Inflater>, base64: bool) -> Plain {
-        Plain {
+impl Transformer {
+    pub fn new(inflater: Option<Inflater>, base64: bool) -> Transformer {
+        Transformer {
             out: Buf::new(),
             inflater,
             b64: base64.then(base64::Decoder::default),
@@ -77,7 +77,7 @@ struct Mark {
     frame: (u8, u64),
 }
 
-fn mark(inb: &Input, p: &Plain) -> Mark {
+fn mark(inb: &Input, p: &Transformer) -> Mark {
     let (out_end, tail_fed) = (p.out.end, p.tail_fed);
     let frame = match *inb.frame {
         FrameState::Header => (0, 0),
@@ -95,7 +95,7 @@ fn mark(inb: &Input, p: &Plain) -> Mark {
 /// of looping. The close code is 1011 (internal error), not 1002 or 1007: RFC 7692
 /// lets every well-formed input make progress and malformed input is reported by the
 /// inflater itself as 1007, so reaching this means wstund, not the client, is at fault.
-pub(crate) fn step(inb: &mut Input, p: &mut Plain, opts: &InboundOpts, pool: &mut BufPool) -> PlainStep {
+pub(crate) fn step(inb: &mut Input, p: &mut Transformer, opts: &InboundOpts, pool: &mut BufPool) -> TransformStep {
     let (hdr, nl) = match opts.framing {
         Framing::Framed => (RECORD_HEADER_LEN, 0),
         Framing::Line => (0, 1),
@@ -114,7 +114,7 @@ pub(crate) fn step(inb: &mut Input, p: &mut Plain, opts: &InboundOpts, pool: &mu
     }
     let room = p.out.tail_room().saturating_sub(hdr + nl + 8);
     if room < MIN_ROOM {
-        return PlainStep::Blocked;
+        return TransformStep::Blocked;
     }
     // Taken after the compaction above, which moves `out.end` without progress.
     let before = mark(inb, p);
@@ -125,10 +125,10 @@ pub(crate) fn step(inb: &mut Input, p: &mut Plain, opts: &InboundOpts, pool: &mu
         FrameState::MessageEnd => end_step(inb, p, opts, transform, room, hdr),
         // Not reached: `decode` parses headers itself. Blocked, not Progress, so a
         // caller in the wrong state waits instead of spinning.
-        FrameState::Header => PlainStep::Blocked,
+        FrameState::Header => TransformStep::Blocked,
     };
-    if matches!(r, PlainStep::Progress) && mark(inb, p) == before {
-        return PlainStep::Violation(Violation::new(close::INTERNAL_ERROR, "payload transform made no progress"));
+    if matches!(r, TransformStep::Progress) && mark(inb, p) == before {
+        return TransformStep::Violation(Violation::new(close::INTERNAL_ERROR, "payload transform made no progress"));
     }
     r
 }
@@ -137,17 +137,17 @@ type PayloadState = (u64, Option<[u8; 4]>, usize, bool);
 
 fn payload_step(
     inb: &mut Input,
-    p: &mut Plain,
+    p: &mut Transformer,
     opts: &InboundOpts,
     transform: Transform,
     room: usize,
     hdr: usize,
     (remaining, mask, pos, fin): PayloadState,
-) -> PlainStep {
+) -> TransformStep {
     let avail = inb.raw_available() as u64;
     let mut n = remaining.min(avail) as usize;
     if n == 0 && remaining > 0 {
-        return PlainStep::Blocked;
+        return TransformStep::Blocked;
     }
     n = match transform {
         Transform::Copy => n.min(room),
@@ -156,23 +156,23 @@ fn payload_step(
     };
     let (consumed, produced) = match transform_chunk(inb, p, opts, transform, room, hdr, n, (mask, pos)) {
         Ok(x) => x,
-        Err(v) => return PlainStep::Violation(v),
+        Err(v) => return TransformStep::Violation(v),
     };
     inb.cut(consumed);
     *inb.payload_bytes += consumed as u64;
     let remaining = remaining - consumed as u64;
     if let Some(v) = account(p, opts, produced) {
-        return PlainStep::Violation(v);
+        return TransformStep::Violation(v);
     }
     if remaining == 0 && fin && transform != Transform::Inflate {
         // Nothing left to flush: end the message with this record.
         if let Some(v) = finish_message(inb, p, opts, transform) {
-            return PlainStep::Violation(v);
+            return TransformStep::Violation(v);
         }
         emit(inb.opcode, p, opts, hdr, produced, true);
         push_newline(p, opts);
         *inb.frame = FrameState::Header;
-        return PlainStep::Progress;
+        return TransformStep::Progress;
     }
     emit(inb.opcode, p, opts, hdr, produced, false);
     *inb.frame = match (remaining, fin) {
@@ -183,7 +183,7 @@ fn payload_step(
     // Given input and at least MIN_ROOM of room every transform consumes or produces
     // (the inflater included), so there is no "wait" case here; a step that moved
     // nothing is caught by the check in `step`.
-    PlainStep::Progress
+    TransformStep::Progress
 }
 
 /// Unmasks `n` raw bytes where they lie and transforms them into `p.out` (after room for
@@ -192,7 +192,7 @@ fn payload_step(
 #[allow(clippy::too_many_arguments)] // the step's state, passed as it was computed
 fn transform_chunk(
     inb: &mut Input,
-    p: &mut Plain,
+    p: &mut Transformer,
     opts: &InboundOpts,
     transform: Transform,
     room: usize,
@@ -243,46 +243,46 @@ fn transform_chunk(
 
 /// Finishes a message: flushes the inflater with SYNC_TAIL, checks the UTF-8 and base64
 /// ends, writes the final record (or the newline).
-fn end_step(inb: &mut Input, p: &mut Plain, opts: &InboundOpts, transform: Transform, room: usize, hdr: usize) -> PlainStep {
+fn end_step(inb: &mut Input, p: &mut Transformer, opts: &InboundOpts, transform: Transform, room: usize, hdr: usize) -> TransformStep {
     let mut produced = 0;
     if transform == Transform::Inflate {
         let at = p.out.end + hdr;
         let out = &mut p.out.raw_mut()[at..at + room];
-        let Some(z) = p.inflater.as_mut() else { return PlainStep::Blocked };
+        let Some(z) = p.inflater.as_mut() else { return TransformStep::Blocked };
         match z.inflate(&SYNC_TAIL[p.tail_fed..], out) {
             Ok((c, m)) => {
                 p.tail_fed += c;
                 produced = m;
             }
-            Err(e) => return PlainStep::Violation(inflate_violation(&e)),
+            Err(e) => return TransformStep::Violation(inflate_violation(&e)),
         }
         let more = p.tail_fed < SYNC_TAIL.len() || produced == room;
         if inb.text && opts.validate_utf8 {
             let at = p.out.end + hdr;
             if inb.utf8.feed(&p.out.raw()[at..at + produced]).is_err() {
-                return PlainStep::Violation(Violation::new(close::INVALID_PAYLOAD, "invalid UTF-8 in text message"));
+                return TransformStep::Violation(Violation::new(close::INVALID_PAYLOAD, "invalid UTF-8 in text message"));
             }
         }
         if let Some(v) = account(p, opts, produced) {
-            return PlainStep::Violation(v);
+            return TransformStep::Violation(v);
         }
         if more {
             emit(inb.opcode, p, opts, hdr, produced, false);
-            return PlainStep::Progress;
+            return TransformStep::Progress;
         }
     }
     if let Some(v) = finish_message(inb, p, opts, transform) {
-        return PlainStep::Violation(v);
+        return TransformStep::Violation(v);
     }
     emit(inb.opcode, p, opts, hdr, produced, true);
     push_newline(p, opts);
     *inb.frame = FrameState::Header;
-    PlainStep::Progress
+    TransformStep::Progress
 }
 
 /// The end-of-message checks: complete UTF-8, complete base64 groups; resets the
 /// inflater when the client asked for no context takeover.
-fn finish_message(inb: &mut Input, p: &mut Plain, opts: &InboundOpts, transform: Transform) -> Option<Violation> {
+fn finish_message(inb: &mut Input, p: &mut Transformer, opts: &InboundOpts, transform: Transform) -> Option<Violation> {
     let text_ok = !(inb.text && opts.validate_utf8) || inb.utf8.finish().is_ok();
     inb.utf8.reset();
     if !text_ok {
@@ -315,14 +315,14 @@ fn inflate_violation(e: &InflateError) -> Violation {
     Violation::new(code, e.to_string())
 }
 
-fn push_newline(p: &mut Plain, opts: &InboundOpts) {
+fn push_newline(p: &mut Transformer, opts: &InboundOpts) {
     if opts.framing == Framing::Line {
         p.out.extend(b"\n");
     }
 }
 
 /// Counts transformed bytes against the message limit (decompression bombs stop here).
-fn account(p: &mut Plain, opts: &InboundOpts, produced: usize) -> Option<Violation> {
+fn account(p: &mut Transformer, opts: &InboundOpts, produced: usize) -> Option<Violation> {
     p.msg_out += produced as u64;
     (opts.max_message_size > 0 && p.msg_out > opts.max_message_size)
         .then(|| Violation::new(close::TOO_BIG, "message too big"))
@@ -330,7 +330,7 @@ fn account(p: &mut Plain, opts: &InboundOpts, produced: usize) -> Option<Violati
 
 /// Commits `produced` bytes written at `out.end + hdr`, with a record header in
 /// `framed` mode. Empty non-final records are not written.
-fn emit(opcode: OpCode, p: &mut Plain, opts: &InboundOpts, hdr: usize, produced: usize, last: bool) {
+fn emit(opcode: OpCode, p: &mut Transformer, opts: &InboundOpts, hdr: usize, produced: usize, last: bool) {
     if opts.framing == Framing::Framed {
         if produced == 0 && !last {
             return;
@@ -534,7 +534,7 @@ mod tests {
             server_bits_requested: false,
         };
         let mut inb = Inbound::new();
-        inb.plain = Some(Box::new(Plain::new(Some(Inflater::new(&p)), false)));
+        inb.transform = Some(Box::new(Transformer::new(Some(Inflater::new(&p)), false)));
         let opts = InboundOpts { deflate: true, validate_utf8: false, ..Default::default() };
         (inb, opts)
     }
@@ -716,7 +716,7 @@ mod tests {
             compressed: true,
             payload_bytes: &mut bytes,
         };
-        let mut plain = Plain::new(None, false);
-        assert!(matches!(step(&mut input, &mut plain, &opts, &mut pool), PlainStep::Blocked));
+        let mut plain = Transformer::new(None, false);
+        assert!(matches!(step(&mut input, &mut plain, &opts, &mut pool), TransformStep::Blocked));
     }
 }

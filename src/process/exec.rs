@@ -99,7 +99,7 @@ pub fn inherited_env(copy: Option<&[String]>, default: Option<&[&str]>, parent: 
 }
 
 /// Sets `k` in `env`, replacing an earlier value.
-fn set(env: &mut Vec<(String, String)>, k: &str, v: &str) {
+pub fn set(env: &mut Vec<(String, String)>, k: &str, v: &str) {
     // A NUL cannot be passed to execve; such a value is dropped rather than failing the
     // whole connection.
     if k.contains('\0') || v.contains('\0') || k.is_empty() {
@@ -236,7 +236,7 @@ impl std::error::Error for SpawnError {}
 /// found, not executable). A shortage is answered like an unreachable TCP backend (503,
 /// try again later); the program's fault like a broken backend (502).
 pub fn is_resource_shortage(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOMEM | libc::ENOBUFS | libc::EAGAIN))
+    crate::errno::is_spawn_shortage(e)
 }
 
 /// A started stdio program.

@@ -21,6 +21,10 @@ use std::time::{Duration, Instant};
 
 use crate::conf::BackendSpec;
 
+/// A process that survived SIGKILL (uninterruptible sleep) is looked at again this much
+/// later; until then nothing more can be done but wait for its exit.
+pub const UNKILLABLE_RECHECK: Duration = Duration::from_secs(3600);
+
 /// A process that dies sooner than this after its start is crashing, not ageing: it is
 /// respawned after a back-off instead of at once.
 pub const QUICK_DEATH: Duration = Duration::from_secs(1);
@@ -423,7 +427,7 @@ impl Pool {
                 }
                 _ => {
                     // SIGKILL did not end it (uninterruptible sleep): say so, keep waiting.
-                    p.state = ProcState::Stopping { pid, step: 4, next: now + Duration::from_secs(3600) };
+                    p.state = ProcState::Stopping { pid, step: 4, next: now + UNKILLABLE_RECHECK };
                     out.push(Action::Warn(format!("{} proc {} (pid {pid}) has not exited after SIGKILL", self.name, i)));
                 }
             }

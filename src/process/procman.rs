@@ -96,10 +96,7 @@ impl ProcMan {
                 let limits = Limits::from_spec(spec);
                 let mut env = exec::inherited_env(spec.bin_copy_environment.as_deref(), None, std::env::vars());
                 for (k, v) in &spec.bin_environment {
-                    match env.iter_mut().find(|(ek, _)| ek == k) {
-                        Some(e) => e.1 = v.clone(),
-                        None => env.push((k.clone(), v.clone())),
-                    }
+                    exec::set(&mut env, k, v);
                 }
                 pm.pools.push(PoolRt {
                     pool: Pool::new(index, name, limits, now),

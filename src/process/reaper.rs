@@ -23,6 +23,7 @@ use nix::unistd::Pid;
 
 use crate::process::childlog::{self, ChildLog, Drained};
 use crate::backend::pipes::ChildPipes;
+use crate::process::pool::UNKILLABLE_RECHECK;
 
 /// Longest gap between ladder steps while wstund is exiting.
 pub const SHUTDOWN_GAP: Duration = Duration::from_millis(500);
@@ -171,7 +172,7 @@ impl Progs {
                     gone.push(pid);
                 } else {
                     warn!("[c{}] program {pid} survives SIGKILL", p.conn_id);
-                    p.ladder = Some((step, now + Duration::from_secs(3600)));
+                    p.ladder = Some((step, now + UNKILLABLE_RECHECK));
                 }
                 continue;
             }

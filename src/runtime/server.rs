@@ -42,7 +42,7 @@ use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
 use crate::process::ratelimit::Repeats;
 use crate::runtime::signals::{Signal, Signals};
-use crate::token::{self, Endpoint, Target};
+use crate::token::{self, Endpoint, Source};
 
 const TICK: Duration = Duration::from_secs(1);
 /// Back-off after EMFILE/ENFILE before trying to accept again.
@@ -189,12 +189,12 @@ impl Server {
             let now = Instant::now();
             for ev in events.iter() {
                 match token::decode(ev.token()) {
-                    Target::Signal => self.on_signals(now),
-                    Target::Listener(i) => self.accept(i, now),
-                    Target::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
-                    Target::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
-                    Target::Drain(i) => self.drain_event(i),
-                    Target::Conn(key, ep) => self.conn_event(key, ep, ev, now),
+                    Source::Signal => self.on_signals(now),
+                    Source::Listener(i) => self.accept(i, now),
+                    Source::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
+                    Source::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
+                    Source::Drain(i) => self.drain_event(i),
+                    Source::Conn(key, ep) => self.conn_event(key, ep, ev, now),
                 }
             }
             self.serve_backlog(now);
@@ -347,7 +347,7 @@ impl Server {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::EMFILE) | Some(libc::ENFILE) | Some(libc::ENOBUFS) | Some(libc::ENOMEM)) => {
+                Err(e) if crate::errno::is_local_shortage(&e) => {
                     // Retried every ACCEPT_BACKOFF while it lasts: logged when it starts, then
                     // at most once per REPORT_INTERVAL.
                     match self.accept_failures.fail(now) {

@@ -1,9 +1,9 @@
 //! Signals as loop events, through a signalfd.
 //!
 //! The signals are blocked for the (single) thread and read from a descriptor the loop
-//! polls, so a handler never runs in the middle of the state machine. Children started
-//! with `std::process::Command` get an empty signal mask back, so blocking here does not
-//! leak into them.
+//! polls, so a handler never runs in the middle of the state machine. A blocked mask is
+//! inherited across exec, so children must not get it: `process/launch.rs` starts every
+//! child with `posix_spawn` and an empty mask (std's `Command` would pass the mask on).
 
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 
