@@ -1,9 +1,9 @@
 //! Configuration: lighttpd's configuration language, as far as wstund needs it.
 //!
-//! Pipeline: [`lexer`] (tokens with file:line:col) -> [`parser`] (AST) ->
-//! [`eval`] (variables, includes, conditionals, `+=`) -> typed [`Config`].
-//! Every directive is declared once in [`directives`]; every default is a
-//! `DEFAULT_*` constant in [`model`]. Directives of lighttpd modules wstund
+//! Pipeline: `lexer` (tokens with file:line:col) -> `parser` (AST) ->
+//! `eval` (variables, includes, conditionals, `+=`) -> typed [`Config`].
+//! Every directive is declared once in `directives`; every default is a
+//! `DEFAULT_*` constant in `model`. Directives of lighttpd modules wstund
 //! does not implement are accepted and reported in [`Loaded::warnings`].
 
 mod ast;
