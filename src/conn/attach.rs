@@ -24,9 +24,9 @@ use nix::sys::wait::WaitStatus;
 
 use crate::backend::address::describe;
 use crate::backend::stream::BackendStream;
-use crate::conf::{BackendMode, BackendSpec};
+use crate::conf::BackendSpec;
 use crate::conn::machine::{Conn, Ctx, Phase, ClosedBy};
-use crate::conn::link::{connect_failure, Attach, ChildState, FailStatus, PoolLink};
+use crate::conn::link::{connect_failure, Attach, BackendKind, ChildState, FailStatus, PoolLink};
 use crate::backend::hosts::Failure;
 use crate::process::childlog::{self, ChildLog, Drained};
 use crate::backend::pipes::ChildPipes;
@@ -49,16 +49,20 @@ impl Conn {
     /// program over max-procs or that could not start; `Tunnel::fail_status` then says
     /// which HTTP answer the client gets if no other host takes it).
     pub(crate) fn attach(&mut self, ctx: &mut Ctx, spec: &Arc<BackendSpec>) -> Result<Attach, Failure> {
-        if spec.mode == BackendMode::Stdio {
-            return self.attach_program(ctx, spec).map_err(|status| {
-                if let Some(t) = self.tunnel.as_mut() {
-                    t.fail_status = status;
-                }
-                Failure::Local
-            });
-        }
+        let pool = match BackendKind::of(spec, ctx.procs.pool_for(spec)) {
+            BackendKind::Program => {
+                return self.attach_program(ctx, spec).map_err(|status| {
+                    if let Some(t) = self.tunnel.as_mut() {
+                        t.fail_status = status;
+                    }
+                    Failure::Local
+                });
+            }
+            BackendKind::Pool(pool) => Some(pool),
+            BackendKind::Remote => None,
+        };
         let nodelay = self.tunnel.as_ref().is_some_and(|t| t.settings.tcp_nodelay);
-        let (target, link) = match ctx.procs.pool_for(spec) {
+        let (target, link) = match pool {
             Some(pool) => match ctx.procs.acquire(pool, ctx.now) {
                 Some((r, t)) => (t, Some(PoolLink { r, pid: ctx.procs.pid_of(r), died: false })),
                 None => {
@@ -89,8 +93,8 @@ impl Conn {
                     return Err(Failure::Local);
                 }
                 self.backend = Some(s);
-                self.backend_readable = false;
-                self.backend_writable = false;
+                self.backend_io.readable = false;
+                self.backend_io.writable = false;
                 Ok(Attach::Connecting)
             }
             Err(e) => {
@@ -233,7 +237,7 @@ impl Conn {
         }
         let Some(c) = self.child.as_ref() else { return };
         let Some(status) = c.exit else { return };
-        let drained = c.stdout_eof || self.backend.is_none() || !self.backend_readable;
+        let drained = c.stdout_eof || self.backend.is_none() || !self.backend_io.readable;
         if !drained {
             return;
         }
@@ -249,7 +253,7 @@ impl Conn {
         c.exit = Some(status);
         debug!("[c{}] program {} exited: {}", self.id, c.pid, describe_status(status));
         // Drain what it wrote before exiting; check_child closes when that is done.
-        self.backend_readable = true;
+        self.backend_io.readable = true;
         self.drive(ctx);
     }
 
@@ -258,7 +262,7 @@ impl Conn {
     pub fn on_pool_proc_died(&mut self, ctx: &mut Ctx) {
         let Some(l) = self.pool.as_mut() else { return };
         l.died = true;
-        self.backend_readable = true;
+        self.backend_io.readable = true;
         self.drive(ctx);
     }
 

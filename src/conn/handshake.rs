@@ -23,7 +23,7 @@ use crate::ws::deflate::Inflater;
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
-        while self.client_readable && !self.client_eof {
+        while self.client_io.readable && !self.client_eof {
             let room = self.inbound.read_room(ctx.pool);
             if room.is_empty() {
                 break;
@@ -31,7 +31,7 @@ impl Conn {
             match self.client.read(room) {
                 Ok(0) => self.client_eof = true,
                 Ok(n) => self.inbound.commit(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_readable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     debug!("[c{}] read error during handshake: {e}", self.id);
@@ -241,14 +241,14 @@ impl Conn {
     }
 
     pub(crate) fn drive_connecting(&mut self, ctx: &mut Ctx) {
-        if !(self.backend_writable || self.backend_readable) {
+        if !(self.backend_io.writable || self.backend_io.readable) {
             return;
         }
         let Some(b) = self.backend.as_ref() else { return self.connect_next(ctx) };
-        match b.connect_state(self.backend_writable) {
+        match b.connect_state(self.backend_io.writable) {
             ConnectState::InProgress => {
-                self.backend_writable = false;
-                self.backend_readable = false;
+                self.backend_io.writable = false;
+                self.backend_io.readable = false;
             }
             ConnectState::Failed(e) => {
                 let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
@@ -296,7 +296,7 @@ impl Conn {
         // The connect's writable edge was consumed by the check; readability stays as
         // the event said (a server-first backend may already have written a banner),
         // which saves a read that would only say EAGAIN.
-        self.backend_writable = true;
+        self.backend_io.writable = true;
     }
 
     /// Answers with an HTTP error and ends the connection gracefully.
@@ -312,9 +312,9 @@ impl Conn {
     /// Flushes what is queued, shuts the write side, then reads and drops whatever the
     /// client still sends until it closes.
     pub(crate) fn drive_linger(&mut self, ctx: &mut Ctx) {
-        if self.client_writable && !self.outbound.is_empty() {
+        if self.client_io.writable && !self.outbound.is_empty() {
             match self.outbound.write_out(ctx.pool, |b| self.client.write(b)) {
-                Ok((_, blocked)) => self.client_writable = !blocked,
+                Ok((_, blocked)) => self.client_io.writable = !blocked,
                 Err(_) => {
                     self.phase = Phase::Done;
                     return;
@@ -329,14 +329,14 @@ impl Conn {
             self.phase = Phase::Linger { deadline, shut: true };
         }
         let mut sink = [0u8; 4096];
-        while self.client_readable {
+        while self.client_io.readable {
             match self.client.read(&mut sink) {
                 Ok(0) => {
                     self.phase = Phase::Done;
                     return;
                 }
                 Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_readable = false,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
                     self.phase = Phase::Done;

@@ -9,9 +9,33 @@ use std::time::{Duration, Instant};
 use nix::sys::wait::WaitStatus;
 
 use crate::backend::hosts::Failure;
+use crate::conf::{BackendMode, BackendSpec};
 use crate::process::childlog::ChildLog;
 use crate::process::exec;
 use crate::process::pool::ProcRef;
+
+/// The kinds of backend entry, told apart in one place: what `Conn::attach` does next
+/// depends only on this.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackendKind {
+    /// `"mode" => "stdio"`: one program per connection, its stdin/stdout the stream.
+    Program,
+    /// A spawned pool (`bin-path` with a socket), by its index in the process manager.
+    Pool(usize),
+    /// A socket somebody else serves (`host`+`port` or `socket`).
+    Remote,
+}
+
+impl BackendKind {
+    /// `pool` is the process manager's pool for `spec`, if it started one.
+    pub fn of(spec: &BackendSpec, pool: Option<usize>) -> BackendKind {
+        match (spec.mode, pool) {
+            (BackendMode::Stdio, _) => BackendKind::Program,
+            (_, Some(p)) => BackendKind::Pool(p),
+            (_, None) => BackendKind::Remote,
+        }
+    }
+}
 
 /// What trying one backend entry gave, when it did not fail.
 pub enum Attach {

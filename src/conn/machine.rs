@@ -92,6 +92,28 @@ pub enum Phase {
     Done,
 }
 
+/// What epoll has said about one side and nobody has used up yet: with edge-triggered
+/// readiness, a flag stays set until a read or write says WouldBlock (sozu's and
+/// sniproxy's per-side readiness).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer's FIN (EPOLLRDHUP) or an error has been seen: reads must go on until EOF
+    /// even after a short read, because no further edge will come.
+    pub hup: bool,
+}
+
+impl Readiness {
+    /// Adds what one event reports (an error or a hang-up also makes the side readable
+    /// and writable, so the next read or write finds out what happened).
+    pub fn record(&mut self, ev: &Event) {
+        self.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        self.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        self.hup |= ev.is_read_closed() || ev.is_error();
+    }
+}
+
 /// Who ended the connection, for the access log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClosedBy {
@@ -181,8 +203,8 @@ pub struct Conn {
     pub child: Option<Box<ChildState>>,
     /// The pool process carrying the connection, when the backend is a spawned pool.
     pub pool: Option<PoolLink>,
-    pub client_readable: bool,
-    pub client_writable: bool,
+    /// Readiness of the client socket, remembered (edge-triggered).
+    pub client_io: Readiness,
     /// No more input from the client (its FIN, a reset, or a read error).
     pub client_eof: bool,
     /// The client can no longer receive either (reset, write error): backend output is
@@ -190,12 +212,8 @@ pub struct Conn {
     pub client_gone: bool,
     /// EPOLLERR was reported on the client socket and not looked at yet.
     pub client_error: bool,
-    /// The peer's FIN (EPOLLRDHUP) has been seen: reads must go on until EOF even after
-    /// a short read, because no further edge will come.
-    pub client_hup: bool,
-    pub backend_hup: bool,
-    pub backend_readable: bool,
-    pub backend_writable: bool,
+    /// Readiness of the backend stream (socket or the program's pipes).
+    pub backend_io: Readiness,
     pub backend_eof: bool,
     pub backend_shut: bool,
     pub close_sent: bool,
@@ -247,15 +265,11 @@ impl Conn {
             tunnel: None,
             child: None,
             pool: None,
-            client_readable: true,
-            client_writable: true,
+            client_io: Readiness { readable: true, writable: true, hup: false },
             client_eof: false,
             client_gone: false,
             client_error: false,
-            client_hup: false,
-            backend_hup: false,
-            backend_readable: false,
-            backend_writable: false,
+            backend_io: Readiness::default(),
             backend_eof: false,
             backend_shut: false,
             close_sent: false,
@@ -287,23 +301,14 @@ impl Conn {
 
     /// Records readiness from one event and runs the state machine.
     pub fn on_event(&mut self, ep: Endpoint, ev: &Event, ctx: &mut Ctx) {
-        let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-        let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-        let hup = ev.is_read_closed() || ev.is_error();
         match ep {
             Endpoint::Client => {
-                self.client_readable |= readable;
-                self.client_writable |= writable;
-                self.client_hup |= hup;
+                self.client_io.record(ev);
                 self.client_error |= ev.is_error();
             }
             // A program's stderr goes to the log; it never moves the stream.
             Endpoint::ChildErr => return self.read_child_stderr(ctx),
-            Endpoint::Backend | Endpoint::ChildOut => {
-                self.backend_readable |= readable;
-                self.backend_writable |= writable;
-                self.backend_hup |= hup;
-            }
+            Endpoint::Backend | Endpoint::ChildOut => self.backend_io.record(ev),
         }
         self.drive(ctx);
     }
@@ -412,9 +417,7 @@ impl Conn {
             other => other,
         };
         self.let_backend_go(ctx, b);
-        self.backend_readable = false;
-        self.backend_writable = false;
-        self.backend_hup = false;
+        self.backend_io = Readiness::default();
     }
 
     fn log_access(&self, now: Instant) {

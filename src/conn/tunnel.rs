@@ -112,7 +112,7 @@ impl Conn {
             }
             return false;
         }
-        if !self.client_readable {
+        if !self.client_io.readable {
             return false;
         }
         let room = self.inbound.read_room(ctx.pool);
@@ -128,12 +128,12 @@ impl Conn {
                 *moved += n;
                 // A short read drained the stream: the next edge will say when there is
                 // more, so skip the read that would only say EAGAIN.
-                if self.client.drained_by(n, asked) && !self.client_hup {
-                    self.client_readable = false;
+                if self.client.drained_by(n, asked) && !self.client_io.hup {
+                    self.client_io.readable = false;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.client_readable = false;
+                self.client_io.readable = false;
                 return false;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -182,20 +182,20 @@ impl Conn {
             self.inbound.consume_ready(ready);
             return true;
         };
-        if !self.backend_writable {
+        if !self.backend_io.writable {
             return false;
         }
         match b.write(self.inbound.ready()) {
             Ok(n) => {
                 // A short write means the socket buffer is full.
                 if n < ready {
-                    self.backend_writable = false;
+                    self.backend_io.writable = false;
                 }
                 self.inbound.consume_ready(n);
                 true
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.backend_writable = false;
+                self.backend_io.writable = false;
                 false
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => true,
@@ -228,7 +228,7 @@ impl Conn {
             return self.discard_backend(moved);
         }
         let mut progress = false;
-        if self.backend_readable && !self.backend_eof && self.backend.is_some() {
+        if self.backend_io.readable && !self.backend_eof && self.backend.is_some() {
             if let Some(b) = self.backend.as_mut() {
                 let mut short = false;
                 let mut got = 0;
@@ -239,13 +239,13 @@ impl Conn {
                     Ok(n)
                 });
                 *moved += got;
-                if short && !self.backend_hup {
-                    self.backend_readable = false;
+                if short && !self.backend_io.hup {
+                    self.backend_io.readable = false;
                 }
                 match outcome {
                     ReadOutcome::Data => progress = true,
                     ReadOutcome::Full => {}
-                    ReadOutcome::WouldBlock => self.backend_readable = false,
+                    ReadOutcome::WouldBlock => self.backend_io.readable = false,
                     ReadOutcome::Eof => {
                         debug!("[c{}] backend closed", self.id);
                         self.backend_eof = true;
@@ -299,7 +299,7 @@ impl Conn {
 
     /// Reads and drops backend output nobody can receive, until EOF.
     fn discard_backend(&mut self, moved: &mut usize) -> bool {
-        if !self.backend_readable || self.backend_eof {
+        if !self.backend_io.readable || self.backend_eof {
             return false;
         }
         let Some(b) = self.backend.as_mut() else { return false };
@@ -309,12 +309,12 @@ impl Conn {
             Ok(n) => {
                 self.lost_out += n as u64;
                 *moved += n;
-                if n < sink.len() && !self.backend_hup {
-                    self.backend_readable = false;
+                if n < sink.len() && !self.backend_io.hup {
+                    self.backend_io.readable = false;
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                self.backend_readable = false;
+                self.backend_io.readable = false;
                 return false;
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -328,12 +328,12 @@ impl Conn {
 
     /// Frames out to the client.
     fn write_client(&mut self, ctx: &mut Ctx) -> bool {
-        if !self.client_writable || self.client_gone || self.outbound.is_empty() {
+        if !self.client_io.writable || self.client_gone || self.outbound.is_empty() {
             return false;
         }
         match self.outbound.write_out(ctx.pool, |b| self.client.write(b)) {
             Ok((n, blocked)) => {
-                self.client_writable = !blocked;
+                self.client_io.writable = !blocked;
                 if n > 0 {
                     self.last_write = ctx.now;
                     return true;
