@@ -11,9 +11,9 @@ use std::sync::Arc;
 use getopts::Options;
 
 use crate::conf::{self, ListenSpec};
-use crate::listener::Listener;
-use crate::server::Server;
-use crate::signals::Signals;
+use crate::runtime::listener::Listener;
+use crate::runtime::server::Server;
+use crate::runtime::signals::Signals;
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_RUNTIME: i32 = 1;
@@ -100,7 +100,7 @@ pub fn main(args: Vec<String>) -> i32 {
 
 fn run(config: conf::Config) -> i32 {
     raise_fd_limit(config.server.max_fds);
-    if let Err(e) = crate::logging::init(config.wstunnel.debug, config.server.errorlog.as_deref()) {
+    if let Err(e) = crate::runtime::logging::init(config.wstunnel.debug, config.server.errorlog.as_deref()) {
         eprintln!("wstund: cannot open error log: {e}");
         return EXIT_RUNTIME;
     }

@@ -1,7 +1,7 @@
 //! mio token layout.
 //!
-//! A connection owns several event sources (the client socket, the backend socket, and
-//! later a child's stdin/stdout/stderr), so a token packs the slab key with the endpoint
+//! A connection owns several event sources (the client socket, the backend socket, or a
+//! stdio program's stdin/stdout/stderr), so a token packs the slab key with the endpoint
 //! in the low bits. The top of the token space is reserved for the signal fd, the
 //! listeners, the health probes and the output pipes of pool processes, so they can
 //! never collide with a slab key (a slab key would need 2^60 live connections to reach
@@ -41,7 +41,7 @@ pub const MAX_DRAINS: usize = 1 << 20;
 
 /// What a token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum Source {
     Signal,
     Listener(usize),
     Probe(usize),
@@ -81,17 +81,17 @@ pub fn sibling(t: Token, ep: Endpoint) -> Token {
     Token((t.0 & !ENDPOINT_MASK) | ep as usize)
 }
 
-pub fn decode(t: Token) -> Target {
+pub fn decode(t: Token) -> Source {
     if t == SIGNAL {
-        Target::Signal
+        Source::Signal
     } else if t.0 >= RESERVED_BASE {
-        Target::Listener(t.0 - LISTENER_BASE)
+        Source::Listener(t.0 - LISTENER_BASE)
     } else if t.0 >= PROBE_BASE {
-        Target::Probe(t.0 - PROBE_BASE)
+        Source::Probe(t.0 - PROBE_BASE)
     } else if t.0 >= PROC_OUT_BASE {
-        Target::ProcOut(t.0 - PROC_OUT_BASE)
+        Source::ProcOut(t.0 - PROC_OUT_BASE)
     } else if t.0 >= DRAIN_BASE {
-        Target::Drain(t.0 - DRAIN_BASE)
+        Source::Drain(t.0 - DRAIN_BASE)
     } else {
         let ep = match t.0 & ENDPOINT_MASK {
             0 => Endpoint::Client,
@@ -99,7 +99,7 @@ pub fn decode(t: Token) -> Target {
             2 => Endpoint::ChildOut,
             _ => Endpoint::ChildErr,
         };
-        Target::Conn(t.0 >> ENDPOINT_BITS, ep)
+        Source::Conn(t.0 >> ENDPOINT_BITS, ep)
     }
 }
 
@@ -111,19 +111,19 @@ mod tests {
     fn round_trips() {
         for key in [0usize, 1, 77, 1 << 20] {
             for ep in [Endpoint::Client, Endpoint::Backend, Endpoint::ChildOut, Endpoint::ChildErr] {
-                assert_eq!(decode(conn_token(key, ep)), Target::Conn(key, ep));
+                assert_eq!(decode(conn_token(key, ep)), Source::Conn(key, ep));
             }
         }
-        assert_eq!(decode(listener_token(3)), Target::Listener(3));
-        assert_eq!(decode(probe_token(0)), Target::Probe(0));
-        assert_eq!(decode(probe_token(4711)), Target::Probe(4711));
-        assert_eq!(decode(listener_token(0)), Target::Listener(0));
-        assert_eq!(decode(proc_out_token(0)), Target::ProcOut(0));
-        assert_eq!(decode(proc_out_token(MAX_PROC_OUTS - 1)), Target::ProcOut(MAX_PROC_OUTS - 1));
+        assert_eq!(decode(listener_token(3)), Source::Listener(3));
+        assert_eq!(decode(probe_token(0)), Source::Probe(0));
+        assert_eq!(decode(probe_token(4711)), Source::Probe(4711));
+        assert_eq!(decode(listener_token(0)), Source::Listener(0));
+        assert_eq!(decode(proc_out_token(0)), Source::ProcOut(0));
+        assert_eq!(decode(proc_out_token(MAX_PROC_OUTS - 1)), Source::ProcOut(MAX_PROC_OUTS - 1));
         let t = conn_token(9, Endpoint::Backend);
-        assert_eq!(decode(sibling(t, Endpoint::ChildErr)), Target::Conn(9, Endpoint::ChildErr));
-        assert_eq!(decode(drain_token(0)), Target::Drain(0));
-        assert_eq!(decode(drain_token(MAX_DRAINS - 1)), Target::Drain(MAX_DRAINS - 1));
-        assert_eq!(decode(SIGNAL), Target::Signal);
+        assert_eq!(decode(sibling(t, Endpoint::ChildErr)), Source::Conn(9, Endpoint::ChildErr));
+        assert_eq!(decode(drain_token(0)), Source::Drain(0));
+        assert_eq!(decode(drain_token(MAX_DRAINS - 1)), Source::Drain(MAX_DRAINS - 1));
+        assert_eq!(decode(SIGNAL), Source::Signal);
     }
 }

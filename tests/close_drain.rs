@@ -6,8 +6,6 @@
 //! framings and close timings, where every byte accepted from one side must reach the
 //! other, or the access line must name the bound that cut it.
 mod common;
-#[path = "support/procs.rs"]
-mod procs;
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -18,6 +16,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use common::procs;
 use procs::{close_of, stdio, until_close};
 
 const T: Duration = Duration::from_secs(10);

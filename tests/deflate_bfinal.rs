@@ -6,9 +6,9 @@
 //! other tunnels going and exit promptly on SIGTERM. Every wait has a deadline, so on
 //! a daemon that spins the test fails instead of hanging.
 mod common;
-mod options_support;
 
 use common::*;
+use common::options as options_support;
 use flate2::{Compress, Compression, FlushCompress, Status};
 use options_support::*;
 use std::time::{Duration, Instant};

@@ -4,12 +4,11 @@
 //! program, and no zombies or leaked descriptors after many connections.
 
 mod common;
-#[path = "support/procs.rs"]
-mod procs;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use common::procs;
 use procs::{close_of, script, stdio, until_close};
 
 const T: Duration = Duration::from_secs(10);

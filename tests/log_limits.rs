@@ -6,14 +6,13 @@
 //! backend, not 502.
 
 mod common;
-#[path = "support/procs.rs"]
-mod procs;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use common::procs;
 use procs::{script, stdio, until_close};
-use wstund::ratelimit::{LOG_BURST_LINES, LOG_LINES_PER_SEC};
+use wstund::{LOG_BURST_LINES, LOG_LINES_PER_SEC};
 
 const T: Duration = Duration::from_secs(15);
 /// How long the test programs flood.

@@ -5,9 +5,9 @@
 //! offers permessage-deflate by default) runs tests/py/ws_options.py against the same
 //! kinds of routes.
 mod common;
-mod options_support;
 
 use common::*;
+use common::options as options_support;
 use options_support::*;
 use std::process::{Command, Stdio};
 use std::time::Duration;

@@ -5,9 +5,9 @@
 //! - `framed`: one record per frame both ways (1 byte FIN<<7|opcode, 4-byte big-endian
 //!   length, payload), tested against a backend in this file that parses records.
 mod common;
-mod options_support;
 
 use common::*;
+use common::options as options_support;
 use options_support::*;
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};

@@ -3,9 +3,9 @@
 //! built-in `base64` and `binary` meanings checked byte for byte), and routing on the
 //! percent-decoded, dot-segment-normalised path.
 mod common;
-mod options_support;
 
 use common::*;
+use common::options as options_support;
 use options_support::*;
 
 // ---- versions -------------------------------------------------------------------------

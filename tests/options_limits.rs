@@ -4,9 +4,9 @@
 //! 1 MiB default where messages are buffered; inflated size counting against the message
 //! limit; and a decompression bomb closed with 1009 while wstund's memory stays bounded.
 mod common;
-mod options_support;
 
 use common::*;
+use common::options as options_support;
 use options_support::*;
 use std::time::{Duration, Instant};
 

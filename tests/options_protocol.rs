@@ -3,9 +3,9 @@
 //! `mask-server-frames`, `fail-by-drop`, `echo-close-codereason`, `tcp-nodelay`, and the
 //! warnings `wstund -t` prints for the non-compliant testing switches.
 mod common;
-mod options_support;
 
 use common::*;
+use common::options as options_support;
 use options_support::*;
 use std::time::Duration;
 

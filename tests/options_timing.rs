@@ -4,9 +4,9 @@
 //! close is never answered). wstund checks timers once a second, so every bound below
 //! allows about a second of slack.
 mod common;
-mod options_support;
 
 use common::*;
+use common::options as options_support;
 use options_support::*;
 use std::thread;
 use std::time::{Duration, Instant};

@@ -5,14 +5,13 @@
 //! at exit.
 
 mod common;
-#[path = "support/procs.rs"]
-mod procs;
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::*;
+use common::procs;
 use procs::{close_of, until_close};
 
 const T: Duration = Duration::from_secs(15);

@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use super::convert::{int_of, pairs_of, str_of, ConfType};
 use super::directives::{suggest, Directive, BACKEND_OPTIONS, IGNORED_BACKEND_OPTIONS};
+use super::schema::Spec;
 use super::error::{Diag, Span};
 use super::model::{BackendAddr, BackendMode, BackendSpec, Route, ServerMap, DEFAULT_SPAWN_HOST};
 use super::value::{quote, Val, ValKind};
@@ -20,7 +21,7 @@ fn option(name: &str) -> &'static Directive {
 }
 
 impl ConfType for ServerMap {
-    fn from_val(v: &Val, d: &Directive) -> Result<ServerMap, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<ServerMap, Diag> {
         let ValKind::List(_) = &v.kind else {
             return Err(Diag::new(v.span, format!("{}: expected {}, got {}, e.g. {}", d.name, d.ty, v.type_name(), EXAMPLE)));
         };
@@ -31,7 +32,7 @@ impl ConfType for ServerMap {
         Ok(ServerMap { routes, map_extensions: Vec::new() })
     }
 
-    fn to_conf(&self, _d: &Directive) -> Option<String> {
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
         if self.routes.is_empty() {
             return Some("( )".to_string());
         }
@@ -53,7 +54,7 @@ impl ConfType for ServerMap {
     }
 }
 
-fn route(key: &str, v: &Val, d: &Directive) -> Result<Route, Diag> {
+fn route(key: &str, v: &Val, d: &Spec) -> Result<Route, Diag> {
     let ValKind::List(entries) = &v.kind else {
         return Err(Diag::new(v.span, format!("{}[{}]: expected a list of backends, got {}, e.g. {}", d.name, quote(key), v.type_name(), EXAMPLE)));
     };
@@ -96,7 +97,7 @@ pub(crate) fn ignored_options(v: &Val) -> Vec<String> {
     out
 }
 
-fn backend(v: &Val, d: &Directive) -> Result<BackendSpec, Diag> {
+fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
     let mut b = BackendSpec::new(BackendAddr::None);
     let (mut host, mut port, mut socket): (Option<String>, Option<u16>, Option<PathBuf>) = (None, None, None);
     for (key, val) in pairs_of(v, d)? {
@@ -199,7 +200,7 @@ fn address(b: &BackendSpec, host: Option<String>, port: Option<u16>, socket: Opt
 
 const SIGNALS: &[(&str, i32)] = &[("HUP", 1), ("INT", 2), ("QUIT", 3), ("KILL", 9), ("USR1", 10), ("USR2", 12), ("TERM", 15)];
 
-fn signal_of(v: &Val, d: &Directive) -> Result<i32, Diag> {
+fn signal_of(v: &Val, d: &Spec) -> Result<i32, Diag> {
     if let ValKind::Str(s) = &v.kind {
         let name = s.trim().to_ascii_uppercase();
         let name = name.strip_prefix("SIG").unwrap_or(&name);

@@ -1,7 +1,7 @@
 //! Conditional blocks and their per-request resolution (lighttpd semantics).
 //!
 //! Each block stores the typed values of the `wstunnel.*` directives it sets.
-//! `Config::resolve` walks the blocks in source order: a block applies when
+//! `Config::resolve` (`config.rs`) walks the blocks in source order: a block applies when
 //! its parent applied, no earlier branch of its else-chain applied, and its
 //! own condition holds; later blocks override earlier ones field by field.
 //! Regexes are compiled at load time; resolving allocates only when some
@@ -9,15 +9,14 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::sync::Arc;
 
 use regex::{Regex, RegexBuilder};
 
 use super::ast::CondOp;
-use super::directives::{copy_ws, lookup, set_ws, Directive, Target, WsField};
+use super::directives::{lookup, Field, WsField};
 use super::error::{Diag, Span};
 use super::listen;
-use super::model::{Config, ListenSpec, RequestFacts, WsSettings};
+use super::model::{ListenSpec, RequestFacts, WsSettings};
 use super::value::{quote, Val};
 
 /// Compiled-program limit for `=~` patterns, so a hostile pattern cannot make
@@ -189,7 +188,7 @@ impl Condition {
 
     /// Whether the condition holds; when `caps` is given and the condition is
     /// a matching regex, the captures (`%0`..`%9`) are stored there.
-    fn eval(&self, req: &RequestFacts<'_>, caps: Option<&mut Vec<String>>) -> bool {
+    pub(crate) fn eval(&self, req: &RequestFacts<'_>, caps: Option<&mut Vec<String>>) -> bool {
         let owned;
         let text = match self.subject {
             Subject::RemoteIp => {
@@ -338,79 +337,10 @@ pub struct Block {
     pub needs_captures: bool,
 }
 
-fn directive_of(f: WsField) -> Option<&'static Directive> {
-    super::directives::WS_DIRECTIVES.iter().find(|d| d.target == Target::Ws(f))
-}
-
-impl Config {
-    /// Effective wstunnel settings for one request: the global settings with
-    /// every applicable conditional block merged in source order. Returns the
-    /// global `Arc` itself when no block that sets anything applies.
-    pub fn resolve(&self, req: &RequestFacts<'_>) -> Arc<WsSettings> {
-        if self.blocks.iter().all(|b| b.set.is_empty()) {
-            return Arc::clone(&self.wstunnel);
-        }
-        let n = self.blocks.len();
-        // Per block: bit 0 = applied, bit 1 = an earlier branch of its else-chain applied.
-        let mut state = vec![0u8; n];
-        let need_caps = self.blocks.iter().any(|b| b.needs_captures);
-        let mut caps: Vec<Vec<String>> = if need_caps { vec![Vec::new(); n] } else { Vec::new() };
-        let mut merged: Option<WsSettings> = None;
-        for (i, b) in self.blocks.iter().enumerate() {
-            let earlier = b.prev.is_some_and(|p| state[p] != 0);
-            if earlier {
-                state[i] = 2;
-                continue;
-            }
-            if b.parent.is_some_and(|p| state[p] & 1 == 0) {
-                continue;
-            }
-            let ok = match &b.cond {
-                None => true,
-                Some(c) if b.needs_captures => c.eval(req, Some(&mut caps[i])),
-                Some(c) => c.eval(req, None),
-            };
-            if !ok {
-                continue;
-            }
-            state[i] = 1;
-            if b.set.is_empty() {
-                continue;
-            }
-            let m = merged.get_or_insert_with(|| (*self.wstunnel).clone());
-            for f in &b.set {
-                copy_ws(m, &b.ws, *f);
-            }
-            for (f, raw) in &b.templated {
-                let c = b.capture_source.map(|s| caps[s].as_slice()).unwrap_or(&[]);
-                let v = raw.substitute(c);
-                if let Some(d) = directive_of(*f) {
-                    if let Err(e) = set_ws(m, *f, &v, d) {
-                        log::warn!("{} after %n substitution: {} (keeping the unsubstituted value)", d.name, e.msg);
-                    }
-                }
-            }
-        }
-        match merged {
-            Some(mut m) => {
-                m.sync();
-                Arc::new(m)
-            }
-            None => Arc::clone(&self.wstunnel),
-        }
-    }
-
-    /// Every listener to open: `server.bind`/`server.port` first, then each
-    /// distinct `$SERVER["socket"] == ...` value.
-    pub fn listeners(&self) -> Vec<ListenSpec> {
-        self.listen.clone()
-    }
-}
-
 /// Looks up a `wstunnel.*` field's directive by name (for the evaluator).
 pub(crate) fn ws_field(name: &str) -> Option<WsField> {
     match lookup(name)?.target {
-        Target::Ws(f) => Some(f),
+        Field::Ws(f) => Some(f),
         _ => None,
     }
 }

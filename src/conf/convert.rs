@@ -5,18 +5,18 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::directives::{Directive, Unit};
+use super::schema::{Spec, Unit};
 use super::error::Diag;
 use super::model::{BackendFraming, BackendMode, Balance, Compression, FrameType};
 use super::value::{quote, Val, ValKind};
 
 pub(crate) trait ConfType: Sized {
-    fn from_val(v: &Val, d: &Directive) -> Result<Self, Diag>;
+    fn from_val(v: &Val, d: &Spec) -> Result<Self, Diag>;
     /// The value in configuration syntax, or `None` for "unset" (not printed).
-    fn to_conf(&self, d: &Directive) -> Option<String>;
+    fn to_conf(&self, d: &Spec) -> Option<String>;
 }
 
-fn mismatch(v: &Val, d: &Directive) -> Diag {
+fn mismatch(v: &Val, d: &Spec) -> Diag {
     let unit = if d.unit == Unit::None { String::new() } else { format!(" ({})", d.unit.name()) };
     Diag::new(v.span, format!("{}: expected {}{}, got {}", d.name, d.ty, unit, v.type_name()))
 }
@@ -38,7 +38,7 @@ fn parse_size(s: &str) -> Option<i64> {
 
 /// An integer within the directive's range; numeric strings are accepted as
 /// lighttpd does, and size suffixes for byte-valued directives.
-pub(crate) fn int_of(v: &Val, d: &Directive) -> Result<i64, Diag> {
+pub(crate) fn int_of(v: &Val, d: &Spec) -> Result<i64, Diag> {
     let i = match &v.kind {
         ValKind::Int(i) => *i,
         ValKind::Str(s) => {
@@ -53,7 +53,7 @@ pub(crate) fn int_of(v: &Val, d: &Directive) -> Result<i64, Diag> {
     Ok(i)
 }
 
-pub(crate) fn bool_of(v: &Val, d: &Directive) -> Result<bool, Diag> {
+pub(crate) fn bool_of(v: &Val, d: &Spec) -> Result<bool, Diag> {
     match &v.kind {
         ValKind::Bool(b) => Ok(*b),
         ValKind::Int(0) => Ok(false),
@@ -70,7 +70,7 @@ pub(crate) fn bool_of(v: &Val, d: &Directive) -> Result<bool, Diag> {
     }
 }
 
-pub(crate) fn str_of<'v>(v: &'v Val, d: &Directive) -> Result<&'v str, Diag> {
+pub(crate) fn str_of<'v>(v: &'v Val, d: &Spec) -> Result<&'v str, Diag> {
     match &v.kind {
         ValKind::Str(s) => Ok(s),
         _ => Err(mismatch(v, d)),
@@ -78,7 +78,7 @@ pub(crate) fn str_of<'v>(v: &'v Val, d: &Directive) -> Result<&'v str, Diag> {
 }
 
 /// The unkeyed items of an array; a single scalar counts as a one-item array.
-pub(crate) fn items_of<'v>(v: &'v Val, d: &Directive) -> Result<Vec<&'v Val>, Diag> {
+pub(crate) fn items_of<'v>(v: &'v Val, d: &Spec) -> Result<Vec<&'v Val>, Diag> {
     match &v.kind {
         ValKind::List(es) => es
             .iter()
@@ -92,7 +92,7 @@ pub(crate) fn items_of<'v>(v: &'v Val, d: &Directive) -> Result<Vec<&'v Val>, Di
 }
 
 /// The `key => value` pairs of a hash.
-pub(crate) fn pairs_of<'v>(v: &'v Val, d: &Directive) -> Result<Vec<(&'v str, &'v Val)>, Diag> {
+pub(crate) fn pairs_of<'v>(v: &'v Val, d: &Spec) -> Result<Vec<(&'v str, &'v Val)>, Diag> {
     match &v.kind {
         ValKind::List(es) => es
             .iter()
@@ -116,11 +116,11 @@ fn list_conf(items: Vec<String>) -> String {
 macro_rules! int_type {
     ($t:ty) => {
         impl ConfType for $t {
-            fn from_val(v: &Val, d: &Directive) -> Result<$t, Diag> {
+            fn from_val(v: &Val, d: &Spec) -> Result<$t, Diag> {
                 let i = int_of(v, d)?;
                 <$t>::try_from(i).map_err(|_| Diag::new(v.span, format!("{}: {} is out of range", d.name, i)))
             }
-            fn to_conf(&self, _d: &Directive) -> Option<String> {
+            fn to_conf(&self, _d: &Spec) -> Option<String> {
                 Some(self.to_string())
             }
         }
@@ -131,54 +131,54 @@ int_type!(u32);
 int_type!(usize);
 
 impl ConfType for bool {
-    fn from_val(v: &Val, d: &Directive) -> Result<bool, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<bool, Diag> {
         bool_of(v, d)
     }
-    fn to_conf(&self, _d: &Directive) -> Option<String> {
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(quote(if *self { "enable" } else { "disable" }))
     }
 }
 
 impl ConfType for String {
-    fn from_val(v: &Val, d: &Directive) -> Result<String, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<String, Diag> {
         str_of(v, d).map(str::to_string)
     }
-    fn to_conf(&self, _d: &Directive) -> Option<String> {
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(quote(self))
     }
 }
 
 impl ConfType for PathBuf {
-    fn from_val(v: &Val, d: &Directive) -> Result<PathBuf, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<PathBuf, Diag> {
         let s = str_of(v, d)?;
         if s.is_empty() {
             return Err(Diag::new(v.span, format!("{}: path must not be empty", d.name)));
         }
         Ok(PathBuf::from(s))
     }
-    fn to_conf(&self, _d: &Directive) -> Option<String> {
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(quote(&self.to_string_lossy()))
     }
 }
 
 impl<T: ConfType> ConfType for Option<T> {
-    fn from_val(v: &Val, d: &Directive) -> Result<Option<T>, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<Option<T>, Diag> {
         T::from_val(v, d).map(Some)
     }
-    fn to_conf(&self, d: &Directive) -> Option<String> {
+    fn to_conf(&self, d: &Spec) -> Option<String> {
         self.as_ref().and_then(|t| t.to_conf(d))
     }
 }
 
 impl ConfType for Duration {
-    fn from_val(v: &Val, d: &Directive) -> Result<Duration, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<Duration, Diag> {
         let i = u64::try_from(int_of(v, d)?).map_err(|_| Diag::new(v.span, format!("{}: must not be negative", d.name)))?;
         Ok(match d.unit {
             Unit::Millis => Duration::from_millis(i),
             _ => Duration::from_secs(i),
         })
     }
-    fn to_conf(&self, d: &Directive) -> Option<String> {
+    fn to_conf(&self, d: &Spec) -> Option<String> {
         Some(match d.unit {
             Unit::Millis => self.as_millis().to_string(),
             _ => self.as_secs().to_string(),
@@ -187,16 +187,16 @@ impl ConfType for Duration {
 }
 
 impl ConfType for Vec<String> {
-    fn from_val(v: &Val, d: &Directive) -> Result<Vec<String>, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<Vec<String>, Diag> {
         items_of(v, d)?.into_iter().map(|i| str_of(i, d).map(str::to_string)).collect()
     }
-    fn to_conf(&self, _d: &Directive) -> Option<String> {
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(list_conf(self.iter().map(|s| quote(s)).collect()))
     }
 }
 
 impl ConfType for Vec<u32> {
-    fn from_val(v: &Val, d: &Directive) -> Result<Vec<u32>, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<Vec<u32>, Diag> {
         items_of(v, d)?
             .into_iter()
             .map(|item| {
@@ -208,16 +208,16 @@ impl ConfType for Vec<u32> {
             })
             .collect()
     }
-    fn to_conf(&self, _d: &Directive) -> Option<String> {
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(list_conf(self.iter().map(|n| n.to_string()).collect()))
     }
 }
 
 impl ConfType for Vec<(String, String)> {
-    fn from_val(v: &Val, d: &Directive) -> Result<Vec<(String, String)>, Diag> {
+    fn from_val(v: &Val, d: &Spec) -> Result<Vec<(String, String)>, Diag> {
         pairs_of(v, d)?.into_iter().map(|(k, val)| Ok((k.to_string(), str_of(val, d)?.to_string()))).collect()
     }
-    fn to_conf(&self, _d: &Directive) -> Option<String> {
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(list_conf(self.iter().map(|(k, v)| format!("{} => {}", quote(k), quote(v))).collect()))
     }
 }
@@ -225,14 +225,14 @@ impl ConfType for Vec<(String, String)> {
 macro_rules! enum_type {
     ($t:ty) => {
         impl ConfType for $t {
-            fn from_val(v: &Val, d: &Directive) -> Result<$t, Diag> {
+            fn from_val(v: &Val, d: &Spec) -> Result<$t, Diag> {
                 let s = str_of(v, d)?;
                 <$t>::VALUES.iter().find(|(name, _)| *name == s).map(|(_, e)| *e).ok_or_else(|| {
                     let names: Vec<String> = <$t>::VALUES.iter().map(|(n, _)| quote(n)).collect();
                     Diag::new(v.span, format!("{}: unknown value {}; expected one of {}", d.name, quote(s), names.join(", ")))
                 })
             }
-            fn to_conf(&self, _d: &Directive) -> Option<String> {
+            fn to_conf(&self, _d: &Spec) -> Option<String> {
                 Some(quote(self.as_str()))
             }
         }

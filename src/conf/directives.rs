@@ -9,51 +9,31 @@
 
 use super::convert::ConfType;
 use super::error::Diag;
+pub use super::schema::{Spec, Unit};
 use super::model::{ServerSettings, WsSettings};
 use super::value::Val;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unit {
-    None,
-    Seconds,
-    Millis,
-    /// Plain integers, or strings with a `k`/`m`/`g` suffix (powers of 1024).
-    Bytes,
-}
-
-impl Unit {
-    pub fn name(self) -> &'static str {
-        match self {
-            Unit::None => "",
-            Unit::Seconds => "seconds",
-            Unit::Millis => "milliseconds",
-            Unit::Bytes => "bytes",
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum Field {
     Server(ServerField),
     Ws(WsField),
     /// An option inside a `wstunnel.server` backend hash.
     Backend,
 }
 
+/// A directive: how its value is typed (`Spec`, all that `convert.rs` needs) and which
+/// settings field it fills.
 #[derive(Clone, Copy, Debug)]
 pub struct Directive {
-    pub name: &'static str,
-    /// Human-readable type, used in the man page and in type errors.
-    pub ty: &'static str,
-    pub min: i64,
-    pub max: i64,
-    /// For enumerations (and integer lists): the accepted values.
-    pub allowed: &'static [&'static str],
-    /// The default as `wstund -p` prints it; `(unset)`-style text when absent.
-    pub default: &'static str,
-    pub unit: Unit,
-    pub doc: &'static str,
-    pub target: Target,
+    pub spec: Spec,
+    pub target: Field,
+}
+
+impl std::ops::Deref for Directive {
+    type Target = Spec;
+    fn deref(&self) -> &Spec {
+        &self.spec
+    }
 }
 
 const U31: i64 = i64::MAX >> 32; // 2^31 - 1: what lighttpd's int options hold.
@@ -67,8 +47,9 @@ macro_rules! field_table {
         pub enum $enum { $($variant),* }
 
         pub const $table: &[Directive] = &[ $( Directive {
-            name: $name, ty: $ty, min: $min, max: $max, allowed: &[$($allowed),*],
-            default: $default, unit: Unit::$unit, doc: $doc, target: Target::$target($enum::$variant),
+            spec: Spec { name: $name, ty: $ty, min: $min, max: $max, allowed: &[$($allowed),*],
+                default: $default, unit: Unit::$unit, doc: $doc },
+            target: Field::$target($enum::$variant),
         } ),* ];
 
         /// Converts `v` as directive `d` and stores it in the field.
@@ -224,7 +205,7 @@ const fn backend_opt(
     unit: Unit,
     doc: &'static str,
 ) -> Directive {
-    Directive { name, ty, min, max, allowed, default, unit, doc, target: Target::Backend }
+    Directive { spec: Spec { name, ty, min, max, allowed, default, unit, doc }, target: Field::Backend }
 }
 
 /// lighttpd backend options that have no meaning for wstund: accepted, warned about.
@@ -423,7 +404,7 @@ mod tests {
     fn table_defaults_match_the_model_defaults() {
         let s = ServerSettings::default();
         for d in SERVER_DIRECTIVES {
-            let Target::Server(f) = d.target else { panic!("{}", d.name) };
+            let Field::Server(f) = d.target else { panic!("{}", d.name) };
             match show_server(&s, f, d) {
                 Some(v) => assert_eq!(v, d.default, "{}", d.name),
                 None => assert!(d.default.starts_with("(unset"), "{}: {}", d.name, d.default),
@@ -431,7 +412,7 @@ mod tests {
         }
         let w = WsSettings::default();
         for d in WS_DIRECTIVES {
-            let Target::Ws(f) = d.target else { panic!("{}", d.name) };
+            let Field::Ws(f) = d.target else { panic!("{}", d.name) };
             assert_eq!(show_ws(&w, f, d).as_deref(), Some(d.default), "{}", d.name);
         }
     }

@@ -15,13 +15,14 @@ use super::ast::{Branch, CondOp, Expr, Stmt};
 use super::backend;
 use super::cond::{ws_field, Block, Condition, Subject};
 use super::directives::{
-    ignored_module, lookup, server_names, set_server, set_ws, suggest, Target, WsField, IGNORED_SERVER, IMPLEMENTED_MODULES,
+    ignored_module, lookup, server_names, set_server, set_ws, suggest, Field, WsField, IGNORED_SERVER, IMPLEMENTED_MODULES,
     WS_DIRECTIVES,
 };
 use super::error::{ConfError, Diag, Span};
 use super::include;
 use super::listen;
-use super::model::{Config, Loaded, ServerSettings, WsSettings};
+use super::config::{Config, Loaded};
+use super::model::{ServerSettings, WsSettings};
 use super::parser::parse;
 use super::shell::{self, ShellLimits};
 use super::value::{quote, size_text, Entry, Footprint, Val, ValKind};
@@ -270,7 +271,7 @@ impl Loader {
             return Ok(());
         }
         if let Some(d) = lookup(key) {
-            if in_block && matches!(d.target, Target::Server(_)) {
+            if in_block && matches!(d.target, Field::Server(_)) {
                 self.warn(format!("ignored: {} inside a conditional (server-wide directive; only the global value is used)", key));
             }
             return Ok(());
@@ -458,8 +459,8 @@ impl Loader {
         let global = std::mem::take(&mut self.scopes[0].entries);
         for a in &global {
             match lookup(&a.key).map(|d| (d, d.target)) {
-                Some((d, Target::Server(f))) => set_server(&mut server, f, &a.val, d)?,
-                Some((d, Target::Ws(f))) => {
+                Some((d, Field::Server(f))) => set_server(&mut server, f, &a.val, d)?,
+                Some((d, Field::Ws(f))) => {
                     set_ws(&mut ws, f, &a.val, d)?;
                     self.warn_backend_options(f, &a.val);
                 }

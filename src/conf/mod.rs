@@ -1,27 +1,29 @@
 //! Configuration: lighttpd's configuration language, as far as wstund needs it.
 //!
-//! Pipeline: [`lexer`] (tokens with file:line:col) -> [`parser`] (AST) ->
-//! [`eval`] (variables, includes, conditionals, `+=`) -> typed [`Config`].
-//! Every directive is declared once in [`directives`]; every default is a
-//! `DEFAULT_*` constant in [`model`]. Directives of lighttpd modules wstund
+//! Pipeline: `lexer` (tokens with file:line:col) -> `parser` (AST) ->
+//! `eval` (variables, includes, conditionals, `+=`) -> typed [`Config`].
+//! Every directive is declared once in `directives`; every default is a
+//! `DEFAULT_*` constant in `model`. Directives of lighttpd modules wstund
 //! does not implement are accepted and reported in [`Loaded::warnings`].
 
-pub mod ast;
+mod ast;
 mod backend;
-pub mod cond;
+mod cond;
+mod config;
 mod convert;
-pub mod directives;
-pub mod error;
-pub mod eval;
+mod directives;
+mod error;
+mod eval;
 mod include;
-pub mod lexer;
+mod lexer;
 mod listen;
-pub mod model;
-pub mod parser;
+mod model;
+mod parser;
 mod preflight;
 mod print;
+mod schema;
 mod shell;
-pub mod value;
+mod value;
 
 #[cfg(test)]
 mod eval_tests;
@@ -32,6 +34,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use cond::{Block, Condition, Subject};
+pub use config::{Config, Loaded};
 pub use error::ConfError;
 pub use model::*;
 pub use preflight::preflight;

@@ -9,7 +9,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::cond::Block;
 
 // ---- server.* -------------------------------------------------------------
 pub const DEFAULT_BIND: &str = "0.0.0.0";
@@ -77,24 +76,6 @@ pub const DEFAULT_FALL: u32 = 3;
 pub const DEFAULT_SPAWN_HOST: &str = "127.0.0.1";
 
 /// The result of loading a configuration.
-#[derive(Debug)]
-pub struct Loaded {
-    pub config: Config,
-    /// Non-fatal findings (ignored directives and modules), each reported once.
-    pub warnings: Vec<String>,
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub struct Config {
-    pub server: ServerSettings,
-    /// Settings outside any conditional; what `resolve` returns when no block matches.
-    pub wstunnel: Arc<WsSettings>,
-    /// Conditional blocks in source order (a parent always precedes its children).
-    pub blocks: Vec<Block>,
-    /// `server.bind`/`server.port` first, then each distinct `$SERVER["socket"]`.
-    pub listen: Vec<ListenSpec>,
-}
-
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerSettings {
     pub bind: String,

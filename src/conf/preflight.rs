@@ -9,7 +9,8 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::os::unix::net::UnixListener;
 use std::path::Path;
 
-use super::model::{BackendAddr, BackendSpec, Config, ListenSpec, WsSettings};
+use super::config::Config;
+use super::model::{BackendAddr, BackendSpec, ListenSpec, WsSettings};
 
 /// Every problem found, one sentence each; empty when all checks pass.
 pub fn preflight(cfg: &Config) -> Vec<String> {

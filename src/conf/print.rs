@@ -6,8 +6,8 @@
 //! configuration and are not printed.
 
 use super::cond::Block;
-use super::directives::{show_server, show_ws, Target, SERVER_DIRECTIVES, WS_DIRECTIVES};
-use super::model::Config;
+use super::directives::{show_server, show_ws, Field, SERVER_DIRECTIVES, WS_DIRECTIVES};
+use super::config::Config;
 
 const INDENT: &str = "    ";
 
@@ -16,7 +16,7 @@ pub fn print_config(cfg: &Config) -> String {
     out.push_str("# wstund configuration as loaded: includes expanded, variables substituted,\n");
     out.push_str("# defaults written out; directives wstund ignores are left out.\n\n");
     for d in SERVER_DIRECTIVES {
-        if let Target::Server(f) = d.target {
+        if let Field::Server(f) = d.target {
             if let Some(v) = show_server(&cfg.server, f, d) {
                 line(&mut out, "", d.name, &v);
             }
@@ -24,7 +24,7 @@ pub fn print_config(cfg: &Config) -> String {
     }
     out.push('\n');
     for d in WS_DIRECTIVES {
-        if let Target::Ws(f) = d.target {
+        if let Field::Ws(f) = d.target {
             if let Some(v) = show_ws(&cfg.wstunnel, f, d) {
                 line(&mut out, "", d.name, &v);
             }
@@ -101,7 +101,7 @@ fn print_body(out: &mut String, blocks: &[Block], i: usize, depth: usize) {
     let indent = INDENT.repeat(depth);
     let b = &blocks[i];
     for f in &b.set {
-        let Some(d) = WS_DIRECTIVES.iter().find(|d| d.target == Target::Ws(*f)) else { continue };
+        let Some(d) = WS_DIRECTIVES.iter().find(|d| d.target == Field::Ws(*f)) else { continue };
         let value = match b.templated.iter().find(|(tf, _)| tf == f) {
             Some((_, raw)) => Some(raw.to_conf()),
             None => show_ws(&b.ws, *f, d),

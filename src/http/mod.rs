@@ -10,9 +10,9 @@ pub mod request;
 pub mod response;
 pub mod upgrade;
 
-pub use request::{parse_request, Parse, Request, MAX_HEADERS};
-pub use response::{reason_phrase, write_101, write_response, Reject};
-pub use upgrade::{origin_allowed, validate_upgrade, Upgrade, UpgradePolicy};
+pub use request::{parse_request, Parse, Request};
+pub use response::write_response;
+pub use upgrade::{validate_upgrade, write_101, Upgrade, UpgradePolicy};
 
 /// Cap on the request head (request line + headers + blank line). lighttpd's default
 /// limit is larger (server.max-request-field-size, 8 KiB per field), but a WebSocket

@@ -244,7 +244,7 @@ fn split_target(target: &str) -> Result<(&str, &str), Reject> {
 /// Refuses what normalization cannot make safe for whatever consumes the path later (a
 /// CGI's PATH_INFO, a backend that decodes): a ".." segment whose separator is an
 /// encoded slash or a backslash ("%2f", "%5c", "\\"), which a later decoder would turn
-/// into a real climb; and an encoded NUL, which C consumers would truncate at. Plain
+/// into a real climb; and an encoded NUL, which C consumers would truncate at. Transformer
 /// "/../" is not refused: `normalize_path` resolves it, as lighttpd does.
 fn check_path(path: &str) -> Result<(), Reject> {
     let b = path.as_bytes();

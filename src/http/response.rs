@@ -8,7 +8,6 @@
 
 use std::fmt;
 
-use super::upgrade::Upgrade;
 
 /// A refused request: the status and headers to answer with, and why (also the body).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,10 +31,15 @@ impl Reject {
         self
     }
 
+    /// The headers as `write_response` takes them.
+    pub fn header_pairs(&self) -> Vec<(&str, &str)> {
+        self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect()
+    }
+
     /// Appends the complete response (see [`write_response`]).
+    #[cfg(test)]
     pub fn write(&self, out: &mut Vec<u8>) {
-        let extra: Vec<(&str, &str)> = self.headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
-        write_response(self.status, &extra, self.message, out);
+        write_response(self.status, &self.header_pairs(), self.message, out);
     }
 }
 
@@ -121,7 +125,7 @@ fn is_unsafe(b: u8) -> bool {
     (b < 0x20 && b != b'\t') || b == 0x7f
 }
 
-fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
+pub(super) fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend(
         name.bytes()
             .filter(|&b| !is_unsafe(b) && b != b':' && b != b' '),
@@ -131,7 +135,7 @@ fn push_header(out: &mut Vec<u8>, name: &str, value: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
-fn push_status_line(out: &mut Vec<u8>, status: u16) {
+pub(super) fn push_status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(status));
     out.push(b' ');
@@ -139,24 +143,6 @@ fn push_status_line(out: &mut Vec<u8>, status: u16) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// Appends the 101 response that completes the handshake. `server_tag` (lighttpd's
-/// `server.tag`) becomes a Server header when set and non-empty.
-pub fn write_101(up: &Upgrade, server_tag: Option<&str>, out: &mut Vec<u8>) {
-    push_status_line(out, 101);
-    push_header(out, "Upgrade", "websocket");
-    push_header(out, "Connection", "Upgrade");
-    push_header(out, "Sec-WebSocket-Accept", &up.accept);
-    if let Some(p) = &up.subprotocol {
-        push_header(out, "Sec-WebSocket-Protocol", p);
-    }
-    if let Some(x) = &up.extensions {
-        push_header(out, "Sec-WebSocket-Extensions", x);
-    }
-    if let Some(tag) = server_tag.filter(|t| !t.is_empty()) {
-        push_header(out, "Server", tag);
-    }
-    out.extend_from_slice(b"\r\n");
-}
 
 /// Appends a complete plain-text response after which the connection is closed:
 /// status line, Content-Type, Content-Length, `Connection: close`, `extra` headers and
@@ -185,6 +171,7 @@ pub fn write_response(status: u16, extra: &[(&str, &str)], body: &str, out: &mut
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::upgrade::{write_101, Upgrade};
 
     #[test]
     fn response_101_exact_bytes() {

@@ -5,7 +5,7 @@
 //! the 101 only after a backend is connected, so nothing here writes to the network.
 
 use super::request::Request;
-use super::response::Reject;
+use super::response::{push_header, push_status_line, Reject};
 
 /// Per-route settings the handshake is checked against.
 #[derive(Debug, Clone, Copy)]
@@ -196,6 +196,25 @@ pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
         let o = origin.as_bytes();
         !e.is_empty() && o.ends_with(e) && (o.len() == e.len() || o[o.len() - e.len() - 1] == b'.')
     })
+}
+
+/// Appends the 101 response that completes the handshake. `server_tag` (lighttpd's
+/// `server.tag`) becomes a Server header when set and non-empty.
+pub fn write_101(up: &Upgrade, server_tag: Option<&str>, out: &mut Vec<u8>) {
+    push_status_line(out, 101);
+    push_header(out, "Upgrade", "websocket");
+    push_header(out, "Connection", "Upgrade");
+    push_header(out, "Sec-WebSocket-Accept", &up.accept);
+    if let Some(p) = &up.subprotocol {
+        push_header(out, "Sec-WebSocket-Protocol", p);
+    }
+    if let Some(x) = &up.extensions {
+        push_header(out, "Sec-WebSocket-Extensions", x);
+    }
+    if let Some(tag) = server_tag.filter(|t| !t.is_empty()) {
+        push_header(out, "Server", tag);
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 #[cfg(test)]

@@ -2,22 +2,21 @@
 
 use std::fmt;
 
+use super::frame::{FrameError, CONTROL_PAYLOAD_LEN};
+
 pub const NORMAL: u16 = 1000;
 pub const GOING_AWAY: u16 = 1001;
 pub const PROTOCOL_ERROR: u16 = 1002;
-pub const UNSUPPORTED: u16 = 1003;
 /// 1005 and 1006 are reserved for "no code" / "no close frame" in APIs and logs; they
 /// never appear on the wire.
 pub const NO_STATUS: u16 = 1005;
 pub const ABNORMAL: u16 = 1006;
 pub const INVALID_PAYLOAD: u16 = 1007;
-pub const POLICY: u16 = 1008;
 pub const TOO_BIG: u16 = 1009;
-pub const EXTENSION: u16 = 1010;
 pub const INTERNAL_ERROR: u16 = 1011;
 
 /// Largest reason that fits a control frame: 125 payload bytes minus the 2-byte code.
-pub const MAX_REASON_LEN: usize = 123;
+pub const MAX_REASON_LEN: usize = CONTROL_PAYLOAD_LEN - 2;
 
 /// Whether a peer may send `code` in a close frame: the codes RFC 6455 defines for the
 /// wire (1000-1003, 1007-1011) plus the registered-library (3000-3999) and private
@@ -56,7 +55,7 @@ impl fmt::Display for CloseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             CloseError::Truncated => f.write_str("close payload of 1 byte"),
-            CloseError::TooLong(n) => write!(f, "close payload of {n} bytes (max 125)"),
+            CloseError::TooLong(n) => write!(f, "close payload of {n} bytes (max {CONTROL_PAYLOAD_LEN})"),
             CloseError::InvalidCode(c) => write!(f, "invalid close code {c}"),
             CloseError::InvalidReason => f.write_str("close reason is not valid UTF-8"),
         }
@@ -71,7 +70,7 @@ pub fn parse_close_payload(p: &[u8]) -> Result<Option<(u16, &str)>, CloseError> 
     match p {
         [] => Ok(None),
         [_] => Err(CloseError::Truncated),
-        _ if p.len() > 125 => Err(CloseError::TooLong(p.len())),
+        _ if p.len() > CONTROL_PAYLOAD_LEN => Err(CloseError::TooLong(p.len())),
         [hi, lo, reason @ ..] => {
             let code = u16::from_be_bytes([*hi, *lo]);
             if !is_valid_code(code) {
@@ -86,7 +85,7 @@ pub fn parse_close_payload(p: &[u8]) -> Result<Option<(u16, &str)>, CloseError> 
 /// Writes a close payload (code, then `reason` cut at a character boundary to at most
 /// 123 bytes) and returns its length. The fixed-size buffer makes "fits in a control
 /// frame" a type-level fact.
-pub fn write_close_payload(code: u16, reason: &str, out: &mut [u8; 125]) -> usize {
+pub fn write_close_payload(code: u16, reason: &str, out: &mut [u8; CONTROL_PAYLOAD_LEN]) -> usize {
     out[..2].copy_from_slice(&code.to_be_bytes());
     let mut n = reason.len().min(MAX_REASON_LEN);
     while !reason.is_char_boundary(n) {
@@ -94,6 +93,14 @@ pub fn write_close_payload(code: u16, reason: &str, out: &mut [u8; 125]) -> usiz
     }
     out[2..2 + n].copy_from_slice(&reason.as_bytes()[..n]);
     2 + n
+}
+
+impl FrameError {
+    /// The close code to fail the connection with (here, not in `frame.rs`, which
+    /// knows no close codes).
+    pub fn close_code(&self) -> u16 {
+        PROTOCOL_ERROR
+    }
 }
 
 #[cfg(test)]

@@ -12,7 +12,9 @@ pub const MAX_HEADER_LEN: usize = 14;
 /// Largest header a server sends: servers never mask (RFC 6455 section 5.1).
 pub const MAX_SERVER_HEADER_LEN: usize = 10;
 /// Control frames carry at most 125 payload bytes (RFC 6455 section 5.5).
-pub const MAX_CONTROL_PAYLOAD: u64 = 125;
+pub const MAX_CONTROL_PAYLOAD: u64 = CONTROL_PAYLOAD_LEN as u64;
+/// The same bound as a buffer length: every control payload fits `[u8; CONTROL_PAYLOAD_LEN]`.
+pub const CONTROL_PAYLOAD_LEN: usize = 125;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u8)]
@@ -100,19 +102,12 @@ pub enum FrameError {
     MessageNotFinished(OpCode),
 }
 
-impl FrameError {
-    /// The close code to fail the connection with.
-    pub fn close_code(&self) -> u16 {
-        super::close::PROTOCOL_ERROR
-    }
-}
-
 impl fmt::Display for FrameError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             FrameError::ReservedOpcode(op) => write!(f, "reserved opcode {op:#x}"),
             FrameError::ControlTooLong(n) => {
-                write!(f, "control frame payload of {n} bytes (max 125)")
+                write!(f, "control frame payload of {n} bytes (max {MAX_CONTROL_PAYLOAD})")
             }
             FrameError::FragmentedControl => f.write_str("fragmented control frame"),
             FrameError::LengthMsbSet => f.write_str("64-bit payload length has MSB set"),

@@ -34,6 +34,7 @@ pub struct MessageState {
 }
 
 impl MessageState {
+    #[cfg(test)]
     pub fn new() -> MessageState {
         MessageState { open: None }
     }
@@ -59,10 +60,12 @@ impl MessageState {
     }
 
     /// The kind of the fragmented message in progress, if any.
+    #[cfg(test)]
     pub fn open(&self) -> Option<MessageKind> {
         self.open
     }
 
+    #[cfg(test)]
     pub fn reset(&mut self) {
         self.open = None;
     }

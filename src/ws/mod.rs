@@ -9,12 +9,3 @@ pub mod frame;
 pub mod mask;
 pub mod message;
 pub mod utf8;
-
-pub use close::{parse_close_payload, write_close_payload, CloseError};
-pub use frame::{
-    header_len, parse_header, write_header, write_header_before, write_header_rsv, FrameError,
-    FrameHeader, OpCode, MAX_CONTROL_PAYLOAD, MAX_HEADER_LEN, MAX_SERVER_HEADER_LEN,
-};
-pub use mask::apply_mask;
-pub use message::{DataKind, MessageKind, MessageState};
-pub use utf8::{complete_prefix, Utf8Error, Utf8Validator};

@@ -213,12 +213,14 @@ impl Utf8Validator {
     }
 
     /// True between characters (nothing pending, nothing failed).
+    #[cfg(test)]
     pub fn is_boundary(&self) -> bool {
         self.state == ACCEPT
     }
 }
 
-/// Validates a complete string in one go.
+/// Validates a complete string in one go (the reference the streaming tests compare with).
+#[cfg(test)]
 pub fn validate(buf: &[u8]) -> Result<(), Utf8Error> {
     match run(ACCEPT, buf) {
         Ok(ACCEPT) => Ok(()),

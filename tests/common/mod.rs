@@ -13,11 +13,17 @@
 //! - [`backend`]: echo and special backends (TCP and unix) with counters.
 //! - [`raw`]: exact bytes on the wire: upgrade requests, masked frames, frame parsing.
 //! - [`ws`]: the tungstenite client.
+//! - [`procs`]: what /proc says about wstund's children, test programs, a raw-client
+//!   loop up to the close frame (the managed-process tests).
+//! - [`options`]: hand-driven backends, message readers and client-side deflate (the
+//!   `options_*` tests).
 #![allow(dead_code)]
 
 pub mod backend;
 pub mod conf;
 pub mod daemon;
+pub mod options;
+pub mod procs;
 pub mod raw;
 pub mod ws;
 

@@ -1,0 +1,348 @@
+//! The opening half of a connection: HTTP request -> route -> backend connect -> 101.
+//!
+//! The 101 is written only once the backend connect has completed, so every failure up
+//! to that point is an ordinary HTTP error response (404, 426, 503, ...) that a client,
+//! a browser console or a load balancer's health check can understand.
+
+use std::io;
+use std::sync::Arc;
+
+use log::{debug, warn};
+
+use crate::conn::link::{connect_failure, Attach, FailStatus};
+use crate::conn::plan::TunnelPlan;
+use crate::backend::stream::ConnectState;
+use crate::backend::balance;
+use crate::conf::{BackendMode, BackendSpec, RequestFacts, WsSettings};
+use crate::conn::machine::{deadline_after, Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
+use crate::backend::hosts::{Chain, Failure, Pick};
+use crate::http::{self, Parse, Request, UpgradePolicy};
+use crate::payload::transform::Transformer;
+use crate::payload::reframe::Reframer;
+use crate::ws::deflate::Inflater;
+
+impl Conn {
+    pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
+        while self.client_io.readable && !self.client_eof {
+            let room = self.inbound.read_room(ctx.pool);
+            if room.is_empty() {
+                break;
+            }
+            match self.client.read(room) {
+                Ok(0) => self.client_eof = true,
+                Ok(n) => self.inbound.commit(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    debug!("[c{}] read error during handshake: {e}", self.id);
+                    self.phase = Phase::Done;
+                    return;
+                }
+            }
+        }
+        match http::parse_request(self.inbound.raw()) {
+            Parse::Partial => {
+                if self.client_eof {
+                    debug!("[c{}] client closed before finishing its request", self.id);
+                    self.phase = Phase::Done;
+                }
+            }
+            Parse::Invalid(rej) => {
+                let extra = rej.header_pairs();
+                self.reject(ctx, rej.status, &extra, rej.message);
+            }
+            Parse::Complete { request, consumed } => {
+                self.inbound.skip_raw(consumed);
+                self.route(ctx, request);
+            }
+        }
+    }
+
+    /// Picks the route for the request and either starts the backend connect or answers
+    /// with the HTTP error that explains why not.
+    fn route(&mut self, ctx: &mut Ctx, req: Request) {
+        let settings = self.settings_for(ctx, &req);
+        let Some(route) = settings.servers.find(&req.url_path) else {
+            debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
+            return self.reject(ctx, 404, &[], "not found");
+        };
+        let backends = route.backends.clone();
+        let route_key = route.key.clone();
+        let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
+        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.peer.map(|p| p.ip()));
+        if !req.is_upgrade_request() {
+            return self.reject(
+                ctx,
+                426,
+                &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                "this is a WebSocket endpoint",
+            );
+        }
+        let policy = UpgradePolicy {
+            origins: &settings.origins,
+            versions: &settings.versions,
+            subprotocols: &settings.subprotocols,
+            require_subprotocol: settings.require_subprotocol,
+        };
+        let mut upgrade = match http::validate_upgrade(&req, &policy) {
+            Ok(u) => u,
+            Err(rej) => {
+                debug!("[c{}] upgrade rejected ({}): {}", self.id, rej.status, rej.message);
+                let extra = rej.header_pairs();
+                return self.reject(ctx, rej.status, &extra, rej.message);
+            }
+        };
+        let plan = TunnelPlan::new(&settings, upgrade.subprotocol_index, req.header_all("sec-websocket-extensions"));
+        if let Some((_, answer)) = &plan.deflate {
+            upgrade.extensions = Some(answer.clone());
+        }
+        self.apply_plan(&plan, &settings);
+        let close_timeout = settings.close_handshake_timeout;
+        let subprotocol = upgrade.subprotocol.clone();
+        // A stdio program gets the request as its CGI environment.
+        let request = backends.iter().any(|b| b.mode == BackendMode::Stdio).then(|| Box::new(req.clone()));
+        self.tunnel = Some(Box::new(Tunnel {
+            path: req.path,
+            settings,
+            backends,
+            route: route_id,
+            balance_key,
+            chain: Chain::default(),
+            backend_index: 0,
+            host: None,
+            upgrade: Some(upgrade),
+            opcode: plan.opcode,
+            opts: plan.opts,
+            backend_name: String::new(),
+            subprotocol,
+            close_timeout,
+            route_key,
+            request,
+            fail_status: FailStatus::Unavailable,
+            retries: 0,
+            pool_retry: false,
+        }));
+        self.connect_next(ctx);
+    }
+
+    /// The route's settings for this request: the conf's conditionals resolved against
+    /// what the request and the connection show.
+    fn settings_for(&self, ctx: &Ctx, req: &Request) -> Arc<WsSettings> {
+        let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
+        let facts = RequestFacts {
+            url_path: &req.url_path,
+            query: &req.query,
+            host: req.header("host"),
+            method: &req.method,
+            scheme: self.client.scheme(),
+            remote_ip: self.peer.map(|p| p.ip()),
+            headers: &headers,
+            server_socket,
+        };
+        ctx.config.resolve(&facts)
+    }
+
+    /// Sets up the payload path the plan chose: the transform for client payload, the
+    /// re-framing of backend output.
+    fn apply_plan(&mut self, plan: &TunnelPlan, settings: &WsSettings) {
+        if plan.deflate.is_some() || plan.base64 {
+            let inflater = plan.deflate.as_ref().map(|(p, _)| Inflater::new(p));
+            self.inbound.transform = Some(Box::new(Transformer::new(inflater, plan.base64)));
+        }
+        if let Some(stage_opts) = plan.reframe {
+            let d = plan
+                .deflate
+                .as_ref()
+                .map(|(p, _)| (p, settings.compression_level, settings.compression_min_size));
+            self.outbound.reframe = Some(Box::new(Reframer::new(stage_opts, d)));
+        }
+        self.outbound.mask_frames = settings.mask_server_frames;
+    }
+
+    /// Failover: chooses the next host of the route (never one already tried by this
+    /// client, at most `MAX_ATTEMPTS` in all; a spawned pool whose process refused is
+    /// asked again, so another of its processes takes the client) and attaches to it.
+    /// When no host is left: 503 with `Retry-After`, or 429 / 502 when the last entry was
+    /// a program that hit max-procs / could not be started.
+    pub(crate) fn connect_next(&mut self, ctx: &mut Ctx) {
+        while let Some(spec) = self.retry_pool().or_else(|| self.choose_host(ctx)) {
+            match self.attach(ctx, &spec) {
+                Ok(Attach::Connecting) => {
+                    self.phase = Phase::Connecting { deadline: deadline_after(ctx.now, spec.connect_timeout) };
+                    return;
+                }
+                Ok(Attach::Ready) => return self.open(ctx),
+                Err(failure) => self.host_failed(ctx, failure),
+            }
+        }
+        let Some(t) = self.tunnel.as_ref() else { return };
+        // The outage itself is logged once by `Hosts`; each attempt's failure was logged.
+        debug!("[c{}] no backend reachable for {} after {} attempt(s)", self.id, t.path, t.chain.attempts());
+        let status = t.fail_status.http_status();
+        match t.fail_status {
+            FailStatus::TooManyPrograms => {
+                self.reject(ctx, status, &[("Retry-After", "1")], "too many programs running for this endpoint")
+            }
+            FailStatus::ProgramFailed => self.reject(ctx, status, &[], "backend program could not be started"),
+            FailStatus::Unavailable => {
+                let retry = ctx.hosts.retry_after(t.route, ctx.now).to_string();
+                self.reject(ctx, status, &[("Retry-After", retry.as_str())], "backend unavailable");
+            }
+        }
+    }
+
+    /// The current host again, when its pool has another process to offer.
+    fn retry_pool(&mut self) -> Option<Arc<BackendSpec>> {
+        let t = self.tunnel.as_mut()?;
+        if !std::mem::take(&mut t.pool_retry) {
+            return None;
+        }
+        t.backends.get(t.backend_index).cloned()
+    }
+
+    /// The balancing decision for the next attempt; takes a load unit on the host chosen.
+    fn choose_host(&mut self, ctx: &mut Ctx) -> Option<Arc<BackendSpec>> {
+        let t = self.tunnel.as_mut()?;
+        if t.chain.is_full() {
+            return None;
+        }
+        match ctx.hosts.pick(t.route, t.settings.balance, t.balance_key, &t.chain, ctx.now) {
+            Pick::Host { index, id } => {
+                let spec = t.backends.get(index).cloned()?;
+                t.chain.push(id);
+                t.backend_index = index;
+                t.host = Some(id);
+                ctx.hosts.acquire(id);
+                Some(spec)
+            }
+            Pick::AllDown | Pick::Exhausted => None,
+        }
+    }
+
+    /// The current attempt failed. A pool process that refused is disabled by itself and
+    /// its pool offered again (see `retry_pool`); otherwise the failure counts against the
+    /// host, which is disabled for its `disable-time`, and the load unit goes back.
+    fn host_failed(&mut self, ctx: &mut Ctx, failure: Failure) {
+        let retry = self.pool_proc_failed(ctx);
+        self.drop_backend(ctx);
+        if retry {
+            return;
+        }
+        let Some(t) = self.tunnel.as_mut() else { return };
+        if failure != Failure::Local {
+            // A later host's own failure decides the answer, not an earlier program's.
+            t.fail_status = FailStatus::Unavailable;
+        }
+        let Some(id) = t.host.take() else { return };
+        let disable_time = t.backends.get(t.backend_index).map(|b| b.disable_time).unwrap_or_default();
+        ctx.hosts.connect_failed(id, failure, disable_time, ctx.now);
+        ctx.hosts.release(id);
+    }
+
+    pub(crate) fn drive_connecting(&mut self, ctx: &mut Ctx) {
+        if !(self.backend_io.writable || self.backend_io.readable) {
+            return;
+        }
+        let Some(b) = self.backend.as_ref() else { return self.connect_next(ctx) };
+        match b.connect_state(self.backend_io.writable) {
+            ConnectState::InProgress => {
+                self.backend_io.writable = false;
+                self.backend_io.readable = false;
+            }
+            ConnectState::Failed(e) => {
+                let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
+                warn!("[c{}] backend {name} connect failed: {e}", self.id);
+                self.host_failed(ctx, connect_failure(&e));
+                self.connect_next(ctx);
+            }
+            ConnectState::Connected => self.open(ctx),
+        }
+    }
+
+    pub(crate) fn connect_timed_out(&mut self, ctx: &mut Ctx) {
+        let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
+        warn!("[c{}] backend {name} connect timed out", self.id);
+        self.host_failed(ctx, Failure::TimedOut);
+        self.connect_next(ctx);
+    }
+
+    /// The backend answered: send the 101 and start the tunnel. Frames the client
+    /// pipelined behind its request are already in the inbound buffer and are decoded
+    /// by the first pump.
+    fn open(&mut self, ctx: &mut Ctx) {
+        let Some(t) = self.tunnel.as_mut() else { return };
+        let Some(up) = t.upgrade.take() else { return };
+        if let Some(id) = t.host {
+            ctx.hosts.connect_ok(id);
+        }
+        let mut resp = Vec::with_capacity(256);
+        let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
+        http::write_101(&up, tag, &mut resp);
+        self.outbound.push_raw(ctx.pool, &resp);
+        if t.settings.tcp_nodelay {
+            self.client.set_nodelay(true);
+        }
+        debug!(
+            "[c{}] tunnel open {} -> {}{}",
+            self.id,
+            t.path,
+            t.backend_name,
+            up.subprotocol.map(|p| format!(" (subprotocol {p})")).unwrap_or_default()
+        );
+        self.last_read = ctx.now;
+        self.last_ping = ctx.now;
+        self.phase = Phase::Open;
+        // The connect's writable edge was consumed by the check; readability stays as
+        // the event said (a server-first backend may already have written a banner),
+        // which saves a read that would only say EAGAIN.
+        self.backend_io.writable = true;
+    }
+
+    /// Answers with an HTTP error and ends the connection gracefully.
+    pub(crate) fn reject(&mut self, ctx: &mut Ctx, status: u16, extra: &[(&str, &str)], body: &str) {
+        self.drop_backend(ctx);
+        let mut resp = Vec::with_capacity(256);
+        http::write_response(status, extra, body, &mut resp);
+        self.outbound.push_raw(ctx.pool, &resp);
+        self.status = Some(status);
+        self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
+    }
+
+    /// Flushes what is queued, shuts the write side, then reads and drops whatever the
+    /// client still sends until it closes.
+    pub(crate) fn drive_linger(&mut self, ctx: &mut Ctx) {
+        if self.client_io.writable && !self.outbound.is_empty() {
+            match self.outbound.write_out(ctx.pool, |b| self.client.write(b)) {
+                Ok((_, blocked)) => self.client_io.writable = !blocked,
+                Err(_) => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+            }
+        }
+        if !self.outbound.is_empty() {
+            return;
+        }
+        if let Phase::Linger { deadline, shut: false } = self.phase {
+            self.client.shutdown_write();
+            self.phase = Phase::Linger { deadline, shut: true };
+        }
+        let mut sink = [0u8; 4096];
+        while self.client_io.readable {
+            match self.client.read(&mut sink) {
+                Ok(0) => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => {
+                    self.phase = Phase::Done;
+                    return;
+                }
+            }
+        }
+    }
+}

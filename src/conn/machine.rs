@@ -1,0 +1,451 @@
+//! One client connection and its backend: the lifecycle state machine.
+//!
+//! ```text
+//! Handshake ──request parsed, routed, validated──▶ Connecting ──backend connected──▶ Open
+//!    │ bad request / 404 / 426 / timeout (408)        │ every backend failed (503)     │
+//!    ▼                                                ▼                                ▼
+//!  Linger ◀──────────────── error response ───────────┘      Closing (close frame sent or
+//!    │ response flushed, write side shut, client drained             received; waiting for
+//!    ▼                                                               the other half)
+//!  Done ◀────────────────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! * `Handshake`: the HTTP request accumulates in the inbound buffer (cap 16 KiB).
+//! * `Connecting`: the backend connect is in flight. The 101 is sent only when it
+//!   succeeds, so a client never sees a 101 that leads nowhere.
+//! * `Open`: payload streams both ways (`tunnel.rs`).
+//! * `Closing`: one side started to close (a Close frame either way, or the client's
+//!   FIN). What each side already sent is still delivered to the other (see the close
+//!   path in `tunnel.rs`), bounded by close-handshake-timeout; the connection ends when
+//!   both directions are over and both close frames have crossed.
+//! * `Linger`: an HTTP error response or a failing close frame is being flushed; then
+//!   the write side is shut and the client's remaining bytes are read and dropped, so the
+//!   kernel does not answer them with a RST that would destroy the response.
+//!
+//! Readiness is edge-triggered and remembered in per-endpoint flags; every handler runs
+//! until it would block, and a full buffer simply stops reading the side that fills it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info};
+use mio::event::Event;
+use mio::Registry;
+
+use crate::conn::link::{ChildState, FailStatus, PoolLink};
+use crate::backend::address::Resolver;
+use crate::backend::stream::BackendStream;
+use crate::payload::buffer::BufPool;
+use crate::conn::client::ClientStream;
+use crate::conf::{BackendSpec, Config, WsSettings};
+use crate::backend::drain::Drains;
+use crate::backend::hosts::{Chain, HostId, Hosts, RouteId};
+use crate::http::{Request, Upgrade};
+use crate::payload::inbound::{Inbound, InboundOpts};
+use crate::payload::outbound::Outbound;
+use crate::process::procman::ProcMan;
+use crate::token::{conn_token, Endpoint};
+use crate::ws::frame::OpCode;
+
+/// How long an error response or a failing close frame may take to drain.
+pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The deadline `timeout` after `now`; a zero timeout means "no limit" (Crossbar's
+/// and lighttpd's convention for these options).
+pub fn deadline_after(now: Instant, timeout: Duration) -> Instant {
+    let t = if timeout.is_zero() { NO_LIMIT } else { timeout };
+    now.checked_add(t).unwrap_or(now + NO_LIMIT_FALLBACK)
+}
+
+/// "No limit" as a deadline: a century.
+const NO_LIMIT: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+/// The deadline used when `now + timeout` does not fit an `Instant` (a huge configured
+/// timeout on a platform with a small clock range): a day.
+const NO_LIMIT_FALLBACK: Duration = Duration::from_secs(24 * 3600);
+
+/// Everything a connection handler needs from the loop.
+pub struct Ctx<'a> {
+    pub registry: &'a Registry,
+    pub pool: &'a mut BufPool,
+    pub now: Instant,
+    pub config: &'a Config,
+    pub resolver: &'a mut Resolver,
+    /// Backend hosts: balancing state, counters, disable and health state.
+    pub hosts: &'a mut Hosts,
+    /// Listener names ("127.0.0.1:8080", "/run/ws.sock") for `$SERVER["socket"]`.
+    pub listener_names: &'a [String],
+    pub server_tag: &'a str,
+    /// Spawned pools and per-connection programs.
+    pub procs: &'a mut ProcMan,
+    /// Backend sockets let go before their EOF, read to the end.
+    pub drains: &'a mut Drains,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    Handshake { deadline: Instant },
+    Connecting { deadline: Instant },
+    Open,
+    Closing { deadline: Instant },
+    Linger { deadline: Instant, shut: bool },
+    Done,
+}
+
+/// What epoll has said about one side and nobody has used up yet: with edge-triggered
+/// readiness, a flag stays set until a read or write says WouldBlock (sozu's and
+/// sniproxy's per-side readiness).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Readiness {
+    pub readable: bool,
+    pub writable: bool,
+    /// The peer's FIN (EPOLLRDHUP) or an error has been seen: reads must go on until EOF
+    /// even after a short read, because no further edge will come.
+    pub hup: bool,
+}
+
+impl Readiness {
+    /// Adds what one event reports (an error or a hang-up also makes the side readable
+    /// and writable, so the next read or write finds out what happened).
+    pub fn record(&mut self, ev: &Event) {
+        self.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+        self.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
+        self.hup |= ev.is_read_closed() || ev.is_error();
+    }
+}
+
+/// Who ended the connection, for the access log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClosedBy {
+    Client,
+    Backend,
+    Server,
+}
+
+/// Which bound cut a direction short, for the access line (`cut=`): every byte accepted
+/// from one side reaches the other unless this says why not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// close-handshake-timeout passed before the backend finished (or took the rest).
+    CloseTimeout,
+    /// A client protocol violation: the payload decoded before it was offered to the
+    /// backend once, not waited for.
+    Violation,
+}
+
+impl Cut {
+    fn as_str(self) -> &'static str {
+        match self {
+            Cut::CloseTimeout => "close-timeout",
+            Cut::Violation => "violation",
+        }
+    }
+}
+
+impl ClosedBy {
+    fn as_str(self) -> &'static str {
+        match self {
+            ClosedBy::Client => "client",
+            ClosedBy::Backend => "backend",
+            ClosedBy::Server => "server",
+        }
+    }
+}
+
+/// Route state, present from the moment a request is routed.
+pub struct Tunnel {
+    pub path: String,
+    pub settings: Arc<WsSettings>,
+    pub backends: Vec<Arc<BackendSpec>>,
+    /// The route's balancing state in `Hosts`.
+    pub route: RouteId,
+    /// What `hash`/`sticky` balance on (URL or client IP), computed once per request.
+    pub balance_key: u64,
+    /// Hosts tried so far for this client (failover never repeats one).
+    pub chain: Chain,
+    /// Index in `backends` of the current attempt.
+    pub backend_index: usize,
+    /// The host this connection holds a load unit on (connect in flight or tunnel
+    /// open); given back exactly once, on failure or at teardown.
+    pub host: Option<HostId>,
+    /// Kept until the 101 goes out.
+    pub upgrade: Option<Upgrade>,
+    pub opcode: OpCode,
+    pub opts: InboundOpts,
+    pub backend_name: String,
+    /// The negotiated subprotocol, for the access line.
+    pub subprotocol: Option<String>,
+    pub close_timeout: Duration,
+    /// The `wstunnel.server` key that matched (SCRIPT_NAME, the max-procs count).
+    pub route_key: String,
+    /// Kept only for routes with a stdio program, for its CGI environment.
+    pub request: Option<Box<Request>>,
+    /// The answer when no backend entry is left.
+    pub fail_status: FailStatus,
+    /// Retries of a pool entry after refused connects.
+    pub retries: u8,
+    /// The next attempt goes to the same pool again (another of its processes).
+    pub pool_retry: bool,
+}
+
+pub struct Conn {
+    pub id: u64,
+    pub key: usize,
+    pub listener: usize,
+    pub peer: Option<SocketAddr>,
+    pub client: ClientStream,
+    pub backend: Option<BackendStream>,
+    pub phase: Phase,
+    pub inbound: Inbound,
+    pub outbound: Outbound,
+    pub tunnel: Option<Box<Tunnel>>,
+    /// The per-connection program, when the backend is one.
+    pub child: Option<Box<ChildState>>,
+    /// The pool process carrying the connection, when the backend is a spawned pool.
+    pub pool: Option<PoolLink>,
+    /// Readiness of the client socket, remembered (edge-triggered).
+    pub client_io: Readiness,
+    /// No more input from the client (its FIN, a reset, or a read error).
+    pub client_eof: bool,
+    /// The client can no longer receive either (reset, write error): backend output is
+    /// dropped from then on.
+    pub client_gone: bool,
+    /// EPOLLERR was reported on the client socket and not looked at yet.
+    pub client_error: bool,
+    /// Readiness of the backend stream (socket or the program's pipes).
+    pub backend_io: Readiness,
+    pub backend_eof: bool,
+    pub backend_shut: bool,
+    pub close_sent: bool,
+    pub close_received: bool,
+    /// Our answer to the client's Close, sent once the backend has finished.
+    pub close_reply: Option<(u16, String)>,
+    pub close_code: Option<u16>,
+    /// The last turn ended at its budget with work left (`tunnel.rs`): run it again.
+    pub more_work: bool,
+    /// Waiting in the loop's backlog (so it is queued once).
+    pub in_backlog: bool,
+    /// Client payload bytes that could not be delivered to the backend.
+    pub lost_in: u64,
+    /// Backend bytes read and dropped because the client could not receive them.
+    pub lost_out: u64,
+    /// The bound that cut delivery short, if any.
+    pub cut: Option<Cut>,
+    pub closed_by: Option<ClosedBy>,
+    /// HTTP status when the connection ended with an HTTP response.
+    pub status: Option<u16>,
+    pub started: Instant,
+    pub last_read: Instant,
+    pub last_write: Instant,
+    pub last_ping: Instant,
+    /// When the oldest unanswered ping went out (ping-timeout).
+    pub ping_outstanding: Option<Instant>,
+}
+
+impl Conn {
+    pub fn new(
+        id: u64,
+        key: usize,
+        listener: usize,
+        client: ClientStream,
+        peer: Option<SocketAddr>,
+        now: Instant,
+        handshake_timeout: Duration,
+    ) -> Conn {
+        Conn {
+            id,
+            key,
+            listener,
+            peer,
+            client,
+            backend: None,
+            phase: Phase::Handshake { deadline: deadline_after(now, handshake_timeout) },
+            inbound: Inbound::new(),
+            outbound: Outbound::new(),
+            tunnel: None,
+            child: None,
+            pool: None,
+            client_io: Readiness { readable: true, writable: true, hup: false },
+            client_eof: false,
+            client_gone: false,
+            client_error: false,
+            backend_io: Readiness::default(),
+            backend_eof: false,
+            backend_shut: false,
+            close_sent: false,
+            close_received: false,
+            close_reply: None,
+            close_code: None,
+            more_work: false,
+            in_backlog: false,
+            lost_in: 0,
+            lost_out: 0,
+            cut: None,
+            closed_by: None,
+            status: None,
+            started: now,
+            last_read: now,
+            last_write: now,
+            last_ping: now,
+            ping_outstanding: None,
+        }
+    }
+
+    pub fn register(&mut self, reg: &Registry) -> std::io::Result<()> {
+        self.client.register(reg, conn_token(self.key, Endpoint::Client))
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.phase == Phase::Done
+    }
+
+    /// Records readiness from one event and runs the state machine.
+    pub fn on_event(&mut self, ep: Endpoint, ev: &Event, ctx: &mut Ctx) {
+        match ep {
+            Endpoint::Client => {
+                self.client_io.record(ev);
+                self.client_error |= ev.is_error();
+            }
+            // A program's stderr goes to the log; it never moves the stream.
+            Endpoint::ChildErr => return self.read_child_stderr(ctx),
+            Endpoint::Backend | Endpoint::ChildOut => self.backend_io.record(ev),
+        }
+        self.drive(ctx);
+    }
+
+    /// Runs phase handlers until none makes progress.
+    pub fn drive(&mut self, ctx: &mut Ctx) {
+        loop {
+            let before = self.phase;
+            match self.phase {
+                Phase::Handshake { .. } => self.drive_handshake(ctx),
+                Phase::Connecting { .. } => self.drive_connecting(ctx),
+                Phase::Open | Phase::Closing { .. } => {
+                    self.pump(ctx);
+                    self.check_child(ctx);
+                }
+                Phase::Linger { .. } => self.drive_linger(ctx),
+                Phase::Done => return,
+            }
+            if self.phase == before {
+                break;
+            }
+        }
+        self.inbound.release_if_idle(ctx.pool);
+        if self.outbound.is_empty() {
+            self.outbound.buf.release_if_empty(ctx.pool);
+        }
+    }
+
+    /// The 1-second housekeeping: every timeout of the connection.
+    pub fn on_tick(&mut self, ctx: &mut Ctx) {
+        let now = ctx.now;
+        match self.phase {
+            Phase::Handshake { deadline } if now >= deadline => {
+                debug!("[c{}] handshake timeout", self.id);
+                self.reject(ctx, 408, &[], "request timeout");
+            }
+            Phase::Connecting { deadline } if now >= deadline => self.connect_timed_out(ctx),
+            Phase::Open => {
+                self.open_tick(ctx);
+                self.child_tick(ctx);
+            }
+            Phase::Closing { deadline } if now >= deadline => self.close_timed_out(ctx),
+            Phase::Closing { .. } => self.child_tick(ctx),
+            Phase::Linger { deadline, .. } if now >= deadline => {
+                debug!("[c{}] close timeout", self.id);
+                self.phase = Phase::Done;
+            }
+            _ => {}
+        }
+        self.drive(ctx);
+    }
+
+    /// Server shutdown: tunnels get close 1001, half-done handshakes just end.
+    pub fn begin_shutdown(&mut self, ctx: &mut Ctx) {
+        match self.phase {
+            Phase::Open | Phase::Closing { .. } => {
+                self.start_close(ctx, crate::ws::close::GOING_AWAY, "server shutting down", ClosedBy::Server)
+            }
+            Phase::Handshake { .. } | Phase::Connecting { .. } => self.reject(ctx, 503, &[], "server shutting down"),
+            _ => {}
+        }
+        self.drive(ctx);
+    }
+
+    /// Ends the connection now: no more I/O on either socket.
+    pub fn teardown(&mut self, ctx: &mut Ctx) {
+        // No EPOLL_CTL_DEL: closing a socket (never dup'ed; CLOEXEC everywhere) takes it
+        // out of the epoll set, and a syscall per side is measurable at high
+        // connection rates.
+        self.drop_backend(ctx);
+        self.release_host(ctx);
+        self.inbound.release(ctx.pool);
+        self.outbound.release(ctx.pool);
+        self.log_access(ctx.now);
+    }
+
+    /// Gives back the load unit this connection holds on its host, if any.
+    pub fn release_host(&mut self, ctx: &mut Ctx) {
+        if let Some(id) = self.tunnel.as_mut().and_then(|t| t.host.take()) {
+            ctx.hosts.release(id);
+        }
+    }
+
+    /// Lets the backend go. A socket whose EOF has not been read is never just closed:
+    /// unread input would turn the close into a RST that destroys what wstund queued for
+    /// the backend, so it gets its FIN (after everything queued) and `drain.rs` reads it
+    /// to the end. Sockets of a tunnel that never opened are closed at once. A program's
+    /// pipes go to the kill ladder.
+    pub fn drop_backend(&mut self, ctx: &mut Ctx) {
+        let opened = !matches!(self.phase, Phase::Handshake { .. } | Phase::Connecting { .. });
+        let b = match self.backend.take() {
+            Some(s) if s.is_socket() && opened && !self.backend_eof => {
+                if !self.backend_shut {
+                    s.shutdown_write();
+                }
+                ctx.drains.adopt(ctx.registry, s, self.id, ctx.now);
+                None
+            }
+            Some(mut c) if !c.is_socket() => {
+                // A socket is closed right here, which also takes it out of epoll; a
+                // program's pipes live on in the kill ladder, so they must stop
+                // reporting to this token.
+                c.deregister(ctx.registry);
+                Some(c)
+            }
+            other => other,
+        };
+        self.let_backend_go(ctx, b);
+        self.backend_io = Readiness::default();
+    }
+
+    fn log_access(&self, now: Instant) {
+        let peer = self.peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
+        let (path, backend) = match &self.tunnel {
+            Some(t) => (t.path.as_str(), if t.backend_name.is_empty() { "-" } else { t.backend_name.as_str() }),
+            None => ("-", "-"),
+        };
+        let close = match (self.close_code, self.status) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(s)) => format!("http{s}"),
+            (None, None) => "1006".into(),
+        };
+        info!(
+            "[c{}] access peer={} path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={} lost_in={} lost_out={} cut={}",
+            self.id,
+            peer,
+            path,
+            backend,
+            self.inbound.payload_bytes,
+            self.outbound.payload_bytes,
+            now.duration_since(self.started).as_millis(),
+            close,
+            self.closed_by.unwrap_or(ClosedBy::Client).as_str(),
+            self.tunnel.as_ref().and_then(|t| t.subprotocol.as_deref()).unwrap_or("-"),
+            self.lost_in,
+            self.lost_out,
+            self.cut.map(Cut::as_str).unwrap_or("-"),
+        );
+    }
+}

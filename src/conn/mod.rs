@@ -1,0 +1,18 @@
+//! One client connection, from accept to its access-log line.
+//!
+//! - `machine`: the `Conn` struct, its `Phase`s and the dispatch between them.
+//! - `handshake`: the opening: HTTP request -> route -> backend attempt -> 101.
+//! - `plan`: what the settings and the upgrade request decide about the tunnel (pure).
+//! - `attach`: connecting the tunnel to the backend kind the route chose.
+//! - `link`: what a connection holds of its backend (pool process, program) and how a
+//!   failed attempt is classified.
+//! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
+//! - `client`: the client's byte stream.
+
+pub mod attach;
+pub mod client;
+pub mod handshake;
+pub mod link;
+pub mod machine;
+pub mod plan;
+pub mod tunnel;

@@ -1,0 +1,125 @@
+//! The tunnel plan: what the route's settings and the client's upgrade request decide
+//! about how payload moves (the opcode of outgoing frames, base64, permessage-deflate,
+//! backend framing, the limits client frames are judged by, whether backend output
+//! needs re-framing). Pure: no socket, no buffer; `handshake.rs` applies the plan.
+
+use crate::conf::{Compression, FrameType, WsSettings, BUFFERED_MESSAGE_SIZE_LIMIT};
+use crate::payload::framing::{Framing, InboundOpts};
+use crate::payload::reframe::ReframeOpts;
+use crate::ws::deflate::{self, DeflateParams};
+use crate::ws::frame::OpCode;
+
+/// Subprotocols whose meaning wstund implements; others in `wstunnel.subprotocols`
+/// are passed through for the backend's sake.
+const BUILTIN_SUBPROTOCOL_BINARY: &str = "binary";
+const BUILTIN_SUBPROTOCOL_BASE64: &str = "base64";
+
+#[derive(Debug)]
+pub struct TunnelPlan {
+    /// Opcode of the data frames sent to the client.
+    pub opcode: OpCode,
+    /// The `base64` subprotocol was chosen.
+    pub base64: bool,
+    /// permessage-deflate was negotiated: its parameters and the answer for the 101.
+    pub deflate: Option<(DeflateParams, String)>,
+    pub opts: InboundOpts,
+    /// Set when backend output needs more than a frame header (`reframe.rs`).
+    pub reframe: Option<ReframeOpts>,
+}
+
+impl TunnelPlan {
+    /// `subprotocol` is the index of the chosen subprotocol in `settings.subprotocols`;
+    /// `extension_offers` the client's `Sec-WebSocket-Extensions` headers.
+    pub fn new<'a>(
+        settings: &WsSettings,
+        subprotocol: Option<usize>,
+        extension_offers: impl Iterator<Item = &'a str>,
+    ) -> TunnelPlan {
+        let chosen = subprotocol.and_then(|i| settings.subprotocols.get(i)).map(String::as_str);
+        let base64 = chosen.is_some_and(|p| p.eq_ignore_ascii_case(BUILTIN_SUBPROTOCOL_BASE64));
+        let opcode = if base64 {
+            OpCode::Text
+        } else if chosen.is_some_and(|p| p.eq_ignore_ascii_case(BUILTIN_SUBPROTOCOL_BINARY)) {
+            OpCode::Binary
+        } else {
+            match settings.frame_type {
+                FrameType::Binary => OpCode::Binary,
+                FrameType::Text => OpCode::Text,
+            }
+        };
+        // permessage-deflate over base64 text would compress the expansion; not offered.
+        let deflate = (settings.compression == Compression::PermessageDeflate && !base64)
+            .then(|| deflate::negotiate(extension_offers))
+            .flatten();
+        let framing = settings.backend_framing;
+        // Where messages are delimited or transformed, an unset limit means 1 MiB.
+        let delimited = framing != Framing::Stream || deflate.is_some() || base64;
+        let max_message_size = match settings.max_message_size {
+            0 if delimited => BUFFERED_MESSAGE_SIZE_LIMIT,
+            n => n,
+        } as u64;
+        let opts = InboundOpts {
+            require_mask: settings.require_masked_client_frames,
+            apply_mask: settings.apply_mask,
+            validate_utf8: settings.validate_utf8,
+            max_frame_size: settings.max_frame_size as u64,
+            max_message_size,
+            framing,
+            deflate: deflate.is_some(),
+        };
+        let reframe = (framing != Framing::Stream
+            || deflate.is_some()
+            || base64
+            || settings.auto_fragment_size > 0
+            || settings.mask_server_frames)
+            .then(|| ReframeOpts {
+                framing,
+                opcode,
+                base64,
+                auto_fragment: settings.auto_fragment_size,
+                mask_frames: settings.mask_server_frames,
+                max_message: if framing == Framing::Stream { 0 } else { settings.max_backend_message_size as u64 },
+                validate_utf8: true,
+            });
+        TunnelPlan { opcode, base64, deflate, opts, reframe }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> WsSettings {
+        WsSettings::default()
+    }
+
+    #[test]
+    fn plain_stream_needs_no_reframing() {
+        let p = TunnelPlan::new(&settings(), None, std::iter::empty());
+        assert_eq!(p.opcode, OpCode::Text);
+        assert!(!p.base64 && p.deflate.is_none() && p.reframe.is_none());
+        assert_eq!(p.opts.max_message_size, 0);
+    }
+
+    #[test]
+    fn base64_is_text_never_deflated_and_reframed_with_a_default_limit() {
+        let mut s = settings();
+        s.compression = Compression::PermessageDeflate;
+        let i = s.subprotocols.iter().position(|p| p == "base64");
+        let p = TunnelPlan::new(&s, i, ["permessage-deflate"].into_iter());
+        assert!(p.base64 && p.deflate.is_none());
+        assert_eq!(p.opcode, OpCode::Text);
+        assert_eq!(p.opts.max_message_size, BUFFERED_MESSAGE_SIZE_LIMIT as u64);
+        assert!(p.reframe.is_some_and(|r| r.base64));
+    }
+
+    #[test]
+    fn deflate_is_negotiated_when_offered() {
+        let mut s = settings();
+        s.compression = Compression::PermessageDeflate;
+        let p = TunnelPlan::new(&s, None, ["permessage-deflate"].into_iter());
+        assert!(p.deflate.is_some() && p.opts.deflate && p.reframe.is_some());
+        let p = TunnelPlan::new(&s, None, std::iter::empty());
+        assert!(p.deflate.is_none() && p.reframe.is_none());
+    }
+}

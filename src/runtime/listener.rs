@@ -1,0 +1,124 @@
+//! Listening sockets: TCP (IPv4/IPv6) and unix-domain, bound before the loop starts.
+//!
+//! Binding is done by hand rather than with `std::net::TcpListener::bind` to choose the
+//! backlog (lighttpd uses 1024; the std default is too small for connection bursts) and
+//! to leave room for SO_REUSEPORT workers.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{FromRawFd, IntoRawFd};
+use std::path::{Path, PathBuf};
+
+use mio::{Interest, Registry, Token};
+use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
+
+use crate::conn::client::ClientStream;
+
+pub const LISTEN_BACKLOG: i32 = 1024;
+
+pub enum Listener {
+    Tcp { sock: mio::net::TcpListener, name: String },
+    Unix { sock: mio::net::UnixListener, path: PathBuf, name: String },
+}
+
+/// Why a listener could not be opened, with the address for the message.
+#[derive(Debug)]
+pub struct BindError {
+    pub addr: String,
+    pub err: io::Error,
+}
+
+impl std::fmt::Display for BindError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "cannot listen on {}: {}", self.addr, self.err)
+    }
+}
+
+impl std::error::Error for BindError {}
+
+impl Listener {
+    pub fn bind_tcp(addr: SocketAddr) -> Result<Listener, BindError> {
+        let be = |err: io::Error| BindError { addr: addr.to_string(), err };
+        let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+        let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| be(e.into()))?;
+        socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| be(e.into()))?;
+        if addr.is_ipv6() {
+            // "[::]:80" should not also grab IPv4, so an explicit IPv4 listener can coexist.
+            socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| be(e.into()))?;
+        }
+        socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr)).map_err(|e| be(e.into()))?;
+        let backlog = Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN);
+        socket::listen(&fd, backlog).map_err(|e| be(e.into()))?;
+        // SAFETY: fd is a freshly created, bound, listening TCP socket we own.
+        let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let name = std_l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
+        Ok(Listener::Tcp { sock: mio::net::TcpListener::from_std(std_l), name })
+    }
+
+    /// Binds a unix socket, replacing a stale socket file left by a previous run.
+    pub fn bind_unix(path: &Path) -> Result<Listener, BindError> {
+        let be = |err: io::Error| BindError { addr: path.display().to_string(), err };
+        if let Ok(md) = std::fs::symlink_metadata(path) {
+            use std::os::unix::fs::FileTypeExt;
+            if md.file_type().is_socket() {
+                std::fs::remove_file(path).map_err(be)?;
+            }
+        }
+        let sock = mio::net::UnixListener::bind(path).map_err(be)?;
+        Ok(Listener::Unix { sock, path: path.to_path_buf(), name: path.display().to_string() })
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Listener::Tcp { name, .. } | Listener::Unix { name, .. } => name,
+        }
+    }
+
+    pub fn accept(&self) -> io::Result<(ClientStream, Option<SocketAddr>)> {
+        match self {
+            Listener::Tcp { sock, .. } => sock.accept().map(|(s, a)| (ClientStream::Tcp(s), Some(a))),
+            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| (ClientStream::Unix(s), None)),
+        }
+    }
+
+    pub fn register(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
+        match self {
+            Listener::Tcp { sock, .. } => reg.register(sock, token, Interest::READABLE),
+            Listener::Unix { sock, .. } => reg.register(sock, token, Interest::READABLE),
+        }
+    }
+
+    pub fn deregister(&mut self, reg: &Registry) {
+        let _ = match self {
+            Listener::Tcp { sock, .. } => reg.deregister(sock),
+            Listener::Unix { sock, .. } => reg.deregister(sock),
+        };
+    }
+
+    /// Removes the socket file of a unix listener.
+    pub fn cleanup(&self) {
+        if let Listener::Unix { path, .. } = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_ephemeral_port_and_reports_it() {
+        let l = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert!(l.name().starts_with("127.0.0.1:"));
+        assert!(!l.name().ends_with(":0"));
+    }
+
+    #[test]
+    fn second_bind_on_same_port_fails_with_address() {
+        let l = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let err = Listener::bind_tcp(l.name().parse().unwrap()).err().unwrap();
+        assert!(err.to_string().contains(l.name()));
+    }
+}

@@ -1,0 +1,537 @@
+//! The event loop: one thread, one mio `Poll`, connections in a `Slab`.
+//!
+//! Events are dispatched to the connection they name (`token.rs`); a connection that
+//! reaches `Phase::Done` is torn down at once. A 1-second tick drives every timeout, so
+//! the poll timeout is simply the time to the next tick (or to an accept retry).
+//!
+//! Accepting stops — without spinning — when `server.max-connections` is reached or the
+//! process runs out of file descriptors; pending clients wait in the kernel backlog and
+//! accepting resumes when a connection ends or after a short back-off.
+//!
+//! Fairness: a connection's turn is bounded (`tunnel.rs`); one that still has work sets
+//! `more_work` and waits in the backlog, a FIFO served after each batch of events for at
+//! most [`BACKLOG_SLICE`] before the loop polls again (with a zero timeout). So fresh
+//! events — a ping-pong round trip, a signal, a new client — never wait behind more than
+//! one slice of bulk work, and bulk tunnels share the rest round-robin. The longest
+//! single turn is measured and shown by SIGUSR2.
+//!
+//! Child processes (pools, per-connection programs) are the process manager's: SIGCHLD
+//! arrives as a signal event, the manager reaps and says which connections must hear of
+//! it, and its deadlines (kill ladders, respawn back-offs) shorten the poll timeout. When
+//! the loop ends, the manager stops every child and waits for them before wstund exits.
+
+use std::collections::VecDeque;
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use log::{debug, error, info, warn};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll};
+use slab::Slab;
+
+use crate::backend::address::Resolver;
+use crate::payload::buffer::BufPool;
+use crate::conn::client::ClientStream;
+use crate::conf::Config;
+use crate::conn::machine::{Conn, Ctx};
+use crate::backend::drain::{DrainTurn, Drains};
+use crate::backend::hosts::Hosts;
+use crate::runtime::listener::Listener;
+use crate::backend::probe::Checker;
+use crate::process::procman::{Exit, ProcMan};
+use crate::process::ratelimit::Repeats;
+use crate::runtime::signals::{Signal, Signals};
+use crate::token::{self, Endpoint, Source};
+
+const TICK: Duration = Duration::from_secs(1);
+/// Back-off after EMFILE/ENFILE before trying to accept again.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
+/// How long a graceful stop (SIGINT) waits for tunnels to finish their close handshake.
+const GRACEFUL_STOP_LIMIT: Duration = Duration::from_secs(10);
+/// Most time spent on backlogged work (connections whose turn ran out) before the loop
+/// looks for new events again.
+pub const BACKLOG_SLICE: Duration = Duration::from_micros(250);
+
+/// Most clients accepted from one listener per turn: a connect storm is taken in
+/// batches, with the other connections served in between.
+const ACCEPT_BATCH: usize = 64;
+
+/// Work left over from a turn, served round-robin between polls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pending {
+    /// Connection (slab key, id: a reused key is not the same connection).
+    Conn(usize, u64),
+    Drain(usize),
+    /// A listener whose accept batch ran out before WouldBlock.
+    Accept(usize),
+}
+
+/// The longest single connection turn seen, for the SIGUSR2 dump.
+#[derive(Default)]
+struct TurnStats {
+    longest: Duration,
+    longest_conn: u64,
+    /// Since the last dump.
+    recent: Duration,
+    recent_conn: u64,
+}
+
+impl TurnStats {
+    fn record(&mut self, d: Duration, conn: u64) {
+        if d > self.recent {
+            self.recent = d;
+            self.recent_conn = conn;
+        }
+        if d > self.longest {
+            self.longest = d;
+            self.longest_conn = conn;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunState {
+    Running,
+    /// Listeners closed, close frames sent; ends when every connection is gone.
+    Draining { deadline: Instant },
+    Stopped,
+}
+
+pub struct Server {
+    poll: Poll,
+    listeners: Vec<Listener>,
+    listener_names: Vec<String>,
+    conns: Slab<Conn>,
+    pool: BufPool,
+    config: Arc<Config>,
+    resolver: Resolver,
+    /// Backend hosts: counters, disable/health state, balancing memory.
+    hosts: Hosts,
+    /// Active health probes in flight.
+    checker: Checker,
+    signals: Signals,
+    next_id: u64,
+    max_conns: usize,
+    accept_paused: bool,
+    accept_retry_at: Option<Instant>,
+    /// Accepts failing for lack of descriptors or memory, for a rate-limited warning.
+    accept_failures: Repeats,
+    state: RunState,
+    server_tag: String,
+    procs: ProcMan,
+    /// The children were stopped and waited for (at the end of `run`, or in `drop`).
+    children_done: bool,
+    /// Backend sockets let go before their EOF, read to the end.
+    drains: Drains,
+    backlog: VecDeque<Pending>,
+    turns: TurnStats,
+    /// When the current turn began: the end of the previous one, or the last
+    /// non-connection event (one clock read per turn).
+    turn_start: Instant,
+}
+
+impl Server {
+    /// Takes listeners that are already bound (so conf and bind errors are reported
+    /// before anything runs) and the signal handler installed by the caller.
+    pub fn new(config: Arc<Config>, listeners: Vec<Listener>, listener_names: Vec<String>, signals: Signals) -> io::Result<Server> {
+        let poll = Poll::new()?;
+        let mut listeners = listeners;
+        for (i, l) in listeners.iter_mut().enumerate() {
+            l.register(poll.registry(), token::listener_token(i))?;
+        }
+        let sfd = signals.raw_fd();
+        poll.registry().register(&mut SourceFd(&sfd), token::SIGNAL, Interest::READABLE)?;
+        let max_conns = config.server.max_connections.max(1) as usize;
+        let server_tag = config.server.tag.clone();
+        let now = Instant::now();
+        let hosts = Hosts::from_config(&config, now);
+        let mut procs = ProcMan::new(&config, now);
+        procs.start(poll.registry(), now);
+        Ok(Server {
+            poll,
+            listeners,
+            listener_names,
+            conns: Slab::with_capacity(1024.min(max_conns)),
+            pool: BufPool::new(),
+            config,
+            resolver: Resolver::default(),
+            hosts,
+            checker: Checker::new(),
+            signals,
+            next_id: 1,
+            max_conns,
+            accept_paused: false,
+            accept_retry_at: None,
+            accept_failures: Repeats::default(),
+            state: RunState::Running,
+            server_tag,
+            procs,
+            children_done: false,
+            drains: Drains::new(),
+            backlog: VecDeque::new(),
+            turns: TurnStats::default(),
+            turn_start: Instant::now(),
+        })
+    }
+
+    pub fn run(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        let mut next_tick = Instant::now() + TICK;
+        // First health probes at once, so a dead host is out before clients come.
+        self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), Instant::now());
+        while self.state != RunState::Stopped {
+            let now = Instant::now();
+            let mut wake = next_tick;
+            if let Some(t) = self.accept_retry_at {
+                wake = wake.min(t);
+            }
+            if let Some(t) = self.procs.next_deadline() {
+                wake = wake.min(t);
+            }
+            let timeout = if self.backlog.is_empty() { wake.saturating_duration_since(now) } else { Duration::ZERO };
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            let now = Instant::now();
+            self.turn_start = now;
+            for ev in events.iter() {
+                match token::decode(ev.token()) {
+                    Source::Conn(key, ep) => {
+                        self.conn_event(key, ep, ev, now);
+                        continue;
+                    }
+                    Source::Signal => self.on_signals(now),
+                    Source::Listener(i) => self.accept(i, now),
+                    Source::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
+                    Source::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
+                    Source::Drain(i) => self.drain_event(i),
+                }
+                self.turn_start = Instant::now();
+            }
+            self.serve_backlog(now);
+            if self.accept_retry_at.is_some_and(|t| now >= t) {
+                self.accept_retry_at = None;
+                self.accept_all(now);
+            }
+            if now >= next_tick {
+                next_tick = now + TICK;
+                self.tick(now);
+            } else if self.procs.next_deadline().is_some_and(|t| now >= t) {
+                self.procs.tick(self.poll.registry(), now);
+            }
+            if let RunState::Draining { deadline } = self.state {
+                if (self.conns.is_empty() && self.drains.is_empty()) || now >= deadline {
+                    self.state = RunState::Stopped;
+                }
+            }
+        }
+        self.finish_children();
+        info!("stopped");
+        Ok(())
+    }
+
+    /// Ends every connection that is left (their programs go to the kill ladder), then
+    /// stops and waits for every child process.
+    fn finish_children(&mut self) {
+        if self.children_done {
+            return;
+        }
+        self.children_done = true;
+        let now = Instant::now();
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.remove(key, now);
+        }
+        self.procs.shutdown(self.poll.registry());
+    }
+
+    fn ctx(&mut self, now: Instant) -> (Ctx<'_>, &mut Slab<Conn>) {
+        (
+            Ctx {
+                registry: self.poll.registry(),
+                pool: &mut self.pool,
+                now,
+                config: &self.config,
+                resolver: &mut self.resolver,
+                hosts: &mut self.hosts,
+                listener_names: &self.listener_names,
+                server_tag: &self.server_tag,
+                procs: &mut self.procs,
+                drains: &mut self.drains,
+            },
+            &mut self.conns,
+        )
+    }
+
+    fn conn_event(&mut self, key: usize, ep: Endpoint, ev: &mio::event::Event, now: Instant) {
+        let (mut ctx, conns) = self.ctx(now);
+        let Some(conn) = conns.get_mut(key) else { return };
+        conn.on_event(ep, ev, &mut ctx);
+        self.after_turn(key, now);
+    }
+
+    /// After a connection ran: measure the turn, remove it if it is over, or put it in
+    /// the backlog if its turn ran out with work left.
+    fn after_turn(&mut self, key: usize, now: Instant) {
+        let end = Instant::now();
+        let took = end.saturating_duration_since(self.turn_start);
+        self.turn_start = end;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        self.turns.record(took, conn.id);
+        if conn.is_done() {
+            self.remove(key, now);
+        } else if std::mem::take(&mut conn.more_work) && !conn.in_backlog {
+            conn.in_backlog = true;
+            self.backlog.push_back(Pending::Conn(key, conn.id));
+        }
+    }
+
+    fn drain_event(&mut self, i: usize) {
+        if self.drains.on_event(i) == DrainTurn::MoreWork && !self.backlog.contains(&Pending::Drain(i)) {
+            self.backlog.push_back(Pending::Drain(i));
+        }
+    }
+
+    /// Runs backlogged turns, round-robin, for at most one slice.
+    fn serve_backlog(&mut self, now: Instant) {
+        let slice_end = Instant::now() + BACKLOG_SLICE;
+        let mut left = self.backlog.len();
+        while left > 0 {
+            left -= 1;
+            let Some(p) = self.backlog.pop_front() else { break };
+            match p {
+                Pending::Conn(key, id) => {
+                    let (mut ctx, conns) = self.ctx(now);
+                    let Some(conn) = conns.get_mut(key).filter(|c| c.id == id) else { continue };
+                    conn.in_backlog = false;
+                    conn.drive(&mut ctx);
+                    self.after_turn(key, now);
+                }
+                Pending::Drain(i) => self.drain_event(i),
+                Pending::Accept(i) => self.accept(i, now),
+            }
+            if Instant::now() >= slice_end {
+                break;
+            }
+        }
+    }
+
+    fn remove(&mut self, key: usize, now: Instant) {
+        let (mut ctx, conns) = self.ctx(now);
+        if conns.contains(key) {
+            let mut conn = conns.remove(key);
+            conn.teardown(&mut ctx);
+        }
+        if self.accept_paused && self.conns.len() < self.max_conns && self.state == RunState::Running {
+            self.accept_paused = false;
+            self.accept_all(now);
+        }
+    }
+
+    fn accept_all(&mut self, now: Instant) {
+        for i in 0..self.listeners.len() {
+            self.accept(i, now);
+        }
+    }
+
+    /// Accepts until WouldBlock, capacity, or descriptor exhaustion.
+    fn accept(&mut self, i: usize, now: Instant) {
+        if self.state != RunState::Running || self.accept_retry_at.is_some() {
+            return;
+        }
+        for _ in 0..ACCEPT_BATCH {
+            if self.conns.len() >= self.max_conns {
+                if !self.accept_paused {
+                    warn!("server.max-connections ({}) reached; new clients wait in the backlog", self.max_conns);
+                }
+                self.accept_paused = true;
+                return;
+            }
+            let Some(l) = self.listeners.get(i) else { return };
+            let accepted = l.accept();
+            // accept(2) takes a descriptor before it looks for a client, so WouldBlock
+            // also means descriptors are there again.
+            if accepted.as_ref().map_or_else(|e| e.kind() == io::ErrorKind::WouldBlock, |_| true) {
+                if let Some(n) = self.accept_failures.ok() {
+                    info!("accept on {}: accepting again after {n} failed accepts", l.name());
+                }
+            }
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if crate::errno::is_local_shortage(&e) => {
+                    // Retried every ACCEPT_BACKOFF while it lasts: logged when it starts, then
+                    // at most once per REPORT_INTERVAL.
+                    match self.accept_failures.fail(now) {
+                        Some(r) if r.started => warn!("accept on {}: {e}; pausing accepts, retrying every {:?}", l.name(), ACCEPT_BACKOFF),
+                        Some(r) => warn!("accept on {}: {} more accept failures ({:?}) since last report", l.name(), r.unreported + 1, nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0))),
+                        None => {}
+                    }
+                    self.accept_retry_at = Some(now + ACCEPT_BACKOFF);
+                    return;
+                }
+                Err(e) => {
+                    // ECONNABORTED and friends concern one client only.
+                    debug!("accept on {}: {e}", l.name());
+                    continue;
+                }
+            };
+            self.add_conn(i, stream, peer, now);
+        }
+        // Edge-triggered: no new event comes for clients already waiting, so the rest is
+        // taken from the backlog.
+        if !self.backlog.contains(&Pending::Accept(i)) {
+            self.backlog.push_back(Pending::Accept(i));
+        }
+    }
+
+    fn add_conn(&mut self, listener: usize, stream: ClientStream, peer: Option<std::net::SocketAddr>, now: Instant) {
+        let id = self.next_id;
+        self.next_id += 1;
+        let timeout = self.config.wstunnel.open_handshake_timeout;
+        let entry = self.conns.vacant_entry();
+        let key = entry.key();
+        let mut conn = Conn::new(id, key, listener, stream, peer, now, timeout);
+        if let Err(e) = conn.register(self.poll.registry()) {
+            error!("[c{id}] cannot register client socket: {e}");
+            return;
+        }
+        debug!("[c{id}] accepted from {}", peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into()));
+        // No read yet: a request that is already waiting is reported by the next
+        // epoll_wait (registration checks readiness), and one that is not would cost a
+        // recvfrom that only says EAGAIN — about half of all accepts under load.
+        entry.insert(conn);
+    }
+
+    /// Runs `f` on every connection and removes the ones it finished. Slab keys are
+    /// below its capacity, so no key list is allocated. A connection accepted during the
+    /// walk (a removal can resume paused accepts) may or may not be visited: harmless.
+    fn visit_all(&mut self, now: Instant, f: fn(&mut Conn, &mut Ctx)) {
+        self.turn_start = Instant::now();
+        for key in 0..self.conns.capacity() {
+            let (mut ctx, conns) = self.ctx(now);
+            if let Some(c) = conns.get_mut(key) {
+                f(c, &mut ctx);
+                self.after_turn(key, now);
+            }
+        }
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.visit_all(now, Conn::on_tick);
+        self.procs.tick(self.poll.registry(), now);
+        self.drains.tick(now);
+        self.pool.trim();
+        self.hosts.tick(now);
+        self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
+    }
+
+    /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
+    fn on_child(&mut self, now: Instant) {
+        for exit in self.procs.reap(now) {
+            match exit {
+                Exit::Conn { key, id, status } => {
+                    let (mut ctx, conns) = self.ctx(now);
+                    let Some(c) = conns.get_mut(key).filter(|c| c.id == id) else { continue };
+                    c.on_child_exit(&mut ctx, status);
+                    self.after_turn(key, now);
+                }
+                Exit::PoolProc(r) => {
+                    let keys: Vec<usize> = self.conns.iter().filter(|(_, c)| c.uses_proc(r)).map(|(k, _)| k).collect();
+                    for key in keys {
+                        let (mut ctx, conns) = self.ctx(now);
+                        if let Some(c) = conns.get_mut(key) {
+                            c.on_pool_proc_died(&mut ctx);
+                            self.after_turn(key, now);
+                        }
+                    }
+                }
+            }
+        }
+        self.procs.plan(self.poll.registry(), now);
+    }
+
+    fn on_signals(&mut self, now: Instant) {
+        while let Some(sig) = self.signals.next_signal() {
+            match sig {
+                Signal::Terminate => {
+                    info!("SIGTERM: stopping now ({} connections)", self.conns.len());
+                    self.stop_listening();
+                    self.shutdown_conns(now);
+                    // One best-effort flush of the close frames, then out.
+                    self.state = RunState::Stopped;
+                }
+                Signal::Interrupt => {
+                    info!("SIGINT: graceful stop ({} connections)", self.conns.len());
+                    self.stop_listening();
+                    self.shutdown_conns(now);
+                    self.state = RunState::Draining { deadline: now + GRACEFUL_STOP_LIMIT };
+                }
+                Signal::Hangup => {
+                    crate::runtime::logging::reopen();
+                    info!("SIGHUP: log files reopened");
+                }
+                Signal::Status => self.log_status(now),
+                Signal::Child => self.on_child(now),
+                Signal::Other(n) => debug!("ignoring signal {n}"),
+            }
+        }
+    }
+
+    fn stop_listening(&mut self) {
+        for l in self.listeners.iter_mut() {
+            l.deregister(self.poll.registry());
+            l.cleanup();
+        }
+        self.listeners.clear();
+    }
+
+    fn shutdown_conns(&mut self, now: Instant) {
+        self.visit_all(now, Conn::begin_shutdown);
+    }
+
+    fn log_status(&mut self, now: Instant) {
+        info!(
+            "status: {} connections, {} buffers in use, {} spare, accept {}, {} turns waiting",
+            self.conns.len(),
+            self.pool.in_use,
+            self.pool.spare(),
+            if self.accept_paused { "paused" } else { "running" },
+            self.backlog.len()
+        );
+        let t = &mut self.turns;
+        info!(
+            "status: longest turn {} us (c{}); since the last report {} us (c{})",
+            t.longest.as_micros(),
+            t.longest_conn,
+            t.recent.as_micros(),
+            t.recent_conn
+        );
+        t.recent = Duration::ZERO;
+        info!("status: {}", self.drains.status_line());
+        for line in self.hosts.status_lines(now) {
+            info!("status: {line}");
+        }
+        if self.checker.in_flight() > 0 {
+            info!("status: {} health probes in flight", self.checker.in_flight());
+        }
+        for line in self.procs.status_lines() {
+            info!("status: {line}");
+        }
+        info!("status: log lines suppressed: {}, accept failures: {}", crate::process::childlog::suppressed_total(), self.accept_failures.total());
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.finish_children();
+        for l in &self.listeners {
+            l.cleanup();
+        }
+    }
+}
