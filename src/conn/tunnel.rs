@@ -186,8 +186,8 @@ impl Conn {
             return false;
         }
         let Some(b) = self.backend.as_mut() else {
-            self.lost_in += ready as u64;
-            self.inbound.consume_ready(ready);
+            // The backend failed (logged there): nothing names a bound.
+            self.drop_undelivered(None);
             return true;
         };
         if !self.backend_io.writable {
@@ -482,12 +482,7 @@ impl Conn {
                 self.inbound.consume_ready(n);
             }
         }
-        let undelivered = self.inbound.ready().len();
-        if undelivered > 0 {
-            self.lost_in += undelivered as u64;
-            self.inbound.consume_ready(undelivered);
-            self.cut.get_or_insert(Cut::Violation);
-        }
+        self.drop_undelivered(Some(Cut::Violation));
         self.drop_backend(ctx);
         let drop = self.tunnel.as_ref().is_some_and(|t| t.settings.fail_by_drop);
         if drop {
@@ -525,6 +520,20 @@ impl Conn {
         }
     }
 
+    /// Gives up the client payload still waiting for the backend: counted in `lost_in`
+    /// for the access line, with the bound that cut it when one did.
+    fn drop_undelivered(&mut self, cut: Option<Cut>) {
+        let n = self.inbound.ready().len();
+        if n == 0 {
+            return;
+        }
+        self.lost_in += n as u64;
+        self.inbound.consume_ready(n);
+        if let Some(c) = cut {
+            self.cut.get_or_insert(c);
+        }
+    }
+
     /// close-handshake-timeout passed in `Closing`. Still waiting for the backend: the
     /// Close goes out now and the backend is cut (logged, `cut=close-timeout`), and the
     /// Close frame gets a short while to be flushed. Otherwise the handshake is over.
@@ -533,12 +542,7 @@ impl Conn {
             // Our Close went unanswered, or the client is gone and the backend did not
             // take the rest of its bytes in time.
             debug!("[c{}] close timeout", self.id);
-            let undelivered = self.inbound.ready().len();
-            if undelivered > 0 {
-                self.lost_in += undelivered as u64;
-                self.inbound.consume_ready(undelivered);
-                self.cut.get_or_insert(Cut::CloseTimeout);
-            }
+            self.drop_undelivered(Some(Cut::CloseTimeout));
             self.phase = Phase::Done;
             return;
         }
@@ -548,8 +552,7 @@ impl Conn {
             self.id
         );
         self.cut = Some(Cut::CloseTimeout);
-        self.lost_in += undelivered as u64;
-        self.inbound.consume_ready(undelivered);
+        self.drop_undelivered(None);
         self.drop_backend(ctx);
         self.backend_eof = true;
         self.start_close(ctx, close::GOING_AWAY, "backend did not finish", ClosedBy::Backend);
