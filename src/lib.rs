@@ -21,6 +21,7 @@ mod errno;
 mod http;
 mod payload;
 mod process;
+mod readloop;
 mod runtime;
 mod token;
 mod ws;

@@ -198,7 +198,7 @@ impl Conn {
             // What it wrote to stderr before now (often its last words, racing its exit)
             // is logged under this connection; the reaper reads the rest.
             if let Some(p) = pipes.as_mut() {
-                if drain_stderr(p, &mut err_log, ctx.now) == Drained::Closed {
+                if drain_stderr(p, &mut err_log, ctx.now).is_closed() {
                     err_log.finish(ctx.now);
                 }
             }
@@ -292,14 +292,14 @@ impl Conn {
     pub(crate) fn read_child_stderr(&mut self, ctx: &mut Ctx) {
         let (Some(BackendStream::Child(p)), Some(c)) = (self.backend.as_mut(), self.child.as_mut()) else { return };
         match drain_stderr(p, &mut c.err_log, ctx.now) {
-            Drained::Empty => {}
+            Drained::Empty | Drained::Stopped => {}
             Drained::Budget => {
                 if let Err(e) = p.rearm_stderr(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
                     // Not watched any more: the reaper drains it after the connection.
                     warn!("[c{}] cannot watch the stderr of program {}: {e}", self.id, c.pid);
                 }
             }
-            Drained::Closed => {
+            Drained::Closed { .. } => {
                 c.err_log.finish(ctx.now);
                 p.close_stderr(ctx.registry);
             }

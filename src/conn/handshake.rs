@@ -20,6 +20,7 @@ use crate::http::{self, Parse, Request, UpgradePolicy};
 use crate::payload::transform::Transformer;
 use crate::payload::reframe::Reframer;
 use crate::ws::deflate::Inflater;
+use crate::readloop::{self, Drained, Next};
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -328,21 +329,15 @@ impl Conn {
             self.client.shutdown_write();
             self.phase = Phase::Linger { deadline, shut: true };
         }
-        let mut sink = [0u8; 4096];
-        while self.client_io.readable {
-            match self.client.read(&mut sink) {
-                Ok(0) => {
-                    self.phase = Phase::Done;
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.phase = Phase::Done;
-                    return;
-                }
-            }
+        if !self.client_io.readable {
+            return;
+        }
+        // Unbounded in bytes: a lingering client's input is only dropped, and it ends at
+        // EOF, an error, or LINGER_TIMEOUT.
+        let (how, _) = readloop::read_until_blocked(|b| self.client.read(b), usize::MAX, |_| Next::Read);
+        match how {
+            Drained::Empty | Drained::Budget | Drained::Stopped => self.client_io.readable = false,
+            Drained::Closed { .. } => self.phase = Phase::Done,
         }
     }
 }

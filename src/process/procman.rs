@@ -262,13 +262,13 @@ impl ProcMan {
         let now = Instant::now();
         let (rx, log) = (&mut o.rx, &mut o.log);
         match childlog::drain(|b| std::io::Read::read(rx, b), |b| log.feed(b, now)) {
-            Drained::Empty => {}
+            Drained::Empty | Drained::Stopped => {}
             Drained::Budget => {
                 if let Err(e) = reg.reregister(&mut o.rx, token::proc_out_token(key), Interest::READABLE) {
                     warn!("cannot watch pool process output any more: {e}");
                 }
             }
-            Drained::Closed => {
+            Drained::Closed { .. } => {
                 let mut o = self.outputs.remove(key);
                 o.log.finish(now);
                 let _ = reg.deregister(&mut o.rx);
