@@ -144,7 +144,7 @@ impl Conn {
             minor_version: req.minor_version,
             headers: &req.headers,
             route_key: &t.route_key,
-            peer: self.peer,
+            peer: self.client.peer(),
             local,
             tls,
         };

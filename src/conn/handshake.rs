@@ -70,7 +70,7 @@ impl Conn {
         let backends = route.backends.clone();
         let route_key = route.key.clone();
         let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
-        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.peer.map(|p| p.ip()));
+        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.client.peer().map(|p| p.ip()));
         if !req.is_upgrade_request() {
             return self.reject(
                 ctx,
@@ -137,7 +137,7 @@ impl Conn {
             host: req.header("host"),
             method: &req.method,
             scheme: self.client.scheme(),
-            remote_ip: self.peer.map(|p| p.ip()),
+            remote_ip: self.client.peer().map(|p| p.ip()),
             headers: &headers,
             server_socket,
         };

@@ -25,7 +25,6 @@
 //! Readiness is edge-triggered and remembered in per-endpoint flags; every handler runs
 //! until it would block, and a full buffer simply stops reading the side that fills it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -192,7 +191,6 @@ pub struct Conn {
     pub id: u64,
     pub key: usize,
     pub listener: usize,
-    pub peer: Option<SocketAddr>,
     pub client: ClientStream,
     pub backend: Option<BackendStream>,
     pub phase: Phase,
@@ -248,7 +246,6 @@ impl Conn {
         key: usize,
         listener: usize,
         client: ClientStream,
-        peer: Option<SocketAddr>,
         now: Instant,
         handshake_timeout: Duration,
     ) -> Conn {
@@ -256,7 +253,6 @@ impl Conn {
             id,
             key,
             listener,
-            peer,
             client,
             backend: None,
             phase: Phase::Handshake { deadline: deadline_after(now, handshake_timeout) },
@@ -421,7 +417,7 @@ impl Conn {
     }
 
     fn log_access(&self, now: Instant) {
-        let peer = self.peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
+        let peer = self.client.peer().map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
         let (path, backend) = match &self.tunnel {
             Some(t) => (t.path.as_str(), if t.backend_name.is_empty() { "-" } else { t.backend_name.as_str() }),
             None => ("-", "-"),

@@ -75,10 +75,10 @@ impl Listener {
         }
     }
 
-    pub fn accept(&self) -> io::Result<(ClientStream, Option<SocketAddr>)> {
+    pub fn accept(&self) -> io::Result<ClientStream> {
         match self {
-            Listener::Tcp { sock, .. } => sock.accept().map(|(s, a)| (ClientStream::Tcp(s), Some(a))),
-            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| (ClientStream::Unix(s), None)),
+            Listener::Tcp { sock, .. } => sock.accept().map(|(s, a)| ClientStream::tcp(s, a)),
+            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| ClientStream::unix(s)),
         }
     }
 

@@ -360,7 +360,7 @@ impl Server {
                     info!("accept on {}: accepting again after {n} failed accepts", l.name());
                 }
             }
-            let (stream, peer) = match accepted {
+            let stream = match accepted {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -381,7 +381,7 @@ impl Server {
                     continue;
                 }
             };
-            self.add_conn(i, stream, peer, now);
+            self.add_conn(i, stream, now);
         }
         // Edge-triggered: no new event comes for clients already waiting, so the rest is
         // taken from the backlog.
@@ -390,18 +390,18 @@ impl Server {
         }
     }
 
-    fn add_conn(&mut self, listener: usize, stream: ClientStream, peer: Option<std::net::SocketAddr>, now: Instant) {
+    fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
         let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let mut conn = Conn::new(id, key, listener, stream, peer, now, timeout);
+        let mut conn = Conn::new(id, key, listener, stream, now, timeout);
         if let Err(e) = conn.register(self.poll.registry()) {
             error!("[c{id}] cannot register client socket: {e}");
             return;
         }
-        debug!("[c{id}] accepted from {}", peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into()));
+        debug!("[c{id}] accepted from {}", conn.client.peer().map(|p| p.to_string()).unwrap_or_else(|| "unix".into()));
         // No read yet: a request that is already waiting is reported by the next
         // epoll_wait (registration checks readiness), and one that is not would cost a
         // recvfrom that only says EAGAIN — about half of all accepts under load.
