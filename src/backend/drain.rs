@@ -19,6 +19,7 @@ use mio::Registry;
 use slab::Slab;
 
 use crate::backend::stream::BackendStream;
+use crate::metrics::{Family, Kind, Sink, Source};
 use crate::readloop::{self, Drained, Next};
 use crate::token;
 
@@ -163,6 +164,28 @@ impl Drains {
             self.cut,
             self.discarded
         )
+    }
+}
+
+const DRAINS_OPEN: Family = Family {
+    name: "wstund_drains_open",
+    help: "Backend sockets let go before their EOF and still being read to the end.",
+    kind: Kind::Gauge,
+};
+const DRAINS_ENDED: Family = Family {
+    name: "wstund_drains_ended_total",
+    help: "Let-go backend sockets closed, by how (eof: read to the end; bound: cut at a time, size or count bound).",
+    kind: Kind::Counter,
+};
+const DRAIN_BYTES: Family =
+    Family { name: "wstund_drain_bytes_total", help: "Bytes read and dropped from let-go backend sockets.", kind: Kind::Counter };
+
+impl Source for Drains {
+    fn expose(&self, out: &mut dyn Sink) {
+        out.sample(&DRAINS_OPEN, &[], self.set.len() as u64);
+        out.sample(&DRAINS_ENDED, &[("how", "eof")], self.finished);
+        out.sample(&DRAINS_ENDED, &[("how", "bound")], self.cut);
+        out.sample(&DRAIN_BYTES, &[], self.discarded);
     }
 }
 

@@ -111,6 +111,7 @@ impl Conn {
             chain: Chain::default(),
             backend_index: 0,
             host: None,
+            opened: false,
             upgrade: Some(upgrade),
             opcode: plan.opcode,
             opts: plan.opts,
@@ -277,6 +278,8 @@ impl Conn {
         if let Some(id) = t.host {
             ctx.hosts.connect_ok(id);
         }
+        t.opened = true;
+        ctx.metrics.opened(&t.route_key);
         let mut resp = Vec::with_capacity(256);
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);

@@ -44,6 +44,7 @@ use crate::http::{Request, Upgrade};
 use crate::payload::inbound::{Inbound, InboundOpts};
 use crate::payload::outbound::Outbound;
 use crate::process::procman::ProcMan;
+use crate::metrics::{TunnelEnd, TunnelMetrics};
 use crate::token::{conn_token, Endpoint};
 use crate::ws::frame::OpCode;
 
@@ -79,6 +80,8 @@ pub struct Ctx<'a> {
     pub procs: &'a mut ProcMan,
     /// Backend sockets let go before their EOF, read to the end.
     pub drains: &'a mut Drains,
+    /// Tunnel counters per route (`metrics/`): fed at the 101 and at teardown.
+    pub metrics: &'a mut TunnelMetrics,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,6 +172,8 @@ pub struct Tunnel {
     pub host: Option<HostId>,
     /// Kept until the 101 goes out.
     pub upgrade: Option<Upgrade>,
+    /// The 101 went out (for the counters: a tunnel, not an HTTP answer).
+    pub opened: bool,
     pub opcode: OpCode,
     pub opts: InboundOpts,
     pub backend_name: String,
@@ -378,7 +383,23 @@ impl Conn {
         self.release_host(ctx);
         self.inbound.release(ctx.pool);
         self.outbound.release(ctx.pool);
+        self.count_end(ctx.metrics);
         self.log_access(ctx.now);
+    }
+
+    fn count_end(&self, metrics: &mut TunnelMetrics) {
+        let t = self.tunnel.as_deref();
+        metrics.ended(&TunnelEnd {
+            route: t.map(|t| t.route_key.as_str()),
+            opened: t.is_some_and(|t| t.opened),
+            http_status: self.status,
+            close_code: self.close_code.unwrap_or(crate::ws::close::ABNORMAL),
+            bytes_in: self.inbound.payload_bytes,
+            bytes_out: self.outbound.payload_bytes,
+            lost_in: self.lost_in,
+            lost_out: self.lost_out,
+            cut: self.cut.map(Cut::as_str),
+        });
     }
 
     /// Gives back the load unit this connection holds on its host, if any.

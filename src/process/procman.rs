@@ -23,6 +23,7 @@ use slab::Slab;
 
 use crate::backend::address::{Address, Resolver};
 use crate::conf::{BackendMode, BackendSpec, Config};
+use crate::metrics::{Family, Kind, Sink, Source};
 use crate::process::childlog::{self, ChildLog, Drained};
 use crate::process::exec::{self, describe_status, Program};
 use crate::process::pool::{Action, Limits, Pool, Proc, ProcRef, ProcState, Spawned};
@@ -418,3 +419,40 @@ fn log_action(a: &Action) {
         Action::Spawn { .. } | Action::Signal { .. } => {}
     }
 }
+const POOL_PROCS: Family =
+    Family { name: "wstund_pool_processes", help: "Processes of a spawned pool, by state.", kind: Kind::Gauge };
+const POOL_LOAD: Family =
+    Family { name: "wstund_pool_load", help: "Connections carried by a spawned pool's processes now.", kind: Kind::Gauge };
+const POOL_CONNECTED: Family =
+    Family { name: "wstund_pool_connected_total", help: "Connections ever assigned to a spawned pool.", kind: Kind::Counter };
+const POOL_DIED: Family =
+    Family { name: "wstund_pool_died_total", help: "Unexpected deaths of a spawned pool's processes.", kind: Kind::Counter };
+const PROGRAMS: Family = Family {
+    name: "wstund_programs",
+    help: "Per-connection stdio programs alive (running or on their way down).",
+    kind: Kind::Gauge,
+};
+
+impl Source for ProcMan {
+    fn expose(&self, out: &mut dyn Sink) {
+        const STATES: [&str; 7] = ["off", "starting", "external", "running", "disabled", "dead", "stopping"];
+        for p in &self.pools {
+            for state in STATES {
+                let n = p.pool.procs.iter().filter(|pr| pr.state_name() == state).count();
+                out.sample(&POOL_PROCS, &[("pool", &p.pool.name), ("state", state)], n as u64);
+            }
+        }
+        for p in &self.pools {
+            let load: u64 = p.pool.procs.iter().map(|pr| u64::from(pr.load)).sum();
+            out.sample(&POOL_LOAD, &[("pool", &p.pool.name)], load);
+        }
+        for p in &self.pools {
+            out.sample(&POOL_CONNECTED, &[("pool", &p.pool.name)], p.pool.procs.iter().map(|pr| pr.connected).sum());
+        }
+        for p in &self.pools {
+            out.sample(&POOL_DIED, &[("pool", &p.pool.name)], p.pool.procs.iter().map(|pr| u64::from(pr.died)).sum());
+        }
+        out.sample(&PROGRAMS, &[], self.progs.len() as u64);
+    }
+}
+

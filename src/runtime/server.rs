@@ -42,6 +42,7 @@ use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
 use crate::process::ratelimit::Repeats;
 use crate::runtime::signals::{Signal, Signals};
+use crate::metrics::{self, Family, Kind, Sink, TunnelMetrics};
 use crate::token::{self, Endpoint, Source};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -124,6 +125,8 @@ pub struct Server {
     children_done: bool,
     /// Backend sockets let go before their EOF, read to the end.
     drains: Drains,
+    /// Tunnel counters per route, fed by the connections.
+    tunnels: TunnelMetrics,
     backlog: VecDeque<Pending>,
     turns: TurnStats,
     /// When the current turn began: the end of the previous one, or the last
@@ -169,6 +172,7 @@ impl Server {
             procs,
             children_done: false,
             drains: Drains::new(),
+            tunnels: TunnelMetrics::new(),
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
             turn_start: Instant::now(),
@@ -262,6 +266,7 @@ impl Server {
                 server_tag: &self.server_tag,
                 procs: &mut self.procs,
                 drains: &mut self.drains,
+                metrics: &mut self.tunnels,
             },
             &mut self.conns,
         )
@@ -396,6 +401,7 @@ impl Server {
         let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
+        self.tunnels.accepted();
         let mut conn = Conn::new(id, key, listener, stream, now, timeout);
         if let Err(e) = conn.register(self.poll.registry()) {
             error!("[c{id}] cannot register client socket: {e}");
@@ -497,8 +503,9 @@ impl Server {
 
     fn log_status(&mut self, now: Instant) {
         info!(
-            "status: {} connections, {} buffers in use, {} spare, accept {}, {} turns waiting",
+            "status: {} connections ({} tunnels open), {} buffers in use, {} spare, accept {}, {} turns waiting",
             self.conns.len(),
+            self.tunnels.open_total(),
             self.pool.in_use,
             self.pool.spare(),
             if self.accept_paused { "paused" } else { "running" },
@@ -524,6 +531,69 @@ impl Server {
             info!("status: {line}");
         }
         info!("status: log lines suppressed: {}, accept failures: {}", crate::process::childlog::suppressed_total(), self.accept_failures.total());
+        for line in self.metrics_text().lines().filter(|l| !l.starts_with('#')) {
+            info!("metric: {line}");
+        }
+    }
+
+    /// Every counter and gauge, in the Prometheus text format: the one reading of the
+    /// metrics seam (`metrics/`) that the status dump and any HTTP view share.
+    pub fn metrics_text(&self) -> String {
+        let gauges = LoopGauges {
+            connections: self.conns.len() as u64,
+            buffers_in_use: self.pool.in_use as u64,
+            buffers_spare: self.pool.spare() as u64,
+            backlog: self.backlog.len() as u64,
+            longest_turn_us: self.turns.longest.as_micros() as u64,
+            accept_failures: self.accept_failures.total(),
+            log_lines_suppressed: crate::process::childlog::suppressed_total(),
+        };
+        metrics::prometheus::render(&[&gauges, &self.tunnels, &self.hosts, &self.procs, &self.drains])
+    }
+}
+
+/// What the loop itself knows: its connections, buffers, backlog and turns.
+struct LoopGauges {
+    connections: u64,
+    buffers_in_use: u64,
+    buffers_spare: u64,
+    backlog: u64,
+    longest_turn_us: u64,
+    accept_failures: u64,
+    log_lines_suppressed: u64,
+}
+
+const CONNECTIONS: Family =
+    Family { name: "wstund_connections", help: "Client connections held now (any phase).", kind: Kind::Gauge };
+const BUFFERS: Family =
+    Family { name: "wstund_buffers", help: "Payload buffers, in use by connections or spare in the pool.", kind: Kind::Gauge };
+const BACKLOG: Family =
+    Family { name: "wstund_loop_backlog", help: "Connections, drains and listeners waiting for another turn.", kind: Kind::Gauge };
+const LONGEST_TURN: Family = Family {
+    name: "wstund_loop_longest_turn_microseconds",
+    help: "Longest single connection turn since start.",
+    kind: Kind::Gauge,
+};
+const ACCEPT_FAILURES: Family = Family {
+    name: "wstund_accept_failures_total",
+    help: "accept(2) failures for lack of descriptors or memory.",
+    kind: Kind::Counter,
+};
+const SUPPRESSED: Family = Family {
+    name: "wstund_log_lines_suppressed_total",
+    help: "Children's log lines dropped by the rate limit.",
+    kind: Kind::Counter,
+};
+
+impl metrics::Source for LoopGauges {
+    fn expose(&self, out: &mut dyn Sink) {
+        out.sample(&CONNECTIONS, &[], self.connections);
+        out.sample(&BUFFERS, &[("state", "in_use")], self.buffers_in_use);
+        out.sample(&BUFFERS, &[("state", "spare")], self.buffers_spare);
+        out.sample(&BACKLOG, &[], self.backlog);
+        out.sample(&LONGEST_TURN, &[], self.longest_turn_us);
+        out.sample(&ACCEPT_FAILURES, &[], self.accept_failures);
+        out.sample(&SUPPRESSED, &[], self.log_lines_suppressed);
     }
 }
 
