@@ -151,6 +151,8 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Close with 1001 when no PONG arrives this long after a PING; 0 = do not wait."
     PingSize.ping_size = "wstunnel.ping-size" : "integer" [4, 125] [] default "4" unit Bytes;
         "Payload size of PING frames."
+    IdlePing.idle_ping = "wstunnel.idle-ping" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "With ping-interval 0: ping a client silent for half of server.max-read-idle, so one that answers is not cut (a wstund extension)."
     Versions.versions = "wstunnel.versions" : "array of integers" [0, 255] ["13", "8"] default "( 13 )" unit None;
         "Accepted Sec-WebSocket-Version values."
     Subprotocols.subprotocols = "wstunnel.subprotocols" : "array of strings" [0, 0] [] default "( \"binary\", \"base64\" )" unit None;

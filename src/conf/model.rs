@@ -44,6 +44,8 @@ pub const DEFAULT_OPEN_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(10_00
 pub const DEFAULT_CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(5_000);
 pub const DEFAULT_TCP_NODELAY: bool = true;
 pub const DEFAULT_PING_TIMEOUT: u32 = 0;
+/// Ping a silent client at half of max-read-idle (a deliberate difference from lighttpd).
+pub const DEFAULT_IDLE_PING: bool = true;
 pub const DEFAULT_PING_SIZE: u32 = 4;
 pub const DEFAULT_VERSIONS: &[u32] = &[13];
 pub const DEFAULT_SUBPROTOCOLS: &[&str] = &["binary", "base64"];
@@ -151,6 +153,8 @@ pub struct WsSettings {
     pub ping_timeout: u32,
     /// Payload bytes of each ping, 4..=125.
     pub ping_size: u32,
+    /// With no ping-interval: ping a client silent for half of max-read-idle.
+    pub idle_ping: bool,
     pub versions: Vec<u32>,
     pub subprotocols: Vec<String>,
     pub require_subprotocol: bool,
@@ -184,6 +188,7 @@ impl Default for WsSettings {
             close_handshake_timeout: DEFAULT_CLOSE_HANDSHAKE_TIMEOUT,
             tcp_nodelay: DEFAULT_TCP_NODELAY,
             ping_timeout: DEFAULT_PING_TIMEOUT,
+            idle_ping: DEFAULT_IDLE_PING,
             ping_size: DEFAULT_PING_SIZE,
             versions: DEFAULT_VERSIONS.to_vec(),
             subprotocols: DEFAULT_SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),

@@ -21,6 +21,7 @@ use crate::payload::transform::Transformer;
 use crate::payload::reframe::Reframer;
 use crate::ws::deflate::Inflater;
 use crate::readloop::{self, Drained, Next};
+use crate::conn::keepalive::Keepalive;
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -295,8 +296,7 @@ impl Conn {
             up.subprotocol.map(|p| format!(" (subprotocol {p})")).unwrap_or_default()
         );
         self.last_read = ctx.now;
-        self.last_ping = ctx.now;
-        self.phase = Phase::Open;
+        self.phase = Phase::Open { keepalive: Keepalive::new(ctx.now) };
         // The connect's writable edge was consumed by the check; readability stays as
         // the event said (a server-first backend may already have written a banner),
         // which saves a read that would only say EAGAIN.

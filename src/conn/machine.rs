@@ -32,7 +32,8 @@ use log::{debug, info};
 use mio::event::Event;
 use mio::Registry;
 
-use crate::conn::link::{ChildState, FailStatus, PoolLink};
+use crate::conn::keepalive::Keepalive;
+use crate::conn::link::{FailStatus, Link};
 use crate::backend::address::Resolver;
 use crate::backend::stream::BackendStream;
 use crate::payload::buffer::BufPool;
@@ -88,7 +89,8 @@ pub struct Ctx<'a> {
 pub enum Phase {
     Handshake { deadline: Instant },
     Connecting { deadline: Instant },
-    Open,
+    /// The ping state lives here: pings are sent and timed only while open.
+    Open { keepalive: Keepalive },
     Closing { deadline: Instant },
     Linger { deadline: Instant, shut: bool },
     Done,
@@ -202,10 +204,8 @@ pub struct Conn {
     pub inbound: Inbound,
     pub outbound: Outbound,
     pub tunnel: Option<Box<Tunnel>>,
-    /// The per-connection program, when the backend is one.
-    pub child: Option<Box<ChildState>>,
-    /// The pool process carrying the connection, when the backend is a spawned pool.
-    pub pool: Option<PoolLink>,
+    /// The pool process or the program behind the backend stream, by backend kind.
+    pub link: Link,
     /// Readiness of the client socket, remembered (edge-triggered).
     pub client_io: Readiness,
     /// No more input from the client (its FIN, a reset, or a read error).
@@ -240,9 +240,6 @@ pub struct Conn {
     pub started: Instant,
     pub last_read: Instant,
     pub last_write: Instant,
-    pub last_ping: Instant,
-    /// When the oldest unanswered ping went out (ping-timeout).
-    pub ping_outstanding: Option<Instant>,
 }
 
 impl Conn {
@@ -264,8 +261,7 @@ impl Conn {
             inbound: Inbound::new(),
             outbound: Outbound::new(),
             tunnel: None,
-            child: None,
-            pool: None,
+            link: Link::None,
             client_io: Readiness { readable: true, writable: true, hup: false },
             client_eof: false,
             client_gone: false,
@@ -287,8 +283,6 @@ impl Conn {
             started: now,
             last_read: now,
             last_write: now,
-            last_ping: now,
-            ping_outstanding: None,
         }
     }
 
@@ -321,7 +315,7 @@ impl Conn {
             match self.phase {
                 Phase::Handshake { .. } => self.drive_handshake(ctx),
                 Phase::Connecting { .. } => self.drive_connecting(ctx),
-                Phase::Open | Phase::Closing { .. } => {
+                Phase::Open { .. } | Phase::Closing { .. } => {
                     self.pump(ctx);
                     self.check_child(ctx);
                 }
@@ -347,7 +341,7 @@ impl Conn {
                 self.reject(ctx, 408, &[], "request timeout");
             }
             Phase::Connecting { deadline } if now >= deadline => self.connect_timed_out(ctx),
-            Phase::Open => {
+            Phase::Open { .. } => {
                 self.open_tick(ctx);
                 self.child_tick(ctx);
             }
@@ -365,7 +359,7 @@ impl Conn {
     /// Server shutdown: tunnels get close 1001, half-done handshakes just end.
     pub fn begin_shutdown(&mut self, ctx: &mut Ctx) {
         match self.phase {
-            Phase::Open | Phase::Closing { .. } => {
+            Phase::Open { .. } | Phase::Closing { .. } => {
                 self.start_close(ctx, crate::ws::close::GOING_AWAY, "server shutting down", ClosedBy::Server)
             }
             Phase::Handshake { .. } | Phase::Connecting { .. } => self.reject(ctx, 503, &[], "server shutting down"),

@@ -44,8 +44,6 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-/// Tolerance for per-second timers checked on the 1-second tick.
-const TICK_SLACK: Duration = Duration::from_millis(50);
 /// Most bytes one connection moves in one turn: read from or written to either side
 /// (writes count too, so inflating a small compressed input is bounded as well).
 pub const TURN_BYTES: usize = 512 * 1024;
@@ -57,6 +55,7 @@ const TIME_CHECK_BYTES: usize = 16 * 1024;
 
 use log::{debug, info, warn};
 
+use crate::conn::keepalive::{Due, KeepalivePolicy};
 use crate::conn::machine::{deadline_after, Conn, Ctx, Cut, Phase, ClosedBy, LINGER_TIMEOUT};
 use crate::payload::inbound::{Control, Decoded, InboundOpts, Violation};
 use crate::payload::outbound::{Finish, ReadOutcome};
@@ -365,7 +364,11 @@ impl Conn {
         match c.opcode {
             OpCode::Ping if !self.close_sent => self.outbound.queue_pong(ctx.pool, c.payload()),
             OpCode::Ping => {}
-            OpCode::Pong => self.ping_outstanding = None,
+            OpCode::Pong => {
+                if let Phase::Open { keepalive } = &mut self.phase {
+                    keepalive.pong();
+                }
+            }
             OpCode::Close => match close::parse_close_payload(c.payload()) {
                 Err(e) => self.fail(ctx, Violation { code: e.close_code(), reason: e.to_string() }),
                 Ok(parsed) => {
@@ -399,7 +402,7 @@ impl Conn {
     /// The close has begun (a Close frame either way, or the client's FIN): the rest is
     /// bounded by close-handshake-timeout.
     fn enter_closing(&mut self, ctx: &mut Ctx) {
-        if self.phase == Phase::Open {
+        if matches!(self.phase, Phase::Open { .. }) {
             self.phase = Phase::Closing { deadline: deadline_after(ctx.now, self.close_timeout()) };
         }
     }
@@ -580,33 +583,28 @@ impl Conn {
             self.last_write = ctx.now;
         }
         let Some(t) = self.tunnel.as_ref() else { return };
-        let (interval, timeout, size, drop) =
-            (t.settings.ping_interval, t.settings.ping_timeout, t.settings.ping_size, t.settings.fail_by_drop);
-        if let Some(since) = self.ping_outstanding {
-            if timeout > 0 && ctx.now + TICK_SLACK >= since + Duration::from_secs(u64::from(timeout)) {
-                info!("[c{}] no pong within {timeout}s", self.id);
-                if drop {
+        let Phase::Open { keepalive } = &mut self.phase else { return };
+        let policy = KeepalivePolicy::new(t.settings.ping_interval, t.settings.ping_timeout, idle, t.settings.idle_ping);
+        match keepalive.due(ctx.now, self.last_read, &policy) {
+            Due::Nothing => {}
+            Due::NoPong => {
+                info!("[c{}] no pong within {}s", self.id, policy.timeout.as_secs());
+                if t.settings.fail_by_drop {
                     self.close_code.get_or_insert(close::ABNORMAL);
                     self.closed_by.get_or_insert(ClosedBy::Server);
                     self.phase = Phase::Done;
                 } else {
                     self.start_close(ctx, close::GOING_AWAY, "ping timeout", ClosedBy::Server);
                 }
-                return;
             }
-        }
-        // The tick can land a hair early; a whole-second comparison would then skip a
-        // ping and double the interval.
-        let due = self.last_ping + Duration::from_secs(u64::from(interval));
-        if interval > 0 && ctx.now + TICK_SLACK >= due {
-            self.last_ping = ctx.now;
-            // A 4-byte stamp, zero-padded to ping-size (4..=125).
-            let mut payload = [0u8; CONTROL_PAYLOAD_LEN];
-            let stamp = (ctx.now.duration_since(self.started).as_millis() as u32).to_be_bytes();
-            payload[..4].copy_from_slice(&stamp);
-            let n = (size as usize).clamp(4, CONTROL_PAYLOAD_LEN);
-            if self.outbound.push_control(ctx.pool, OpCode::Ping, &payload[..n]) && self.ping_outstanding.is_none() {
-                self.ping_outstanding = Some(ctx.now);
+            Due::Ping => {
+                // A 4-byte stamp, zero-padded to ping-size (4..=125).
+                let mut payload = [0u8; CONTROL_PAYLOAD_LEN];
+                let stamp = (ctx.now.duration_since(self.started).as_millis() as u32).to_be_bytes();
+                payload[..4].copy_from_slice(&stamp);
+                let n = (t.settings.ping_size as usize).clamp(4, CONTROL_PAYLOAD_LEN);
+                let queued = self.outbound.push_control(ctx.pool, OpCode::Ping, &payload[..n]);
+                keepalive.pinged(ctx.now, queued);
             }
         }
     }
