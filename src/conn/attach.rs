@@ -237,7 +237,7 @@ impl Conn {
     /// After a pump: a program that has exited and whose output is drained ends the
     /// tunnel with 1000 (exit 0) or 1011, the status as the reason.
     pub(crate) fn check_child(&mut self, ctx: &mut Ctx) {
-        if !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. }) || self.close_sent {
+        if !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. }) || self.close_sent() {
             return;
         }
         let Some(c) = self.link.program() else { return };
@@ -282,7 +282,7 @@ impl Conn {
         if let Some(c) = self.link.program_mut() {
             c.err_log.tick(ctx.now);
         }
-        if !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. }) || self.close_sent {
+        if !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. }) || self.close_sent() {
             return;
         }
         let Some(c) = self.link.program() else { return };

@@ -85,15 +85,41 @@ pub struct Ctx<'a> {
     pub metrics: &'a mut TunnelMetrics,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     Handshake { deadline: Instant },
     Connecting { deadline: Instant },
     /// The ping state lives here: pings are sent and timed only while open.
     Open { keepalive: Keepalive },
-    Closing { deadline: Instant },
+    /// The close handshake's state lives here: it exists only once a close has begun.
+    Closing { deadline: Instant, close: CloseHandshake },
     Linger { deadline: Instant, shut: bool },
     Done,
+}
+
+/// How far the close handshake has gone (in `Phase::Closing`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloseHandshake {
+    /// Our Close frame is queued, behind everything the client may still get.
+    pub sent: bool,
+    /// The client's Close arrived: nothing after it is read (RFC 6455 5.5.1).
+    pub received: bool,
+    /// Our answer to the client's Close, sent once the backend has finished.
+    pub reply: Option<(u16, String)>,
+}
+
+impl Phase {
+    /// What the drive loop compares to see whether a handler moved the connection on:
+    /// the phase and its deadline (a new deadline is a new step), not the state a phase
+    /// carries.
+    fn mark(&self) -> (std::mem::Discriminant<Phase>, Option<Instant>, bool) {
+        let deadline = match self {
+            Phase::Handshake { deadline } | Phase::Connecting { deadline } | Phase::Closing { deadline, .. } => Some(*deadline),
+            Phase::Linger { deadline, .. } => Some(*deadline),
+            Phase::Open { .. } | Phase::Done => None,
+        };
+        (std::mem::discriminant(self), deadline, matches!(self, Phase::Linger { shut: true, .. }))
+    }
 }
 
 /// What epoll has said about one side and nobody has used up yet: with edge-triggered
@@ -219,10 +245,6 @@ pub struct Conn {
     pub backend_io: Readiness,
     pub backend_eof: bool,
     pub backend_shut: bool,
-    pub close_sent: bool,
-    pub close_received: bool,
-    /// Our answer to the client's Close, sent once the backend has finished.
-    pub close_reply: Option<(u16, String)>,
     pub close_code: Option<u16>,
     /// The last turn ended at its budget with work left (`tunnel.rs`): run it again.
     pub more_work: bool,
@@ -269,9 +291,6 @@ impl Conn {
             backend_io: Readiness::default(),
             backend_eof: false,
             backend_shut: false,
-            close_sent: false,
-            close_received: false,
-            close_reply: None,
             close_code: None,
             more_work: false,
             in_backlog: false,
@@ -294,6 +313,24 @@ impl Conn {
         self.phase == Phase::Done
     }
 
+    /// The close handshake so far, once a close has begun.
+    pub(crate) fn closing(&self) -> Option<&CloseHandshake> {
+        match &self.phase {
+            Phase::Closing { close, .. } => Some(close),
+            _ => None,
+        }
+    }
+
+    /// Our Close frame is queued.
+    pub(crate) fn close_sent(&self) -> bool {
+        self.closing().is_some_and(|c| c.sent)
+    }
+
+    /// The client's Close has arrived.
+    pub(crate) fn close_received(&self) -> bool {
+        self.closing().is_some_and(|c| c.received)
+    }
+
     /// Records readiness from one event and runs the state machine.
     pub fn on_event(&mut self, ep: Endpoint, ev: &Event, ctx: &mut Ctx) {
         match ep {
@@ -311,7 +348,7 @@ impl Conn {
     /// Runs phase handlers until none makes progress.
     pub fn drive(&mut self, ctx: &mut Ctx) {
         loop {
-            let before = self.phase;
+            let before = self.phase.mark();
             match self.phase {
                 Phase::Handshake { .. } => self.drive_handshake(ctx),
                 Phase::Connecting { .. } => self.drive_connecting(ctx),
@@ -322,7 +359,7 @@ impl Conn {
                 Phase::Linger { .. } => self.drive_linger(ctx),
                 Phase::Done => return,
             }
-            if self.phase == before {
+            if self.phase.mark() == before {
                 break;
             }
         }
@@ -345,7 +382,7 @@ impl Conn {
                 self.open_tick(ctx);
                 self.child_tick(ctx);
             }
-            Phase::Closing { deadline } if now >= deadline => self.close_timed_out(ctx),
+            Phase::Closing { deadline, .. } if now >= deadline => self.close_timed_out(ctx),
             Phase::Closing { .. } => self.child_tick(ctx),
             Phase::Linger { deadline, .. } if now >= deadline => {
                 debug!("[c{}] close timeout", self.id);
