@@ -6,6 +6,7 @@
 //! `DEFAULT_*` constant in `model`. Directives of lighttpd modules wstund
 //! does not implement are accepted and reported in [`Loaded::warnings`].
 
+pub mod accounts;
 mod ast;
 mod backend;
 mod cond;

@@ -15,8 +15,6 @@ pub const DEFAULT_BIND: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 80;
 pub const DEFAULT_MAX_READ_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_WRITE_IDLE: Duration = Duration::from_secs(360);
-/// lighttpd's default: a third of its default `server.max-fds` (4096).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 1365;
 pub const DEFAULT_TAG: &str = "wstund";
 pub const DEFAULT_MAX_WORKER: u32 = 0;
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
@@ -84,7 +82,8 @@ pub struct ServerSettings {
     pub port: u16,
     pub max_read_idle: Duration,
     pub max_write_idle: Duration,
-    pub max_connections: u32,
+    /// Unset: as many as the descriptor limit allows (`runtime/limits.rs`).
+    pub max_connections: Option<u32>,
     pub max_fds: Option<u32>,
     pub max_worker: u32,
     pub listen_backlog: u32,
@@ -94,6 +93,10 @@ pub struct ServerSettings {
     pub username: Option<String>,
     pub groupname: Option<String>,
     pub chroot: Option<PathBuf>,
+    /// Mode of unix-domain listening sockets (lighttpd's `server.socket-perms`).
+    pub socket_perms: Option<FileMode>,
+    /// Group owning unix-domain listening sockets (a wstund extension).
+    pub socket_group: Option<String>,
     pub tag: String,
     pub modules: Vec<String>,
 }
@@ -105,7 +108,7 @@ impl Default for ServerSettings {
             port: DEFAULT_PORT,
             max_read_idle: DEFAULT_MAX_READ_IDLE,
             max_write_idle: DEFAULT_MAX_WRITE_IDLE,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: None,
             max_fds: None,
             max_worker: DEFAULT_MAX_WORKER,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
@@ -115,11 +118,17 @@ impl Default for ServerSettings {
             username: None,
             groupname: None,
             chroot: None,
+            socket_perms: None,
+            socket_group: None,
             tag: DEFAULT_TAG.to_string(),
             modules: Vec::new(),
         }
     }
 }
+
+/// A file mode given in octal, as lighttpd's `server.socket-perms` takes it ("0660").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMode(pub u32);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WsSettings {

@@ -67,6 +67,9 @@ pub struct ProcMan {
     outputs: Slab<OutPipe>,
     /// Per-connection programs (counts, exit routing, kill ladder).
     pub progs: Progs,
+    /// While `start` runs: the first pool process that could not be started. A pool
+    /// that cannot start at all is a failed start, as in lighttpd.
+    start_failure: Option<Option<String>>,
 }
 
 impl ProcMan {
@@ -112,8 +115,9 @@ impl ProcMan {
         pm
     }
 
-    /// Starts min-procs of every pool.
-    pub fn start(&mut self, reg: &Registry, now: Instant) {
+    /// Starts min-procs of every pool. Err: the first process that could not be started
+    /// (its bin-path cannot run, its socket cannot be bound), for the start-up report.
+    pub fn start(&mut self, reg: &Registry, now: Instant) -> Result<(), String> {
         for p in &self.pools {
             info!(
                 "pool {}: {} on {} (min-procs {}, max-procs {})",
@@ -124,7 +128,20 @@ impl ProcMan {
                 p.pool.limits.max_procs
             );
         }
+        self.start_failure = Some(None);
         self.plan(reg, now);
+        match self.start_failure.take().flatten() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers why a pool process failed to start, during `start`.
+    fn start_failed(&mut self, reason: String) {
+        error!("{reason}");
+        if let Some(first @ None) = &mut self.start_failure {
+            *first = Some(reason);
+        }
     }
 
     /// The pool serving this backend entry, if it is a spawned one.
@@ -213,7 +230,7 @@ impl ProcMan {
         let target = match spawn::slot_address(&p.base, proc) {
             Ok(t) => t,
             Err(e) => {
-                error!("{name} proc {proc}: {e}");
+                self.start_failed(format!("{name} proc {proc}: {e}"));
                 return Spawned::Failed;
             }
         };
@@ -225,7 +242,7 @@ impl ProcMan {
         let fd = match spawn::bind(&target, p.spec.listen_backlog) {
             Ok(fd) => fd,
             Err(e) => {
-                error!("{name} proc {proc}: cannot listen on {addr}: {e}");
+                self.start_failed(format!("{name} proc {proc}: cannot listen on {addr}: {e}"));
                 return Spawned::Failed;
             }
         };
@@ -248,7 +265,7 @@ impl ProcMan {
                 Spawned::Started { pid: s.pid }
             }
             Err(e) => {
-                error!("{name} proc {proc}: {e}");
+                self.start_failed(format!("{name} proc {proc}: {e}"));
                 Spawned::Failed
             }
         }

@@ -132,6 +132,8 @@ pub struct Server {
     /// When the current turn began: the end of the previous one, or the last
     /// non-connection event (one clock read per turn).
     turn_start: Instant,
+    /// A pool process that could not be started at start-up.
+    start_failure: Option<String>,
 }
 
 impl Server {
@@ -145,12 +147,13 @@ impl Server {
         }
         let sfd = signals.raw_fd();
         poll.registry().register(&mut SourceFd(&sfd), token::SIGNAL, Interest::READABLE)?;
-        let max_conns = config.server.max_connections.max(1) as usize;
+        // Set by the start-up sequence (`runtime/limits.rs`) before the server is made.
+        let max_conns = config.server.max_connections.unwrap_or(1).max(1) as usize;
         let server_tag = config.server.tag.clone();
         let now = Instant::now();
         let hosts = Hosts::from_config(&config, now);
         let mut procs = ProcMan::new(&config, now);
-        procs.start(poll.registry(), now);
+        let start_failure = procs.start(poll.registry(), now).err();
         Ok(Server {
             poll,
             listeners,
@@ -176,7 +179,14 @@ impl Server {
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
             turn_start: Instant::now(),
+            start_failure,
         })
+    }
+
+    /// Why a pool could not be started, if one could not: the start has failed (the
+    /// caller drops the server, which stops what did start).
+    pub fn start_failure(&self) -> Option<&str> {
+        self.start_failure.as_deref()
     }
 
     pub fn run(&mut self) -> io::Result<()> {
