@@ -25,7 +25,7 @@ fn fnv1a(b: &[u8]) -> u64 {
 
 /// Pid of the last `ready (pid N)` line.
 fn last_ready_pid(logs: &str) -> Option<i32> {
-    logs.lines().filter_map(|l| l.split("ready (pid ").nth(1)).filter_map(|r| r.trim_end_matches(')').parse().ok()).last()
+    logs.lines().rev().filter_map(|l| l.split("ready (pid ").nth(1)).find_map(|r| r.trim_end_matches(')').parse().ok())
 }
 
 fn alive(pid: i32) -> bool {

@@ -45,9 +45,12 @@ pub fn implemented_modules() -> &'static [&'static str] {
     directives::IMPLEMENTED_MODULES
 }
 
-/// Every directive wstund acts on (name, doc), then the options of a `wstunnel.server`
-/// backend, for `wstund -V`: read from the directive table, so it cannot drift.
-pub fn implemented_directives() -> (Vec<(&'static str, &'static str)>, Vec<(&'static str, &'static str)>) {
+/// A directive's name and one-line doc.
+pub type DirectiveDoc = (&'static str, &'static str);
+
+/// Every directive wstund acts on, then the options of a `wstunnel.server` backend, for
+/// `wstund -V`: read from the directive table, so it cannot drift.
+pub fn implemented_directives() -> (Vec<DirectiveDoc>, Vec<DirectiveDoc>) {
     (
         directives::all().map(|d| (d.name, d.doc)).collect(),
         directives::BACKEND_OPTIONS.iter().map(|d| (d.name, d.doc)).collect(),
