@@ -10,8 +10,9 @@ use std::sync::Arc;
 
 use getopts::Options;
 
-use crate::conf::{self, ListenSpec};
+use crate::conf;
 use crate::runtime::daemon::{self, Forked, Startup};
+use crate::runtime::handover::{Inherited, RestartPlan};
 use crate::runtime::limits;
 use crate::runtime::listener::{Listener, SocketAccess};
 use crate::runtime::pidfile::PidFile;
@@ -26,24 +27,66 @@ pub const EXIT_USAGE: i32 = 2;
 fn options() -> Options {
     let mut o = Options::new();
     o.optopt("f", "config", "configuration file (\"-\" reads standard input)", "FILE");
-    o.optflag("D", "foreground", "do not go to background (default: go to background once ready)");
+    o.optflag("D", "foreground", "do not go to background (default: go to background once ready; also --no-daemon)");
     o.optflagmulti("t", "test", "test the configuration and exit; -tt also runs pre-flight checks (listeners bindable, bin-path executable, directories writable)");
     o.optflag("p", "print", "print the resolved configuration in lighttpd syntax and exit");
+    o.optopt("i", "idle-timeout", "stop gracefully after SECS without client activity (no accept, no traffic)", "SECS");
+    o.optflag("1", "one-shot", "serve the one connection on standard input (a socket, as inetd passes it), then exit");
     o.optflag("v", "version", "print the version and exit");
+    o.optflag("V", "build-info", "print the version, build features, and the modules and directives implemented, then exit");
     o.optflag("h", "help", "print this help and exit");
     o
 }
 
 fn usage(o: &Options) -> String {
     o.usage(&format!(
-        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-t|-tt|-p]",
+        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n\n\
+         Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 restarts gracefully,\n\
+         SIGHUP reopens the logs, SIGUSR2 logs a status dump (see wstund(8)).",
         env!("CARGO_PKG_VERSION")
     ))
 }
 
+/// Spellings other tools use for the same options (pure).
+fn normalize(args: &[String]) -> Vec<String> {
+    args.iter().map(|a| if a == "--no-daemon" { "--foreground".to_string() } else { a.clone() }).collect()
+}
+
+/// `-V`: what this binary can do, from the directive table itself.
+fn build_info() -> String {
+    let mut out = format!("wstund/{} (single-threaded mio event loop)\n\nFeatures:\n", env!("CARGO_PKG_VERSION"));
+    for f in [
+        "+ IPv4 and IPv6 listeners, unix-domain listeners",
+        "+ epoll event loop, signalfd signals",
+        "+ permessage-deflate (RFC 7692)",
+        "+ spawned backend pools and per-connection stdio programs",
+        "+ graceful restart (SIGUSR1) and socket activation (LISTEN_FDS)",
+        "- TLS (terminate it in front of wstund)",
+    ] {
+        out.push_str(&format!("\t{f}\n"));
+    }
+    out.push_str("\nModules:\n");
+    for m in conf::implemented_modules() {
+        out.push_str(&format!("\t{m}\n"));
+    }
+    let (directives, backend) = conf::implemented_directives();
+    out.push_str("\nDirectives:\n");
+    for (name, doc) in directives {
+        out.push_str(&format!("\t{name:<40} {doc}\n"));
+    }
+    out.push_str("\nwstunnel.server backend options:\n");
+    for (name, doc) in backend {
+        out.push_str(&format!("\t{name:<40} {doc}\n"));
+    }
+    out
+}
+
 pub fn main(args: Vec<String>) -> i32 {
+    // First, before anything opens a descriptor or starts a child (include_shell):
+    // sockets passed by a SIGUSR1 restart or by systemd become close-on-exec.
+    let inherited = Inherited::take();
     let o = options();
-    let m = match o.parse(args.iter().skip(1)) {
+    let m = match o.parse(normalize(&args).iter().skip(1)) {
         Ok(m) => m,
         Err(e) => {
             eprintln!("wstund: {e}\n\n{}", usage(&o));
@@ -58,6 +101,18 @@ pub fn main(args: Vec<String>) -> i32 {
         println!("wstund/{} (single-threaded mio event loop)", env!("CARGO_PKG_VERSION"));
         return EXIT_OK;
     }
+    if m.opt_present("V") {
+        print!("{}", build_info());
+        return EXIT_OK;
+    }
+    let idle = match m.opt_str("i").map(|s| s.trim().parse::<u64>()) {
+        None => None,
+        Some(Ok(n)) => Some(std::time::Duration::from_secs(n)).filter(|d| !d.is_zero()),
+        Some(Err(_)) => {
+            eprintln!("wstund: invalid idle timeout value: {:?} (-i SECS)", m.opt_str("i").unwrap_or_default());
+            return EXIT_USAGE;
+        }
+    };
     if !m.free.is_empty() {
         eprintln!("wstund: unexpected argument {:?}\n\n{}", m.free[0], usage(&o));
         return EXIT_USAGE;
@@ -99,14 +154,28 @@ pub fn main(args: Vec<String>) -> i32 {
         let _ = std::io::stdout().flush();
         return EXIT_OK;
     }
-    run(config, m.opt_present("D"))
+    let mode = if m.opt_present("1") {
+        Mode::OneShot
+    } else {
+        Mode::Serve { idle, restart: RestartPlan::from_current(Path::new(&path)) }
+    };
+    run(config, inherited, mode, m.opt_present("D"))
 }
 
-/// The start-up sequence, lighttpd's: descriptor limit, error log, listeners, pid file
-/// (all as the starting user, usually root); then the background (unless `-D`), the
-/// privilege drop, the pid, the pools; then "ready". Every failure before "ready" is
-/// reported where the operator sees it: the terminal, or the waiting starter process.
-fn run(mut config: conf::Config, foreground: bool) -> i32 {
+/// How `run` serves.
+enum Mode {
+    /// Listeners; `-i`; how SIGUSR1 restarts (or why it cannot).
+    Serve { idle: Option<std::time::Duration>, restart: Result<RestartPlan, String> },
+    /// `-1`: the connection on standard input only.
+    OneShot,
+}
+
+/// The start-up sequence, lighttpd's: descriptor limit, error log, listeners (inherited
+/// from a SIGUSR1 restart or systemd, else bound), pid file (all as the starting user,
+/// usually root); then the background (unless `-D`, a restart, or `-1`), the privilege
+/// drop, the pid, the pools; then "ready". Every failure before "ready" is reported where
+/// the operator sees it: the terminal, or the waiting starter process.
+fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foreground: bool) -> i32 {
     let fds = limits::apply_fd_limit(config.server.max_fds);
     if let Err(e) = crate::runtime::logging::init(config.wstunnel.debug, config.server.errorlog.as_deref()) {
         eprintln!("wstund: cannot open error log: {e}");
@@ -149,42 +218,46 @@ fn run(mut config: conf::Config, foreground: bool) -> i32 {
         },
     };
     // Before binding, as lighttpd: a second start with the same conf is told about the
-    // running one, not about a port in use.
-    let mut pid_file = match config.server.pid_file.as_deref().map(PidFile::create).transpose() {
+    // running one, not about a port in use. A SIGUSR1 restart takes over the file that
+    // names its parent, the old wstund.
+    let predecessor = inherited.is_restart().then(|| nix::unistd::getppid().as_raw());
+    let mut pid_file = match config.server.pid_file.as_deref().map(|p| PidFile::create(p, predecessor)).transpose() {
         Ok(p) => p,
         Err(e) => {
             eprintln!("wstund: {e}");
             return EXIT_RUNTIME;
         }
     };
-    let backlog = config.server.listen_backlog;
-    let mut listeners = Vec::new();
     let specs = config.listeners();
     // $SERVER["socket"] conditions compare against the configured spelling.
     let spec_names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
     let cleanup = |listeners: &[Listener]| listeners.iter().for_each(Listener::cleanup);
-    for spec in specs {
-        let l = match &spec {
-            ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa, backlog),
-            ListenSpec::Unix(p) => Listener::bind_unix(p, backlog, access),
-        };
-        match l {
-            Ok(l) => listeners.push(l),
-            Err(e) => {
-                eprintln!("wstund: {e}");
-                cleanup(&listeners);
-                if let Some(p) = pid_file {
-                    p.remove();
-                }
-                return EXIT_RUNTIME;
+    let one_shot_mode = matches!(mode, Mode::OneShot);
+    let mut one_shot = None;
+    let opened = match mode {
+        Mode::OneShot => crate::runtime::oneshot::from_stdin(&specs).map(|c| {
+            one_shot = Some(c);
+            Vec::new()
+        }).map_err(|e| e.to_string()),
+        Mode::Serve { .. } => inherited.open(&specs, config.server.listen_backlog, access).map_err(|e| e.to_string()),
+    };
+    let listeners = match opened {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("wstund: {e}");
+            if let Some(p) = pid_file {
+                p.remove();
             }
+            return EXIT_RUNTIME;
         }
-    }
+    };
     for l in &listeners {
         eprintln!("wstund: listening on {}", l.name());
     }
     let mut startup = Startup::foreground();
-    if !foreground {
+    // A restarted wstund stays the child the old one waits on; `-1` serves the
+    // connection inetd handed it, in the foreground, as lighttpd does.
+    if !foreground && !inherited.is_restart() && !one_shot_mode {
         if config.server.errorlog.is_none() {
             eprintln!("wstund: note: no server.errorlog: once started in the background, the log goes to /dev/null (use -D to keep it on standard error)");
         }
@@ -242,8 +315,22 @@ fn run(mut config: conf::Config, foreground: bool) -> i32 {
         drop(server);
         return fail(&mut startup, &[], pid_file, format!("cannot start: {reason}"));
     }
+    match (mode, one_shot) {
+        (_, Some(c)) => server.adopt(c.listener, c.stream),
+        (Mode::Serve { idle, restart }, None) => {
+            if let Some(d) = idle {
+                server.set_idle_limit(d);
+            }
+            server.set_restart_plan(restart);
+        }
+        (Mode::OneShot, None) => {}
+    }
+    if inherited.is_restart() {
+        eprintln!("wstund: taking over from pid {} (SIGUSR1 restart)", nix::unistd::getppid());
+    }
     eprintln!("wstund: ready (pid {})", std::process::id());
     startup.ready();
+    inherited.notify_ready();
     let rc = match server.run() {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -251,9 +338,13 @@ fn run(mut config: conf::Config, foreground: bool) -> i32 {
             EXIT_RUNTIME
         }
     };
+    // After SIGUSR1 the pid file (same path, a new file) names the new process.
+    let handed_over = server.handed_over();
     drop(server);
     if let Some(p) = pid_file {
-        p.remove();
+        if !handed_over {
+            p.remove();
+        }
     }
     rc
 }
@@ -279,4 +370,26 @@ fn compliance_warnings(config: &conf::Config) -> Vec<String> {
         check(&b.ws, &format!(" in conditional block {}", i + 1));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_daemon_is_foreground() {
+        let args: Vec<String> = ["wstund", "--no-daemon", "-f", "x"].iter().map(|s| s.to_string()).collect();
+        let m = options().parse(normalize(&args).iter().skip(1)).unwrap();
+        assert!(m.opt_present("D"));
+    }
+
+    #[test]
+    fn build_info_lists_every_directive() {
+        let info = build_info();
+        let (directives, backend) = conf::implemented_directives();
+        for (name, _) in directives.iter().chain(backend.iter()) {
+            assert!(info.contains(name), "{name} missing from -V");
+        }
+        assert!(info.contains("mod_wstunnel"));
+    }
 }

@@ -26,6 +26,8 @@ const ENDPOINT_MASK: usize = (1 << ENDPOINT_BITS) - 1;
 /// Tokens at or above this value are not connections.
 pub const RESERVED_BASE: usize = usize::MAX - 4096;
 pub const SIGNAL: Token = Token(usize::MAX - 1);
+/// The read end of the pipe a restarted wstund (SIGUSR1) says "ready" on.
+pub const HANDOVER: Token = Token(usize::MAX - 2);
 /// Listener i has token `LISTENER_BASE + i` (at most 4000 listeners).
 pub const LISTENER_BASE: usize = RESERVED_BASE;
 /// Health probe i has token `PROBE_BASE + i` (at most one probe per host in flight).
@@ -43,6 +45,7 @@ pub const MAX_DRAINS: usize = 1 << 20;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Source {
     Signal,
+    Handover,
     Listener(usize),
     Probe(usize),
     /// Output pipe of a pool process (slot in the process manager's table).
@@ -84,6 +87,8 @@ pub fn sibling(t: Token, ep: Endpoint) -> Token {
 pub fn decode(t: Token) -> Source {
     if t == SIGNAL {
         Source::Signal
+    } else if t == HANDOVER {
+        Source::Handover
     } else if t.0 >= RESERVED_BASE {
         Source::Listener(t.0 - LISTENER_BASE)
     } else if t.0 >= PROBE_BASE {
@@ -125,5 +130,7 @@ mod tests {
         assert_eq!(decode(drain_token(0)), Source::Drain(0));
         assert_eq!(decode(drain_token(MAX_DRAINS - 1)), Source::Drain(MAX_DRAINS - 1));
         assert_eq!(decode(SIGNAL), Source::Signal);
+        assert_eq!(decode(HANDOVER), Source::Handover);
+        assert_eq!(decode(listener_token(3999)), Source::Listener(3999));
     }
 }

@@ -115,3 +115,34 @@ fn a_stale_pid_file_is_replaced_and_a_live_one_refused() {
     drop(running);
     assert!(!pid_path.exists(), "pid file not removed at exit");
 }
+
+#[test]
+fn sigusr1_restarts_a_daemon_started_with_a_relative_conf_path() {
+    // Started in the conf's directory with `-f wstund.conf`, the daemon has since moved
+    // to `/`; the restart still finds the conf and the binary, and the pid file follows.
+    let be = Backend::echo();
+    let dir = TempDir::new("dmrel");
+    let port = refused_port();
+    conf(&dir, port, &be_tcp(be.port()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wstund"))
+        .args(["-f", "wstund.conf"])
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run wstund");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    let old = read_pid(&dir.join("w.pid"));
+    // SAFETY: kill(2) on the daemon this test started.
+    unsafe {
+        libc::kill(old, libc::SIGUSR1);
+    }
+    assert!(wait_until(T, || common::procs::gone(old)), "old daemon {old} still running after the restart");
+    let new = read_pid(&dir.join("w.pid"));
+    let _running = Running(new);
+    assert_ne!(new, old);
+    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    assert!(!log.contains("restart failed") && !log.contains("restart refused"), "{log}");
+    let mut c = RawClient::handshake(port, "/ws/");
+    c.send_frame(OP_TEXT, b"again");
+    assert_eq!(c.read_data(5, T).0, b"again");
+}

@@ -428,8 +428,9 @@ fn debug_level_controls_log_volume() {
 
 #[test]
 fn sigint_closes_open_tunnels_with_1001_then_exits() {
+    // A tunnel that does not end gets 1001 once server.graceful-shutdown-timeout passes.
     let be = Backend::echo();
-    let mut d = Daemon::start_conf(&Conf::tcp(be.port()));
+    let mut d = Daemon::start_conf(&Conf::tcp(be.port()).set("server.graceful-shutdown-timeout", "1"));
     let port = d.port();
     let mut c = RawClient::handshake(d.port(), "/ws/");
     c.send_frame(OP_TEXT, b"x");

@@ -106,6 +106,8 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
         "Group owning unix-domain listening sockets (a wstund extension)."
     Tag.tag = "server.tag" : "string" [0, 0] [] default "\"wstund\"" unit None;
         "Value of the Server header in HTTP responses; empty sends none."
+    GracefulShutdownTimeout.graceful_shutdown_timeout = "server.graceful-shutdown-timeout" : "integer" [0, U31] [] default "8" unit Seconds;
+        "After SIGINT (or SIGUSR1) open tunnels may run this long before they get 1001; 0 = no limit. lighttpd spells it as a server.feature-flags key, which wstund also reads."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
         "Modules to load; wstund implements mod_wstunnel and warns about any other."
 }
@@ -275,7 +277,6 @@ pub const IGNORED_SERVER: &[(&str, &str)] = &[
     ("server.syslog-facility", "core"),
     ("server.systemd-socket-activation", "core"),
     ("server.feature-flags", "core"),
-    ("server.graceful-shutdown-timeout", "core"),
     ("server.graceful-restart-bg", "core"),
     ("server.errorlog-high-precision", "core"),
     ("server.clean-chroot", "core"),

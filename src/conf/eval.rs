@@ -27,6 +27,9 @@ use super::parser::parse;
 use super::shell::{self, ShellLimits};
 use super::value::{quote, size_text, Entry, Footprint, Val, ValKind};
 
+/// lighttpd's bag of core switches; wstund reads `server.graceful-shutdown-timeout` in it.
+const FEATURE_FLAGS: &str = "server.feature-flags";
+
 /// Deepest chain of nested `include`/`include_shell`.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
 /// Most sources (files and command outputs) one configuration may pull in.
@@ -280,6 +283,10 @@ impl Loader {
             return Err(unknown(key, span, suggest(key, WS_DIRECTIVES.iter().map(|d| d.name))));
         }
         if key.starts_with("server.") {
+            if key == FEATURE_FLAGS {
+                // Read in `finish`: one key is used, the others are warned about there.
+                return Ok(());
+            }
             if IGNORED_SERVER.iter().any(|(n, _)| *n == key) {
                 let m = ignored_module(key).unwrap_or("core");
                 self.warn(ignored_msg(key, m));
@@ -468,6 +475,10 @@ impl Loader {
             }
         }
         check_accounts(&server, &global)?;
+        let explicit = global.iter().any(|a| a.key == "server.graceful-shutdown-timeout");
+        for a in global.iter().filter(|a| a.key == FEATURE_FLAGS) {
+            self.feature_flags(&mut server, &a.val, explicit)?;
+        }
         for m in &server.modules {
             if !IMPLEMENTED_MODULES.contains(&m.as_str()) {
                 self.warn(format!("ignored: {} in server.modules (module not implemented)", m));
@@ -477,6 +488,29 @@ impl Loader {
         let blocks = self.finish_blocks(server.port)?;
         let listen = self.listeners(&server, &global, &blocks)?;
         Ok(Loaded { config: Config { server, wstunnel: Arc::new(ws), blocks, listen }, warnings: std::mem::take(&mut self.warnings) })
+    }
+
+    /// lighttpd's `server.feature-flags`: `"server.graceful-shutdown-timeout" => N` is
+    /// honoured (unless the directive of that name is set too); other keys are warned.
+    fn feature_flags(&mut self, server: &mut ServerSettings, v: &Val, explicit: bool) -> Result<(), Diag> {
+        let ValKind::List(entries) = &v.kind else {
+            self.warn(format!("ignored: {FEATURE_FLAGS} (expected a list of \"key\" => value)"));
+            return Ok(());
+        };
+        for e in entries {
+            match (e.key.as_deref(), lookup("server.graceful-shutdown-timeout")) {
+                (Some("server.graceful-shutdown-timeout"), Some(d)) => {
+                    if let Field::Server(f) = d.target {
+                        if !explicit {
+                            set_server(server, f, &e.val, d)?;
+                        }
+                    }
+                }
+                (Some(k), _) => self.warn(format!("ignored: {FEATURE_FLAGS} key {} (lighttpd core feature)", quote(k))),
+                (None, _) => self.warn(format!("ignored: {FEATURE_FLAGS} entry without a key")),
+            }
+        }
+        Ok(())
     }
 
     fn warn_backend_options(&mut self, f: WsField, v: &Val) {

@@ -41,6 +41,23 @@ pub use model::*;
 pub use preflight::preflight;
 pub use print::print_config;
 
+/// The modules wstund implements, for `wstund -V`.
+pub fn implemented_modules() -> &'static [&'static str] {
+    directives::IMPLEMENTED_MODULES
+}
+
+/// A directive's name and one-line doc.
+pub type DirectiveDoc = (&'static str, &'static str);
+
+/// Every directive wstund acts on, then the options of a `wstunnel.server` backend, for
+/// `wstund -V`: read from the directive table, so it cannot drift.
+pub fn implemented_directives() -> (Vec<DirectiveDoc>, Vec<DirectiveDoc>) {
+    (
+        directives::all().map(|d| (d.name, d.doc)).collect(),
+        directives::BACKEND_OPTIONS.iter().map(|d| (d.name, d.doc)).collect(),
+    )
+}
+
 /// Name used in messages for a configuration read from standard input.
 pub const STDIN_NAME: &str = "<stdin>";
 

@@ -18,6 +18,9 @@ pub const DEFAULT_MAX_WRITE_IDLE: Duration = Duration::from_secs(360);
 pub const DEFAULT_TAG: &str = "wstund";
 pub const DEFAULT_MAX_WORKER: u32 = 0;
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+/// lighttpd's default since 1.4.65 (measured with 1.4.69: SIGINT with an open
+/// mod_wstunnel tunnel exits after 8 s).
+pub const DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(8);
 pub const DEFAULT_ERRORLOG_USE_SYSLOG: bool = false;
 
 // ---- wstunnel.* -----------------------------------------------------------
@@ -99,6 +102,8 @@ pub struct ServerSettings {
     pub socket_group: Option<String>,
     pub tag: String,
     pub modules: Vec<String>,
+    /// How long open tunnels may run on after SIGINT/SIGUSR1; zero: no limit.
+    pub graceful_shutdown_timeout: Duration,
 }
 
 impl Default for ServerSettings {
@@ -122,6 +127,7 @@ impl Default for ServerSettings {
             socket_group: None,
             tag: DEFAULT_TAG.to_string(),
             modules: Vec::new(),
+            graceful_shutdown_timeout: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
         }
     }
 }

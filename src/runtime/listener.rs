@@ -107,6 +107,46 @@ impl Listener {
         Ok(Listener::Unix { sock: mio::net::UnixListener::from_std(std_l), path: path.to_path_buf(), name: path.display().to_string() })
     }
 
+    /// A listening socket inherited across exec (SIGUSR1 restart, systemd socket
+    /// activation): made non-blocking and close-on-exec, kind told by its address.
+    pub fn from_inherited(fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        let flags = nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_GETFL)?;
+        let flags = nix::fcntl::OFlag::from_bits_truncate(flags) | nix::fcntl::OFlag::O_NONBLOCK;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFL(flags))?;
+        nix::fcntl::fcntl(&fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
+        let local: SockaddrStorage = socket::getsockname(raw)?;
+        if let Some(u) = local.as_unix_addr() {
+            let path = u.path().map(Path::to_path_buf).unwrap_or_default();
+            // SAFETY: fd is a listening unix socket handed to us; we own it from here.
+            let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd.into_raw_fd()) };
+            let name = path.display().to_string();
+            return Ok(Listener::Unix { sock: mio::net::UnixListener::from_std(std_l), path, name });
+        }
+        // SAFETY: fd is a listening TCP socket handed to us; we own it from here.
+        let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+        let name = std_l.local_addr()?.to_string();
+        Ok(Listener::Tcp { sock: mio::net::TcpListener::from_std(std_l), name })
+    }
+
+    /// The socket's descriptor, to pass it on to a restarted wstund.
+    pub fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Listener::Tcp { sock, .. } => sock.as_raw_fd(),
+            Listener::Unix { sock, .. } => sock.as_raw_fd(),
+        }
+    }
+
+    /// What it listens on, to match it with the conf's listeners.
+    pub fn local(&self) -> Option<crate::conf::ListenSpec> {
+        match self {
+            Listener::Tcp { sock, .. } => sock.local_addr().ok().map(crate::conf::ListenSpec::Tcp),
+            Listener::Unix { path, .. } => Some(crate::conf::ListenSpec::Unix(path.clone())),
+        }
+    }
+
     pub fn name(&self) -> &str {
         match self {
             Listener::Tcp { name, .. } | Listener::Unix { name, .. } => name,

@@ -4,6 +4,9 @@
 //! - `server`: one mio `Poll`, the connection slab, accept, the tick, the backlog.
 //! - `listener`: TCP and unix listening sockets, bound before the loop starts.
 //! - `signals`: signals as loop events through a signalfd.
+//! - `handover`: SIGUSR1, the listening sockets passed to a new wstund across exec
+//!   (systemd's `LISTEN_FDS` convention, also used for socket activation).
+//! - `oneshot`: `-1`, the one connection on standard input.
 //! - `logging`: the error log (stderr or `server.errorlog`), reopened on SIGHUP.
 //! - `limits`: RLIMIT_NOFILE and the connection limit it allows.
 //! - `privileges`: chroot, setgroups, setgid, setuid after binding; no way back.
@@ -11,9 +14,11 @@
 //! - `pidfile`: `server.pid-file` with O_EXCL, stale ones replaced, removed at exit.
 
 pub mod daemon;
+pub mod handover;
 pub mod limits;
 pub mod listener;
 pub mod logging;
+pub mod oneshot;
 pub mod pidfile;
 pub mod privileges;
 pub mod server;

@@ -76,7 +76,9 @@ pub struct PidFile {
 
 impl PidFile {
     /// Creates `path` with O_EXCL, replacing a stale file once.
-    pub fn create(path: &Path) -> Result<PidFile, PidFileError> {
+    /// `predecessor`: a live process whose pid the file may name and still be taken over
+    /// (the old wstund of a SIGUSR1 restart, which waits for this one).
+    pub fn create(path: &Path, predecessor: Option<i32>) -> Result<PidFile, PidFileError> {
         let io_err = |err: io::Error| PidFileError::Io { path: path.to_path_buf(), err };
         for _ in 0..2 {
             let opened = OpenOptions::new().write(true).create_new(true).mode(0o644).custom_flags(libc::O_CLOEXEC).open(path);
@@ -91,7 +93,7 @@ impl PidFile {
                     // Unreadable content is as good as none: the file is stale.
                     let _ = File::open(path).and_then(|mut f| f.read_to_string(&mut content));
                     if let Existing::Pid(pid) = parse(&content) {
-                        if pid as u32 != std::process::id() && alive(pid) {
+                        if pid as u32 != std::process::id() && Some(pid) != predecessor && alive(pid) {
                             return Err(PidFileError::Live { path: path.to_path_buf(), pid });
                         }
                     }
@@ -159,25 +161,28 @@ mod tests {
     #[test]
     fn fresh_stale_and_live() {
         let p = tmp("a");
-        let mut f = PidFile::create(&p).unwrap();
+        let mut f = PidFile::create(&p, None).unwrap();
         f.write_pid(std::process::id()).unwrap();
         assert_eq!(std::fs::read_to_string(&p).unwrap(), format!("{}\n", std::process::id()));
         // pid 1 is always running.
         std::fs::write(&p, "1\n").unwrap();
-        let err = PidFile::create(&p).err().unwrap();
+        let err = PidFile::create(&p, None).err().unwrap();
         assert!(matches!(err, PidFileError::Live { pid: 1, .. }), "{err}");
+        // ...unless it names the predecessor of a SIGUSR1 restart.
+        PidFile::create(&p, Some(1)).unwrap().remove();
+        std::fs::write(&p, "1\n").unwrap();
         // A pid far past pid_max is no process: stale.
         std::fs::write(&p, "2147483000\n").unwrap();
-        let f2 = PidFile::create(&p).unwrap();
+        let f2 = PidFile::create(&p, None).unwrap();
         f2.remove();
         assert!(!p.exists());
         drop(f);
         // An empty file (left by an earlier run that could not unlink) is stale.
         std::fs::write(&p, "").unwrap();
-        PidFile::create(&p).unwrap().remove();
+        PidFile::create(&p, None).unwrap().remove();
         let dir = tmp("dir");
         std::fs::create_dir_all(&dir).unwrap();
-        assert!(matches!(PidFile::create(&dir), Err(PidFileError::NotAFile(_))));
+        assert!(matches!(PidFile::create(&dir, None), Err(PidFileError::NotAFile(_))));
         std::fs::remove_dir(&dir).unwrap();
     }
 }

@@ -15,6 +15,13 @@
 //! one slice of bulk work, and bulk tunnels share the rest round-robin. The longest
 //! single turn is measured and shown by SIGUSR2.
 //!
+//! Stopping (lighttpd's signals): SIGTERM stops now (1001 to every tunnel); SIGINT
+//! closes the listeners and lets open tunnels run until they end or
+//! `server.graceful-shutdown-timeout` passes, then sends 1001 to the rest; a second
+//! SIGINT or a SIGTERM cuts that short. SIGUSR1 hands the listeners to a new wstund
+//! (`handover.rs`) and then stops gracefully like SIGINT. `-i` starts the same graceful
+//! stop after a stretch without client activity.
+//!
 //! Child processes (pools, per-connection programs) are the process manager's: SIGCHLD
 //! arrives as a signal event, the manager reaps and says which connections must hear of
 //! it, and its deadlines (kill ladders, respawn back-offs) shorten the poll timeout. When
@@ -37,6 +44,7 @@ use crate::conf::Config;
 use crate::conn::machine::{Conn, Ctx};
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
+use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
 use crate::runtime::listener::Listener;
 use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
@@ -48,8 +56,9 @@ use crate::token::{self, Endpoint, Source};
 const TICK: Duration = Duration::from_secs(1);
 /// Back-off after EMFILE/ENFILE before trying to accept again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
-/// How long a graceful stop (SIGINT) waits for tunnels to finish their close handshake.
-const GRACEFUL_STOP_LIMIT: Duration = Duration::from_secs(10);
+/// How long the tunnels closed with 1001 (at the end of a graceful stop) get to finish
+/// their close handshake before the process exits anyway.
+const CLOSE_DRAIN_LIMIT: Duration = Duration::from_secs(10);
 /// Most time spent on backlogged work (connections whose turn ran out) before the loop
 /// looks for new events again.
 pub const BACKLOG_SLICE: Duration = Duration::from_micros(250);
@@ -94,9 +103,33 @@ impl TurnStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RunState {
     Running,
-    /// Listeners closed, close frames sent; ends when every connection is gone.
+    /// Listeners closed (or handed over): open connections run on until they end, or
+    /// until `deadline` (none: no limit) when the rest get 1001.
+    Graceful { deadline: Option<Instant> },
+    /// Close frames sent; ends when every connection is gone, or at `deadline`.
     Draining { deadline: Instant },
     Stopped,
+}
+
+/// What a stop signal asks for in a given state (pure).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StopAction {
+    /// Close the listeners, let the tunnels finish.
+    Graceful,
+    /// 1001 to every tunnel, exit.
+    Now,
+    Nothing,
+}
+
+fn stop_action(state: RunState, sig: Signal) -> StopAction {
+    match (state, sig) {
+        (RunState::Stopped, _) => StopAction::Nothing,
+        (_, Signal::Terminate) => StopAction::Now,
+        (RunState::Running, Signal::Interrupt) => StopAction::Graceful,
+        // A second SIGINT cuts a graceful stop short.
+        (_, Signal::Interrupt) => StopAction::Now,
+        _ => StopAction::Nothing,
+    }
 }
 
 pub struct Server {
@@ -134,6 +167,18 @@ pub struct Server {
     turn_start: Instant,
     /// A pool process that could not be started at start-up.
     start_failure: Option<String>,
+    /// `server.graceful-shutdown-timeout`; `None`: tunnels may run as long as they like.
+    graceful_timeout: Option<Duration>,
+    /// `-i SECS`: a graceful stop after this long without client activity.
+    idle_limit: Option<Duration>,
+    /// The last event on a listener or a connection.
+    last_active: Instant,
+    /// How SIGUSR1 starts a new wstund, or why it cannot.
+    restart_plan: Result<RestartPlan, String>,
+    /// A new wstund started by SIGUSR1 that has not said "ready" yet.
+    restart: Option<Restart>,
+    /// The listeners went to a new wstund: it owns the pid file and the socket files now.
+    handed_over: bool,
 }
 
 impl Server {
@@ -150,6 +195,7 @@ impl Server {
         // Set by the start-up sequence (`runtime/limits.rs`) before the server is made.
         let max_conns = config.server.max_connections.unwrap_or(1).max(1) as usize;
         let server_tag = config.server.tag.clone();
+        let graceful_timeout = Some(config.server.graceful_shutdown_timeout).filter(|t| !t.is_zero());
         let now = Instant::now();
         let hosts = Hosts::from_config(&config, now);
         let mut procs = ProcMan::new(&config, now);
@@ -180,13 +226,42 @@ impl Server {
             turns: TurnStats::default(),
             turn_start: Instant::now(),
             start_failure,
+            graceful_timeout,
+            idle_limit: None,
+            last_active: now,
+            restart_plan: Err("not available in this mode".into()),
+            restart: None,
+            handed_over: false,
         })
+    }
+
+    /// `-i SECS`: stop gracefully after `limit` without client activity.
+    pub fn set_idle_limit(&mut self, limit: Duration) {
+        self.idle_limit = Some(limit);
+    }
+
+    /// How SIGUSR1 restarts this process (or why it cannot).
+    pub fn set_restart_plan(&mut self, plan: Result<RestartPlan, String>) {
+        self.restart_plan = plan;
+    }
+
+    /// `-1`: serves this one connection (accepted by someone else, e.g. inetd) and
+    /// exits when it ends; there are no listeners.
+    pub fn adopt(&mut self, listener: usize, stream: ClientStream) {
+        self.add_conn(listener, stream, Instant::now());
+        self.state = RunState::Graceful { deadline: None };
     }
 
     /// Why a pool could not be started, if one could not: the start has failed (the
     /// caller drops the server, which stops what did start).
     pub fn start_failure(&self) -> Option<&str> {
         self.start_failure.as_deref()
+    }
+
+    /// True when the listeners went to a new process (SIGUSR1): the pid file and the
+    /// unix socket files are the new process's now.
+    pub fn handed_over(&self) -> bool {
+        self.handed_over
     }
 
     pub fn run(&mut self) -> io::Result<()> {
@@ -203,6 +278,9 @@ impl Server {
             if let Some(t) = self.procs.next_deadline() {
                 wake = wake.min(t);
             }
+            if let RunState::Graceful { deadline: Some(t) } | RunState::Draining { deadline: t } = self.state {
+                wake = wake.min(t);
+            }
             let timeout = if self.backlog.is_empty() { wake.saturating_duration_since(now) } else { Duration::ZERO };
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -215,11 +293,16 @@ impl Server {
             for ev in events.iter() {
                 match token::decode(ev.token()) {
                     Source::Conn(key, ep) => {
+                        self.last_active = now;
                         self.conn_event(key, ep, ev, now);
                         continue;
                     }
                     Source::Signal => self.on_signals(now),
-                    Source::Listener(i) => self.accept(i, now),
+                    Source::Handover => self.on_handover(now),
+                    Source::Listener(i) => {
+                        self.last_active = now;
+                        self.accept(i, now)
+                    }
                     Source::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
                     Source::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
                     Source::Drain(i) => self.drain_event(i),
@@ -237,15 +320,27 @@ impl Server {
             } else if self.procs.next_deadline().is_some_and(|t| now >= t) {
                 self.procs.tick(self.poll.registry(), now);
             }
-            if let RunState::Draining { deadline } = self.state {
-                if (self.conns.is_empty() && self.drains.is_empty()) || now >= deadline {
-                    self.state = RunState::Stopped;
-                }
-            }
+            self.check_stop(now);
         }
         self.finish_children();
         info!("stopped");
         Ok(())
+    }
+
+    /// Moves a graceful stop on: out when nothing is left, 1001 to the rest when its
+    /// time is up.
+    fn check_stop(&mut self, now: Instant) {
+        let idle = self.conns.is_empty() && self.drains.is_empty();
+        match self.state {
+            RunState::Graceful { .. } | RunState::Draining { .. } if idle => self.state = RunState::Stopped,
+            RunState::Graceful { deadline: Some(t) } if now >= t => {
+                info!("server.graceful-shutdown-timeout passed: closing the {} connections left with 1001", self.conns.len());
+                self.state = RunState::Draining { deadline: now + CLOSE_DRAIN_LIMIT };
+                self.shutdown_conns(now);
+            }
+            RunState::Draining { deadline } if now >= deadline => self.state = RunState::Stopped,
+            _ => {}
+        }
     }
 
     /// Ends every connection that is left (their programs go to the kill ladder), then
@@ -439,6 +534,12 @@ impl Server {
     }
 
     fn tick(&mut self, now: Instant) {
+        if let Some(limit) = self.idle_limit {
+            if self.state == RunState::Running && now.saturating_duration_since(self.last_active) >= limit {
+                info!("idle for {} s (-i {}): graceful stop", limit.as_secs(), limit.as_secs());
+                self.begin_graceful(now);
+            }
+        }
         self.visit_all(now, Conn::on_tick);
         self.procs.tick(self.poll.registry(), now);
         self.drains.tick(now);
@@ -475,19 +576,21 @@ impl Server {
     fn on_signals(&mut self, now: Instant) {
         while let Some(sig) = self.signals.next_signal() {
             match sig {
-                Signal::Terminate => {
-                    info!("SIGTERM: stopping now ({} connections)", self.conns.len());
-                    self.stop_listening();
-                    self.shutdown_conns(now);
-                    // One best-effort flush of the close frames, then out.
-                    self.state = RunState::Stopped;
+                Signal::Terminate | Signal::Interrupt => {
+                    let name = if sig == Signal::Terminate { "SIGTERM" } else { "SIGINT" };
+                    match stop_action(self.state, sig) {
+                        StopAction::Now => {
+                            info!("{name}: stopping now ({} connections get 1001)", self.conns.len());
+                            self.stop_now(now);
+                        }
+                        StopAction::Graceful => {
+                            info!("{name}: graceful stop ({} connections)", self.conns.len());
+                            self.begin_graceful(now);
+                        }
+                        StopAction::Nothing => {}
+                    }
                 }
-                Signal::Interrupt => {
-                    info!("SIGINT: graceful stop ({} connections)", self.conns.len());
-                    self.stop_listening();
-                    self.shutdown_conns(now);
-                    self.state = RunState::Draining { deadline: now + GRACEFUL_STOP_LIMIT };
-                }
+                Signal::Restart => self.begin_restart(),
                 Signal::Hangup => {
                     crate::runtime::logging::reopen();
                     info!("SIGHUP: log files reopened");
@@ -496,6 +599,132 @@ impl Server {
                 Signal::Child => self.on_child(now),
                 Signal::Other(n) => debug!("ignoring signal {n}"),
             }
+        }
+    }
+
+    /// SIGTERM (or a second SIGINT): 1001 to every tunnel, one best-effort flush of the
+    /// close frames, then out; programs go down the kill ladder.
+    fn stop_now(&mut self, now: Instant) {
+        self.cancel_restart();
+        self.stop_listening();
+        self.shutdown_conns(now);
+        self.state = RunState::Stopped;
+    }
+
+    /// SIGINT, or `-i`: the listeners close at once (so new clients are refused, not
+    /// left in the backlog); clients the kernel already connected are taken first and
+    /// served like the others. Open connections, handshakes included, run on until they
+    /// end or `server.graceful-shutdown-timeout` passes.
+    fn begin_graceful(&mut self, now: Instant) {
+        let t0 = Instant::now();
+        self.cancel_restart();
+        self.accept_queued(now);
+        self.stop_listening();
+        let took = t0.elapsed();
+        self.state = RunState::Graceful { deadline: self.graceful_timeout.map(|t| now + t) };
+        info!(
+            "graceful stop: listeners closed in {} us; {} connections may finish ({})",
+            took.as_micros(),
+            self.conns.len(),
+            self.graceful_timeout.map_or("no time limit".to_string(), |t| format!("1001 to the rest after {} s", t.as_secs()))
+        );
+        self.check_stop(now);
+    }
+
+    /// Accepts every client already waiting in the listeners' queues.
+    fn accept_queued(&mut self, now: Instant) {
+        loop {
+            let before = self.conns.len();
+            self.accept_all(now);
+            if self.conns.len() == before || self.conns.len() >= self.max_conns || self.accept_retry_at.is_some() {
+                break;
+            }
+        }
+    }
+
+    /// SIGUSR1: checks the conf, then starts a new wstund on the same listening sockets.
+    /// This process keeps accepting until the new one says it is ready.
+    fn begin_restart(&mut self) {
+        if self.state != RunState::Running {
+            warn!("SIGUSR1 ignored: already stopping");
+            return;
+        }
+        if let Some(r) = &self.restart {
+            warn!("SIGUSR1 ignored: a restart is already under way (new pid {})", r.pid);
+            return;
+        }
+        let plan = match &self.restart_plan {
+            Ok(p) => p,
+            Err(why) => {
+                error!("SIGUSR1: cannot restart: {why}; still serving");
+                return;
+            }
+        };
+        if let Err(e) = crate::conf::load_file(&plan.conf) {
+            error!("SIGUSR1: restart refused, still serving with the running configuration: {e}");
+            return;
+        }
+        let fds: Vec<std::os::fd::RawFd> = self.listeners.iter().map(Listener::raw_fd).collect();
+        let r = match Restart::spawn(plan, &fds) {
+            Ok(r) => r,
+            Err(e) => {
+                error!("SIGUSR1: cannot start {}: {e}; still serving", plan.exe.display());
+                return;
+            }
+        };
+        let fd = r.raw_fd();
+        if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), token::HANDOVER, Interest::READABLE) {
+            error!("SIGUSR1: cannot watch the new process: {e}");
+        }
+        info!("SIGUSR1: graceful restart: new process pid {} started; serving until it is ready", r.pid);
+        self.restart = Some(r);
+    }
+
+    /// The new process said "ready" (or died first).
+    fn on_handover(&mut self, now: Instant) {
+        let Some(r) = self.restart.as_mut() else { return };
+        let state = r.poll();
+        if state == ReadyState::Pending {
+            return;
+        }
+        let pid = r.pid;
+        let fd = r.raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        self.restart = None;
+        match state {
+            ReadyState::Failed(status) => {
+                error!(
+                    "SIGUSR1: restart failed: new process pid {pid} ended before it was ready ({}); still serving",
+                    status.as_deref().unwrap_or("see its messages above")
+                );
+            }
+            _ => {
+                let t0 = Instant::now();
+                // Deregister before closing: the new process holds the same sockets,
+                // so closing alone would leave them in this epoll set.
+                for l in self.listeners.iter_mut() {
+                    l.deregister(self.poll.registry());
+                }
+                self.listeners.clear();
+                self.handed_over = true;
+                self.state = RunState::Graceful { deadline: self.graceful_timeout.map(|t| now + t) };
+                info!(
+                    "SIGUSR1: pid {pid} serves now; listeners handed over in {} us; finishing {} connections here",
+                    t0.elapsed().as_micros(),
+                    self.conns.len()
+                );
+                self.check_stop(now);
+            }
+        }
+    }
+
+    /// A restart not ready yet is called off when this process stops.
+    fn cancel_restart(&mut self) {
+        if let Some(r) = self.restart.take() {
+            warn!("restart called off: stopping new process pid {}", r.pid);
+            let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGTERM);
+            let fd = r.raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
     }
 
@@ -613,5 +842,25 @@ impl Drop for Server {
         for l in &self.listeners {
             l.cleanup();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stop_signals_follow_lighttpd() {
+        let later = Instant::now() + Duration::from_secs(5);
+        let graceful = RunState::Graceful { deadline: Some(later) };
+        assert_eq!(stop_action(RunState::Running, Signal::Interrupt), StopAction::Graceful);
+        assert_eq!(stop_action(RunState::Running, Signal::Terminate), StopAction::Now);
+        // A second SIGINT, or a SIGTERM, cuts a graceful stop short.
+        assert_eq!(stop_action(graceful, Signal::Interrupt), StopAction::Now);
+        assert_eq!(stop_action(graceful, Signal::Terminate), StopAction::Now);
+        assert_eq!(stop_action(RunState::Graceful { deadline: None }, Signal::Interrupt), StopAction::Now);
+        assert_eq!(stop_action(RunState::Draining { deadline: later }, Signal::Interrupt), StopAction::Now);
+        assert_eq!(stop_action(RunState::Stopped, Signal::Terminate), StopAction::Nothing);
+        assert_eq!(stop_action(RunState::Running, Signal::Hangup), StopAction::Nothing);
     }
 }

@@ -19,6 +19,8 @@ pub enum Signal {
     Interrupt,
     /// SIGHUP: reopen log files.
     Hangup,
+    /// SIGUSR1: graceful restart (a new process takes the listeners over).
+    Restart,
     /// SIGUSR2: dump status to the error log.
     Status,
     /// SIGCHLD: some child changed state; reap with `waitpid(-1, WNOHANG)` until none
@@ -53,6 +55,7 @@ impl Signals {
                 libc::SIGTERM => Signal::Terminate,
                 libc::SIGINT => Signal::Interrupt,
                 libc::SIGHUP => Signal::Hangup,
+                libc::SIGUSR1 => Signal::Restart,
                 libc::SIGUSR2 => Signal::Status,
                 libc::SIGCHLD => Signal::Child,
                 n => Signal::Other(n),

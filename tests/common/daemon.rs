@@ -109,20 +109,25 @@ impl Daemon {
     }
 
     pub fn start_with_env(conf: &str, env: &[(&str, &str)]) -> Daemon {
-        Self::start_opts(conf, env, None)
+        Self::start_opts(conf, env, None, &[])
+    }
+
+    /// Start with extra command-line options after `-D -f CONF` (`-i 1`, …).
+    pub fn start_with_args(conf: &str, args: &[&str]) -> Daemon {
+        Self::start_opts(conf, &[], None, args)
     }
 
     /// Start with the file-descriptor limit (RLIMIT_NOFILE) set to `nofile`.
     pub fn start_with_nofile(conf: &str, nofile: u64) -> Daemon {
-        Self::start_opts(conf, &[], Some(nofile))
+        Self::start_opts(conf, &[], Some(nofile), &[])
     }
 
-    fn start_opts(conf: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Daemon {
+    fn start_opts(conf: &str, env: &[(&str, &str)], nofile: Option<u64>, args: &[&str]) -> Daemon {
         let dir = TempDir::new("d");
         let conf_path = dir.join("wstund.conf");
         std::fs::write(&conf_path, conf).expect("write conf");
         let mut cmd = Command::new(BIN);
-        cmd.arg("-D").arg("-f").arg(&conf_path);
+        cmd.arg("-D").arg("-f").arg(&conf_path).args(args);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.env_remove("RUST_LOG").env("RUST_LOG_STYLE", "never");
         if let Ok(level) = std::env::var("WSTUND_TEST_RUST_LOG") {
