@@ -100,8 +100,8 @@ pub fn main(args: Vec<String>) -> i32 {
 
 fn run(config: conf::Config) -> i32 {
     raise_fd_limit(config.server.max_fds);
-    if let Err(e) = crate::runtime::logging::init(config.wstunnel.debug, config.server.errorlog.as_deref()) {
-        eprintln!("wstund: cannot open error log: {e}");
+    if let Err(e) = crate::runtime::logging::init(&config) {
+        eprintln!("wstund: {e}");
         return EXIT_RUNTIME;
     }
     let mut listeners = Vec::new();

@@ -19,6 +19,7 @@ mod backend;
 mod conn;
 mod errno;
 mod http;
+mod logs;
 mod payload;
 mod process;
 mod runtime;

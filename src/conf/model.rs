@@ -75,6 +75,15 @@ pub const DEFAULT_FALL: u32 = 3;
 /// Host used when a spawned backend (`bin-path`) gives only a `port`.
 pub const DEFAULT_SPAWN_HOST: &str = "127.0.0.1";
 
+/// lighttpd's default facility.
+pub const DEFAULT_SYSLOG_FACILITY: &str = "daemon";
+/// LOG_INFO, lighttpd's default `accesslog.syslog-level`.
+pub const DEFAULT_ACCESSLOG_SYSLOG_LEVEL: u32 = 6;
+
+/// An `accesslog.format` string, checked field by field when the conf loads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessFormat(pub String);
+
 /// The result of loading a configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerSettings {
@@ -88,6 +97,13 @@ pub struct ServerSettings {
     pub listen_backlog: u32,
     pub errorlog: Option<PathBuf>,
     pub errorlog_use_syslog: bool,
+    /// A name from `logs::syslog::FACILITIES` (checked by the directive's allowed list).
+    pub syslog_facility: String,
+    /// A file, or `|command`; unset keeps access lines in the error log.
+    pub accesslog_filename: Option<PathBuf>,
+    pub accesslog_format: AccessFormat,
+    pub accesslog_use_syslog: bool,
+    pub accesslog_syslog_level: u32,
     pub pid_file: Option<PathBuf>,
     pub username: Option<String>,
     pub groupname: Option<String>,
@@ -109,6 +125,11 @@ impl Default for ServerSettings {
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             errorlog: None,
             errorlog_use_syslog: DEFAULT_ERRORLOG_USE_SYSLOG,
+            syslog_facility: DEFAULT_SYSLOG_FACILITY.to_string(),
+            accesslog_filename: None,
+            accesslog_format: AccessFormat(crate::logs::format::DEFAULT_FORMAT.to_string()),
+            accesslog_use_syslog: false,
+            accesslog_syslog_level: DEFAULT_ACCESSLOG_SYSLOG_LEVEL,
             pid_file: None,
             username: None,
             groupname: None,

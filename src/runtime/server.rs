@@ -429,6 +429,7 @@ impl Server {
         self.pool.trim();
         self.hosts.tick(now);
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
+        crate::runtime::logging::tick(now);
     }
 
     /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
@@ -523,6 +524,7 @@ impl Server {
         for line in self.procs.status_lines() {
             info!("status: {line}");
         }
+        info!("status: {}", crate::runtime::logging::status_line());
         info!("status: log lines suppressed: {}, accept failures: {}", crate::process::childlog::suppressed_total(), self.accept_failures.total());
     }
 }
