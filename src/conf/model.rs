@@ -72,6 +72,8 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::ZERO;
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 3;
+/// Backend host names are looked up again every minute.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Host used when a spawned backend (`bin-path`) gives only a `port`.
 pub const DEFAULT_SPAWN_HOST: &str = "127.0.0.1";
 
@@ -356,6 +358,8 @@ pub struct BackendSpec {
     pub check_expect: String,
     pub rise: u32,
     pub fall: u32,
+    /// How often a `host` name is looked up again; zero = only at start.
+    pub resolve_interval: Duration,
 }
 
 impl BackendSpec {
@@ -384,6 +388,7 @@ impl BackendSpec {
             check_expect: String::new(),
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
         }
     }
 

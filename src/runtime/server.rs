@@ -146,6 +146,7 @@ impl Server {
         let server_tag = config.server.tag.clone();
         let now = Instant::now();
         let hosts = Hosts::from_config(&config, now);
+        let resolver = Resolver::start(&config, now);
         let mut procs = ProcMan::new(&config, now);
         procs.start(poll.registry(), now);
         Ok(Server {
@@ -155,7 +156,7 @@ impl Server {
             conns: Slab::with_capacity(1024.min(max_conns)),
             pool: BufPool::new(),
             config,
-            resolver: Resolver::default(),
+            resolver,
             hosts,
             checker: Checker::new(),
             signals,
@@ -423,6 +424,7 @@ impl Server {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.resolver.tick(now);
         self.visit_all(now, Conn::on_tick);
         self.procs.tick(self.poll.registry(), now);
         self.drains.tick(now);
@@ -515,6 +517,9 @@ impl Server {
         );
         t.recent = Duration::ZERO;
         info!("status: {}", self.drains.status_line());
+        for line in self.resolver.status_lines() {
+            info!("status: {line}");
+        }
         for line in self.hosts.status_lines(now) {
             info!("status: {line}");
         }
