@@ -249,3 +249,45 @@ fn a_full_disk_under_the_access_log_costs_no_tunnel_a_byte() {
     let mut d = d;
     assert!(d.wait_exit(Duration::from_millis(10)).is_none(), "the daemon is still running");
 }
+
+/// The conf line from the issue, with the real util-linux logger (sending to a socket
+/// the test listens on instead of /dev/log).
+#[test]
+fn errorlog_through_the_real_logger() {
+    let be = Backend::echo();
+    let dir = TempDir::new("logger");
+    let sock_path = dir.join("log.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    let conf = Conf::tcp(be.port())
+        .set("server.errorlog", &format!("\"|/usr/bin/logger -t wstund --socket {}\"", sock_path.display()))
+        .render();
+    let d = Daemon::start(&conf);
+    echo_once(d.port(), "/ws/", b"through logger");
+    let got = recv_until(&sock, IO_TIMEOUT, |s| s.contains("[c1] access peer=127.0.0.1:"));
+    let line = got.last().unwrap();
+    assert!(line.contains(" wstund: ") && line.contains(" INFO  [c1] access "), "{line}");
+    assert!(line.contains(" in=14 out=14 "), "{line}");
+}
+
+/// Log rotation: the files are renamed, SIGHUP, and the next lines land in new files.
+#[test]
+fn sighup_reopens_both_log_files() {
+    let be = Backend::echo();
+    let dir = TempDir::new("rotate");
+    let (err, acc) = (dir.join("error.log"), dir.join("access.log"));
+    let conf = Conf::tcp(be.port())
+        .set("server.errorlog", &format!("\"{}\"", err.display()))
+        .set("accesslog.filename", &format!("\"{}\"", acc.display()))
+        .set("accesslog.format", "\"%{ws-id}x\"")
+        .render();
+    let d = Daemon::start(&conf);
+    echo_once(d.port(), "/ws/", b"before");
+    assert!(wait_until(IO_TIMEOUT, || std::fs::read_to_string(&acc).unwrap_or_default() == "c1\n"));
+    std::fs::rename(&err, dir.join("error.log.1")).unwrap();
+    std::fs::rename(&acc, dir.join("access.log.1")).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(wait_until(IO_TIMEOUT, || std::fs::read_to_string(&err).unwrap_or_default().contains("SIGHUP: log files reopened")));
+    echo_once(d.port(), "/ws/", b"after");
+    assert!(wait_until(IO_TIMEOUT, || std::fs::read_to_string(&acc).unwrap_or_default() == "c2\n"));
+    assert_eq!(std::fs::read_to_string(dir.join("access.log.1")).unwrap(), "c1\n");
+}
