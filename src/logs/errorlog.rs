@@ -56,7 +56,10 @@ impl ErrorLog {
     fn report(sink: &mut Sink, notices: Vec<String>) {
         for n in notices {
             let line = Self::line(sink, Level::Warn, &format_args!("{n}"));
-            if !sink.write(severity::WARNING, &line, Instant::now()).is_empty() || matches!(&*sink, Sink::File(_)) {
+            // A file that fails cannot carry its own report; a logger that keeps dying may
+            // never print it: both also go to standard error (the terminal, or /dev/null
+            // once daemonized).
+            if !sink.write(severity::WARNING, &line, Instant::now()).is_empty() || matches!(&*sink, Sink::File(_) | Sink::Pipe(_)) {
                 eprintln!("wstund: {n}");
             }
         }

@@ -22,8 +22,11 @@ use std::time::{Duration, Instant};
 
 use super::queue::LineQueue;
 
-/// Least time between two starts of the logger program.
+/// Least time between two starts of the logger program; doubled for each logger that
+/// dies within [`QUICK_DEATH`] of its start (a mistyped command), up to [`MAX_GAP`].
 pub const RESTART_GAP: Duration = Duration::from_secs(1);
+const QUICK_DEATH: Duration = Duration::from_secs(5);
+const MAX_GAP: Duration = Duration::from_secs(60);
 /// Copy kept of the last bytes written (a pipe's default capacity).
 const RECENT_LIMIT: usize = 64 * 1024;
 
@@ -41,6 +44,8 @@ pub struct PipeSink {
     /// The last bytes written to the pipe, for a logger that dies before reading them.
     recent: VecDeque<u8>,
     last_start: Option<Instant>,
+    /// Loggers in a row that died soon after their start.
+    quick_deaths: u32,
     pub restarts: u64,
     notices: Vec<String>,
 }
@@ -55,6 +60,7 @@ impl PipeSink {
             queue: LineQueue::default(),
             recent: VecDeque::new(),
             last_start: None,
+            quick_deaths: 0,
             restarts: 0,
             notices: Vec::new(),
         };
@@ -124,6 +130,11 @@ impl PipeSink {
     /// The logger is gone: take back what it never read, start it again when allowed.
     fn on_death(&mut self, now: Instant, why: &io::Error) {
         let Some(run) = self.child.take() else { return };
+        if self.last_start.is_some_and(|t| now.saturating_duration_since(t) < QUICK_DEATH) {
+            self.quick_deaths = self.quick_deaths.saturating_add(1);
+        } else {
+            self.quick_deaths = 0;
+        }
         let mut unread: libc::c_int = 0;
         // SAFETY: FIONREAD writes one int; on a pipe's write end it counts unread bytes.
         if unsafe { libc::ioctl(run.fd.as_raw_fd(), libc::FIONREAD, &mut unread) } != 0 {
@@ -146,13 +157,19 @@ impl PipeSink {
     }
 
     fn restart_if_due(&mut self, now: Instant) {
-        if self.child.is_some() || self.last_start.is_some_and(|t| now.saturating_duration_since(t) < RESTART_GAP) {
+        if self.child.is_some() || self.last_start.is_some_and(|t| now.saturating_duration_since(t) < self.restart_gap()) {
             return;
         }
         match self.spawn(now) {
             Ok(()) => self.restarts += 1,
             Err(e) => self.notices.push(format!("{}: cannot start logger {:?}: {e}; lines wait in memory", self.what, self.command)),
         }
+    }
+
+    fn restart_gap(&self) -> Duration {
+        // The first quick death is restarted after RESTART_GAP, then 2, 4, ... 60 s.
+        let doubling = self.quick_deaths.saturating_sub(1).min(6);
+        (RESTART_GAP * 2u32.pow(doubling)).min(MAX_GAP)
     }
 
     /// The 1 s tick: notice a logger that died while there was nothing to write, restart
@@ -175,5 +192,49 @@ impl PipeSink {
 
     pub fn dropped_total(&self) -> u64 {
         self.queue.dropped_total
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_logger_that_keeps_dying_is_restarted_ever_more_slowly() {
+        let now = Instant::now();
+        let mut p = PipeSink::start("error log", "exit 0", now).unwrap();
+        let gaps: Vec<u64> = (0..9)
+            .map(|k| {
+                p.quick_deaths = k;
+                p.restart_gap().as_secs()
+            })
+            .collect();
+        assert_eq!(gaps, [1, 1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+
+    #[test]
+    fn lines_reach_the_logger_and_a_dead_one_is_noticed() {
+        let dir = std::env::temp_dir().join(format!("wstund-pipe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("out");
+        let now = Instant::now();
+        let mut p = PipeSink::start("access log", &format!("exec cat > {}", out.display()), now).unwrap();
+        p.write(b"one\n", now);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::fs::read_to_string(&out).unwrap_or_default() != "one\n" {
+            assert!(Instant::now() < deadline, "the logger never wrote the line");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let pid = p.child.as_ref().unwrap().pid;
+        // SAFETY: kill(2) and waitpid(2) on our own child.
+        unsafe {
+            libc::kill(pid as i32, libc::SIGKILL);
+            libc::waitpid(pid as i32, std::ptr::null_mut(), 0);
+        }
+        p.tick(now + Duration::from_secs(2));
+        let notices = p.take_notices();
+        assert!(notices.iter().any(|n| n.contains("is gone")), "{notices:?}");
+        assert_eq!(p.restarts, 1);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

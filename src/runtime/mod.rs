@@ -4,7 +4,8 @@
 //! - `server`: one mio `Poll`, the connection slab, accept, the tick, the backlog.
 //! - `listener`: TCP and unix listening sockets, bound before the loop starts.
 //! - `signals`: signals as loop events through a signalfd.
-//! - `logging`: the error log (stderr or `server.errorlog`), reopened on SIGHUP.
+//! - `logging`: the error and access logs set up from the conf (`crate::logs`), reopened
+//!   on SIGHUP, kept going on the tick.
 
 pub mod listener;
 pub mod logging;
