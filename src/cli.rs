@@ -157,6 +157,7 @@ fn run(config: conf::Config) -> i32 {
         }
     };
     drop(server);
+    crate::runtime::logging::finish();
     if let Some(p) = &pid_file {
         let _ = std::fs::remove_file(p);
     }

@@ -109,6 +109,12 @@ fn piped_errorlog_survives_its_logger_being_killed() {
     let now = logger_pid(d.pid(), "cat").expect("a logger runs again");
     assert!(!killed.contains(&now));
     assert!(d.logs().contains("wstund: ready"), "stderr keeps the start-up lines");
+    // The last line is written before wstund exits; the logger ends on EOF.
+    let mut d = d;
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(IO_TIMEOUT).is_some());
+    assert!(wait_until(IO_TIMEOUT, || std::fs::read_to_string(&log).unwrap_or_default().contains("INFO  stopped")), "{}", std::fs::read_to_string(&log).unwrap());
+    assert!(wait_until(IO_TIMEOUT, || logger_pid(d.pid(), "cat").is_none() && procs::all().iter().all(|s| s.pgrp != now || s.state == 'Z')));
 }
 
 /// Reads datagrams until `pred` holds for one of them.

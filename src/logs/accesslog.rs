@@ -100,6 +100,11 @@ pub fn tick(now: Instant) {
     }
 }
 
+/// At exit: queued lines get until `deadline` to reach their logger.
+pub fn finish(deadline: Instant) {
+    with(|a| a.sink.finish(deadline));
+}
+
 /// Access lines lost (write errors, full queue), for the status dump.
 pub fn lost() -> Option<u64> {
     with(|a| a.sink.lost())

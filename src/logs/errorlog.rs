@@ -122,6 +122,14 @@ pub fn tick(now: Instant) {
     with(|s| s.tick(now));
 }
 
+/// At exit: queued lines get until `deadline` to reach their logger.
+pub fn finish(deadline: Instant) {
+    with(|s| {
+        s.finish(deadline);
+        Vec::new()
+    });
+}
+
 /// Error-log lines lost (write errors, full queue), for the status dump.
 pub fn lost() -> u64 {
     ERRORLOG.get().map_or(0, |el| el.sink.lock().map_or(0, |s| s.lost()))

@@ -186,6 +186,23 @@ impl PipeSink {
         self.flush(now);
     }
 
+    /// At exit: waits (at most until `deadline`) for the logger to take what is queued;
+    /// closing the pipe then gives it EOF, and it ends on its own.
+    pub fn finish(&mut self, deadline: Instant) {
+        loop {
+            let now = Instant::now();
+            self.flush(now);
+            let Some(run) = &self.child else { return };
+            if self.queue.front().is_none() || now >= deadline {
+                return;
+            }
+            let wait = deadline.saturating_duration_since(now).as_millis().min(100) as libc::c_int;
+            let mut pfd = libc::pollfd { fd: run.fd.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+            // SAFETY: one pollfd, bounded timeout.
+            unsafe { libc::poll(&mut pfd, 1, wait) };
+        }
+    }
+
     pub fn take_notices(&mut self) -> Vec<String> {
         std::mem::take(&mut self.notices)
     }

@@ -124,6 +124,15 @@ impl Sink {
         }
     }
 
+    /// At exit: queued lines get until `deadline` to reach a pipe or syslog.
+    pub fn finish(&mut self, deadline: Instant) {
+        match self {
+            Sink::Pipe(p) => p.finish(deadline),
+            Sink::Syslog(s) => s.flush(Instant::now()),
+            _ => {}
+        }
+    }
+
     /// Lines this sink lost (write errors, queue overflow).
     pub fn lost(&self) -> u64 {
         match self {

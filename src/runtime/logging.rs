@@ -28,6 +28,16 @@ pub fn tick(now: Instant) {
     accesslog::tick(now);
 }
 
+/// Longest wait at exit for a piped logger to take the lines still queued for it.
+const FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At exit: what is queued for a piped logger or syslog is written (within a bound).
+pub fn finish() {
+    let deadline = Instant::now() + FINISH_LIMIT;
+    accesslog::finish(deadline);
+    errorlog::finish(deadline);
+}
+
 /// Maps `wstunnel.debug` to a log level.
 pub fn level_for_debug(debug: u32) -> LevelFilter {
     match debug {
