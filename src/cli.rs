@@ -177,8 +177,8 @@ enum Mode {
 /// the operator sees it: the terminal, or the waiting starter process.
 fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foreground: bool) -> i32 {
     let fds = limits::apply_fd_limit(config.server.max_fds);
-    if let Err(e) = crate::runtime::logging::init(config.wstunnel.debug, config.server.errorlog.as_deref()) {
-        eprintln!("wstund: cannot open error log: {e}");
+    if let Err(e) = crate::runtime::logging::init(&config) {
+        eprintln!("wstund: {e}");
         return EXIT_RUNTIME;
     }
     if let Some(w) = &fds.warning {
@@ -341,6 +341,7 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     // After SIGUSR1 the pid file (same path, a new file) names the new process.
     let handed_over = server.handed_over();
     drop(server);
+    crate::runtime::logging::finish();
     if let Some(p) = pid_file {
         if !handed_over {
             p.remove();

@@ -5,7 +5,8 @@
 //! connection's state machine: handshake, attach, tunnel), `payload` (frames to backend
 //! bytes and back through one bounded buffer per direction), `backend` (streams, hosts,
 //! balancing, health, drains), `process` (stdio programs and spawned pools), and the pure
-//! protocol and conf code in `ws`, `http` and `conf`. `token` (the mio token layout) and
+//! protocol and conf code in `ws`, `http` and `conf`; `logs` (error and access log
+//! sinks) sits below them all. `token` (the mio token layout) and
 //! `errno` are leaves every layer may use. No import cycle between files or folders:
 //! `tests/layering.rs` checks it.
 
@@ -19,6 +20,7 @@ mod backend;
 mod conn;
 mod errno;
 mod http;
+mod logs;
 mod metrics;
 mod payload;
 mod process;

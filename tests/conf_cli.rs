@@ -477,7 +477,7 @@ fn warnings_are_printed_once_on_t() {
     assert_syntax_ok(&out, "-t with ignored directives");
     let expected = [
         "wstund: ignored: server.document-root (module mod_staticfile not implemented)",
-        "wstund: ignored: accesslog.filename (module mod_accesslog not implemented)",
+        "wstund: ignored: accesslog.filename inside a conditional (server-wide directive; only the global value is used)",
         "wstund: ignored: setenv.add-request-header (module mod_setenv not implemented)",
         "wstund: ignored: mod_access in server.modules (module not implemented)",
         "wstund: ignored: mod_frobnicate in server.modules (module not implemented)",

@@ -72,7 +72,8 @@ fn repository_conf_directory() {
         let l = load_and_round_trip(f);
         if f.ends_with("examples/lighttpd-compat.conf") {
             assert!(l.warnings.iter().any(|w| w == "ignored: server.document-root (module mod_staticfile not implemented)"), "{:?}", l.warnings);
-            assert!(l.warnings.iter().any(|w| w == "ignored: mod_accesslog in server.modules (module not implemented)"), "{:?}", l.warnings);
+            // mod_accesslog is implemented: its directives and module entry pass silently.
+            assert!(!l.warnings.iter().any(|w| w.contains("accesslog")), "{:?}", l.warnings);
         }
     }
 }

@@ -688,7 +688,7 @@ $HTTP["url"] =^ "/y" {{
     let logs = daemon.logs();
     for w in [
         "ignored: server.document-root (module mod_staticfile not implemented)",
-        "ignored: accesslog.filename (module mod_accesslog not implemented)",
+        "ignored: accesslog.filename inside a conditional (server-wide directive; only the global value is used)",
         "ignored: url.access-deny (module mod_access not implemented)",
         "ignored: mod_access in server.modules",
         "ignored: mod_nosuchthing in server.modules",

@@ -142,6 +142,7 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
             "check-expect" => b.check_expect = ConfType::from_val(val, opt)?,
             "rise" => b.rise = ConfType::from_val(val, opt)?,
             "fall" => b.fall = ConfType::from_val(val, opt)?,
+            "resolve-interval" => b.resolve_interval = ConfType::from_val(val, opt)?,
             _ => return Err(unknown_option(key, v, val)),
         }
     }
@@ -247,5 +248,6 @@ fn backend_conf(b: &BackendSpec) -> String {
     push("check-expect", Some(quote(&b.check_expect)));
     push("rise", Some(b.rise.to_string()));
     push("fall", Some(b.fall.to_string()));
+    push("resolve-interval", b.resolve_interval.to_conf(option("resolve-interval")));
     format!("( {} )", parts.join(", "))
 }

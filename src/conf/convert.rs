@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::schema::{Spec, Unit};
 use super::error::Diag;
-use super::model::{BackendFraming, BackendMode, Balance, Compression, FileMode, FrameType};
+use super::model::{AccessFormat, BackendFraming, BackendMode, Balance, Compression, FileMode, FrameType};
 use super::value::{quote, Val, ValKind};
 
 pub(crate) trait ConfType: Sized {
@@ -141,10 +141,25 @@ impl ConfType for bool {
 
 impl ConfType for String {
     fn from_val(v: &Val, d: &Spec) -> Result<String, Diag> {
-        str_of(v, d).map(str::to_string)
+        let s = str_of(v, d)?;
+        if !d.allowed.is_empty() && !d.allowed.contains(&s) {
+            return Err(Diag::new(v.span, format!("{}: {} is not supported (allowed: {})", d.name, quote(s), d.allowed.join(", "))));
+        }
+        Ok(s.to_string())
     }
     fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(quote(self))
+    }
+}
+
+impl ConfType for AccessFormat {
+    fn from_val(v: &Val, d: &Spec) -> Result<AccessFormat, Diag> {
+        let s = str_of(v, d)?;
+        crate::logs::format::Format::parse(s).map_err(|e| Diag::new(v.span, format!("{}: {e}", d.name)))?;
+        Ok(AccessFormat(s.to_string()))
+    }
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
+        Some(quote(&self.0))
     }
 }
 

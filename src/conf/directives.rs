@@ -89,9 +89,19 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     ListenBacklog.listen_backlog = "server.listen-backlog" : "integer" [1, U31] [] default "1024" unit None;
         "listen(2) backlog of the listening sockets."
     Errorlog.errorlog = "server.errorlog" : "string (path)" [0, 0] [] default "(unset: standard error)" unit None;
-        "File the error log is written to."
+        "File the error log is written to, or \"|command\" for a piped logger (run by /bin/sh, restarted if it dies)."
     ErrorlogUseSyslog.errorlog_use_syslog = "server.errorlog-use-syslog" : "boolean" [0, 0] [] default "\"disable\"" unit None;
-        "Send the error log to syslog instead of a file."
+        "Send the error log to syslog (/dev/log) instead of a file."
+    SyslogFacility.syslog_facility = "server.syslog-facility" : "string" [0, 0] ["auth", "authpriv", "cron", "daemon", "ftp", "kern", "lpr", "mail", "news", "security", "syslog", "user", "uucp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7"] default "\"daemon\"" unit None;
+        "Syslog facility of the error log and access log lines sent to syslog."
+    AccesslogFilename.accesslog_filename = "accesslog.filename" : "string (path)" [0, 0] [] default "(unset: access lines go to the error log)" unit None;
+        "File the access log is written to, or \"|command\" for a piped logger."
+    AccesslogFormat.accesslog_format = "accesslog.format" : "string" [0, 0] [] default "\"%h %V %u %t \\\"%r\\\" %>s %b \\\"%{Referer}i\\\" \\\"%{User-Agent}i\\\"\"" unit None;
+        "Layout of an access line: lighttpd's % fields, plus %{ws-...}x WebSocket fields."
+    AccesslogUseSyslog.accesslog_use_syslog = "accesslog.use-syslog" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Send the access log to syslog instead of a file."
+    AccesslogSyslogLevel.accesslog_syslog_level = "accesslog.syslog-level" : "integer" [0, 7] [] default "6" unit None;
+        "Syslog severity of access lines sent to syslog (6 = info)."
     PidFile.pid_file = "server.pid-file" : "string (path)" [0, 0] [] default "(unset: no pid file)" unit None;
         "File the daemon's process id is written to."
     Username.username = "server.username" : "string" [0, 0] [] default "(unset: keep the current user)" unit None;
@@ -200,6 +210,7 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("check-expect", "string", 0, 0, &[], "\"\"", Unit::None, "The probe succeeds only if the reply contains this string (same escapes); empty = connecting is enough."),
     backend_opt("rise", "integer", 1, 255, &[], "2", Unit::None, "Consecutive successful probes that bring an unhealthy backend back."),
     backend_opt("fall", "integer", 1, 255, &[], "3", Unit::None, "Consecutive failed probes that take a healthy backend out."),
+    backend_opt("resolve-interval", "integer", 0, U31, &[], "60", Unit::Seconds, "Seconds between lookups of a host name (off the event loop; a name that stops resolving keeps its last addresses); 0 looks it up only at start."),
 ];
 
 #[allow(clippy::too_many_arguments)] // one call per table row reads better than a struct literal
@@ -274,7 +285,6 @@ pub const IGNORED_SERVER: &[(&str, &str)] = &[
     ("server.bsd-accept-filter", "core"),
     ("server.stream-request-body", "core"),
     ("server.stream-response-body", "core"),
-    ("server.syslog-facility", "core"),
     ("server.systemd-socket-activation", "core"),
     ("server.feature-flags", "core"),
     ("server.graceful-restart-bg", "core"),
@@ -337,7 +347,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -428,7 +438,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            assert!(d.name.starts_with("server.") || d.name.starts_with("wstunnel."), "{}", d.name);
+            assert!(["server.", "wstunnel.", "accesslog."].iter().any(|p| d.name.starts_with(p)), "{}", d.name);
             assert!(!d.doc.is_empty());
         }
         for (n, _) in IGNORED_SERVER {

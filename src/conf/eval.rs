@@ -294,6 +294,16 @@ impl Loader {
             }
             return Err(unknown(key, span, suggest(key, server_names())));
         }
+        if key.starts_with("accesslog.") {
+            // mod_accesslog is implemented: an unknown name is a typo, except lighttpd's
+            // escaping switch, which wstund does not offer (it escapes as lighttpd's default).
+            if key == "accesslog.escaping" {
+                self.warn(format!("ignored: {} (wstund always escapes as lighttpd's default)", key));
+                return Ok(());
+            }
+            let names = super::directives::all().map(|d| d.name).filter(|n| n.starts_with("accesslog."));
+            return Err(unknown(key, span, suggest(key, names)));
+        }
         if let Some(m) = ignored_module(key) {
             self.warn(ignored_msg(key, m));
             return Ok(());

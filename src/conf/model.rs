@@ -75,8 +75,19 @@ pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::ZERO;
 pub const DEFAULT_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 3;
+/// Backend host names are looked up again every minute.
+pub const DEFAULT_RESOLVE_INTERVAL: Duration = Duration::from_secs(60);
 /// Host used when a spawned backend (`bin-path`) gives only a `port`.
 pub const DEFAULT_SPAWN_HOST: &str = "127.0.0.1";
+
+/// lighttpd's default facility.
+pub const DEFAULT_SYSLOG_FACILITY: &str = "daemon";
+/// LOG_INFO, lighttpd's default `accesslog.syslog-level`.
+pub const DEFAULT_ACCESSLOG_SYSLOG_LEVEL: u32 = 6;
+
+/// An `accesslog.format` string, checked field by field when the conf loads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccessFormat(pub String);
 
 /// The result of loading a configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -92,6 +103,13 @@ pub struct ServerSettings {
     pub listen_backlog: u32,
     pub errorlog: Option<PathBuf>,
     pub errorlog_use_syslog: bool,
+    /// A name from `logs::syslog::FACILITIES` (checked by the directive's allowed list).
+    pub syslog_facility: String,
+    /// A file, or `|command`; unset keeps access lines in the error log.
+    pub accesslog_filename: Option<PathBuf>,
+    pub accesslog_format: AccessFormat,
+    pub accesslog_use_syslog: bool,
+    pub accesslog_syslog_level: u32,
     pub pid_file: Option<PathBuf>,
     pub username: Option<String>,
     pub groupname: Option<String>,
@@ -119,6 +137,11 @@ impl Default for ServerSettings {
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
             errorlog: None,
             errorlog_use_syslog: DEFAULT_ERRORLOG_USE_SYSLOG,
+            syslog_facility: DEFAULT_SYSLOG_FACILITY.to_string(),
+            accesslog_filename: None,
+            accesslog_format: AccessFormat(crate::logs::format::DEFAULT_FORMAT.to_string()),
+            accesslog_use_syslog: false,
+            accesslog_syslog_level: DEFAULT_ACCESSLOG_SYSLOG_LEVEL,
             pid_file: None,
             username: None,
             groupname: None,
@@ -355,6 +378,8 @@ pub struct BackendSpec {
     pub check_expect: String,
     pub rise: u32,
     pub fall: u32,
+    /// How often a `host` name is looked up again; zero = only at start.
+    pub resolve_interval: Duration,
 }
 
 impl BackendSpec {
@@ -383,6 +408,7 @@ impl BackendSpec {
             check_expect: String::new(),
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
+            resolve_interval: DEFAULT_RESOLVE_INTERVAL,
         }
     }
 

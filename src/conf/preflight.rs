@@ -30,10 +30,13 @@ pub fn preflight(cfg: &Config) -> Vec<String> {
         }
     }
     let s = &cfg.server;
-    for (what, path) in [("server.errorlog", &s.errorlog), ("server.pid-file", &s.pid_file)] {
+    for (what, path) in [("server.errorlog", &s.errorlog), ("accesslog.filename", &s.accesslog_filename), ("server.pid-file", &s.pid_file)] {
         if let Some(p) = path {
-            // A leading '|' pipes the error log into a program, as in lighttpd.
+            // A leading '|' pipes the log into a program run by /bin/sh, as in lighttpd.
             if p.to_string_lossy().starts_with('|') {
+                if !Path::new("/bin/sh").exists() {
+                    problems.push(format!("{what} {}: /bin/sh, which runs a piped logger, is missing", p.display()));
+                }
                 continue;
             }
             if let Err(e) = dir_writable(p.parent().unwrap_or(Path::new("."))) {

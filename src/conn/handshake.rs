@@ -63,6 +63,7 @@ impl Conn {
     /// Picks the route for the request and either starts the backend connect or answers
     /// with the HTTP error that explains why not.
     fn route(&mut self, ctx: &mut Ctx, req: Request) {
+        self.access_req = crate::logs::accesslog::capture(&req.method, &req.target, req.minor_version, |h| req.header(h));
         let settings = self.settings_for(ctx, &req);
         let Some(route) = settings.servers.find(&req.url_path) else {
             debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);

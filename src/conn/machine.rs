@@ -28,7 +28,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info};
+use log::debug;
 use mio::event::Event;
 use mio::Registry;
 
@@ -42,6 +42,7 @@ use crate::conf::{BackendSpec, Config, WsSettings};
 use crate::backend::drain::Drains;
 use crate::backend::hosts::{Chain, HostId, Hosts, RouteId};
 use crate::http::{Request, Upgrade};
+use crate::logs::format::{AccessRecord, RequestSeen};
 use crate::payload::inbound::{Inbound, InboundOpts};
 use crate::payload::outbound::Outbound;
 use crate::process::procman::ProcMan;
@@ -262,6 +263,8 @@ pub struct Conn {
     pub started: Instant,
     pub last_read: Instant,
     pub last_write: Instant,
+    /// What the access log's format needs of the request (None unless it needs some).
+    pub access_req: Option<Box<RequestSeen>>,
 }
 
 impl Conn {
@@ -302,6 +305,7 @@ impl Conn {
             started: now,
             last_read: now,
             last_write: now,
+            access_req: None,
         }
     }
 
@@ -468,8 +472,8 @@ impl Conn {
         self.backend_io = Readiness::default();
     }
 
+    /// Hands the connection's access record to the access log (`logs/accesslog.rs`).
     fn log_access(&self, now: Instant) {
-        let peer = self.client.peer().map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
         let (path, backend) = match &self.tunnel {
             Some(t) => (t.path.as_str(), if t.backend_name.is_empty() { "-" } else { t.backend_name.as_str() }),
             None => ("-", "-"),
@@ -479,21 +483,24 @@ impl Conn {
             (None, Some(s)) => format!("http{s}"),
             (None, None) => "1006".into(),
         };
-        info!(
-            "[c{}] access peer={} path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={} lost_in={} lost_out={} cut={}",
-            self.id,
-            peer,
+        let opened = self.tunnel.as_ref().is_some_and(|t| t.opened);
+        crate::logs::accesslog::emit(&AccessRecord {
+            id: self.id,
+            peer: self.client.peer(),
+            request: self.access_req.as_deref(),
             path,
             backend,
-            self.inbound.payload_bytes,
-            self.outbound.payload_bytes,
-            now.duration_since(self.started).as_millis(),
-            close,
-            self.closed_by.unwrap_or(ClosedBy::Client).as_str(),
-            self.tunnel.as_ref().and_then(|t| t.subprotocol.as_deref()).unwrap_or("-"),
-            self.lost_in,
-            self.lost_out,
-            self.cut.map(Cut::as_str).unwrap_or("-"),
-        );
+            status: self.status.or(opened.then_some(101)),
+            bytes_in: self.inbound.payload_bytes,
+            bytes_out: self.outbound.payload_bytes,
+            duration: now.duration_since(self.started),
+            end: std::time::SystemTime::now(),
+            close: &close,
+            closed_by: self.closed_by.unwrap_or(ClosedBy::Client).as_str(),
+            proto: self.tunnel.as_ref().and_then(|t| t.subprotocol.as_deref()).unwrap_or("-"),
+            lost_in: self.lost_in,
+            lost_out: self.lost_out,
+            cut: self.cut.map(Cut::as_str).unwrap_or("-"),
+        });
     }
 }

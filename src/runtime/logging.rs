@@ -1,22 +1,41 @@
-//! Error log set-up: env_logger to stderr or to `server.errorlog`, reopened on SIGHUP.
+//! Log set-up from the conf: the error log (`server.errorlog`, a file or `"|command"`,
+//! or `server.errorlog-use-syslog`) and the access log (`accesslog.filename`,
+//! `accesslog.use-syslog`, `accesslog.format`); both reopened on SIGHUP and kept going
+//! by the loop's tick. The logs themselves are in `crate::logs`.
 //!
 //! `wstunnel.debug` picks the level as lighttpd's debug switch does (0 = normal
 //! operation, higher = more detail); `RUST_LOG` or `WSTUND_LOG` override it for
 //! developers.
 
-use std::fs::{File, OpenOptions};
-use std::io::{self, Write};
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::time::Instant;
 
 use log::LevelFilter;
 
-static REOPEN: AtomicBool = AtomicBool::new(false);
+use crate::conf::Config;
+use crate::logs::format::Format;
+use crate::logs::sink::Target;
+use crate::logs::{accesslog, errorlog, syslog};
 
-/// Asks the file logger to reopen its file before the next line (after log rotation).
+/// Reopens log files before the next line (after log rotation); pipes keep running.
 pub fn reopen() {
-    REOPEN.store(true, Ordering::SeqCst);
+    errorlog::reopen();
+    accesslog::reopen();
+}
+
+/// The loop's 1 s tick: queued lines, dead piped loggers.
+pub fn tick(now: Instant) {
+    errorlog::tick(now);
+    accesslog::tick(now);
+}
+
+/// Longest wait at exit for a piped logger to take the lines still queued for it.
+const FINISH_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// At exit: what is queued for a piped logger or syslog is written (within a bound).
+pub fn finish() {
+    let deadline = Instant::now() + FINISH_LIMIT;
+    accesslog::finish(deadline);
+    errorlog::finish(deadline);
 }
 
 /// Maps `wstunnel.debug` to a log level.
@@ -28,66 +47,39 @@ pub fn level_for_debug(debug: u32) -> LevelFilter {
     }
 }
 
-/// A log file that can be reopened by path.
-struct ReopenableFile {
-    path: PathBuf,
-    file: Mutex<File>,
+/// The syslog facility code of `server.syslog-facility` (checked when the conf loaded).
+fn facility(config: &Config) -> u8 {
+    syslog::facility_code(&config.server.syslog_facility).unwrap_or(3)
 }
 
-impl ReopenableFile {
-    fn open(path: &Path) -> io::Result<File> {
-        OpenOptions::new().create(true).append(true).open(path)
-    }
-}
-
-impl Write for &ReopenableFile {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        if REOPEN.swap(false, Ordering::SeqCst) {
-            if let Ok(nf) = ReopenableFile::open(&self.path) {
-                *f = nf;
-            }
-        }
-        f.write(buf)
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        self.file.lock().unwrap_or_else(|p| p.into_inner()).flush()
-    }
-}
-
-struct Pipe(&'static ReopenableFile);
-
-impl Write for Pipe {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        (&*self.0).write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        (&*self.0).flush()
-    }
-}
-
-/// Installs the logger. An unopenable error log is a start-up error.
-pub fn init(debug: u32, errorlog: Option<&Path>) -> io::Result<()> {
-    let mut b = env_logger::Builder::new();
-    b.filter_level(level_for_debug(debug));
-    // Libraries stay quiet unless asked for.
-    b.filter_module("mio", LevelFilter::Warn);
-    if let Ok(spec) = std::env::var("WSTUND_LOG").or_else(|_| std::env::var("RUST_LOG")) {
-        b.parse_filters(&spec);
-    }
-    b.format(|f, rec| {
-        let ts = f.timestamp_seconds();
-        writeln!(f, "{ts} {:<5} {}", rec.level(), rec.args())
-    });
-    if let Some(p) = errorlog {
-        let file = ReopenableFile::open(p)?;
-        let rf: &'static ReopenableFile = Box::leak(Box::new(ReopenableFile { path: p.to_path_buf(), file: Mutex::new(file) }));
-        b.target(env_logger::Target::Pipe(Box::new(Pipe(rf))));
+/// Opens both logs. An error log or access log that cannot be opened (a missing
+/// directory, no /bin/sh for a pipe) is a start-up error, with what failed.
+pub fn init(config: &Config) -> Result<(), String> {
+    let s = &config.server;
+    let target = if s.errorlog_use_syslog {
+        Target::Syslog(facility(config))
     } else {
-        b.target(env_logger::Target::Stderr);
+        match &s.errorlog {
+            Some(p) => Target::from_conf(&p.to_string_lossy()),
+            None => Target::Stderr,
+        }
+    };
+    errorlog::init(level_for_debug(config.wstunnel.debug), &target).map_err(|e| format!("cannot open error log: {e}"))?;
+    let access = if s.accesslog_use_syslog {
+        Some(Target::Syslog(facility(config)))
+    } else {
+        s.accesslog_filename.as_ref().map(|p| Target::from_conf(&p.to_string_lossy()))
+    };
+    if let Some(target) = access {
+        let format = Format::parse(&s.accesslog_format.0).map_err(|e| format!("accesslog.format: {e}"))?;
+        let level = u8::try_from(s.accesslog_syslog_level.min(7)).unwrap_or(6);
+        accesslog::init(format, &target, level).map_err(|e| format!("cannot open access log: {e}"))?;
     }
-    // A second init (tests) keeps the first logger.
-    let _ = b.try_init();
     Ok(())
+}
+
+/// For the status dump: lines each log lost.
+pub fn status_line() -> String {
+    let access = accesslog::lost().map_or_else(|| "-".to_string(), |n| n.to_string());
+    format!("log lines lost: error log {}, access log {access}", errorlog::lost())
 }

@@ -7,7 +7,8 @@
 //! - `handover`: SIGUSR1, the listening sockets passed to a new wstund across exec
 //!   (systemd's `LISTEN_FDS` convention, also used for socket activation).
 //! - `oneshot`: `-1`, the one connection on standard input.
-//! - `logging`: the error log (stderr or `server.errorlog`), reopened on SIGHUP.
+//! - `logging`: the error and access logs set up from the conf (`crate::logs`), reopened
+//!   on SIGHUP, kept going on the tick.
 //! - `limits`: RLIMIT_NOFILE and the connection limit it allows.
 //! - `privileges`: chroot, setgroups, setgid, setuid after binding; no way back.
 //! - `daemon`: fork to the background, the starter waits for ready or the reason.

@@ -198,6 +198,7 @@ impl Server {
         let graceful_timeout = Some(config.server.graceful_shutdown_timeout).filter(|t| !t.is_zero());
         let now = Instant::now();
         let hosts = Hosts::from_config(&config, now);
+        let resolver = Resolver::start(&config, now);
         let mut procs = ProcMan::new(&config, now);
         let start_failure = procs.start(poll.registry(), now).err();
         Ok(Server {
@@ -207,7 +208,7 @@ impl Server {
             conns: Slab::with_capacity(1024.min(max_conns)),
             pool: BufPool::new(),
             config,
-            resolver: Resolver::default(),
+            resolver,
             hosts,
             checker: Checker::new(),
             signals,
@@ -534,6 +535,7 @@ impl Server {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.resolver.tick(now);
         if let Some(limit) = self.idle_limit {
             if self.state == RunState::Running && now.saturating_duration_since(self.last_active) >= limit {
                 info!("idle for {} s (-i {}): graceful stop", limit.as_secs(), limit.as_secs());
@@ -546,6 +548,7 @@ impl Server {
         self.pool.trim();
         self.hosts.tick(now);
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
+        crate::runtime::logging::tick(now);
     }
 
     /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
@@ -760,6 +763,9 @@ impl Server {
         );
         t.recent = Duration::ZERO;
         info!("status: {}", self.drains.status_line());
+        for line in self.resolver.status_lines() {
+            info!("status: {line}");
+        }
         for line in self.hosts.status_lines(now) {
             info!("status: {line}");
         }
@@ -769,6 +775,7 @@ impl Server {
         for line in self.procs.status_lines() {
             info!("status: {line}");
         }
+        info!("status: {}", crate::runtime::logging::status_line());
         info!("status: log lines suppressed: {}, accept failures: {}", crate::process::childlog::suppressed_total(), self.accept_failures.total());
         for line in self.metrics_text().lines().filter(|l| !l.starts_with('#')) {
             info!("metric: {line}");

@@ -109,20 +109,28 @@ impl Daemon {
     }
 
     pub fn start_with_env(conf: &str, env: &[(&str, &str)]) -> Daemon {
-        Self::start_opts(conf, env, None, &[])
+        Self::start_opts(conf, env, None, &[], &[])
     }
 
     /// Start with extra command-line options after `-D -f CONF` (`-i 1`, …).
     pub fn start_with_args(conf: &str, args: &[&str]) -> Daemon {
-        Self::start_opts(conf, &[], None, args)
+        Self::start_opts(conf, &[], None, args, &[])
     }
 
     /// Start with the file-descriptor limit (RLIMIT_NOFILE) set to `nofile`.
     pub fn start_with_nofile(conf: &str, nofile: u64) -> Daemon {
-        Self::start_opts(conf, &[], Some(nofile), &[])
+        Self::start_opts(conf, &[], Some(nofile), &[], &[])
     }
 
-    fn start_opts(conf: &str, env: &[(&str, &str)], nofile: Option<u64>, args: &[&str]) -> Daemon {
+    /// Start in a mount namespace of its own (root only) where each `(source, target)`
+    /// is bind-mounted over `target`, in order: a test hosts file over /etc/hosts, a
+    /// directory holding a test syslog socket over /dev. The machine's mounts are
+    /// untouched (the namespace's mounts are private).
+    pub fn start_with_binds(conf: &str, binds: &[(PathBuf, PathBuf)]) -> Daemon {
+        Self::start_opts(conf, &[], None, &[], binds)
+    }
+
+    fn start_opts(conf: &str, env: &[(&str, &str)], nofile: Option<u64>, args: &[&str], binds: &[(PathBuf, PathBuf)]) -> Daemon {
         let dir = TempDir::new("d");
         let conf_path = dir.join("wstund.conf");
         std::fs::write(&conf_path, conf).expect("write conf");
@@ -143,6 +151,30 @@ impl Daemon {
                 cmd.pre_exec(move || {
                     if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
                         return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        if !binds.is_empty() {
+            use std::os::unix::ffi::OsStrExt;
+            let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).expect("path without NUL");
+            let pairs: Vec<(std::ffi::CString, std::ffi::CString)> = binds.iter().map(|(s, t)| (c(s), c(t))).collect();
+            let root = c(Path::new("/"));
+            // SAFETY: unshare(2) and mount(2) only, on strings made before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    let none = std::ptr::null();
+                    if libc::mount(none, root.as_ptr(), none, libc::MS_REC | libc::MS_PRIVATE, std::ptr::null()) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    for (src, dst) in &pairs {
+                        if libc::mount(src.as_ptr(), dst.as_ptr(), none, libc::MS_BIND | libc::MS_REC, std::ptr::null()) != 0 {
+                            return Err(std::io::Error::last_os_error());
+                        }
                     }
                     Ok(())
                 });

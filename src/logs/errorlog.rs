@@ -1,0 +1,136 @@
+//! The error log: every `log` macro in wstund ends here, filtered by level, stamped and
+//! handed to a [`Sink`] (standard error, a file, a piped logger, syslog).
+//!
+//! Stream sinks get `2026-12-06T19:24:12Z INFO  message` (the layout wstund has always
+//! written); syslog gets the bare message with the level as its severity. A sink's own
+//! trouble (a logger restarted, lines dropped) is written through the same sink as a
+//! warning, and on standard error when that sink is a file that cannot be written.
+
+use std::fmt::Write as _;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Instant, SystemTime};
+
+use log::{Level, Log, Metadata, Record};
+
+use super::clock;
+use super::sink::{Sink, Target};
+use super::syslog::severity;
+
+pub struct ErrorLog {
+    /// env_logger, used only for its `RUST_LOG`-style filter.
+    filter: env_logger::Logger,
+    sink: Mutex<Sink>,
+}
+
+static ERRORLOG: OnceLock<&'static ErrorLog> = OnceLock::new();
+
+fn severity_of(l: Level) -> u8 {
+    match l {
+        Level::Error => severity::ERR,
+        Level::Warn => severity::WARNING,
+        Level::Info => severity::INFO,
+        Level::Debug | Level::Trace => severity::DEBUG,
+    }
+}
+
+impl ErrorLog {
+    fn line(sink: &Sink, level: Level, args: &std::fmt::Arguments) -> String {
+        let mut s = String::with_capacity(128);
+        if sink.is_syslog() {
+            let _ = write!(s, "{args}");
+        } else {
+            let ts = clock::rfc3339_utc(clock::unix_seconds(SystemTime::now()));
+            let _ = writeln!(s, "{ts} {level:<5} {args}");
+        }
+        s
+    }
+
+    fn write(&self, level: Level, args: &std::fmt::Arguments) {
+        let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let line = Self::line(&sink, level, args);
+        let notices = sink.write(severity_of(level), &line, Instant::now());
+        Self::report(&mut sink, notices);
+    }
+
+    /// A sink's notices go through the sink once; what that fails to say goes to stderr.
+    fn report(sink: &mut Sink, notices: Vec<String>) {
+        for n in notices {
+            let line = Self::line(sink, Level::Warn, &format_args!("{n}"));
+            // A file that fails cannot carry its own report; a logger that keeps dying may
+            // never print it: both also go to standard error (the terminal, or /dev/null
+            // once daemonized).
+            if !sink.write(severity::WARNING, &line, Instant::now()).is_empty() || matches!(&*sink, Sink::File(_) | Sink::Pipe(_)) {
+                eprintln!("wstund: {n}");
+            }
+        }
+    }
+}
+
+impl Log for ErrorLog {
+    fn enabled(&self, m: &Metadata) -> bool {
+        self.filter.enabled(m)
+    }
+
+    fn log(&self, rec: &Record) {
+        if self.filter.matches(rec) {
+            self.write(rec.level(), rec.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
+/// Installs the error log with `level` (and `RUST_LOG`/`WSTUND_LOG` on top). Opening
+/// the target may fail: that is a start-up error. A second call keeps the first logger.
+pub fn init(level: log::LevelFilter, target: &Target) -> std::io::Result<()> {
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level);
+    // Libraries stay quiet unless asked for.
+    b.filter_module("mio", log::LevelFilter::Warn);
+    if let Ok(spec) = std::env::var("WSTUND_LOG").or_else(|_| std::env::var("RUST_LOG")) {
+        b.parse_filters(&spec);
+    }
+    let filter = b.build();
+    let max = filter.filter();
+    let sink = Sink::open("error log", target, Instant::now())?;
+    if ERRORLOG.get().is_some() {
+        return Ok(());
+    }
+    let el: &'static ErrorLog = Box::leak(Box::new(ErrorLog { filter, sink: Mutex::new(sink) }));
+    if log::set_logger(el).is_ok() {
+        log::set_max_level(max);
+        let _ = ERRORLOG.set(el);
+    }
+    Ok(())
+}
+
+fn with(f: impl FnOnce(&mut Sink) -> Vec<String>) {
+    if let Some(el) = ERRORLOG.get() {
+        let mut sink = el.sink.lock().unwrap_or_else(|p| p.into_inner());
+        let notices = f(&mut sink);
+        ErrorLog::report(&mut sink, notices);
+    }
+}
+
+/// SIGHUP: a file is opened again by name (after rotation); a pipe keeps running.
+pub fn reopen() {
+    with(Sink::reopen);
+}
+
+/// The 1 s tick: a piped logger's queue and restarts, syslog's queue.
+pub fn tick(now: Instant) {
+    with(|s| s.tick(now));
+}
+
+/// At exit: queued lines get until `deadline` to reach their logger.
+pub fn finish(deadline: Instant) {
+    with(|s| {
+        s.finish(deadline);
+        Vec::new()
+    });
+}
+
+/// Error-log lines lost (write errors, full queue), for the status dump.
+pub fn lost() -> u64 {
+    ERRORLOG.get().map_or(0, |el| el.sink.lock().map_or(0, |s| s.lost()))
+}
