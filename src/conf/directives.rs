@@ -165,6 +165,11 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Messages smaller than this are sent uncompressed."
     BackendFraming.backend_framing = "wstunnel.backend-framing" : "string" [0, 0] ["stream", "line", "framed"] default "\"stream\"" unit None;
         "How message boundaries are kept on the backend byte stream."
+    // mod_access: per request like the wstunnel.* rows, so conditionals can set it.
+    AccessDeny.access_deny = "url.access-deny" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Answer 403 when the decoded URL path ends with one of these; \"\" denies every path."
+    AccessAllow.access_allow = "url.access-allow" : "array of strings" [0, 0] [] default "( )" unit None;
+        "When set, answer 403 unless the decoded URL path ends with one of these (url.access-deny is then not used)."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -320,8 +325,6 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
     ("trigger-before-download.", "mod_trigger_b4_dl"),
     ("uploadprogress.", "mod_uploadprogress"),
     ("url.", "mod_rewrite"),
-    ("url.access-allow", "mod_access"),
-    ("url.access-deny", "mod_access"),
     ("url.redirect", "mod_redirect"),
     ("userdir.", "mod_userdir"),
     ("usertrack.", "mod_usertrack"),
@@ -331,7 +334,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_access"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -422,7 +425,8 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            assert!(d.name.starts_with("server.") || d.name.starts_with("wstunnel."), "{}", d.name);
+            let prefixed = ["server.", "wstunnel.", "url.access-"].iter().any(|p| d.name.starts_with(p));
+            assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }
         for (n, _) in IGNORED_SERVER {
@@ -461,7 +465,8 @@ mod tests {
     fn module_lookup() {
         assert_eq!(ignored_module("server.document-root"), Some("mod_staticfile"));
         assert_eq!(ignored_module("url.rewrite-once"), Some("mod_rewrite"));
-        assert_eq!(ignored_module("url.access-deny"), Some("mod_access"));
+        assert_eq!(ignored_module("url.access-deny"), Some("mod_rewrite"), "only reached for names lookup() does not know");
+        assert!(lookup("url.access-deny").is_some() && lookup("url.access-allow").is_some());
         assert_eq!(ignored_module("ssl.engine"), Some("mod_openssl"));
         assert_eq!(ignored_module("wstunnel.server"), None);
         assert_eq!(ignored_module("frobnicate.x"), None);

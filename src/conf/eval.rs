@@ -21,6 +21,7 @@ use super::directives::{
 use super::error::{ConfError, Diag, Span};
 use super::include;
 use super::listen;
+use super::refused;
 use super::config::{Config, Loaded};
 use super::model::{ServerSettings, WsSettings};
 use super::parser::parse;
@@ -140,6 +141,9 @@ impl Loader {
             Stmt::Assign { key, key_span, op, value } => {
                 self.check_name(key, *key_span)?;
                 let v = self.expr(value)?;
+                if key == "server.modules" {
+                    refuse_modules(&v)?;
+                }
                 self.assign(key, *key_span, *op, v)
             }
             Stmt::Include { path, span } => {
@@ -269,6 +273,9 @@ impl Loader {
         }
         if key.starts_with("var.") {
             return Ok(());
+        }
+        if let Some(r) = refused::directive(key) {
+            return Err(Diag::new(span, r.message(key, false)));
         }
         if let Some(d) = lookup(key) {
             if in_block && matches!(d.target, Field::Server(_)) {
@@ -467,6 +474,7 @@ impl Loader {
                 _ => {}
             }
         }
+        refuse_workers(&server, &global)?;
         for m in &server.modules {
             if !IMPLEMENTED_MODULES.contains(&m.as_str()) {
                 self.warn(format!("ignored: {} in server.modules (module not implemented)", m));
@@ -548,6 +556,39 @@ impl Loader {
         }
         Ok(out)
     }
+}
+
+/// A module of a refused feature (see `refused.rs`) in a `server.modules` value is an
+/// error at the string that names it, wherever the list was written (a `+=`, a `var.`).
+fn refuse_modules(v: &Val) -> Result<(), Diag> {
+    let names: Vec<&Val> = match &v.kind {
+        ValKind::List(entries) => entries.iter().map(|e| &e.val).collect(),
+        _ => vec![v],
+    };
+    for n in names {
+        if let ValKind::Str(m) = &n.kind {
+            if let Some(r) = refused::module(m) {
+                return Err(Diag::new(n.span, r.message(m, true)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `server.max-worker` above 1 asks for processes wstund does not start yet.
+fn refuse_workers(server: &ServerSettings, global: &[Assigned]) -> Result<(), Diag> {
+    if server.max_worker <= 1 {
+        return Ok(());
+    }
+    let at = global.iter().rev().find(|a| a.key == "server.max-worker").map(|a| a.val.span).unwrap_or_default();
+    Err(Diag::new(
+        at,
+        format!(
+            "server.max-worker = {}: multi-process workers are not implemented yet; set 0 (or 1) for one process, \
+             or run several wstund instances on different ports behind a load balancer",
+            server.max_worker
+        ),
+    ))
 }
 
 fn ignored_msg(key: &str, module: &str) -> String {

@@ -125,6 +125,10 @@ pub struct WsSettings {
     pub frame_type: FrameType,
     /// Empty = any origin, and a missing Origin header is allowed.
     pub origins: Vec<String>,
+    /// `url.access-deny`: suffixes of the decoded URL path answered with 403.
+    pub access_deny: Vec<String>,
+    /// `url.access-allow`: when not empty, only paths ending in one of these pass.
+    pub access_allow: Vec<String>,
     /// Seconds; 0 = no pings.
     pub ping_interval: u32,
     pub debug: u32,
@@ -166,6 +170,8 @@ impl Default for WsSettings {
             servers: ServerMap::default(),
             frame_type: DEFAULT_FRAME_TYPE,
             origins: Vec::new(),
+            access_deny: Vec::new(),
+            access_allow: Vec::new(),
             ping_interval: DEFAULT_PING_INTERVAL,
             debug: DEFAULT_DEBUG,
             balance: DEFAULT_BALANCE,

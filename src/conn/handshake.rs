@@ -58,10 +58,15 @@ impl Conn {
         }
     }
 
-    /// Picks the route for the request and either starts the backend connect or answers
-    /// with the HTTP error that explains why not.
+    /// Checks url.access-*, picks the route for the request and either starts the backend
+    /// connect or answers with the HTTP error that explains why not.
     fn route(&mut self, ctx: &mut Ctx, req: Request) {
         let settings = self.settings_for(ctx, &req);
+        // mod_access comes first, as in lighttpd: no upgrade, no route, no backend.
+        if http::access::denied(&req.url_path, &settings.access_allow, &settings.access_deny) {
+            debug!("[c{}] url denied by url.access-allow/url.access-deny: {}", self.id, req.url_path);
+            return self.reject(ctx, 403, &[], "forbidden");
+        }
         let Some(route) = settings.servers.find(&req.url_path) else {
             debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
             return self.reject(ctx, 404, &[], "not found");
