@@ -42,7 +42,7 @@ const SIZE_MAX: i64 = i64::MAX;
 macro_rules! field_table {
     ($enum:ident, $settings:ty, $table:ident, $target:ident, $set:ident, $copy:ident, $show:ident;
      $( $variant:ident . $field:ident = $name:literal : $ty:literal [$min:expr, $max:expr] [$($allowed:literal),*]
-        default $default:literal unit $unit:ident ; $doc:literal )* ) => {
+        default $default:tt unit $unit:ident ; $doc:literal )* ) => {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum $enum { $($variant),* }
 
@@ -85,7 +85,7 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     MaxFds.max_fds = "server.max-fds" : "integer" [1, U31] [] default "(unset: keep the inherited limit)" unit None;
         "File descriptor limit (RLIMIT_NOFILE) to set at startup."
     MaxWorker.max_worker = "server.max-worker" : "integer" [0, 1024] [] default "0" unit None;
-        "Number of worker processes sharing the listeners; 0 runs a single process."
+        "Worker processes; only 0 and 1 (one process) are accepted until multi-process workers exist."
     ListenBacklog.listen_backlog = "server.listen-backlog" : "integer" [1, U31] [] default "1024" unit None;
         "listen(2) backlog of the listening sockets."
     Errorlog.errorlog = "server.errorlog" : "string (path)" [0, 0] [] default "(unset: standard error)" unit None;
@@ -100,10 +100,10 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
         "Group to switch to after the listening sockets are opened."
     Chroot.chroot = "server.chroot" : "string (path)" [0, 0] [] default "(unset: no chroot)" unit None;
         "Directory to chroot(2) into after startup."
-    Tag.tag = "server.tag" : "string" [0, 0] [] default "\"wstund\"" unit None;
-        "Value of the Server header in HTTP responses; empty sends none."
+    Tag.tag = "server.tag" : "string" [0, 0] [] default (concat!("\"", "wstund/", env!("CARGO_PKG_VERSION"), "\"")) unit None;
+        "Value of the Server header in HTTP responses (the 101 and errors); empty sends none."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
-        "Modules to load; wstund implements mod_wstunnel and warns about any other."
+        "Modules to load; wstund implements mod_wstunnel and mod_access, refuses TLS/auth modules and warns about any other."
 }
 
 field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;

@@ -488,8 +488,8 @@ impl Loader {
 
     fn warn_backend_options(&mut self, f: WsField, v: &Val) {
         if f == WsField::Server {
-            for o in backend::ignored_options(v) {
-                self.warn(format!("ignored: wstunnel.server backend option {} (not used by wstund)", quote(&o)));
+            for (o, reason) in backend::ignored_options(v) {
+                self.warn(format!("ignored: wstunnel.server backend option {} ({})", quote(&o), reason));
             }
         }
     }

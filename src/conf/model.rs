@@ -17,7 +17,8 @@ pub const DEFAULT_MAX_READ_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_WRITE_IDLE: Duration = Duration::from_secs(360);
 /// lighttpd's default: a third of its default `server.max-fds` (4096).
 pub const DEFAULT_MAX_CONNECTIONS: u32 = 1365;
-pub const DEFAULT_TAG: &str = "wstund";
+/// Name and version, as lighttpd sends `lighttpd/1.4.x`.
+pub const DEFAULT_TAG: &str = concat!("wstund/", env!("CARGO_PKG_VERSION"));
 pub const DEFAULT_MAX_WORKER: u32 = 0;
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 pub const DEFAULT_ERRORLOG_USE_SYSLOG: bool = false;

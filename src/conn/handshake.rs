@@ -307,8 +307,12 @@ impl Conn {
     /// Answers with an HTTP error and ends the connection gracefully.
     pub(crate) fn reject(&mut self, ctx: &mut Ctx, status: u16, extra: &[(&str, &str)], body: &str) {
         self.drop_backend(ctx);
+        let mut headers = extra.to_vec();
+        if !ctx.server_tag.is_empty() {
+            headers.push(("Server", ctx.server_tag));
+        }
         let mut resp = Vec::with_capacity(256);
-        http::write_response(status, extra, body, &mut resp);
+        http::write_response(status, &headers, body, &mut resp);
         self.outbound.push_raw(ctx.pool, &resp);
         self.status = Some(status);
         self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
