@@ -16,7 +16,8 @@ pub struct Refused {
     pub prefixes: &'static [&'static str],
     /// `server.modules` entries of the feature; a trailing `*` matches any suffix.
     pub modules: &'static [&'static str],
-    /// What to do instead, after "remove it or ...".
+    /// What follows "remove it": the way to get the feature elsewhere, or what removing
+    /// it means.
     pub instead: &'static str,
 }
 
@@ -25,37 +26,37 @@ pub const REFUSED: &[Refused] = &[
         feature: "TLS",
         prefixes: &["ssl.", "openssl.", "gnutls.", "mbedtls.", "nss.", "wolfssl."],
         modules: &["mod_openssl", "mod_gnutls", "mod_mbedtls", "mod_nss", "mod_wolfssl"],
-        instead: "terminate TLS in front of wstund (haproxy, nginx, stunnel)",
+        instead: "or terminate TLS in front of wstund (haproxy, nginx, stunnel)",
     },
     Refused {
         feature: "authentication",
         prefixes: &["auth."],
         modules: &["mod_auth", "mod_authn_*"],
-        instead: "authenticate in front of wstund (a reverse proxy) or in the backend",
+        instead: "or authenticate in front of wstund (a reverse proxy) or in the backend",
     },
     Refused {
-        feature: "extforward: the client address taken from X-Forwarded-For",
+        feature: "the client address taken from X-Forwarded-For",
         prefixes: &["extforward."],
         modules: &["mod_extforward"],
-        instead: "know that $HTTP[\"remoteip\"] conditions and the log then see the proxy's address",
+        instead: "; $HTTP[\"remoteip\"] conditions and the log then see the proxy's address, not the client's",
     },
     Refused {
         feature: "a per-client connection limit",
         prefixes: &["evasive."],
         modules: &["mod_evasive"],
-        instead: "limit connections per client in front of wstund (e.g. nftables \"ct count\")",
+        instead: "or limit connections per client in front of wstund (e.g. nftables \"ct count\")",
     },
     Refused {
         feature: "signed, expiring URLs",
         prefixes: &["secdownload."],
         modules: &["mod_secdownload"],
-        instead: "check the token in the backend",
+        instead: "or check the token in the backend",
     },
     Refused {
         feature: "Lua request scripts, which may deny requests",
         prefixes: &["magnet."],
         modules: &["mod_magnet"],
-        instead: "express the rule with url.access-deny / url.access-allow in conditionals, or in front of wstund",
+        instead: "or express its rules with url.access-deny / url.access-allow in conditionals, or in front of wstund",
     },
 ];
 
@@ -78,7 +79,8 @@ impl Refused {
     /// The error for `what` (a directive, or a module in `server.modules`).
     pub fn message(&self, what: &str, in_modules: bool) -> String {
         let remove = if in_modules { "remove it from server.modules" } else { "remove it" };
-        format!("wstund does not implement {} ({}); {} or {}", what, self.feature, remove, self.instead)
+        let sep = if self.instead.starts_with(';') { "" } else { " " };
+        format!("wstund does not implement {} ({}); {}{}{}", what, self.feature, remove, sep, self.instead)
     }
 }
 
