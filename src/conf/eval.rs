@@ -28,6 +28,11 @@ use super::parser::parse;
 use super::shell::{self, ShellLimits};
 use super::value::{quote, size_text, Entry, Footprint, Val, ValKind};
 
+/// `wstunnel.*` directives read once from the global block, not per request: the
+/// handshake timeout runs before the request is known, the debug level sets the
+/// process's log level at start.
+const GLOBAL_ONLY: &[&str] = &["wstunnel.open-handshake-timeout", "wstunnel.debug"];
+
 /// Deepest chain of nested `include`/`include_shell`.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
 /// Most sources (files and command outputs) one configuration may pull in.
@@ -280,6 +285,9 @@ impl Loader {
         if let Some(d) = lookup(key) {
             if in_block && matches!(d.target, Field::Server(_)) {
                 self.warn(format!("ignored: {} inside a conditional (server-wide directive; only the global value is used)", key));
+            }
+            if in_block && GLOBAL_ONLY.contains(&key) {
+                self.warn(format!("ignored: {} inside a conditional (only the global value is used today)", key));
             }
             return Ok(());
         }

@@ -495,3 +495,15 @@ fn big_hash_merges_are_fast() {
     assert!(e.message.contains("duplicate key \"k5\" when merging lists"), "{}", e.headline());
     assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
 }
+
+#[test]
+fn global_only_ws_directives_in_conditionals_are_warned_about() {
+    let l = load("$HTTP[\"url\"] =^ \"/a\" {\n wstunnel.debug = 3\n wstunnel.open-handshake-timeout = 5\n wstunnel.ping-interval = 2\n}\n");
+    assert_eq!(
+        l.warnings,
+        vec![
+            "ignored: wstunnel.debug inside a conditional (only the global value is used today)",
+            "ignored: wstunnel.open-handshake-timeout inside a conditional (only the global value is used today)",
+        ]
+    );
+}
