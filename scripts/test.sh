@@ -88,6 +88,22 @@ if [ -f /etc/lighttpd/lighttpd.conf ]; then
     say "lighttpd conf corpus: $(ls "$CORPUS" | wc -l) files in tests/data/lighttpd"
 fi
 
+# --- nginx and a static busybox (tests/nginx.rs, tests/privileges.rs) -------------------
+# nginx-light: the proxy in front of a unix-socket listener; busybox-static: a program
+# that runs inside a chroot with nothing else in it. nginx must not stay running.
+if is_root && { ! command -v nginx >/dev/null 2>&1 || [ ! -x /bin/busybox ]; }; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d.wstund
+    [ -e /usr/sbin/policy-rc.d ] || { mv /usr/sbin/policy-rc.d.wstund /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made=1; }
+    rm -f /usr/sbin/policy-rc.d.wstund
+    apt_install nginx-light busybox-static || say "nginx-light/busybox-static not installed: tests/nginx.rs and the chroot test will fail"
+    [ "${made:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now nginx >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/nginx ]; then
+        /etc/init.d/nginx stop >/dev/null 2>&1 || true
+    fi
+fi
+
 # --- Python venv with websockets ---------------------------------------------------------
 venv_ok() {
     [ -x "$VENV/bin/python" ] &&

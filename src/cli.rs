@@ -11,7 +11,11 @@ use std::sync::Arc;
 use getopts::Options;
 
 use crate::conf::{self, ListenSpec};
-use crate::runtime::listener::Listener;
+use crate::runtime::daemon::{self, Forked, Startup};
+use crate::runtime::limits;
+use crate::runtime::listener::{Listener, SocketAccess};
+use crate::runtime::pidfile::PidFile;
+use crate::runtime::privileges;
 use crate::runtime::server::Server;
 use crate::runtime::signals::Signals;
 
@@ -22,7 +26,7 @@ pub const EXIT_USAGE: i32 = 2;
 fn options() -> Options {
     let mut o = Options::new();
     o.optopt("f", "config", "configuration file (\"-\" reads standard input)", "FILE");
-    o.optflag("D", "foreground", "do not go to background (wstund always runs in the foreground for now; use systemd or start-stop-daemon to detach)");
+    o.optflag("D", "foreground", "do not go to background (default: go to background once ready)");
     o.optflagmulti("t", "test", "test the configuration and exit; -tt also runs pre-flight checks (listeners bindable, bin-path executable, directories writable)");
     o.optflag("p", "print", "print the resolved configuration in lighttpd syntax and exit");
     o.optflag("v", "version", "print the version and exit");
@@ -95,60 +99,151 @@ pub fn main(args: Vec<String>) -> i32 {
         let _ = std::io::stdout().flush();
         return EXIT_OK;
     }
-    run(config)
+    run(config, m.opt_present("D"))
 }
 
-fn run(config: conf::Config) -> i32 {
-    raise_fd_limit(config.server.max_fds);
+/// The start-up sequence, lighttpd's: descriptor limit, error log, listeners, pid file
+/// (all as the starting user, usually root); then the background (unless `-D`), the
+/// privilege drop, the pid, the pools; then "ready". Every failure before "ready" is
+/// reported where the operator sees it: the terminal, or the waiting starter process.
+fn run(mut config: conf::Config, foreground: bool) -> i32 {
+    let fds = limits::apply_fd_limit(config.server.max_fds);
     if let Err(e) = crate::runtime::logging::init(config.wstunnel.debug, config.server.errorlog.as_deref()) {
         eprintln!("wstund: cannot open error log: {e}");
         return EXIT_RUNTIME;
     }
+    if let Some(w) = &fds.warning {
+        log::warn!("{w}");
+    }
+    let conn_limit = limits::conn_limit(config.server.max_connections, fds.soft, limits::fds_per_tunnel(&config));
+    config.server.max_connections = Some(conn_limit.value());
+    let root = nix::unistd::geteuid().is_root();
+    let target = match privileges::Target::resolve(&config.server) {
+        Ok(t) if root => t,
+        Ok(t) => {
+            if !t.is_noop() {
+                log::warn!("not started as root: server.username, server.groupname and server.chroot are not applied");
+            }
+            privileges::Target { user: None, gid: None, chroot: None }
+        }
+        Err(e) => {
+            eprintln!("wstund: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
+    if root && target.user.is_none() {
+        log::warn!("{}", privileges::ROOT_WARNING);
+    }
+    let access = SocketAccess {
+        mode: config.server.socket_perms.map(|m| m.0),
+        owner: target.owner().0,
+        group: match &config.server.socket_group {
+            Some(g) => match conf::accounts::group(g, false) {
+                Ok(gid) => Some(nix::unistd::Gid::from_raw(gid)),
+                Err(e) => {
+                    eprintln!("wstund: server.socket-group: {e}");
+                    return EXIT_RUNTIME;
+                }
+            },
+            None => target.owner().1,
+        },
+    };
+    // Before binding, as lighttpd: a second start with the same conf is told about the
+    // running one, not about a port in use.
+    let mut pid_file = match config.server.pid_file.as_deref().map(PidFile::create).transpose() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("wstund: {e}");
+            return EXIT_RUNTIME;
+        }
+    };
+    let backlog = config.server.listen_backlog;
     let mut listeners = Vec::new();
     let specs = config.listeners();
     // $SERVER["socket"] conditions compare against the configured spelling.
     let spec_names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
+    let cleanup = |listeners: &[Listener]| listeners.iter().for_each(Listener::cleanup);
     for spec in specs {
         let l = match &spec {
-            ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa),
-            ListenSpec::Unix(p) => Listener::bind_unix(p),
+            ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa, backlog),
+            ListenSpec::Unix(p) => Listener::bind_unix(p, backlog, access),
         };
         match l {
             Ok(l) => listeners.push(l),
             Err(e) => {
                 eprintln!("wstund: {e}");
-                for l in &listeners {
-                    l.cleanup();
+                cleanup(&listeners);
+                if let Some(p) = pid_file {
+                    p.remove();
                 }
                 return EXIT_RUNTIME;
             }
         }
     }
-    let signals = match Signals::install() {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("wstund: cannot set up signal handling: {e}");
-            return EXIT_RUNTIME;
-        }
-    };
-    let pid_file = config.server.pid_file.clone();
-    if let Some(p) = &pid_file {
-        if let Err(e) = std::fs::write(p, format!("{}\n", std::process::id())) {
-            eprintln!("wstund: cannot write pid file {}: {e}", p.display());
-            return EXIT_RUNTIME;
-        }
-    }
     for l in &listeners {
         eprintln!("wstund: listening on {}", l.name());
     }
+    let mut startup = Startup::foreground();
+    if !foreground {
+        if config.server.errorlog.is_none() {
+            eprintln!("wstund: note: no server.errorlog: once started in the background, the log goes to /dev/null (use -D to keep it on standard error)");
+        }
+        match daemon::daemonize(config.server.errorlog.is_some()) {
+            Ok(Forked::Daemon(s)) => startup = s,
+            Ok(Forked::Starter(code)) => return code,
+            Err(e) => {
+                eprintln!("wstund: cannot go to the background: {e}");
+                cleanup(&listeners);
+                if let Some(p) = pid_file {
+                    p.remove();
+                }
+                return EXIT_RUNTIME;
+            }
+        }
+    }
+    let fail = |startup: &mut Startup, listeners: &[Listener], pid_file: Option<PidFile>, reason: String| {
+        startup.failed(&reason);
+        cleanup(listeners);
+        if let Some(p) = pid_file {
+            p.remove();
+        }
+        EXIT_RUNTIME
+    };
+    if !target.is_noop() {
+        if let Err(e) = target.apply() {
+            return fail(&mut startup, &listeners, pid_file, format!("cannot drop privileges: {e}"));
+        }
+        log::info!("{}", privileges::describe(&target));
+        if target.chroot.is_some() {
+            if let Some(p) = pid_file.as_mut() {
+                p.keep_path_at_exit();
+            }
+        }
+    }
+    if let Some(p) = pid_file.as_mut() {
+        if let Err(e) = p.write_pid(std::process::id()) {
+            return fail(&mut startup, &listeners, pid_file, e.to_string());
+        }
+    }
+    if let Some(note) = conn_limit.note() {
+        log::info!("{note}");
+    }
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => return fail(&mut startup, &listeners, pid_file, format!("cannot set up signal handling: {e}")),
+    };
     let mut server = match Server::new(Arc::new(config), listeners, spec_names, signals) {
         Ok(s) => s,
-        Err(e) => {
-            eprintln!("wstund: cannot start the event loop: {e}");
-            return EXIT_RUNTIME;
-        }
+        // The listeners went into the attempt; their files are left for the next start.
+        Err(e) => return fail(&mut startup, &[], pid_file, format!("cannot start the event loop: {e}")),
     };
+    if let Some(reason) = server.start_failure().map(str::to_string) {
+        // Dropping the server stops what did start and removes the listeners' files.
+        drop(server);
+        return fail(&mut startup, &[], pid_file, format!("cannot start: {reason}"));
+    }
     eprintln!("wstund: ready (pid {})", std::process::id());
+    startup.ready();
     let rc = match server.run() {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -157,8 +252,8 @@ fn run(config: conf::Config) -> i32 {
         }
     };
     drop(server);
-    if let Some(p) = &pid_file {
-        let _ = std::fs::remove_file(p);
+    if let Some(p) = pid_file {
+        p.remove();
     }
     rc
 }
@@ -184,18 +279,4 @@ fn compliance_warnings(config: &conf::Config) -> Vec<String> {
         check(&b.ws, &format!(" in conditional block {}", i + 1));
     }
     out
-}
-
-/// lighttpd's `server.max-fds`, or else as many descriptors as the hard limit allows:
-/// each tunnel needs two.
-fn raise_fd_limit(max_fds: Option<u32>) {
-    use nix::sys::resource::{getrlimit, setrlimit, Resource};
-    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) {
-        let want = max_fds.map(u64::from).unwrap_or(hard).min(hard);
-        if want != soft {
-            if let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, want, hard) {
-                eprintln!("wstund: cannot set the descriptor limit to {want}: {e}");
-            }
-        }
-    }
 }

@@ -418,7 +418,7 @@ fn print_is_complete_and_parses_back_through_stdin() {
         "\"socket\" => \"/run/wst/%1.sock\"",
         // defaults written out
         "wstunnel.ping-size = 4\n",
-        "server.max-connections = 1365\n",
+        "server.listen-backlog = 1024\n",
         "wstunnel.frame-type = \"text\"\n",
         // conditionals kept, with their else-chains
         "$HTTP[\"host\"] =~ ",

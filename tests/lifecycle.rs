@@ -142,7 +142,9 @@ fn server_sends_pings_at_ping_interval() {
 }
 
 #[test]
-fn no_pings_by_default() {
+fn no_pings_before_half_the_idle_time_by_default() {
+    // Without ping-interval the only ping is the idle ping, at half of max-read-idle
+    // (default 60 s): nothing in the first seconds.
     let be = Backend::echo();
     let d = Daemon::start_conf(&Conf::tcp(be.port()));
     let mut c = RawClient::handshake(d.port(), "/ws/");
@@ -212,6 +214,80 @@ fn unanswered_pings_do_not_keep_connection_alive() {
     let f = c.expect_close(Duration::from_secs(8));
     assert_eq!(f.close_code(), Some(1001), "idle close code");
     assert!(t0.elapsed() >= Duration::from_millis(1500), "closed after {:?}", t0.elapsed());
+}
+
+/// Reads frames for `dur`, answering pings; returns how many pings came. Panics on
+/// anything else than pings and (when `data` is true) data frames.
+fn answer_pings_for(c: &mut RawClient, dur: Duration, data: bool) -> usize {
+    let t0 = Instant::now();
+    let mut pings = 0;
+    while t0.elapsed() < dur {
+        match c.read_frame(Duration::from_millis(200)) {
+            Ok(f) if f.opcode == OP_PING => {
+                c.send_frame(OP_PONG, &f.payload);
+                pings += 1;
+            }
+            Ok(f) if data && f.opcode == OP_TEXT => {}
+            Ok(f) => panic!("unexpected frame at {:?}: {f:?} (close code {:?})", t0.elapsed(), f.close_code()),
+            Err(ReadErr::Timeout) => {}
+            Err(e) => panic!("connection ended at {:?}: {e:?}", t0.elapsed()),
+        }
+    }
+    pings
+}
+
+#[test]
+fn idle_ping_keeps_a_quiet_client_that_answers() {
+    // No ping-interval, max-read-idle 2 s: a client that sends nothing but answers the
+    // idle pings (a noVNC desktop left alone) stays for 3x max-read-idle.
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()).set("server.max-read-idle", "2"));
+    let mut c = RawClient::handshake(d.port(), "/ws/");
+    let pings = answer_pings_for(&mut c, Duration::from_millis(6500), false);
+    // One ping per silence: each answer starts a new silence (about one per second).
+    assert!((3..=8).contains(&pings), "{pings} idle pings in 6.5 s");
+    c.send_frame(OP_TEXT, b"still here");
+    assert_eq!(c.read_data(10, T).0, b"still here");
+}
+
+#[test]
+fn idle_ping_keeps_a_push_only_tunnel_with_a_real_client() {
+    // A feed: the backend writes every 300 ms, the client (tungstenite, which answers
+    // pings as it reads) never sends a message. 3x max-read-idle later it still reads.
+    let chunks: Vec<Vec<u8>> = (0..30).map(|i| format!("tick {i:02}\n").into_bytes()).collect();
+    let be = Backend::tcp(script_handler(chunks, Duration::from_millis(300), false));
+    let d = Daemon::start_conf(&Conf::tcp(be.port()).set("server.max-read-idle", "2"));
+    let mut ws = ws_connect(d.port(), "/ws/");
+    let (got, _) = ws_read_bytes(&mut ws, 8 * 22, Duration::from_secs(12));
+    assert!(got.ends_with(b"tick 21\n"), "{}", String::from_utf8_lossy(&got));
+    assert!(d.logs().matches(" access ").count() == 0, "tunnel ended: {}", d.logs());
+}
+
+#[test]
+fn a_client_that_does_not_answer_idle_pings_is_cut() {
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()).set("server.max-read-idle", "2"));
+    let mut c = RawClient::handshake(d.port(), "/ws/");
+    let t0 = Instant::now();
+    let first = c.read_frame(Duration::from_secs(4)).expect("an idle ping");
+    assert_eq!(first.opcode, OP_PING);
+    let f = c.expect_close(Duration::from_secs(8));
+    assert_eq!(f.close_code(), Some(1001));
+    let took = t0.elapsed();
+    assert!(took >= Duration::from_millis(1500) && took < Duration::from_millis(4500), "cut after {took:?}");
+}
+
+#[test]
+fn idle_ping_disable_restores_lighttpds_cut() {
+    let be = Backend::echo();
+    let conf = Conf::tcp(be.port()).set("server.max-read-idle", "2").set("wstunnel.idle-ping", "\"disable\"");
+    let d = Daemon::start_conf(&conf);
+    let mut c = RawClient::handshake(d.port(), "/ws/");
+    let t0 = Instant::now();
+    let f = c.read_frame(Duration::from_secs(8)).expect("a frame");
+    assert_eq!(f.opcode, OP_CLOSE, "no ping when idle pings are off: {f:?}");
+    assert_eq!(f.close_code(), Some(1001));
+    assert!(t0.elapsed() >= Duration::from_millis(1500), "cut after {:?}", t0.elapsed());
 }
 
 fn wait_for_access(d: &Daemon, n: usize) -> Vec<std::collections::HashMap<String, String>> {

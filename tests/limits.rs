@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 #[test]
 fn fd_exhaustion_backs_off_and_recovers() {
     let be = Backend::echo();
-    let d = Daemon::start_with_nofile(&Conf::tcp(be.port()).render(), 32);
+    // An explicit max-connections: the default would follow the 32 descriptors and stop
+    // accepting before they run out, and this is about running out.
+    let d = Daemon::start_with_nofile(&Conf::tcp(be.port()).set("server.max-connections", "1000").render(), 32);
     let base_fds = d.fd_count();
     assert!(base_fds < 20, "wstund uses {base_fds} fds at rest; the test assumes fewer than 20");
 
@@ -59,4 +61,77 @@ fn fd_exhaustion_backs_off_and_recovers() {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Raises this test process's descriptor limit to its hard limit (for thousands of sockets).
+fn raise_own_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit on this process with a valid struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
+        lim.rlim_cur = lim.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+    }
+    lim.rlim_cur
+}
+
+#[test]
+fn default_max_connections_follows_the_descriptor_limit_5000_idle_tunnels_held() {
+    const TUNNELS: usize = 5000;
+    assert!(raise_own_nofile() >= 2 * TUNNELS as u64 + 200, "the test needs {} descriptors", 2 * TUNNELS + 200);
+    // A backend that accepts and holds every connection, in one thread.
+    let be = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let be_port = be.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = be.accept() {
+            held.push(s);
+        }
+    });
+    let d = Daemon::start_with_nofile(&Conf::tcp(be_port).render(), 20_000);
+    assert!(
+        d.wait_for_log("max-connections 9968, from the descriptor limit 20000 (2 per tunnel", Duration::from_secs(5)),
+        "the limit in force is not logged:\n{}",
+        d.logs()
+    );
+    let t0 = Instant::now();
+    let mut clients = Vec::with_capacity(TUNNELS);
+    // Handshakes in batches: send a batch, then read its answers.
+    for _ in 0..TUNNELS / 500 {
+        let mut batch: Vec<(RawClient, UpgradeRequest)> = (0..500)
+            .map(|_| {
+                let mut c = RawClient::connect(d.port());
+                let req = UpgradeRequest::new("/ws/");
+                c.send(&req.bytes());
+                (c, req)
+            })
+            .collect();
+        for (c, req) in batch.iter_mut() {
+            let r = c.try_read_response(Duration::from_secs(10)).unwrap_or_else(|e| panic!("tunnel {}: {e:?}", clients.len()));
+            assert_101(&r, &req.key);
+        }
+        clients.extend(batch.into_iter().map(|(c, _)| c));
+    }
+    let took = t0.elapsed();
+    assert_eq!(clients.len(), TUNNELS);
+    // Every tunnel is open in wstund: its client and backend sockets.
+    assert!(d.fd_count() >= 2 * TUNNELS, "wstund holds {} descriptors for {TUNNELS} tunnels", d.fd_count());
+    // The first and the last still carry data.
+    for i in [0, TUNNELS - 1] {
+        clients[i].send_frame(OP_PING, b"p");
+        let f = clients[i].read_frame(Duration::from_secs(5)).unwrap_or_else(|e| panic!("tunnel {i}: {e:?}"));
+        assert_eq!(f.opcode, OP_PONG, "tunnel {i}");
+    }
+    eprintln!("{TUNNELS} idle tunnels open in {took:?} under a 20000-descriptor limit; wstund holds {} fds", d.fd_count());
+}
+
+#[test]
+fn listen_backlog_is_what_the_conf_says() {
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()).set("server.listen-backlog", "77"));
+    let out = std::process::Command::new("ss").args(["-ltnH", &format!("sport = :{}", d.port())]).output().expect("ss (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    // State Recv-Q Send-Q Local Peer: for a listener, Send-Q is the backlog.
+    let send_q: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(send_q, vec!["77"], "ss -ltn: {text}");
 }

@@ -161,7 +161,9 @@ fn a_pool_process_flooding_its_output_is_rate_limited() {
 #[test]
 fn the_accept_warning_at_the_descriptor_limit_is_not_repeated_every_retry() {
     let be = Backend::echo();
-    let d = Daemon::start_with_nofile(&Conf::tcp(be.port()).render(), 32);
+    // An explicit max-connections: the default would follow the 32 descriptors and stop
+    // accepting before they run out, and this is about running out.
+    let d = Daemon::start_with_nofile(&Conf::tcp(be.port()).set("server.max-connections", "1000").render(), 32);
     // Far more connections than 32 fds allow: accepts fail with EMFILE and are retried
     // every 250 ms.
     let clients: Vec<RawClient> = (0..40)
@@ -203,7 +205,10 @@ fn the_accept_warning_at_the_descriptor_limit_is_not_repeated_every_retry() {
 #[test]
 fn a_stdio_program_that_cannot_start_for_lack_of_descriptors_gets_503_with_retry_after() {
     const NOFILE: usize = 24;
-    let conf = Conf::new().set("wstunnel.open-handshake-timeout", "60000").route("/cat", &[stdio("/bin/cat", "")]);
+    let conf = Conf::new()
+        .set("wstunnel.open-handshake-timeout", "60000")
+        .set("server.max-connections", "1000")
+        .route("/cat", &[stdio("/bin/cat", "")]);
     let d = Daemon::start_with_nofile(&conf.render(), NOFILE as u64);
     assert!(d.fd_count() < NOFILE - 2, "wstund uses {} fds at rest", d.fd_count());
     // Idle clients take one descriptor each, until one is left: enough to accept the

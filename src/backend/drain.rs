@@ -12,7 +12,6 @@
 //! backend that keeps sending past either bound is closed anyway (then with a RST); that
 //! is logged with the connection id and counted in [`Drains::cut`], shown by SIGUSR2.
 
-use std::io;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -20,6 +19,8 @@ use mio::Registry;
 use slab::Slab;
 
 use crate::backend::stream::BackendStream;
+use crate::metrics::{Family, Kind, Sink, Source};
+use crate::readloop::{self, Drained, Next};
 use crate::token;
 
 /// How long a let-go backend socket may take to reach EOF.
@@ -29,7 +30,7 @@ pub const DRAIN_MAX_BYTES: u64 = 64 * 1024 * 1024;
 /// Sockets draining at once; past this, a let-go socket is closed at once (and counted).
 pub const MAX_DRAINS: usize = token::MAX_DRAINS;
 /// Bytes read per drain event before yielding to the other connections (fairness).
-const DRAIN_TURN_BYTES: u64 = 256 * 1024;
+const DRAIN_TURN_BYTES: usize = 256 * 1024;
 
 struct Drain {
     stream: BackendStream,
@@ -96,35 +97,29 @@ impl Drains {
     /// Reads drain `i` until it would block, reaches EOF, or has used its turn.
     pub fn on_event(&mut self, i: usize) -> DrainTurn {
         let Some(d) = self.set.get_mut(i) else { return DrainTurn::Closed };
-        let mut sink = [0u8; 16 * 1024];
-        let mut turn = 0u64;
-        let end = loop {
-            match d.stream.read(&mut sink) {
-                Ok(0) => break Some(true),
-                Ok(n) => {
-                    d.discarded += n as u64;
-                    turn += n as u64;
-                    if d.discarded > DRAIN_MAX_BYTES {
-                        info!(
-                            "[c{}] backend sent over {DRAIN_MAX_BYTES} bytes after the tunnel let it go; cutting it off",
-                            d.conn_id
-                        );
-                        break Some(false);
-                    }
-                    if turn >= DRAIN_TURN_BYTES {
-                        break None;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.discarded += turn;
-                    return DrainTurn::Waiting;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                // A reset after our FIN: the backend is gone; nothing to protect.
-                Err(_) => break Some(true),
+        let conn_id = d.conn_id;
+        let mut over = false;
+        let before = d.discarded;
+        let (how, _) = readloop::read_until_blocked(|b| d.stream.read(b), DRAIN_TURN_BYTES, |chunk| {
+            d.discarded += chunk.len() as u64;
+            over = d.discarded > DRAIN_MAX_BYTES;
+            if over {
+                Next::Stop
+            } else {
+                Next::Read
             }
+        });
+        self.discarded += d.discarded - before;
+        if over {
+            info!("[c{conn_id}] backend sent over {DRAIN_MAX_BYTES} bytes after the tunnel let it go; cutting it off");
+        }
+        let end = match how {
+            Drained::Empty => return DrainTurn::Waiting,
+            Drained::Budget => None,
+            Drained::Stopped => Some(false),
+            // A reset after our FIN is as good as EOF: the backend is gone; nothing to protect.
+            Drained::Closed { .. } => Some(true),
         };
-        self.discarded += turn;
         match end {
             None => DrainTurn::MoreWork,
             Some(clean) => {
@@ -169,6 +164,28 @@ impl Drains {
             self.cut,
             self.discarded
         )
+    }
+}
+
+const DRAINS_OPEN: Family = Family {
+    name: "wstund_drains_open",
+    help: "Backend sockets let go before their EOF and still being read to the end.",
+    kind: Kind::Gauge,
+};
+const DRAINS_ENDED: Family = Family {
+    name: "wstund_drains_ended_total",
+    help: "Let-go backend sockets closed, by how (eof: read to the end; bound: cut at a time, size or count bound).",
+    kind: Kind::Counter,
+};
+const DRAIN_BYTES: Family =
+    Family { name: "wstund_drain_bytes_total", help: "Bytes read and dropped from let-go backend sockets.", kind: Kind::Counter };
+
+impl Source for Drains {
+    fn expose(&self, out: &mut dyn Sink) {
+        out.sample(&DRAINS_OPEN, &[], self.set.len() as u64);
+        out.sample(&DRAINS_ENDED, &[("how", "eof")], self.finished);
+        out.sample(&DRAINS_ENDED, &[("how", "bound")], self.cut);
+        out.sample(&DRAIN_BYTES, &[], self.discarded);
     }
 }
 

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
+use crate::metrics::{Family, Kind, Sink, Source};
 use crate::backend::balance::{self, Cursor, Slot};
 use crate::conf::{Balance, BackendAddr, BackendSpec, Config, Route, WsSettings};
 use crate::backend::health::{ProbeFailure, CheckSpec, Health, Verdict};
@@ -484,6 +485,48 @@ impl Hosts {
                 )
             })
             .collect()
+    }
+}
+
+const HOST_CONNECTED: Family =
+    Family { name: "wstund_backend_connected_total", help: "Connects to the backend host that succeeded.", kind: Kind::Counter };
+const HOST_LOAD: Family =
+    Family { name: "wstund_backend_load", help: "Connections holding the backend host now.", kind: Kind::Gauge };
+const HOST_DIED: Family = Family {
+    name: "wstund_backend_died_total",
+    help: "Connects to the backend host that failed (refused, reset, timed out, unresolvable).",
+    kind: Kind::Counter,
+};
+const HOST_OVERLOADED: Family = Family {
+    name: "wstund_backend_overloaded_total",
+    help: "Connects refused because the backend's accept queue was full.",
+    kind: Kind::Counter,
+};
+const HOST_DISABLED: Family =
+    Family { name: "wstund_backend_disabled_total", help: "Times the backend host was disabled after a failure.", kind: Kind::Counter };
+const HOST_UP: Family = Family {
+    name: "wstund_backend_up",
+    help: "1 when the balancer may choose the backend host (not disabled, health check passing).",
+    kind: Kind::Gauge,
+};
+
+impl Source for Hosts {
+    fn expose(&self, out: &mut dyn Sink) {
+        let now = Instant::now();
+        type Get = fn(&Host, Instant) -> u64;
+        let families: [(&Family, Get); 6] = [
+            (&HOST_CONNECTED, |h, _| h.counters.connected),
+            (&HOST_LOAD, |h, _| u64::from(h.counters.load)),
+            (&HOST_DIED, |h, _| h.counters.died),
+            (&HOST_OVERLOADED, |h, _| h.counters.overloaded),
+            (&HOST_DISABLED, |h, _| h.counters.disabled),
+            (&HOST_UP, |h, now| u64::from(h.usable(now))),
+        ];
+        for (family, get) in families {
+            for h in &self.hosts {
+                out.sample(family, &[("backend", &h.name)], get(h, now));
+            }
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::schema::{Spec, Unit};
 use super::error::Diag;
-use super::model::{BackendFraming, BackendMode, Balance, Compression, FrameType};
+use super::model::{BackendFraming, BackendMode, Balance, Compression, FileMode, FrameType};
 use super::value::{quote, Val, ValKind};
 
 pub(crate) trait ConfType: Sized {
@@ -158,6 +158,23 @@ impl ConfType for PathBuf {
     }
     fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(quote(&self.to_string_lossy()))
+    }
+}
+
+/// An octal string of at most four digits, as lighttpd reads `server.socket-perms`
+/// (it takes the string's digits as octal); a leading "0" is optional.
+impl ConfType for FileMode {
+    fn from_val(v: &Val, d: &Spec) -> Result<FileMode, Diag> {
+        let s = str_of(v, d)?;
+        let digits = s.trim();
+        let octal = !digits.is_empty() && digits.len() <= 4 && digits.bytes().all(|b| (b'0'..=b'7').contains(&b));
+        match u32::from_str_radix(digits, 8) {
+            Ok(m) if octal => Ok(FileMode(m)),
+            _ => Err(Diag::new(v.span, format!("{}: expected an octal mode such as \"0660\", got {}", d.name, quote(s)))),
+        }
+    }
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
+        Some(quote(&format!("{:04o}", self.0)))
     }
 }
 

@@ -80,7 +80,7 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
         "Close a connection after this long without data from the client (a pong counts)."
     MaxWriteIdle.max_write_idle = "server.max-write-idle" : "integer" [1, U31] [] default "360" unit Seconds;
         "Close a connection when a write to the client makes no progress for this long."
-    MaxConnections.max_connections = "server.max-connections" : "integer" [1, U31] [] default "1365" unit None;
+    MaxConnections.max_connections = "server.max-connections" : "integer" [1, U31] [] default "(unset: from the descriptor limit)" unit None;
         "Maximum number of simultaneous client connections; further accepts wait."
     MaxFds.max_fds = "server.max-fds" : "integer" [1, U31] [] default "(unset: keep the inherited limit)" unit None;
         "File descriptor limit (RLIMIT_NOFILE) to set at startup."
@@ -100,6 +100,10 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
         "Group to switch to after the listening sockets are opened."
     Chroot.chroot = "server.chroot" : "string (path)" [0, 0] [] default "(unset: no chroot)" unit None;
         "Directory to chroot(2) into after startup."
+    SocketPerms.socket_perms = "server.socket-perms" : "string (octal mode)" [0, 0] [] default "(unset: 0777 less the umask)" unit None;
+        "Mode of unix-domain listening sockets."
+    SocketGroup.socket_group = "server.socket-group" : "string" [0, 0] [] default "(unset: the group wstund runs as)" unit None;
+        "Group owning unix-domain listening sockets (a wstund extension)."
     Tag.tag = "server.tag" : "string" [0, 0] [] default (concat!("\"", "wstund/", env!("CARGO_PKG_VERSION"), "\"")) unit None;
         "Value of the Server header in HTTP responses (the 101 and errors); empty sends none."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
@@ -151,6 +155,8 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Close with 1001 when no PONG arrives this long after a PING; 0 = do not wait."
     PingSize.ping_size = "wstunnel.ping-size" : "integer" [4, 125] [] default "4" unit Bytes;
         "Payload size of PING frames."
+    IdlePing.idle_ping = "wstunnel.idle-ping" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "With ping-interval 0: ping a client silent for half of server.max-read-idle, so one that answers is not cut (a wstund extension)."
     Versions.versions = "wstunnel.versions" : "array of integers" [0, 255] ["13", "8"] default "( 13 )" unit None;
         "Accepted Sec-WebSocket-Version values."
     Subprotocols.subprotocols = "wstunnel.subprotocols" : "array of strings" [0, 0] [] default "( \"binary\", \"base64\" )" unit None;
@@ -272,7 +278,6 @@ pub const IGNORED_SERVER: &[(&str, &str)] = &[
     ("server.stream-request-body", "core"),
     ("server.stream-response-body", "core"),
     ("server.syslog-facility", "core"),
-    ("server.socket-perms", "core"),
     ("server.systemd-socket-activation", "core"),
     ("server.feature-flags", "core"),
     ("server.graceful-shutdown-timeout", "core"),

@@ -483,6 +483,7 @@ impl Loader {
             }
         }
         refuse_workers(&server, &global)?;
+        check_accounts(&server, &global)?;
         for m in &server.modules {
             if !IMPLEMENTED_MODULES.contains(&m.as_str()) {
                 self.warn(format!("ignored: {} in server.modules (module not implemented)", m));
@@ -564,6 +565,23 @@ impl Loader {
         }
         Ok(out)
     }
+}
+
+/// The account directives name users and groups of this machine (`accounts.rs`); an
+/// unknown one is reported at its value, so `-t` catches it.
+fn check_accounts(server: &ServerSettings, global: &[Assigned]) -> Result<(), Diag> {
+    let at = |key: &str| global.iter().rev().find(|a| a.key == key).map(|a| a.val.span).unwrap_or_default();
+    let fail = |key: &str, e: super::accounts::AccountError| Diag::new(at(key), format!("{key}: {e}"));
+    if let Some(u) = &server.username {
+        super::accounts::user(u).map_err(|e| fail("server.username", e))?;
+    }
+    if let Some(g) = &server.groupname {
+        super::accounts::group(g, true).map_err(|e| fail("server.groupname", e))?;
+    }
+    if let Some(g) = &server.socket_group {
+        super::accounts::group(g, false).map_err(|e| fail("server.socket-group", e))?;
+    }
+    Ok(())
 }
 
 /// A module of a refused feature (see `refused.rs`) in a `server.modules` value is an

@@ -8,6 +8,7 @@
 //! those whose absence would weaken security (TLS, authentication, ...: `refused`),
 //! which are configuration errors.
 
+pub mod accounts;
 mod ast;
 mod backend;
 mod cond;

@@ -15,8 +15,6 @@ pub const DEFAULT_BIND: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 80;
 pub const DEFAULT_MAX_READ_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_WRITE_IDLE: Duration = Duration::from_secs(360);
-/// lighttpd's default: a third of its default `server.max-fds` (4096).
-pub const DEFAULT_MAX_CONNECTIONS: u32 = 1365;
 /// Name and version, as lighttpd sends `lighttpd/1.4.x`.
 pub const DEFAULT_TAG: &str = concat!("wstund/", env!("CARGO_PKG_VERSION"));
 pub const DEFAULT_MAX_WORKER: u32 = 0;
@@ -45,6 +43,8 @@ pub const DEFAULT_OPEN_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(10_00
 pub const DEFAULT_CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_millis(5_000);
 pub const DEFAULT_TCP_NODELAY: bool = true;
 pub const DEFAULT_PING_TIMEOUT: u32 = 0;
+/// Ping a silent client at half of max-read-idle (a deliberate difference from lighttpd).
+pub const DEFAULT_IDLE_PING: bool = true;
 pub const DEFAULT_PING_SIZE: u32 = 4;
 pub const DEFAULT_VERSIONS: &[u32] = &[13];
 pub const DEFAULT_SUBPROTOCOLS: &[&str] = &["binary", "base64"];
@@ -83,7 +83,8 @@ pub struct ServerSettings {
     pub port: u16,
     pub max_read_idle: Duration,
     pub max_write_idle: Duration,
-    pub max_connections: u32,
+    /// Unset: as many as the descriptor limit allows (`runtime/limits.rs`).
+    pub max_connections: Option<u32>,
     pub max_fds: Option<u32>,
     pub max_worker: u32,
     pub listen_backlog: u32,
@@ -93,6 +94,10 @@ pub struct ServerSettings {
     pub username: Option<String>,
     pub groupname: Option<String>,
     pub chroot: Option<PathBuf>,
+    /// Mode of unix-domain listening sockets (lighttpd's `server.socket-perms`).
+    pub socket_perms: Option<FileMode>,
+    /// Group owning unix-domain listening sockets (a wstund extension).
+    pub socket_group: Option<String>,
     pub tag: String,
     pub modules: Vec<String>,
 }
@@ -104,7 +109,7 @@ impl Default for ServerSettings {
             port: DEFAULT_PORT,
             max_read_idle: DEFAULT_MAX_READ_IDLE,
             max_write_idle: DEFAULT_MAX_WRITE_IDLE,
-            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections: None,
             max_fds: None,
             max_worker: DEFAULT_MAX_WORKER,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
@@ -114,11 +119,17 @@ impl Default for ServerSettings {
             username: None,
             groupname: None,
             chroot: None,
+            socket_perms: None,
+            socket_group: None,
             tag: DEFAULT_TAG.to_string(),
             modules: Vec::new(),
         }
     }
 }
+
+/// A file mode given in octal, as lighttpd's `server.socket-perms` takes it ("0660").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileMode(pub u32);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct WsSettings {
@@ -156,6 +167,8 @@ pub struct WsSettings {
     pub ping_timeout: u32,
     /// Payload bytes of each ping, 4..=125.
     pub ping_size: u32,
+    /// With no ping-interval: ping a client silent for half of max-read-idle.
+    pub idle_ping: bool,
     pub versions: Vec<u32>,
     pub subprotocols: Vec<String>,
     pub require_subprotocol: bool,
@@ -191,6 +204,7 @@ impl Default for WsSettings {
             close_handshake_timeout: DEFAULT_CLOSE_HANDSHAKE_TIMEOUT,
             tcp_nodelay: DEFAULT_TCP_NODELAY,
             ping_timeout: DEFAULT_PING_TIMEOUT,
+            idle_ping: DEFAULT_IDLE_PING,
             ping_size: DEFAULT_PING_SIZE,
             versions: DEFAULT_VERSIONS.to_vec(),
             subprotocols: DEFAULT_SUBPROTOCOLS.iter().map(|s| s.to_string()).collect(),

@@ -46,16 +46,6 @@ pub fn preflight(cfg: &Config) -> Vec<String> {
             problems.push(format!("server.chroot {}: not a directory", root.display()));
         }
     }
-    if let Some(u) = &s.username {
-        if !known_name("/etc/passwd", u) {
-            problems.push(format!("server.username {}: no such user", u));
-        }
-    }
-    if let Some(g) = &s.groupname {
-        if !known_name("/etc/group", g) {
-            problems.push(format!("server.groupname {}: no such group", g));
-        }
-    }
     problems
 }
 
@@ -115,12 +105,4 @@ fn dir_writable(dir: &Path) -> Result<(), String> {
         }
         Err(e) => Err(format!("directory {} is not writable: {}", dir.display(), e)),
     }
-}
-
-/// A user/group name (or a numeric id) listed in a passwd-style file.
-fn known_name(file: &str, name: &str) -> bool {
-    if name.bytes().all(|b| b.is_ascii_digit()) && !name.is_empty() {
-        return true;
-    }
-    fs::read_to_string(file).map(|t| t.lines().any(|l| l.split(':').next() == Some(name))).unwrap_or(false)
 }

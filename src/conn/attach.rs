@@ -26,7 +26,7 @@ use crate::backend::address::describe;
 use crate::backend::stream::BackendStream;
 use crate::conf::BackendSpec;
 use crate::conn::machine::{Conn, Ctx, Phase, ClosedBy};
-use crate::conn::link::{connect_failure, Attach, BackendKind, ChildState, FailStatus, PoolLink};
+use crate::conn::link::{connect_failure, Attach, BackendKind, ChildState, FailStatus, PoolLink, Link};
 use crate::backend::hosts::Failure;
 use crate::process::childlog::{self, ChildLog, Drained};
 use crate::backend::pipes::ChildPipes;
@@ -82,12 +82,12 @@ impl Conn {
         if let Some(t) = self.tunnel.as_mut() {
             t.backend_name = name.clone();
         }
-        self.pool = link;
+        self.link = link.map_or(Link::None, Link::Pool);
         match BackendStream::connect(&target, nodelay) {
             Ok(mut s) => {
                 if let Err(e) = s.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
                     warn!("[c{}] cannot watch backend socket {name}: {e}", self.id);
-                    if let Some(l) = self.pool.take() {
+                    if let Some(l) = self.link.take_pool() {
                         ctx.procs.release(l.r, ctx.now);
                     }
                     return Err(Failure::Local);
@@ -108,7 +108,7 @@ impl Conn {
     /// is disabled for disable-time and gives its load back. True when the pool has
     /// another running process to offer the client (the host is not blamed then).
     pub(crate) fn pool_proc_failed(&mut self, ctx: &mut Ctx) -> bool {
-        let Some(link) = self.pool.take() else { return false };
+        let Some(link) = self.link.take_pool() else { return false };
         ctx.procs.disable(link.r, ctx.now);
         ctx.procs.release(link.r, ctx.now);
         let Some(t) = self.tunnel.as_mut() else { return false };
@@ -144,7 +144,7 @@ impl Conn {
             minor_version: req.minor_version,
             headers: &req.headers,
             route_key: &t.route_key,
-            peer: self.peer,
+            peer: self.client.peer(),
             local,
             tls,
         };
@@ -171,7 +171,7 @@ impl Conn {
         t.backend_name = format!("stdio:{}", prog.argv[0]);
         // The request was kept only for the environment.
         t.request = None;
-        self.child = Some(Box::new(ChildState {
+        self.link = Link::Program(Box::new(ChildState {
             pid,
             exit: None,
             stdout_eof: false,
@@ -186,31 +186,36 @@ impl Conn {
     /// The backend stream is gone (or going): give back the pool slot's load, hand a
     /// program to the kill ladder.
     pub(crate) fn let_backend_go(&mut self, ctx: &mut Ctx, stream: Option<BackendStream>) {
-        if let Some(l) = self.pool.take() {
-            ctx.procs.release(l.r, ctx.now);
+        match self.link.take() {
+            Link::None => {}
+            Link::Pool(l) => ctx.procs.release(l.r, ctx.now),
+            Link::Program(c) => self.retire_program(ctx, *c, stream),
         }
-        if let Some(c) = self.child.take() {
-            let ChildState { pid, exit, close_timeout, mut err_log, .. } = *c;
-            let mut pipes = match stream {
-                Some(BackendStream::Child(p)) => Some(p),
-                _ => None,
-            };
-            // What it wrote to stderr before now (often its last words, racing its exit)
-            // is logged under this connection; the reaper reads the rest.
-            if let Some(p) = pipes.as_mut() {
-                if drain_stderr(p, &mut err_log, ctx.now) == Drained::Closed {
-                    err_log.finish(ctx.now);
-                }
+    }
+
+    /// Hands a program to the kill ladder with its pipes, after logging what it wrote to
+    /// stderr so far under this connection.
+    fn retire_program(&self, ctx: &mut Ctx, c: ChildState, stream: Option<BackendStream>) {
+        let ChildState { pid, exit, close_timeout, mut err_log, .. } = c;
+        let mut pipes = match stream {
+            Some(BackendStream::Child(p)) => Some(p),
+            _ => None,
+        };
+        // What it wrote to stderr before now (often its last words, racing its exit)
+        // is logged under this connection; the reaper reads the rest.
+        if let Some(p) = pipes.as_mut() {
+            if drain_stderr(p, &mut err_log, ctx.now).is_closed() {
+                err_log.finish(ctx.now);
             }
-            ctx.procs.progs.retire(pid, exit.is_some(), pipes, err_log, self.id, close_timeout, ctx.now);
         }
+        ctx.procs.progs.retire(pid, exit.is_some(), pipes, err_log, self.id, close_timeout, ctx.now);
     }
 
     /// The backend's output ended. A program's tunnel closes once its exit status is
     /// known (see [`check_child`](Self::check_child)); a pool process that is dying gets
     /// 1011; any other backend 1001.
     pub(crate) fn on_backend_eof(&mut self, ctx: &mut Ctx) {
-        if let Some(c) = self.child.as_mut() {
+        if let Some(c) = self.link.program_mut() {
             // Called on every pump pass until the close starts: set the deadline once.
             c.stdout_eof = true;
             if c.exit.is_none() && c.eof_deadline.is_none() {
@@ -218,7 +223,7 @@ impl Conn {
             }
             return;
         }
-        if let Some(l) = self.pool {
+        if let Some(&l) = self.link.pool() {
             if l.died || l.pid.is_some_and(process_exiting) {
                 info!("[c{}] backend process {} died", self.id, l.pid.unwrap_or(0));
                 self.start_close(ctx, close::INTERNAL_ERROR, "backend process died", ClosedBy::Backend);
@@ -232,10 +237,10 @@ impl Conn {
     /// After a pump: a program that has exited and whose output is drained ends the
     /// tunnel with 1000 (exit 0) or 1011, the status as the reason.
     pub(crate) fn check_child(&mut self, ctx: &mut Ctx) {
-        if !matches!(self.phase, Phase::Open | Phase::Closing { .. }) || self.close_sent {
+        if !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. }) || self.close_sent() {
             return;
         }
-        let Some(c) = self.child.as_ref() else { return };
+        let Some(c) = self.link.program() else { return };
         let Some(status) = c.exit else { return };
         let drained = c.stdout_eof || self.backend.is_none() || !self.backend_io.readable;
         if !drained {
@@ -249,7 +254,7 @@ impl Conn {
 
     /// The SIGCHLD handler reaped this connection's program.
     pub fn on_child_exit(&mut self, ctx: &mut Ctx, status: WaitStatus) {
-        let Some(c) = self.child.as_mut() else { return };
+        let Some(c) = self.link.program_mut() else { return };
         c.exit = Some(status);
         debug!("[c{}] program {} exited: {}", self.id, c.pid, describe_status(status));
         // Drain what it wrote before exiting; check_child closes when that is done.
@@ -260,7 +265,7 @@ impl Conn {
     /// The pool process this connection uses was reaped: its socket's EOF closes the
     /// tunnel with 1011 instead of 1001.
     pub fn on_pool_proc_died(&mut self, ctx: &mut Ctx) {
-        let Some(l) = self.pool.as_mut() else { return };
+        let Some(l) = self.link.pool_mut() else { return };
         l.died = true;
         self.backend_io.readable = true;
         self.drive(ctx);
@@ -268,19 +273,19 @@ impl Conn {
 
     /// Whether the connection runs on pool process `r`.
     pub fn uses_proc(&self, r: ProcRef) -> bool {
-        self.pool.is_some_and(|l| l.r == r)
+        self.link.pool().is_some_and(|l| l.r == r)
     }
 
     /// Per-second check of a program tunnel: suppressed stderr lines to report; stdout
     /// closed long ago but no exit.
     pub(crate) fn child_tick(&mut self, ctx: &mut Ctx) {
-        if let Some(c) = self.child.as_mut() {
+        if let Some(c) = self.link.program_mut() {
             c.err_log.tick(ctx.now);
         }
-        if !matches!(self.phase, Phase::Open | Phase::Closing { .. }) || self.close_sent {
+        if !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. }) || self.close_sent() {
             return;
         }
-        let Some(c) = self.child.as_ref() else { return };
+        let Some(c) = self.link.program() else { return };
         if c.exit.is_none() && c.eof_deadline.is_some_and(|d| ctx.now >= d) {
             info!("[c{}] program {} closed its output but has not exited; closing", self.id, c.pid);
             self.start_close(ctx, close::NORMAL, "program closed its output", ClosedBy::Backend);
@@ -290,16 +295,16 @@ impl Conn {
     /// The program's stderr is readable: log it line by line with the connection id
     /// (rate-limited, see `childlog.rs`).
     pub(crate) fn read_child_stderr(&mut self, ctx: &mut Ctx) {
-        let (Some(BackendStream::Child(p)), Some(c)) = (self.backend.as_mut(), self.child.as_mut()) else { return };
+        let (Some(BackendStream::Child(p)), Some(c)) = (self.backend.as_mut(), self.link.program_mut()) else { return };
         match drain_stderr(p, &mut c.err_log, ctx.now) {
-            Drained::Empty => {}
+            Drained::Empty | Drained::Stopped => {}
             Drained::Budget => {
                 if let Err(e) = p.rearm_stderr(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
                     // Not watched any more: the reaper drains it after the connection.
                     warn!("[c{}] cannot watch the stderr of program {}: {e}", self.id, c.pid);
                 }
             }
-            Drained::Closed => {
+            Drained::Closed { .. } => {
                 c.err_log.finish(ctx.now);
                 p.close_stderr(ctx.registry);
             }

@@ -1,7 +1,9 @@
 //! The client side of a connection as one small stream type.
 //!
 //! Everything above this file reads and writes bytes through `ClientStream`, and asks
-//! it what depends on the transport: the scheme (`$HTTP["scheme"]`, the CGI `HTTPS`
+//! it what depends on the transport: who the peer is (its address from accept(2), which
+//! `$HTTP["remoteip"]`, balancing, the CGI environment and the access line use; a TLS
+//! session adds a verified certificate), the scheme (`$HTTP["scheme"]`, the CGI `HTTPS`
 //! variable), the local address, and whether a short read means the stream has nothing
 //! more (true of a socket; false of a TLS session holding decrypted bytes). So TLS
 //! termination can be a variant that wraps a rustls session around the socket without
@@ -12,38 +14,57 @@ use std::net::{Shutdown, SocketAddr};
 
 use mio::{Interest, Registry, Token};
 
-pub enum ClientStream {
+pub struct ClientStream {
+    transport: Transport,
+    /// The peer's address as accept(2) gave it (none on a unix-socket listener).
+    peer: Option<SocketAddr>,
+}
+
+enum Transport {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
 }
 
 impl ClientStream {
+    pub fn tcp(sock: mio::net::TcpStream, peer: SocketAddr) -> ClientStream {
+        ClientStream { transport: Transport::Tcp(sock), peer: Some(peer) }
+    }
+
+    pub fn unix(sock: mio::net::UnixStream) -> ClientStream {
+        ClientStream { transport: Transport::Unix(sock), peer: None }
+    }
+
+    /// The client's address, when it came over TCP.
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            ClientStream::Tcp(s) => s.read(buf),
-            ClientStream::Unix(s) => s.read(buf),
+        match &mut self.transport {
+            Transport::Tcp(s) => s.read(buf),
+            Transport::Unix(s) => s.read(buf),
         }
     }
 
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            ClientStream::Tcp(s) => s.write(buf),
-            ClientStream::Unix(s) => s.write(buf),
+        match &mut self.transport {
+            Transport::Tcp(s) => s.write(buf),
+            Transport::Unix(s) => s.write(buf),
         }
     }
 
     pub fn shutdown_write(&self) {
-        let _ = match self {
-            ClientStream::Tcp(s) => s.shutdown(Shutdown::Write),
-            ClientStream::Unix(s) => s.shutdown(Shutdown::Write),
+        let _ = match &self.transport {
+            Transport::Tcp(s) => s.shutdown(Shutdown::Write),
+            Transport::Unix(s) => s.shutdown(Shutdown::Write),
         };
     }
 
     /// The pending socket error (SO_ERROR), e.g. ECONNRESET after the peer's RST.
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
-        match self {
-            ClientStream::Tcp(s) => s.take_error(),
-            ClientStream::Unix(s) => s.take_error(),
+        match &self.transport {
+            Transport::Tcp(s) => s.take_error(),
+            Transport::Unix(s) => s.take_error(),
         }
     }
 
@@ -54,9 +75,9 @@ impl ClientStream {
 
     /// The address the client connected to (TCP listeners only).
     pub fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            ClientStream::Tcp(s) => s.local_addr().ok(),
-            ClientStream::Unix(_) => None,
+        match &self.transport {
+            Transport::Tcp(s) => s.local_addr().ok(),
+            Transport::Unix(_) => None,
         }
     }
 
@@ -68,16 +89,16 @@ impl ClientStream {
     }
 
     pub fn set_nodelay(&self, on: bool) {
-        if let ClientStream::Tcp(s) = self {
+        if let Transport::Tcp(s) = &self.transport {
             let _ = s.set_nodelay(on);
         }
     }
 
     pub fn register(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
         let i = Interest::READABLE | Interest::WRITABLE;
-        match self {
-            ClientStream::Tcp(s) => reg.register(s, token, i),
-            ClientStream::Unix(s) => reg.register(s, token, i),
+        match &mut self.transport {
+            Transport::Tcp(s) => reg.register(s, token, i),
+            Transport::Unix(s) => reg.register(s, token, i),
         }
     }
 }

@@ -20,6 +20,8 @@ use crate::http::{self, Parse, Request, UpgradePolicy};
 use crate::payload::transform::Transformer;
 use crate::payload::reframe::Reframer;
 use crate::ws::deflate::Inflater;
+use crate::readloop::{self, Drained, Next};
+use crate::conn::keepalive::Keepalive;
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -74,7 +76,7 @@ impl Conn {
         let backends = route.backends.clone();
         let route_key = route.key.clone();
         let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
-        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.peer.map(|p| p.ip()));
+        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.client.peer().map(|p| p.ip()));
         if !req.is_upgrade_request() {
             return self.reject(
                 ctx,
@@ -115,6 +117,7 @@ impl Conn {
             chain: Chain::default(),
             backend_index: 0,
             host: None,
+            opened: false,
             upgrade: Some(upgrade),
             opcode: plan.opcode,
             opts: plan.opts,
@@ -141,7 +144,7 @@ impl Conn {
             host: req.header("host"),
             method: &req.method,
             scheme: self.client.scheme(),
-            remote_ip: self.peer.map(|p| p.ip()),
+            remote_ip: self.client.peer().map(|p| p.ip()),
             headers: &headers,
             server_socket,
         };
@@ -281,6 +284,8 @@ impl Conn {
         if let Some(id) = t.host {
             ctx.hosts.connect_ok(id);
         }
+        t.opened = true;
+        ctx.metrics.opened(&t.route_key);
         let mut resp = Vec::with_capacity(256);
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);
@@ -296,8 +301,7 @@ impl Conn {
             up.subprotocol.map(|p| format!(" (subprotocol {p})")).unwrap_or_default()
         );
         self.last_read = ctx.now;
-        self.last_ping = ctx.now;
-        self.phase = Phase::Open;
+        self.phase = Phase::Open { keepalive: Keepalive::new(ctx.now) };
         // The connect's writable edge was consumed by the check; readability stays as
         // the event said (a server-first backend may already have written a banner),
         // which saves a read that would only say EAGAIN.
@@ -337,21 +341,15 @@ impl Conn {
             self.client.shutdown_write();
             self.phase = Phase::Linger { deadline, shut: true };
         }
-        let mut sink = [0u8; 4096];
-        while self.client_io.readable {
-            match self.client.read(&mut sink) {
-                Ok(0) => {
-                    self.phase = Phase::Done;
-                    return;
-                }
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => {
-                    self.phase = Phase::Done;
-                    return;
-                }
-            }
+        if !self.client_io.readable {
+            return;
+        }
+        // Unbounded in bytes: a lingering client's input is only dropped, and it ends at
+        // EOF, an error, or LINGER_TIMEOUT.
+        let (how, _) = readloop::read_until_blocked(|b| self.client.read(b), usize::MAX, |_| Next::Read);
+        match how {
+            Drained::Empty | Drained::Budget | Drained::Stopped => self.client_io.readable = false,
+            Drained::Closed { .. } => self.phase = Phase::Done,
         }
     }
 }

@@ -58,6 +58,61 @@ pub struct ChildState {
     pub(crate) err_log: ChildLog,
 }
 
+/// What a connection holds of its backend besides the stream, by kind: nothing for a
+/// remote socket (or before attach), the pool process for a spawned pool, the program
+/// for a stdio backend. One field, so the two can never both be set.
+pub enum Link {
+    None,
+    Pool(PoolLink),
+    Program(Box<ChildState>),
+}
+
+impl Link {
+    pub fn pool(&self) -> Option<&PoolLink> {
+        match self {
+            Link::Pool(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn pool_mut(&mut self) -> Option<&mut PoolLink> {
+        match self {
+            Link::Pool(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn program(&self) -> Option<&ChildState> {
+        match self {
+            Link::Program(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    pub fn program_mut(&mut self) -> Option<&mut ChildState> {
+        match self {
+            Link::Program(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Takes the pool process, if that is what is held.
+    pub fn take_pool(&mut self) -> Option<PoolLink> {
+        match std::mem::replace(self, Link::None) {
+            Link::Pool(l) => Some(l),
+            other => {
+                *self = other;
+                None
+            }
+        }
+    }
+
+    /// Takes whatever is held.
+    pub fn take(&mut self) -> Link {
+        std::mem::replace(self, Link::None)
+    }
+}
+
 /// The pool process a connection is assigned to.
 #[derive(Debug, Clone, Copy)]
 pub struct PoolLink {

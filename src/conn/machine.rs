@@ -25,7 +25,6 @@
 //! Readiness is edge-triggered and remembered in per-endpoint flags; every handler runs
 //! until it would block, and a full buffer simply stops reading the side that fills it.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,7 +32,8 @@ use log::{debug, info};
 use mio::event::Event;
 use mio::Registry;
 
-use crate::conn::link::{ChildState, FailStatus, PoolLink};
+use crate::conn::keepalive::Keepalive;
+use crate::conn::link::{FailStatus, Link};
 use crate::backend::address::Resolver;
 use crate::backend::stream::BackendStream;
 use crate::payload::buffer::BufPool;
@@ -45,6 +45,7 @@ use crate::http::{Request, Upgrade};
 use crate::payload::inbound::{Inbound, InboundOpts};
 use crate::payload::outbound::Outbound;
 use crate::process::procman::ProcMan;
+use crate::metrics::{TunnelEnd, TunnelMetrics};
 use crate::token::{conn_token, Endpoint};
 use crate::ws::frame::OpCode;
 
@@ -80,16 +81,45 @@ pub struct Ctx<'a> {
     pub procs: &'a mut ProcMan,
     /// Backend sockets let go before their EOF, read to the end.
     pub drains: &'a mut Drains,
+    /// Tunnel counters per route (`metrics/`): fed at the 101 and at teardown.
+    pub metrics: &'a mut TunnelMetrics,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Phase {
     Handshake { deadline: Instant },
     Connecting { deadline: Instant },
-    Open,
-    Closing { deadline: Instant },
+    /// The ping state lives here: pings are sent and timed only while open.
+    Open { keepalive: Keepalive },
+    /// The close handshake's state lives here: it exists only once a close has begun.
+    Closing { deadline: Instant, close: CloseHandshake },
     Linger { deadline: Instant, shut: bool },
     Done,
+}
+
+/// How far the close handshake has gone (in `Phase::Closing`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CloseHandshake {
+    /// Our Close frame is queued, behind everything the client may still get.
+    pub sent: bool,
+    /// The client's Close arrived: nothing after it is read (RFC 6455 5.5.1).
+    pub received: bool,
+    /// Our answer to the client's Close, sent once the backend has finished.
+    pub reply: Option<(u16, String)>,
+}
+
+impl Phase {
+    /// What the drive loop compares to see whether a handler moved the connection on:
+    /// the phase and its deadline (a new deadline is a new step), not the state a phase
+    /// carries.
+    fn mark(&self) -> (std::mem::Discriminant<Phase>, Option<Instant>, bool) {
+        let deadline = match self {
+            Phase::Handshake { deadline } | Phase::Connecting { deadline } | Phase::Closing { deadline, .. } => Some(*deadline),
+            Phase::Linger { deadline, .. } => Some(*deadline),
+            Phase::Open { .. } | Phase::Done => None,
+        };
+        (std::mem::discriminant(self), deadline, matches!(self, Phase::Linger { shut: true, .. }))
+    }
 }
 
 /// What epoll has said about one side and nobody has used up yet: with edge-triggered
@@ -170,6 +200,8 @@ pub struct Tunnel {
     pub host: Option<HostId>,
     /// Kept until the 101 goes out.
     pub upgrade: Option<Upgrade>,
+    /// The 101 went out (for the counters: a tunnel, not an HTTP answer).
+    pub opened: bool,
     pub opcode: OpCode,
     pub opts: InboundOpts,
     pub backend_name: String,
@@ -192,17 +224,14 @@ pub struct Conn {
     pub id: u64,
     pub key: usize,
     pub listener: usize,
-    pub peer: Option<SocketAddr>,
     pub client: ClientStream,
     pub backend: Option<BackendStream>,
     pub phase: Phase,
     pub inbound: Inbound,
     pub outbound: Outbound,
     pub tunnel: Option<Box<Tunnel>>,
-    /// The per-connection program, when the backend is one.
-    pub child: Option<Box<ChildState>>,
-    /// The pool process carrying the connection, when the backend is a spawned pool.
-    pub pool: Option<PoolLink>,
+    /// The pool process or the program behind the backend stream, by backend kind.
+    pub link: Link,
     /// Readiness of the client socket, remembered (edge-triggered).
     pub client_io: Readiness,
     /// No more input from the client (its FIN, a reset, or a read error).
@@ -216,10 +245,6 @@ pub struct Conn {
     pub backend_io: Readiness,
     pub backend_eof: bool,
     pub backend_shut: bool,
-    pub close_sent: bool,
-    pub close_received: bool,
-    /// Our answer to the client's Close, sent once the backend has finished.
-    pub close_reply: Option<(u16, String)>,
     pub close_code: Option<u16>,
     /// The last turn ended at its budget with work left (`tunnel.rs`): run it again.
     pub more_work: bool,
@@ -237,9 +262,6 @@ pub struct Conn {
     pub started: Instant,
     pub last_read: Instant,
     pub last_write: Instant,
-    pub last_ping: Instant,
-    /// When the oldest unanswered ping went out (ping-timeout).
-    pub ping_outstanding: Option<Instant>,
 }
 
 impl Conn {
@@ -248,7 +270,6 @@ impl Conn {
         key: usize,
         listener: usize,
         client: ClientStream,
-        peer: Option<SocketAddr>,
         now: Instant,
         handshake_timeout: Duration,
     ) -> Conn {
@@ -256,15 +277,13 @@ impl Conn {
             id,
             key,
             listener,
-            peer,
             client,
             backend: None,
             phase: Phase::Handshake { deadline: deadline_after(now, handshake_timeout) },
             inbound: Inbound::new(),
             outbound: Outbound::new(),
             tunnel: None,
-            child: None,
-            pool: None,
+            link: Link::None,
             client_io: Readiness { readable: true, writable: true, hup: false },
             client_eof: false,
             client_gone: false,
@@ -272,9 +291,6 @@ impl Conn {
             backend_io: Readiness::default(),
             backend_eof: false,
             backend_shut: false,
-            close_sent: false,
-            close_received: false,
-            close_reply: None,
             close_code: None,
             more_work: false,
             in_backlog: false,
@@ -286,8 +302,6 @@ impl Conn {
             started: now,
             last_read: now,
             last_write: now,
-            last_ping: now,
-            ping_outstanding: None,
         }
     }
 
@@ -297,6 +311,24 @@ impl Conn {
 
     pub fn is_done(&self) -> bool {
         self.phase == Phase::Done
+    }
+
+    /// The close handshake so far, once a close has begun.
+    pub(crate) fn closing(&self) -> Option<&CloseHandshake> {
+        match &self.phase {
+            Phase::Closing { close, .. } => Some(close),
+            _ => None,
+        }
+    }
+
+    /// Our Close frame is queued.
+    pub(crate) fn close_sent(&self) -> bool {
+        self.closing().is_some_and(|c| c.sent)
+    }
+
+    /// The client's Close has arrived.
+    pub(crate) fn close_received(&self) -> bool {
+        self.closing().is_some_and(|c| c.received)
     }
 
     /// Records readiness from one event and runs the state machine.
@@ -316,18 +348,18 @@ impl Conn {
     /// Runs phase handlers until none makes progress.
     pub fn drive(&mut self, ctx: &mut Ctx) {
         loop {
-            let before = self.phase;
+            let before = self.phase.mark();
             match self.phase {
                 Phase::Handshake { .. } => self.drive_handshake(ctx),
                 Phase::Connecting { .. } => self.drive_connecting(ctx),
-                Phase::Open | Phase::Closing { .. } => {
+                Phase::Open { .. } | Phase::Closing { .. } => {
                     self.pump(ctx);
                     self.check_child(ctx);
                 }
                 Phase::Linger { .. } => self.drive_linger(ctx),
                 Phase::Done => return,
             }
-            if self.phase == before {
+            if self.phase.mark() == before {
                 break;
             }
         }
@@ -346,11 +378,11 @@ impl Conn {
                 self.reject(ctx, 408, &[], "request timeout");
             }
             Phase::Connecting { deadline } if now >= deadline => self.connect_timed_out(ctx),
-            Phase::Open => {
+            Phase::Open { .. } => {
                 self.open_tick(ctx);
                 self.child_tick(ctx);
             }
-            Phase::Closing { deadline } if now >= deadline => self.close_timed_out(ctx),
+            Phase::Closing { deadline, .. } if now >= deadline => self.close_timed_out(ctx),
             Phase::Closing { .. } => self.child_tick(ctx),
             Phase::Linger { deadline, .. } if now >= deadline => {
                 debug!("[c{}] close timeout", self.id);
@@ -364,7 +396,7 @@ impl Conn {
     /// Server shutdown: tunnels get close 1001, half-done handshakes just end.
     pub fn begin_shutdown(&mut self, ctx: &mut Ctx) {
         match self.phase {
-            Phase::Open | Phase::Closing { .. } => {
+            Phase::Open { .. } | Phase::Closing { .. } => {
                 self.start_close(ctx, crate::ws::close::GOING_AWAY, "server shutting down", ClosedBy::Server)
             }
             Phase::Handshake { .. } | Phase::Connecting { .. } => self.reject(ctx, 503, &[], "server shutting down"),
@@ -382,7 +414,23 @@ impl Conn {
         self.release_host(ctx);
         self.inbound.release(ctx.pool);
         self.outbound.release(ctx.pool);
+        self.count_end(ctx.metrics);
         self.log_access(ctx.now);
+    }
+
+    fn count_end(&self, metrics: &mut TunnelMetrics) {
+        let t = self.tunnel.as_deref();
+        metrics.ended(&TunnelEnd {
+            route: t.map(|t| t.route_key.as_str()),
+            opened: t.is_some_and(|t| t.opened),
+            http_status: self.status,
+            close_code: self.close_code.unwrap_or(crate::ws::close::ABNORMAL),
+            bytes_in: self.inbound.payload_bytes,
+            bytes_out: self.outbound.payload_bytes,
+            lost_in: self.lost_in,
+            lost_out: self.lost_out,
+            cut: self.cut.map(Cut::as_str),
+        });
     }
 
     /// Gives back the load unit this connection holds on its host, if any.
@@ -421,7 +469,7 @@ impl Conn {
     }
 
     fn log_access(&self, now: Instant) {
-        let peer = self.peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
+        let peer = self.client.peer().map(|p| p.to_string()).unwrap_or_else(|| "unix".into());
         let (path, backend) = match &self.tunnel {
             Some(t) => (t.path.as_str(), if t.backend_name.is_empty() { "-" } else { t.backend_name.as_str() }),
             None => ("-", "-"),

@@ -7,11 +7,13 @@
 //! - `link`: what a connection holds of its backend (pool process, program) and how a
 //!   failed attempt is classified.
 //! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
+//! - `keepalive`: when an open tunnel pings (interval, idle pings, ping-timeout; pure).
 //! - `client`: the client's byte stream.
 
 pub mod attach;
 pub mod client;
 pub mod handshake;
+pub mod keepalive;
 pub mod link;
 pub mod machine;
 pub mod plan;

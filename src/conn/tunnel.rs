@@ -44,8 +44,6 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-/// Tolerance for per-second timers checked on the 1-second tick.
-const TICK_SLACK: Duration = Duration::from_millis(50);
 /// Most bytes one connection moves in one turn: read from or written to either side
 /// (writes count too, so inflating a small compressed input is bounded as well).
 pub const TURN_BYTES: usize = 512 * 1024;
@@ -57,7 +55,8 @@ const TIME_CHECK_BYTES: usize = 16 * 1024;
 
 use log::{debug, info, warn};
 
-use crate::conn::machine::{deadline_after, Conn, Ctx, Cut, Phase, ClosedBy, LINGER_TIMEOUT};
+use crate::conn::keepalive::{Due, KeepalivePolicy};
+use crate::conn::machine::{deadline_after, CloseHandshake, ClosedBy, Conn, Ctx, Cut, Phase, LINGER_TIMEOUT};
 use crate::payload::inbound::{Control, Decoded, InboundOpts, Violation};
 use crate::payload::outbound::{Finish, ReadOutcome};
 use crate::payload::reframe::BackendFault;
@@ -106,7 +105,7 @@ impl Conn {
 
     /// Client bytes into the inbound buffer, while it has room and input goes on.
     fn read_client(&mut self, ctx: &mut Ctx, moved: &mut usize) -> bool {
-        if self.client_eof || self.close_received {
+        if self.client_eof || self.close_received() {
             return false;
         }
         if !self.inbound.has_room() {
@@ -163,7 +162,7 @@ impl Conn {
     /// Decodes frames: payload stays in place, controls are handled here.
     fn decode_client(&mut self, ctx: &mut Ctx, opts: &InboundOpts) -> bool {
         let mut progress = false;
-        while !self.close_received && self.phase != Phase::Done && !self.in_linger() {
+        while !self.close_received() && self.phase != Phase::Done && !self.in_linger() {
             match self.inbound.decode(opts, ctx.pool) {
                 Decoded::NeedMore => break,
                 Decoded::Control(c) => {
@@ -218,7 +217,7 @@ impl Conn {
     /// Client -> backend is over and all of it was delivered: the backend gets its FIN.
     /// Called only at a pass that moved nothing, so nothing is left in the pipeline.
     fn finish_upstream(&mut self) -> bool {
-        let ended = self.close_received || self.client_eof;
+        let ended = self.close_received() || self.client_eof;
         if !ended || self.backend_shut || !self.inbound.ready().is_empty() {
             return false;
         }
@@ -233,7 +232,7 @@ impl Conn {
     /// Backend output: framed for the client while it may still get data frames,
     /// otherwise read and dropped so the backend is never left with unread output.
     fn read_backend(&mut self, ctx: &mut Ctx, opcode: OpCode, moved: &mut usize) -> bool {
-        if self.close_sent || self.client_gone {
+        if self.close_sent() || self.client_gone {
             return self.discard_backend(moved);
         }
         let mut progress = false;
@@ -289,12 +288,12 @@ impl Conn {
             }
         }
         // Backend EOF: everything it sent goes out before the close frame.
-        if self.backend_eof && !self.close_sent && !self.client_gone {
+        if self.backend_eof && !self.close_sent() && !self.client_gone {
             match self.outbound.finish_backend(ctx.pool) {
                 Finish::Done => {
                     // A program's tunnel waits for its exit status here.
                     self.on_backend_eof(ctx);
-                    progress |= self.close_sent;
+                    progress |= self.close_sent();
                 }
                 Finish::Pending => {}
                 Finish::Fault(f) => {
@@ -363,24 +362,30 @@ impl Conn {
 
     fn on_control(&mut self, ctx: &mut Ctx, c: Control) {
         match c.opcode {
-            OpCode::Ping if !self.close_sent => self.outbound.queue_pong(ctx.pool, c.payload()),
+            OpCode::Ping if !self.close_sent() => self.outbound.queue_pong(ctx.pool, c.payload()),
             OpCode::Ping => {}
-            OpCode::Pong => self.ping_outstanding = None,
+            OpCode::Pong => {
+                if let Phase::Open { keepalive } = &mut self.phase {
+                    keepalive.pong();
+                }
+            }
             OpCode::Close => match close::parse_close_payload(c.payload()) {
                 Err(e) => self.fail(ctx, Violation { code: e.close_code(), reason: e.to_string() }),
                 Ok(parsed) => {
-                    self.close_received = true;
                     self.close_code.get_or_insert(parsed.map(|p| p.0).unwrap_or(close::NO_STATUS));
                     self.closed_by.get_or_insert(ClosedBy::Client);
-                    if !self.close_sent {
-                        // Answered once the backend has answered what it was sent (see
-                        // the module doc); the reply is kept until then.
-                        let (code, reason) = match parsed {
-                            Some((code, reason)) if self.echo_close() => (code, reason.to_string()),
-                            _ => (close::NORMAL, String::new()),
-                        };
-                        self.close_reply = Some((code, reason));
-                        self.enter_closing(ctx);
+                    let echo = self.echo_close();
+                    self.enter_closing(ctx);
+                    if let Phase::Closing { close, .. } = &mut self.phase {
+                        close.received = true;
+                        if !close.sent {
+                            // Answered once the backend has answered what it was sent
+                            // (see the module doc); the reply is kept until then.
+                            close.reply = Some(match parsed {
+                                Some((code, reason)) if echo => (code, reason.to_string()),
+                                _ => (close::NORMAL, String::new()),
+                            });
+                        }
                     }
                 }
             },
@@ -399,42 +404,43 @@ impl Conn {
     /// The close has begun (a Close frame either way, or the client's FIN): the rest is
     /// bounded by close-handshake-timeout.
     fn enter_closing(&mut self, ctx: &mut Ctx) {
-        if self.phase == Phase::Open {
-            self.phase = Phase::Closing { deadline: deadline_after(ctx.now, self.close_timeout()) };
+        if matches!(self.phase, Phase::Open { .. }) {
+            let deadline = deadline_after(ctx.now, self.close_timeout());
+            self.phase = Phase::Closing { deadline, close: CloseHandshake::default() };
         }
     }
 
     /// Queues our close frame — the reply to the client's Close when there was one — and
     /// gives the client close-handshake-timeout to finish.
     fn send_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str) {
-        let reply = self.close_reply.take();
+        let (reply, received) = match &mut self.phase {
+            Phase::Closing { close, .. } => (close.reply.take(), close.received),
+            _ => (None, false),
+        };
         let (code, reason) = match &reply {
             Some((c, r)) => (*c, r.as_str()),
             None => (code, reason),
         };
-        if !self.queue_close_frame(ctx, code, reason) {
+        if !self.push_close_frame(ctx, code, reason) {
             warn!("[c{}] no room for the close frame; dropping the connection", self.id);
             self.phase = Phase::Done;
             return;
         }
-        self.phase = Phase::Closing { deadline: deadline_after(ctx.now, self.close_timeout()) };
+        let deadline = deadline_after(ctx.now, self.close_timeout());
+        self.phase = Phase::Closing { deadline, close: CloseHandshake { sent: true, received, reply: None } };
     }
 
-    /// Appends our close frame (once); false when there was no room for it.
-    fn queue_close_frame(&mut self, ctx: &mut Ctx, code: u16, reason: &str) -> bool {
-        if self.close_sent {
-            return true;
-        }
+    /// Appends a close frame; false when there was no room for it.
+    fn push_close_frame(&mut self, ctx: &mut Ctx, code: u16, reason: &str) -> bool {
         let mut payload = [0u8; crate::ws::frame::MAX_CONTROL_PAYLOAD as usize];
         let n = close::write_close_payload(code, reason, &mut payload);
-        self.close_sent = self.outbound.push_control(ctx.pool, OpCode::Close, &payload[..n]);
-        self.close_sent
+        self.outbound.push_control(ctx.pool, OpCode::Close, &payload[..n])
     }
 
     /// wstund starts the close handshake (backend EOF, idle, shutdown), or answers the
     /// client's Close now that the backend is done.
     pub(crate) fn start_close(&mut self, ctx: &mut Ctx, code: u16, reason: &str, by: ClosedBy) {
-        if self.close_sent {
+        if self.close_sent() {
             return;
         }
         self.close_code.get_or_insert(code);
@@ -489,7 +495,10 @@ impl Conn {
             self.phase = Phase::Done;
             return;
         }
-        self.queue_close_frame(ctx, v.code, &v.reason);
+        if !self.close_sent() {
+            // A failing close: no room for it changes nothing, the linger ends it.
+            self.push_close_frame(ctx, v.code, &v.reason);
+        }
         self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
     }
 
@@ -498,11 +507,11 @@ impl Conn {
         if self.phase == Phase::Done || self.in_linger() {
             return;
         }
-        if self.client_eof && !self.close_received && !self.close_sent {
+        if self.client_eof && !self.close_received() && !self.close_sent() {
             self.close_code.get_or_insert(close::ABNORMAL);
             self.closed_by.get_or_insert(ClosedBy::Client);
         }
-        let input_ended = self.close_received || self.client_eof;
+        let input_ended = self.close_received() || self.client_eof;
         if input_ended {
             self.enter_closing(ctx);
         }
@@ -510,11 +519,11 @@ impl Conn {
         // go to the client (our Close is queued — after all of its output when it ended —
         // or the client is gone): what it still sends is drained. A program that closed
         // its output is kept until its exit status has chosen the close code.
-        if self.backend.is_some() && self.backend_shut && (self.client_gone || self.close_sent) {
+        if self.backend.is_some() && self.backend_shut && (self.client_gone || self.close_sent()) {
             self.drop_backend(ctx);
         }
         let backend_done = self.backend.is_none();
-        let client_done = self.client_gone || (self.close_sent && self.outbound.is_empty());
+        let client_done = self.client_gone || (self.close_sent() && self.outbound.is_empty());
         if input_ended && backend_done && client_done {
             self.phase = Phase::Done;
         }
@@ -538,7 +547,7 @@ impl Conn {
     /// Close goes out now and the backend is cut (logged, `cut=close-timeout`), and the
     /// Close frame gets a short while to be flushed. Otherwise the handshake is over.
     pub(crate) fn close_timed_out(&mut self, ctx: &mut Ctx) {
-        if self.close_sent || self.client_gone {
+        if self.close_sent() || self.client_gone {
             // Our Close went unanswered, or the client is gone and the backend did not
             // take the rest of its bytes in time.
             debug!("[c{}] close timeout", self.id);
@@ -556,8 +565,8 @@ impl Conn {
         self.drop_backend(ctx);
         self.backend_eof = true;
         self.start_close(ctx, close::GOING_AWAY, "backend did not finish", ClosedBy::Backend);
-        if self.phase != Phase::Done {
-            self.phase = Phase::Closing { deadline: ctx.now + LINGER_TIMEOUT };
+        if let Phase::Closing { deadline, .. } = &mut self.phase {
+            *deadline = ctx.now + LINGER_TIMEOUT;
         }
     }
 
@@ -580,33 +589,28 @@ impl Conn {
             self.last_write = ctx.now;
         }
         let Some(t) = self.tunnel.as_ref() else { return };
-        let (interval, timeout, size, drop) =
-            (t.settings.ping_interval, t.settings.ping_timeout, t.settings.ping_size, t.settings.fail_by_drop);
-        if let Some(since) = self.ping_outstanding {
-            if timeout > 0 && ctx.now + TICK_SLACK >= since + Duration::from_secs(u64::from(timeout)) {
-                info!("[c{}] no pong within {timeout}s", self.id);
-                if drop {
+        let Phase::Open { keepalive } = &mut self.phase else { return };
+        let policy = KeepalivePolicy::new(t.settings.ping_interval, t.settings.ping_timeout, idle, t.settings.idle_ping);
+        match keepalive.due(ctx.now, self.last_read, &policy) {
+            Due::Nothing => {}
+            Due::NoPong => {
+                info!("[c{}] no pong within {}s", self.id, policy.timeout.as_secs());
+                if t.settings.fail_by_drop {
                     self.close_code.get_or_insert(close::ABNORMAL);
                     self.closed_by.get_or_insert(ClosedBy::Server);
                     self.phase = Phase::Done;
                 } else {
                     self.start_close(ctx, close::GOING_AWAY, "ping timeout", ClosedBy::Server);
                 }
-                return;
             }
-        }
-        // The tick can land a hair early; a whole-second comparison would then skip a
-        // ping and double the interval.
-        let due = self.last_ping + Duration::from_secs(u64::from(interval));
-        if interval > 0 && ctx.now + TICK_SLACK >= due {
-            self.last_ping = ctx.now;
-            // A 4-byte stamp, zero-padded to ping-size (4..=125).
-            let mut payload = [0u8; CONTROL_PAYLOAD_LEN];
-            let stamp = (ctx.now.duration_since(self.started).as_millis() as u32).to_be_bytes();
-            payload[..4].copy_from_slice(&stamp);
-            let n = (size as usize).clamp(4, CONTROL_PAYLOAD_LEN);
-            if self.outbound.push_control(ctx.pool, OpCode::Ping, &payload[..n]) && self.ping_outstanding.is_none() {
-                self.ping_outstanding = Some(ctx.now);
+            Due::Ping => {
+                // A 4-byte stamp, zero-padded to ping-size (4..=125).
+                let mut payload = [0u8; CONTROL_PAYLOAD_LEN];
+                let stamp = (ctx.now.duration_since(self.started).as_millis() as u32).to_be_bytes();
+                payload[..4].copy_from_slice(&stamp);
+                let n = (t.settings.ping_size as usize).clamp(4, CONTROL_PAYLOAD_LEN);
+                let queued = self.outbound.push_control(ctx.pool, OpCode::Ping, &payload[..n]);
+                keepalive.pinged(ctx.now, queued);
             }
         }
     }

@@ -255,7 +255,7 @@ impl Outbound {
     /// Answers a ping, or keeps the answer until there is room.
     pub fn queue_pong(&mut self, pool: &mut BufPool, payload: &[u8]) {
         if !self.push_control(pool, OpCode::Pong, payload) {
-            let mut p = [0u8; 125];
+            let mut p = [0u8; CONTROL_PAYLOAD_LEN];
             p[..payload.len()].copy_from_slice(payload);
             self.pending_pong = Some(Box::new((p, payload.len() as u8)));
         }

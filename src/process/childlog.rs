@@ -19,14 +19,12 @@ use std::time::Instant;
 use log::{info, warn};
 
 use crate::process::ratelimit::{RateLimit, Verdict};
+use crate::readloop::{self, Next};
 
 /// Longest line logged in one piece; longer lines are logged in parts.
 pub const MAX_LOG_LINE: usize = 4096;
 /// Bytes read from one output pipe per wake-up (four pipe buffers' worth).
 pub const READ_BUDGET: usize = 256 * 1024;
-/// Bytes per read call.
-const READ_CHUNK: usize = 16 * 1024;
-
 /// Lines suppressed by every source since start, for the status dump. The loop is one
 /// thread; the atomic only makes the static safe.
 static SUPPRESSED_TOTAL: AtomicU64 = AtomicU64::new(0);
@@ -36,37 +34,18 @@ pub fn suppressed_total() -> u64 {
     SUPPRESSED_TOTAL.load(Ordering::Relaxed)
 }
 
-/// How reading a pipe ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Drained {
-    /// Nothing more to read now (WouldBlock).
-    Empty,
-    /// [`READ_BUDGET`] was read and more may be waiting: the caller re-arms the pipe in
-    /// the poller (an edge-triggered registration that is modified is reported again if
-    /// it is readable) instead of reading on.
-    Budget,
-    /// EOF or a read error: the source is gone.
-    Closed,
-}
+pub use crate::readloop::Drained;
 
-/// Reads with `read` until WouldBlock, EOF, an error or the budget, handing each chunk
-/// to `got`.
-pub fn drain(mut read: impl FnMut(&mut [u8]) -> io::Result<usize>, mut got: impl FnMut(&[u8])) -> Drained {
-    let mut buf = [0u8; READ_CHUNK];
-    let mut total = 0;
-    while total < READ_BUDGET {
-        match read(&mut buf) {
-            Ok(0) => return Drained::Closed,
-            Ok(n) => {
-                total += n;
-                got(&buf[..n]);
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Drained::Empty,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => return Drained::Closed,
-        }
-    }
-    Drained::Budget
+/// Reads a log pipe with `read` until WouldBlock, EOF, an error or [`READ_BUDGET`],
+/// handing each chunk to `got` ([`crate::readloop`]); at the budget the caller re-arms
+/// the pipe in the poller (an edge-triggered registration that is modified is reported
+/// again if it is readable) instead of reading on.
+pub fn drain(read: impl FnMut(&mut [u8]) -> io::Result<usize>, mut got: impl FnMut(&[u8])) -> Drained {
+    readloop::read_until_blocked(read, READ_BUDGET, |b| {
+        got(b);
+        Next::Read
+    })
+    .0
 }
 
 /// One source of log lines: its label, its partial line, its rate limit.
@@ -274,7 +253,7 @@ mod tests {
     }
 
     #[test]
-    fn drain_stops_at_the_budget_eof_and_wouldblock() {
+    fn drain_reads_a_log_pipe_up_to_its_budget() {
         let mut left = READ_BUDGET * 2;
         let mut got = 0;
         let endless = |buf: &mut [u8]| {
@@ -284,12 +263,6 @@ mod tests {
         };
         assert_eq!(drain(endless, |b| got += b.len()), Drained::Budget);
         assert_eq!(got, READ_BUDGET);
-        let mut calls = 0;
-        let eintr_then_block = |_: &mut [u8]| {
-            calls += 1;
-            Err(if calls == 1 { io::ErrorKind::Interrupted.into() } else { io::Error::from(io::ErrorKind::WouldBlock) })
-        };
-        assert_eq!(drain(eintr_then_block, |_| {}), Drained::Empty);
-        assert_eq!(drain(|_: &mut [u8]| Ok(0), |_| {}), Drained::Closed);
+        assert_eq!(drain(|_: &mut [u8]| Ok(0), |_| {}), Drained::Closed { clean: true });
     }
 }

@@ -23,6 +23,7 @@ use slab::Slab;
 
 use crate::backend::address::{Address, Resolver};
 use crate::conf::{BackendMode, BackendSpec, Config};
+use crate::metrics::{Family, Kind, Sink, Source};
 use crate::process::childlog::{self, ChildLog, Drained};
 use crate::process::exec::{self, describe_status, Program};
 use crate::process::pool::{Action, Limits, Pool, Proc, ProcRef, ProcState, Spawned};
@@ -66,6 +67,9 @@ pub struct ProcMan {
     outputs: Slab<OutPipe>,
     /// Per-connection programs (counts, exit routing, kill ladder).
     pub progs: Progs,
+    /// While `start` runs: the first pool process that could not be started. A pool
+    /// that cannot start at all is a failed start, as in lighttpd.
+    start_failure: Option<Option<String>>,
 }
 
 impl ProcMan {
@@ -111,8 +115,9 @@ impl ProcMan {
         pm
     }
 
-    /// Starts min-procs of every pool.
-    pub fn start(&mut self, reg: &Registry, now: Instant) {
+    /// Starts min-procs of every pool. Err: the first process that could not be started
+    /// (its bin-path cannot run, its socket cannot be bound), for the start-up report.
+    pub fn start(&mut self, reg: &Registry, now: Instant) -> Result<(), String> {
         for p in &self.pools {
             info!(
                 "pool {}: {} on {} (min-procs {}, max-procs {})",
@@ -123,7 +128,20 @@ impl ProcMan {
                 p.pool.limits.max_procs
             );
         }
+        self.start_failure = Some(None);
         self.plan(reg, now);
+        match self.start_failure.take().flatten() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        }
+    }
+
+    /// Remembers why a pool process failed to start, during `start`.
+    fn start_failed(&mut self, reason: String) {
+        error!("{reason}");
+        if let Some(first @ None) = &mut self.start_failure {
+            *first = Some(reason);
+        }
     }
 
     /// The pool serving this backend entry, if it is a spawned one.
@@ -212,7 +230,7 @@ impl ProcMan {
         let target = match spawn::slot_address(&p.base, proc) {
             Ok(t) => t,
             Err(e) => {
-                error!("{name} proc {proc}: {e}");
+                self.start_failed(format!("{name} proc {proc}: {e}"));
                 return Spawned::Failed;
             }
         };
@@ -224,7 +242,7 @@ impl ProcMan {
         let fd = match spawn::bind(&target, p.spec.listen_backlog) {
             Ok(fd) => fd,
             Err(e) => {
-                error!("{name} proc {proc}: cannot listen on {addr}: {e}");
+                self.start_failed(format!("{name} proc {proc}: cannot listen on {addr}: {e}"));
                 return Spawned::Failed;
             }
         };
@@ -247,7 +265,7 @@ impl ProcMan {
                 Spawned::Started { pid: s.pid }
             }
             Err(e) => {
-                error!("{name} proc {proc}: {e}");
+                self.start_failed(format!("{name} proc {proc}: {e}"));
                 Spawned::Failed
             }
         }
@@ -262,13 +280,13 @@ impl ProcMan {
         let now = Instant::now();
         let (rx, log) = (&mut o.rx, &mut o.log);
         match childlog::drain(|b| std::io::Read::read(rx, b), |b| log.feed(b, now)) {
-            Drained::Empty => {}
+            Drained::Empty | Drained::Stopped => {}
             Drained::Budget => {
                 if let Err(e) = reg.reregister(&mut o.rx, token::proc_out_token(key), Interest::READABLE) {
                     warn!("cannot watch pool process output any more: {e}");
                 }
             }
-            Drained::Closed => {
+            Drained::Closed { .. } => {
                 let mut o = self.outputs.remove(key);
                 o.log.finish(now);
                 let _ = reg.deregister(&mut o.rx);
@@ -418,3 +436,40 @@ fn log_action(a: &Action) {
         Action::Spawn { .. } | Action::Signal { .. } => {}
     }
 }
+const POOL_PROCS: Family =
+    Family { name: "wstund_pool_processes", help: "Processes of a spawned pool, by state.", kind: Kind::Gauge };
+const POOL_LOAD: Family =
+    Family { name: "wstund_pool_load", help: "Connections carried by a spawned pool's processes now.", kind: Kind::Gauge };
+const POOL_CONNECTED: Family =
+    Family { name: "wstund_pool_connected_total", help: "Connections ever assigned to a spawned pool.", kind: Kind::Counter };
+const POOL_DIED: Family =
+    Family { name: "wstund_pool_died_total", help: "Unexpected deaths of a spawned pool's processes.", kind: Kind::Counter };
+const PROGRAMS: Family = Family {
+    name: "wstund_programs",
+    help: "Per-connection stdio programs alive (running or on their way down).",
+    kind: Kind::Gauge,
+};
+
+impl Source for ProcMan {
+    fn expose(&self, out: &mut dyn Sink) {
+        const STATES: [&str; 7] = ["off", "starting", "external", "running", "disabled", "dead", "stopping"];
+        for p in &self.pools {
+            for state in STATES {
+                let n = p.pool.procs.iter().filter(|pr| pr.state_name() == state).count();
+                out.sample(&POOL_PROCS, &[("pool", &p.pool.name), ("state", state)], n as u64);
+            }
+        }
+        for p in &self.pools {
+            let load: u64 = p.pool.procs.iter().map(|pr| u64::from(pr.load)).sum();
+            out.sample(&POOL_LOAD, &[("pool", &p.pool.name)], load);
+        }
+        for p in &self.pools {
+            out.sample(&POOL_CONNECTED, &[("pool", &p.pool.name)], p.pool.procs.iter().map(|pr| pr.connected).sum());
+        }
+        for p in &self.pools {
+            out.sample(&POOL_DIED, &[("pool", &p.pool.name)], p.pool.procs.iter().map(|pr| u64::from(pr.died)).sum());
+        }
+        out.sample(&PROGRAMS, &[], self.progs.len() as u64);
+    }
+}
+

@@ -21,7 +21,7 @@ use mio::unix::pipe::Receiver;
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::process::childlog::{self, ChildLog, Drained};
+use crate::process::childlog::{self, ChildLog};
 use crate::backend::pipes::ChildPipes;
 use crate::process::pool::UNKILLABLE_RECHECK;
 
@@ -225,14 +225,14 @@ impl Progs {
 /// them cannot hold the loop.
 fn drain(pid: i32, p: &mut Prog, now: Instant) {
     if let Some(o) = p.stdout.as_mut() {
-        if childlog::drain(|b| o.read(b), |_| {}) == Drained::Closed {
+        if childlog::drain(|b| o.read(b), |_| {}).is_closed() {
             p.stdout = None;
         }
     }
     let id = p.conn_id;
     let log = p.err_log.get_or_insert_with(|| ChildLog::new(childlog::stderr_label(id, pid), now));
     if let Some(e) = p.stderr.as_mut() {
-        if childlog::drain(|b| e.read(b), |b| log.feed(b, now)) == Drained::Closed {
+        if childlog::drain(|b| e.read(b), |b| log.feed(b, now)).is_closed() {
             log.finish(now);
             p.stderr = None;
         }

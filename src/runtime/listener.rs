@@ -1,20 +1,39 @@
 //! Listening sockets: TCP (IPv4/IPv6) and unix-domain, bound before the loop starts.
 //!
-//! Binding is done by hand rather than with `std::net::TcpListener::bind` to choose the
-//! backlog (lighttpd uses 1024; the std default is too small for connection bursts) and
-//! to leave room for SO_REUSEPORT workers.
+//! Binding is done by hand rather than with `std::net::TcpListener::bind` to honour
+//! `server.listen-backlog` (lighttpd's default 1024; the std default of 128 is too small
+//! for connection bursts) and to leave room for SO_REUSEPORT workers.
+//!
+//! A unix-domain listener is bound as root, before privileges are dropped, so it is
+//! handed to the user wstund will run as (and to `server.socket-group`), and given
+//! `server.socket-perms`, before `listen`: no client can connect while its mode is not
+//! yet the configured one.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, IntoRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd};
 use std::path::{Path, PathBuf};
 
 use mio::{Interest, Registry, Token};
-use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage};
+use nix::sys::socket::{self, sockopt, AddressFamily, Backlog, SockFlag, SockType, SockaddrStorage, UnixAddr};
+use nix::unistd::{Gid, Uid};
 
 use crate::conn::client::ClientStream;
 
-pub const LISTEN_BACKLOG: i32 = 1024;
+/// Owner and mode of a unix-domain listener's socket file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SocketAccess {
+    /// `server.socket-perms`; None keeps the mode the umask gives.
+    pub mode: Option<u32>,
+    /// The user wstund runs as after the drop.
+    pub owner: Option<Uid>,
+    /// `server.socket-group`, else the group wstund runs as.
+    pub group: Option<Gid>,
+}
+
+fn backlog_of(n: u32) -> Backlog {
+    Backlog::new(i32::try_from(n).unwrap_or(i32::MAX)).unwrap_or(Backlog::MAXCONN)
+}
 
 pub enum Listener {
     Tcp { sock: mio::net::TcpListener, name: String },
@@ -37,7 +56,7 @@ impl std::fmt::Display for BindError {
 impl std::error::Error for BindError {}
 
 impl Listener {
-    pub fn bind_tcp(addr: SocketAddr) -> Result<Listener, BindError> {
+    pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> Result<Listener, BindError> {
         let be = |err: io::Error| BindError { addr: addr.to_string(), err };
         let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
         let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
@@ -48,16 +67,16 @@ impl Listener {
             socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| be(e.into()))?;
         }
         socket::bind(std::os::fd::AsRawFd::as_raw_fd(&fd), &SockaddrStorage::from(addr)).map_err(|e| be(e.into()))?;
-        let backlog = Backlog::new(LISTEN_BACKLOG).unwrap_or(Backlog::MAXCONN);
-        socket::listen(&fd, backlog).map_err(|e| be(e.into()))?;
+        socket::listen(&fd, backlog_of(backlog)).map_err(|e| be(e.into()))?;
         // SAFETY: fd is a freshly created, bound, listening TCP socket we own.
         let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
         let name = std_l.local_addr().map(|a| a.to_string()).unwrap_or_else(|_| addr.to_string());
         Ok(Listener::Tcp { sock: mio::net::TcpListener::from_std(std_l), name })
     }
 
-    /// Binds a unix socket, replacing a stale socket file left by a previous run.
-    pub fn bind_unix(path: &Path) -> Result<Listener, BindError> {
+    /// Binds a unix socket, replacing a stale socket file left by a previous run, and
+    /// gives it `access` before listening.
+    pub fn bind_unix(path: &Path, backlog: u32, access: SocketAccess) -> Result<Listener, BindError> {
         let be = |err: io::Error| BindError { addr: path.display().to_string(), err };
         if let Ok(md) = std::fs::symlink_metadata(path) {
             use std::os::unix::fs::FileTypeExt;
@@ -65,8 +84,27 @@ impl Listener {
                 std::fs::remove_file(path).map_err(be)?;
             }
         }
-        let sock = mio::net::UnixListener::bind(path).map_err(be)?;
-        Ok(Listener::Unix { sock, path: path.to_path_buf(), name: path.display().to_string() })
+        let fd = socket::socket(AddressFamily::Unix, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
+            .map_err(|e| be(e.into()))?;
+        socket::bind(fd.as_raw_fd(), &UnixAddr::new(path).map_err(|e| be(e.into()))?).map_err(|e| be(e.into()))?;
+        let prepared = (|| {
+            if access.owner.is_some() || access.group.is_some() {
+                nix::unistd::chown(path, access.owner, access.group)?;
+            }
+            if let Some(mode) = access.mode {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))?;
+            }
+            socket::listen(&fd, backlog_of(backlog))?;
+            Ok::<(), io::Error>(())
+        })();
+        if let Err(e) = prepared {
+            let _ = std::fs::remove_file(path);
+            return Err(be(e));
+        }
+        // SAFETY: fd is a freshly created, bound, listening unix socket we own.
+        let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd.into_raw_fd()) };
+        Ok(Listener::Unix { sock: mio::net::UnixListener::from_std(std_l), path: path.to_path_buf(), name: path.display().to_string() })
     }
 
     pub fn name(&self) -> &str {
@@ -75,10 +113,10 @@ impl Listener {
         }
     }
 
-    pub fn accept(&self) -> io::Result<(ClientStream, Option<SocketAddr>)> {
+    pub fn accept(&self) -> io::Result<ClientStream> {
         match self {
-            Listener::Tcp { sock, .. } => sock.accept().map(|(s, a)| (ClientStream::Tcp(s), Some(a))),
-            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| (ClientStream::Unix(s), None)),
+            Listener::Tcp { sock, .. } => sock.accept().map(|(s, a)| ClientStream::tcp(s, a)),
+            Listener::Unix { sock, .. } => sock.accept().map(|(s, _)| ClientStream::unix(s)),
         }
     }
 
@@ -110,15 +148,31 @@ mod tests {
 
     #[test]
     fn binds_ephemeral_port_and_reports_it() {
-        let l = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
+        let l = Listener::bind_tcp("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
         assert!(l.name().starts_with("127.0.0.1:"));
         assert!(!l.name().ends_with(":0"));
     }
 
     #[test]
     fn second_bind_on_same_port_fails_with_address() {
-        let l = Listener::bind_tcp("127.0.0.1:0".parse().unwrap()).unwrap();
-        let err = Listener::bind_tcp(l.name().parse().unwrap()).err().unwrap();
+        let l = Listener::bind_tcp("127.0.0.1:0".parse().unwrap(), 1024).unwrap();
+        let err = Listener::bind_tcp(l.name().parse().unwrap(), 1024).err().unwrap();
         assert!(err.to_string().contains(l.name()));
+    }
+
+    #[test]
+    fn unix_socket_gets_its_mode_and_group_before_listening() {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let dir = std::env::temp_dir().join(format!("wstund-listener-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("l.sock");
+        let gid = nix::unistd::getegid();
+        let l = Listener::bind_unix(&path, 7, SocketAccess { mode: Some(0o660), owner: None, group: Some(gid) }).unwrap();
+        let md = std::fs::metadata(&path).unwrap();
+        assert_eq!(md.permissions().mode() & 0o7777, 0o660);
+        assert_eq!(md.gid(), gid.as_raw());
+        std::os::unix::net::UnixStream::connect(&path).unwrap();
+        l.cleanup();
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -42,6 +42,7 @@ use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
 use crate::process::ratelimit::Repeats;
 use crate::runtime::signals::{Signal, Signals};
+use crate::metrics::{self, Family, Kind, Sink, TunnelMetrics};
 use crate::token::{self, Endpoint, Source};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -124,11 +125,15 @@ pub struct Server {
     children_done: bool,
     /// Backend sockets let go before their EOF, read to the end.
     drains: Drains,
+    /// Tunnel counters per route, fed by the connections.
+    tunnels: TunnelMetrics,
     backlog: VecDeque<Pending>,
     turns: TurnStats,
     /// When the current turn began: the end of the previous one, or the last
     /// non-connection event (one clock read per turn).
     turn_start: Instant,
+    /// A pool process that could not be started at start-up.
+    start_failure: Option<String>,
 }
 
 impl Server {
@@ -142,12 +147,13 @@ impl Server {
         }
         let sfd = signals.raw_fd();
         poll.registry().register(&mut SourceFd(&sfd), token::SIGNAL, Interest::READABLE)?;
-        let max_conns = config.server.max_connections.max(1) as usize;
+        // Set by the start-up sequence (`runtime/limits.rs`) before the server is made.
+        let max_conns = config.server.max_connections.unwrap_or(1).max(1) as usize;
         let server_tag = config.server.tag.clone();
         let now = Instant::now();
         let hosts = Hosts::from_config(&config, now);
         let mut procs = ProcMan::new(&config, now);
-        procs.start(poll.registry(), now);
+        let start_failure = procs.start(poll.registry(), now).err();
         Ok(Server {
             poll,
             listeners,
@@ -169,10 +175,18 @@ impl Server {
             procs,
             children_done: false,
             drains: Drains::new(),
+            tunnels: TunnelMetrics::new(),
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
             turn_start: Instant::now(),
+            start_failure,
         })
+    }
+
+    /// Why a pool could not be started, if one could not: the start has failed (the
+    /// caller drops the server, which stops what did start).
+    pub fn start_failure(&self) -> Option<&str> {
+        self.start_failure.as_deref()
     }
 
     pub fn run(&mut self) -> io::Result<()> {
@@ -262,6 +276,7 @@ impl Server {
                 server_tag: &self.server_tag,
                 procs: &mut self.procs,
                 drains: &mut self.drains,
+                metrics: &mut self.tunnels,
             },
             &mut self.conns,
         )
@@ -360,7 +375,7 @@ impl Server {
                     info!("accept on {}: accepting again after {n} failed accepts", l.name());
                 }
             }
-            let (stream, peer) = match accepted {
+            let stream = match accepted {
                 Ok(x) => x,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -381,7 +396,7 @@ impl Server {
                     continue;
                 }
             };
-            self.add_conn(i, stream, peer, now);
+            self.add_conn(i, stream, now);
         }
         // Edge-triggered: no new event comes for clients already waiting, so the rest is
         // taken from the backlog.
@@ -390,18 +405,19 @@ impl Server {
         }
     }
 
-    fn add_conn(&mut self, listener: usize, stream: ClientStream, peer: Option<std::net::SocketAddr>, now: Instant) {
+    fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
         let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
-        let mut conn = Conn::new(id, key, listener, stream, peer, now, timeout);
+        self.tunnels.accepted();
+        let mut conn = Conn::new(id, key, listener, stream, now, timeout);
         if let Err(e) = conn.register(self.poll.registry()) {
             error!("[c{id}] cannot register client socket: {e}");
             return;
         }
-        debug!("[c{id}] accepted from {}", peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into()));
+        debug!("[c{id}] accepted from {}", conn.client.peer().map(|p| p.to_string()).unwrap_or_else(|| "unix".into()));
         // No read yet: a request that is already waiting is reported by the next
         // epoll_wait (registration checks readiness), and one that is not would cost a
         // recvfrom that only says EAGAIN — about half of all accepts under load.
@@ -497,8 +513,9 @@ impl Server {
 
     fn log_status(&mut self, now: Instant) {
         info!(
-            "status: {} connections, {} buffers in use, {} spare, accept {}, {} turns waiting",
+            "status: {} connections ({} tunnels open), {} buffers in use, {} spare, accept {}, {} turns waiting",
             self.conns.len(),
+            self.tunnels.open_total(),
             self.pool.in_use,
             self.pool.spare(),
             if self.accept_paused { "paused" } else { "running" },
@@ -524,6 +541,69 @@ impl Server {
             info!("status: {line}");
         }
         info!("status: log lines suppressed: {}, accept failures: {}", crate::process::childlog::suppressed_total(), self.accept_failures.total());
+        for line in self.metrics_text().lines().filter(|l| !l.starts_with('#')) {
+            info!("metric: {line}");
+        }
+    }
+
+    /// Every counter and gauge, in the Prometheus text format: the one reading of the
+    /// metrics seam (`metrics/`) that the status dump and any HTTP view share.
+    pub fn metrics_text(&self) -> String {
+        let gauges = LoopGauges {
+            connections: self.conns.len() as u64,
+            buffers_in_use: self.pool.in_use as u64,
+            buffers_spare: self.pool.spare() as u64,
+            backlog: self.backlog.len() as u64,
+            longest_turn_us: self.turns.longest.as_micros() as u64,
+            accept_failures: self.accept_failures.total(),
+            log_lines_suppressed: crate::process::childlog::suppressed_total(),
+        };
+        metrics::prometheus::render(&[&gauges, &self.tunnels, &self.hosts, &self.procs, &self.drains])
+    }
+}
+
+/// What the loop itself knows: its connections, buffers, backlog and turns.
+struct LoopGauges {
+    connections: u64,
+    buffers_in_use: u64,
+    buffers_spare: u64,
+    backlog: u64,
+    longest_turn_us: u64,
+    accept_failures: u64,
+    log_lines_suppressed: u64,
+}
+
+const CONNECTIONS: Family =
+    Family { name: "wstund_connections", help: "Client connections held now (any phase).", kind: Kind::Gauge };
+const BUFFERS: Family =
+    Family { name: "wstund_buffers", help: "Payload buffers, in use by connections or spare in the pool.", kind: Kind::Gauge };
+const BACKLOG: Family =
+    Family { name: "wstund_loop_backlog", help: "Connections, drains and listeners waiting for another turn.", kind: Kind::Gauge };
+const LONGEST_TURN: Family = Family {
+    name: "wstund_loop_longest_turn_microseconds",
+    help: "Longest single connection turn since start.",
+    kind: Kind::Gauge,
+};
+const ACCEPT_FAILURES: Family = Family {
+    name: "wstund_accept_failures_total",
+    help: "accept(2) failures for lack of descriptors or memory.",
+    kind: Kind::Counter,
+};
+const SUPPRESSED: Family = Family {
+    name: "wstund_log_lines_suppressed_total",
+    help: "Children's log lines dropped by the rate limit.",
+    kind: Kind::Counter,
+};
+
+impl metrics::Source for LoopGauges {
+    fn expose(&self, out: &mut dyn Sink) {
+        out.sample(&CONNECTIONS, &[], self.connections);
+        out.sample(&BUFFERS, &[("state", "in_use")], self.buffers_in_use);
+        out.sample(&BUFFERS, &[("state", "spare")], self.buffers_spare);
+        out.sample(&BACKLOG, &[], self.backlog);
+        out.sample(&LONGEST_TURN, &[], self.longest_turn_us);
+        out.sample(&ACCEPT_FAILURES, &[], self.accept_failures);
+        out.sample(&SUPPRESSED, &[], self.log_lines_suppressed);
     }
 }
 

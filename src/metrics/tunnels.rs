@@ -1,0 +1,208 @@
+//! Tunnel counters, per route: what the connection state machine reports when a
+//! connection is accepted, when its tunnel opens (the 101 went out) and when it ends.
+//! A route is the `wstunnel.server` key that matched; connections that never matched
+//! one (bad request, 404, a timeout before the request was read) count under `-`. The
+//! server's totals are the sums over routes.
+
+use std::collections::BTreeMap;
+
+use crate::metrics::family::{Family, Kind, Sink, Source};
+
+/// The route label of connections no route took.
+pub const NO_ROUTE: &str = "-";
+
+const ACCEPTED: Family =
+    Family { name: "wstund_connections_accepted_total", help: "Client connections accepted.", kind: Kind::Counter };
+const OPENED: Family =
+    Family { name: "wstund_tunnels_opened_total", help: "Tunnels opened (101 sent, backend connected).", kind: Kind::Counter };
+const OPEN: Family = Family { name: "wstund_tunnels_open", help: "Tunnels open now.", kind: Kind::Gauge };
+const HTTP: Family = Family {
+    name: "wstund_http_responses_total",
+    help: "Upgrade requests answered with an HTTP error instead of a 101, by status.",
+    kind: Kind::Counter,
+};
+const CLOSED: Family = Family {
+    name: "wstund_tunnels_closed_total",
+    help: "Tunnels ended, by WebSocket close code (1006: no close frame crossed).",
+    kind: Kind::Counter,
+};
+const BYTES: Family = Family {
+    name: "wstund_payload_bytes_total",
+    help: "WebSocket payload bytes carried, by direction.",
+    kind: Kind::Counter,
+};
+const LOST: Family = Family {
+    name: "wstund_lost_bytes_total",
+    help: "Payload bytes accepted from one side that could not be delivered to the other, by direction.",
+    kind: Kind::Counter,
+};
+const CUT: Family = Family {
+    name: "wstund_tunnels_cut_total",
+    help: "Tunnels whose delivery a bound cut short, by bound.",
+    kind: Kind::Counter,
+};
+
+const IN: &str = "client_to_backend";
+const OUT: &str = "backend_to_client";
+
+/// What one connection did, reported once when it ends.
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelEnd<'a> {
+    /// The route key, if a route took the request.
+    pub route: Option<&'a str>,
+    /// The 101 went out.
+    pub opened: bool,
+    /// The HTTP status it was answered with instead of a 101.
+    pub http_status: Option<u16>,
+    /// The close code of an opened tunnel.
+    pub close_code: u16,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub lost_in: u64,
+    pub lost_out: u64,
+    /// The bound that cut delivery short (`close-timeout`, `violation`).
+    pub cut: Option<&'static str>,
+}
+
+#[derive(Debug, Default)]
+struct Route {
+    opened: u64,
+    ended: u64,
+    http: BTreeMap<u16, u64>,
+    closed: BTreeMap<u16, u64>,
+    bytes: [u64; 2],
+    lost: [u64; 2],
+    cut: BTreeMap<&'static str, u64>,
+}
+
+/// Per-route tunnel counters, owned by the server and fed by each connection.
+#[derive(Debug, Default)]
+pub struct TunnelMetrics {
+    accepted: u64,
+    routes: BTreeMap<String, Route>,
+}
+
+impl TunnelMetrics {
+    pub fn new() -> TunnelMetrics {
+        TunnelMetrics::default()
+    }
+
+    pub fn accepted(&mut self) {
+        self.accepted += 1;
+    }
+
+    /// The 101 went out on `route`.
+    pub fn opened(&mut self, route: &str) {
+        self.route(route).opened += 1;
+    }
+
+    /// A connection ended.
+    pub fn ended(&mut self, end: &TunnelEnd) {
+        let r = self.route(end.route.unwrap_or(NO_ROUTE));
+        if end.opened {
+            r.ended += 1;
+            *r.closed.entry(end.close_code).or_default() += 1;
+        } else if let Some(s) = end.http_status {
+            *r.http.entry(s).or_default() += 1;
+        }
+        r.bytes[0] += end.bytes_in;
+        r.bytes[1] += end.bytes_out;
+        r.lost[0] += end.lost_in;
+        r.lost[1] += end.lost_out;
+        if let Some(c) = end.cut {
+            *r.cut.entry(c).or_default() += 1;
+        }
+    }
+
+    /// Tunnels open now, over all routes.
+    pub fn open_total(&self) -> u64 {
+        self.routes.values().map(|r| r.opened - r.ended).sum()
+    }
+
+    fn route(&mut self, key: &str) -> &mut Route {
+        // No allocation once the route has been seen.
+        if !self.routes.contains_key(key) {
+            self.routes.insert(key.to_string(), Route::default());
+        }
+        self.routes.get_mut(key).expect("inserted above")
+    }
+}
+
+impl Source for TunnelMetrics {
+    fn expose(&self, out: &mut dyn Sink) {
+        out.sample(&ACCEPTED, &[], self.accepted);
+        for (k, r) in &self.routes {
+            out.sample(&OPENED, &[("route", k)], r.opened);
+        }
+        for (k, r) in &self.routes {
+            out.sample(&OPEN, &[("route", k)], r.opened - r.ended);
+        }
+        for (k, r) in &self.routes {
+            for (status, n) in &r.http {
+                out.sample(&HTTP, &[("route", k), ("code", &status.to_string())], *n);
+            }
+        }
+        for (k, r) in &self.routes {
+            for (code, n) in &r.closed {
+                out.sample(&CLOSED, &[("route", k), ("code", &code.to_string())], *n);
+            }
+        }
+        for (k, r) in &self.routes {
+            out.sample(&BYTES, &[("route", k), ("direction", IN)], r.bytes[0]);
+            out.sample(&BYTES, &[("route", k), ("direction", OUT)], r.bytes[1]);
+        }
+        for (k, r) in &self.routes {
+            out.sample(&LOST, &[("route", k), ("direction", IN)], r.lost[0]);
+            out.sample(&LOST, &[("route", k), ("direction", OUT)], r.lost[1]);
+        }
+        for (k, r) in &self.routes {
+            for (bound, n) in &r.cut {
+                out.sample(&CUT, &[("route", k), ("bound", bound)], *n);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::family::Collected;
+
+    fn end(route: Option<&str>) -> TunnelEnd<'_> {
+        TunnelEnd {
+            route,
+            opened: false,
+            http_status: None,
+            close_code: 1006,
+            bytes_in: 0,
+            bytes_out: 0,
+            lost_in: 0,
+            lost_out: 0,
+            cut: None,
+        }
+    }
+
+    #[test]
+    fn routes_count_opens_ends_answers_and_bytes() {
+        let mut m = TunnelMetrics::new();
+        m.accepted();
+        m.accepted();
+        m.accepted();
+        m.opened("/echo");
+        m.opened("/echo");
+        assert_eq!(m.open_total(), 2);
+        m.ended(&TunnelEnd { opened: true, close_code: 1000, bytes_in: 10, bytes_out: 20, lost_in: 3, ..end(Some("/echo")) });
+        m.ended(&TunnelEnd { http_status: Some(404), ..end(None) });
+        assert_eq!(m.open_total(), 1);
+        let mut c = Collected::default();
+        m.expose(&mut c);
+        assert_eq!(c.value("wstund_connections_accepted_total", &[]), Some(3));
+        assert_eq!(c.value("wstund_tunnels_opened_total", &[("route", "/echo")]), Some(2));
+        assert_eq!(c.value("wstund_tunnels_open", &[("route", "/echo")]), Some(1));
+        assert_eq!(c.value("wstund_tunnels_closed_total", &[("route", "/echo"), ("code", "1000")]), Some(1));
+        assert_eq!(c.value("wstund_http_responses_total", &[("route", "-"), ("code", "404")]), Some(1));
+        assert_eq!(c.value("wstund_payload_bytes_total", &[("route", "/echo"), ("direction", IN)]), Some(10));
+        assert_eq!(c.value("wstund_payload_bytes_total", &[("route", "/echo"), ("direction", OUT)]), Some(20));
+        assert_eq!(c.value("wstund_lost_bytes_total", &[("route", "/echo"), ("direction", IN)]), Some(3));
+    }
+}
