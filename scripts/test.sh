@@ -5,8 +5,9 @@
 #   scripts/test.sh [extra cargo test args]      e.g. scripts/test.sh -- --nocapture
 #
 # Set-up (each step skipped when already done, so a second run starts testing at once):
-#   - Debian packages, when root and missing: python3-venv (for the venv), lighttpd (its
-#     shipped confs are the conf-parser corpus; its service is kept stopped).
+#   - Debian packages, when root and missing: python3-venv (for the venv), lighttpd and
+#     lighttpd-mod-openssl (their shipped confs are the conf-parser corpus, 10-ssl.conf
+#     the TLS case that must be refused; the service is kept stopped).
 #   - .venv/ with the pinned Python `websockets` (the non-Rust client in tests/py/).
 #   - tests/data/lighttpd/: copies of /etc/lighttpd/lighttpd.conf and conf-available/*.conf.
 set -euo pipefail
@@ -59,7 +60,7 @@ install_lighttpd() {
         made_policy=1
     fi
     local rc=0
-    apt_install lighttpd || rc=$?
+    apt_install lighttpd lighttpd-mod-openssl || rc=$?
     if [ "$made_policy" = 1 ]; then
         rm -f "$policy"
         trap - EXIT
@@ -74,7 +75,7 @@ install_lighttpd() {
     return "$rc"
 }
 
-if [ ! -f /etc/lighttpd/lighttpd.conf ]; then
+if [ ! -f /etc/lighttpd/lighttpd.conf ] || [ ! -f /etc/lighttpd/conf-available/10-ssl.conf ]; then
     install_lighttpd || say "lighttpd not installed: the lighttpd conf corpus test will not be required"
 fi
 if [ -f /etc/lighttpd/lighttpd.conf ]; then

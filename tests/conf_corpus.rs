@@ -78,6 +78,30 @@ fn repository_conf_directory() {
     }
 }
 
+/// Debian's stock files that load a module wstund refuses (wstund.conf(5), REFUSED
+/// DIRECTIVES): each must fail `-t` with exit 2 at exactly this position, naming the
+/// module. Every other file of the corpus must pass `-t` and survive `-p`.
+/// 10-ssl.conf comes from lighttpd-mod-openssl, which scripts/test.sh installs too.
+const REFUSED_IN_CORPUS: &[(&str, u32, u32, &str)] = &[
+    ("05-auth.conf", 3, 36, "mod_auth"),
+    ("10-ssl.conf", 4, 21, "mod_openssl"),
+    ("11-extforward.conf", 1, 21, "mod_extforward"),
+];
+
+/// Runs the real binary's `-t` on `path`: (exit code, stderr's first line).
+fn check_with_binary(path: &Path) -> (Option<i32>, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_wstund"))
+        .arg("-t")
+        .arg("-f")
+        .arg(path)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run wstund -t: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let first = stderr.lines().find(|l| !l.starts_with("wstund: ignored:")).unwrap_or("").to_string();
+    (out.status.code(), first)
+}
+
 /// Debian's lighttpd configuration (CI copies /etc/lighttpd/lighttpd.conf and
 /// conf-available/*.conf into tests/data/lighttpd/). Required when
 /// WSTUND_REQUIRE_LIGHTTPD_CORPUS=1, skipped when absent otherwise.
@@ -92,11 +116,31 @@ fn debian_lighttpd_corpus() {
     }
     if required {
         assert!(files.iter().any(|f| f.ends_with("lighttpd.conf")), "lighttpd.conf missing from {:?}", files);
+        for (name, ..) in REFUSED_IN_CORPUS {
+            assert!(files.iter().any(|f| f.ends_with(name)), "{name} missing from the corpus {:?}", files);
+        }
     }
     for f in &files {
-        let l = load_and_round_trip(f);
-        if f.ends_with("lighttpd.conf") {
-            assert!(l.warnings.iter().any(|w| w.starts_with("ignored: server.document-root")), "{:?}", l.warnings);
+        let refused = REFUSED_IN_CORPUS.iter().find(|(name, ..)| f.ends_with(name));
+        let (code, first) = check_with_binary(f);
+        match refused {
+            Some((_, line, col, module)) => {
+                let e = load_file(f).err().unwrap_or_else(|| panic!("{} loaded, but it loads {module}", f.display()));
+                assert_eq!((e.line, e.col), (*line, *col), "{}", e);
+                let want = format!("{}:{}:{}: wstund does not implement {module} (", f.display(), line, col);
+                assert!(first.starts_with(&want), "{}: -t said {first:?}, want {want:?}", f.display());
+                assert_eq!(code, Some(2), "{}: {first}", f.display());
+            }
+            None => {
+                assert_eq!(code, Some(0), "{} fails -t: {first}", f.display());
+                let l = load_and_round_trip(f);
+                if f.ends_with("lighttpd.conf") {
+                    assert!(l.warnings.iter().any(|w| w.starts_with("ignored: server.document-root")), "{:?}", l.warnings);
+                    // Debian's url.access-deny = ( "~", ".inc" ) is honoured, not ignored.
+                    assert!(!l.warnings.iter().any(|w| w.contains("url.access-deny")), "{:?}", l.warnings);
+                    assert_eq!(l.config.wstunnel.access_deny, vec!["~".to_string(), ".inc".to_string()]);
+                }
+            }
         }
     }
 }

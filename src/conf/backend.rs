@@ -14,6 +14,78 @@ use super::value::{quote, Val, ValKind};
 
 const EXAMPLE: &str = "( \"/ws/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9001 ) ) )";
 
+/// What a backend is, as far as its options go: a remote socket wstund connects to, a
+/// pool of processes wstund spawns and connects to, or one program per connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    Remote,
+    Pool,
+    Stdio,
+}
+
+const ALL: &[Kind] = &[Kind::Remote, Kind::Pool, Kind::Stdio];
+const SPAWNED: &[Kind] = &[Kind::Pool, Kind::Stdio];
+
+/// The backend kinds each option means something for. `-p` prints only these; an
+/// option given for another kind is warned about and left at its default, so the
+/// printed configuration loads back to an equal one.
+const APPLIES_TO: &[(&str, &[Kind])] = &[
+    ("host", ALL),
+    ("port", ALL),
+    ("socket", ALL),
+    ("bin-path", ALL),
+    ("bin-environment", SPAWNED),
+    ("bin-copy-environment", SPAWNED),
+    ("mode", ALL),
+    ("min-procs", &[Kind::Pool]),
+    ("max-procs", SPAWNED),
+    ("max-load-per-proc", &[Kind::Pool]),
+    ("idle-timeout", &[Kind::Pool]),
+    // A stdio program's failure to start disables the entry like a refused connect.
+    ("disable-time", ALL),
+    // A stdio program is "connected" once started.
+    ("connect-timeout", &[Kind::Remote, Kind::Pool]),
+    // Stdio programs go down the SIGINT, SIGTERM, SIGKILL ladder instead.
+    ("kill-signal", &[Kind::Pool]),
+    ("listen-backlog", &[Kind::Pool]),
+    ("close-timeout", &[Kind::Stdio]),
+    ("weight", ALL),
+    ("check-interval", &[Kind::Remote]),
+    ("check-timeout", &[Kind::Remote]),
+    ("check-send", &[Kind::Remote]),
+    ("check-expect", &[Kind::Remote]),
+    ("rise", &[Kind::Remote]),
+    ("fall", &[Kind::Remote]),
+    // Names of hosts somebody else serves are looked up again; a pool binds its own address.
+    ("resolve-interval", &[Kind::Remote]),
+];
+
+fn applies(option: &str, kind: Kind) -> bool {
+    APPLIES_TO.iter().any(|(n, kinds)| *n == option && kinds.contains(&kind))
+}
+
+/// The kind a backend hash describes: read from its `bin-path` and `mode` before the
+/// other options are taken in (an invalid `mode` is reported by the full parse).
+fn kind_of_hash(opts: &[(&str, &Val)]) -> Kind {
+    if !opts.iter().any(|(k, _)| *k == "bin-path") {
+        return Kind::Remote;
+    }
+    let stdio = opts.iter().any(|(k, v)| *k == "mode" && BackendMode::from_val(v, option("mode")).is_ok_and(|m| m == BackendMode::Stdio));
+    if stdio {
+        Kind::Stdio
+    } else {
+        Kind::Pool
+    }
+}
+
+fn kind_of(b: &BackendSpec) -> Kind {
+    match (&b.bin_path, b.mode) {
+        (None, _) => Kind::Remote,
+        (Some(_), BackendMode::Stdio) => Kind::Stdio,
+        (Some(_), BackendMode::Socket) => Kind::Pool,
+    }
+}
+
 fn option(name: &str) -> &'static Directive {
     // Every name passed here is a literal from BACKEND_OPTIONS; fall back to
     // the first row rather than panic if that ever drifts.
@@ -77,19 +149,32 @@ fn route(key: &str, v: &Val, d: &Spec) -> Result<Route, Diag> {
     Ok(Route { key: key.to_string(), backends })
 }
 
-/// Backend option names a hash uses that wstund accepts but ignores.
-pub(crate) fn ignored_options(v: &Val) -> Vec<String> {
-    let mut out = Vec::new();
+/// Backend options a hash uses that wstund accepts but does not use, each with the
+/// reason: lighttpd options without meaning here, and options that do not apply to
+/// the backend's kind (`min-procs` for a stdio program).
+pub(crate) fn ignored_options(v: &Val) -> Vec<(String, &'static str)> {
+    let mut out: Vec<(String, &'static str)> = Vec::new();
     let ValKind::List(routes) = &v.kind else { return out };
     for r in routes {
         let ValKind::List(backends) = &r.val.kind else { continue };
         for b in backends {
             let ValKind::List(opts) = &b.val.kind else { continue };
-            for o in opts {
-                if let Some(k) = &o.key {
-                    if IGNORED_BACKEND_OPTIONS.contains(&k.as_str()) && !out.contains(k) {
-                        out.push(k.clone());
+            let pairs: Vec<(&str, &Val)> = opts.iter().filter_map(|o| o.key.as_deref().map(|k| (k, &o.val))).collect();
+            let kind = kind_of_hash(&pairs);
+            for (k, _) in pairs {
+                let reason = if IGNORED_BACKEND_OPTIONS.contains(&k) {
+                    "not used by wstund"
+                } else if APPLIES_TO.iter().any(|(n, _)| *n == k) && !applies(k, kind) && k != "check-interval" {
+                    match kind {
+                        Kind::Remote => "does not apply to a remote backend (no bin-path)",
+                        Kind::Pool => "does not apply to a spawned pool",
+                        Kind::Stdio => "does not apply to a stdio program",
                     }
+                } else {
+                    continue;
+                };
+                if !out.iter().any(|(n, r)| n == k && *r == reason) {
+                    out.push((k.to_string(), reason));
                 }
             }
         }
@@ -100,12 +185,18 @@ pub(crate) fn ignored_options(v: &Val) -> Vec<String> {
 fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
     let mut b = BackendSpec::new(BackendAddr::None);
     let (mut host, mut port, mut socket): (Option<String>, Option<u16>, Option<PathBuf>) = (None, None, None);
-    for (key, val) in pairs_of(v, d)? {
+    let pairs = pairs_of(v, d)?;
+    let kind = kind_of_hash(&pairs);
+    for (key, val) in pairs {
         let opt = match BACKEND_OPTIONS.iter().find(|o| o.name == key) {
             Some(o) => o,
             None if IGNORED_BACKEND_OPTIONS.contains(&key) => continue,
             None => return Err(unknown_option(key, v, val)),
         };
+        // Warned about by `ignored_options`; check-interval stays an error below.
+        if !applies(opt.name, kind) && opt.name != "check-interval" {
+            continue;
+        }
         match opt.name {
             "host" => {
                 let h = str_of(val, opt)?.trim_start_matches('[').trim_end_matches(']');
@@ -147,6 +238,10 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
         }
     }
     b.addr = address(&b, host, port, socket, v.span)?;
+    // Spawned kinds always have a process limit; stated, so `-p` can print it.
+    if kind != Kind::Remote {
+        b.max_procs = Some(b.effective_max_procs());
+    }
     if b.bin_path.is_some() && !b.check_interval.is_zero() {
         return Err(Diag::new(
             v.span,
@@ -213,10 +308,13 @@ fn signal_of(v: &Val, d: &Spec) -> Result<i32, Diag> {
     i32::try_from(n).map_err(|_| Diag::new(v.span, format!("{}: {} is out of range", d.name, n)))
 }
 
+/// One backend in conf syntax: the options that apply to its kind, each with its value
+/// (defaults written out, `max-procs` as the effective limit).
 fn backend_conf(b: &BackendSpec) -> String {
+    let kind = kind_of(b);
     let mut parts: Vec<String> = Vec::new();
     let mut push = |name: &str, val: Option<String>| {
-        if let Some(v) = val {
+        if let Some(v) = val.filter(|_| applies(name, kind)) {
             parts.push(format!("{} => {}", quote(name), v));
         }
     };
@@ -231,9 +329,10 @@ fn backend_conf(b: &BackendSpec) -> String {
     push("bin-path", b.bin_path.as_ref().map(|p| quote(p)));
     push("bin-environment", b.bin_environment.to_conf(option("bin-environment")));
     push("bin-copy-environment", b.bin_copy_environment.as_ref().and_then(|e| e.to_conf(option("bin-copy-environment"))));
-    push("mode", b.mode.to_conf(option("mode")));
+    // A remote backend's mode is always "socket"; saying so would only suggest a process.
+    push("mode", (kind != Kind::Remote).then(|| b.mode.to_conf(option("mode"))).flatten());
     push("min-procs", Some(b.min_procs.to_string()));
-    push("max-procs", b.max_procs.map(|n| n.to_string()));
+    push("max-procs", Some(b.effective_max_procs().to_string()));
     push("max-load-per-proc", Some(b.max_load_per_proc.to_string()));
     push("idle-timeout", b.idle_timeout.to_conf(option("idle-timeout")));
     push("disable-time", b.disable_time.to_conf(option("disable-time")));
@@ -250,4 +349,58 @@ fn backend_conf(b: &BackendSpec) -> String {
     push("fall", Some(b.fall.to_string()));
     push("resolve-interval", b.resolve_interval.to_conf(option("resolve-interval")));
     format!("( {} )", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::conf::load_str;
+
+    #[test]
+    fn every_option_says_which_kinds_it_applies_to() {
+        for o in BACKEND_OPTIONS {
+            assert!(APPLIES_TO.iter().any(|(n, k)| *n == o.name && !k.is_empty()), "{} has no APPLIES_TO row", o.name);
+        }
+        assert_eq!(APPLIES_TO.len(), BACKEND_OPTIONS.len());
+    }
+
+    fn printed_backend(entry: &str) -> (String, Vec<String>) {
+        let text = format!("server.port = 0\nwstunnel.server = ( \"/x\" => ( ( {entry} ) ) )\n");
+        let l = load_str("k.conf", &text).unwrap_or_else(|e| panic!("{e}"));
+        let printed = crate::conf::print_config(&l.config);
+        let again = load_str("p.conf", &printed).unwrap_or_else(|e| panic!("{e}\n{printed}"));
+        assert_eq!(again.config, l.config, "-p does not load back equal:\n{printed}");
+        // The backend is printed on the line after its route key.
+        let line = printed.lines().skip_while(|l| !l.contains("\"/x\" =>")).nth(1).unwrap_or_default().to_string();
+        (line, l.warnings)
+    }
+
+    #[test]
+    fn print_shows_what_applies_to_each_kind() {
+        let (stdio, warnings) = printed_backend("\"bin-path\" => \"/bin/cat\", \"mode\" => \"stdio\", \"min-procs\" => 7, \"idle-timeout\" => 9");
+        for k in ["bin-path", "mode", "max-procs", "close-timeout", "weight", "disable-time"] {
+            assert!(stdio.contains(&format!("\"{k}\" =>")), "stdio lacks {k}: {stdio}");
+        }
+        for k in ["min-procs", "idle-timeout", "max-load-per-proc", "kill-signal", "listen-backlog", "connect-timeout", "check-interval", "rise"] {
+            assert!(!stdio.contains(&format!("\"{k}\" =>")), "stdio shows {k}: {stdio}");
+        }
+        assert!(stdio.contains("\"max-procs\" => 1024"), "{stdio}");
+        assert!(warnings.iter().any(|w| w.contains("\"min-procs\"") && w.contains("stdio program")), "{warnings:?}");
+
+        let (pool, _) = printed_backend("\"bin-path\" => \"/bin/cat\", \"socket\" => \"/tmp/p.sock\"");
+        for k in ["socket", "bin-path", "mode", "min-procs", "max-procs", "idle-timeout", "kill-signal", "listen-backlog", "connect-timeout"] {
+            assert!(pool.contains(&format!("\"{k}\" =>")), "pool lacks {k}: {pool}");
+        }
+        assert!(!pool.contains("close-timeout") && !pool.contains("check-"), "{pool}");
+        assert!(pool.contains("\"max-procs\" => 4"), "{pool}");
+
+        let (remote, warnings) = printed_backend("\"host\" => \"127.0.0.1\", \"port\" => 9, \"max-procs\" => 3");
+        for k in ["host", "port", "connect-timeout", "check-interval", "rise", "fall", "weight"] {
+            assert!(remote.contains(&format!("\"{k}\" =>")), "remote lacks {k}: {remote}");
+        }
+        for k in ["mode", "min-procs", "max-procs", "bin-environment", "close-timeout", "kill-signal"] {
+            assert!(!remote.contains(&format!("\"{k}\" =>")), "remote shows {k}: {remote}");
+        }
+        assert!(warnings.iter().any(|w| w.contains("\"max-procs\"") && w.contains("remote backend")), "{warnings:?}");
+    }
 }

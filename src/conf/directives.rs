@@ -42,7 +42,7 @@ const SIZE_MAX: i64 = i64::MAX;
 macro_rules! field_table {
     ($enum:ident, $settings:ty, $table:ident, $target:ident, $set:ident, $copy:ident, $show:ident;
      $( $variant:ident . $field:ident = $name:literal : $ty:literal [$min:expr, $max:expr] [$($allowed:literal),*]
-        default $default:literal unit $unit:ident ; $doc:literal )* ) => {
+        default $default:tt unit $unit:ident ; $doc:literal )* ) => {
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
         pub enum $enum { $($variant),* }
 
@@ -85,7 +85,7 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     MaxFds.max_fds = "server.max-fds" : "integer" [1, U31] [] default "(unset: keep the inherited limit)" unit None;
         "File descriptor limit (RLIMIT_NOFILE) to set at startup."
     MaxWorker.max_worker = "server.max-worker" : "integer" [0, 1024] [] default "0" unit None;
-        "Number of worker processes sharing the listeners; 0 runs a single process."
+        "Worker processes; only 0 and 1 (one process) are accepted until multi-process workers exist."
     ListenBacklog.listen_backlog = "server.listen-backlog" : "integer" [1, U31] [] default "1024" unit None;
         "listen(2) backlog of the listening sockets."
     Errorlog.errorlog = "server.errorlog" : "string (path)" [0, 0] [] default "(unset: standard error)" unit None;
@@ -114,12 +114,12 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
         "Mode of unix-domain listening sockets."
     SocketGroup.socket_group = "server.socket-group" : "string" [0, 0] [] default "(unset: the group wstund runs as)" unit None;
         "Group owning unix-domain listening sockets (a wstund extension)."
-    Tag.tag = "server.tag" : "string" [0, 0] [] default "\"wstund\"" unit None;
-        "Value of the Server header in HTTP responses; empty sends none."
+    Tag.tag = "server.tag" : "string" [0, 0] [] default (concat!("\"", "wstund/", env!("CARGO_PKG_VERSION"), "\"")) unit None;
+        "Value of the Server header in HTTP responses (the 101 and errors); empty sends none."
     GracefulShutdownTimeout.graceful_shutdown_timeout = "server.graceful-shutdown-timeout" : "integer" [0, U31] [] default "8" unit Seconds;
         "After SIGINT (or SIGUSR1) open tunnels may run this long before they get 1001; 0 = no limit. lighttpd spells it as a server.feature-flags key, which wstund also reads."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
-        "Modules to load; wstund implements mod_wstunnel and warns about any other."
+        "Modules to load; wstund implements mod_wstunnel and mod_access, refuses TLS/auth modules and warns about any other."
 }
 
 field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
@@ -183,6 +183,11 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Messages smaller than this are sent uncompressed."
     BackendFraming.backend_framing = "wstunnel.backend-framing" : "string" [0, 0] ["stream", "line", "framed"] default "\"stream\"" unit None;
         "How message boundaries are kept on the backend byte stream."
+    // mod_access: per request like the wstunnel.* rows, so conditionals can set it.
+    AccessDeny.access_deny = "url.access-deny" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Answer 403 when the decoded URL path ends with one of these; \"\" denies every path."
+    AccessAllow.access_allow = "url.access-allow" : "array of strings" [0, 0] [] default "( )" unit None;
+        "When set, answer 403 unless the decoded URL path ends with one of these (url.access-deny is then not used)."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -336,8 +341,6 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
     ("trigger-before-download.", "mod_trigger_b4_dl"),
     ("uploadprogress.", "mod_uploadprogress"),
     ("url.", "mod_rewrite"),
-    ("url.access-allow", "mod_access"),
-    ("url.access-deny", "mod_access"),
     ("url.redirect", "mod_redirect"),
     ("userdir.", "mod_userdir"),
     ("usertrack.", "mod_usertrack"),
@@ -347,7 +350,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -438,7 +441,8 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            assert!(["server.", "wstunnel.", "accesslog."].iter().any(|p| d.name.starts_with(p)), "{}", d.name);
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-"].iter().any(|p| d.name.starts_with(p));
+            assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }
         for (n, _) in IGNORED_SERVER {
@@ -477,7 +481,8 @@ mod tests {
     fn module_lookup() {
         assert_eq!(ignored_module("server.document-root"), Some("mod_staticfile"));
         assert_eq!(ignored_module("url.rewrite-once"), Some("mod_rewrite"));
-        assert_eq!(ignored_module("url.access-deny"), Some("mod_access"));
+        assert_eq!(ignored_module("url.access-deny"), Some("mod_rewrite"), "only reached for names lookup() does not know");
+        assert!(lookup("url.access-deny").is_some() && lookup("url.access-allow").is_some());
         assert_eq!(ignored_module("ssl.engine"), Some("mod_openssl"));
         assert_eq!(ignored_module("wstunnel.server"), None);
         assert_eq!(ignored_module("frobnicate.x"), None);

@@ -21,6 +21,7 @@ use super::directives::{
 use super::error::{ConfError, Diag, Span};
 use super::include;
 use super::listen;
+use super::refused;
 use super::config::{Config, Loaded};
 use super::model::{ServerSettings, WsSettings};
 use super::parser::parse;
@@ -29,6 +30,11 @@ use super::value::{quote, size_text, Entry, Footprint, Val, ValKind};
 
 /// lighttpd's bag of core switches; wstund reads `server.graceful-shutdown-timeout` in it.
 const FEATURE_FLAGS: &str = "server.feature-flags";
+
+/// `wstunnel.*` directives read once from the global block, not per request: the
+/// handshake timeout runs before the request is known, the debug level sets the
+/// process's log level at start.
+const GLOBAL_ONLY: &[&str] = &["wstunnel.open-handshake-timeout", "wstunnel.debug"];
 
 /// Deepest chain of nested `include`/`include_shell`.
 pub const MAX_INCLUDE_DEPTH: usize = 16;
@@ -143,6 +149,9 @@ impl Loader {
             Stmt::Assign { key, key_span, op, value } => {
                 self.check_name(key, *key_span)?;
                 let v = self.expr(value)?;
+                if key == "server.modules" {
+                    refuse_modules(&v)?;
+                }
                 self.assign(key, *key_span, *op, v)
             }
             Stmt::Include { path, span } => {
@@ -273,9 +282,15 @@ impl Loader {
         if key.starts_with("var.") {
             return Ok(());
         }
+        if let Some(r) = refused::directive(key) {
+            return Err(Diag::new(span, r.message(key, false)));
+        }
         if let Some(d) = lookup(key) {
             if in_block && matches!(d.target, Field::Server(_)) {
                 self.warn(format!("ignored: {} inside a conditional (server-wide directive; only the global value is used)", key));
+            }
+            if in_block && GLOBAL_ONLY.contains(&key) {
+                self.warn(format!("ignored: {} inside a conditional (only the global value is used today)", key));
             }
             return Ok(());
         }
@@ -484,6 +499,7 @@ impl Loader {
                 _ => {}
             }
         }
+        refuse_workers(&server, &global)?;
         check_accounts(&server, &global)?;
         let explicit = global.iter().any(|a| a.key == "server.graceful-shutdown-timeout");
         for a in global.iter().filter(|a| a.key == FEATURE_FLAGS) {
@@ -525,8 +541,8 @@ impl Loader {
 
     fn warn_backend_options(&mut self, f: WsField, v: &Val) {
         if f == WsField::Server {
-            for o in backend::ignored_options(v) {
-                self.warn(format!("ignored: wstunnel.server backend option {} (not used by wstund)", quote(&o)));
+            for (o, reason) in backend::ignored_options(v) {
+                self.warn(format!("ignored: wstunnel.server backend option {} ({})", quote(&o), reason));
             }
         }
     }
@@ -610,6 +626,39 @@ fn check_accounts(server: &ServerSettings, global: &[Assigned]) -> Result<(), Di
         super::accounts::group(g, false).map_err(|e| fail("server.socket-group", e))?;
     }
     Ok(())
+}
+
+/// A module of a refused feature (see `refused.rs`) in a `server.modules` value is an
+/// error at the string that names it, wherever the list was written (a `+=`, a `var.`).
+fn refuse_modules(v: &Val) -> Result<(), Diag> {
+    let names: Vec<&Val> = match &v.kind {
+        ValKind::List(entries) => entries.iter().map(|e| &e.val).collect(),
+        _ => vec![v],
+    };
+    for n in names {
+        if let ValKind::Str(m) = &n.kind {
+            if let Some(r) = refused::module(m) {
+                return Err(Diag::new(n.span, r.message(m, true)));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `server.max-worker` above 1 asks for processes wstund does not start yet.
+fn refuse_workers(server: &ServerSettings, global: &[Assigned]) -> Result<(), Diag> {
+    if server.max_worker <= 1 {
+        return Ok(());
+    }
+    let at = global.iter().rev().find(|a| a.key == "server.max-worker").map(|a| a.val.span).unwrap_or_default();
+    Err(Diag::new(
+        at,
+        format!(
+            "server.max-worker = {}: multi-process workers are not implemented yet; set 0 (or 1) for one process, \
+             or run several wstund instances on different ports behind a load balancer",
+            server.max_worker
+        ),
+    ))
 }
 
 fn ignored_msg(key: &str, module: &str) -> String {

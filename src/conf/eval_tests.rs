@@ -110,12 +110,18 @@ wstunnel.server = (
                 "listen-backlog" => 7, "close-timeout" => 250, "weight" => 9, "check-local" => "disable" ),
     ( "host" => "::1", "port" => 9002 ),
   ),
-  ".ws" => ( ( "bin-path" => "/bin/cat", "mode" => "stdio" ) ),
+  ".ws" => ( ( "bin-path" => "/bin/cat", "mode" => "stdio", "close-timeout" => 300 ) ),
   "/spawn" => ( ( "bin-path" => "/bin/app", "port" => 7000 ) ),
 )
 "#;
     let l = load(src);
-    assert_eq!(l.warnings, vec!["ignored: wstunnel.server backend option \"check-local\" (not used by wstund)"]);
+    assert_eq!(
+        l.warnings,
+        vec![
+            "ignored: wstunnel.server backend option \"close-timeout\" (does not apply to a spawned pool)",
+            "ignored: wstunnel.server backend option \"check-local\" (not used by wstund)"
+        ]
+    );
     let w = l.config.wstunnel;
     let a = &w.servers.routes[0].backends;
     assert_eq!(a[0].name.as_deref(), Some("pool"));
@@ -128,10 +134,11 @@ wstunnel.server = (
     assert_eq!(a[0].disable_time, Duration::from_secs(5));
     assert_eq!(a[0].connect_timeout, Duration::from_secs(6));
     assert_eq!((a[0].kill_signal, a[0].listen_backlog, a[0].weight), (2, 7, 9));
-    assert_eq!(a[0].close_timeout, Duration::from_millis(250));
+    assert_eq!(a[0].close_timeout, DEFAULT_CLOSE_TIMEOUT, "a pool has no close-timeout");
     assert_eq!(a[1].addr.to_string(), "[::1]:9002");
     let s = &w.servers.find("/x/y.ws").unwrap().backends[0];
     assert_eq!((s.addr.clone(), s.mode, s.effective_max_procs()), (BackendAddr::None, BackendMode::Stdio, DEFAULT_MAX_PROCS_STDIO));
+    assert_eq!(s.close_timeout, Duration::from_millis(300));
     let p = &w.servers.find("/spawn").unwrap().backends[0];
     assert_eq!(p.addr.to_string(), "127.0.0.1:7000");
 }
@@ -230,7 +237,6 @@ $PHYSICAL["path"] =~ "x" { }
             "ignored: frobnicate.level (unknown directive)",
             "ignored: server.port inside a conditional (server-wide directive; only the global value is used)",
             "conditional $PHYSICAL[\"path\"] is never true in wstund (no file-system lookups)",
-            "ignored: mod_access in server.modules (module not implemented)",
             "ignored: mod_setenv in server.modules (module not implemented)",
         ]
     );
@@ -494,4 +500,16 @@ fn big_hash_merges_are_fast() {
     let e = err(&format!("var.h = ( {} )\nvar.h += ( {}, \"k5\" => 99999 )\n", keys(0, 8000), keys(8000, 100)));
     assert!(e.message.contains("duplicate key \"k5\" when merging lists"), "{}", e.headline());
     assert!(t.elapsed() < Duration::from_secs(2), "took {:?}", t.elapsed());
+}
+
+#[test]
+fn global_only_ws_directives_in_conditionals_are_warned_about() {
+    let l = load("$HTTP[\"url\"] =^ \"/a\" {\n wstunnel.debug = 3\n wstunnel.open-handshake-timeout = 5\n wstunnel.ping-interval = 2\n}\n");
+    assert_eq!(
+        l.warnings,
+        vec![
+            "ignored: wstunnel.debug inside a conditional (only the global value is used today)",
+            "ignored: wstunnel.open-handshake-timeout inside a conditional (only the global value is used today)",
+        ]
+    );
 }

@@ -48,7 +48,7 @@ wstunnel.max-frame-size = "64k"
 } else $HTTP["remoteip"] == "10.0.0.0/8" {
     wstunnel.frame-type = "binary"
 }
-$SERVER["socket"] == ":8443" { ssl.engine = "enable" }
+$SERVER["socket"] == ":8443" { url.access-deny = ( "~" ) }
 index-file.names += ( "a" ) mimetype.assign = ( ".a" => "b" )
 "#,
 ];

@@ -136,8 +136,59 @@ pub fn is_ident_char(c: char) -> bool {
     c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-'
 }
 
-/// Splits `text` (source number `file`) into tokens, ending with `Tok::Eof`.
-pub fn tokenize(file: u32, text: &str) -> Result<Vec<(Tok, Span)>, Diag> {
+/// A string literal that contains a raw line break: legal (lighttpd accepts it), but
+/// when something later fails to parse it is most likely a missing closing quote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AcrossLines {
+    /// The opening quote.
+    pub start: Span,
+    /// The closing quote; `None` when the file ended first.
+    pub end: Option<Span>,
+}
+
+impl AcrossLines {
+    /// Re-aims an error found at or after this string at the string's opening quote,
+    /// keeping the original error in the message.
+    pub fn blame(self, d: Diag) -> Diag {
+        let at = |s: Span| format!("{}:{}", s.line, s.col);
+        let after = (d.span.file, d.span.line, d.span.col) >= (self.start.file, self.start.line, self.start.col);
+        if !after {
+            return d;
+        }
+        let msg = match self.end {
+            Some(end) => format!(
+                "unterminated string (missing closing quote?): the string that opens here runs across a line break and closes only at {}; then {}: {}",
+                at(end),
+                at(d.span),
+                d.msg
+            ),
+            None => "unterminated string: missing closing quote; the string that opens here runs across a line break to the end of the file".to_string(),
+        };
+        Diag::new(self.start, msg)
+    }
+}
+
+/// Tokens ending with `Tok::Eof`, and the first string that ran across a line break.
+#[derive(Debug)]
+pub struct Lexed {
+    pub toks: Vec<(Tok, Span)>,
+    pub across_lines: Option<AcrossLines>,
+}
+
+/// Splits `text` (source number `file`) into tokens, ending with `Tok::Eof`. An error
+/// after a string that ran across a line break is reported where that string opened.
+pub fn tokenize(file: u32, text: &str) -> Result<Lexed, Diag> {
+    let mut across_lines = None;
+    match lex_all(file, text, &mut across_lines) {
+        Ok(toks) => Ok(Lexed { toks, across_lines }),
+        Err(d) => Err(match across_lines {
+            Some(a) => a.blame(d),
+            None => d,
+        }),
+    }
+}
+
+fn lex_all(file: u32, text: &str, across_lines: &mut Option<AcrossLines>) -> Result<Vec<(Tok, Span)>, Diag> {
     let mut cur = Cursor { chars: text.chars().peekable(), file, line: 1, col: 1 };
     let mut out = Vec::new();
     loop {
@@ -160,7 +211,14 @@ pub fn tokenize(file: u32, text: &str) -> Result<Vec<(Tok, Span)>, Diag> {
         }
         let start = cur.span();
         let tok = match c {
-            '"' => lex_string(&mut cur, start)?,
+            '"' => {
+                let lexed = lex_string(&mut cur, start);
+                if cur.line != start.line && across_lines.is_none() {
+                    let end = lexed.is_ok().then(|| Span::new(file, cur.line, cur.col.saturating_sub(1)));
+                    *across_lines = Some(AcrossLines { start, end });
+                }
+                lexed?
+            }
             '0'..='9' => lex_int(&mut cur, start)?,
             c if is_ident_start(c) => Tok::Ident(take_ident(&mut cur)),
             '$' => {
@@ -193,7 +251,7 @@ fn lex_string(cur: &mut Cursor<'_>, start: Span) -> Result<Tok, Diag> {
     let mut s = String::new();
     loop {
         match cur.bump() {
-            None => return Err(Diag::new(start, "unterminated string")),
+            None => return Err(Diag::new(start, "unterminated string: missing closing quote")),
             Some('"') => return Ok(Tok::Str(s)),
             Some('\\') => match cur.peek() {
                 Some('"') => {
@@ -277,7 +335,7 @@ mod tests {
     use super::*;
 
     fn toks(s: &str) -> Vec<Tok> {
-        tokenize(0, s).unwrap().into_iter().map(|(t, _)| t).collect()
+        tokenize(0, s).unwrap().toks.into_iter().map(|(t, _)| t).collect()
     }
 
     #[test]
@@ -304,7 +362,7 @@ mod tests {
 
     #[test]
     fn spans_are_line_and_column() {
-        let t = tokenize(3, "a = 1\n  b = \"x\"").unwrap();
+        let t = tokenize(3, "a = 1\n  b = \"x\"").unwrap().toks;
         let spans: Vec<(u32, u32)> = t.iter().map(|(_, s)| (s.line, s.col)).collect();
         assert_eq!(spans, vec![(1, 1), (1, 3), (1, 5), (2, 3), (2, 5), (2, 7), (2, 10)]);
         assert!(t.iter().all(|(_, s)| s.file == 3));
@@ -327,5 +385,27 @@ mod tests {
             assert_eq!((e.span.line, e.span.col), (line, col), "source {:?}: {}", src, e.msg);
             assert!(e.msg.contains(msg), "source {:?}: {}", src, e.msg);
         }
+    }
+
+    /// A missing closing quote is blamed on the line where the string opened, not where
+    /// the shifted quotes finally fail; a legal multi-line string is still accepted.
+    #[test]
+    fn string_across_a_line_break_is_blamed_where_it_opens() {
+        let src = "server.port = 8080\nserver.tag = \"abc\nwstunnel.debug = 1\nserver.bind = \"127.0.0.1\"\n";
+        let e = tokenize(0, src).err().unwrap_or_else(|| panic!("{src:?} lexed"));
+        assert_eq!((e.span.line, e.span.col), (2, 14), "{}", e.msg);
+        assert!(e.msg.starts_with("unterminated string (missing closing quote?)"), "{}", e.msg);
+        assert!(e.msg.contains("runs across a line break and closes only at 4:15; then 4:16: invalid number"), "{}", e.msg);
+
+        let e = tokenize(0, "a = 1\nb = \"x\n\n").err().unwrap_or_else(|| panic!("lexed"));
+        assert_eq!((e.span.line, e.span.col), (2, 5));
+        assert!(e.msg.contains("runs across a line break to the end of the file"), "{}", e.msg);
+
+        // An error before the multi-line string keeps its own position.
+        let e = tokenize(0, "a = @\nb = \"x\ny\"").err().unwrap_or_else(|| panic!("lexed"));
+        assert_eq!((e.span.line, e.span.col), (1, 5));
+
+        let ok = tokenize(0, "a = \"x\ny\"\nb = 1").unwrap_or_else(|e| panic!("{}", e.msg));
+        assert_eq!(ok.across_lines.map(|a| (a.start.line, a.end.map(|e| (e.line, e.col)))), Some((1, Some((2, 2)))));
     }
 }

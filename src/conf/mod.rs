@@ -4,7 +4,9 @@
 //! `eval` (variables, includes, conditionals, `+=`) -> typed [`Config`].
 //! Every directive is declared once in `directives`; every default is a
 //! `DEFAULT_*` constant in `model`. Directives of lighttpd modules wstund
-//! does not implement are accepted and reported in [`Loaded::warnings`].
+//! does not implement are accepted and reported in [`Loaded::warnings`], except
+//! those whose absence would weaken security (TLS, authentication, ...: `refused`),
+//! which are configuration errors.
 
 pub mod accounts;
 mod ast;
@@ -22,6 +24,7 @@ mod model;
 mod parser;
 mod preflight;
 mod print;
+mod refused;
 mod schema;
 mod shell;
 mod value;

@@ -15,7 +15,8 @@ pub const DEFAULT_BIND: &str = "0.0.0.0";
 pub const DEFAULT_PORT: u16 = 80;
 pub const DEFAULT_MAX_READ_IDLE: Duration = Duration::from_secs(60);
 pub const DEFAULT_MAX_WRITE_IDLE: Duration = Duration::from_secs(360);
-pub const DEFAULT_TAG: &str = "wstund";
+/// Name and version, as lighttpd sends `lighttpd/1.4.x`.
+pub const DEFAULT_TAG: &str = concat!("wstund/", env!("CARGO_PKG_VERSION"));
 pub const DEFAULT_MAX_WORKER: u32 = 0;
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 /// lighttpd's default since 1.4.65 (measured with 1.4.69: SIGINT with an open
@@ -165,6 +166,10 @@ pub struct WsSettings {
     pub frame_type: FrameType,
     /// Empty = any origin, and a missing Origin header is allowed.
     pub origins: Vec<String>,
+    /// `url.access-deny`: suffixes of the decoded URL path answered with 403.
+    pub access_deny: Vec<String>,
+    /// `url.access-allow`: when not empty, only paths ending in one of these pass.
+    pub access_allow: Vec<String>,
     /// Seconds; 0 = no pings.
     pub ping_interval: u32,
     pub debug: u32,
@@ -208,6 +213,8 @@ impl Default for WsSettings {
             servers: ServerMap::default(),
             frame_type: DEFAULT_FRAME_TYPE,
             origins: Vec::new(),
+            access_deny: Vec::new(),
+            access_allow: Vec::new(),
             ping_interval: DEFAULT_PING_INTERVAL,
             debug: DEFAULT_DEBUG,
             balance: DEFAULT_BALANCE,

@@ -12,14 +12,19 @@ use super::lexer::{tokenize, Tok};
 pub const MAX_DEPTH: usize = 64;
 
 pub fn parse(file: u32, text: &str) -> Result<Vec<Stmt>, Diag> {
-    let toks = tokenize(file, text)?;
-    let mut p = Parser { toks, pos: 0, depth: 0 };
-    let body = p.statements()?;
-    match p.peek() {
+    let lexed = tokenize(file, text)?;
+    let mut p = Parser { toks: lexed.toks, pos: 0, depth: 0 };
+    let parsed = p.statements().and_then(|body| match p.peek() {
         Tok::Eof => Ok(body),
         Tok::RBrace => Err(Diag::new(p.span(), "unexpected '}' without a matching '{'")),
         other => Err(Diag::new(p.span(), format!("unexpected {}", other.describe()))),
-    }
+    });
+    // A missing closing quote shifts every later quote: the error shows up lines
+    // further on, but the mistake is where the first multi-line string opened.
+    parsed.map_err(|d| match lexed.across_lines {
+        Some(a) => a.blame(d),
+        None => d,
+    })
 }
 
 struct Parser {
@@ -367,6 +372,9 @@ mod tests {
             ("$HTTP[\"url\"] == \"/\" {} else x", 1, 29, "expected '{' or a condition"),
             ("= 3", 1, 1, "expected a directive"),
             ("global x", 1, 8, "expected '{'"),
+            // A missing closing quote on line 1: the parser fails on line 3, the error
+            // points at the string that swallowed the line breaks.
+            ("a = \"x\nb = \"\n}", 1, 5, "closes only at 2:5; then 3:1: unexpected '}'"),
         ];
         for (src, line, col, msg) in cases {
             let e = parse(0, src).unwrap_err();

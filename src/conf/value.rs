@@ -380,7 +380,7 @@ mod tests {
         let cases = [("a\"b", r#""a\"b""#), ("a\\c", r#""a\c""#), ("^(\\w+)\\.org$", r#""^(\w+)\.org$""#), ("x\\", r#""x\\""#), ("\\\\b", r#""\\\b""#), ("\\\"", r#""\\\"""#)];
         for (raw, printed) in cases {
             assert_eq!(quote(raw), printed, "{}", raw);
-            let toks = crate::conf::lexer::tokenize(0, printed).unwrap();
+            let toks = crate::conf::lexer::tokenize(0, printed).unwrap().toks;
             assert_eq!(toks[0].0, crate::conf::lexer::Tok::Str(raw.to_string()), "{}", printed);
         }
         let l = list(vec![(None, ValKind::Int(1)), (Some("k"), ValKind::Bool(false))]);

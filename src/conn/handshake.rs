@@ -60,11 +60,16 @@ impl Conn {
         }
     }
 
-    /// Picks the route for the request and either starts the backend connect or answers
-    /// with the HTTP error that explains why not.
+    /// Checks url.access-*, picks the route for the request and either starts the backend
+    /// connect or answers with the HTTP error that explains why not.
     fn route(&mut self, ctx: &mut Ctx, req: Request) {
         self.access_req = crate::logs::accesslog::capture(&req.method, &req.target, req.minor_version, |h| req.header(h));
         let settings = self.settings_for(ctx, &req);
+        // mod_access comes first, as in lighttpd: no upgrade, no route, no backend.
+        if http::access::denied(&req.url_path, &settings.access_allow, &settings.access_deny) {
+            debug!("[c{}] url denied by url.access-allow/url.access-deny: {}", self.id, req.url_path);
+            return self.reject(ctx, 403, &[], "forbidden");
+        }
         let Some(route) = settings.servers.find(&req.url_path) else {
             debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
             return self.reject(ctx, 404, &[], "not found");
@@ -307,8 +312,12 @@ impl Conn {
     /// Answers with an HTTP error and ends the connection gracefully.
     pub(crate) fn reject(&mut self, ctx: &mut Ctx, status: u16, extra: &[(&str, &str)], body: &str) {
         self.drop_backend(ctx);
+        let mut headers = extra.to_vec();
+        if !ctx.server_tag.is_empty() {
+            headers.push(("Server", ctx.server_tag));
+        }
         let mut resp = Vec::with_capacity(256);
-        http::write_response(status, extra, body, &mut resp);
+        http::write_response(status, &headers, body, &mut resp);
         self.outbound.push_raw(ctx.pool, &resp);
         self.status = Some(status);
         self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };

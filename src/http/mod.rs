@@ -1,11 +1,13 @@
 //! The HTTP/1.1 side of wstund: parse the upgrade request, decide whether it may become a
 //! WebSocket, and write the 101 or a short error response. Nothing here does I/O.
 //!
+//! - `access`: lighttpd's mod_access (`url.access-deny`, `url.access-allow`), a pure decision;
 //! - `request`: incremental request-head parsing (`parse_request`), path hygiene;
 //! - `upgrade`: RFC 6455 handshake validation against a route's policy, lighttpd's
 //!   origin rule;
 //! - `response`: the 101, plain error responses, `Reject`.
 
+pub mod access;
 pub mod request;
 pub mod response;
 pub mod upgrade;
