@@ -125,7 +125,14 @@ impl Resolver {
             let answer = lookup_blocking(&h);
             r.apply(&h, answer, now);
         }
-        r.helper = Helper::spawn();
+        // Only names that are looked up again need the thread. A conf of addresses and
+        // unix sockets keeps the process single-threaded, and that matters on the data
+        // path: once a second thread exists, glibc takes its multi-threaded paths on
+        // every recv/send (cancellation points) and malloc (about 20% more instructions
+        // per small message, scripts/bench-instructions.sh).
+        if r.names.values().any(|n| !n.interval.is_zero()) {
+            r.helper = Helper::spawn();
+        }
         r
     }
 

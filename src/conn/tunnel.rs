@@ -267,6 +267,15 @@ impl Conn {
                         progress = true;
                         self.backend_fault(ctx, f);
                     }
+                    // A reset after our FIN ends the backend's output like an EOF (a
+                    // backend that closes with SO_LINGER 0, or with our last bytes
+                    // unread): everything it sent before is delivered, as drain.rs
+                    // treats the same reset. Any other error is the backend failing.
+                    ReadOutcome::Error(e) if self.backend_shut && e.raw_os_error() == Some(libc::ECONNRESET) => {
+                        debug!("[c{}] backend reset after our FIN; taken as its EOF", self.id);
+                        self.backend_eof = true;
+                        progress = true;
+                    }
                     ReadOutcome::Error(e) => {
                         progress = true;
                         self.backend_error(ctx, &format!("read failed: {e}"));
