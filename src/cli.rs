@@ -13,6 +13,7 @@ use getopts::Options;
 use crate::conf;
 use crate::runtime::daemon::{self, Forked, Startup};
 use crate::runtime::handover::{Inherited, RestartPlan};
+use crate::runtime::reload::ReloadSource;
 use crate::runtime::limits;
 use crate::runtime::listener::{Listener, SocketAccess};
 use crate::runtime::pidfile::PidFile;
@@ -320,6 +321,13 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         (Mode::Serve { idle, restart }, None) => {
             if let Some(d) = idle {
                 server.set_idle_limit(d);
+            }
+            if let Ok(plan) = &restart {
+                server.set_reload_source(ReloadSource {
+                    conf: plan.conf.clone(),
+                    fd_soft_limit: fds.soft,
+                    dropped_to: target.user.as_ref().map(|u| u.1.clone()),
+                });
             }
             server.set_restart_plan(restart);
         }

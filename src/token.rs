@@ -28,8 +28,10 @@ pub const RESERVED_BASE: usize = usize::MAX - 4096;
 pub const SIGNAL: Token = Token(usize::MAX - 1);
 /// The read end of the pipe a restarted wstund (SIGUSR1) says "ready" on.
 pub const HANDOVER: Token = Token(usize::MAX - 2);
-/// Listener i has token `LISTENER_BASE + i` (at most 4000 listeners).
+/// Listener i has token `LISTENER_BASE + i` (at most [`MAX_LISTENERS`]).
 pub const LISTENER_BASE: usize = RESERVED_BASE;
+/// Listener slots over the process's life (a reload appends the listeners it opens).
+pub const MAX_LISTENERS: usize = 4000;
 /// Health probe i has token `PROBE_BASE + i` (at most one probe per host in flight).
 pub const PROBE_BASE: usize = RESERVED_BASE - MAX_PROBES;
 pub const MAX_PROBES: usize = 1 << 20;

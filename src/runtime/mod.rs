@@ -6,6 +6,7 @@
 //! - `signals`: signals as loop events through a signalfd.
 //! - `handover`: SIGUSR1, the listening sockets passed to a new wstund across exec
 //!   (systemd's `LISTEN_FDS` convention, also used for socket activation).
+//! - `reload`: SIGUSR1, the conf re-read and swapped in without dropping a tunnel.
 //! - `oneshot`: `-1`, the one connection on standard input.
 //! - `logging`: the error and access logs set up from the conf (`crate::logs`), reopened
 //!   on SIGHUP, kept going on the tick.
@@ -22,5 +23,6 @@ pub mod logging;
 pub mod oneshot;
 pub mod pidfile;
 pub mod privileges;
+pub mod reload;
 pub mod server;
 pub mod signals;

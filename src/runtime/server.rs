@@ -18,9 +18,10 @@
 //! Stopping (lighttpd's signals): SIGTERM stops now (1001 to every tunnel); SIGINT
 //! closes the listeners and lets open tunnels run until they end or
 //! `server.graceful-shutdown-timeout` passes, then sends 1001 to the rest; a second
-//! SIGINT or a SIGTERM cuts that short. SIGUSR1 hands the listeners to a new wstund
-//! (`handover.rs`) and then stops gracefully like SIGINT. `-i` starts the same graceful
-//! stop after a stretch without client activity.
+//! SIGINT or a SIGTERM cuts that short. SIGUSR1 reloads the conf in place (`reload`):
+//! new connections see the new conf, open tunnels keep the settings they opened with,
+//! nothing is closed but listeners and pools the new conf left out. `-i` starts the
+//! same graceful stop after a stretch without client activity.
 //!
 //! Child processes (pools, per-connection programs) are the process manager's: SIGCHLD
 //! arrives as a signal event, the manager reaps and says which connections must hear of
@@ -45,7 +46,8 @@ use crate::conn::machine::{Conn, Ctx};
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
-use crate::runtime::listener::Listener;
+use crate::runtime::listener::{Listener, SocketAccess};
+use crate::runtime::reload::{self, ReloadSource};
 use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
 use crate::process::ratelimit::Repeats;
@@ -134,7 +136,9 @@ fn stop_action(state: RunState, sig: Signal) -> StopAction {
 
 pub struct Server {
     poll: Poll,
-    listeners: Vec<Listener>,
+    /// Slot i has token `listener_token(i)` and its name in `listener_names[i]`; a slot
+    /// a reload closed stays empty (connections keep their listener index).
+    listeners: Vec<Option<Listener>>,
     listener_names: Vec<String>,
     conns: Slab<Conn>,
     pool: BufPool,
@@ -179,6 +183,11 @@ pub struct Server {
     restart: Option<Restart>,
     /// The listeners went to a new wstund: it owns the pid file and the socket files now.
     handed_over: bool,
+    /// Where SIGUSR1 re-reads the conf from (`None`: the conf came from standard input).
+    reload_source: Option<ReloadSource>,
+    /// Reloads done, and the longest one (the loop does nothing else meanwhile).
+    reloads: u64,
+    longest_reload: Duration,
 }
 
 impl Server {
@@ -186,8 +195,8 @@ impl Server {
     /// before anything runs) and the signal handler installed by the caller.
     pub fn new(config: Arc<Config>, listeners: Vec<Listener>, listener_names: Vec<String>, signals: Signals) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listeners = listeners;
-        for (i, l) in listeners.iter_mut().enumerate() {
+        let mut listeners: Vec<Option<Listener>> = listeners.into_iter().map(Some).collect();
+        for (i, l) in listeners.iter_mut().enumerate().filter_map(|(i, l)| Some((i, l.as_mut()?))) {
             l.register(poll.registry(), token::listener_token(i))?;
         }
         let sfd = signals.raw_fd();
@@ -233,6 +242,9 @@ impl Server {
             restart_plan: Err("not available in this mode".into()),
             restart: None,
             handed_over: false,
+            reload_source: None,
+            reloads: 0,
+            longest_reload: Duration::ZERO,
         })
     }
 
@@ -241,7 +253,12 @@ impl Server {
         self.idle_limit = Some(limit);
     }
 
-    /// How SIGUSR1 restarts this process (or why it cannot).
+    /// Where SIGUSR1 reloads the conf from.
+    pub fn set_reload_source(&mut self, source: ReloadSource) {
+        self.reload_source = Some(source);
+    }
+
+    /// How an upgrade restarts this process (or why it cannot).
     pub fn set_restart_plan(&mut self, plan: Result<RestartPlan, String>) {
         self.restart_plan = plan;
     }
@@ -445,7 +462,9 @@ impl Server {
 
     fn accept_all(&mut self, now: Instant) {
         for i in 0..self.listeners.len() {
-            self.accept(i, now);
+            if self.listeners[i].is_some() {
+                self.accept(i, now);
+            }
         }
     }
 
@@ -462,7 +481,7 @@ impl Server {
                 self.accept_paused = true;
                 return;
             }
-            let Some(l) = self.listeners.get(i) else { return };
+            let Some(Some(l)) = self.listeners.get(i) else { return };
             let accepted = l.accept();
             // accept(2) takes a descriptor before it looks for a client, so WouldBlock
             // also means descriptors are there again.
@@ -593,7 +612,11 @@ impl Server {
                         StopAction::Nothing => {}
                     }
                 }
-                Signal::Restart => self.begin_restart(),
+                Signal::Restart => {
+                    if let Err(e) = self.reload(now) {
+                        error!("SIGUSR1: reload refused, still serving with the running configuration: {e}");
+                    }
+                }
                 Signal::Hangup => {
                     crate::runtime::logging::reopen();
                     info!("SIGHUP: log files reopened");
@@ -645,6 +668,137 @@ impl Server {
         }
     }
 
+    /// SIGUSR1: re-reads the conf and swaps it in. Everything that can fail (the conf,
+    /// binding new listeners) is done before anything changes, so a refused reload
+    /// leaves the process exactly as it was. Returns the summary logged on success.
+    pub fn reload(&mut self, now: Instant) -> Result<String, String> {
+        if self.state != RunState::Running {
+            return Err("stopping: a reload is not done any more".into());
+        }
+        let Some(source) = self.reload_source.clone() else {
+            return Err("the configuration was read from standard input; there is nothing to re-read".into());
+        };
+        // sd_notify hook: RELOADING=1 goes here (runtime/notify.rs, when it exists).
+        let t0 = Instant::now();
+        let loaded = crate::conf::load_file(&source.conf).map_err(|e| e.to_string())?;
+        let parse_took = t0.elapsed();
+        let mut config = loaded.config;
+        let kept = reload::keep_start_settings(&self.config.server, &mut config.server);
+        let per_tunnel = crate::runtime::limits::fds_per_tunnel(&config);
+        let limit = crate::runtime::limits::conn_limit(config.server.max_connections, source.fd_soft_limit, per_tunnel);
+        config.server.max_connections = Some(limit.value());
+
+        // Listeners: the sockets already open that the new conf names again are kept
+        // (no connect is refused); new ones are bound now, before anything changes.
+        let specs = config.listeners();
+        let open: Vec<Option<crate::conf::ListenSpec>> = self.listeners.iter().map(|l| l.as_ref().and_then(Listener::local)).collect();
+        let pairs = crate::runtime::handover::pair_specs(&specs, &open);
+        let access = self.socket_access(&config)?;
+        let mut fresh: Vec<(Listener, String)> = Vec::new();
+        for (spec, pair) in specs.iter().zip(&pairs) {
+            if pair.is_some() {
+                continue;
+            }
+            let bound = match spec {
+                crate::conf::ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa, config.server.listen_backlog),
+                crate::conf::ListenSpec::Unix(p) => Listener::bind_unix(p, config.server.listen_backlog, access),
+            };
+            match bound {
+                Ok(l) => fresh.push((l, spec.to_string())),
+                Err(e) => {
+                    for (l, _) in &fresh {
+                        l.cleanup();
+                    }
+                    return Err(reload::bind_failure(spec, &e.err, source.dropped_to.as_deref()));
+                }
+            }
+        }
+        if self.listeners.len() + fresh.len() > token::MAX_LISTENERS {
+            for (l, _) in &fresh {
+                l.cleanup();
+            }
+            return Err(format!("more than {} listeners opened since start; restart wstund", token::MAX_LISTENERS));
+        }
+
+        // From here on nothing fails: the new conf is swapped in.
+        for w in &loaded.warnings {
+            warn!("reload: {w}");
+        }
+        for name in &kept {
+            warn!("reload: {name} changed, but is applied only at start: the running value is kept until a restart");
+        }
+        let mut lines: Vec<String> = Vec::new();
+        let keep: Vec<usize> = pairs.iter().flatten().copied().collect();
+        for i in 0..self.listeners.len() {
+            if keep.contains(&i) {
+                continue;
+            }
+            if let Some(mut l) = self.listeners[i].take() {
+                l.deregister(self.poll.registry());
+                l.cleanup();
+                lines.push(format!("listener {} closed", l.name()));
+            }
+        }
+        for (mut l, name) in fresh {
+            let i = self.listeners.len();
+            if let Err(e) = l.register(self.poll.registry(), token::listener_token(i)) {
+                error!("reload: cannot watch the new listener {}: {e}; closed", l.name());
+                l.cleanup();
+                continue;
+            }
+            lines.push(format!("listening on {}", l.name()));
+            self.listeners.push(Some(l));
+            self.listener_names.push(name);
+        }
+        // Kept listeners take the conf's spelling (for $SERVER["socket"]).
+        for (spec, pair) in specs.iter().zip(&pairs) {
+            if let Some(i) = pair {
+                self.listener_names[*i] = spec.to_string();
+            }
+        }
+        self.max_conns = limit.value().max(1) as usize;
+        self.server_tag = config.server.tag.clone();
+        self.graceful_timeout = Some(config.server.graceful_shutdown_timeout).filter(|t| !t.is_zero());
+        self.hosts.reconfigure(&config, now);
+        self.resolver.reconfigure(&config, now);
+        let deadline = self.graceful_timeout.map(|t| now + t);
+        lines.extend(self.procs.reconfigure(&config, deadline, now));
+        self.config = Arc::new(config);
+        self.procs.plan(self.poll.registry(), now);
+        // Clients refused for lack of room may fit under a raised limit.
+        if self.accept_paused && self.conns.len() < self.max_conns {
+            self.accept_paused = false;
+            self.accept_all(now);
+        }
+        let took = t0.elapsed();
+        self.reloads += 1;
+        self.longest_reload = self.longest_reload.max(took);
+        // sd_notify hook: READY=1 goes here.
+        let summary = format!(
+            "configuration reloaded from {} in {} us (conf read in {} us); {} connections keep their settings{}{}",
+            source.conf.display(),
+            took.as_micros(),
+            parse_took.as_micros(),
+            self.conns.len(),
+            if lines.is_empty() { "" } else { "; " },
+            lines.join("; ")
+        );
+        info!("SIGUSR1: {summary}");
+        Ok(summary)
+    }
+
+    /// Owner, group and mode for a unix listener bound by a reload: the process runs as
+    /// its final user already, so only the group and the mode are set.
+    fn socket_access(&self, config: &Config) -> Result<SocketAccess, String> {
+        let group = match &config.server.socket_group {
+            Some(g) => Some(nix::unistd::Gid::from_raw(
+                crate::conf::accounts::group(g, false).map_err(|e| format!("server.socket-group: {e}"))?,
+            )),
+            None => None,
+        };
+        Ok(SocketAccess { mode: config.server.socket_perms.map(|m| m.0), owner: None, group })
+    }
+
     /// SIGUSR1: checks the conf, then starts a new wstund on the same listening sockets.
     /// This process keeps accepting until the new one says it is ready.
     fn begin_restart(&mut self) {
@@ -667,7 +821,7 @@ impl Server {
             error!("SIGUSR1: restart refused, still serving with the running configuration: {e}");
             return;
         }
-        let fds: Vec<std::os::fd::RawFd> = self.listeners.iter().map(Listener::raw_fd).collect();
+        let fds: Vec<std::os::fd::RawFd> = self.listeners.iter().flatten().map(Listener::raw_fd).collect();
         let r = match Restart::spawn(plan, &fds) {
             Ok(r) => r,
             Err(e) => {
@@ -705,7 +859,7 @@ impl Server {
                 let t0 = Instant::now();
                 // Deregister before closing: the new process holds the same sockets,
                 // so closing alone would leave them in this epoll set.
-                for l in self.listeners.iter_mut() {
+                for l in self.listeners.iter_mut().flatten() {
                     l.deregister(self.poll.registry());
                 }
                 self.listeners.clear();
@@ -732,7 +886,7 @@ impl Server {
     }
 
     fn stop_listening(&mut self) {
-        for l in self.listeners.iter_mut() {
+        for l in self.listeners.iter_mut().flatten() {
             l.deregister(self.poll.registry());
             l.cleanup();
         }
@@ -846,7 +1000,7 @@ impl metrics::Source for LoopGauges {
 impl Drop for Server {
     fn drop(&mut self) {
         self.finish_children();
-        for l in &self.listeners {
+        for l in self.listeners.iter().flatten() {
             l.cleanup();
         }
     }
