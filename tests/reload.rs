@@ -1,0 +1,265 @@
+//! Live reload (SIGUSR1) under load: open tunnels keep the settings and backends they
+//! opened with and lose no byte; new connections see the new routes and limits at
+//! once; spawned pools are diffed (an unchanged pool keeps its processes, a removed
+//! one lives until its last tunnel ends).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const T: Duration = Duration::from_secs(15);
+const TUNNELS: usize = 200;
+const RELOADS: usize = 20;
+/// Frames the streaming tunnels send now and then: above the smaller of the two
+/// `wstunnel.max-frame-size` values the reloads switch between, below the larger one,
+/// which the tunnels opened with. A tunnel that took the reloaded limit would get 1009.
+const BIG_FRAME: usize = 40_000;
+const SMALL_LIMIT: u32 = 32_768;
+const LARGE_LIMIT: u32 = 65_536;
+
+/// The conf of reload `i`: `/ws/` always, `/extra{i}/` only in this one, and the frame
+/// limit switching between the two values (LARGE at i = 0, the start).
+fn conf_text(be: u16, i: usize) -> String {
+    let limit = if i % 2 == 1 { SMALL_LIMIT } else { LARGE_LIMIT };
+    let mut c = Conf::tcp(be).set("wstunnel.max-frame-size", &limit.to_string()).set("wstunnel.frame-type", "\"binary\"");
+    if i > 0 {
+        c = c.route(&format!("/extra{i}/"), &[be_tcp(be)]);
+    }
+    c.render()
+}
+
+/// One streaming tunnel: pseudo-random binary frames (most small, every 8th one
+/// BIG_FRAME), each echo read back and compared before the next, until `stop`; then
+/// a clean close. Returns the bytes verified (each way).
+fn stream(port: u16, id: usize, opened: Arc<Barrier>, stop: Arc<AtomicBool>) -> Result<u64, String> {
+    let mut c = RawClient::handshake(port, "/ws/");
+    opened.wait();
+    let mut rng = Rng::new(0x5eed_0000 + id as u64);
+    let mut verified = 0u64;
+    let mut n = 0usize;
+    while !stop.load(Ordering::SeqCst) {
+        n += 1;
+        let len = if n % 8 == 0 { BIG_FRAME } else { 1 + rng.below(4096) as usize };
+        let data = rng.bytes(len);
+        c.send_frame(OP_BINARY, &data);
+        let (got, _) = c.read_data(len, T);
+        if got != data {
+            return Err(format!("tunnel {id}: frame {n} ({len} bytes) came back different"));
+        }
+        verified += len as u64;
+        thread::sleep(Duration::from_millis(20));
+    }
+    c.send_close(1000);
+    match c.expect_close(T).close_code() {
+        Some(1000) => Ok(verified),
+        other => Err(format!("tunnel {id}: closed with {other:?} after {verified} bytes")),
+    }
+}
+
+/// Waits until a handshake on `path` succeeds; the time it took.
+fn time_to_route(port: u16, path: &str, limit: Duration) -> Option<Duration> {
+    let t0 = Instant::now();
+    while t0.elapsed() < limit {
+        let (mut c, resp) = RawClient::handshake_with(port, UpgradeRequest::new(path));
+        if resp.status == 101 {
+            c.send_frame(OP_TEXT, b"new");
+            assert_eq!(c.read_data(3, T).0, b"new");
+            return Some(t0.elapsed());
+        }
+        thread::sleep(Duration::from_millis(5));
+    }
+    None
+}
+
+#[test]
+fn two_hundred_streaming_tunnels_across_twenty_reloads_lose_nothing() {
+    let be = Backend::echo();
+    let d = Daemon::start(&conf_text(be.port(), 0));
+    let port = d.port();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opened = Arc::new(Barrier::new(TUNNELS + 1));
+    let streams: Vec<_> = (0..TUNNELS)
+        .map(|id| {
+            let (opened, stop) = (opened.clone(), stop.clone());
+            thread::Builder::new().stack_size(256 * 1024).spawn(move || stream(port, id, opened, stop)).unwrap()
+        })
+        .collect();
+    opened.wait();
+    let mut slowest = Duration::ZERO;
+    for i in 1..=RELOADS {
+        std::fs::write(d.conf_path(), conf_text(be.port(), i)).unwrap();
+        d.signal(libc::SIGUSR1);
+        // The new route works within one second of the signal.
+        let took = time_to_route(port, &format!("/extra{i}/"), Duration::from_secs(1))
+            .unwrap_or_else(|| panic!("reload {i}: /extra{i}/ not routed within 1 s\n{}", d.logs()));
+        slowest = slowest.max(took);
+        assert!(d.wait_for_log_count("configuration reloaded", i, T), "reload {i}:\n{}", d.logs());
+        // The route of the previous reload is gone.
+        if i > 1 {
+            expect_rejection(port, &UpgradeRequest::new(&format!("/extra{}/", i - 1)).bytes(), 404);
+        }
+        // New tunnels get the new limit: BIG_FRAME is over the small one.
+        let mut c = RawClient::handshake(port, "/ws/");
+        c.send_frame(OP_BINARY, &vec![7u8; BIG_FRAME]);
+        if i % 2 == 1 {
+            assert_eq!(c.expect_close(T).close_code(), Some(1009), "reload {i}: the new limit is not applied");
+        } else {
+            assert_eq!(c.read_data(BIG_FRAME, T).0.len(), BIG_FRAME);
+            c.send_close(1000);
+            c.expect_close(T);
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::SeqCst);
+    let mut total = 0u64;
+    let mut closed = Vec::new();
+    for s in streams {
+        match s.join().expect("tunnel thread panicked") {
+            Ok(n) => total += n,
+            Err(e) => closed.push(e),
+        }
+    }
+    assert!(closed.is_empty(), "{} of {TUNNELS} tunnels failed: {:?}", closed.len(), &closed[..closed.len().min(5)]);
+    assert!(total > (TUNNELS as u64) * 100_000, "only {total} bytes streamed");
+    eprintln!(
+        "{TUNNELS} tunnels, {RELOADS} reloads: 0 closed, {total} bytes verified each way; new routes within {} ms",
+        slowest.as_millis()
+    );
+}
+
+/// A pool backend (stdlib Python): accepts on fd 0, greets with its pid, echoes.
+const POOL_BACKEND: &str = r#"
+import os, socket, threading
+s = socket.socket(fileno=0)
+def serve(c):
+    c.sendall(b"pid %d\n" % os.getpid())
+    while True:
+        d = c.recv(65536)
+        if not d: break
+        c.sendall(d)
+    c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+fn pool_entry(dir: &TempDir, name: &str) -> String {
+    format!(
+        "( \"bin-path\" => \"{} {}\", \"socket\" => \"{}\", \"min-procs\" => 1, \"max-procs\" => 1 )",
+        python().display(),
+        dir.join("pool.py").display(),
+        dir.join(name).display()
+    )
+}
+
+/// Upgrades `path` and reads the pool process's greeting: (client, its pid).
+fn open_pool(port: u16, path: &str) -> (RawClient, i32) {
+    let mut c = RawClient::handshake(port, path);
+    let mut greeting = Vec::new();
+    while !greeting.ends_with(b"\n") {
+        greeting.extend_from_slice(&c.read_data_at_least(1, T).0);
+    }
+    let text = String::from_utf8_lossy(&greeting).to_string();
+    let pid = text.trim().strip_prefix("pid ").and_then(|p| p.parse().ok()).unwrap_or_else(|| panic!("greeting {text:?}"));
+    (c, pid)
+}
+
+#[test]
+fn pools_are_diffed_unchanged_keeps_its_pid_removed_waits_for_its_tunnel() {
+    let dir = TempDir::new("reloadpool");
+    std::fs::write(dir.join("pool.py"), POOL_BACKEND).unwrap();
+    let (a, b) = (pool_entry(&dir, "a.sock"), pool_entry(&dir, "b.sock"));
+    let d = Daemon::start_conf(&Conf::new().route("/a", &[a.clone()]).route("/b", &[b.clone()]));
+    let port = d.port();
+    let (mut ca, pid_a) = open_pool(port, "/a");
+    let (mut cb, pid_b) = open_pool(port, "/b");
+    // /b is removed, /c (a new pool) added, /a unchanged.
+    let c_entry = pool_entry(&dir, "c.sock");
+    std::fs::write(d.conf_path(), Conf::new().route("/a", &[a]).route("/c", &[c_entry]).render()).unwrap();
+    d.signal(libc::SIGUSR1);
+    assert!(d.wait_for_log("configuration reloaded", T), "{}", d.logs());
+    // The unchanged pool keeps its process; new tunnels reach the same pid.
+    let (mut ca2, pid_a2) = open_pool(port, "/a");
+    assert_eq!(pid_a2, pid_a, "the unchanged pool was restarted");
+    // The new pool serves; the removed route is a 404.
+    let (mut cc, pid_c) = open_pool(port, "/c");
+    assert!(pid_c != pid_a && pid_c != pid_b);
+    expect_rejection(port, &UpgradeRequest::new("/b").bytes(), 404);
+    // The removed pool's process serves its open tunnel, and exits only once it ends.
+    thread::sleep(Duration::from_millis(1500));
+    assert!(!procs::gone(pid_b), "the removed pool's process exited while its tunnel was open");
+    for (c, msg) in [(&mut cb, &b"still b"[..]), (&mut ca, b"still a"), (&mut ca2, b"a again"), (&mut cc, b"c")] {
+        c.send_frame(OP_TEXT, msg);
+        assert_eq!(c.read_data(msg.len(), T).0, msg);
+    }
+    cb.send_close(1000);
+    assert_eq!(cb.expect_close(T).close_code(), Some(1000));
+    assert!(wait_until(T, || procs::gone(pid_b)), "the removed pool's process {pid_b} still runs after its last tunnel");
+    assert!(!procs::gone(pid_a), "the unchanged pool's process went away");
+    assert!(d.logs().contains("retiring"), "{}", d.logs());
+}
+
+/// A counter the clients bump, read by the test (the longest stall seen).
+static MAX_GAP_US: AtomicU64 = AtomicU64::new(0);
+
+/// The longest round trip of a ping-pong tunnel while many tunnels are open and the conf
+/// is reloaded: the loop's stall during a reload, seen from outside. Needs a raised
+/// descriptor limit; run by hand (scripts/bench-reload.sh) with N tunnels.
+#[test]
+#[ignore]
+fn reload_stall_with_many_open_tunnels() {
+    let n: usize = std::env::var("WSTUND_RELOAD_TUNNELS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
+    let want = (3 * n + 1000) as u64;
+    // SAFETY: setrlimit on this test process: clients and backend ends need descriptors.
+    unsafe {
+        let lim = libc::rlimit { rlim_cur: want, rlim_max: want };
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &lim), 0, "raise RLIMIT_NOFILE to {want} (run as root)");
+    }
+    let be = Backend::echo();
+    let d = Daemon::start_with_nofile(&conf_text(be.port(), 0), want);
+    let port = d.port();
+    let mut idle: Vec<RawClient> = Vec::with_capacity(n);
+    for _ in 0..n {
+        idle.push(RawClient::handshake(port, "/ws/"));
+    }
+    assert_eq!(be.accepted(), n);
+    let stop = Arc::new(AtomicBool::new(false));
+    let pinger = {
+        let stop = stop.clone();
+        thread::spawn(move || {
+            let mut c = RawClient::handshake(port, "/ws/");
+            while !stop.load(Ordering::SeqCst) {
+                let t0 = Instant::now();
+                c.send_frame(OP_BINARY, b"p");
+                c.read_data(1, T);
+                MAX_GAP_US.fetch_max(t0.elapsed().as_micros() as u64, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    thread::sleep(Duration::from_millis(300));
+    let before = MAX_GAP_US.swap(0, Ordering::SeqCst);
+    for i in 1..=5 {
+        std::fs::write(d.conf_path(), conf_text(be.port(), i)).unwrap();
+        d.signal(libc::SIGUSR1);
+        assert!(d.wait_for_log_count("configuration reloaded", i, Duration::from_secs(30)), "{}", d.logs());
+        thread::sleep(Duration::from_millis(200));
+    }
+    stop.store(true, Ordering::SeqCst);
+    pinger.join().unwrap();
+    let during = MAX_GAP_US.load(Ordering::SeqCst);
+    let reload_lines: Vec<String> = d.logs().lines().filter(|l| l.contains("configuration reloaded")).map(str::to_string).collect();
+    eprintln!("{n} open tunnels: longest ping round trip {before} us before the reloads, {during} us across 5 reloads");
+    for l in &reload_lines {
+        eprintln!("{l}");
+    }
+    for c in idle.iter_mut().take(50) {
+        c.send_frame(OP_TEXT, b"alive");
+        assert_eq!(c.read_data(5, T).0, b"alive");
+    }
+}
