@@ -36,13 +36,14 @@ fn options() -> Options {
     o.optflag("v", "version", "print the version and exit");
     o.optflag("V", "build-info", "print the version, build features, and the modules and directives implemented, then exit");
     o.optflag("h", "help", "print this help and exit");
+    o.optopt("c", "control", "send COMMAND (reload, status, drain, stop, upgrade) to the wstund listening on SOCKET (server.control-socket)", "SOCKET");
     o
 }
 
 fn usage(o: &Options) -> String {
     o.usage(&format!(
-        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n\n\
-         Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 restarts gracefully,\n\
+        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n       wstund -c SOCKET reload|status|drain|stop|upgrade\n\n\
+         Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 reloads the configuration,\n\
          SIGHUP reopens the logs, SIGUSR2 logs a status dump (see wstund(8)).",
         env!("CARGO_PKG_VERSION")
     ))
@@ -114,6 +115,9 @@ pub fn main(args: Vec<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if let Some(socket) = m.opt_str("c") {
+        return crate::runtime::control::client(&socket, &m.free);
+    }
     if !m.free.is_empty() {
         eprintln!("wstund: unexpected argument {:?}\n\n{}", m.free[0], usage(&o));
         return EXIT_USAGE;
@@ -283,6 +287,14 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         }
         EXIT_RUNTIME
     };
+    // As root, before the drop: the socket file is then handed to the run user.
+    let control = match config.server.control_socket.as_deref().filter(|_| !one_shot_mode) {
+        Some(p) => match crate::runtime::control::ControlSocket::bind(p, target.owner().0, target.owner().1) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(&mut startup, &listeners, pid_file, format!("cannot open the control socket {}: {e}", p.display())),
+        },
+        None => None,
+    };
     if !target.is_noop() {
         if let Err(e) = target.apply() {
             return fail(&mut startup, &listeners, pid_file, format!("cannot drop privileges: {e}"));
@@ -311,6 +323,12 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         // The listeners went into the attempt; their files are left for the next start.
         Err(e) => return fail(&mut startup, &[], pid_file, format!("cannot start the event loop: {e}")),
     };
+    if let Some(c) = control {
+        if let Err(e) = server.set_control(c) {
+            drop(server);
+            return fail(&mut startup, &[], pid_file, format!("cannot watch the control socket: {e}"));
+        }
+    }
     if let Some(reason) = server.start_failure().map(str::to_string) {
         // Dropping the server stops what did start and removes the listeners' files.
         drop(server);

@@ -60,6 +60,7 @@ pub fn keep_start_settings(old: &ServerSettings, new: &mut ServerSettings) -> Ve
         accesslog_use_syslog => "accesslog.use-syslog",
         accesslog_syslog_level => "accesslog.syslog-level",
         modules => "server.modules",
+        control_socket => "server.control-socket",
     );
     changed
 }

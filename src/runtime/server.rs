@@ -47,6 +47,7 @@ use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
 use crate::runtime::listener::{Listener, SocketAccess};
+use crate::runtime::control::{self, Command, ControlSocket, Turn};
 use crate::runtime::reload::{self, ReloadSource};
 use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
@@ -188,6 +189,9 @@ pub struct Server {
     /// Reloads done, and the longest one (the loop does nothing else meanwhile).
     reloads: u64,
     longest_reload: Duration,
+    /// `server.control-socket`, and the client waiting for an upgrade's outcome.
+    control: Option<ControlSocket>,
+    upgrade_client: Option<usize>,
 }
 
 impl Server {
@@ -245,6 +249,8 @@ impl Server {
             reload_source: None,
             reloads: 0,
             longest_reload: Duration::ZERO,
+            control: None,
+            upgrade_client: None,
         })
     }
 
@@ -256,6 +262,13 @@ impl Server {
     /// Where SIGUSR1 reloads the conf from.
     pub fn set_reload_source(&mut self, source: ReloadSource) {
         self.reload_source = Some(source);
+    }
+
+    /// Takes commands from the control socket from now on.
+    pub fn set_control(&mut self, mut control: ControlSocket) -> io::Result<()> {
+        control.register(self.poll.registry())?;
+        self.control = Some(control);
+        Ok(())
     }
 
     /// How an upgrade restarts this process (or why it cannot).
@@ -324,6 +337,12 @@ impl Server {
                     Source::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
                     Source::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
                     Source::Drain(i) => self.drain_event(i),
+                    Source::Control => {
+                        if let Some(c) = self.control.as_mut() {
+                            c.accept(self.poll.registry());
+                        }
+                    }
+                    Source::ControlClient(i) => self.on_control_client(i, now),
                 }
                 self.turn_start = Instant::now();
             }
@@ -799,42 +818,110 @@ impl Server {
         Ok(SocketAccess { mode: config.server.socket_perms.map(|m| m.0), owner: None, group })
     }
 
-    /// SIGUSR1: checks the conf, then starts a new wstund on the same listening sockets.
-    /// This process keeps accepting until the new one says it is ready.
-    fn begin_restart(&mut self) {
+    /// `upgrade` on the control socket: checks the conf, then starts the binary at its
+    /// path on the same listening sockets. This process keeps accepting until the new
+    /// one says it is ready, then finishes its own tunnels (they are not handed over).
+    fn begin_restart(&mut self) -> Result<i32, String> {
         if self.state != RunState::Running {
-            warn!("SIGUSR1 ignored: already stopping");
-            return;
+            return Err("already stopping".into());
         }
         if let Some(r) = &self.restart {
-            warn!("SIGUSR1 ignored: a restart is already under way (new pid {})", r.pid);
-            return;
+            return Err(format!("an upgrade is already under way (new pid {})", r.pid));
         }
-        let plan = match &self.restart_plan {
-            Ok(p) => p,
-            Err(why) => {
-                error!("SIGUSR1: cannot restart: {why}; still serving");
-                return;
-            }
-        };
+        let plan = self.restart_plan.as_ref().map_err(|why| format!("cannot restart: {why}"))?;
         if let Err(e) = crate::conf::load_file(&plan.conf) {
-            error!("SIGUSR1: restart refused, still serving with the running configuration: {e}");
-            return;
+            return Err(format!("upgrade refused, still serving with the running configuration: {e}"));
         }
         let fds: Vec<std::os::fd::RawFd> = self.listeners.iter().flatten().map(Listener::raw_fd).collect();
-        let r = match Restart::spawn(plan, &fds) {
-            Ok(r) => r,
-            Err(e) => {
-                error!("SIGUSR1: cannot start {}: {e}; still serving", plan.exe.display());
-                return;
-            }
-        };
+        let r = Restart::spawn(plan, &fds).map_err(|e| format!("cannot start {}: {e}; still serving", plan.exe.display()))?;
         let fd = r.raw_fd();
         if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), token::HANDOVER, Interest::READABLE) {
-            error!("SIGUSR1: cannot watch the new process: {e}");
+            error!("upgrade: cannot watch the new process: {e}");
         }
-        info!("SIGUSR1: graceful restart: new process pid {} started; serving until it is ready", r.pid);
+        let pid = r.pid.as_raw();
+        info!("upgrade: new process pid {pid} started; serving until it is ready");
         self.restart = Some(r);
+        Ok(pid)
+    }
+
+    /// A command from the control socket. `upgrade` is answered once the new process
+    /// is ready (or has failed); every other command at once.
+    fn on_control_client(&mut self, i: usize, now: Instant) {
+        let Some(c) = self.control.as_mut() else { return };
+        let Turn::Command(cmd) = c.on_client(i, self.poll.registry()) else { return };
+        info!("control socket: {cmd:?}");
+        let result = match cmd {
+            Command::Reload => self.reload(now).map_err(|e| {
+                error!("control socket: reload refused, still serving with the running configuration: {e}");
+                e
+            }),
+            Command::Status => Ok(self.status_json(now)),
+            Command::Drain => self.drain(now),
+            Command::Stop => match self.state {
+                RunState::Running => {
+                    let n = self.conns.len();
+                    self.begin_graceful(now);
+                    Ok(format!("graceful stop: {n} connections may finish"))
+                }
+                _ => Err("already stopping".into()),
+            },
+            Command::Upgrade => match self.begin_restart() {
+                Ok(_) => {
+                    self.upgrade_client = Some(i);
+                    return;
+                }
+                Err(e) => {
+                    error!("upgrade: {e}");
+                    Err(e)
+                }
+            },
+        };
+        if let Some(c) = self.control.as_mut() {
+            c.reply(i, &result, self.poll.registry());
+        }
+    }
+
+    /// `drain`: no new connections (the listeners close, so clients are refused and a
+    /// balancer in front moves on); open connections run on without a time limit, and
+    /// the process exits when the last one ends.
+    fn drain(&mut self, now: Instant) -> Result<String, String> {
+        if self.state != RunState::Running {
+            return Err("already stopping".into());
+        }
+        self.cancel_restart();
+        self.accept_queued(now);
+        self.stop_listening();
+        self.state = RunState::Graceful { deadline: None };
+        let n = self.conns.len();
+        info!("drain: listeners closed; {n} connections may finish, then the process exits");
+        self.check_stop(now);
+        Ok(format!("draining: listeners closed; {n} connections may finish, then wstund exits"))
+    }
+
+    /// The `status` answer: one JSON object.
+    fn status_json(&self, now: Instant) -> String {
+        let state = match self.state {
+            RunState::Running => "running",
+            RunState::Graceful { .. } => "draining",
+            RunState::Draining { .. } | RunState::Stopped => "stopping",
+        };
+        let listeners: Vec<String> = self.listeners.iter().flatten().map(|l| control::json_str(l.name())).collect();
+        let hosts: Vec<String> = self.hosts.status_lines(now).iter().map(|l| control::json_str(l)).collect();
+        let pools: Vec<String> = self.procs.status_lines().iter().map(|l| control::json_str(l)).collect();
+        format!(
+            "{{\"pid\": {}, \"state\": \"{state}\", \"config\": {}, \"connections\": {}, \"tunnels_open\": {}, \"max_connections\": {}, \"listeners\": [{}], \"reloads\": {}, \"longest_reload_us\": {}, \"longest_turn_us\": {}, \"backends\": [{}], \"processes\": [{}]}}",
+            std::process::id(),
+            control::json_str(&self.reload_source.as_ref().map(|s| s.conf.display().to_string()).unwrap_or_default()),
+            self.conns.len(),
+            self.tunnels.open_total(),
+            self.max_conns,
+            listeners.join(", "),
+            self.reloads,
+            self.longest_reload.as_micros(),
+            self.turns.longest.as_micros(),
+            hosts.join(", "),
+            pools.join(", ")
+        )
     }
 
     /// The new process said "ready" (or died first).
@@ -850,10 +937,12 @@ impl Server {
         self.restart = None;
         match state {
             ReadyState::Failed(status) => {
-                error!(
-                    "SIGUSR1: restart failed: new process pid {pid} ended before it was ready ({}); still serving",
+                let msg = format!(
+                    "upgrade failed: new process pid {pid} ended before it was ready ({}); still serving",
                     status.as_deref().unwrap_or("see its messages above")
                 );
+                error!("{msg}");
+                self.answer_upgrade(Err(msg));
             }
             _ => {
                 let t0 = Instant::now();
@@ -864,24 +953,36 @@ impl Server {
                 }
                 self.listeners.clear();
                 self.handed_over = true;
+                if let Some(c) = self.control.as_mut() {
+                    c.keep_file();
+                }
                 self.state = RunState::Graceful { deadline: self.graceful_timeout.map(|t| now + t) };
-                info!(
-                    "SIGUSR1: pid {pid} serves now; listeners handed over in {} us; finishing {} connections here",
+                let msg = format!(
+                    "pid {pid} serves now; listeners handed over in {} us; finishing {} connections here",
                     t0.elapsed().as_micros(),
                     self.conns.len()
                 );
+                info!("upgrade: {msg}");
+                self.answer_upgrade(Ok(msg));
                 self.check_stop(now);
             }
+        }
+    }
+
+    fn answer_upgrade(&mut self, result: Result<String, String>) {
+        if let (Some(i), Some(c)) = (self.upgrade_client.take(), self.control.as_mut()) {
+            c.reply(i, &result, self.poll.registry());
         }
     }
 
     /// A restart not ready yet is called off when this process stops.
     fn cancel_restart(&mut self) {
         if let Some(r) = self.restart.take() {
-            warn!("restart called off: stopping new process pid {}", r.pid);
+            warn!("upgrade called off: stopping new process pid {}", r.pid);
             let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGTERM);
             let fd = r.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.answer_upgrade(Err("called off: this process is stopping".into()));
         }
     }
 
