@@ -215,3 +215,92 @@ mod serde_like {
         Ok(Value(out))
     }
 }
+
+#[test]
+fn the_upgrade_script_installs_the_new_binary_and_hands_over() {
+    // The daemon runs from a copy of the binary; the script installs "the new one" over
+    // that copy (a new inode) and the daemon starts it on the same sockets.
+    let be = Backend::echo();
+    let dir = TempDir::new("upg");
+    let installed = dir.join("wstund");
+    std::fs::copy(env!("CARGO_BIN_EXE_wstund"), &installed).unwrap();
+    let sock = dir.join("w.ctl");
+    let conf = dir.join("w.conf");
+    std::fs::write(&conf, Conf::tcp(be.port()).set("server.control-socket", &format!("\"{}\"", sock.display())).render()).unwrap();
+    let log = std::fs::File::create(dir.join("err.log")).unwrap();
+    let mut old = std::process::Command::new(&installed)
+        .args(["-D", "-f", conf.to_str().unwrap()])
+        .stdin(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let errlog = || std::fs::read_to_string(dir.join("err.log")).unwrap_or_default();
+    assert!(wait_until(T, || errlog().contains("ready (pid")), "{}", errlog());
+    let port = common::daemon::parse_listen_ports(&errlog())[0];
+    let old_inode = std::fs::metadata(&installed).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/wstund-upgrade.sh");
+    let out = std::process::Command::new("sh")
+        .args([script, env!("CARGO_BIN_EXE_wstund"), conf.to_str().unwrap(), sock.to_str().unwrap(), installed.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{text}\n{}", errlog());
+    let new_pid: i32 = text.split("pid ").nth(1).and_then(|r| r.split_whitespace().next()).and_then(|p| p.parse().ok()).expect("new pid");
+    let _reap = Reap(new_pid);
+    assert!(text.contains(&format!("\"pid\": {new_pid}")), "status from the new process: {text}");
+    let new_inode = std::fs::metadata(&installed).map(|m| std::os::unix::fs::MetadataExt::ino(&m)).unwrap();
+    assert_ne!(new_inode, old_inode, "the binary was written over, not replaced");
+    let exe = std::fs::read_link(format!("/proc/{new_pid}/exe")).unwrap();
+    assert_eq!(exe, installed, "the new process does not run the installed binary");
+    assert!(echo_once(port));
+    let st = (0..500).find_map(|_| {
+        thread::sleep(Duration::from_millis(10));
+        old.try_wait().unwrap()
+    });
+    assert_eq!(st.and_then(|s| s.code()), Some(0), "the old process did not exit");
+}
+
+#[test]
+fn the_init_script_reload_does_the_live_reload_and_reports_failure() {
+    let be = Backend::echo();
+    let dir = TempDir::new("initrl");
+    let sock = dir.join("w.ctl");
+    let pid = dir.join("w.pid");
+    let base = Conf::tcp(be.port())
+        .set("server.control-socket", &format!("\"{}\"", sock.display()))
+        .set("server.pid-file", &format!("\"{}\"", pid.display()));
+    let d = Daemon::start_conf(&base);
+    let init = |ctl: bool| {
+        let mut c = std::process::Command::new("sh");
+        c.arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/wstund.init"))
+            .arg("reload")
+            .env("DAEMON", env!("CARGO_BIN_EXE_wstund"))
+            .env("CONF", d.conf_path())
+            .env("PIDFILE", &pid);
+        if ctl {
+            c.env("CTL", &sock);
+        }
+        let out = c.output().unwrap();
+        (out.status.code(), format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)))
+    };
+    // Signal path: a new route is served by the same process.
+    std::fs::write(d.conf_path(), base.clone().route("/new/", &[be_tcp(be.port())]).render()).unwrap();
+    let (code, text) = init(false);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(d.wait_for_log("configuration reloaded", T), "{}", d.logs());
+    let mut c = RawClient::handshake(d.port(), "/new/");
+    c.send_frame(OP_TEXT, b"x");
+    assert_eq!(c.read_data(1, T).0, b"x");
+    // A syntax error: refused by the check, before the daemon is bothered.
+    std::fs::write(d.conf_path(), "server.port = 0\nwstunnel.server = ( \"/ws/\" => \n").unwrap();
+    let (code, text) = init(true);
+    assert_ne!(code, Some(0), "{text}");
+    // A conf the check accepts but the daemon refuses (a listener it cannot bind):
+    // with CTL, the daemon's verdict is the script's.
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let extra = format!("$SERVER[\"socket\"] == \"127.0.0.1:{}\" {{ }}", busy.local_addr().unwrap().port());
+    std::fs::write(d.conf_path(), base.clone().line(&extra).render()).unwrap();
+    let (code, text) = init(true);
+    assert_ne!(code, Some(0), "a refused reload reported as done: {text}");
+    assert!(echo_once(d.port()));
+}
