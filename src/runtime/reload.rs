@@ -19,14 +19,12 @@ use std::path::PathBuf;
 
 use crate::conf::{ListenSpec, ServerSettings};
 
-/// What a reload needs that the conf does not say: where the conf is, and the
-/// descriptor limit the connection limit is computed from.
+/// What a reload needs that the conf does not say: where the conf is, and whom the
+/// process runs as.
 #[derive(Clone, Debug)]
 pub struct ReloadSource {
     /// Absolute (the daemon has moved to `/`); under `server.chroot`, a path inside it.
     pub conf: PathBuf,
-    /// RLIMIT_NOFILE's soft limit as set at start (`server.max-fds`).
-    pub fd_soft_limit: u64,
     /// True once privileges were dropped to `server.username`.
     pub dropped_to: Option<String>,
 }
@@ -76,6 +74,12 @@ pub fn bind_failure(spec: &ListenSpec, err: &io::Error, dropped_to: Option<&str>
         ),
         _ => format!("cannot listen on {spec}: {err}"),
     }
+}
+
+/// RLIMIT_NOFILE's soft limit, as `server.max-fds` set it at start: what the
+/// connection limit of a reloaded conf is computed from.
+pub fn fd_soft_limit() -> u64 {
+    nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).map_or(1024, |(soft, _)| soft)
 }
 
 #[cfg(test)]

@@ -704,7 +704,7 @@ impl Server {
         let mut config = loaded.config;
         let kept = reload::keep_start_settings(&self.config.server, &mut config.server);
         let per_tunnel = crate::runtime::limits::fds_per_tunnel(&config);
-        let limit = crate::runtime::limits::conn_limit(config.server.max_connections, source.fd_soft_limit, per_tunnel);
+        let limit = crate::runtime::limits::conn_limit(config.server.max_connections, reload::fd_soft_limit(), per_tunnel);
         config.server.max_connections = Some(limit.value());
 
         // Listeners: the sockets already open that the new conf names again are kept
