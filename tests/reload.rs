@@ -44,7 +44,7 @@ fn stream(port: u16, id: usize, opened: Arc<Barrier>, stop: Arc<AtomicBool>) -> 
     let mut n = 0usize;
     while !stop.load(Ordering::SeqCst) {
         n += 1;
-        let len = if n % 8 == 0 { BIG_FRAME } else { 1 + rng.below(4096) as usize };
+        let len = if n.is_multiple_of(8) { BIG_FRAME } else { 1 + rng.below(4096) as usize };
         let data = rng.bytes(len);
         c.send_frame(OP_BINARY, &data);
         let (got, _) = c.read_data(len, T);
@@ -174,7 +174,7 @@ fn pools_are_diffed_unchanged_keeps_its_pid_removed_waits_for_its_tunnel() {
     let dir = TempDir::new("reloadpool");
     std::fs::write(dir.join("pool.py"), POOL_BACKEND).unwrap();
     let (a, b) = (pool_entry(&dir, "a.sock"), pool_entry(&dir, "b.sock"));
-    let d = Daemon::start_conf(&Conf::new().route("/a", &[a.clone()]).route("/b", &[b.clone()]));
+    let d = Daemon::start_conf(&Conf::new().route("/a", std::slice::from_ref(&a)).route("/b", &[b]));
     let port = d.port();
     let (mut ca, pid_a) = open_pool(port, "/a");
     let (mut cb, pid_b) = open_pool(port, "/b");
