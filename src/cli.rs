@@ -13,6 +13,7 @@ use getopts::Options;
 use crate::conf;
 use crate::runtime::daemon::{self, Forked, Startup};
 use crate::runtime::handover::{Inherited, RestartPlan};
+use crate::runtime::control::Outcome;
 use crate::runtime::reload::ReloadSource;
 use crate::runtime::limits;
 use crate::runtime::listener::{Listener, SocketAccess};
@@ -116,7 +117,11 @@ pub fn main(args: Vec<String>) -> i32 {
         }
     };
     if let Some(socket) = m.opt_str("c") {
-        return crate::runtime::control::client(&socket, &m.free);
+        return match crate::runtime::control::client(&socket, &m.free) {
+            Outcome::Done => EXIT_OK,
+            Outcome::Failed => EXIT_RUNTIME,
+            Outcome::Usage => EXIT_USAGE,
+        };
     }
     if !m.free.is_empty() {
         eprintln!("wstund: unexpected argument {:?}\n\n{}", m.free[0], usage(&o));

@@ -184,17 +184,27 @@ impl Drop for ControlSocket {
     }
 }
 
+/// How a `wstund -c` command went; the command line turns it into the exit status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// `ok`: exit 0.
+    Done,
+    /// `error`, or the daemon could not be reached: exit 1.
+    Failed,
+    /// No command, or an unknown one: exit 2.
+    Usage,
+}
+
 /// `wstund -c SOCKET COMMAND`: sends the command, prints the answer (the text on
-/// standard output for `ok`, on standard error for `error`); exit status 0 for `ok`,
-/// 1 for `error` or when the daemon cannot be reached.
-pub fn client(socket: &str, args: &[String]) -> i32 {
+/// standard output for `ok`, on standard error for `error`).
+pub fn client(socket: &str, args: &[String]) -> Outcome {
     let [cmd] = args else {
         eprintln!("wstund: -c SOCKET needs one command: reload, status, drain, stop or upgrade");
-        return crate::cli::EXIT_USAGE;
+        return Outcome::Usage;
     };
     if let Err(e) = Command::parse(cmd) {
         eprintln!("wstund: {e}");
-        return crate::cli::EXIT_USAGE;
+        return Outcome::Usage;
     }
     let run = || -> io::Result<String> {
         let mut s = std::os::unix::net::UnixStream::connect(socket)?;
@@ -210,21 +220,21 @@ pub fn client(socket: &str, args: &[String]) -> i32 {
             match head {
                 "ok" => {
                     print!("{text}");
-                    crate::cli::EXIT_OK
+                    Outcome::Done
                 }
                 "error" => {
                     eprint!("wstund: {cmd} failed: {text}");
-                    crate::cli::EXIT_RUNTIME
+                    Outcome::Failed
                 }
                 _ => {
                     eprintln!("wstund: no answer to {cmd} from {socket}");
-                    crate::cli::EXIT_RUNTIME
+                    Outcome::Failed
                 }
             }
         }
         Err(e) => {
             eprintln!("wstund: cannot reach {socket}: {e}");
-            crate::cli::EXIT_RUNTIME
+            Outcome::Failed
         }
     }
 }
