@@ -296,3 +296,39 @@ async def main():
     await srv.serve_forever()
 asyncio.run(main())
 "#;
+
+#[test]
+fn a_changed_pool_on_the_same_address_takes_over_when_the_old_one_is_done() {
+    let dir = TempDir::new("reloadpool2");
+    std::fs::write(dir.join("pool.py"), POOL_BACKEND).unwrap();
+    let a = pool_entry(&dir, "a.sock");
+    let d = Daemon::start_conf(&Conf::new().route("/a", std::slice::from_ref(&a)));
+    let port = d.port();
+    let (mut old, old_pid) = open_pool(port, "/a");
+    // The same address with another option: a changed pool.
+    let changed = a.replace("\"max-procs\" => 1", "\"max-procs\" => 1, \"bin-environment\" => ( \"GEN\" => \"2\" )");
+    assert_ne!(changed, a);
+    std::fs::write(d.conf_path(), Conf::new().route("/a", &[changed]).render()).unwrap();
+    d.signal(libc::SIGUSR1);
+    assert!(d.wait_for_log("configuration reloaded", T), "{}", d.logs());
+    assert!(d.logs().contains("retiring (1 connections left)"), "{}", d.logs());
+    // The old process serves its tunnel on.
+    old.send_frame(OP_TEXT, b"old");
+    assert_eq!(old.read_data(3, T).0, b"old");
+    assert!(!procs::gone(old_pid));
+    old.send_close(1000);
+    old.expect_close(T);
+    assert!(wait_until(T, || procs::gone(old_pid)), "the old pool's process still runs");
+    // Then the new pool starts on the address and serves new tunnels.
+    assert!(
+        wait_until(T, || {
+            std::panic::catch_unwind(|| {
+                let (_c, pid) = open_pool(port, "/a");
+                pid != old_pid
+            })
+            .unwrap_or(false)
+        }),
+        "the changed pool does not serve:\n{}",
+        d.logs()
+    );
+}
