@@ -211,6 +211,8 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     }
     // A restarted wstund stays the child the old one waits on; `-1` serves the
     // connection inetd handed it, in the foreground, as lighttpd does.
+    // Made absolute now: the daemon moves to `/` before the socket is bound.
+    let control_path = config.server.control_socket.as_deref().filter(|_| !one_shot_mode).map(absolute);
     let background = !foreground && !inherited.is_restart() && !one_shot_mode;
     let mut startup = match go_background(background, config.server.errorlog.is_some()) {
         Background::Serve(s) => s,
@@ -223,7 +225,7 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         }
     };
     // As root, before the drop: the socket file is then handed to the run user.
-    let control = match config.server.control_socket.as_deref().filter(|_| !one_shot_mode) {
+    let control = match control_path.as_deref() {
         Some(p) => match crate::runtime::control::ControlSocket::bind(p, target.owner().0, target.owner().1) {
             Ok(c) => Some(c),
             Err(e) => return fail(&mut startup, &listeners, pid_file, format!("cannot open the control socket {}: {e}", p.display())),
@@ -410,6 +412,11 @@ fn fail(startup: &mut Startup, listeners: &[Listener], pid_file: Option<PidFile>
     cleanup(listeners);
     remove_pid_file(pid_file);
     EXIT_RUNTIME
+}
+
+/// `p` from the current directory, when it is relative.
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn cleanup(listeners: &[Listener]) {

@@ -124,6 +124,9 @@ fn sigusr1_reloads_a_daemon_started_with_a_relative_conf_path() {
     let dir = TempDir::new("dmrel");
     let port = refused_port();
     let path = conf(&dir, port, &be_tcp(be.port()));
+    // A relative control socket path means the start directory, not the daemon's `/`.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}server.control-socket = \"w.ctl\"\n")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wstund"))
         .args(["-f", "wstund.conf"])
         .current_dir(dir.path())
@@ -148,4 +151,7 @@ fn sigusr1_reloads_a_daemon_started_with_a_relative_conf_path() {
     assert_eq!(c.read_data(5, T).0, b"again");
     open.send_frame(OP_TEXT, b"still");
     assert_eq!(open.read_data(5, T).0, b"still");
+    let st = run_wstund(&["-c", dir.join("w.ctl").to_str().unwrap(), "status"], T);
+    assert_eq!(st.code(), Some(0), "{}", st.all());
+    assert!(st.stdout.contains(&format!("\"pid\": {pid}")), "{}", st.all());
 }
