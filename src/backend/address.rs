@@ -331,6 +331,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_reload_keeps_known_names_forgets_dropped_ones_and_asks_for_new_ones() {
+        let conf = |hosts: &[&str]| {
+            let routes: Vec<String> = hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| format!("\"/{i}\" => ( ( \"host\" => \"{h}\", \"port\" => 9, \"resolve-interval\" => 30 ) )"))
+                .collect();
+            crate::conf::load_str("r.conf", &format!("wstunnel.server = ( {} )", routes.join(", "))).unwrap_or_else(|e| panic!("{e}")).config
+        };
+        let now = Instant::now();
+        let mut r = Resolver::start(&conf(&["localhost"]), now);
+        let before = r.names.get("localhost").map(|n| n.addrs.clone()).unwrap();
+        assert!(!before.is_empty());
+        r.reconfigure(&conf(&["localhost", "ip6-localhost"]), now);
+        // Known: kept as it was, no lookup needed; new: asked of the thread, not in the loop.
+        assert_eq!(r.names.get("localhost").map(|n| n.addrs.clone()), Some(before));
+        assert!(r.names.get("ip6-localhost").is_some_and(|n| n.in_flight && n.addrs.is_empty()));
+        r.reconfigure(&conf(&["ip6-localhost"]), now);
+        assert!(!r.names.contains_key("localhost"));
+    }
+
+    #[test]
     fn resolves_literals_without_lookup() {
         let mut r = Resolver::default();
         let t = r.resolve(&BackendAddr::Tcp { host: "127.0.0.1".into(), port: 9 }).unwrap();
