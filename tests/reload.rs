@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -204,9 +204,6 @@ fn pools_are_diffed_unchanged_keeps_its_pid_removed_waits_for_its_tunnel() {
     assert!(d.logs().contains("retiring"), "{}", d.logs());
 }
 
-/// A counter the clients bump, read by the test (the longest stall seen).
-static MAX_GAP_US: AtomicU64 = AtomicU64::new(0);
-
 /// The longest round trip of a ping-pong tunnel while many tunnels are open and the conf
 /// is reloaded: the loop's stall during a reload, seen from outside. Needs a raised
 /// descriptor limit; run by hand (scripts/bench-reload.sh) with N tunnels.
@@ -234,42 +231,67 @@ fn reload_stall_with_many_open_tunnels() {
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(backend.stdout.take().unwrap()), &mut line).unwrap();
     let be_port: u16 = line.trim().parse().expect("echo server port");
-    let d = Daemon::start_with_nofile(&conf_text(be_port, 0), want);
+    let ctl = dir.join("w.ctl");
+    let conf = |i: usize| format!("{}server.control-socket = \"{}\"\n", conf_text(be_port, i), ctl.display());
+    let d = Daemon::start_with_nofile(&conf(0), want);
     let port = d.port();
     let mut idle: Vec<RawClient> = Vec::with_capacity(n);
     for _ in 0..n {
         idle.push(RawClient::handshake(port, "/ws/"));
     }
+    // One tunnel does ping-pong round trips back to back; each sample is (start, rtt).
     let stop = Arc::new(AtomicBool::new(false));
+    let samples = Arc::new(std::sync::Mutex::new(Vec::<(Instant, Duration)>::new()));
     let pinger = {
-        let stop = stop.clone();
+        let (stop, samples) = (stop.clone(), samples.clone());
         thread::spawn(move || {
             let mut c = RawClient::handshake(port, "/ws/");
             while !stop.load(Ordering::SeqCst) {
                 let t0 = Instant::now();
                 c.send_frame(OP_BINARY, b"p");
                 c.read_data(1, T);
-                MAX_GAP_US.fetch_max(t0.elapsed().as_micros() as u64, Ordering::SeqCst);
-                thread::sleep(Duration::from_millis(1));
+                samples.lock().unwrap().push((t0, t0.elapsed()));
             }
         })
     };
-    thread::sleep(Duration::from_millis(300));
-    let before = MAX_GAP_US.swap(0, Ordering::SeqCst);
+    // Warm up, then a quiet second as the baseline.
+    assert!(wait_until(T, || samples.lock().unwrap().len() >= 200));
+    let quiet_from = Instant::now();
+    thread::sleep(Duration::from_secs(1));
+    let mut signals = Vec::new();
     for i in 1..=5 {
-        std::fs::write(d.conf_path(), conf_text(be_port, i)).unwrap();
+        std::fs::write(d.conf_path(), conf(i)).unwrap();
+        signals.push(Instant::now());
         d.signal(libc::SIGUSR1);
         assert!(d.wait_for_log_count("configuration reloaded", i, Duration::from_secs(30)), "{}", d.logs());
-        thread::sleep(Duration::from_millis(200));
+        thread::sleep(Duration::from_millis(300));
     }
     stop.store(true, Ordering::SeqCst);
     pinger.join().unwrap();
-    let during = MAX_GAP_US.load(Ordering::SeqCst);
+    let samples = samples.lock().unwrap();
+    let max_in = |from: Instant, to: Instant| {
+        samples.iter().filter(|(t, rtt)| *t + *rtt >= from && *t <= to).map(|(_, rtt)| rtt.as_micros()).max().unwrap_or(0)
+    };
+    let quiet = max_in(quiet_from, quiet_from + Duration::from_secs(1));
+    // A round trip that overlaps the 50 ms after a signal waited for that reload.
+    let around: Vec<u128> = signals.iter().map(|s| max_in(*s, *s + Duration::from_millis(50))).collect();
     let reload_lines: Vec<String> = d.logs().lines().filter(|l| l.contains("configuration reloaded")).map(str::to_string).collect();
-    eprintln!("{n} open tunnels: longest ping round trip {before} us before the reloads, {during} us across 5 reloads");
+    eprintln!(
+        "{n} open tunnels: longest ping round trip {quiet} us in a quiet second, {} us around the reloads ({around:?}); {} samples",
+        around.iter().max().unwrap_or(&0),
+        samples.len()
+    );
     for l in &reload_lines {
         eprintln!("{l}");
     }
+    // wstund's own measure: the longest loop iteration that ran a reload.
+    let st = run_wstund(&["-c", ctl.to_str().unwrap(), "status"], T);
+    let field = |k: &str| st.stdout.split(&format!("\"{k}\": ")).nth(1).and_then(|r| r.split([',', '}']).next()).unwrap_or("?").to_string();
+    eprintln!(
+        "{n} open tunnels: longest reload {} us, longest loop iteration with a reload {} us (status)",
+        field("longest_reload_us"),
+        field("longest_reload_iteration_us")
+    );
     for c in idle.iter_mut().take(50) {
         c.send_frame(OP_TEXT, b"alive");
         assert_eq!(c.read_data(5, T).0, b"alive");

@@ -189,6 +189,12 @@ pub struct Server {
     /// Reloads done, and the longest one (the loop does nothing else meanwhile).
     reloads: u64,
     longest_reload: Duration,
+    /// The longest loop iteration (poll return to the next poll) that ran a reload: how
+    /// long the loop went without polling because of it, with every other event handled
+    /// in the same iteration.
+    longest_reload_iteration: Duration,
+    /// Set by a reload, taken at the end of its iteration.
+    reloaded_in_iteration: bool,
     /// `server.control-socket`, and the client waiting for an upgrade's outcome.
     control: Option<ControlSocket>,
     upgrade_client: Option<usize>,
@@ -249,6 +255,8 @@ impl Server {
             reload_source: None,
             reloads: 0,
             longest_reload: Duration::ZERO,
+            longest_reload_iteration: Duration::ZERO,
+            reloaded_in_iteration: false,
             control: None,
             upgrade_client: None,
         })
@@ -358,6 +366,11 @@ impl Server {
                 self.procs.tick(self.poll.registry(), now);
             }
             self.check_stop(now);
+            if std::mem::take(&mut self.reloaded_in_iteration) {
+                let took = now.elapsed();
+                self.longest_reload_iteration = self.longest_reload_iteration.max(took);
+                debug!("the loop iteration with the reload took {} us", took.as_micros());
+            }
         }
         self.finish_children();
         info!("stopped");
@@ -792,6 +805,7 @@ impl Server {
         let took = t0.elapsed();
         self.reloads += 1;
         self.longest_reload = self.longest_reload.max(took);
+        self.reloaded_in_iteration = true;
         // sd_notify hook: READY=1 goes here.
         let summary = format!(
             "configuration reloaded from {} in {} us (conf read in {} us); {} connections keep their settings{}{}",
@@ -909,7 +923,7 @@ impl Server {
         let hosts: Vec<String> = self.hosts.status_lines(now).iter().map(|l| control::json_str(l)).collect();
         let pools: Vec<String> = self.procs.status_lines().iter().map(|l| control::json_str(l)).collect();
         format!(
-            "{{\"pid\": {}, \"state\": \"{state}\", \"config\": {}, \"connections\": {}, \"tunnels_open\": {}, \"max_connections\": {}, \"listeners\": [{}], \"reloads\": {}, \"longest_reload_us\": {}, \"longest_turn_us\": {}, \"backends\": [{}], \"processes\": [{}]}}",
+            "{{\"pid\": {}, \"state\": \"{state}\", \"config\": {}, \"connections\": {}, \"tunnels_open\": {}, \"max_connections\": {}, \"listeners\": [{}], \"reloads\": {}, \"longest_reload_us\": {}, \"longest_reload_iteration_us\": {}, \"longest_turn_us\": {}, \"backends\": [{}], \"processes\": [{}]}}",
             std::process::id(),
             control::json_str(&self.reload_source.as_ref().map(|s| s.conf.display().to_string()).unwrap_or_default()),
             self.conns.len(),
@@ -918,6 +932,7 @@ impl Server {
             listeners.join(", "),
             self.reloads,
             self.longest_reload.as_micros(),
+            self.longest_reload_iteration.as_micros(),
             self.turns.longest.as_micros(),
             hosts.join(", "),
             pools.join(", ")
