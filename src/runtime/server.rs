@@ -704,13 +704,20 @@ impl Server {
     /// binding new listeners) is done before anything changes, so a refused reload
     /// leaves the process exactly as it was. Returns the summary logged on success.
     pub fn reload(&mut self, now: Instant) -> Result<String, String> {
+        // sd_notify hook: send RELOADING=1 (with MONOTONIC_USEC) here once
+        // runtime/notify.rs exists (another engineer's issue): `notify::reloading()`.
+        let result = self.swap_conf(now);
+        // sd_notify hook: READY=1 after every reload, taken or refused: `notify::ready()`.
+        result
+    }
+
+    fn swap_conf(&mut self, now: Instant) -> Result<String, String> {
         if self.state != RunState::Running {
             return Err("stopping: a reload is not done any more".into());
         }
         let Some(source) = self.reload_source.clone() else {
             return Err("the configuration was read from standard input; there is nothing to re-read".into());
         };
-        // sd_notify hook: RELOADING=1 goes here (runtime/notify.rs, when it exists).
         let t0 = Instant::now();
         let loaded = crate::conf::load_file(&source.conf).map_err(|e| e.to_string())?;
         let parse_took = t0.elapsed();
@@ -806,7 +813,6 @@ impl Server {
         self.reloads += 1;
         self.longest_reload = self.longest_reload.max(took);
         self.reloaded_in_iteration = true;
-        // sd_notify hook: READY=1 goes here.
         let summary = format!(
             "configuration reloaded from {} in {} us (conf read in {} us); {} connections keep their settings{}{}",
             source.conf.display(),
