@@ -63,7 +63,7 @@ fn build_info() -> String {
         "+ epoll event loop, signalfd signals",
         "+ permessage-deflate (RFC 7692)",
         "+ spawned backend pools and per-connection stdio programs",
-        "+ graceful restart (SIGUSR1) and socket activation (LISTEN_FDS)",
+        "+ live reload (SIGUSR1, control socket), upgrade with the listening sockets handed over, and socket activation (LISTEN_FDS)",
         "- TLS (terminate it in front of wstund)",
     ] {
         out.push_str(&format!("\t{f}\n"));
@@ -86,7 +86,7 @@ fn build_info() -> String {
 
 pub fn main(args: Vec<String>) -> i32 {
     // First, before anything opens a descriptor or starts a child (include_shell):
-    // sockets passed by a SIGUSR1 restart or by systemd become close-on-exec.
+    // sockets passed by a upgrade restart or by systemd become close-on-exec.
     let inherited = Inherited::take();
     let o = options();
     let m = match o.parse(normalize(&args).iter().skip(1)) {
@@ -174,14 +174,14 @@ pub fn main(args: Vec<String>) -> i32 {
 
 /// How `run` serves.
 enum Mode {
-    /// Listeners; `-i`; how SIGUSR1 restarts (or why it cannot).
+    /// Listeners; `-i`; how upgrade restarts (or why it cannot).
     Serve { idle: Option<std::time::Duration>, restart: Result<RestartPlan, String> },
     /// `-1`: the connection on standard input only.
     OneShot,
 }
 
 /// The start-up sequence, lighttpd's: descriptor limit, error log, listeners (inherited
-/// from a SIGUSR1 restart or systemd, else bound), pid file (all as the starting user,
+/// from a upgrade restart or systemd, else bound), pid file (all as the starting user,
 /// usually root); then the background (unless `-D`, a restart, or `-1`), the privilege
 /// drop, the pid, the pools; then "ready". Every failure before "ready" is reported where
 /// the operator sees it: the terminal, or the waiting starter process.
@@ -272,7 +272,7 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         (Mode::OneShot, None) => {}
     }
     if inherited.is_restart() {
-        eprintln!("wstund: taking over from pid {} (SIGUSR1 restart)", nix::unistd::getppid());
+        eprintln!("wstund: taking over from pid {} (upgrade restart)", nix::unistd::getppid());
     }
     eprintln!("wstund: ready (pid {})", std::process::id());
     startup.ready();
@@ -333,7 +333,7 @@ fn prepare(config: &mut conf::Config, inherited: &Inherited) -> Result<Prepared,
     };
     let access = SocketAccess { mode: config.server.socket_perms.map(|m| m.0), owner: target.owner().0, group };
     // Before binding, as lighttpd: a second start with the same conf is told about the
-    // running one, not about a port in use. A SIGUSR1 restart takes over the file that
+    // running one, not about a port in use. A upgrade restart takes over the file that
     // names its parent, the old wstund.
     let predecessor = inherited.is_restart().then(|| nix::unistd::getppid().as_raw());
     let pid_file = config.server.pid_file.as_deref().map(|p| PidFile::create(p, predecessor)).transpose().map_err(|e| e.to_string())?;
@@ -388,7 +388,7 @@ fn drop_privileges(target: &privileges::Target, pid_file: &mut Option<PidFile>) 
 }
 
 /// Runs the loop to its end, then flushes the logs and removes the pid file (unless a
-/// SIGUSR1 restart handed it, a new file at the same path, to the new process).
+/// upgrade restart handed it, a new file at the same path, to the new process).
 fn serve(mut server: Server, pid_file: Option<PidFile>) -> i32 {
     let rc = match server.run() {
         Ok(()) => EXIT_OK,

@@ -178,9 +178,9 @@ pub struct Server {
     idle_limit: Option<Duration>,
     /// The last event on a listener or a connection.
     last_active: Instant,
-    /// How SIGUSR1 starts a new wstund, or why it cannot.
+    /// How an upgrade starts a new wstund, or why it cannot.
     restart_plan: Result<RestartPlan, String>,
-    /// A new wstund started by SIGUSR1 that has not said "ready" yet.
+    /// A new wstund started by an upgrade that has not said "ready" yet.
     restart: Option<Restart>,
     /// The listeners went to a new wstund: it owns the pid file and the socket files now.
     handed_over: bool,
@@ -297,7 +297,7 @@ impl Server {
         self.start_failure.as_deref()
     }
 
-    /// True when the listeners went to a new process (SIGUSR1): the pid file and the
+    /// True when the listeners went to a new process (upgrade): the pid file and the
     /// unix socket files are the new process's now.
     pub fn handed_over(&self) -> bool {
         self.handed_over
