@@ -13,6 +13,8 @@ use getopts::Options;
 use crate::conf;
 use crate::runtime::daemon::{self, Forked, Startup};
 use crate::runtime::handover::{Inherited, RestartPlan};
+use crate::runtime::control::Outcome;
+use crate::runtime::reload::ReloadSource;
 use crate::runtime::limits;
 use crate::runtime::listener::{Listener, SocketAccess};
 use crate::runtime::pidfile::PidFile;
@@ -35,13 +37,14 @@ fn options() -> Options {
     o.optflag("v", "version", "print the version and exit");
     o.optflag("V", "build-info", "print the version, build features, and the modules and directives implemented, then exit");
     o.optflag("h", "help", "print this help and exit");
+    o.optopt("c", "control", "send COMMAND (reload, status, drain, stop, upgrade) to the wstund listening on SOCKET (server.control-socket)", "SOCKET");
     o
 }
 
 fn usage(o: &Options) -> String {
     o.usage(&format!(
-        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n\n\
-         Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 restarts gracefully,\n\
+        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n       wstund -c SOCKET reload|status|drain|stop|upgrade\n\n\
+         Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 reloads the configuration,\n\
          SIGHUP reopens the logs, SIGUSR2 logs a status dump (see wstund(8)).",
         env!("CARGO_PKG_VERSION")
     ))
@@ -60,7 +63,7 @@ fn build_info() -> String {
         "+ epoll event loop, signalfd signals",
         "+ permessage-deflate (RFC 7692)",
         "+ spawned backend pools and per-connection stdio programs",
-        "+ graceful restart (SIGUSR1) and socket activation (LISTEN_FDS)",
+        "+ live reload (SIGUSR1, control socket), upgrade with the listening sockets handed over, and socket activation (LISTEN_FDS)",
         "- TLS (terminate it in front of wstund)",
     ] {
         out.push_str(&format!("\t{f}\n"));
@@ -83,7 +86,7 @@ fn build_info() -> String {
 
 pub fn main(args: Vec<String>) -> i32 {
     // First, before anything opens a descriptor or starts a child (include_shell):
-    // sockets passed by a SIGUSR1 restart or by systemd become close-on-exec.
+    // sockets passed by a upgrade restart or by systemd become close-on-exec.
     let inherited = Inherited::take();
     let o = options();
     let m = match o.parse(normalize(&args).iter().skip(1)) {
@@ -113,6 +116,13 @@ pub fn main(args: Vec<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if let Some(socket) = m.opt_str("c") {
+        return match crate::runtime::control::client(&socket, &m.free) {
+            Outcome::Done => EXIT_OK,
+            Outcome::Failed => EXIT_RUNTIME,
+            Outcome::Usage => EXIT_USAGE,
+        };
+    }
     if !m.free.is_empty() {
         eprintln!("wstund: unexpected argument {:?}\n\n{}", m.free[0], usage(&o));
         return EXIT_USAGE;
@@ -164,14 +174,14 @@ pub fn main(args: Vec<String>) -> i32 {
 
 /// How `run` serves.
 enum Mode {
-    /// Listeners; `-i`; how SIGUSR1 restarts (or why it cannot).
+    /// Listeners; `-i`; how upgrade restarts (or why it cannot).
     Serve { idle: Option<std::time::Duration>, restart: Result<RestartPlan, String> },
     /// `-1`: the connection on standard input only.
     OneShot,
 }
 
 /// The start-up sequence, lighttpd's: descriptor limit, error log, listeners (inherited
-/// from a SIGUSR1 restart or systemd, else bound), pid file (all as the starting user,
+/// from a upgrade restart or systemd, else bound), pid file (all as the starting user,
 /// usually root); then the background (unless `-D`, a restart, or `-1`), the privilege
 /// drop, the pid, the pools; then "ready". Every failure before "ready" is reported where
 /// the operator sees it: the terminal, or the waiting starter process.
@@ -201,6 +211,8 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     }
     // A restarted wstund stays the child the old one waits on; `-1` serves the
     // connection inetd handed it, in the foreground, as lighttpd does.
+    // Made absolute now: the daemon moves to `/` before the socket is bound.
+    let control_path = config.server.control_socket.as_deref().filter(|_| !one_shot_mode).map(absolute);
     let background = !foreground && !inherited.is_restart() && !one_shot_mode;
     let mut startup = match go_background(background, config.server.errorlog.is_some()) {
         Background::Serve(s) => s,
@@ -211,6 +223,14 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
             remove_pid_file(pid_file);
             return EXIT_RUNTIME;
         }
+    };
+    // As root, before the drop: the socket file is then handed to the run user.
+    let control = match control_path.as_deref() {
+        Some(p) => match crate::runtime::control::ControlSocket::bind(p, target.owner().0, target.owner().1) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(&mut startup, &listeners, pid_file, format!("cannot open the control socket {}: {e}", p.display())),
+        },
+        None => None,
     };
     if let Err(reason) = drop_privileges(&target, &mut pid_file) {
         return fail(&mut startup, &listeners, pid_file, reason);
@@ -227,6 +247,12 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         // The listeners went into the attempt; their files are left for the next start.
         Err(e) => return fail(&mut startup, &[], pid_file, format!("cannot start the event loop: {e}")),
     };
+    if let Some(c) = control {
+        if let Err(e) = server.set_control(c) {
+            drop(server);
+            return fail(&mut startup, &[], pid_file, format!("cannot watch the control socket: {e}"));
+        }
+    }
     if let Some(reason) = server.start_failure().map(str::to_string) {
         // Dropping the server stops what did start and removes the listeners' files.
         drop(server);
@@ -238,12 +264,15 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
             if let Some(d) = idle {
                 server.set_idle_limit(d);
             }
+            if let Ok(plan) = &restart {
+                server.set_reload_source(ReloadSource { conf: plan.conf.clone(), dropped_to: target.user.as_ref().map(|u| u.1.clone()) });
+            }
             server.set_restart_plan(restart);
         }
         (Mode::OneShot, None) => {}
     }
     if inherited.is_restart() {
-        eprintln!("wstund: taking over from pid {} (SIGUSR1 restart)", nix::unistd::getppid());
+        eprintln!("wstund: taking over from pid {} (upgrade restart)", nix::unistd::getppid());
     }
     eprintln!("wstund: ready (pid {})", std::process::id());
     startup.ready();
@@ -304,7 +333,7 @@ fn prepare(config: &mut conf::Config, inherited: &Inherited) -> Result<Prepared,
     };
     let access = SocketAccess { mode: config.server.socket_perms.map(|m| m.0), owner: target.owner().0, group };
     // Before binding, as lighttpd: a second start with the same conf is told about the
-    // running one, not about a port in use. A SIGUSR1 restart takes over the file that
+    // running one, not about a port in use. A upgrade restart takes over the file that
     // names its parent, the old wstund.
     let predecessor = inherited.is_restart().then(|| nix::unistd::getppid().as_raw());
     let pid_file = config.server.pid_file.as_deref().map(|p| PidFile::create(p, predecessor)).transpose().map_err(|e| e.to_string())?;
@@ -359,7 +388,7 @@ fn drop_privileges(target: &privileges::Target, pid_file: &mut Option<PidFile>) 
 }
 
 /// Runs the loop to its end, then flushes the logs and removes the pid file (unless a
-/// SIGUSR1 restart handed it, a new file at the same path, to the new process).
+/// upgrade restart handed it, a new file at the same path, to the new process).
 fn serve(mut server: Server, pid_file: Option<PidFile>) -> i32 {
     let rc = match server.run() {
         Ok(()) => EXIT_OK,
@@ -383,6 +412,11 @@ fn fail(startup: &mut Startup, listeners: &[Listener], pid_file: Option<PidFile>
     cleanup(listeners);
     remove_pid_file(pid_file);
     EXIT_RUNTIME
+}
+
+/// `p` from the current directory, when it is relative.
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn cleanup(listeners: &[Listener]) {
