@@ -86,7 +86,7 @@ fn build_info() -> String {
 
 pub fn main(args: Vec<String>) -> i32 {
     // First, before anything opens a descriptor or starts a child (include_shell):
-    // sockets passed by a upgrade restart or by systemd become close-on-exec.
+    // sockets passed by an upgrade or by systemd become close-on-exec.
     let inherited = Inherited::take();
     let o = options();
     let m = match o.parse(normalize(&args).iter().skip(1)) {
@@ -131,38 +131,9 @@ pub fn main(args: Vec<String>) -> i32 {
         eprintln!("wstund: no configuration file given (-f FILE)\n\n{}", usage(&o));
         return EXIT_USAGE;
     };
-    let loaded = match conf::load_file(Path::new(&path)) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
-    for w in &loaded.warnings {
-        eprintln!("wstund: {w}");
-    }
-    let config = loaded.config;
-    for w in compliance_warnings(&config) {
-        eprintln!("wstund: warning: {w}");
-    }
-    let tests = m.opt_count("t");
-    if tests >= 2 {
-        let problems = conf::preflight(&config);
-        for p in &problems {
-            eprintln!("{p}");
-        }
-        if !problems.is_empty() {
-            return EXIT_USAGE;
-        }
-    }
-    if tests >= 1 {
-        println!("Syntax OK");
-        return EXIT_OK;
-    }
-    if m.opt_present("p") {
-        print!("{}", conf::print_config(&config));
-        let _ = std::io::stdout().flush();
-        return EXIT_OK;
+    let Some(config) = load(&path) else { return EXIT_USAGE };
+    if let Some(code) = test_or_print(&m, &config) {
+        return code;
     }
     let mode = if m.opt_present("1") {
         Mode::OneShot
@@ -170,6 +141,48 @@ pub fn main(args: Vec<String>) -> i32 {
         Mode::Serve { idle, restart: RestartPlan::from_current(Path::new(&path)) }
     };
     run(config, inherited, mode, m.opt_present("D"))
+}
+
+/// The conf, its warnings on standard error; `None` after printing the error.
+fn load(path: &str) -> Option<conf::Config> {
+    let loaded = match conf::load_file(Path::new(path)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return None;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("wstund: {w}");
+    }
+    for w in compliance_warnings(&loaded.config) {
+        eprintln!("wstund: warning: {w}");
+    }
+    Some(loaded.config)
+}
+
+/// `-t`, `-tt` and `-p`: the exit status when one of them was asked for.
+fn test_or_print(m: &getopts::Matches, config: &conf::Config) -> Option<i32> {
+    let tests = m.opt_count("t");
+    if tests >= 2 {
+        let problems = conf::preflight(config);
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        if !problems.is_empty() {
+            return Some(EXIT_USAGE);
+        }
+    }
+    if tests >= 1 {
+        println!("Syntax OK");
+        return Some(EXIT_OK);
+    }
+    if m.opt_present("p") {
+        print!("{}", conf::print_config(config));
+        let _ = std::io::stdout().flush();
+        return Some(EXIT_OK);
+    }
+    None
 }
 
 /// How `run` serves.
@@ -186,14 +199,13 @@ enum Mode {
 /// drop, the pid, the pools; then "ready". Every failure before "ready" is reported where
 /// the operator sees it: the terminal, or the waiting starter process.
 fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foreground: bool) -> i32 {
-    let plan = match prepare(&mut config, &inherited) {
+    let Prepared { target, access, conn_limit, mut pid_file } = match prepare(&mut config, &inherited) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("wstund: {e}");
             return EXIT_RUNTIME;
         }
     };
-    let Prepared { target, access, conn_limit, mut pid_file } = plan;
     let specs = config.listeners();
     // $SERVER["socket"] conditions compare against the configured spelling.
     let spec_names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
@@ -225,11 +237,12 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         }
     };
     // As root, before the drop: the socket file is then handed to the run user.
-    let control = match control_path.as_deref() {
-        Some(p) => match crate::runtime::control::ControlSocket::bind(p, target.owner().0, target.owner().1) {
-            Ok(c) => Some(c),
-            Err(e) => return fail(&mut startup, &listeners, pid_file, format!("cannot open the control socket {}: {e}", p.display())),
-        },
+    let control = match control_path.as_deref().map(|p| {
+        crate::runtime::control::ControlSocket::bind(p, target.owner().0, target.owner().1)
+            .map_err(|e| format!("cannot open the control socket {}: {e}", p.display()))
+    }) {
+        Some(Err(reason)) => return fail(&mut startup, &listeners, pid_file, reason),
+        Some(Ok(c)) => Some(c),
         None => None,
     };
     if let Err(reason) = drop_privileges(&target, &mut pid_file) {
@@ -238,39 +251,11 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     if let Some(note) = conn_limit.note() {
         log::info!("{note}");
     }
-    let signals = match Signals::install() {
+    let mut server = match start_server(config, listeners, spec_names, control) {
         Ok(s) => s,
-        Err(e) => return fail(&mut startup, &listeners, pid_file, format!("cannot set up signal handling: {e}")),
+        Err(reason) => return fail(&mut startup, &[], pid_file, reason),
     };
-    let mut server = match Server::new(Arc::new(config), listeners, spec_names, signals) {
-        Ok(s) => s,
-        // The listeners went into the attempt; their files are left for the next start.
-        Err(e) => return fail(&mut startup, &[], pid_file, format!("cannot start the event loop: {e}")),
-    };
-    if let Some(c) = control {
-        if let Err(e) = server.set_control(c) {
-            drop(server);
-            return fail(&mut startup, &[], pid_file, format!("cannot watch the control socket: {e}"));
-        }
-    }
-    if let Some(reason) = server.start_failure().map(str::to_string) {
-        // Dropping the server stops what did start and removes the listeners' files.
-        drop(server);
-        return fail(&mut startup, &[], pid_file, format!("cannot start: {reason}"));
-    }
-    match (mode, one_shot) {
-        (_, Some(c)) => server.adopt(c.listener, c.stream),
-        (Mode::Serve { idle, restart }, None) => {
-            if let Some(d) = idle {
-                server.set_idle_limit(d);
-            }
-            if let Ok(plan) = &restart {
-                server.set_reload_source(ReloadSource { conf: plan.conf.clone(), dropped_to: target.user.as_ref().map(|u| u.1.clone()) });
-            }
-            server.set_restart_plan(restart);
-        }
-        (Mode::OneShot, None) => {}
-    }
+    apply_mode(&mut server, mode, one_shot, target.user.as_ref().map(|u| u.1.clone()));
     if inherited.is_restart() {
         eprintln!("wstund: taking over from pid {} (upgrade restart)", nix::unistd::getppid());
     }
@@ -278,6 +263,51 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     startup.ready();
     inherited.notify_ready();
     serve(server, pid_file)
+}
+
+/// Signals, the loop, the control socket, the pools. On failure what was opened is
+/// closed again (dropping the server stops what did start and removes the listeners'
+/// files) and the reason is returned.
+fn start_server(
+    config: conf::Config,
+    listeners: Vec<Listener>,
+    spec_names: Vec<String>,
+    control: Option<crate::runtime::control::ControlSocket>,
+) -> Result<Server, String> {
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(&listeners);
+            return Err(format!("cannot set up signal handling: {e}"));
+        }
+    };
+    // The listeners go into the attempt; if it fails their files are left for the next start.
+    let mut server = Server::new(Arc::new(config), listeners, spec_names, signals).map_err(|e| format!("cannot start the event loop: {e}"))?;
+    if let Some(c) = control {
+        server.set_control(c).map_err(|e| format!("cannot watch the control socket: {e}"))?;
+    }
+    if let Some(reason) = server.start_failure() {
+        return Err(format!("cannot start: {reason}"));
+    }
+    Ok(server)
+}
+
+/// What the mode asks of the loop: the `-1` connection to serve, or `-i`, and where a
+/// reload re-reads the conf (and the account it runs as by then).
+fn apply_mode(server: &mut Server, mode: Mode, one_shot: Option<crate::runtime::oneshot::OneShot>, dropped_to: Option<String>) {
+    match (mode, one_shot) {
+        (_, Some(c)) => server.adopt(c.listener, c.stream),
+        (Mode::Serve { idle, restart }, None) => {
+            if let Some(d) = idle {
+                server.set_idle_limit(d);
+            }
+            if let Ok(plan) = &restart {
+                server.set_reload_source(ReloadSource { conf: plan.conf.clone(), dropped_to });
+            }
+            server.set_restart_plan(restart);
+        }
+        (Mode::OneShot, None) => {}
+    }
 }
 
 /// The listeners (inherited ones taken over, the rest bound), or for `-1` the one

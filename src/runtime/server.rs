@@ -733,31 +733,7 @@ impl Server {
         let open: Vec<Option<crate::conf::ListenSpec>> = self.listeners.iter().map(|l| l.as_ref().and_then(Listener::local)).collect();
         let pairs = crate::runtime::handover::pair_specs(&specs, &open);
         let access = self.socket_access(&config)?;
-        let mut fresh: Vec<(Listener, String)> = Vec::new();
-        for (spec, pair) in specs.iter().zip(&pairs) {
-            if pair.is_some() {
-                continue;
-            }
-            let bound = match spec {
-                crate::conf::ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa, config.server.listen_backlog),
-                crate::conf::ListenSpec::Unix(p) => Listener::bind_unix(p, config.server.listen_backlog, access),
-            };
-            match bound {
-                Ok(l) => fresh.push((l, spec.to_string())),
-                Err(e) => {
-                    for (l, _) in &fresh {
-                        l.cleanup();
-                    }
-                    return Err(reload::bind_failure(spec, &e.err, source.dropped_to.as_deref()));
-                }
-            }
-        }
-        if self.listeners.len() + fresh.len() > token::MAX_LISTENERS {
-            for (l, _) in &fresh {
-                l.cleanup();
-            }
-            return Err(format!("more than {} listeners opened since start; restart wstund", token::MAX_LISTENERS));
-        }
+        let fresh = self.bind_new_listeners(&specs, &pairs, config.server.listen_backlog, access, source.dropped_to.as_deref())?;
 
         // From here on nothing fails: the new conf is swapped in.
         for w in &loaded.warnings {
@@ -766,35 +742,7 @@ impl Server {
         for name in &kept {
             warn!("reload: {name} changed, but is applied only at start: the running value is kept until a restart");
         }
-        let mut lines: Vec<String> = Vec::new();
-        let keep: Vec<usize> = pairs.iter().flatten().copied().collect();
-        for i in 0..self.listeners.len() {
-            if keep.contains(&i) {
-                continue;
-            }
-            if let Some(mut l) = self.listeners[i].take() {
-                l.deregister(self.poll.registry());
-                l.cleanup();
-                lines.push(format!("listener {} closed", l.name()));
-            }
-        }
-        for (mut l, name) in fresh {
-            let i = self.listeners.len();
-            if let Err(e) = l.register(self.poll.registry(), token::listener_token(i)) {
-                error!("reload: cannot watch the new listener {}: {e}; closed", l.name());
-                l.cleanup();
-                continue;
-            }
-            lines.push(format!("listening on {}", l.name()));
-            self.listeners.push(Some(l));
-            self.listener_names.push(name);
-        }
-        // Kept listeners take the conf's spelling (for $SERVER["socket"]).
-        for (spec, pair) in specs.iter().zip(&pairs) {
-            if let Some(i) = pair {
-                self.listener_names[*i] = spec.to_string();
-            }
-        }
+        let mut lines = self.swap_listeners(&specs, &pairs, fresh);
         self.max_conns = limit.value().max(1) as usize;
         self.server_tag = config.server.tag.clone();
         self.graceful_timeout = Some(config.server.graceful_shutdown_timeout).filter(|t| !t.is_zero());
@@ -824,6 +772,76 @@ impl Server {
         );
         info!("SIGUSR1: {summary}");
         Ok(summary)
+    }
+
+    /// Binds the listeners the new conf names and the running one does not (`pairs`
+    /// maps each spec to an open listener). Nothing is kept when one fails.
+    fn bind_new_listeners(
+        &self,
+        specs: &[crate::conf::ListenSpec],
+        pairs: &[Option<usize>],
+        backlog: u32,
+        access: SocketAccess,
+        dropped_to: Option<&str>,
+    ) -> Result<Vec<(Listener, String)>, String> {
+        let mut fresh: Vec<(Listener, String)> = Vec::new();
+        let give_back = |fresh: &[(Listener, String)]| fresh.iter().for_each(|(l, _)| l.cleanup());
+        for (spec, pair) in specs.iter().zip(pairs) {
+            if pair.is_some() {
+                continue;
+            }
+            let bound = match spec {
+                crate::conf::ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa, backlog),
+                crate::conf::ListenSpec::Unix(p) => Listener::bind_unix(p, backlog, access),
+            };
+            match bound {
+                Ok(l) => fresh.push((l, spec.to_string())),
+                Err(e) => {
+                    give_back(&fresh);
+                    return Err(reload::bind_failure(spec, &e.err, dropped_to));
+                }
+            }
+        }
+        if self.listeners.len() + fresh.len() > token::MAX_LISTENERS {
+            give_back(&fresh);
+            return Err(format!("more than {} listeners opened since start; restart wstund", token::MAX_LISTENERS));
+        }
+        Ok(fresh)
+    }
+
+    /// Closes the listeners the new conf no longer names, starts watching the fresh ones,
+    /// and gives kept ones the conf's spelling (for `$SERVER["socket"]`). Returns what
+    /// changed, for the reload's log line.
+    fn swap_listeners(&mut self, specs: &[crate::conf::ListenSpec], pairs: &[Option<usize>], fresh: Vec<(Listener, String)>) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        let keep: Vec<usize> = pairs.iter().flatten().copied().collect();
+        for i in 0..self.listeners.len() {
+            if keep.contains(&i) {
+                continue;
+            }
+            if let Some(mut l) = self.listeners[i].take() {
+                l.deregister(self.poll.registry());
+                l.cleanup();
+                lines.push(format!("listener {} closed", l.name()));
+            }
+        }
+        for (mut l, name) in fresh {
+            let i = self.listeners.len();
+            if let Err(e) = l.register(self.poll.registry(), token::listener_token(i)) {
+                error!("reload: cannot watch the new listener {}: {e}; closed", l.name());
+                l.cleanup();
+                continue;
+            }
+            lines.push(format!("listening on {}", l.name()));
+            self.listeners.push(Some(l));
+            self.listener_names.push(name);
+        }
+        for (spec, pair) in specs.iter().zip(pairs) {
+            if let Some(i) = pair {
+                self.listener_names[*i] = spec.to_string();
+            }
+        }
+        lines
     }
 
     /// Owner, group and mode for a unix listener bound by a reload: the process runs as
