@@ -291,9 +291,17 @@ conf_enum!(
 );
 conf_enum!(
     /// `socket`: connect to (or spawn a pool listening on) host:port/socket;
-    /// `stdio`: one program per connection talking on stdin/stdout.
-    BackendMode { Socket = "socket", Stdio = "stdio" }
+    /// `stdio`: one program per connection talking on stdin/stdout;
+    /// `pty`: one program per connection on a pseudo-terminal.
+    BackendMode { Socket = "socket", Stdio = "stdio", Pty = "pty" }
 );
+
+impl BackendMode {
+    /// One program per connection (`stdio` or `pty`), not a pool or a socket.
+    pub fn is_per_connection(self) -> bool {
+        matches!(self, BackendMode::Stdio | BackendMode::Pty)
+    }
+}
 
 /// `wstunnel.server`: routes in declaration order.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -366,6 +374,9 @@ pub struct BackendSpec {
     pub bin_path: Option<String>,
     pub bin_environment: Vec<(String, String)>,
     pub bin_copy_environment: Option<Vec<String>>,
+    /// Working directory of a per-connection program; `None`: the directory of its
+    /// bin-path (stdio) or the run user's home (pty).
+    pub bin_cwd: Option<PathBuf>,
     pub min_procs: u32,
     /// `None`: [`DEFAULT_MAX_PROCS_POOL`] for pools, [`DEFAULT_MAX_PROCS_STDIO`] for stdio.
     pub max_procs: Option<u32>,
@@ -400,6 +411,7 @@ impl BackendSpec {
             bin_path: None,
             bin_environment: Vec::new(),
             bin_copy_environment: None,
+            bin_cwd: None,
             min_procs: DEFAULT_MIN_PROCS,
             max_procs: None,
             max_load_per_proc: DEFAULT_MAX_LOAD_PER_PROC,
@@ -423,7 +435,7 @@ impl BackendSpec {
     pub fn effective_max_procs(&self) -> u32 {
         self.max_procs.unwrap_or(match self.mode {
             BackendMode::Socket => DEFAULT_MAX_PROCS_POOL,
-            BackendMode::Stdio => DEFAULT_MAX_PROCS_STDIO,
+            BackendMode::Stdio | BackendMode::Pty => DEFAULT_MAX_PROCS_STDIO,
         })
     }
 }

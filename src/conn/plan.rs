@@ -66,6 +66,7 @@ impl TunnelPlan {
             max_message_size,
             framing,
             deflate: deflate.is_some(),
+            text_control: false,
         };
         let reframe = (framing != Framing::Stream
             || deflate.is_some()
@@ -82,6 +83,25 @@ impl TunnelPlan {
                 validate_utf8: true,
             });
         TunnelPlan { opcode, base64, deflate, opts, reframe }
+    }
+
+    /// A pty route (`"mode" => "pty"`): terminal output goes out in binary frames (it
+    /// splits UTF-8 sequences anywhere), client text frames are control messages, bytes
+    /// reach the terminal as sent (no line or record framing, no base64) and nothing is
+    /// compressed (keystrokes are a few bytes; a control message must be readable as
+    /// it arrives).
+    pub fn for_terminal(mut self) -> TunnelPlan {
+        self.opcode = OpCode::Binary;
+        self.base64 = false;
+        self.deflate = None;
+        self.opts.framing = Framing::Stream;
+        self.opts.deflate = false;
+        self.opts.text_control = true;
+        self.reframe = self.reframe.and_then(|r| {
+            let r = ReframeOpts { framing: Framing::Stream, opcode: OpCode::Binary, base64: false, max_message: 0, ..r };
+            (r.auto_fragment > 0 || r.mask_frames).then_some(r)
+        });
+        self
     }
 }
 
@@ -111,6 +131,17 @@ mod tests {
         assert_eq!(p.opcode, OpCode::Text);
         assert_eq!(p.opts.max_message_size, BUFFERED_MESSAGE_SIZE_LIMIT as u64);
         assert!(p.reframe.is_some_and(|r| r.base64));
+    }
+
+    #[test]
+    fn a_terminal_is_binary_uncompressed_and_takes_text_as_control() {
+        let mut s = settings();
+        s.compression = Compression::PermessageDeflate;
+        s.backend_framing = Framing::Line;
+        let p = TunnelPlan::new(&s, None, ["permessage-deflate"].into_iter()).for_terminal();
+        assert_eq!(p.opcode, OpCode::Binary);
+        assert!(p.deflate.is_none() && !p.opts.deflate && p.opts.text_control && p.reframe.is_none());
+        assert_eq!(p.opts.framing, Framing::Stream);
     }
 
     #[test]

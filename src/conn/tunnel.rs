@@ -62,6 +62,11 @@ use crate::payload::outbound::{Finish, ReadOutcome};
 use crate::payload::reframe::BackendFault;
 use crate::ws::close;
 use crate::ws::frame::{OpCode, CONTROL_PAYLOAD_LEN};
+use crate::backend::pty::parse_control;
+use crate::backend::stream::BackendStream;
+
+/// Close reason for a text frame on a pty route that is not a control message.
+const CONTROL_HINT: &str = "bad control message: text frames carry {\"resize\":[cols,rows]}, terminal input binary frames";
 
 impl Conn {
     pub(crate) fn pump(&mut self, ctx: &mut Ctx) {
@@ -389,7 +394,27 @@ impl Conn {
                     }
                 }
             },
+            // Only lifted out on a pty route (`InboundOpts::text_control`).
+            OpCode::Text => self.on_terminal_control(ctx, c.payload()),
             _ => {}
+        }
+    }
+
+    /// A pty route's control message: a resize reaches the program as SIGWINCH. A
+    /// message that is not one fails the connection with 1008 and says why.
+    fn on_terminal_control(&mut self, ctx: &mut Ctx, msg: &[u8]) {
+        let size = match parse_control(msg) {
+            Ok(s) => s,
+            Err(reason) => {
+                info!("[c{}] {reason}", self.id);
+                return self.fail(ctx, Violation::new(close::POLICY_VIOLATION, CONTROL_HINT));
+            }
+        };
+        if let Some(BackendStream::Pty(p)) = self.backend.as_ref() {
+            match p.resize(size) {
+                Ok(()) => debug!("[c{}] terminal resized to {}x{}", self.id, size.cols, size.rows),
+                Err(e) => warn!("[c{}] cannot resize the terminal: {e}", self.id),
+            }
         }
     }
 

@@ -31,6 +31,9 @@ pub struct InboundOpts {
     pub framing: Framing,
     /// permessage-deflate was negotiated: RSV1 marks a compressed message.
     pub deflate: bool,
+    /// A pty route: text frames are control messages (lifted out like pings, at most
+    /// 125 bytes, unfragmented), binary frames the terminal's input.
+    pub text_control: bool,
 }
 
 impl Default for InboundOpts {
@@ -43,6 +46,7 @@ impl Default for InboundOpts {
             max_message_size: 0,
             framing: Framing::Stream,
             deflate: false,
+            text_control: false,
         }
     }
 }

@@ -304,6 +304,9 @@ impl Inbound {
             Ok(DataKind::Control(_)) => MessageKind::Binary,
             Err(e) => return Err(Violation::new(e.close_code(), e.to_string())),
         };
+        if opts.text_control && kind == MessageKind::Text {
+            return self.lift_text_control(&h, hl, opts).map(Some);
+        }
         let compressed_bit = h.rsv & 0b100 != 0;
         if h.opcode != OpCode::Continuation {
             self.msg_len = 0;
@@ -345,6 +348,28 @@ impl Inbound {
             }
         }
         Ok(None)
+    }
+
+    /// A pty route's control message (a whole text frame) lifted out of the stream like a
+    /// ping, so it never reaches the terminal.
+    fn lift_text_control(&mut self, h: &FrameHeader, hl: usize, opts: &InboundOpts) -> Result<Decoded, Violation> {
+        if !h.fin || h.opcode != OpCode::Text || h.payload_len > CONTROL_PAYLOAD_LEN as u64 {
+            return Err(Violation::new(close::POLICY_VIOLATION, "control messages on a pty route are single text frames of at most 125 bytes"));
+        }
+        let raw = &self.buf.raw()[self.ready_end..self.buf.end];
+        let total = hl + h.payload_len as usize;
+        if raw.len() < total {
+            // Decoded again from its header once the rest has arrived.
+            self.msg = MessageState::default();
+            return Ok(Decoded::NeedMore);
+        }
+        let mut c = Control { opcode: OpCode::Text, len: h.payload_len as u8, payload: [0; CONTROL_PAYLOAD_LEN] };
+        c.payload[..c.len as usize].copy_from_slice(&raw[hl..total]);
+        if let (Some(m), true) = (h.mask, opts.apply_mask) {
+            apply_mask(&mut c.payload[..c.len as usize], m, 0);
+        }
+        self.cut(total);
+        Ok(Decoded::Control(c))
     }
 
     /// At the end of a data frame's payload: back to reading headers; at the end of a
