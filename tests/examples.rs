@@ -171,3 +171,22 @@ fn example_lines() {
     let text = std::fs::read_to_string(repo_root().join("conf/examples/lines.conf")).unwrap();
     assert!(text.contains("close 1001"), "lines.conf must name the close code the test saw");
 }
+
+#[test]
+fn example_terminal() {
+    let d = Daemon::start(&shipped("conf/examples/terminal.conf", &[]));
+    let mut ws = ws_connect(d.port(), "/term?cols=90&rows=20");
+    let deadline = std::time::Instant::now() + T;
+    let mut out = Vec::new();
+    ws.send(Message::binary(b"stty size; echo done-$((40+2))\r".to_vec())).unwrap();
+    while !String::from_utf8_lossy(&out).contains("done-42") {
+        assert!(std::time::Instant::now() < deadline, "{:?}", String::from_utf8_lossy(&out));
+        match ws.read() {
+            Ok(Message::Binary(b)) => out.extend_from_slice(&b),
+            Ok(m) => panic!("unexpected {m:?}"),
+            Err(e) if transient(&e) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(String::from_utf8_lossy(&out).contains("20 90\r\n"), "{:?}", String::from_utf8_lossy(&out));
+}
