@@ -183,6 +183,10 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Messages smaller than this are sent uncompressed."
     BackendFraming.backend_framing = "wstunnel.backend-framing" : "string" [0, 0] ["stream", "line", "framed"] default "\"stream\"" unit None;
         "How message boundaries are kept on the backend byte stream."
+    LineNewline.line_newline = "wstunnel.line-newline" : "string" [0, 0] ["if-missing", "always"] default "\"if-missing\"" unit None;
+        "line framing: append a newline to a client message only if it does not already end in one, or always."
+    LineFlush.line_flush = "wstunnel.line-flush-ms" : "integer" [0, U31] [] default "250" unit Millis;
+        "line framing: a partial backend line that has waited this long is sent as a message (prompts appear); 0 waits for the newline."
     // mod_access: per request like the wstunnel.* rows, so conditionals can set it.
     AccessDeny.access_deny = "url.access-deny" : "array of strings" [0, 0] [] default "( )" unit None;
         "Answer 403 when the decoded URL path ends with one of these; \"\" denies every path."

@@ -56,6 +56,10 @@ pub const DEFAULT_COMPRESSION: Compression = Compression::None;
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
 pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 64;
 pub const DEFAULT_BACKEND_FRAMING: BackendFraming = BackendFraming::Stream;
+pub const DEFAULT_LINE_NEWLINE: LineNewline = LineNewline::IfMissing;
+/// Above the 40-200 ms a line split by Nagle and delayed ACKs can wait for its second
+/// half, so such a line is not cut in two; below what a person notices before a prompt.
+pub const DEFAULT_LINE_FLUSH: Duration = Duration::from_millis(250);
 
 // ---- wstunnel.server backend options --------------------------------------
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
@@ -205,6 +209,11 @@ pub struct WsSettings {
     pub compression_level: u32,
     pub compression_min_size: usize,
     pub backend_framing: BackendFraming,
+    /// `line` framing: whether a client message already ending in `\n` gets another.
+    pub line_newline: LineNewline,
+    /// `line` framing: a partial backend line this old goes out as a message; zero =
+    /// never (it waits for its newline).
+    pub line_flush: Duration,
 }
 
 impl Default for WsSettings {
@@ -242,6 +251,8 @@ impl Default for WsSettings {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
             backend_framing: DEFAULT_BACKEND_FRAMING,
+            line_newline: DEFAULT_LINE_NEWLINE,
+            line_flush: DEFAULT_LINE_FLUSH,
         }
     }
 }
@@ -288,6 +299,11 @@ conf_enum!(
 conf_enum!(
     /// How message boundaries are carried on the backend byte stream.
     BackendFraming { Stream = "stream", Line = "line", Framed = "framed" }
+);
+conf_enum!(
+    /// `line` framing: a client message gets a `\n` appended only if it does not end
+    /// in one (`if-missing`, what line clients such as websocat expect), or always.
+    LineNewline { IfMissing = "if-missing", Always = "always" }
 );
 conf_enum!(
     /// `socket`: connect to (or spawn a pool listening on) host:port/socket;

@@ -67,6 +67,7 @@ impl TunnelPlan {
             framing,
             deflate: deflate.is_some(),
             text_control: false,
+            line_newline: settings.line_newline,
         };
         let reframe = (framing != Framing::Stream
             || deflate.is_some()

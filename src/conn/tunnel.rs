@@ -105,7 +105,37 @@ impl Conn {
                 }
             }
         }
+        self.arm_line_flush(ctx);
         self.check_finished(ctx);
+    }
+
+    /// `line` framing with `wstunnel.line-flush-ms`: a partial line that starts waiting
+    /// for its newline gets a wake-up that long after; one that got its newline (or
+    /// was sent) forgets it.
+    fn arm_line_flush(&mut self, ctx: &mut Ctx) {
+        let flush = self.tunnel.as_ref().map_or(Duration::ZERO, |t| t.settings.line_flush);
+        if flush.is_zero() {
+            return;
+        }
+        if !self.outbound.partial_line_waiting() {
+            self.line_wait = None;
+        } else if self.line_wait.is_none() {
+            self.line_wait = Some(ctx.now);
+            ctx.timers.at(ctx.now + flush, self.key, self.id);
+        }
+    }
+
+    /// A wake-up: the partial line that has waited `line-flush-ms` goes out as a
+    /// message (a prompt appears without its newline).
+    pub fn on_timer(&mut self, ctx: &mut Ctx) {
+        let Some(since) = self.line_wait else { return };
+        let flush = self.tunnel.as_ref().map_or(Duration::ZERO, |t| t.settings.line_flush);
+        if !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. }) || ctx.now < since + flush {
+            return;
+        }
+        self.line_wait = None;
+        self.outbound.flush_line();
+        self.drive(ctx);
     }
 
     /// Client bytes into the inbound buffer, while it has room and input goes on.

@@ -13,6 +13,7 @@ use crate::ws::utf8::Utf8Validator;
 /// record: 1 byte (FIN << 7 | opcode), 4 bytes big-endian length, payload. The conf's
 /// enum itself: a mirror would add nothing.
 pub use crate::conf::BackendFraming as Framing;
+pub use crate::conf::LineNewline;
 
 /// Length of a `framed` record header.
 pub const RECORD_HEADER_LEN: usize = 5;
@@ -31,6 +32,8 @@ pub struct InboundOpts {
     pub framing: Framing,
     /// permessage-deflate was negotiated: RSV1 marks a compressed message.
     pub deflate: bool,
+    /// `line`: whether a message already ending in `\n` gets another.
+    pub line_newline: LineNewline,
     /// A pty route: text frames are control messages (lifted out like pings, at most
     /// 125 bytes, unfragmented), binary frames the terminal's input.
     pub text_control: bool,
@@ -47,6 +50,7 @@ impl Default for InboundOpts {
             framing: Framing::Stream,
             deflate: false,
             text_control: false,
+            line_newline: LineNewline::IfMissing,
         }
     }
 }

@@ -23,7 +23,7 @@
 
 use crate::payload::buffer::{Buf, BufPool};
 use crate::payload::framing::{cut_raw, normalize_raw, FrameState, Input};
-pub use crate::payload::framing::{Framing, InboundOpts, Violation, RECORD_HEADER_LEN};
+pub use crate::payload::framing::{Framing, InboundOpts, LineNewline, Violation, RECORD_HEADER_LEN};
 use crate::payload::transform::{Transformer, TransformStep};
 use crate::ws::close;
 use crate::ws::frame::{parse_header, FrameHeader, OpCode, CONTROL_PAYLOAD_LEN};
@@ -69,6 +69,9 @@ pub struct Inbound {
     msg_len: u64,
     /// `line` framing: a newline is owed to the backend after the last message.
     nl_pending: bool,
+    /// The current message's last payload byte so far (`line`: one ending in `\n`
+    /// may need no other).
+    msg_last: Option<u8>,
     /// Set when payload is transformed on its way to the backend.
     pub transform: Option<Box<Transformer>>,
     /// Data payload bytes decoded (for the access log).
@@ -94,6 +97,7 @@ impl Inbound {
             msg_compressed: false,
             msg_len: 0,
             nl_pending: false,
+            msg_last: None,
             transform: None,
             payload_bytes: 0,
         }
@@ -250,6 +254,9 @@ impl Inbound {
                             return Decoded::Violation(Violation::new(e.close_code(), "invalid UTF-8 in text message"));
                         }
                     }
+                    if n > 0 {
+                        self.msg_last = Some(chunk[n - 1]);
+                    }
                     self.ready_end = b;
                     self.payload_bytes += n as u64;
                     self.frame = FrameState::Payload { remaining: remaining - n as u64, mask, pos: pos + n, fin };
@@ -310,6 +317,7 @@ impl Inbound {
         let compressed_bit = h.rsv & 0b100 != 0;
         if h.opcode != OpCode::Continuation {
             self.msg_len = 0;
+            self.msg_last = None;
             self.text = kind == MessageKind::Text;
             self.msg_opcode = h.opcode;
             self.msg_compressed = compressed_bit;
@@ -383,7 +391,8 @@ impl Inbound {
                 if !ok {
                     return Some(Violation::new(close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence"));
                 }
-                if opts.framing == Framing::Line {
+                let ended = self.msg_last.take() == Some(b'\n');
+                if opts.framing == Framing::Line && !(ended && opts.line_newline == LineNewline::IfMissing) {
                     self.nl_pending = true;
                 }
             }

@@ -120,6 +120,18 @@ impl Outbound {
         }
     }
 
+    /// `line` framing: a partial line waits for its newline (see `Reframer`).
+    pub fn partial_line_waiting(&self) -> bool {
+        self.reframe.as_ref().is_some_and(|r| r.partial_line_waiting())
+    }
+
+    /// `line` framing: send the waiting partial line as a message.
+    pub fn flush_line(&mut self) {
+        if let Some(r) = self.reframe.as_mut() {
+            r.flush_line();
+        }
+    }
+
     /// Frames staged input after the client made room. True when something moved.
     pub fn convert_pending(&mut self, pool: &mut BufPool) -> Result<bool, BackendFault> {
         match self.reframe.as_mut() {

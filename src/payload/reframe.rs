@@ -76,6 +76,8 @@ pub struct Reframer {
     record: Record,
     /// Inside a message whose first frame has gone out (later frames are continuations).
     msg_open: bool,
+    /// `line`: the partial line staged is to be sent as it is (see `flush_line`).
+    flush_line: bool,
     msg_opcode: OpCode,
     msg_compressed: bool,
     msg_len: u64,
@@ -111,6 +113,7 @@ impl Reframer {
             zbuf: Vec::new(),
             record: Record::Header,
             msg_open: false,
+            flush_line: false,
             msg_opcode: opts.opcode,
             msg_compressed: false,
             msg_len: 0,
@@ -125,6 +128,18 @@ impl Reframer {
 
     pub fn has_pending(&self) -> bool {
         !self.input.is_empty()
+    }
+
+    /// `line` framing: staged output is the start of a line whose newline has not come
+    /// (a prompt, say), and no message is open.
+    pub fn partial_line_waiting(&self) -> bool {
+        self.opts.framing == Framing::Line && !self.msg_open && !self.input.is_empty() && !self.input.data().contains(&b'\n')
+    }
+
+    /// `line` framing: the partial line staged now goes out as a message of its own at
+    /// the next conversion (`wstunnel.line-flush-ms`); what follows starts a new one.
+    pub fn flush_line(&mut self) {
+        self.flush_line = self.partial_line_waiting();
     }
 
     /// Transformer `framed` output needs no staging: records are rewritten into frames where
@@ -370,6 +385,18 @@ impl Reframer {
             Some(_) if budget >= FRAGMENT_MIN => (budget, budget, false),
             Some(_) => return Ok(false),
             None if at_eof && data.len() <= budget => (data.len(), data.len(), true),
+            None if self.flush_line => {
+                self.flush_line = false;
+                let mut n = data.len().min(budget);
+                if self.opts.opcode == OpCode::Text && !self.opts.base64 {
+                    // A character cut by the read waits for its other bytes.
+                    n = complete_prefix(&data[..n]).unwrap_or(n);
+                }
+                if n == 0 {
+                    return Ok(false);
+                }
+                (n, n, true)
+            }
             // No end in a full stage: the line streams out as fragments.
             None if stage_full || at_eof => (data.len().min(budget), data.len().min(budget), false),
             None => return Ok(false),
