@@ -435,9 +435,11 @@ mod tests {
     type Seen = (Vec<u8>, Vec<(OpCode, Vec<u8>)>, Option<Violation>);
 
     fn run(wire: &[u8], step: usize, lazy: bool) -> Seen {
+        run_with(Inbound::new(), InboundOpts::default(), wire, step, lazy)
+    }
+
+    fn run_with(mut inb: Inbound, opts: InboundOpts, wire: &[u8], step: usize, lazy: bool) -> Seen {
         let mut pool = BufPool::new();
-        let mut inb = Inbound::new();
-        let opts = InboundOpts::default();
         let (mut out, mut ctl) = (Vec::new(), Vec::new());
         let mut off = 0;
         while off < wire.len() {
@@ -460,6 +462,44 @@ mod tests {
             }
         }
         (out, ctl, None)
+    }
+
+    #[test]
+    fn line_framing_adds_a_newline_only_where_missing_at_every_split() {
+        let msgs: [&[u8]; 5] = [b"hello\n", b"plain", b"crlf\r\n", b"", b"a\nb"];
+        let mut wire = Vec::new();
+        for m in msgs {
+            wire.extend(client_frame(true, OpCode::Text, m, [3, 1, 4, 1]));
+        }
+        // A newline in the first fragment does not end the message.
+        wire.extend(client_frame(false, OpCode::Text, b"frag\n", [1, 2, 3, 4]));
+        wire.extend(client_frame(true, OpCode::Continuation, b"ment", [1, 2, 3, 4]));
+        let cases = [
+            (LineNewline::IfMissing, &b"hello\nplain\ncrlf\r\n\na\nb\nfrag\nment\n"[..]),
+            (LineNewline::Always, &b"hello\n\nplain\ncrlf\r\n\n\na\nb\nfrag\nment\n"[..]),
+        ];
+        for (nl, want) in cases {
+            for step in 1..=wire.len() {
+                let opts = InboundOpts { framing: Framing::Line, line_newline: nl, ..Default::default() };
+                let (out, _, v) = run_with(Inbound::new(), opts, &wire, step, false);
+                assert!(v.is_none(), "{v:?}");
+                assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want), "{nl:?} step {step}");
+            }
+            // Through the transform path (base64 subprotocol): the same rule.
+            let mut b64 = Vec::new();
+            for m in msgs {
+                let mut enc = vec![0u8; crate::payload::base64::encoded_len(m.len())];
+                let n = crate::payload::base64::encode(m, &mut enc);
+                b64.extend(client_frame(true, OpCode::Text, &enc[..n], [7, 7, 7, 7]));
+            }
+            let mut inb = Inbound::new();
+            inb.transform = Some(Box::new(Transformer::new(None, true)));
+            let opts = InboundOpts { framing: Framing::Line, line_newline: nl, ..Default::default() };
+            let (out, _, v) = run_with(inb, opts, &b64, 3, false);
+            assert!(v.is_none(), "{v:?}");
+            let want_b64: &[u8] = if nl == LineNewline::IfMissing { b"hello\nplain\ncrlf\r\n\na\nb\n" } else { b"hello\n\nplain\ncrlf\r\n\n\na\nb\n" };
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want_b64), "{nl:?} base64");
+        }
     }
 
     #[test]
