@@ -57,6 +57,11 @@ pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
 pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 64;
 pub const DEFAULT_BACKEND_FRAMING: BackendFraming = BackendFraming::Stream;
 pub const DEFAULT_LINE_NEWLINE: LineNewline = LineNewline::IfMissing;
+/// Closing is the default: replacing changes what the backend sent without anyone
+/// asking, and switching to binary frames surprises a client that expects text; a
+/// close with a precise reason is what RFC 6455 asks of an endpoint receiving invalid
+/// text, and names the setting to change.
+pub const DEFAULT_TEXT_INVALID_UTF8: InvalidUtf8 = InvalidUtf8::Close;
 /// Above the 40-200 ms a line split by Nagle and delayed ACKs can wait for its second
 /// half, so such a line is not cut in two; below what a person notices before a prompt.
 pub const DEFAULT_LINE_FLUSH: Duration = Duration::from_millis(250);
@@ -214,6 +219,8 @@ pub struct WsSettings {
     /// `line` framing: a partial backend line this old goes out as a message; zero =
     /// never (it waits for its newline).
     pub line_flush: Duration,
+    /// What backend output that is not UTF-8 does on a text route.
+    pub text_invalid_utf8: InvalidUtf8,
 }
 
 impl Default for WsSettings {
@@ -253,6 +260,7 @@ impl Default for WsSettings {
             backend_framing: DEFAULT_BACKEND_FRAMING,
             line_newline: DEFAULT_LINE_NEWLINE,
             line_flush: DEFAULT_LINE_FLUSH,
+            text_invalid_utf8: DEFAULT_TEXT_INVALID_UTF8,
         }
     }
 }
@@ -304,6 +312,12 @@ conf_enum!(
     /// `line` framing: a client message gets a `\n` appended only if it does not end
     /// in one (`if-missing`, what line clients such as websocat expect), or always.
     LineNewline { IfMissing = "if-missing", Always = "always" }
+);
+conf_enum!(
+    /// Backend output that is not UTF-8 on a text route: close the tunnel (1011),
+    /// replace each bad sequence with U+FFFD (the WHATWG decoder's rule), or send that
+    /// message as a binary frame.
+    InvalidUtf8 { Close = "close", Replace = "replace", Binary = "binary" }
 );
 conf_enum!(
     /// `socket`: connect to (or spawn a pool listening on) host:port/socket;

@@ -3,7 +3,7 @@
 //! backend framing, the limits client frames are judged by, whether backend output
 //! needs re-framing). Pure: no socket, no buffer; `handshake.rs` applies the plan.
 
-use crate::conf::{Compression, FrameType, WsSettings, BUFFERED_MESSAGE_SIZE_LIMIT};
+use crate::conf::{Compression, FrameType, InvalidUtf8, WsSettings, BUFFERED_MESSAGE_SIZE_LIMIT};
 use crate::payload::framing::{Framing, InboundOpts};
 use crate::payload::reframe::ReframeOpts;
 use crate::ws::deflate::{self, DeflateParams};
@@ -73,7 +73,9 @@ impl TunnelPlan {
             || deflate.is_some()
             || base64
             || settings.auto_fragment_size > 0
-            || settings.mask_server_frames)
+            || settings.mask_server_frames
+            // Replacing or switching to binary needs the staged path.
+            || (opcode == OpCode::Text && settings.text_invalid_utf8 != InvalidUtf8::Close))
             .then(|| ReframeOpts {
                 framing,
                 opcode,
@@ -82,6 +84,7 @@ impl TunnelPlan {
                 mask_frames: settings.mask_server_frames,
                 max_message: if framing == Framing::Stream { 0 } else { settings.max_backend_message_size as u64 },
                 validate_utf8: true,
+                invalid_utf8: settings.text_invalid_utf8,
             });
         TunnelPlan { opcode, base64, deflate, opts, reframe }
     }

@@ -58,12 +58,17 @@ use log::{debug, info, warn};
 use crate::conn::keepalive::{Due, KeepalivePolicy};
 use crate::conn::machine::{deadline_after, CloseHandshake, ClosedBy, Conn, Ctx, Cut, Phase, LINGER_TIMEOUT};
 use crate::payload::inbound::{Control, Decoded, InboundOpts, Violation};
-use crate::payload::outbound::{Finish, ReadOutcome};
-use crate::payload::reframe::BackendFault;
+use crate::payload::outbound::{binary_protocol_hint, Finish, ReadOutcome};
+use crate::payload::reframe::{BackendFault, BAD_UTF8_REASON};
 use crate::ws::close;
 use crate::ws::frame::{OpCode, CONTROL_PAYLOAD_LEN};
 use crate::backend::pty::parse_control;
 use crate::backend::stream::BackendStream;
+
+thread_local! {
+    /// Routes whose binary-protocol hint was logged (the loop is single-threaded).
+    static HINTED: std::cell::RefCell<std::collections::HashSet<String>> = std::cell::RefCell::new(std::collections::HashSet::new());
+}
 
 /// Close reason for a text frame on a pty route that is not a control message.
 const CONTROL_HINT: &str = "bad control message: text frames carry {\"resize\":[cols,rows]}, terminal input binary frames";
@@ -249,6 +254,18 @@ impl Conn {
         }
     }
 
+    /// Logs, once per route, that a text route's backend speaks a binary protocol.
+    fn hint_binary_protocol(&self, name: &str) {
+        let Some(t) = self.tunnel.as_ref() else { return };
+        let first_time = HINTED.with(|h| h.borrow_mut().insert(t.route_key.clone()));
+        if first_time {
+            warn!(
+                "[c{}] backend {} of route {} looks like {name}, a binary protocol, but the route sends text frames: its clients (noVNC, ...) expect binary; set wstunnel.frame-type = \"binary\" for this route (logged once per route)",
+                self.id, t.backend_name, t.route_key
+            );
+        }
+    }
+
     /// Client -> backend is over and all of it was delivered: the backend gets its FIN.
     /// Called only at a pass that moved nothing, so nothing is left in the pipeline.
     fn finish_upstream(&mut self) -> bool {
@@ -275,13 +292,23 @@ impl Conn {
             if let Some(b) = self.backend.as_mut() {
                 let mut short = false;
                 let mut got = 0;
+                // The first output of a text route is checked for a binary protocol's
+                // greeting (a noVNC client would otherwise hang without a word).
+                let first = opcode == OpCode::Text && self.outbound.payload_bytes == 0;
+                let mut hint = None;
                 let outcome = self.outbound.read_backend(ctx.pool, opcode, |buf| {
                     let n = b.read(buf)?;
                     short = n > 0 && n < buf.len();
                     got = n;
+                    if first && n > 0 {
+                        hint = binary_protocol_hint(&buf[..n]);
+                    }
                     Ok(n)
                 });
                 *moved += got;
+                if let Some(name) = hint {
+                    self.hint_binary_protocol(name);
+                }
                 if short && !self.backend_io.hup {
                     self.backend_io.readable = false;
                 }
@@ -296,7 +323,7 @@ impl Conn {
                     }
                     ReadOutcome::BadUtf8 => {
                         progress = true;
-                        self.backend_error(ctx, "sent invalid UTF-8 while frame-type is text");
+                        self.backend_fault(ctx, BackendFault { client_code: close::INTERNAL_ERROR, reason: BAD_UTF8_REASON.into() });
                     }
                     ReadOutcome::Fault(f) => {
                         progress = true;

@@ -18,6 +18,16 @@ use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, CO
 use crate::ws::utf8::{complete_prefix, valid_utf8_prefix};
 
 
+/// Binary protocols whose greeting is plain ASCII, so a text route passes it and the
+/// client (which expects binary frames) hangs without an error: (greeting, name).
+/// Only greetings that are certain and cheap to check: the first bytes a server sends.
+const BINARY_GREETINGS: &[(&[u8], &str)] = &[(b"RFB 003.", "VNC (RFB)"), (b"SSH-2.0-", "SSH")];
+
+/// The protocol a backend's first output announces, if it is a known binary one.
+pub fn binary_protocol_hint(first: &[u8]) -> Option<&'static str> {
+    BINARY_GREETINGS.iter().find(|(g, _)| first.starts_with(g)).map(|(_, name)| *name)
+}
+
 /// What one attempt to read the backend produced.
 #[derive(Debug)]
 pub enum ReadOutcome {
@@ -105,9 +115,13 @@ impl Outbound {
             return ReadOutcome::Full;
         }
         match read(room) {
-            Ok(0) => ReadOutcome::Eof,
+            Ok(0) => {
+                st.end_of_input();
+                ReadOutcome::Eof
+            }
             Ok(n) => {
                 st.input.end += n;
+                st.after_read(n);
                 self.payload_bytes += n as u64;
                 match st.convert(&mut self.buf, pool, false) {
                     Convert::Fault(f) => ReadOutcome::Fault(f),
