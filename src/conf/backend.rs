@@ -11,6 +11,7 @@ use super::schema::Spec;
 use super::error::{Diag, Span};
 use super::model::{BackendAddr, BackendMode, BackendSpec, Route, ServerMap, DEFAULT_SPAWN_HOST};
 use super::value::{quote, Val, ValKind};
+use super::command::{join_command, split_command};
 
 const EXAMPLE: &str = "( \"/ws/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9001 ) ) )";
 
@@ -219,13 +220,7 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
             }
             "port" => port = Some(u16::from_val(val, opt)?),
             "socket" => socket = Some(PathBuf::from_val(val, opt)?),
-            "bin-path" => {
-                let p = str_of(val, opt)?;
-                if p.trim().is_empty() {
-                    return Err(Diag::new(val.span, "bin-path: must not be empty"));
-                }
-                b.bin_path = Some(p.to_string());
-            }
+            "bin-path" => b.bin_path = Some(bin_path_of(val, opt)?),
             "bin-environment" => b.bin_environment = ConfType::from_val(val, opt)?,
             "bin-copy-environment" => b.bin_copy_environment = Some(ConfType::from_val(val, opt)?),
             "bin-cwd" => b.bin_cwd = Some(PathBuf::from_val(val, opt)?),
@@ -262,6 +257,57 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
         ));
     }
     Ok(b)
+}
+
+/// `bin-path` as a command line (split like a shell splits words, see
+/// `process::exec::split_command`) or as an array of arguments, kept as the equivalent
+/// quoted command line. An unterminated quote is an error at its position.
+fn bin_path_of(val: &Val, opt: &Spec) -> Result<String, Diag> {
+    let line = match &val.kind {
+        ValKind::List(_) => {
+            let argv: Vec<String> = ConfType::from_val(val, opt)?;
+            join_command(&argv)
+        }
+        _ => str_of(val, opt)?.to_string(),
+    };
+    match split_command(&line) {
+        Ok(argv) if argv.first().is_some_and(|a| !a.is_empty()) => Ok(line),
+        Ok(_) => Err(Diag::new(val.span, "bin-path: must name a program")),
+        Err(e) => {
+            // The value's column is its opening quote; characters follow it one to one
+            // unless the conf string itself has escapes.
+            let at = Span { col: val.span.col + 1 + e.at as u32, ..val.span };
+            Err(Diag::new(at, format!("bin-path: {} (quote with '...' or \"...\", escape with a backslash)", e.msg)))
+        }
+    }
+}
+
+/// Notes for bin-paths whose quoting wstund honours but lighttpd does not (lighttpd
+/// splits on whitespace only and passes quote characters on to the program).
+pub(crate) fn bin_path_notes(v: &Val) -> Vec<String> {
+    let mut out = Vec::new();
+    let ValKind::List(routes) = &v.kind else { return out };
+    for r in routes {
+        let ValKind::List(backends) = &r.val.kind else { continue };
+        for b in backends {
+            let ValKind::List(opts) = &b.val.kind else { continue };
+            for o in opts.iter().filter(|o| o.key.as_deref() == Some("bin-path")) {
+                let ValKind::Str(line) = &o.val.kind else { continue };
+                if !line.contains(['\'', '"', '\\']) {
+                    continue;
+                }
+                if let Ok(argv) = split_command(line) {
+                    out.push(format!(
+                        "bin-path {} is split with its quotes into {} argument(s) {:?}; lighttpd would split it on whitespace only",
+                        quote(line),
+                        argv.len(),
+                        argv
+                    ));
+                }
+            }
+        }
+    }
+    out
 }
 
 fn unknown_option(key: &str, hash: &Val, val: &Val) -> Diag {

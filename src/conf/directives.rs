@@ -201,7 +201,7 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("host", "string", 0, 0, &[], "(none)", Unit::None, "IP address or host name of a TCP backend."),
     backend_opt("port", "integer", 1, 65535, &[], "(none)", Unit::None, "TCP port of the backend."),
     backend_opt("socket", "string (path)", 0, 0, &[], "(none)", Unit::None, "Path of a unix-domain socket backend."),
-    backend_opt("bin-path", "string", 0, 0, &[], "(none)", Unit::None, "Program started by wstund to serve this backend."),
+    backend_opt("bin-path", "string, or array of strings", 0, 0, &[], "(none)", Unit::None, "Program started by wstund to serve this backend: a command line with shell-like quoting (see MANAGED PROCESSES), or an array of arguments."),
     backend_opt("bin-environment", "hash of strings", 0, 0, &[], "( )", Unit::None, "Environment variables set for the program."),
     backend_opt("bin-copy-environment", "array of strings", 0, 0, &[], "(unset: pools copy the whole environment; stdio programs get PATH, LD_LIBRARY_PATH, LANG, TZ)", Unit::None, "Only these variables of wstund's environment are passed to the program."),
     backend_opt("mode", "string", 0, 0, &["socket", "stdio", "pty"], "\"socket\"", Unit::None, "socket: the program listens on host:port or socket; stdio: one program per connection on stdin/stdout; pty: one program per connection on a pseudo-terminal (binary frames are terminal data, text frames control messages)."),

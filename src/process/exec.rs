@@ -7,8 +7,9 @@
 //! backpressure exactly as it does for a socket. Its stderr is `ChildErr` and goes to the
 //! error log line by line (`childlog.rs`: rate-limited), never into the stream.
 //!
-//! No shell is involved anywhere: `bin-path` is split on whitespace into argv, and every
-//! program runs in its own process group so signals reach whatever it started.
+//! No shell is involved anywhere: `bin-path` is split into argv by [`split_command`]
+//! (whitespace, with shell-like quoting), and every program runs in its own process
+//! group so signals reach whatever it started.
 
 use std::fmt;
 use std::io;
@@ -21,6 +22,7 @@ use nix::fcntl::OFlag;
 
 use crate::backend::pipes::ChildPipes;
 use crate::process::launch::{launch, Launch};
+use crate::conf::command::split_command;
 
 /// The parent environment a stdio program gets when `bin-copy-environment` is not set
 /// (websocketd's `--passenv` default set).
@@ -59,8 +61,9 @@ pub struct Program {
 }
 
 impl Program {
+    /// `None` for an empty or unsplittable bin-path (the conf refuses both).
     pub fn parse(bin_path: &str) -> Option<Program> {
-        let argv: Vec<String> = bin_path.split_whitespace().map(str::to_string).collect();
+        let argv = split_command(bin_path).ok()?;
         let first = argv.first()?;
         if !first.contains('/') {
             return Some(Program { exe: PathBuf::from(first), cwd: None, argv });
@@ -359,6 +362,12 @@ mod tests {
         assert!(p.exe.is_absolute() && p.exe.ends_with("bin/app"));
         assert!(p.cwd.unwrap().ends_with("bin"));
         assert_eq!(Program::parse("   "), None);
+    }
+
+    #[test]
+    fn bin_path_quotes_are_honoured() {
+        assert_eq!(Program::parse("python3 -c 'print(1)'").unwrap().argv, vec!["python3", "-c", "print(1)"]);
+        assert_eq!(Program::parse("a 'b"), None);
     }
 
     #[test]
