@@ -190,3 +190,38 @@ fn example_terminal() {
     }
     assert!(String::from_utf8_lossy(&out).contains("20 90\r\n"), "{:?}", String::from_utf8_lossy(&out));
 }
+
+#[test]
+fn example_novnc() {
+    // A stand-in VNC server: the RFB greeting, then an echo.
+    let vnc = Backend::tcp(std::sync::Arc::new(|mut s: BStream, _st: &BackendStats| {
+        use std::io::{Read, Write};
+        if s.write_all(b"RFB 003.008\n").is_err() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    }));
+    let d = Daemon::start(&shipped("conf/examples/novnc.conf", &[("\"port\" => 5900", format!("\"port\" => {}", vnc.port()))]));
+    let mut ws = ws_connect(d.port(), "/websockify");
+    assert_eq!(message(&mut ws), Message::binary(b"RFB 003.008\n".to_vec()), "binary frames, as noVNC needs");
+    ws.send(Message::binary(b"RFB 003.008\n".to_vec())).unwrap();
+    assert_eq!(message(&mut ws), Message::binary(b"RFB 003.008\n".to_vec()));
+    assert!(!d.logs().contains("looks like"), "no hint on a binary route");
+}
+
+#[test]
+fn example_line_service() {
+    let d = Daemon::start(&shipped("conf/examples/line-service.conf", &[]));
+    let mut ws = ws_connect(d.port(), "/greet");
+    let t0 = std::time::Instant::now();
+    assert_eq!(message(&mut ws), Message::text("Your name? "), "the prompt arrives without its newline");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    ws.send(Message::text("Ann\n")).unwrap();
+    assert_eq!(message(&mut ws), Message::text("Hello, Ann"));
+    assert_eq!(message(&mut ws), Message::text("caf\u{fffd}"), "a Latin-1 byte is replaced, the session goes on");
+}

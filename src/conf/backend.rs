@@ -277,7 +277,7 @@ fn bin_path_of(val: &Val, opt: &Spec) -> Result<String, Diag> {
             // The value's column is its opening quote; characters follow it one to one
             // unless the conf string itself has escapes.
             let at = Span { col: val.span.col + 1 + e.at as u32, ..val.span };
-            Err(Diag::new(at, format!("bin-path: {} (quote with '...' or \"...\", escape with a backslash)", e.msg)))
+            Err(Diag::new(at, format!("bin-path: {} (quote with '...' or \"...\")", e.msg)))
         }
     }
 }
@@ -293,7 +293,7 @@ pub(crate) fn bin_path_notes(v: &Val) -> Vec<String> {
             let ValKind::List(opts) = &b.val.kind else { continue };
             for o in opts.iter().filter(|o| o.key.as_deref() == Some("bin-path")) {
                 let ValKind::Str(line) = &o.val.kind else { continue };
-                if !line.contains(['\'', '"', '\\']) {
+                if !line.contains(['\'', '"']) {
                     continue;
                 }
                 if let Ok(argv) = split_command(line) {

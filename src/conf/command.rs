@@ -9,13 +9,13 @@ pub struct SplitError {
     pub msg: &'static str,
 }
 
-/// Splits a command line into argv as a POSIX shell splits words, without any of the
-/// shell's expansions: words are separated by unquoted whitespace; `'...'` keeps
-/// everything inside literally; `"..."` too, except that a backslash there escapes
-/// `"` and `\` (before any other character it stays); outside quotes a backslash
-/// makes the next character literal. `$`, `*`, `|`, `>`, `~` and the like mean nothing.
-/// A command line without quotes or backslashes splits on whitespace exactly as
-/// lighttpd does.
+/// Splits a command line into argv with a shell's quotes, without any of the shell's
+/// expansions: words are separated by unquoted whitespace; `'...'` keeps everything
+/// inside literally; `"..."` too, except that a backslash there escapes `"` and `\`
+/// (before any other character it stays). Outside quotes a backslash is an ordinary
+/// character, as lighttpd has it (`sed s/.*/\U&/` must keep its backslash), so a
+/// command line without quotes splits on whitespace exactly as lighttpd splits it.
+/// `$`, `*`, `|`, `>`, `~` and the like mean nothing.
 pub fn split_command(s: &str) -> Result<Vec<String>, SplitError> {
     #[derive(PartialEq)]
     enum Q {
@@ -48,13 +48,6 @@ pub fn split_command(s: &str) -> Result<Vec<String>, SplitError> {
                 q = Q::Double(i);
                 in_word = true;
             }
-            (Q::None, '\\') => match chars.next() {
-                Some((_, n)) => {
-                    word.push(n);
-                    in_word = true;
-                }
-                None => return Err(SplitError { at: i, msg: "a backslash at the end escapes nothing" }),
-            },
             (Q::None, c) if c.is_whitespace() => {
                 if in_word {
                     argv.push(std::mem::take(&mut word));
@@ -86,7 +79,7 @@ pub fn join_command(argv: &[String]) -> String {
         if plain {
             a.clone()
         } else {
-            format!("'{}'", a.replace('\'', "'\\''"))
+            format!("'{}'", a.replace('\'', "'\"'\"'"))
         }
     };
     argv.iter().map(quote).collect::<Vec<_>>().join(" ")
@@ -102,11 +95,12 @@ mod tests {
             ("/bin/echo a  b", &["/bin/echo", "a", "b"]),
             ("python3 -c 'import pty; pty.spawn(\"/bin/sh\")'", &["python3", "-c", "import pty; pty.spawn(\"/bin/sh\")"]),
             ("sh -c \"echo \\\"hi\\\" \\\\ \\$HOME\"", &["sh", "-c", "echo \"hi\" \\ \\$HOME"]),
-            ("a\\ b c", &["a b", "c"]),
+            ("a\\ b c", &["a\\", "b", "c"]),
+            ("/bin/sed -u s/.*/\\U&/", &["/bin/sed", "-u", "s/.*/\\U&/"]),
             ("'' x", &["", "x"]),
             ("pre'fix'\"ed\"", &["prefixed"]),
-            ("it\\'s", &["it's"]),
-            ("'it'\\''s'", &["it's"]),
+            ("\"it's\"", &["it's"]),
+            ("'it'\"'\"'s'", &["it's"]),
             ("$HOME *.txt | >out", &["$HOME", "*.txt", "|", ">out"]),
             ("\tx\ny ", &["x", "y"]),
         ];
@@ -117,7 +111,6 @@ mod tests {
         }
         assert_eq!(split_command("a 'b"), Err(SplitError { at: 2, msg: "unterminated ' quote" }));
         assert_eq!(split_command("a \"b"), Err(SplitError { at: 2, msg: "unterminated \" quote" }));
-        assert_eq!(split_command("a \\"), Err(SplitError { at: 2, msg: "a backslash at the end escapes nothing" }));
     }
 
 }
