@@ -2,7 +2,11 @@
 # Per-connection programs: wstund's stdio mode against websocketd, both running /bin/cat
 # for every WebSocket, driven by the same load generator (examples/wsload.rs).
 #
-# Usage: scripts/bench-stdio.sh [--quick] [--rounds N] [--secs S] [--conns N] [--no-build]
+# Usage: scripts/bench-stdio.sh [--quick] [--pty] [--rounds N] [--secs S] [--conns N] [--no-build]
+#
+#   --pty           terminals instead: wstund's "mode" => "pty" running
+#                   sh -c 'stty raw -echo; exec cat' against websocketd running the same
+#                   under script(1), which gives it a pty (websocketd has no pty mode)
 #
 #   connections/s   wsload connrate (50 concurrent): connect, handshake, program start,
 #                   16-byte echo, close handshake; the program is stopped by each daemon
@@ -26,6 +30,7 @@ SECS=3
 CONNS=500
 BUILD=1
 QUICK=0
+PTY=0
 
 usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
         --secs) SECS=$2; shift ;;
         --conns) CONNS=$2; shift ;;
         --no-build) BUILD=0 ;;
+        --pty) PTY=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-stdio.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -67,6 +73,10 @@ for b in "$BIN/wstund" "$BIN/examples/wsload"; do
 done
 WSLOAD=$BIN/examples/wsload
 CAT=$(command -v cat)
+# The program on a terminal: raw and without echo, so bytes come back as sent.
+RAWCAT="stty raw -echo; exec $CAT"
+MODE=stdio
+[ "$PTY" = 1 ] && MODE=pty
 
 WEBSOCKETD=$(command -v websocketd 2>/dev/null || true)
 if [ -z "$WEBSOCKETD" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -115,7 +125,7 @@ server.bind = "127.0.0.1"
 server.port = $port
 server.max-connections = 100000
 server.errorlog = "$dir/error.log"
-wstunnel.server = ( "/cat" => ( ( "bin-path" => "$CAT", "mode" => "stdio", "max-procs" => 100000 ) ) )
+wstunnel.server = ( "/cat" => ( ( "bin-path" => "$(if [ "$PTY" = 1 ]; then echo "/bin/sh -c '$RAWCAT'"; else echo "$CAT"; fi)", "mode" => "$MODE", "max-procs" => 100000 ) ) )
 wstunnel.frame-type = "binary"
 CONF
             "$BIN/wstund" -D -f "$dir/wstund.conf" >"$dir/stdout" 2>"$dir/stderr" &
@@ -124,8 +134,13 @@ CONF
             wait_for 10 grep -qs 'wstund: ready' "$dir/stderr" || die "$name did not start: $(tail -3 "$dir/stderr")"
             ;;
         websocketd)
-            "$WEBSOCKETD" --address=127.0.0.1 --port="$port" --binary=true --loglevel=error "$CAT" \
-                >"$dir/stdout" 2>"$dir/stderr" &
+            if [ "$PTY" = 1 ]; then
+                "$WEBSOCKETD" --address=127.0.0.1 --port="$port" --binary=true --loglevel=error \
+                    "$(command -v script)" -qfec "$RAWCAT" /dev/null >"$dir/stdout" 2>"$dir/stderr" &
+            else
+                "$WEBSOCKETD" --address=127.0.0.1 --port="$port" --binary=true --loglevel=error "$CAT" \
+                    >"$dir/stdout" 2>"$dir/stderr" &
+            fi
             PID[$name]=$!
             PATHS[$name]=/
             wait_for 10 port_busy "$port" || die "$name did not start: $(tail -3 "$dir/stderr")"
@@ -191,7 +206,7 @@ memory() { # memory ROUND KIND: daemon RSS per open program, fresh daemon
     stop "$name"
 }
 
-say "== stdio bench: cat per connection; ${DAEMONS[*]}; $ROUNDS round(s) of ${SECS}s; memory with $CONNS programs"
+say "== $MODE bench: cat per connection; ${DAEMONS[*]}; $ROUNDS round(s) of ${SECS}s; memory with $CONNS programs"
 for d in "${DAEMONS[@]}"; do start "$d" "$d"; done
 for r in $(seq 1 "$ROUNDS"); do
     say "== round $r/$ROUNDS"
@@ -242,7 +257,7 @@ WVER=""
 [ -n "$WEBSOCKETD" ] && WVER=" $(dpkg-query -W -f '${Version}' websocketd 2>/dev/null || true)"
 {
 echo
-echo "### stdio mode (cat per connection): wstund vs websocketd$WVER, $ROUNDS round(s) of ${SECS}s, $(nproc) CPUs$( [ "$QUICK" = 1 ] && echo ' (QUICK smoke run, not a measurement)')"
+echo "### $MODE mode (cat per connection$( [ "$PTY" = 1 ] && echo ", raw pty; websocketd under script(1)")): wstund vs websocketd$WVER, $ROUNDS round(s) of ${SECS}s, $(nproc) CPUs$( [ "$QUICK" = 1 ] && echo ' (QUICK smoke run, not a measurement)')"
 echo
 echo "Medians (min-max over the rounds); ratio = median of the per-round ratios wstund/websocketd."
 echo

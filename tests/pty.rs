@@ -208,3 +208,16 @@ fn a_route_mixing_pty_and_other_backends_is_refused_and_print_shows_pty_options(
     }
     assert!(!all.contains("\"min-procs\" =>") && all.contains("does not apply to a pty program"), "{all}");
 }
+
+#[test]
+fn less_runs_as_on_a_terminal_and_quits_on_q() {
+    let conf = Conf::new().route("/less", &[pty("/usr/bin/less /etc/passwd", "")]);
+    let d = Daemon::start_conf(&conf);
+    let mut ws = ws_connect(d.port(), "/less?cols=100&rows=10");
+    // A pager on a terminal: the first screen, then its prompt at the bottom, waiting.
+    let out = read_until(&mut ws, "root:", T);
+    assert!(!out.contains("WARNING") && !out.contains("not a terminal") && !out.contains("not fully functional"), "{out:?}");
+    send(&mut ws, "q");
+    let (_, close) = until_close(&mut ws, T);
+    assert_eq!(close_code(&close), Some(1000), "less exits 0 on q");
+}
