@@ -140,3 +140,33 @@ fn a_vnc_greeting_on_a_text_route_logs_a_hint_once() {
     assert_eq!(d.logs().matches("looks like VNC").count(), 1, "once per route:\n{}", d.logs());
     assert!(d.logs().contains("wstunnel.frame-type = \"binary\""), "{}", d.logs());
 }
+
+#[test]
+fn latin1_backends_round_trip_all_256_characters() {
+    let dir = TempDir::new("latin1");
+    let seen = dir.join("seen");
+    let d = Daemon::start_conf(
+        &Conf::new()
+            .route("/tee", &[stdio(&format!("/usr/bin/tee {}", seen.display()), "")])
+            .set("wstunnel.backend-charset", "\"latin1\""),
+    );
+    let all: String = (0u32..=255).map(|c| char::from_u32(c).unwrap()).collect();
+    let mut ws = ws_connect(d.port(), "/tee");
+    // In two messages, the second starting inside the multi-byte range.
+    let (a, b) = all.split_at(all.char_indices().nth(200).unwrap().0);
+    ws.send(Message::text(a)).unwrap();
+    ws.send(Message::text(b)).unwrap();
+    let (got, is_text) = ws_read_bytes(&mut ws, all.len(), T);
+    assert!(is_text);
+    assert_eq!(String::from_utf8(got).unwrap(), all, "every character back as sent");
+    let deadline = Instant::now() + T;
+    while std::fs::metadata(&seen).map(|m| m.len()).unwrap_or(0) < 256 {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(std::fs::read(&seen).unwrap(), (0u8..=255).collect::<Vec<u8>>(), "the backend got ISO-8859-1, one byte each");
+    // Characters Latin-1 lacks reach the backend as '?'.
+    ws.send(Message::text("€1")).unwrap();
+    let (got, _) = ws_read_bytes(&mut ws, 2, T);
+    assert_eq!(got, b"?1");
+}

@@ -187,6 +187,8 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "line framing: append a newline to a client message only if it does not already end in one, or always."
     TextInvalidUtf8.text_invalid_utf8 = "wstunnel.text-invalid-utf8" : "string" [0, 0] ["close", "replace", "binary"] default "\"close\"" unit None;
         "Backend output that is not UTF-8 on a text route: close (1011), replace each bad sequence with U+FFFD, or send that message as a binary frame."
+    BackendCharset.backend_charset = "wstunnel.backend-charset" : "string" [0, 0] ["utf-8", "latin1"] default "\"utf-8\"" unit None;
+        "Character set of a text route's backend: latin1 transcodes its bytes to UTF-8 and client text back (characters above U+00FF become ?)."
     LineFlush.line_flush = "wstunnel.line-flush-ms" : "integer" [0, U31] [] default "250" unit Millis;
         "line framing: a partial backend line that has waited this long is sent as a message (prompts appear); 0 waits for the newline."
     // mod_access: per request like the wstunnel.* rows, so conditionals can set it.

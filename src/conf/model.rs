@@ -62,6 +62,7 @@ pub const DEFAULT_LINE_NEWLINE: LineNewline = LineNewline::IfMissing;
 /// close with a precise reason is what RFC 6455 asks of an endpoint receiving invalid
 /// text, and names the setting to change.
 pub const DEFAULT_TEXT_INVALID_UTF8: InvalidUtf8 = InvalidUtf8::Close;
+pub const DEFAULT_BACKEND_CHARSET: Charset = Charset::Utf8;
 /// Above the 40-200 ms a line split by Nagle and delayed ACKs can wait for its second
 /// half, so such a line is not cut in two; below what a person notices before a prompt.
 pub const DEFAULT_LINE_FLUSH: Duration = Duration::from_millis(250);
@@ -221,6 +222,8 @@ pub struct WsSettings {
     pub line_flush: Duration,
     /// What backend output that is not UTF-8 does on a text route.
     pub text_invalid_utf8: InvalidUtf8,
+    /// The backend's character set on a text route (transcoded to and from UTF-8).
+    pub backend_charset: Charset,
 }
 
 impl Default for WsSettings {
@@ -261,6 +264,7 @@ impl Default for WsSettings {
             line_newline: DEFAULT_LINE_NEWLINE,
             line_flush: DEFAULT_LINE_FLUSH,
             text_invalid_utf8: DEFAULT_TEXT_INVALID_UTF8,
+            backend_charset: DEFAULT_BACKEND_CHARSET,
         }
     }
 }
@@ -318,6 +322,11 @@ conf_enum!(
     /// replace each bad sequence with U+FFFD (the WHATWG decoder's rule), or send that
     /// message as a binary frame.
     InvalidUtf8 { Close = "close", Replace = "replace", Binary = "binary" }
+);
+conf_enum!(
+    /// The character set of a text route's backend: UTF-8 (no transcoding) or
+    /// ISO-8859-1, each byte one character U+0000..U+00FF.
+    Charset { Utf8 = "utf-8", Latin1 = "latin1" }
 );
 conf_enum!(
     /// `socket`: connect to (or spawn a pool listening on) host:port/socket;

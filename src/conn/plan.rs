@@ -3,7 +3,7 @@
 //! backend framing, the limits client frames are judged by, whether backend output
 //! needs re-framing). Pure: no socket, no buffer; `handshake.rs` applies the plan.
 
-use crate::conf::{Compression, FrameType, InvalidUtf8, WsSettings, BUFFERED_MESSAGE_SIZE_LIMIT};
+use crate::conf::{Charset, Compression, FrameType, InvalidUtf8, WsSettings, BUFFERED_MESSAGE_SIZE_LIMIT};
 use crate::payload::framing::{Framing, InboundOpts};
 use crate::payload::reframe::ReframeOpts;
 use crate::ws::deflate::{self, DeflateParams};
@@ -48,7 +48,10 @@ impl TunnelPlan {
             }
         };
         // permessage-deflate over base64 text would compress the expansion; not offered.
-        let deflate = (settings.compression == Compression::PermessageDeflate && !base64)
+        // A latin1 backend's text is transcoded where it lies, which compression's
+        // second buffer would bypass: not offered there.
+        let latin1 = settings.backend_charset == Charset::Latin1 && framing_plain(settings.backend_framing);
+        let deflate = (settings.compression == Compression::PermessageDeflate && !base64 && !latin1)
             .then(|| deflate::negotiate(extension_offers))
             .flatten();
         let framing = settings.backend_framing;
@@ -68,6 +71,7 @@ impl TunnelPlan {
             deflate: deflate.is_some(),
             text_control: false,
             line_newline: settings.line_newline,
+            to_latin1: latin1 && !base64,
         };
         let reframe = (framing != Framing::Stream
             || deflate.is_some()
@@ -75,7 +79,7 @@ impl TunnelPlan {
             || settings.auto_fragment_size > 0
             || settings.mask_server_frames
             // Replacing or switching to binary needs the staged path.
-            || (opcode == OpCode::Text && settings.text_invalid_utf8 != InvalidUtf8::Close))
+            || (opcode == OpCode::Text && (settings.text_invalid_utf8 != InvalidUtf8::Close || latin1)))
             .then(|| ReframeOpts {
                 framing,
                 opcode,
@@ -85,6 +89,7 @@ impl TunnelPlan {
                 max_message: if framing == Framing::Stream { 0 } else { settings.max_backend_message_size as u64 },
                 validate_utf8: true,
                 invalid_utf8: settings.text_invalid_utf8,
+                latin1,
             });
         TunnelPlan { opcode, base64, deflate, opts, reframe }
     }
@@ -101,12 +106,18 @@ impl TunnelPlan {
         self.opts.framing = Framing::Stream;
         self.opts.deflate = false;
         self.opts.text_control = true;
+        self.opts.to_latin1 = false;
         self.reframe = self.reframe.and_then(|r| {
-            let r = ReframeOpts { framing: Framing::Stream, opcode: OpCode::Binary, base64: false, max_message: 0, ..r };
+            let r = ReframeOpts { framing: Framing::Stream, opcode: OpCode::Binary, base64: false, max_message: 0, latin1: false, ..r };
             (r.auto_fragment > 0 || r.mask_frames).then_some(r)
         });
         self
     }
+}
+
+/// Framings whose bytes are the messages' own (not records).
+fn framing_plain(f: Framing) -> bool {
+    matches!(f, Framing::Stream | Framing::Line)
 }
 
 #[cfg(test)]

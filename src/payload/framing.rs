@@ -34,6 +34,9 @@ pub struct InboundOpts {
     pub deflate: bool,
     /// `line`: whether a message already ending in `\n` gets another.
     pub line_newline: LineNewline,
+    /// `backend-charset = "latin1"`: client text is written to the backend as
+    /// ISO-8859-1 (`stream` and `line`, not with a transform).
+    pub to_latin1: bool,
     /// A pty route: text frames are control messages (lifted out like pings, at most
     /// 125 bytes, unfragmented), binary frames the terminal's input.
     pub text_control: bool,
@@ -51,6 +54,7 @@ impl Default for InboundOpts {
             deflate: false,
             text_control: false,
             line_newline: LineNewline::IfMissing,
+            to_latin1: false,
         }
     }
 }

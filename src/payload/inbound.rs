@@ -29,7 +29,7 @@ use crate::ws::close;
 use crate::ws::frame::{parse_header, FrameHeader, OpCode, CONTROL_PAYLOAD_LEN};
 use crate::ws::mask::apply_mask;
 use crate::ws::message::{DataKind, MessageKind, MessageState};
-use crate::ws::utf8::Utf8Validator;
+use crate::ws::utf8::{ToLatin1, Utf8Validator};
 
 /// Bytes never filled by a read, so a record header or a newline can always be
 /// spliced in after the buffer filled up (see `splice`).
@@ -72,6 +72,8 @@ pub struct Inbound {
     /// The current message's last payload byte so far (`line`: one ending in `\n`
     /// may need no other).
     msg_last: Option<u8>,
+    /// `backend-charset = "latin1"`: text payload rewritten in place.
+    latin1: ToLatin1,
     /// Set when payload is transformed on its way to the backend.
     pub transform: Option<Box<Transformer>>,
     /// Data payload bytes decoded (for the access log).
@@ -98,6 +100,7 @@ impl Inbound {
             msg_len: 0,
             nl_pending: false,
             msg_last: None,
+            latin1: ToLatin1::default(),
             transform: None,
             payload_bytes: 0,
         }
@@ -254,10 +257,16 @@ impl Inbound {
                             return Decoded::Violation(Violation::new(e.close_code(), "invalid UTF-8 in text message"));
                         }
                     }
-                    if n > 0 {
-                        self.msg_last = Some(chunk[n - 1]);
+                    // ISO-8859-1 for the backend: shorter, so it is rewritten where it
+                    // lies and the rest of the chunk cut out.
+                    let kept = if self.text && opts.to_latin1 { self.latin1.convert(chunk) } else { n };
+                    if kept > 0 {
+                        self.msg_last = Some(chunk[kept - 1]);
                     }
-                    self.ready_end = b;
+                    self.ready_end = a + kept;
+                    if kept < n {
+                        self.cut(n - kept);
+                    }
                     self.payload_bytes += n as u64;
                     self.frame = FrameState::Payload { remaining: remaining - n as u64, mask, pos: pos + n, fin };
                     if let Some(v) = self.end_frame_if_done(opts) {
@@ -318,6 +327,7 @@ impl Inbound {
         if h.opcode != OpCode::Continuation {
             self.msg_len = 0;
             self.msg_last = None;
+            self.latin1.reset();
             self.text = kind == MessageKind::Text;
             self.msg_opcode = h.opcode;
             self.msg_compressed = compressed_bit;

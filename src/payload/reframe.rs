@@ -18,7 +18,7 @@ use crate::ws::close;
 use crate::ws::deflate::{DeflateParams, Deflater, SYNC_TAIL};
 use crate::ws::frame::{write_header_rsv, OpCode, MAX_HEADER_LEN};
 use crate::ws::mask::apply_mask;
-use crate::ws::utf8::{complete_prefix, replace_invalid, Utf8Validator, REPLACEMENT};
+use crate::ws::utf8::{complete_prefix, latin1_to_utf8, replace_invalid, Utf8Validator, REPLACEMENT};
 pub use crate::conf::InvalidUtf8;
 
 /// The close reason for backend output that is not UTF-8 on a text route, the same in
@@ -57,6 +57,9 @@ pub struct ReframeOpts {
     pub validate_utf8: bool,
     /// `wstunnel.text-invalid-utf8` (`stream` and `line` text output).
     pub invalid_utf8: InvalidUtf8,
+    /// `wstunnel.backend-charset = "latin1"`: backend bytes are ISO-8859-1 (`stream`
+    /// and `line` text output).
+    pub latin1: bool,
 }
 
 pub enum Convert {
@@ -302,7 +305,10 @@ impl Reframer {
         }
         let e = self.input.end;
         let mut lim = self.input.raw().len() - e;
-        if self.replacing() {
+        if self.transcoding() {
+            // Each byte may become two.
+            lim /= 2;
+        } else if self.replacing() {
             // Each bad byte may become three (U+FFFD), and the held-back tail with it.
             lim = lim.saturating_sub(16) / 3;
         }
@@ -311,16 +317,33 @@ impl Reframer {
 
     /// `text-invalid-utf8 = "replace"` applies: text output a client sees as text.
     fn replacing(&self) -> bool {
-        self.opts.invalid_utf8 == InvalidUtf8::Replace
-            && self.opts.opcode == OpCode::Text
-            && !self.opts.base64
-            && self.opts.framing != Framing::Framed
+        self.opts.invalid_utf8 == InvalidUtf8::Replace && self.plain_text() && !self.opts.latin1
+    }
+
+    /// `backend-charset = "latin1"` applies.
+    fn transcoding(&self) -> bool {
+        self.opts.latin1 && self.plain_text()
+    }
+
+    /// Text output made from the backend's bytes as they are (not records, not base64).
+    fn plain_text(&self) -> bool {
+        self.opts.opcode == OpCode::Text && !self.opts.base64 && self.opts.framing != Framing::Framed
     }
 
     /// `n` bytes were just read into the stage: with `replace`, every invalid sequence
     /// in them (and in the tail held back before) becomes U+FFFD, in place (the read
     /// left room for the growth, see `read_room`).
     pub fn after_read(&mut self, n: usize) {
+        if self.transcoding() {
+            let from = self.input.end - n;
+            let mut out = std::mem::take(&mut self.scratch);
+            out.clear();
+            latin1_to_utf8(&self.input.raw()[from..self.input.end], &mut out);
+            self.input.raw_mut()[from..from + out.len()].copy_from_slice(&out);
+            self.input.end = from + out.len();
+            self.scratch = out;
+            return;
+        }
         if !self.replacing() {
             return;
         }
