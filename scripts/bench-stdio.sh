@@ -73,10 +73,13 @@ for b in "$BIN/wstund" "$BIN/examples/wsload"; do
 done
 WSLOAD=$BIN/examples/wsload
 CAT=$(command -v cat)
-# The program on a terminal: raw and without echo, so bytes come back as sent.
-RAWCAT="stty raw -echo; exec $CAT"
+# The program on a terminal: raw and without echo, so bytes come back as sent; it says
+# "R" once it is, and wsload (--greet 1) sends nothing before (else the terminal's own
+# echo of early bytes would come back too).
+RAWCAT="stty raw -echo; printf R; exec $CAT"
 MODE=stdio
-[ "$PTY" = 1 ] && MODE=pty
+GREET=()
+if [ "$PTY" = 1 ]; then MODE=pty; GREET=(--greet 1); fi
 
 WEBSOCKETD=$(command -v websocketd 2>/dev/null || true)
 if [ -z "$WEBSOCKETD" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -163,7 +166,7 @@ load() { # load ROUND KEY DAEMON MODE ARGS...: one wsload run against a long-liv
     local r=$1 key=$2 d=$3 mode=$4 line out=$TMP/r$1.$2.$3
     shift 4
     if "$WSLOAD" "$mode" --addr "127.0.0.1:${PORT[$d]}" --path "${PATHS[$d]}" --secs "$SECS" \
-        --watch-pid "${PID[$d]}" --label "$d" "$@" >"$out.out" 2>"$out.err"; then
+        --watch-pid "${PID[$d]}" --label "$d" "${GREET[@]}" "$@" >"$out.out" 2>"$out.err"; then
         line=$(grep '^RESULT' "$out.out")
         R[val|$key|$d|$r]=$(field value "$line")
         R[p50|$key|$d|$r]=$(field p50_us "$line")
@@ -180,10 +183,10 @@ memory() { # memory ROUND KIND: daemon RSS per open program, fresh daemon
     local r=$1 kind=$2 name=mem-$2-$1 out wp rss0 rss1 n=0 rc=0
     start "$name" "$kind"
     out=$TMP/r$r.mem.$kind.out
-    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --path "${PATHS[$name]}" --conns 20 --hold-secs 0 >/dev/null 2>&1 || true
+    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --path "${PATHS[$name]}" "${GREET[@]}" --conns 20 --hold-secs 0 >/dev/null 2>&1 || true
     wait_for 10 test "$(kids "${PID[$name]}")" = 0 || true
     rss0=$(rss_kb "${PID[$name]}")
-    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --path "${PATHS[$name]}" --conns "$CONNS" --burst 50 \
+    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --path "${PATHS[$name]}" "${GREET[@]}" --conns "$CONNS" --burst 50 \
         --hold-secs 120 --label "$kind" >"$out" 2>"$out.err" &
     wp=$!
     PIDS+=("$wp")
