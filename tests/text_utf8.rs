@@ -37,8 +37,11 @@ fn python_replace(input: &[u8]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Every message until the close: (is_text, bytes) and the close (code, reason).
-fn session(port: u16, path: &str) -> (Vec<(bool, Vec<u8>)>, (u16, String)) {
+/// A message as received: (is_text, payload).
+type Msg = (bool, Vec<u8>);
+
+/// Every message until the close, and the close (code, reason).
+fn session(port: u16, path: &str) -> (Vec<Msg>, (u16, String)) {
     let mut ws = ws_connect(port, path);
     let deadline = Instant::now() + T;
     let mut msgs = Vec::new();

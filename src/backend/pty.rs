@@ -94,7 +94,7 @@ impl WinSize {
     /// A size from a client: both in 1..=MAX.
     pub fn new(cols: u64, rows: u64) -> Option<WinSize> {
         let ok = |n: u64| (1..=u64::from(Self::MAX)).contains(&n);
-        (ok(cols) && ok(rows)).then(|| WinSize { cols: cols as u16, rows: rows as u16 })
+        (ok(cols) && ok(rows)).then_some(WinSize { cols: cols as u16, rows: rows as u16 })
     }
 
     /// `cols=` and `rows=` in a query string; `None` when either is missing or invalid.
