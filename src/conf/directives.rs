@@ -11,12 +11,15 @@ use super::convert::ConfType;
 use super::error::Diag;
 pub use super::schema::{Spec, Unit};
 use super::model::{ServerSettings, WsSettings};
+use super::tls::TlsSettings;
 use super::value::Val;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
     Server(ServerField),
     Ws(WsField),
+    /// An `ssl.*` directive: global, or in a `$SERVER["socket"] ==` block.
+    Tls(TlsField),
     /// An option inside a `wstunnel.server` backend hash.
     Backend,
 }
@@ -120,6 +123,25 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
         "After SIGINT (or SIGUSR1) open tunnels may run this long before they get 1001; 0 = no limit. lighttpd spells it as a server.feature-flags key, which wstund also reads."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
         "Modules to load; wstund implements mod_wstunnel and mod_access, refuses TLS/auth modules and warns about any other."
+}
+
+field_table! { TlsField, TlsSettings, TLS_DIRECTIVES, Tls, set_tls, copy_tls, show_tls;
+    Engine.engine = "ssl.engine" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Terminate TLS (wss://) on this listener: globally for server.bind/server.port, or in a $SERVER[\"socket\"] block."
+    Pemfile.pemfile = "ssl.pemfile" : "string (path)" [0, 0] [] default "(unset)" unit None;
+        "PEM file with the certificate chain, and the private key unless ssl.privkey is set."
+    Privkey.privkey = "ssl.privkey" : "string (path)" [0, 0] [] default "(unset: the key is in ssl.pemfile)" unit None;
+        "PEM file with the private key of ssl.pemfile's certificate."
+    CaFile.ca_file = "ssl.ca-file" : "string (path)" [0, 0] [] default "(unset)" unit None;
+        "PEM certificates sent with the chain (intermediates)."
+    DhFile.dh_file = "ssl.dh-file" : "string (path)" [0, 0] [] default "(unset)" unit None;
+        "Accepted and ignored, with a note: rustls uses only ECDHE key exchange."
+    HonorCipherOrder.honor_cipher_order = "ssl.honor-cipher-order" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Choose the cipher by the server's order rather than the client's."
+    DisableClientRenegotiation.disable_client_renegotiation = "ssl.disable-client-renegotiation" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Accepted with a note: rustls never renegotiates."
+    ConfCmd.conf_cmd = "ssl.openssl.ssl-conf-cmd" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "OpenSSL settings mapped to rustls: MinProtocol, MaxProtocol (TLSv1.2, TLSv1.3), CipherString (TLS 1.2), Ciphersuites (TLS 1.3); any other key is an error."
 }
 
 field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
@@ -350,11 +372,11 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_openssl"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
-    SERVER_DIRECTIVES.iter().chain(WS_DIRECTIVES.iter())
+    SERVER_DIRECTIVES.iter().chain(WS_DIRECTIVES.iter()).chain(TLS_DIRECTIVES.iter())
 }
 
 pub fn lookup(name: &str) -> Option<&'static Directive> {
@@ -434,6 +456,14 @@ mod tests {
             let Field::Ws(f) = d.target else { panic!("{}", d.name) };
             assert_eq!(show_ws(&w, f, d).as_deref(), Some(d.default), "{}", d.name);
         }
+        let t = TlsSettings::default();
+        for d in TLS_DIRECTIVES {
+            let Field::Tls(f) = d.target else { panic!("{}", d.name) };
+            match show_tls(&t, f, d) {
+                Some(v) => assert_eq!(v, d.default, "{}", d.name),
+                None => assert!(d.default.starts_with("(unset"), "{}: {}", d.name, d.default),
+            }
+        }
     }
 
     #[test]
@@ -441,7 +471,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-"].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }

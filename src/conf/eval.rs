@@ -15,9 +15,10 @@ use super::ast::{Branch, CondOp, Expr, Stmt};
 use super::backend;
 use super::cond::{ws_field, Block, Condition, Subject};
 use super::directives::{
-    ignored_module, lookup, server_names, set_server, set_ws, suggest, Field, WsField, IGNORED_SERVER, IMPLEMENTED_MODULES,
-    WS_DIRECTIVES,
+    copy_tls, ignored_module, lookup, server_names, set_server, set_tls, set_ws, suggest, Field, WsField, IGNORED_SERVER,
+    IMPLEMENTED_MODULES, TLS_DIRECTIVES, WS_DIRECTIVES,
 };
+use super::tls::TlsSettings;
 use super::error::{ConfError, Diag, Span};
 use super::include;
 use super::listen;
@@ -259,6 +260,14 @@ impl Loader {
         Ok(())
     }
 
+    /// Whether the innermost block is a top-level `$SERVER["socket"] ==` block (one that
+    /// names a listener), where lighttpd reads `ssl.*`.
+    fn in_socket_block(&self) -> bool {
+        let Some(&i) = self.block_stack.last() else { return false };
+        let b = &self.blocks[i];
+        b.parent.is_none() && b.cond.as_ref().is_some_and(|c| c.subject == Subject::ServerSocket && c.op == CondOp::Eq)
+    }
+
     /// `server.port` as assigned so far, for socket specs without a port.
     fn global_port(&self) -> u16 {
         self.scopes[0]
@@ -286,6 +295,15 @@ impl Loader {
             return Err(Diag::new(span, r.message(key, false)));
         }
         if let Some(d) = lookup(key) {
+            if in_block && matches!(d.target, Field::Tls(_)) && !self.in_socket_block() {
+                return Err(Diag::new(
+                    span,
+                    format!("{key} may only be set globally or directly in a $SERVER[\"socket\"] == \"...\" block (certificates chosen by $HTTP[\"host\"] (SNI) are not implemented)"),
+                ));
+            }
+            if key == "ssl.dh-file" || key == "ssl.disable-client-renegotiation" {
+                self.warn(format!("note: {key} has no effect with rustls (only ECDHE key exchange; no renegotiation)"));
+            }
             if in_block && matches!(d.target, Field::Server(_)) {
                 self.warn(format!("ignored: {} inside a conditional (server-wide directive; only the global value is used)", key));
             }
@@ -296,6 +314,11 @@ impl Loader {
         }
         if key.starts_with("wstunnel.") {
             return Err(unknown(key, span, suggest(key, WS_DIRECTIVES.iter().map(|d| d.name))));
+        }
+        if key.starts_with("ssl.") {
+            // Never ignored: a TLS option silently dropped could weaken the listener.
+            let names: Vec<&str> = TLS_DIRECTIVES.iter().map(|d| d.name).collect();
+            return Err(Diag::new(span, format!("wstund does not implement {key} (TLS); it implements {}", names.join(", "))));
         }
         if key.starts_with("server.") {
             if key == FEATURE_FLAGS {
@@ -488,10 +511,12 @@ impl Loader {
     fn finish(&mut self) -> Result<Loaded, Diag> {
         let mut server = ServerSettings::default();
         let mut ws = WsSettings::default();
+        let mut tls = TlsSettings::default();
         let global = std::mem::take(&mut self.scopes[0].entries);
         for a in &global {
             match lookup(&a.key).map(|d| (d, d.target)) {
                 Some((d, Field::Server(f))) => set_server(&mut server, f, &a.val, d)?,
+                Some((d, Field::Tls(f))) => set_tls(&mut tls, f, &a.val, d)?,
                 Some((d, Field::Ws(f))) => {
                     set_ws(&mut ws, f, &a.val, d)?;
                     self.warn_backend_options(f, &a.val);
@@ -511,9 +536,11 @@ impl Loader {
             }
         }
         ws.sync();
-        let blocks = self.finish_blocks(server.port)?;
+        let (blocks, spans) = self.finish_blocks(server.port)?;
         let listen = self.listeners(&server, &global, &blocks)?;
-        Ok(Loaded { config: Config { server, wstunnel: Arc::new(ws), blocks, listen }, warnings: std::mem::take(&mut self.warnings) })
+        let listen_tls = listen_tls(&listen, &tls, &blocks, &spans, server.port, &global)?;
+        let config = Config { server, wstunnel: Arc::new(ws), blocks, listen, tls, listen_tls };
+        Ok(Loaded { config, warnings: std::mem::take(&mut self.warnings) })
     }
 
     /// lighttpd's `server.feature-flags`: `"server.graceful-shutdown-timeout" => N` is
@@ -547,16 +574,27 @@ impl Loader {
         }
     }
 
-    fn finish_blocks(&mut self, port: u16) -> Result<Vec<Block>, Diag> {
+    /// The blocks, and where each one's condition value is (for errors found later).
+    fn finish_blocks(&mut self, port: u16) -> Result<(Vec<Block>, Vec<Span>), Diag> {
         let builds = std::mem::take(&mut self.blocks);
         let mut blocks: Vec<Block> = Vec::with_capacity(builds.len());
+        let spans: Vec<Span> = builds.iter().map(|b| b.cond_span).collect();
         for (i, b) in builds.into_iter().enumerate() {
             let own_regex = b.cond.as_ref().is_some_and(|c| c.op == CondOp::Match);
             let capture_source = if own_regex { Some(i) } else { b.parent.and_then(|p| blocks[p].capture_source) };
             let mut ws = WsSettings::default();
             let mut set = Vec::new();
             let mut templated = Vec::new();
+            let mut tls = TlsSettings::default();
+            let mut tls_set = Vec::new();
             for a in &b.entries {
+                if let Some((d, Field::Tls(f))) = lookup(&a.key).map(|d| (d, d.target)) {
+                    set_tls(&mut tls, f, &a.val, d)?;
+                    if !tls_set.contains(&f) {
+                        tls_set.push(f);
+                    }
+                    continue;
+                }
                 let Some(f) = ws_field(&a.key) else { continue };
                 let Some(d) = lookup(&a.key) else { continue };
                 set_ws(&mut ws, f, &a.val, d)?;
@@ -591,9 +629,11 @@ impl Loader {
                 templated,
                 capture_source,
                 needs_captures,
+                tls_set,
+                tls: Box::new(tls),
             });
         }
-        Ok(blocks)
+        Ok((blocks, spans))
     }
 
     fn listeners(&self, server: &ServerSettings, global: &[Assigned], blocks: &[Block]) -> Result<Vec<super::model::ListenSpec>, Diag> {
@@ -609,6 +649,43 @@ impl Loader {
         }
         Ok(out)
     }
+}
+
+/// Each listener's `ssl.*` settings: the global ones, then every `$SERVER["socket"] ==`
+/// block naming that listener in source order. A listener with `ssl.engine` on gets its
+/// certificate and key read now, so `-t` reports a bad file (at the directive's position
+/// when it was set globally).
+fn listen_tls(
+    listen: &[super::model::ListenSpec],
+    global_tls: &TlsSettings,
+    blocks: &[Block],
+    spans: &[Span],
+    port: u16,
+    global: &[Assigned],
+) -> Result<Vec<TlsSettings>, Diag> {
+    let mut out = Vec::with_capacity(listen.len());
+    for spec in listen {
+        let mut t = global_tls.clone();
+        let mut at = None;
+        for (b, span) in blocks.iter().zip(spans) {
+            if b.cond.as_ref().and_then(|c| c.listen_spec(port)).as_ref() == Some(spec) {
+                for f in &b.tls_set {
+                    copy_tls(&mut t, &b.tls, *f);
+                }
+                if !b.tls_set.is_empty() {
+                    at = Some(*span);
+                }
+            }
+        }
+        if t.engine {
+            super::tls::server_config(&t).map_err(|e| {
+                let span = at.or_else(|| global.iter().rev().find(|a| a.key == e.directive).map(|a| a.val.span)).unwrap_or_default();
+                Diag::new(span, format!("TLS on {spec}: {e}"))
+            })?;
+        }
+        out.push(t);
+    }
+    Ok(out)
 }
 
 /// The account directives name users and groups of this machine (`accounts.rs`); an

@@ -27,6 +27,7 @@ mod print;
 mod refused;
 mod schema;
 mod shell;
+pub mod tls;
 mod value;
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! configuration and are not printed.
 
 use super::cond::Block;
-use super::directives::{show_server, show_ws, Field, SERVER_DIRECTIVES, WS_DIRECTIVES};
+use super::directives::{show_server, show_tls, show_ws, Field, SERVER_DIRECTIVES, TLS_DIRECTIVES, WS_DIRECTIVES};
+use super::tls::TlsSettings;
 use super::config::Config;
 
 const INDENT: &str = "    ";
@@ -27,6 +28,16 @@ pub fn print_config(cfg: &Config) -> String {
         if let Field::Ws(f) = d.target {
             if let Some(v) = show_ws(&cfg.wstunnel, f, d) {
                 line(&mut out, "", d.name, &v);
+            }
+        }
+    }
+    // ssl.* only where they differ from the defaults: a conf without TLS prints none.
+    let plain = TlsSettings::default();
+    for d in TLS_DIRECTIVES {
+        if let Field::Tls(f) = d.target {
+            let v = show_tls(&cfg.tls, f, d);
+            if v.is_some() && v != show_tls(&plain, f, d) {
+                line(&mut out, "", d.name, &v.unwrap_or_default());
             }
         }
     }
@@ -107,6 +118,12 @@ fn print_body(out: &mut String, blocks: &[Block], i: usize, depth: usize) {
             None => show_ws(&b.ws, *f, d),
         };
         if let Some(v) = value {
+            line(out, &indent, d.name, &v);
+        }
+    }
+    for f in &b.tls_set {
+        let Some(d) = TLS_DIRECTIVES.iter().find(|d| d.target == Field::Tls(*f)) else { continue };
+        if let Some(v) = show_tls(&b.tls, *f, d) {
             line(out, &indent, d.name, &v);
         }
     }

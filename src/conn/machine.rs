@@ -351,6 +351,11 @@ impl Conn {
 
     /// Runs phase handlers until none makes progress.
     pub fn drive(&mut self, ctx: &mut Ctx) {
+        // First the TLS records still waiting (this may be their writable edge), so the
+        // phase sees whether the client has everything.
+        if self.client.has_pending() {
+            let _ = self.client.flush();
+        }
         loop {
             let before = self.phase.mark();
             match self.phase {
@@ -366,6 +371,11 @@ impl Conn {
             if self.phase.mark() == before {
                 break;
             }
+        }
+        // TLS records a write left behind go out now or on the next writable edge; an
+        // error here shows again on the next read or write.
+        if self.client.has_pending() {
+            let _ = self.client.flush();
         }
         self.inbound.release_if_idle(ctx.pool);
         if self.outbound.is_empty() {

@@ -523,7 +523,7 @@ impl Conn {
             self.drop_backend(ctx);
         }
         let backend_done = self.backend.is_none();
-        let client_done = self.client_gone || (self.close_sent() && self.outbound.is_empty());
+        let client_done = self.client_gone || (self.close_sent() && self.outbound.is_empty() && !self.client.has_pending());
         if input_ended && backend_done && client_done {
             self.phase = Phase::Done;
         }

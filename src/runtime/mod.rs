@@ -12,6 +12,7 @@
 //! - `limits`: RLIMIT_NOFILE and the connection limit it allows.
 //! - `privileges`: chroot, setgroups, setgid, setuid after binding; no way back.
 //! - `daemon`: fork to the background, the starter waits for ready or the reason.
+//! - `tls`: each listener's rustls configuration (`ssl.*`); clients wrapped at accept.
 //! - `pidfile`: `server.pid-file` with O_EXCL, stale ones replaced, removed at exit.
 
 pub mod daemon;
@@ -24,3 +25,4 @@ pub mod pidfile;
 pub mod privileges;
 pub mod server;
 pub mod signals;
+pub mod tls;

@@ -46,6 +46,7 @@ use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
 use crate::runtime::listener::Listener;
+use crate::runtime::tls::TlsListeners;
 use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
 use crate::process::ratelimit::Repeats;
@@ -136,6 +137,8 @@ pub struct Server {
     poll: Poll,
     listeners: Vec<Listener>,
     listener_names: Vec<String>,
+    /// Each listener's TLS configuration (`ssl.*`).
+    tls: TlsListeners,
     conns: Slab<Conn>,
     pool: BufPool,
     config: Arc<Config>,
@@ -186,6 +189,7 @@ impl Server {
     /// before anything runs) and the signal handler installed by the caller.
     pub fn new(config: Arc<Config>, listeners: Vec<Listener>, listener_names: Vec<String>, signals: Signals) -> io::Result<Server> {
         let poll = Poll::new()?;
+        let tls = TlsListeners::from_config(&config)?;
         let mut listeners = listeners;
         for (i, l) in listeners.iter_mut().enumerate() {
             l.register(poll.registry(), token::listener_token(i))?;
@@ -205,6 +209,7 @@ impl Server {
             poll,
             listeners,
             listener_names,
+            tls,
             conns: Slab::with_capacity(1024.min(max_conns)),
             pool: BufPool::new(),
             config,
@@ -504,6 +509,7 @@ impl Server {
     fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
+        let Some(stream) = self.tls.wrap(listener, id, stream) else { return };
         let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
         let key = entry.key();

@@ -1,0 +1,280 @@
+//! lighttpd's mod_openssl directives (`ssl.*`) for one listener, and the rustls server
+//! configuration they make.
+//!
+//! lighttpd reads `ssl.*` globally and in `$SERVER["socket"] == ...` blocks; a socket
+//! block starts from the global values and overrides what it sets. The files are read
+//! when the conf loads (so `-t` reports an unreadable or mismatched key or certificate,
+//! naming the file and the reason, before anything is bound) and again when the
+//! listeners are made (`server_config`), from the same settings.
+
+use std::fmt;
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use rustls::crypto::ring as provider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
+
+pub const DEFAULT_SSL_ENGINE: bool = false;
+/// lighttpd's defaults; rustls has no renegotiation and lets the server choose the suite.
+pub const DEFAULT_HONOR_CIPHER_ORDER: bool = true;
+pub const DEFAULT_DISABLE_CLIENT_RENEGOTIATION: bool = true;
+
+/// Plaintext rustls may hold for a connection beyond what the pump buffers (it bounds
+/// what `writer()` accepts); the TLS records in flight add one record on top.
+pub const SEND_BUFFER_LIMIT: usize = 64 * 1024;
+
+/// The `ssl.*` settings of one listener (or of one block, for the fields it sets).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TlsSettings {
+    pub engine: bool,
+    /// Certificate chain, and the key unless `privkey` is set.
+    pub pemfile: Option<PathBuf>,
+    pub privkey: Option<PathBuf>,
+    /// Further certificates sent with the chain.
+    pub ca_file: Option<PathBuf>,
+    /// Accepted and ignored (rustls offers only ECDHE key exchange).
+    pub dh_file: Option<PathBuf>,
+    pub honor_cipher_order: bool,
+    pub disable_client_renegotiation: bool,
+    /// `ssl.openssl.ssl-conf-cmd`: MinProtocol, MaxProtocol, CipherString, Ciphersuites.
+    pub conf_cmd: Vec<(String, String)>,
+}
+
+impl Default for TlsSettings {
+    fn default() -> TlsSettings {
+        TlsSettings {
+            engine: DEFAULT_SSL_ENGINE,
+            pemfile: None,
+            privkey: None,
+            ca_file: None,
+            dh_file: None,
+            honor_cipher_order: DEFAULT_HONOR_CIPHER_ORDER,
+            disable_client_renegotiation: DEFAULT_DISABLE_CLIENT_RENEGOTIATION,
+            conf_cmd: Vec::new(),
+        }
+    }
+}
+
+/// Why a listener's TLS configuration cannot be made: the directive, the file (if one)
+/// and the reason.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsError {
+    pub directive: &'static str,
+    pub file: Option<PathBuf>,
+    pub reason: String,
+}
+
+impl fmt::Display for TlsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.file {
+            Some(p) => write!(f, "{} {:?}: {}", self.directive, p.display().to_string(), self.reason),
+            None => write!(f, "{}: {}", self.directive, self.reason),
+        }
+    }
+}
+
+fn err(directive: &'static str, file: Option<&Path>, reason: impl Into<String>) -> TlsError {
+    TlsError { directive, file: file.map(Path::to_path_buf), reason: reason.into() }
+}
+
+/// The ssl-conf-cmd keys wstund maps to rustls.
+pub const CONF_CMD_KEYS: &[&str] = &["MinProtocol", "MaxProtocol", "CipherString", "Ciphersuites"];
+const PROTOCOLS: &[&str] = &["TLSv1.2", "TLSv1.3"];
+
+/// OpenSSL cipher names (and rustls's) of the suites rustls offers.
+fn suite_names(s: &SupportedCipherSuite) -> [&'static str; 2] {
+    use rustls::CipherSuite as C;
+    let openssl = match s.suite() {
+        C::TLS13_AES_128_GCM_SHA256 => "TLS_AES_128_GCM_SHA256",
+        C::TLS13_AES_256_GCM_SHA384 => "TLS_AES_256_GCM_SHA384",
+        C::TLS13_CHACHA20_POLY1305_SHA256 => "TLS_CHACHA20_POLY1305_SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256 => "ECDHE-ECDSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384 => "ECDHE-ECDSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-ECDSA-CHACHA20-POLY1305",
+        C::TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256 => "ECDHE-RSA-AES128-GCM-SHA256",
+        C::TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384 => "ECDHE-RSA-AES256-GCM-SHA384",
+        C::TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256 => "ECDHE-RSA-CHACHA20-POLY1305",
+        _ => "",
+    };
+    [openssl, s.suite().as_str().unwrap_or("")]
+}
+
+/// A suite's OpenSSL name (as mod_openssl's SSL_CIPHER gives it).
+pub fn openssl_name(s: &SupportedCipherSuite) -> &'static str {
+    match suite_names(s) {
+        ["", rustls] => rustls,
+        [openssl, _] => openssl,
+    }
+}
+
+/// The protocol versions and suites `conf_cmd` allows (pure: no files).
+pub fn negotiation(conf_cmd: &[(String, String)]) -> Result<(Vec<&'static SupportedProtocolVersion>, Vec<SupportedCipherSuite>), TlsError> {
+    const D: &str = "ssl.openssl.ssl-conf-cmd";
+    let mut min = 0usize;
+    let mut max = PROTOCOLS.len() - 1;
+    let all = provider::ALL_CIPHER_SUITES;
+    let mut tls12: Option<Vec<SupportedCipherSuite>> = None;
+    let mut tls13: Option<Vec<SupportedCipherSuite>> = None;
+    for (k, v) in conf_cmd {
+        match k.as_str() {
+            "MinProtocol" | "MaxProtocol" => {
+                let i = PROTOCOLS.iter().position(|p| p.eq_ignore_ascii_case(v.trim())).ok_or_else(|| {
+                    err(D, None, format!("{k} {v:?} is not supported (supported: {})", PROTOCOLS.join(", ")))
+                })?;
+                if k == "MinProtocol" {
+                    min = i
+                } else {
+                    max = i
+                }
+            }
+            "CipherString" | "Ciphersuites" => {
+                let want13 = k == "Ciphersuites";
+                let mut picked = Vec::new();
+                for name in v.split(':').map(str::trim).filter(|n| !n.is_empty()) {
+                    let found = all.iter().find(|s| {
+                        let is13 = s.version() == &rustls::version::TLS13;
+                        is13 == want13 && suite_names(s).iter().any(|n| !n.is_empty() && n.eq_ignore_ascii_case(name))
+                    });
+                    match found {
+                        Some(s) => picked.push(*s),
+                        None => {
+                            let known: Vec<&str> = all
+                                .iter()
+                                .filter(|s| (s.version() == &rustls::version::TLS13) == want13)
+                                .map(|s| suite_names(s)[0])
+                                .collect();
+                            return Err(err(D, None, format!("{k}: cipher {name:?} is not supported (supported: {})", known.join(", "))));
+                        }
+                    }
+                }
+                if picked.is_empty() {
+                    return Err(err(D, None, format!("{k} names no cipher")));
+                }
+                if want13 {
+                    tls13 = Some(picked)
+                } else {
+                    tls12 = Some(picked)
+                }
+            }
+            other => {
+                return Err(err(D, None, format!("{other:?} is not supported (supported: {})", CONF_CMD_KEYS.join(", "))));
+            }
+        }
+    }
+    if min > max {
+        return Err(err(D, None, format!("MinProtocol {} is above MaxProtocol {}", PROTOCOLS[min], PROTOCOLS[max])));
+    }
+    let versions: Vec<&'static SupportedProtocolVersion> =
+        [&rustls::version::TLS12, &rustls::version::TLS13].into_iter().enumerate().filter(|(i, _)| (min..=max).contains(i)).map(|(_, v)| v).collect();
+    let default_of = |v13: bool| all.iter().copied().filter(|s| (s.version() == &rustls::version::TLS13) == v13).collect::<Vec<_>>();
+    let mut suites = tls13.unwrap_or_else(|| default_of(true));
+    suites.extend(tls12.unwrap_or_else(|| default_of(false)));
+    Ok((versions, suites))
+}
+
+fn read(directive: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    fs::read(path).map_err(|e: io::Error| err(directive, Some(path), format!("cannot read: {e}")))
+}
+
+fn certs_in(directive: &'static str, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read(directive, path)?;
+    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&pem).collect();
+    let certs = certs.map_err(|e| err(directive, Some(path), format!("bad PEM certificate: {e}")))?;
+    Ok(certs)
+}
+
+/// The rustls configuration for a listener whose `engine` is on; every file is read now.
+pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+    let pemfile = t.pemfile.as_deref().ok_or_else(|| err("ssl.pemfile", None, "ssl.engine is enabled but no ssl.pemfile is set"))?;
+    let mut chain = certs_in("ssl.pemfile", pemfile)?;
+    if chain.is_empty() {
+        return Err(err("ssl.pemfile", Some(pemfile), "no certificate in the file"));
+    }
+    let (key_directive, key_path) = match t.privkey.as_deref() {
+        Some(p) => ("ssl.privkey", p),
+        None => ("ssl.pemfile", pemfile),
+    };
+    let key_pem = read(key_directive, key_path)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        let why = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => "no private key in the file".to_string(),
+            e => format!("bad PEM private key: {e}"),
+        };
+        err(key_directive, Some(key_path), why)
+    })?;
+    if let Some(ca) = t.ca_file.as_deref() {
+        for c in certs_in("ssl.ca-file", ca)? {
+            if !chain.contains(&c) {
+                chain.push(c);
+            }
+        }
+    }
+    let (versions, suites) = negotiation(&t.conf_cmd)?;
+    // Deprecated only because ring has no post-quantum key exchange; ring is the
+    // provider that builds with nothing but a C compiler (see Cargo.toml).
+    #[allow(deprecated)]
+    let mut p = provider::default_provider();
+    p.cipher_suites = suites;
+    let builder = ServerConfig::builder_with_provider(Arc::new(p))
+        .with_protocol_versions(&versions)
+        .map_err(|e| err("ssl.openssl.ssl-conf-cmd", None, format!("no usable cipher for the protocols allowed: {e}")))?;
+    let mut cfg = builder.with_no_client_auth().with_single_cert(chain, key).map_err(|e| {
+        let why = match e {
+            rustls::Error::InconsistentKeys(_) => "the private key does not match the certificate".to_string(),
+            e => e.to_string(),
+        };
+        err(key_directive, Some(key_path), why)
+    })?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    cfg.send_tls13_tickets = 0;
+    cfg.ignore_client_order = t.honor_cipher_order;
+    Ok(Arc::new(cfg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cmd(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn conf_cmd_maps_protocols_and_suites() {
+        let (v, s) = negotiation(&[]).unwrap();
+        assert_eq!(v.len(), 2);
+        assert!(s.len() >= 6);
+        let (v, _) = negotiation(&cmd(&[("MinProtocol", "TLSv1.3")])).unwrap();
+        assert_eq!(v, vec![&rustls::version::TLS13]);
+        let (_, s) = negotiation(&cmd(&[("Ciphersuites", "TLS_AES_128_GCM_SHA256")])).unwrap();
+        let v13: Vec<_> = s.iter().filter(|s| s.version() == &rustls::version::TLS13).collect();
+        assert_eq!(v13.len(), 1);
+        let (_, s) = negotiation(&cmd(&[("CipherString", "ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES128-GCM-SHA256")])).unwrap();
+        assert_eq!(s.iter().filter(|s| s.version() == &rustls::version::TLS12).count(), 2);
+    }
+
+    #[test]
+    fn conf_cmd_errors_list_what_is_supported() {
+        let e = negotiation(&cmd(&[("MinProtocol", "TLSv1.1")])).unwrap_err();
+        assert!(e.reason.contains("supported: TLSv1.2, TLSv1.3"), "{e}");
+        let e = negotiation(&cmd(&[("Ciphersuites", "TLS_FOO")])).unwrap_err();
+        assert!(e.reason.contains("TLS_AES_128_GCM_SHA256"), "{e}");
+        let e = negotiation(&cmd(&[("Options", "x")])).unwrap_err();
+        assert!(e.reason.contains("MinProtocol, MaxProtocol, CipherString, Ciphersuites"), "{e}");
+        assert!(negotiation(&cmd(&[("MinProtocol", "TLSv1.3"), ("MaxProtocol", "TLSv1.2")])).is_err());
+    }
+
+    #[test]
+    fn missing_files_are_named() {
+        let t = TlsSettings { engine: true, pemfile: Some("/nonexistent/x.pem".into()), ..TlsSettings::default() };
+        let e = server_config(&t).unwrap_err();
+        assert_eq!(e.directive, "ssl.pemfile");
+        assert!(e.to_string().contains("/nonexistent/x.pem") && e.reason.contains("cannot read"), "{e}");
+        let e = server_config(&TlsSettings { engine: true, ..TlsSettings::default() }).unwrap_err();
+        assert!(e.reason.contains("no ssl.pemfile"));
+    }
+}
