@@ -666,20 +666,30 @@ fn listen_tls(
     let mut out = Vec::with_capacity(listen.len());
     for spec in listen {
         let mut t = global_tls.clone();
-        let mut at = None;
+        // Blocks naming this listener that set ssl.*, with their position.
+        let mut sets: Vec<(&Block, Span)> = Vec::new();
         for (b, span) in blocks.iter().zip(spans) {
             if b.cond.as_ref().and_then(|c| c.listen_spec(port)).as_ref() == Some(spec) {
                 for f in &b.tls_set {
                     copy_tls(&mut t, &b.tls, *f);
                 }
                 if !b.tls_set.is_empty() {
-                    at = Some(*span);
+                    sets.push((b, *span));
                 }
             }
         }
         if t.engine {
             super::tls::server_config(&t).map_err(|e| {
-                let span = at.or_else(|| global.iter().rev().find(|a| a.key == e.directive).map(|a| a.val.span)).unwrap_or_default();
+                // Where the directive the error names was set: the last block that set it
+                // for this listener, else the global assignment, else the block that
+                // enabled TLS.
+                let field = lookup(e.directive).and_then(|d| match d.target {
+                    Field::Tls(f) => Some(f),
+                    _ => None,
+                });
+                let in_block = sets.iter().rev().find(|(b, _)| field.is_some_and(|f| b.tls_set.contains(&f))).map(|(_, s)| *s);
+                let in_global = global.iter().rev().find(|a| a.key == e.directive).map(|a| a.val.span);
+                let span = in_block.or(in_global).or(sets.last().map(|(_, s)| *s)).unwrap_or_default();
                 Diag::new(span, format!("TLS on {spec}: {e}"))
             })?;
         }

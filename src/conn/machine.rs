@@ -511,6 +511,7 @@ impl Conn {
             lost_in: self.lost_in,
             lost_out: self.lost_out,
             cut: self.cut.map(Cut::as_str).unwrap_or("-"),
+            tls: self.client.tls_info(),
         });
     }
 }

@@ -68,8 +68,9 @@ pub fn emit(r: &AccessRecord) {
 
 /// The error-log form: `[c7] access peer=... in=... out=...`.
 pub fn legacy_line(r: &AccessRecord) -> String {
+    let tls = r.tls.map(|(v, c)| format!(" tls={v}/{c}")).unwrap_or_default();
     format!(
-        "[c{}] access peer={} path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={} lost_in={} lost_out={} cut={}",
+        "[c{}] access peer={} path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={} lost_in={} lost_out={} cut={}{}",
         r.id,
         r.peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into()),
         r.path,
@@ -83,6 +84,7 @@ pub fn legacy_line(r: &AccessRecord) -> String {
         r.lost_in,
         r.lost_out,
         r.cut,
+        tls,
     )
 }
 
