@@ -89,10 +89,16 @@ type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
 /// A TLS connection to `port` as `localhost`, handshake done.
 fn tls_connect(pki: &Pki, port: u16) -> Tls {
+    tls_connect_as(pki, port, "localhost")
+}
+
+/// A TLS connection to `port` naming `name` (a DNS name is sent as SNI; an IP address
+/// sends none).
+fn tls_connect_as(pki: &Pki, port: u16, name: &str) -> Tls {
     let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
     sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
     sock.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-    let conn = rustls::ClientConnection::new(pki.client_config(), ServerName::try_from("localhost").unwrap()).unwrap();
+    let conn = rustls::ClientConnection::new(pki.client_config(), ServerName::try_from(name.to_string()).unwrap()).unwrap();
     let mut s = rustls::StreamOwned::new(conn, sock);
     while s.conn.is_handshaking() {
         s.conn.complete_io(&mut s.sock).unwrap_or_else(|e| panic!("TLS handshake: {e}"));
@@ -270,8 +276,16 @@ fn bad_keys_and_names_fail_dash_t_naming_the_file_and_the_reason() {
         ),
         ("ssl.verifyclient.enforce = \"enable\"\n".to_string(), "3:1: wstund does not implement ssl.verifyclient.enforce (TLS)".to_string()),
         (
-            format!("$HTTP[\"host\"] == \"a\" {{ ssl.pemfile = \"{}\" }}\n", pki.p("both.pem")),
-            "ssl.pemfile may only be set globally or directly in a $SERVER[\"socket\"] == \"...\" block".to_string(),
+            format!("$HTTP[\"url\"] == \"a\" {{ ssl.pemfile = \"{}\" }}\n", pki.p("both.pem")),
+            "ssl.pemfile may only be set globally, directly in a $SERVER[\"socket\"] == \"...\" block, or (the certificate chosen by SNI) in a $HTTP[\"host\"] block".to_string(),
+        ),
+        (
+            format!("ssl.pemfile = \"{}\"\n$HTTP[\"host\"] == \"a\" {{ ssl.engine = \"disable\" }}\n", pki.p("both.pem")),
+            "ssl.engine cannot be chosen by SNI; a $HTTP[\"host\"] block may set ssl.pemfile, ssl.privkey, ssl.ca-file".to_string(),
+        ),
+        (
+            format!("ssl.pemfile = \"{}\"\n$HTTP[\"host\"] == \"a\" {{\n  ssl.pemfile = \"{}\" }}\n", pki.p("both.pem"), pki.p("missing.pem")),
+            format!("4:18: TLS on 0.0.0.0:0: ssl.pemfile \"{}\": cannot read", pki.p("missing.pem")),
         ),
     ];
     for (body, want) in cases {
@@ -360,4 +374,62 @@ fn bad_tls_input_closes_only_that_connection() {
     let m = pattern(300_000, 9);
     ws.send(Message::binary(m.clone())).unwrap();
     assert!(recv_exact(&mut ws, m.len()) == m);
+}
+
+/// The first certificate of a PEM file.
+fn leaf_of(path: &Path) -> CertificateDer<'static> {
+    CertificateDer::pem_file_iter(path).unwrap().next().unwrap().unwrap()
+}
+
+#[test]
+fn sni_chooses_the_certificate_of_the_host_block() {
+    let pki = Pki::new();
+    let d0 = pki.dir.path().to_path_buf();
+    Pki::leaf(&d0, "a", "a.test", "DNS:a.test");
+    Pki::leaf(&d0, "b", "b.test", "DNS:b.test");
+    let echo = Backend::echo();
+    // a.test at top level (every TLS listener), b.test by a regex inside the socket block.
+    let conf = Conf::new()
+        .set("wstunnel.frame-type", "\"binary\"")
+        .route("/echo/", &[echo.entry()])
+        .line(&format!("ssl.pemfile = \"{}\"", pki.p("both.pem")))
+        .line(&format!("$HTTP[\"host\"] == \"a.test\" {{ ssl.pemfile = \"{}\" ssl.privkey = \"{}\" }}", pki.p("a.pem"), pki.p("a.key")))
+        .line(&format!(
+            "$SERVER[\"socket\"] == \"127.0.0.1:0\" {{\n ssl.engine = \"enable\"\n $HTTP[\"host\"] =~ \"^b\\.\" {{ ssl.pemfile = \"{}\" ssl.privkey = \"{}\" }}\n}}",
+            pki.p("b.pem"),
+            pki.p("b.key")
+        ));
+    let conf = conf.render().replace("server.bind = \"127.0.0.1\"", "server.bind = \"127.0.0.2\"");
+    let d = Daemon::start(&conf);
+    let port = *d.ports().last().unwrap();
+    let served = |name: &str| {
+        let s = tls_connect_as(&pki, port, name);
+        let cert = s.conn.peer_certificates().and_then(|c| c.first()).cloned().expect("a server certificate");
+        assert_eq!(s.conn.alpn_protocol(), None, "no ALPN asked, none chosen");
+        cert
+    };
+    assert!(served("a.test") == leaf_of(&pki.path("a.pem")), "SNI a.test gets a.test's certificate");
+    assert!(served("b.test") == leaf_of(&pki.path("b.pem")), "SNI b.test gets b.test's certificate");
+    assert!(served("localhost") == leaf_of(&pki.path("server.pem")), "an unknown name gets the default");
+    assert!(served("127.0.0.1") == leaf_of(&pki.path("server.pem")), "no SNI gets the default");
+    // ALPN: http/1.1 is chosen when offered.
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let mut cfg = (*pki.client_config()).clone();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let conn = rustls::ClientConnection::new(Arc::new(cfg), ServerName::try_from("a.test").unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).unwrap();
+    }
+    assert_eq!(s.conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+    // The tunnel works with the SNI certificate.
+    let (mut ws, _) = tungstenite::client(format!("wss://a.test:{port}/echo/").as_str(), s).unwrap();
+    ws.send(Message::binary(b"sni".to_vec())).unwrap();
+    let mut got = Vec::new();
+    while got.len() < 3 {
+        if let Message::Binary(b) = ws.read().unwrap() {
+            got.extend_from_slice(&b);
+        }
+    }
+    assert_eq!(got, b"sni");
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use super::cond::Block;
 use super::directives::{copy_ws, set_ws, Directive, Field, WsField};
 use super::model::{ListenSpec, RequestFacts, ServerSettings, WsSettings};
-use super::tls::TlsSettings;
+use super::tls::{ListenTls, TlsSettings};
 
 #[derive(Debug)]
 pub struct Loaded {
@@ -30,8 +30,9 @@ pub struct Config {
     /// The global `ssl.*` settings (printed by `-p`).
     pub tls: TlsSettings,
     /// Each listener's `ssl.*` settings, parallel to `listen`: the global ones with its
-    /// `$SERVER["socket"]` blocks' merged in (lighttpd's inheritance).
-    pub listen_tls: Vec<TlsSettings>,
+    /// `$SERVER["socket"]` blocks' merged in (lighttpd's inheritance), and its
+    /// certificates chosen by SNI.
+    pub listen_tls: Vec<ListenTls>,
 }
 
 fn directive_of(f: WsField) -> Option<&'static Directive> {

@@ -18,7 +18,7 @@ use super::directives::{
     copy_tls, ignored_module, lookup, server_names, set_server, set_tls, set_ws, suggest, Field, WsField, IGNORED_SERVER,
     IMPLEMENTED_MODULES, TLS_DIRECTIVES, WS_DIRECTIVES,
 };
-use super::tls::TlsSettings;
+use super::tls::{ListenTls, SniCert, TlsSettings};
 use super::error::{ConfError, Diag, Span};
 use super::include;
 use super::listen;
@@ -268,6 +268,22 @@ impl Loader {
         b.parent.is_none() && b.cond.as_ref().is_some_and(|c| c.subject == Subject::ServerSocket && c.op == CondOp::Eq)
     }
 
+    /// Whether the innermost block is a `$HTTP["host"]` block at top level or directly
+    /// inside a socket block: where lighttpd chooses the certificate by SNI.
+    fn in_sni_block(&self) -> bool {
+        let Some(&i) = self.block_stack.last() else { return false };
+        let b = &self.blocks[i];
+        let host = b.cond.as_ref().is_some_and(|c| c.subject == Subject::Host);
+        let parent_ok = match b.parent {
+            None => true,
+            Some(p) => {
+                let pb = &self.blocks[p];
+                pb.parent.is_none() && pb.cond.as_ref().is_some_and(|c| c.subject == Subject::ServerSocket && c.op == CondOp::Eq)
+            }
+        };
+        host && parent_ok
+    }
+
     /// `server.port` as assigned so far, for socket specs without a port.
     fn global_port(&self) -> u16 {
         self.scopes[0]
@@ -296,10 +312,18 @@ impl Loader {
         }
         if let Some(d) = lookup(key) {
             if in_block && matches!(d.target, Field::Tls(_)) && !self.in_socket_block() {
-                return Err(Diag::new(
-                    span,
-                    format!("{key} may only be set globally or directly in a $SERVER[\"socket\"] == \"...\" block (certificates chosen by $HTTP[\"host\"] (SNI) are not implemented)"),
-                ));
+                if !self.in_sni_block() {
+                    return Err(Diag::new(
+                        span,
+                        format!("{key} may only be set globally, directly in a $SERVER[\"socket\"] == \"...\" block, or (the certificate chosen by SNI) in a $HTTP[\"host\"] block at top level or inside such a socket block"),
+                    ));
+                }
+                if !super::tls::SNI_DIRECTIVES.contains(&key) {
+                    return Err(Diag::new(
+                        span,
+                        format!("{key} cannot be chosen by SNI; a $HTTP[\"host\"] block may set {}", super::tls::SNI_DIRECTIVES.join(", ")),
+                    ));
+                }
             }
             if key == "ssl.dh-file" || key == "ssl.disable-client-renegotiation" {
                 self.warn(format!("note: {key} has no effect with rustls (only ECDHE key exchange; no renegotiation)"));
@@ -652,9 +676,10 @@ impl Loader {
 }
 
 /// Each listener's `ssl.*` settings: the global ones, then every `$SERVER["socket"] ==`
-/// block naming that listener in source order. A listener with `ssl.engine` on gets its
-/// certificate and key read now, so `-t` reports a bad file (at the directive's position
-/// when it was set globally).
+/// block naming that listener in source order; and its certificates chosen by SNI
+/// (`$HTTP["host"]` blocks at top level or inside its socket block). A listener with
+/// `ssl.engine` on gets every certificate and key read now, so `-t` reports a bad file at
+/// the position of the directive that named it.
 fn listen_tls(
     listen: &[super::model::ListenSpec],
     global_tls: &TlsSettings,
@@ -662,14 +687,15 @@ fn listen_tls(
     spans: &[Span],
     port: u16,
     global: &[Assigned],
-) -> Result<Vec<TlsSettings>, Diag> {
+) -> Result<Vec<ListenTls>, Diag> {
+    let names = |b: &Block, spec: &super::model::ListenSpec| b.cond.as_ref().and_then(|c| c.listen_spec(port)).as_ref() == Some(spec);
     let mut out = Vec::with_capacity(listen.len());
     for spec in listen {
         let mut t = global_tls.clone();
-        // Blocks naming this listener that set ssl.*, with their position.
+        // Blocks that set ssl.* for this listener, with their position.
         let mut sets: Vec<(&Block, Span)> = Vec::new();
         for (b, span) in blocks.iter().zip(spans) {
-            if b.cond.as_ref().and_then(|c| c.listen_spec(port)).as_ref() == Some(spec) {
+            if names(b, spec) {
                 for f in &b.tls_set {
                     copy_tls(&mut t, &b.tls, *f);
                 }
@@ -678,8 +704,22 @@ fn listen_tls(
                 }
             }
         }
-        if t.engine {
-            super::tls::server_config(&t).map_err(|e| {
+        let mut sni = Vec::new();
+        for (b, span) in blocks.iter().zip(spans) {
+            let Some(cond) = b.cond.as_ref().filter(|c| c.subject == Subject::Host) else { continue };
+            if b.tls_set.is_empty() || !b.parent.is_none_or(|p| names(&blocks[p], spec)) {
+                continue;
+            }
+            let mut st = t.clone();
+            for f in &b.tls_set {
+                copy_tls(&mut st, &b.tls, *f);
+            }
+            sni.push(SniCert { cond: cond.clone(), tls: st });
+            sets.push((b, *span));
+        }
+        let l = ListenTls { settings: t, sni };
+        if l.settings.engine {
+            super::tls::server_config(&l, &spec.to_string()).map_err(|e| {
                 // Where the directive the error names was set: the last block that set it
                 // for this listener, else the global assignment, else the block that
                 // enabled TLS.
@@ -693,7 +733,7 @@ fn listen_tls(
                 Diag::new(span, format!("TLS on {spec}: {e}"))
             })?;
         }
-        out.push(t);
+        out.push(l);
     }
     Ok(out)
 }

@@ -16,7 +16,12 @@ use std::sync::Arc;
 use rustls::crypto::ring as provider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
+
+use super::cond::Condition;
+use super::model::RequestFacts;
 
 pub const DEFAULT_SSL_ENGINE: bool = false;
 /// lighttpd's defaults; rustls has no renegotiation and lets the server choose the suite.
@@ -56,6 +61,58 @@ impl Default for TlsSettings {
             disable_client_renegotiation: DEFAULT_DISABLE_CLIENT_RENEGOTIATION,
             conf_cmd: Vec::new(),
         }
+    }
+}
+
+/// The directives a `$HTTP["host"]` block may set: the certificate chosen by SNI.
+pub const SNI_DIRECTIVES: &[&str] = &["ssl.pemfile", "ssl.privkey", "ssl.ca-file"];
+
+/// A certificate chosen by SNI: a `$HTTP["host"]` block (top level, or inside this
+/// listener's `$SERVER["socket"]` block) with the listener's settings and the block's
+/// `ssl.pemfile` / `ssl.privkey` / `ssl.ca-file` over them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SniCert {
+    pub cond: Condition,
+    pub tls: TlsSettings,
+}
+
+/// Everything TLS about one listener.
+#[derive(Clone, Debug, PartialEq, Default)]
+pub struct ListenTls {
+    pub settings: TlsSettings,
+    /// In source order; the last whose condition matches the SNI name wins, as a later
+    /// lighttpd block overrides an earlier one.
+    pub sni: Vec<SniCert>,
+}
+
+/// Picks the certificate by the client's SNI name; no name, or none that matches: the
+/// listener's own.
+#[derive(Debug)]
+struct SniResolver {
+    default: Arc<CertifiedKey>,
+    by_host: Vec<(Condition, Arc<CertifiedKey>)>,
+    /// The listener, for `$SERVER["socket"]` inside a host condition's chain.
+    socket: String,
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(name) = hello.server_name() {
+            let facts = RequestFacts {
+                url_path: "",
+                query: "",
+                host: Some(name),
+                method: "",
+                scheme: "https",
+                remote_ip: None,
+                headers: &[],
+                server_socket: &self.socket,
+            };
+            if let Some((_, k)) = self.by_host.iter().rev().find(|(c, _)| c.eval(&facts, None)) {
+                return Some(Arc::clone(k));
+            }
+        }
+        Some(Arc::clone(&self.default))
     }
 }
 
@@ -187,8 +244,8 @@ fn certs_in(directive: &'static str, path: &Path) -> Result<Vec<CertificateDer<'
     Ok(certs)
 }
 
-/// The rustls configuration for a listener whose `engine` is on; every file is read now.
-pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
+/// The certificate chain and key of `t`, checked against each other.
+fn certified_key(t: &TlsSettings, provider: &rustls::crypto::CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
     let pemfile = t.pemfile.as_deref().ok_or_else(|| err("ssl.pemfile", None, "ssl.engine is enabled but no ssl.pemfile is set"))?;
     let mut chain = certs_in("ssl.pemfile", pemfile)?;
     if chain.is_empty() {
@@ -213,22 +270,40 @@ pub fn server_config(t: &TlsSettings) -> Result<Arc<ServerConfig>, TlsError> {
             }
         }
     }
-    let (versions, suites) = negotiation(&t.conf_cmd)?;
-    // Deprecated only because ring has no post-quantum key exchange; ring is the
-    // provider that builds with nothing but a C compiler (see Cargo.toml).
-    #[allow(deprecated)]
-    let mut p = provider::default_provider();
-    p.cipher_suites = suites;
-    let builder = ServerConfig::builder_with_provider(Arc::new(p))
-        .with_protocol_versions(&versions)
-        .map_err(|e| err("ssl.openssl.ssl-conf-cmd", None, format!("no usable cipher for the protocols allowed: {e}")))?;
-    let mut cfg = builder.with_no_client_auth().with_single_cert(chain, key).map_err(|e| {
+    let ck = CertifiedKey::from_der(chain, key, provider).map_err(|e| {
         let why = match e {
             rustls::Error::InconsistentKeys(_) => "the private key does not match the certificate".to_string(),
             e => e.to_string(),
         };
         err(key_directive, Some(key_path), why)
     })?;
+    Ok(Arc::new(ck))
+}
+
+/// The rustls configuration for a listener whose `engine` is on; every file is read now
+/// (the listener's and each SNI block's). `socket` names the listener.
+pub fn server_config(l: &ListenTls, socket: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    let t = &l.settings;
+    let (versions, suites) = negotiation(&t.conf_cmd)?;
+    // Deprecated only because ring has no post-quantum key exchange; ring is the
+    // provider that builds with nothing but a C compiler (see Cargo.toml).
+    #[allow(deprecated)]
+    let mut p = provider::default_provider();
+    p.cipher_suites = suites;
+    let default = certified_key(t, &p)?;
+    let mut by_host = Vec::with_capacity(l.sni.len());
+    for s in &l.sni {
+        let k = certified_key(&s.tls, &p).map_err(|mut e| {
+            e.reason = format!("{} (in {} {{ }})", e.reason, s.cond.to_conf());
+            e
+        })?;
+        by_host.push((s.cond.clone(), k));
+    }
+    let builder = ServerConfig::builder_with_provider(Arc::new(p))
+        .with_protocol_versions(&versions)
+        .map_err(|e| err("ssl.openssl.ssl-conf-cmd", None, format!("no usable cipher for the protocols allowed: {e}")))?;
+    let resolver = SniResolver { default, by_host, socket: socket.to_string() };
+    let mut cfg = builder.with_no_client_auth().with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg.send_tls13_tickets = 0;
     cfg.ignore_client_order = t.honor_cipher_order;
@@ -271,10 +346,12 @@ mod tests {
     #[test]
     fn missing_files_are_named() {
         let t = TlsSettings { engine: true, pemfile: Some("/nonexistent/x.pem".into()), ..TlsSettings::default() };
-        let e = server_config(&t).unwrap_err();
+        let l = ListenTls { settings: t, sni: Vec::new() };
+        let e = server_config(&l, "").unwrap_err();
         assert_eq!(e.directive, "ssl.pemfile");
         assert!(e.to_string().contains("/nonexistent/x.pem") && e.reason.contains("cannot read"), "{e}");
-        let e = server_config(&TlsSettings { engine: true, ..TlsSettings::default() }).unwrap_err();
+        let l = ListenTls { settings: TlsSettings { engine: true, ..TlsSettings::default() }, sni: Vec::new() };
+        let e = server_config(&l, "").unwrap_err();
         assert!(e.reason.contains("no ssl.pemfile"));
     }
 }

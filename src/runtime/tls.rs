@@ -22,13 +22,14 @@ impl TlsListeners {
     pub fn from_config(config: &Config) -> io::Result<TlsListeners> {
         let mut configs = Vec::with_capacity(config.listen.len());
         for (spec, t) in config.listen.iter().zip(&config.listen_tls) {
-            if !t.engine {
+            if !t.settings.engine {
                 configs.push(None);
                 continue;
             }
-            let c = crate::conf::tls::server_config(t)
+            let c = crate::conf::tls::server_config(t, &spec.to_string())
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS on {spec}: {e}")))?;
-            info!("TLS on {spec}: certificate from {}", t.pemfile.as_deref().map(|p| p.display().to_string()).unwrap_or_default());
+            let pem = t.settings.pemfile.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+            info!("TLS on {spec}: certificate from {pem}, {} more chosen by SNI", t.sni.len());
             configs.push(Some(c));
         }
         Ok(TlsListeners { configs })
