@@ -26,7 +26,7 @@ fn check(text: &str) -> (Option<i32>, String, String, String) {
 const DIRECTIVES: &[&str] = &[
     // mod_openssl's ssl.engine, ssl.pemfile, ... are implemented (tests/tls.rs); these
     // are not yet, and are errors rather than ignored.
-    "ssl.verifyclient.activate",
+    "ssl.verifyclient.exportcert",
     "ssl.acme-tls-1",
     "gnutls.priority",
     "auth.backend",

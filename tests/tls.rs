@@ -274,7 +274,11 @@ fn bad_keys_and_names_fail_dash_t_naming_the_file_and_the_reason() {
             format!("ssl.pemfile = \"{}\"\nssl.openssl.ssl-conf-cmd = ( \"Ciphersuites\" => \"TLS_AES_128_CCM_SHA256\" )\n", pki.p("both.pem")),
             "Ciphersuites: cipher \"TLS_AES_128_CCM_SHA256\" is not supported (supported: ".to_string(),
         ),
-        ("ssl.verifyclient.enforce = \"enable\"\n".to_string(), "3:1: wstund does not implement ssl.verifyclient.enforce (TLS)".to_string()),
+        ("ssl.verifyclient.exportcert = \"enable\"\n".to_string(), "3:1: wstund does not implement ssl.verifyclient.exportcert (TLS)".to_string()),
+        (
+            format!("ssl.pemfile = \"{}\"\nssl.verifyclient.activate = \"enable\"\n", pki.p("both.pem")),
+            "ssl.verifyclient.activate: needs ssl.verifyclient.ca-file (or ssl.ca-file)".to_string(),
+        ),
         (
             format!("$HTTP[\"url\"] == \"a\" {{ ssl.pemfile = \"{}\" }}\n", pki.p("both.pem")),
             "ssl.pemfile may only be set globally, directly in a $SERVER[\"socket\"] == \"...\" block, or (the certificate chosen by SNI) in a $HTTP[\"host\"] block".to_string(),
@@ -432,4 +436,101 @@ fn sni_chooses_the_certificate_of_the_host_block() {
         }
     }
     assert_eq!(got, b"sni");
+}
+
+/// A client configuration presenting `name.pem` / `name.key` (or no certificate).
+fn client_with_cert(pki: &Pki, name: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots);
+    let cfg = match name {
+        None => b.with_no_client_auth(),
+        Some(n) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path(&format!("{n}.pem"))).unwrap().map(|c| c.unwrap()).collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.path(&format!("{n}.key"))).unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    Arc::new(cfg)
+}
+
+/// Upgrades to `path` on a stdio /usr/bin/env and returns its output; Err with the
+/// reason when the TLS handshake or the upgrade fails.
+fn env_over_tls(port: u16, cfg: Arc<rustls::ClientConfig>) -> Result<String, String> {
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| format!("handshake: {e}"))?;
+    }
+    let (mut ws, _) = tungstenite::client(format!("wss://localhost:{port}/env").as_str(), s).map_err(|e| format!("upgrade: {e}"))?;
+    let mut out = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) => out.extend_from_slice(&b),
+            Ok(Message::Text(t)) => out.extend_from_slice(t.as_bytes()),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+fn env_var<'a>(env: &'a str, k: &str) -> Option<&'a str> {
+    env.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+}
+
+#[test]
+fn client_certificates_required_missing_wrong_ca_and_valid() {
+    let pki = Pki::new();
+    let d0 = pki.dir.path().to_path_buf();
+    Pki::leaf(&d0, "alice", "alice", "email:alice@example.org");
+    // A certificate from another CA with the same name.
+    openssl(&d0, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca2.key", "-out", "ca2.pem", "-days", "2", "-subj", "/CN=other CA"]);
+    std::fs::write(d0.join("mallory.ext"), "subjectAltName=DNS:x\n").unwrap();
+    openssl(&d0, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "mallory.key", "-out", "mallory.csr", "-subj", "/CN=alice"]);
+    openssl(&d0, &["x509", "-req", "-in", "mallory.csr", "-CA", "ca2.pem", "-CAkey", "ca2.key", "-CAcreateserial", "-out", "mallory.pem", "-days", "2", "-extfile", "mallory.ext"]);
+    let serial = Command::new("openssl").args(["x509", "-noout", "-serial", "-in"]).arg(pki.path("alice.pem")).output().unwrap();
+    let serial = String::from_utf8_lossy(&serial.stdout).trim().trim_start_matches("serial=").to_string();
+
+    let conf = |enforce: &str| {
+        Conf::new()
+            .set("ssl.engine", "\"enable\"")
+            .set("ssl.pemfile", &format!("\"{}\"", pki.p("both.pem")))
+            .set("ssl.verifyclient.activate", "\"enable\"")
+            .set("ssl.verifyclient.enforce", &format!("\"{enforce}\""))
+            .set("ssl.verifyclient.ca-file", &format!("\"{}\"", pki.p("ca.pem")))
+            .set("ssl.verifyclient.username", "\"SSL_CLIENT_S_DN_CN\"")
+            .route("/env", &[procs::stdio("/usr/bin/env", "")])
+            .render()
+    };
+    let d = Daemon::start(&conf("enable"));
+    let env = env_over_tls(d.port(), client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&env, "SSL_CLIENT_VERIFY"), Some("SUCCESS"), "{env}");
+    assert_eq!(env_var(&env, "SSL_CLIENT_S_DN_CN"), Some("alice"), "{env}");
+    assert_eq!(env_var(&env, "SSL_CLIENT_S_DN"), Some("/CN=alice"), "{env}");
+    assert_eq!(env_var(&env, "SSL_CLIENT_M_SERIAL"), Some(serial.as_str()), "{env}");
+    assert_eq!(env_var(&env, "REMOTE_USER"), Some("alice"), "{env}");
+    assert_eq!(env_var(&env, "HTTPS"), Some("on"), "{env}");
+    assert_eq!(env_var(&env, "SSL_PROTOCOL"), Some("TLSv1.3"), "{env}");
+    // Required and missing: the handshake fails (TLS 1.3 reports it on the first read).
+    let missing = env_over_tls(d.port(), client_with_cert(&pki, None));
+    assert!(missing.is_err(), "no client certificate was let in: {missing:?}");
+    // From another CA: the handshake fails.
+    let wrong = env_over_tls(d.port(), client_with_cert(&pki, Some("mallory")));
+    assert!(wrong.is_err(), "a certificate from another CA was let in: {wrong:?}");
+    drop(d);
+
+    // Not enforced: a client without a certificate gets in with SSL_CLIENT_VERIFY=NONE.
+    let d = Daemon::start(&conf("disable"));
+    let env = env_over_tls(d.port(), client_with_cert(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&env, "SSL_CLIENT_VERIFY"), Some("NONE"), "{env}");
+    assert_eq!(env_var(&env, "REMOTE_USER"), None, "{env}");
+    let env = env_over_tls(d.port(), client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(env_var(&env, "REMOTE_USER"), Some("alice"), "{env}");
 }

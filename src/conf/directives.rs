@@ -140,6 +140,16 @@ field_table! { TlsField, TlsSettings, TLS_DIRECTIVES, Tls, set_tls, copy_tls, sh
         "Choose the cipher by the server's order rather than the client's."
     DisableClientRenegotiation.disable_client_renegotiation = "ssl.disable-client-renegotiation" : "boolean" [0, 0] [] default "\"enable\"" unit None;
         "Accepted with a note: rustls never renegotiates."
+    VerifyActivate.verify_activate = "ssl.verifyclient.activate" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Ask clients for a certificate, verified against ssl.verifyclient.ca-file (or ssl.ca-file)."
+    VerifyEnforce.verify_enforce = "ssl.verifyclient.enforce" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "With ssl.verifyclient.activate: a client without a valid certificate fails the handshake; disable lets clients without one in."
+    VerifyDepth.verify_depth = "ssl.verifyclient.depth" : "integer" [1, 255] [] default "9" unit None;
+        "Longest client certificate chain accepted: the client certificate and the intermediates it sends, up to the CA."
+    VerifyCaFile.verify_ca_file = "ssl.verifyclient.ca-file" : "string (path)" [0, 0] [] default "(unset: ssl.ca-file)" unit None;
+        "PEM CA certificates client certificates must chain to."
+    VerifyUsername.verify_username = "ssl.verifyclient.username" : "string" [0, 0] ["SSL_CLIENT_S_DN_CN", "SSL_CLIENT_S_DN_emailAddress", "SSL_CLIENT_S_DN_UID", "SSL_CLIENT_S_DN_O", "SSL_CLIENT_S_DN_OU", "SSL_CLIENT_S_DN", "SSL_CLIENT_M_SERIAL"] default "(unset: no REMOTE_USER)" unit None;
+        "The client certificate field a stdio program gets as REMOTE_USER."
     ConfCmd.conf_cmd = "ssl.openssl.ssl-conf-cmd" : "hash of strings" [0, 0] [] default "( )" unit None;
         "OpenSSL settings mapped to rustls: MinProtocol, MaxProtocol (TLSv1.2, TLSv1.3), CipherString (TLS 1.2), Ciphersuites (TLS 1.3); any other key is an error."
 }

@@ -47,6 +47,98 @@ pub struct TlsSettings {
     pub disable_client_renegotiation: bool,
     /// `ssl.openssl.ssl-conf-cmd`: MinProtocol, MaxProtocol, CipherString, Ciphersuites.
     pub conf_cmd: Vec<(String, String)>,
+    /// `ssl.verifyclient.*`: client certificates.
+    pub verify_activate: bool,
+    pub verify_enforce: bool,
+    pub verify_depth: u32,
+    pub verify_ca_file: Option<PathBuf>,
+    /// The `SSL_CLIENT_*` field that becomes REMOTE_USER.
+    pub verify_username: Option<String>,
+}
+
+pub const DEFAULT_VERIFY_ENFORCE: bool = true;
+/// lighttpd's default.
+pub const DEFAULT_VERIFY_DEPTH: u32 = 9;
+
+/// Checks the chain length (`ssl.verifyclient.depth`) before rustls's webpki verifier
+/// checks the rest; everything else is the inner verifier's.
+#[derive(Debug)]
+struct DepthLimited {
+    inner: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    /// Certificates allowed below the trust anchor: the client's and its intermediates.
+    depth: usize,
+}
+
+impl rustls::server::danger::ClientCertVerifier for DepthLimited {
+    fn offer_client_auth(&self) -> bool {
+        self.inner.offer_client_auth()
+    }
+    fn client_auth_mandatory(&self) -> bool {
+        self.inner.client_auth_mandatory()
+    }
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        if intermediates.len() + 1 > self.depth {
+            return Err(rustls::Error::General(format!("client certificate chain longer than ssl.verifyclient.depth {}", self.depth)));
+        }
+        self.inner.verify_client_cert(end_entity, intermediates, now)
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The client-certificate verifier `ssl.verifyclient.*` asks for, if any.
+fn client_verifier(
+    t: &TlsSettings,
+    provider: &Arc<rustls::crypto::CryptoProvider>,
+) -> Result<Option<Arc<dyn rustls::server::danger::ClientCertVerifier>>, TlsError> {
+    if !t.verify_activate {
+        return Ok(None);
+    }
+    let (directive, ca) = match (&t.verify_ca_file, &t.ca_file) {
+        (Some(p), _) => ("ssl.verifyclient.ca-file", p),
+        (None, Some(p)) => ("ssl.ca-file", p),
+        (None, None) => {
+            return Err(err("ssl.verifyclient.activate", None, "needs ssl.verifyclient.ca-file (or ssl.ca-file): the CAs client certificates must chain to"))
+        }
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for c in certs_in(directive, ca)? {
+        roots.add(c).map_err(|e| err(directive, Some(ca), format!("not a usable CA certificate: {e}")))?;
+    }
+    if roots.is_empty() {
+        return Err(err(directive, Some(ca), "no certificate in the file"));
+    }
+    let mut b = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::clone(provider));
+    if !t.verify_enforce {
+        b = b.allow_unauthenticated();
+    }
+    let inner = b.build().map_err(|e| err(directive, Some(ca), e.to_string()))?;
+    Ok(Some(Arc::new(DepthLimited { inner, depth: t.verify_depth as usize })))
 }
 
 impl Default for TlsSettings {
@@ -60,6 +152,11 @@ impl Default for TlsSettings {
             honor_cipher_order: DEFAULT_HONOR_CIPHER_ORDER,
             disable_client_renegotiation: DEFAULT_DISABLE_CLIENT_RENEGOTIATION,
             conf_cmd: Vec::new(),
+            verify_activate: false,
+            verify_enforce: DEFAULT_VERIFY_ENFORCE,
+            verify_depth: DEFAULT_VERIFY_DEPTH,
+            verify_ca_file: None,
+            verify_username: None,
         }
     }
 }
@@ -299,11 +396,17 @@ pub fn server_config(l: &ListenTls, socket: &str) -> Result<Arc<ServerConfig>, T
         })?;
         by_host.push((s.cond.clone(), k));
     }
-    let builder = ServerConfig::builder_with_provider(Arc::new(p))
+    let p = Arc::new(p);
+    let verifier = client_verifier(t, &p)?;
+    let builder = ServerConfig::builder_with_provider(p)
         .with_protocol_versions(&versions)
         .map_err(|e| err("ssl.openssl.ssl-conf-cmd", None, format!("no usable cipher for the protocols allowed: {e}")))?;
     let resolver = SniResolver { default, by_host, socket: socket.to_string() };
-    let mut cfg = builder.with_no_client_auth().with_cert_resolver(Arc::new(resolver));
+    let builder = match verifier {
+        Some(v) => builder.with_client_cert_verifier(v),
+        None => builder.with_no_client_auth(),
+    };
+    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
     cfg.send_tls13_tickets = 0;
     cfg.ignore_client_order = t.honor_cipher_order;

@@ -124,6 +124,8 @@ impl Conn {
     fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<Attach, FailStatus> {
         let local = self.client.local_addr();
         let tls = self.client.scheme() == "https";
+        let verify = ctx.config.listen_tls.get(self.listener).map(|l| &l.settings);
+        let tls_env = self.client.tls_env(verify.is_some_and(|v| v.verify_activate), verify.and_then(|v| v.verify_username.as_deref()));
         let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
@@ -147,6 +149,7 @@ impl Conn {
             peer: self.client.peer(),
             local,
             tls,
+            tls_env: &tls_env,
         };
         let inherited = exec::inherited_env(spec.bin_copy_environment.as_deref(), Some(DEFAULT_PASS_ENV), std::env::vars());
         let env = exec::stdio_env(&cgi, inherited, &spec.bin_environment);

@@ -148,6 +148,23 @@ impl ClientStream {
         Some((version, crate::conf::tls::openssl_name(&suite)))
     }
 
+    /// mod_openssl's variables for a stdio program on a TLS connection: SSL_PROTOCOL,
+    /// SSL_CIPHER and, where client certificates are asked for (`verify`), the
+    /// `SSL_CLIENT_*` set and REMOTE_USER from the `username` field.
+    pub fn tls_env(&self, verify: bool, username: Option<&str>) -> Vec<(String, String)> {
+        let Transport::Tls(t) = &self.transport else { return Vec::new() };
+        let mut env = Vec::new();
+        if let Some((v, c)) = self.tls_info() {
+            env.push(("SSL_PROTOCOL".to_string(), v.to_string()));
+            env.push(("SSL_CIPHER".to_string(), c.to_string()));
+        }
+        if verify {
+            let cert = t.session.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::x509::fields(c));
+            env.extend(crate::x509::client_env(cert.as_ref(), username));
+        }
+        env
+    }
+
     /// Sends TLS records still waiting for the socket (a no-op for plain streams). Called
     /// after every drive, so records left by a write the socket only partly took go out
     /// on the next writable edge.
