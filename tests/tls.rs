@@ -534,3 +534,51 @@ fn client_certificates_required_missing_wrong_ca_and_valid() {
     let env = env_over_tls(d.port(), client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(env_var(&env, "REMOTE_USER"), Some("alice"), "{env}");
 }
+
+#[test]
+fn sighup_reloads_certificates_for_new_handshakes_and_open_tunnels_stream_on() {
+    let pki = Pki::new();
+    let d0 = pki.dir.path().to_path_buf();
+    Pki::leaf(&d0, "next", "localhost", "DNS:localhost,IP:127.0.0.1");
+    let live = TempDir::new("live");
+    let (cert, key) = (live.join("cert.pem"), live.join("key.pem"));
+    std::fs::copy(pki.path("server.pem"), &cert).unwrap();
+    std::fs::copy(pki.path("server.key"), &key).unwrap();
+    let echo = Backend::echo();
+    let conf = Conf::new()
+        .set("ssl.engine", "\"enable\"")
+        .set("ssl.pemfile", &format!("\"{}\"", cert.display()))
+        .set("ssl.privkey", &format!("\"{}\"", key.display()))
+        .set("wstunnel.frame-type", "\"binary\"")
+        .route("/echo/", &[echo.entry()]);
+    let d = Daemon::start_conf(&conf);
+    let served = || tls_connect(&pki, d.port()).conn.peer_certificates().and_then(|c| c.first()).cloned().expect("a certificate");
+    assert!(served() == leaf_of(&pki.path("server.pem")));
+    let mut old = wss(&pki, d.port(), "/echo/");
+    assert!(old.get_ref().conn.peer_certificates().and_then(|c| c.first()).cloned() == Some(leaf_of(&pki.path("server.pem"))));
+
+    // New files (written to a temp name and renamed, as certbot does), then SIGHUP.
+    std::fs::copy(pki.path("next.key"), live.join("key.tmp")).unwrap();
+    std::fs::copy(pki.path("next.pem"), live.join("cert.tmp")).unwrap();
+    std::fs::rename(live.join("key.tmp"), &key).unwrap();
+    std::fs::rename(live.join("cert.tmp"), &cert).unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(d.wait_for_log("certificates reloaded (SIGHUP)", T), "{}", d.logs());
+    assert!(served() == leaf_of(&pki.path("next.pem")), "a new connection gets the new certificate");
+
+    // The tunnel opened before streams on, byte-exact, both ways.
+    for i in 0..4u8 {
+        let m = pattern(512 * 1024, i);
+        old.send(Message::binary(m.clone())).unwrap();
+        assert!(recv_exact(&mut old, m.len()) == m, "old tunnel, message {i}");
+    }
+
+    // A broken certificate keeps the one in use, with a logged error.
+    std::fs::write(&cert, b"-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n").unwrap();
+    d.signal(libc::SIGHUP);
+    assert!(d.wait_for_log("cannot reload certificates (SIGHUP)", T), "{}", d.logs());
+    assert!(served() == leaf_of(&pki.path("next.pem")), "the last good certificate stays");
+    let mut fresh = wss(&pki, d.port(), "/echo/");
+    fresh.send(Message::binary(b"still".to_vec())).unwrap();
+    assert_eq!(recv_exact(&mut fresh, 5), b"still");
+}

@@ -189,7 +189,7 @@ impl Server {
     /// before anything runs) and the signal handler installed by the caller.
     pub fn new(config: Arc<Config>, listeners: Vec<Listener>, listener_names: Vec<String>, signals: Signals) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let tls = TlsListeners::from_config(&config)?;
+        let tls = TlsListeners::from_config(&config, Instant::now())?;
         let mut listeners = listeners;
         for (i, l) in listeners.iter_mut().enumerate() {
             l.register(poll.registry(), token::listener_token(i))?;
@@ -555,6 +555,7 @@ impl Server {
         self.hosts.tick(now);
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
         crate::runtime::logging::tick(now);
+        self.tls.tick(now);
     }
 
     /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
@@ -603,6 +604,7 @@ impl Server {
                 Signal::Hangup => {
                     crate::runtime::logging::reopen();
                     info!("SIGHUP: log files reopened");
+                    self.tls.reload("SIGHUP");
                 }
                 Signal::Status => self.log_status(now),
                 Signal::Child => self.on_child(now),
