@@ -582,3 +582,153 @@ fn sighup_reloads_certificates_for_new_handshakes_and_open_tunnels_stream_on() {
     fresh.send(Message::binary(b"still".to_vec())).unwrap();
     assert_eq!(recv_exact(&mut fresh, 5), b"still");
 }
+
+/// A TLS echo server (Python's ssl module) on 127.0.0.1 with `cert`/`key`; with `ca`,
+/// it requires a client certificate from that CA. Killed on drop.
+struct TlsEcho {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl TlsEcho {
+    fn start(cert: &Path, key: &Path, ca: Option<&Path>) -> TlsEcho {
+        let script = r#"
+import socket, ssl, sys, threading
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+ctx.load_cert_chain(sys.argv[1], sys.argv[2])
+if len(sys.argv) > 3:
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(sys.argv[3])
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(64)
+print(s.getsockname()[1], flush=True)
+def serve(c):
+    try:
+        t = ctx.wrap_socket(c, server_side=True)
+        while True:
+            d = t.recv(65536)
+            if not d:
+                break
+            t.sendall(d)
+        t.close()
+    except Exception as e:
+        print("handshake or echo failed:", e, file=sys.stderr, flush=True)
+        c.close()
+while True:
+    c, _ = s.accept()
+    threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+        let mut cmd = Command::new(python());
+        cmd.arg("-c").arg(script).arg(cert).arg(key);
+        if let Some(ca) = ca {
+            cmd.arg(ca);
+        }
+        let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("python TLS echo server");
+        let mut line = String::new();
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        std::io::BufRead::read_line(&mut out, &mut line).unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| panic!("TLS echo server said {line:?}"));
+        TlsEcho { child, port }
+    }
+}
+
+impl Drop for TlsEcho {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A plain ws:// client's echo through wstund; Err with the HTTP status when refused,
+/// Err(0) when the tunnel opened but closed before the echo.
+fn ws_echo(port: u16, path: &str, msg: &[u8]) -> Result<Vec<u8>, u16> {
+    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let (mut ws, _) = match tungstenite::client(format!("ws://127.0.0.1:{port}{path}").as_str(), sock) {
+        Ok(x) => x,
+        Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(r))) => return Err(r.status().as_u16()),
+        Err(e) => panic!("upgrade: {e}"),
+    };
+    ws.send(Message::binary(msg.to_vec())).unwrap();
+    let mut got = Vec::new();
+    while got.len() < msg.len() {
+        match ws.read() {
+            Ok(Message::Binary(b)) => got.extend_from_slice(&b),
+            Ok(Message::Text(t)) => got.extend_from_slice(t.as_bytes()),
+            Ok(Message::Close(_)) | Err(_) => return Err(0),
+            Ok(_) => {}
+        }
+    }
+    Ok(got)
+}
+
+#[test]
+fn tls_to_backends_verify_wrong_name_fails_over_and_mtls() {
+    let pki = Pki::new();
+    let d0 = pki.dir.path().to_path_buf();
+    Pki::leaf(&d0, "alice", "alice", "DNS:alice");
+    let server = TlsEcho::start(&pki.path("server.pem"), &pki.path("server.key"), None);
+    let mutual = TlsEcho::start(&pki.path("server.pem"), &pki.path("server.key"), Some(&pki.path("ca.pem")));
+    let plain = Backend::echo();
+    let ca = pki.p("ca.pem");
+    let be = |port: u16, opts: &str| be_tcp_opts(port, &format!("\"tls\" => \"enable\", \"tls-ca-file\" => \"{ca}\"{opts}"));
+    let conf = Conf::new()
+        .set("wstunnel.frame-type", "\"binary\"")
+        .route("/ok/", &[be(server.port, "")])
+        .route("/named/", &[be(server.port, ", \"tls-server-name\" => \"localhost\"")])
+        // disable-time 0: the failed handshake would otherwise take 127.0.0.1:port out
+        // for the other routes too (it counts like a failed connect to that host).
+        .route("/wrong/", &[be(server.port, ", \"tls-server-name\" => \"wrong.test\", \"disable-time\" => 0"), plain.entry()])
+        .route("/wrong-only/", &[be(server.port, ", \"tls-server-name\" => \"wrong.test\", \"disable-time\" => 0")])
+        .route("/noverify/", &[be_tcp_opts(server.port, "\"tls\" => \"enable\", \"tls-verify\" => \"disable\", \"tls-server-name\" => \"wrong.test\"")])
+        .route("/mtls/", &[be(mutual.port, &format!(", \"tls-cert-file\" => \"{}\", \"tls-key-file\" => \"{}\"", pki.p("alice.pem"), pki.p("alice.key")))])
+        .route("/mtls-nocert/", &[be(mutual.port, ", \"disable-time\" => 0")]);
+    let d = Daemon::start_conf(&conf);
+    let big = pattern(2 << 20, 3);
+    assert!(ws_echo(d.port(), "/ok/", &big).unwrap() == big, "2 MiB through TLS to the backend");
+    assert_eq!(ws_echo(d.port(), "/named/", b"named").unwrap(), b"named");
+    // The certificate does not name wrong.test: the handshake fails like a connect (logged
+    // with the reason), so with no other backend the client gets 503 ...
+    assert_eq!(ws_echo(d.port(), "/wrong-only/", b"x"), Err(503));
+    assert!(d.wait_for_log("connect or TLS handshake failed: TLS handshake: invalid peer certificate", T), "{}", d.logs());
+    // ... and with another backend, that one serves every time.
+    for i in 0..3 {
+        assert_eq!(ws_echo(d.port(), "/wrong/", b"failover").unwrap(), b"failover", "attempt {i}");
+    }
+    assert_eq!(plain.accepted(), 3);
+    assert_eq!(ws_echo(d.port(), "/noverify/", b"unverified").unwrap(), b"unverified");
+    assert_eq!(ws_echo(d.port(), "/mtls/", b"mutual").unwrap(), b"mutual");
+    // A backend requiring a client certificate refuses us without one. Under TLS 1.3 the
+    // client's handshake is over before the server judges its certificate, so the
+    // refusal comes as an alert after the 101: the tunnel closes without an echo.
+    assert_eq!(ws_echo(d.port(), "/mtls-nocert/", b"x"), Err(0));
+}
+
+#[test]
+fn backend_tls_options_are_checked_when_the_conf_loads() {
+    let pki = Pki::new();
+    let dir = TempDir::new("btls-t");
+    let check = |opts: &str| {
+        let path = dir.join("w.conf");
+        std::fs::write(&path, format!("server.port = 0\nwstunnel.server = ( \"/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9, {opts} ) ) )\n")).unwrap();
+        run_wstund(&["-t", "-f", &path.display().to_string()], T)
+    };
+    assert_eq!(check("\"tls\" => \"enable\"").code(), Some(0), "the system CAs by default");
+    let cases = [
+        ("\"tls-ca-file\" => \"/x\"".to_string(), "tls-ca-file needs \"tls\" => \"enable\"".to_string()),
+        ("\"tls\" => \"enable\", \"tls-ca-file\" => \"/nonexistent.pem\"".to_string(), "backend TLS: tls-ca-file \"/nonexistent.pem\": cannot read".to_string()),
+        (format!("\"tls\" => \"enable\", \"tls-cert-file\" => \"{}\"", pki.p("server.pem")), "tls-cert-file: needs tls-key-file too".to_string()),
+        (
+            format!("\"tls\" => \"enable\", \"tls-cert-file\" => \"{}\", \"tls-key-file\" => \"{}\"", pki.p("server.pem"), pki.p("other.key")),
+            "the private key does not match tls-cert-file".to_string(),
+        ),
+        ("\"tls\" => \"enable\", \"tls-server-name\" => \"not a name\"".to_string(), "is not a valid DNS name or IP address".to_string()),
+        ("\"tls\" => \"enable\", \"check-interval\" => 5, \"check-send\" => \"x\"".to_string(), "health probes speak plain TCP".to_string()),
+    ];
+    for (opts, want) in cases {
+        let out = check(&opts);
+        assert_eq!(out.code(), Some(2), "{opts}\n{}", out.stderr);
+        assert!(out.stderr.contains(&want), "{opts}\nwant {want:?}\ngot {}", out.stderr);
+    }
+}

@@ -2,6 +2,7 @@
 //!
 //! - `address`: conf addresses resolved (names looked up once).
 //! - `stream`: the backend byte stream (TCP, unix, a program's pipes).
+//! - `tls`: TLS to a backend (a rustls client session over the TCP socket).
 //! - `pipes`: a stdio program's pipes as a stream.
 //! - `hosts`: per-host identity, counters, disable and health state; per-route memory.
 //! - `balance`: the balancing algorithms (pure).
@@ -17,6 +18,7 @@ pub mod hosts;
 pub mod pipes;
 pub mod probe;
 pub mod stream;
+pub mod tls;
 
 #[cfg(test)]
 mod probe_tests;

@@ -247,6 +247,12 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("check-expect", "string", 0, 0, &[], "\"\"", Unit::None, "The probe succeeds only if the reply contains this string (same escapes); empty = connecting is enough."),
     backend_opt("rise", "integer", 1, 255, &[], "2", Unit::None, "Consecutive successful probes that bring an unhealthy backend back."),
     backend_opt("fall", "integer", 1, 255, &[], "3", Unit::None, "Consecutive failed probes that take a healthy backend out."),
+    backend_opt("tls", "boolean", 0, 0, &[], "\"disable\"", Unit::None, "Speak TLS to this backend (host and port only); a failed handshake counts as a failed connect."),
+    backend_opt("tls-ca-file", "string (path)", 0, 0, &[], "(unset: /etc/ssl/certs/ca-certificates.crt)", Unit::None, "PEM CAs the backend's certificate must chain to."),
+    backend_opt("tls-server-name", "string", 0, 0, &[], "(unset: the host)", Unit::None, "Name sent as SNI and expected in the backend's certificate."),
+    backend_opt("tls-verify", "boolean", 0, 0, &[], "\"enable\"", Unit::None, "Verify the backend's certificate; disable accepts any (the session is still encrypted)."),
+    backend_opt("tls-cert-file", "string (path)", 0, 0, &[], "(unset: no client certificate)", Unit::None, "PEM certificate chain wstund presents to the backend (mTLS)."),
+    backend_opt("tls-key-file", "string (path)", 0, 0, &[], "(unset)", Unit::None, "PEM private key of tls-cert-file."),
     backend_opt("resolve-interval", "integer", 0, U31, &[], "60", Unit::Seconds, "Seconds between lookups of a host name (off the event loop; a name that stops resolving keeps its last addresses); 0 looks it up only at start."),
 ];
 

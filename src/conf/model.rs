@@ -387,6 +387,8 @@ pub struct BackendSpec {
     pub fall: u32,
     /// How often a `host` name is looked up again; zero = only at start.
     pub resolve_interval: Duration,
+    /// `"tls" => "enable"`: TLS to this backend.
+    pub tls: Option<super::tls::BackendTls>,
 }
 
 impl BackendSpec {
@@ -416,6 +418,7 @@ impl BackendSpec {
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            tls: None,
         }
     }
 

@@ -413,6 +413,128 @@ pub fn server_config(l: &ListenTls, socket: &str) -> Result<Arc<ServerConfig>, T
     Ok(Arc::new(cfg))
 }
 
+/// Where the CAs of a backend verified without `tls-ca-file` come from (Debian's
+/// ca-certificates bundle).
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
+
+/// TLS to one backend (`"tls" => "enable"`): the options, and the rustls client
+/// configuration made from them when the conf loads.
+#[derive(Clone)]
+pub struct BackendTls {
+    pub ca_file: Option<PathBuf>,
+    /// The name sent as SNI and checked in the backend's certificate; unset: the host.
+    pub server_name: Option<String>,
+    pub verify: bool,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+impl PartialEq for BackendTls {
+    fn eq(&self, o: &BackendTls) -> bool {
+        (&self.ca_file, &self.server_name, self.verify, &self.cert_file, &self.key_file)
+            == (&o.ca_file, &o.server_name, o.verify, &o.cert_file, &o.key_file)
+    }
+}
+
+impl fmt::Debug for BackendTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BackendTls")
+            .field("ca_file", &self.ca_file)
+            .field("server_name", &self.server_name)
+            .field("verify", &self.verify)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .finish()
+    }
+}
+
+/// Accepts any backend certificate (`"tls-verify" => "disable"`); the handshake
+/// signatures are still checked, so the session is encrypted to whoever holds the key.
+#[derive(Debug)]
+struct AnyServerCert(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyServerCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// The rustls client configuration for a backend; every file is read now.
+pub fn backend_config(
+    ca_file: Option<&Path>,
+    verify: bool,
+    cert_file: Option<&Path>,
+    key_file: Option<&Path>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+    #[allow(deprecated)] // see server_config
+    let provider = Arc::new(provider::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| err("tls", None, e.to_string()))?;
+    let builder = if verify {
+        let (directive, path) = match ca_file {
+            Some(p) => ("tls-ca-file", p),
+            None => ("tls-ca-file", Path::new(SYSTEM_CA_FILE)),
+        };
+        let mut roots = rustls::RootCertStore::empty();
+        let (_, bad) = roots.add_parsable_certificates(certs_in(directive, path)?);
+        if roots.is_empty() {
+            return Err(err(directive, Some(path), format!("no usable CA certificate in the file ({bad} unusable)")));
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyServerCert(provider)))
+    };
+    let cfg = match (cert_file, key_file) {
+        (None, None) => builder.with_no_client_auth(),
+        (Some(c), Some(k)) => {
+            let chain = certs_in("tls-cert-file", c)?;
+            if chain.is_empty() {
+                return Err(err("tls-cert-file", Some(c), "no certificate in the file"));
+            }
+            let pem = read("tls-key-file", k)?;
+            let key = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| err("tls-key-file", Some(k), format!("no usable private key: {e}")))?;
+            builder.with_client_auth_cert(chain, key).map_err(|e| {
+                let why = match e {
+                    rustls::Error::InconsistentKeys(_) => "the private key does not match tls-cert-file".to_string(),
+                    e => e.to_string(),
+                };
+                err("tls-key-file", Some(k), why)
+            })?
+        }
+        (Some(_), None) => return Err(err("tls-cert-file", None, "needs tls-key-file too")),
+        (None, Some(_)) => return Err(err("tls-key-file", None, "needs tls-cert-file too")),
+    };
+    Ok(Arc::new(cfg))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

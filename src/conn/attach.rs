@@ -83,7 +83,17 @@ impl Conn {
             t.backend_name = name.clone();
         }
         self.link = link.map_or(Link::None, Link::Pool);
-        match BackendStream::connect(&target, nodelay) {
+        let connected = match (&spec.tls, &spec.addr) {
+            (Some(t), crate::conf::BackendAddr::Tcp { host, .. }) => {
+                let name = t.server_name.clone().unwrap_or_else(|| host.clone());
+                match rustls::pki_types::ServerName::try_from(name) {
+                    Ok(n) => BackendStream::connect_tls(&target, nodelay, std::sync::Arc::clone(&t.config), n),
+                    Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)),
+                }
+            }
+            _ => BackendStream::connect(&target, nodelay),
+        };
+        match connected {
             Ok(mut s) => {
                 if let Err(e) = s.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
                     warn!("[c{}] cannot watch backend socket {name}: {e}", self.id);

@@ -353,9 +353,7 @@ impl Conn {
     pub fn drive(&mut self, ctx: &mut Ctx) {
         // First the TLS records still waiting (this may be their writable edge), so the
         // phase sees whether the client has everything.
-        if self.client.has_pending() {
-            let _ = self.client.flush();
-        }
+        self.flush_tls();
         loop {
             let before = self.phase.mark();
             match self.phase {
@@ -372,14 +370,21 @@ impl Conn {
                 break;
             }
         }
-        // TLS records a write left behind go out now or on the next writable edge; an
-        // error here shows again on the next read or write.
-        if self.client.has_pending() {
-            let _ = self.client.flush();
-        }
+        self.flush_tls();
         self.inbound.release_if_idle(ctx.pool);
         if self.outbound.is_empty() {
             self.outbound.buf.release_if_empty(ctx.pool);
+        }
+    }
+
+    /// TLS records a write left behind (either side) go out now or on the next writable
+    /// edge; an error here shows again on the next read or write.
+    fn flush_tls(&mut self) {
+        if self.client.has_pending() {
+            let _ = self.client.flush();
+        }
+        if let Some(b) = self.backend.as_mut().filter(|b| b.has_pending()) {
+            let _ = b.flush();
         }
     }
 
@@ -462,7 +467,7 @@ impl Conn {
     pub fn drop_backend(&mut self, ctx: &mut Ctx) {
         let opened = !matches!(self.phase, Phase::Handshake { .. } | Phase::Connecting { .. });
         let b = match self.backend.take() {
-            Some(s) if s.is_socket() && opened && !self.backend_eof => {
+            Some(mut s) if s.is_socket() && opened && !self.backend_eof => {
                 if !self.backend_shut {
                     s.shutdown_write();
                 }
