@@ -1,7 +1,7 @@
 //! lighttpd features whose silent absence would weaken security: their directives and
 //! modules are configuration errors, never `ignored:` warnings.
 //!
-//! A lighttpd user who moves a conf with `ssl.engine = "enable"` or `auth.require` over
+//! A lighttpd user who moves a conf with `mbedtls.*` TLS or `auth.require` over
 //! must not get a plain-text listener or an open tunnel with exit 0. Each row names what
 //! wstund lacks and what to do instead. When wstund implements one of these features,
 //! its row is removed here and its directives get rows in `directives.rs`; nothing else
