@@ -338,7 +338,7 @@ pub struct Block {
     /// The `ssl.*` fields this block sets (only a `$SERVER["socket"] ==` block may).
     pub tls_set: Vec<super::directives::TlsField>,
     /// Values of the fields in `tls_set`.
-    pub tls: Box<super::tls::TlsSettings>,
+    pub tls: Box<super::tls_settings::TlsSettings>,
 }
 
 /// Looks up a `wstunnel.*` field's directive by name (for the evaluator).

@@ -11,7 +11,7 @@ use super::convert::ConfType;
 use super::error::Diag;
 pub use super::schema::{Spec, Unit};
 use super::model::{ServerSettings, WsSettings};
-use super::tls::TlsSettings;
+use super::tls_settings::TlsSettings;
 use super::value::Val;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -388,7 +388,7 @@ pub struct BackendSpec {
     /// How often a `host` name is looked up again; zero = only at start.
     pub resolve_interval: Duration,
     /// `"tls" => "enable"`: TLS to this backend.
-    pub tls: Option<super::tls::BackendTls>,
+    pub tls: Option<super::tls_settings::BackendTls>,
 }
 
 impl BackendSpec {

@@ -22,43 +22,11 @@ use rustls::{ServerConfig, SupportedCipherSuite, SupportedProtocolVersion};
 
 use super::cond::Condition;
 use super::model::RequestFacts;
-
-pub const DEFAULT_SSL_ENGINE: bool = false;
-/// lighttpd's defaults; rustls has no renegotiation and lets the server choose the suite.
-pub const DEFAULT_HONOR_CIPHER_ORDER: bool = true;
-pub const DEFAULT_DISABLE_CLIENT_RENEGOTIATION: bool = true;
+pub use super::tls_settings::{BackendTls, TlsSettings};
 
 /// Plaintext rustls may hold for a connection beyond what the pump buffers (it bounds
 /// what `writer()` accepts); the TLS records in flight add one record on top.
 pub const SEND_BUFFER_LIMIT: usize = 64 * 1024;
-
-/// The `ssl.*` settings of one listener (or of one block, for the fields it sets).
-#[derive(Clone, Debug, PartialEq)]
-pub struct TlsSettings {
-    pub engine: bool,
-    /// Certificate chain, and the key unless `privkey` is set.
-    pub pemfile: Option<PathBuf>,
-    pub privkey: Option<PathBuf>,
-    /// Further certificates sent with the chain.
-    pub ca_file: Option<PathBuf>,
-    /// Accepted and ignored (rustls offers only ECDHE key exchange).
-    pub dh_file: Option<PathBuf>,
-    pub honor_cipher_order: bool,
-    pub disable_client_renegotiation: bool,
-    /// `ssl.openssl.ssl-conf-cmd`: MinProtocol, MaxProtocol, CipherString, Ciphersuites.
-    pub conf_cmd: Vec<(String, String)>,
-    /// `ssl.verifyclient.*`: client certificates.
-    pub verify_activate: bool,
-    pub verify_enforce: bool,
-    pub verify_depth: u32,
-    pub verify_ca_file: Option<PathBuf>,
-    /// The `SSL_CLIENT_*` field that becomes REMOTE_USER.
-    pub verify_username: Option<String>,
-}
-
-pub const DEFAULT_VERIFY_ENFORCE: bool = true;
-/// lighttpd's default.
-pub const DEFAULT_VERIFY_DEPTH: u32 = 9;
 
 /// Checks the chain length (`ssl.verifyclient.depth`) before rustls's webpki verifier
 /// checks the rest; everything else is the inner verifier's.
@@ -139,26 +107,6 @@ fn client_verifier(
     }
     let inner = b.build().map_err(|e| err(directive, Some(ca), e.to_string()))?;
     Ok(Some(Arc::new(DepthLimited { inner, depth: t.verify_depth as usize })))
-}
-
-impl Default for TlsSettings {
-    fn default() -> TlsSettings {
-        TlsSettings {
-            engine: DEFAULT_SSL_ENGINE,
-            pemfile: None,
-            privkey: None,
-            ca_file: None,
-            dh_file: None,
-            honor_cipher_order: DEFAULT_HONOR_CIPHER_ORDER,
-            disable_client_renegotiation: DEFAULT_DISABLE_CLIENT_RENEGOTIATION,
-            conf_cmd: Vec::new(),
-            verify_activate: false,
-            verify_enforce: DEFAULT_VERIFY_ENFORCE,
-            verify_depth: DEFAULT_VERIFY_DEPTH,
-            verify_ca_file: None,
-            verify_username: None,
-        }
-    }
 }
 
 /// The directives a `$HTTP["host"]` block may set: the certificate chosen by SNI.
@@ -416,38 +364,6 @@ pub fn server_config(l: &ListenTls, socket: &str) -> Result<Arc<ServerConfig>, T
 /// Where the CAs of a backend verified without `tls-ca-file` come from (Debian's
 /// ca-certificates bundle).
 pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// TLS to one backend (`"tls" => "enable"`): the options, and the rustls client
-/// configuration made from them when the conf loads.
-#[derive(Clone)]
-pub struct BackendTls {
-    pub ca_file: Option<PathBuf>,
-    /// The name sent as SNI and checked in the backend's certificate; unset: the host.
-    pub server_name: Option<String>,
-    pub verify: bool,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub config: Arc<rustls::ClientConfig>,
-}
-
-impl PartialEq for BackendTls {
-    fn eq(&self, o: &BackendTls) -> bool {
-        (&self.ca_file, &self.server_name, self.verify, &self.cert_file, &self.key_file)
-            == (&o.ca_file, &o.server_name, o.verify, &o.cert_file, &o.key_file)
-    }
-}
-
-impl fmt::Debug for BackendTls {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("BackendTls")
-            .field("ca_file", &self.ca_file)
-            .field("server_name", &self.server_name)
-            .field("verify", &self.verify)
-            .field("cert_file", &self.cert_file)
-            .field("key_file", &self.key_file)
-            .finish()
-    }
-}
 
 /// Accepts any backend certificate (`"tls-verify" => "disable"`); the handshake
 /// signatures are still checked, so the session is encrypted to whoever holds the key.
