@@ -642,6 +642,8 @@ mod tests {
             label: String::new(),
             deflate: None,
             pattern: crate::proto::PatternKind::Random,
+            tls: None,
+            sni: String::new(),
         }
     }
 
