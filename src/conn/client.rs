@@ -205,6 +205,18 @@ impl ClientStream {
         }
     }
 
+    /// The connection is over: a TLS client is told so with close_notify (sent if the
+    /// socket takes it now; the socket is closed right after either way), so it sees a
+    /// clean end rather than a truncation. Nothing for a plain stream.
+    pub fn close_notify(&mut self) {
+        if let Transport::Tls(t) = &mut self.transport {
+            if !t.session.is_handshaking() {
+                t.session.send_close_notify();
+                let _ = t.flush();
+            }
+        }
+    }
+
     /// Ends the output: FIN (after TLS's close_notify, once every record is out).
     pub fn shutdown_write(&mut self) {
         let _ = match &mut self.transport {

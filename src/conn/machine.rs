@@ -435,6 +435,7 @@ impl Conn {
         self.outbound.release(ctx.pool);
         self.count_end(ctx.metrics);
         self.log_access(ctx.now);
+        self.client.close_notify();
     }
 
     fn count_end(&self, metrics: &mut TunnelMetrics) {
