@@ -738,3 +738,39 @@ fn backend_tls_options_are_checked_when_the_conf_loads() {
         assert!(out.stderr.contains(&want), "{opts}\nwant {want:?}\ngot {}", out.stderr);
     }
 }
+
+#[test]
+fn verifyclient_depth_limits_the_client_chain() {
+    let pki = Pki::new();
+    let d0 = pki.dir.path().to_path_buf();
+    // CA -> intermediate -> bob; bob.pem carries the intermediate after the leaf.
+    std::fs::write(d0.join("inter.ext"), "basicConstraints=critical,CA:TRUE\nkeyUsage=keyCertSign,cRLSign\n").unwrap();
+    openssl(&d0, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "inter.key", "-out", "inter.csr", "-subj", "/CN=intermediate"]);
+    openssl(&d0, &["x509", "-req", "-in", "inter.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "inter.pem", "-days", "2", "-extfile", "inter.ext"]);
+    std::fs::write(d0.join("bob.ext"), "subjectAltName=DNS:bob\n").unwrap();
+    openssl(&d0, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "bob.key", "-out", "bob.csr", "-subj", "/CN=bob"]);
+    openssl(&d0, &["x509", "-req", "-in", "bob.csr", "-CA", "inter.pem", "-CAkey", "inter.key", "-CAcreateserial", "-out", "bob-leaf.pem", "-days", "2", "-extfile", "bob.ext"]);
+    let chain = [std::fs::read(d0.join("bob-leaf.pem")).unwrap(), std::fs::read(d0.join("inter.pem")).unwrap()].concat();
+    std::fs::write(d0.join("bob.pem"), chain).unwrap();
+    let conf = |depth: u32| {
+        Conf::new()
+            .set("ssl.engine", "\"enable\"")
+            .set("ssl.pemfile", &format!("\"{}\"", pki.p("both.pem")))
+            .set("ssl.verifyclient.activate", "\"enable\"")
+            .set("ssl.ca-file", &format!("\"{}\"", pki.p("ca.pem")))
+            .set("ssl.verifyclient.depth", &depth.to_string())
+            .route("/env", &[procs::stdio("/usr/bin/env", "")])
+            .render()
+    };
+    let d = Daemon::start(&conf(2));
+    let env = env_over_tls(d.port(), client_with_cert(&pki, Some("bob"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&env, "SSL_CLIENT_S_DN_CN"), Some("bob"), "{env}");
+    drop(d);
+    let d = Daemon::start(&conf(1));
+    let r = env_over_tls(d.port(), client_with_cert(&pki, Some("bob")));
+    assert!(r.is_err(), "a chain through an intermediate got past depth 1: {r:?}");
+    // A certificate issued by the CA itself is within depth 1.
+    Pki::leaf(&d0, "carol", "carol", "DNS:carol");
+    let env = env_over_tls(d.port(), client_with_cert(&pki, Some("carol"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&env, "SSL_CLIENT_S_DN_CN"), Some("carol"), "{env}");
+}

@@ -145,6 +145,32 @@ mod tests {
         assert_eq!(out, "(\n  \"a\nb\\\"\nc\\\\\",\n  \"x\\y\n\"\n  )");
     }
 
+    /// ssl.* globally, in a socket block and an SNI block, and a backend's TLS options
+    /// survive `-p` (TLS off here, so no certificate file is read).
+    #[test]
+    fn tls_settings_round_trip() {
+        let text = "server.port = 0\n\
+            ssl.pemfile = \"/x/cert.pem\"\n\
+            ssl.openssl.ssl-conf-cmd = ( \"MinProtocol\" => \"TLSv1.3\" )\n\
+            wstunnel.server = ( \"/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9, \"tls\" => \"enable\", \"tls-verify\" => \"disable\", \"tls-server-name\" => \"b.test\" ) ) )\n\
+            $SERVER[\"socket\"] == \":8443\" {\n\
+              ssl.verifyclient.depth = 2\n\
+              ssl.verifyclient.username = \"SSL_CLIENT_S_DN_CN\"\n\
+              $HTTP[\"host\"] == \"a.test\" { ssl.pemfile = \"/x/a.pem\" }\n\
+            }\n";
+        let first = load_str("t.conf", text).unwrap().config;
+        let p1 = print_config(&first);
+        let second = load_str("p1.conf", &p1).unwrap_or_else(|e| panic!("{e}\n{p1}")).config;
+        assert_eq!(second, first, "-p output loads to another configuration:\n{p1}");
+        assert_eq!(print_config(&second), p1);
+        for want in ["ssl.pemfile = \"/x/cert.pem\"", "ssl.verifyclient.depth = 2", "ssl.pemfile = \"/x/a.pem\"", "\"tls-server-name\" => \"b.test\""] {
+            assert!(p1.contains(want), "{want} missing:\n{p1}");
+        }
+        assert_eq!(first.listen_tls[1].sni.len(), 1);
+        assert_eq!(first.listen_tls[1].settings.verify_depth, 2);
+        assert_eq!(first.listen_tls[0].settings.verify_depth, 9, "the socket block's settings stay in it");
+    }
+
     /// `-p` output loads to the same configuration and prints byte-identically, with
     /// multi-line strings inside a conditional and inside a nested one.
     #[test]
