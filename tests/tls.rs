@@ -303,6 +303,11 @@ fn bad_keys_and_names_fail_dash_t_naming_the_file_and_the_reason() {
         assert_eq!(out.code(), Some(2), "{body}\n{}", out.stderr);
         assert!(out.stderr.contains(&want), "{body}\nwant {want:?}\ngot {}", out.stderr);
     }
+    let unix = dir.join("u.conf");
+    std::fs::write(&unix, format!("server.bind = \"{}\"\nssl.engine = \"enable\"\nssl.pemfile = \"{}\"\n", dir.join("w.sock").display(), pki.p("both.pem"))).unwrap();
+    let out = run_wstund(&["-t", "-f", &unix.display().to_string()], T);
+    assert_eq!(out.code(), Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains("TLS is implemented for TCP listeners only"), "{}", out.stderr);
     let notes = check(&format!("ssl.pemfile = \"{}\"\nssl.dh-file = \"/x\"\nssl.disable-client-renegotiation = \"enable\"\n", pki.p("both.pem")));
     assert_eq!(notes.code(), Some(0), "{}", notes.stderr);
     assert!(notes.stderr.contains("note: ssl.dh-file has no effect with rustls"), "{}", notes.stderr);
