@@ -9,7 +9,9 @@
 #   PRESET   all (default) | nocompress | quick | "1.*,2.*"   (see the tool's run.sh)
 #   --update rewrite tests/autobahn/expected-PRESET.txt from this run
 # environment: AUTOBAHN_TOOLS (default ../shared/tools/autobahn next to the repo),
-#              AUTOBAHN_VENV (default /tmp/autobahn-venv), OUT (report dir)
+#              AUTOBAHN_VENV (default /tmp/autobahn-venv), OUT (report dir),
+#              AUTOBAHN_WSS=1: through wss:// (wstund terminates TLS with a certificate
+#              made here with openssl; the outcomes must be the same as over ws://)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -50,6 +52,14 @@ wstunnel.max-message-size = 67108864
 wstunnel.max-backend-message-size = 67108864
 wstunnel.subprotocols = ( )
 CONF
+SCHEME=ws
+if [ "${AUTOBAHN_WSS:-0}" = 1 ]; then
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost \
+    -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$WORK/key.pem" -out "$WORK/cert.pem" 2>/dev/null \
+    || { echo "autobahn.sh: openssl could not make a certificate" >&2; exit 2; }
+  printf 'ssl.engine = "enable"\nssl.pemfile = "%s"\nssl.privkey = "%s"\n' "$WORK/cert.pem" "$WORK/key.pem" >>"$WORK/wstund.conf"
+  SCHEME=wss
+fi
 "$ROOT/target/release/wstund" -D -f "$WORK/wstund.conf" 2>"$WORK/wstund.log" &
 pids+=($!)
 for _ in $(seq 100); do grep -q 'wstund: ready' "$WORK/wstund.log" && break; sleep 0.05; done
@@ -57,7 +67,7 @@ PORT=$(grep -oE 'listening on 127\.0\.0\.1:[0-9]+' "$WORK/wstund.log" | head -1 
 [ -n "$PORT" ] || { echo "autobahn.sh: wstund did not start" >&2; cat "$WORK/wstund.log" >&2; exit 2; }
 
 set +e
-AUTOBAHN_AGENT=wstund bash "$TOOLS/run.sh" "ws://127.0.0.1:$PORT/echo" "$OUT" "$PRESET"
+AUTOBAHN_AGENT=wstund bash "$TOOLS/run.sh" "$SCHEME://127.0.0.1:$PORT/echo" "$OUT" "$PRESET"
 rc=$?
 set -e
 [ -f "$OUT/index.json" ] || { echo "autobahn.sh: no results (run.sh exit $rc)" >&2; exit 2; }

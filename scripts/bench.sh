@@ -24,8 +24,9 @@
 # (framed vs stream, permessage-deflate; scripts/bench-modes.sh), spawned pools against
 # lighttpd (scripts/bench-pool.sh), stdio programs against websocketd
 # (scripts/bench-stdio.sh) and the fairness of the event loop under flooding tunnels
-# (scripts/bench-fairness.sh). WSTUND_BENCH_MODES=0, WSTUND_BENCH_POOL=0,
-# WSTUND_BENCH_STDIO=0 and WSTUND_BENCH_FAIRNESS=0 skip them.
+# (scripts/bench-fairness.sh), and wss:// against lighttpd with mod_openssl
+# (scripts/bench-tls.sh). WSTUND_BENCH_MODES=0, WSTUND_BENCH_POOL=0,
+# WSTUND_BENCH_STDIO=0, WSTUND_BENCH_FAIRNESS=0 and WSTUND_BENCH_TLS=0 skip them.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -525,6 +526,15 @@ if [ "${WSTUND_BENCH_FAIRNESS:-1}" = 1 ]; then
     FAIR_ARGS=("${SUB_ARGS[@]}")
     [ "$USE_LIGHTTPD" = 1 ] || FAIR_ARGS+=(--no-lighttpd)
     "$ROOT/scripts/bench-fairness.sh" --no-build "${FAIR_ARGS[@]}" || FAILED=1
+fi
+
+# wss:// (issue 14): TLS termination against lighttpd's mod_openssl.
+if [ "${WSTUND_BENCH_TLS:-1}" = 1 ]; then
+    say
+    say "== wss://: scripts/bench-tls.sh"
+    TLS_ARGS=("${SUB_ARGS[@]}")
+    [ "$USE_LIGHTTPD" = 1 ] || TLS_ARGS+=(--no-lighttpd)
+    "$ROOT/scripts/bench-tls.sh" --no-build "${TLS_ARGS[@]}" || FAILED=1
 fi
 
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }

@@ -7,7 +7,8 @@
 # Set-up (each step skipped when already done, so a second run starts testing at once):
 #   - Debian packages, when root and missing: python3-venv (for the venv), lighttpd and
 #     lighttpd-mod-openssl (their shipped confs are the conf-parser corpus, 10-ssl.conf
-#     the TLS case that must be refused; the service is kept stopped).
+#     a TLS conf whose certificate is missing; the service is kept stopped); openssl (the
+#     CLI makes the test CA and certificates of tests/tls.rs).
 #   - .venv/ with the pinned Python `websockets` (the non-Rust client in tests/py/).
 #   - tests/data/lighttpd/: copies of /etc/lighttpd/lighttpd.conf and conf-available/*.conf.
 set -euo pipefail
@@ -102,6 +103,11 @@ if is_root && { ! command -v nginx >/dev/null 2>&1 || [ ! -x /bin/busybox ]; }; 
     elif [ -x /etc/init.d/nginx ]; then
         /etc/init.d/nginx stop >/dev/null 2>&1 || true
     fi
+fi
+
+# --- openssl CLI (tests/tls.rs makes its CA and certificates with it) -------------------
+if ! command -v openssl >/dev/null 2>&1; then
+    apt_install openssl || say "openssl not installed: tests/tls.rs will fail"
 fi
 
 # --- Python venv with websockets ---------------------------------------------------------

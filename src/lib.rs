@@ -6,8 +6,8 @@
 //! bytes and back through one bounded buffer per direction), `backend` (streams, hosts,
 //! balancing, health, drains), `process` (stdio programs and spawned pools), and the pure
 //! protocol and conf code in `ws`, `http` and `conf`; `logs` (error and access log
-//! sinks) sits below them all. `token` (the mio token layout) and
-//! `errno` are leaves every layer may use. No import cycle between files or folders:
+//! sinks) sits below them all. `token` (the mio token layout),
+//! `x509` (client-certificate fields) and `errno` are leaves every layer may use. No import cycle between files or folders:
 //! `tests/layering.rs` checks it.
 
 // The library serves the binary (`cli::main`) and the tests: the conf loader and
@@ -28,5 +28,6 @@ mod readloop;
 mod runtime;
 mod token;
 mod ws;
+mod x509;
 
 pub use process::ratelimit::{LOG_BURST_LINES, LOG_LINES_PER_SEC};

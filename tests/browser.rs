@@ -245,3 +245,104 @@ fn chromium_websockets_with_compression_and_subprotocols() {
         }
     }
 }
+
+/// wss:// from a real browser: wstund terminates TLS with a certificate from a test CA
+/// made here with openssl; Chromium trusts exactly that key (`--ignore-certificate-errors-
+/// spki-list`, which Chromium honours with a `--user-data-dir`), opens `wss://localhost`,
+/// and a text and a binary message echo.
+#[test]
+fn chromium_wss_with_a_test_certificate() {
+    let Some(chromium) = find_chromium() else {
+        if std::env::var("WSTUND_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("WSTUND_REQUIRE_BROWSER=1 but no chromium found in PATH (set WSTUND_CHROMIUM or install chromium)");
+        }
+        eprintln!("SKIPPED: chromium not found (install it, or run scripts/test.sh as root); WSTUND_REQUIRE_BROWSER=1 makes this a failure");
+        return;
+    };
+    let dir = TempDir::new("brtls");
+    let sh = |script: &str| {
+        let out = Command::new("sh").arg("-c").arg(script).current_dir(dir.path()).stdin(Stdio::null()).output().expect("sh");
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem -days 2 -subj '/CN=wstund browser CA' 2>/dev/null && \
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout leaf.key -out leaf.csr -subj /CN=localhost 2>/dev/null && \
+        printf 'subjectAltName=DNS:localhost\\nbasicConstraints=critical,CA:FALSE\\n' > leaf.ext && \
+        openssl x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext 2>/dev/null");
+    let spki = sh("openssl x509 -in leaf.pem -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 -binary | base64");
+    let echo = Backend::echo();
+    let conf = Conf::new()
+        .set("ssl.engine", "\"enable\"")
+        .set("ssl.pemfile", &format!("\"{}\"", dir.join("leaf.pem").display()))
+        .set("ssl.privkey", &format!("\"{}\"", dir.join("leaf.key").display()))
+        .set("ssl.ca-file", &format!("\"{}\"", dir.join("ca.pem").display()))
+        .set("wstunnel.frame-type", "\"binary\"")
+        .route("/echo/", &[echo.entry()]);
+    let d = Daemon::start_conf(&conf);
+    let (hold_port, done) = hold_server();
+    let page = r#"<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>
+<div id="status">running</div><pre id="results"></pre>
+<img src="http://127.0.0.1:__HOLD__/hold" alt="">
+<script>
+"use strict";
+const out = [];
+function report(l) { out.push(l); document.getElementById("results").textContent = out.join("\n"); }
+function finish() { document.getElementById("status").textContent = "done"; new Image().src = "http://127.0.0.1:__HOLD__/done"; }
+const ws = new WebSocket("wss://localhost:__PORT__/echo/");
+ws.binaryType = "arraybuffer";
+let step = 0;
+ws.onopen = () => ws.send("hello over wss");
+ws.onmessage = (e) => {
+  if (step === 0) {
+    const text = new TextDecoder().decode(e.data);
+    report(text === "hello over wss" ? "PASS text" : "FAIL text: " + text);
+    step = 1;
+    ws.send(new Uint8Array([0, 1, 2, 250, 255]).buffer);
+  } else {
+    const got = Array.from(new Uint8Array(e.data)).join(",");
+    report(got === "0,1,2,250,255" ? "PASS binary" : "FAIL binary: " + got);
+    ws.close(1000);
+  }
+};
+ws.onerror = () => report("FAIL error event");
+ws.onclose = (e) => { report("INFO close " + e.code + " clean=" + e.wasClean); finish(); };
+</script></body></html>"#
+        .replace("__PORT__", &d.port().to_string())
+        .replace("__HOLD__", &hold_port.to_string());
+    let page_path = dir.join("wss.html");
+    std::fs::write(&page_path, page).unwrap();
+    let child = Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage"])
+        .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", page_path.display()))
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", chromium.display()));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(PAGE_DEADLINE + Duration::from_secs(30)) {
+        Ok(out) => out.expect("wait for chromium"),
+        Err(_) => {
+            // SAFETY: kill(2) on the chromium we started and have not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("chromium still running after {:?}", PAGE_DEADLINE + Duration::from_secs(30));
+        }
+    };
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail = &stderr[stderr.len().saturating_sub(3000)..];
+    assert!(done.load(Ordering::SeqCst), "the page never reported done\nDOM:\n{dom}\nchromium stderr:\n{tail}\nwstund:\n{}", d.logs());
+    let results = element_text(&dom, "pre", "results").unwrap_or_default();
+    assert!(results.lines().any(|l| l == "PASS text"), "{results}\n{}", d.logs());
+    assert!(results.lines().any(|l| l == "PASS binary"), "{results}");
+    assert!(results.contains("INFO close 1000 clean=true"), "{results}");
+    assert!(d.wait_for_log("tls=TLSv1.3/", Duration::from_secs(5)), "{}", d.logs());
+}

@@ -2,11 +2,9 @@
 //! connection can make on a readiness event (connect, handshake, flush, read, verify, the
 //! mode's next step).
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::ErrorKind;
 use std::net::Shutdown;
 use std::time::Instant;
-
-use mio::net::TcpStream;
 
 use crate::deflate::{parse_agreed, Deflate, TAIL};
 use crate::proto::{
@@ -28,7 +26,7 @@ pub(crate) enum Phase {
 }
 
 pub(crate) struct Conn {
-    pub(crate) sock: TcpStream,
+    pub(crate) sock: crate::tls::Sock,
     pub(crate) phase: Phase,
     pub(crate) accept: String,
     pub(crate) head: Vec<u8>,
@@ -456,6 +454,9 @@ fn on_eof(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
 }
 
 fn flush(c: &mut Conn, env: &Env) -> Result<(), String> {
+    if c.sock.is_tls() && c.writable && !c.sock.flush_tls().map_err(|e| format!("write: {e}"))? {
+        c.writable = false;
+    }
     while c.out.pending() > 0 && c.writable {
         match c.sock.write(c.out.data()) {
             Ok(n) => {
@@ -564,7 +565,7 @@ pub(crate) fn drive_conn(c: &mut Conn, rbuf: &mut [u8], env: &mut Env) -> Result
                 // arrival raises a new edge, so skip the read that would say WouldBlock
                 // (a third fewer syscalls at small messages). Not once the peer's FIN was
                 // seen: that edge is already spent, so read on until 0.
-                if n < rbuf.len() && !c.rdhup {
+                if n < rbuf.len() && !c.rdhup && !c.sock.is_tls() {
                     c.readable = false;
                 }
                 on_bytes(c, &rbuf[..n], env, &mut ev)?;
@@ -593,9 +594,10 @@ mod tests {
     use crate::READ_BUF;
 
     fn conn_for_test() -> (Conn, mio::net::TcpListener) {
+        use mio::net::TcpStream;
         // A real (unused) socket: Conn owns one, the parser never touches it.
         let l = mio::net::TcpListener::bind("127.0.0.1:0".parse().unwrap()).unwrap();
-        let sock = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let sock = crate::tls::Sock::new(TcpStream::connect(l.local_addr().unwrap()).unwrap(), None).unwrap();
         let c = Conn {
             sock,
             phase: Phase::Open,
@@ -662,6 +664,8 @@ mod tests {
             label: String::new(),
             deflate: None,
             pattern: crate::proto::PatternKind::Random,
+            tls: None,
+            sni: String::new(),
         }
     }
 

@@ -120,6 +120,9 @@ struct Cfg {
     /// `--deflate`: offer permessage-deflate and compress at this zlib level.
     deflate: Option<u32>,
     pattern: PatternKind,
+    /// `--tls CAFILE`: wss:// trusting that CA; `--sni NAME` (default localhost).
+    tls: Option<Arc<rustls::ClientConfig>>,
+    sni: String,
 }
 
 const USAGE: &str = "usage: wsload MODE [options]
@@ -138,6 +141,8 @@ modes: throughput | pingpong | connrate | idle | flood
                       (default 30)
   --burst N           idle/setup: concurrent handshakes per thread (default 200)
   --raw               plain TCP echo instead of WebSocket (to test a backend directly)
+  --tls CAFILE        wss://: TLS (rustls) trusting the CAs in CAFILE
+  --sni NAME          TLS server name (default localhost)
   --no-wait-eof       connrate: drop the socket right after the server's close frame
                       instead of waiting for the server to close TCP
   --src-ips N        connect from N loopback addresses 127.0.0.2.. (IPv4 loopback targets
@@ -197,6 +202,8 @@ fn parse_args() -> Result<Cfg, String> {
         label: String::new(),
         deflate: None,
         pattern: PatternKind::Random,
+        tls: None,
+        sni: "localhost".into(),
     };
     let mut level = 1u32;
     fn num<T: std::str::FromStr>(flag: &str, v: Option<String>) -> Result<T, String> {
@@ -229,6 +236,8 @@ fn parse_args() -> Result<Cfg, String> {
                 }
             }
             "--raw" => c.raw = true,
+            "--tls" => c.tls = Some(tls::client_config(&num::<String>(&a, args.next())?)?),
+            "--sni" => c.sni = num(&a, args.next())?,
             "--no-wait-eof" => c.wait_eof = false,
             "--greet" => c.greet = num(&a, args.next())?,
             _ => return Err(format!("unknown option {a}\n{USAGE}")),
@@ -262,6 +271,7 @@ fn parse_args() -> Result<Cfg, String> {
 mod conn;
 mod deflate;
 mod proto;
+mod tls;
 mod worker;
 
 // ---------------------------------------------------------------------------------------

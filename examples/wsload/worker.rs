@@ -82,17 +82,22 @@ impl Worker {
             }
             _ => None,
         };
-        let mut sock = match connect_from(self.cfg.addr, src) {
+        let sock = match connect_from(self.cfg.addr, src) {
             Ok(s) => s,
             Err(e) => return self.error(format!("connect: {e}")),
         };
         let _ = sock.set_nodelay(true);
+        let tls = self.cfg.tls.as_ref().map(|c| (c, self.cfg.sni.as_str()));
+        let mut sock = match crate::tls::Sock::new(sock, tls) {
+            Ok(s) => s,
+            Err(e) => return self.error(format!("tls: {e}")),
+        };
         let entry = self.conns.vacant_entry();
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self
             .poll
             .registry()
-            .register(&mut sock, Token(entry.key()), interest)
+            .register(&mut sock.tcp, Token(entry.key()), interest)
         {
             return self.error(format!("register: {e}"));
         }
@@ -168,7 +173,7 @@ impl Worker {
                         // Never read again: no readiness events either, so the generator
                         // spends nothing on a connection whose backend floods it.
                         if let Some(c) = self.conns.get_mut(key) {
-                            let _ = self.poll.registry().deregister(&mut c.sock);
+                            let _ = self.poll.registry().deregister(&mut c.sock.tcp);
                         }
                     }
                     if self.stage == Stage::Setup && self.started < self.target {
@@ -306,7 +311,6 @@ impl Worker {
     /// flood, end of the hold: how many connections are still ESTABLISHED (neither closed
     /// nor reset by the daemon) and how many bytes sit unread in their receive queues.
     fn flood_report(&mut self) {
-        use std::os::fd::AsRawFd;
         let mut open = 0u64;
         for (_, c) in self.conns.iter() {
             let fd = c.sock.as_raw_fd();

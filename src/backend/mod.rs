@@ -2,6 +2,7 @@
 //!
 //! - `address`: conf addresses resolved (names looked up once).
 //! - `stream`: the backend byte stream (TCP, unix, a program's pipes).
+//! - `tls`: TLS to a backend (a rustls client session over the TCP socket).
 //! - `pipes`: a stdio program's pipes as a stream.
 //! - `pty`: a pty program's terminal (master side) as a stream; window sizes.
 //! - `hosts`: per-host identity, counters, disable and health state; per-route memory.
@@ -19,6 +20,7 @@ pub mod pipes;
 pub mod probe;
 pub mod pty;
 pub mod stream;
+pub mod tls;
 
 #[cfg(test)]
 mod probe_tests;

@@ -13,6 +13,7 @@ use mio::{Interest, Registry, Token};
 use super::address::Address;
 use super::pipes::ChildPipes;
 use super::pty::PtyStream;
+use super::tls::{Handshake, TlsClient};
 
 /// A connected (or connecting) backend.
 pub enum BackendStream {
@@ -22,6 +23,8 @@ pub enum BackendStream {
     Child(ChildPipes),
     /// A pty program: the master side of its terminal.
     Pty(PtyStream),
+    /// TCP with TLS (`"tls" => "enable"`).
+    Tls(Box<TlsClient>),
 }
 
 /// Outcome of checking a connect in progress.
@@ -48,13 +51,42 @@ impl BackendStream {
         }
     }
 
+    /// A TCP connect whose stream becomes a TLS session with `config`, naming `name`
+    /// (SNI and the certificate check) once connected.
+    pub fn connect_tls(
+        target: &Address,
+        nodelay: bool,
+        config: std::sync::Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+    ) -> io::Result<BackendStream> {
+        match BackendStream::connect(target, nodelay)? {
+            BackendStream::Tcp(s) => Ok(BackendStream::Tls(Box::new(TlsClient::new(s, config, name)?))),
+            _ => Err(io::Error::new(io::ErrorKind::Unsupported, "TLS needs a TCP backend")),
+        }
+    }
+
     /// Called on an event of a connecting socket. On Linux the first edge of a
     /// connecting TCP socket comes when the connect has finished, and SO_ERROR says how;
     /// the peer address is asked for only if the edge was not a writable one (an
     /// error/hang-up without SO_ERROR), which saves a getpeername per connection.
-    pub fn connect_state(&self, writable: bool) -> ConnectState {
+    /// For TLS, "connected" means the handshake is done too; a failed handshake is a
+    /// failed connect.
+    pub fn connect_state(&mut self, writable: bool) -> ConnectState {
+        let tcp = self.tcp_connect_state(writable);
+        match (tcp, self) {
+            (ConnectState::Connected, BackendStream::Tls(t)) => match t.handshake() {
+                Ok(Handshake::Done) => ConnectState::Connected,
+                Ok(Handshake::InProgress) => ConnectState::InProgress,
+                Err(e) => ConnectState::Failed(e),
+            },
+            (other, _) => other,
+        }
+    }
+
+    fn tcp_connect_state(&self, writable: bool) -> ConnectState {
         let err = match self {
             BackendStream::Tcp(s) => s.take_error(),
+            BackendStream::Tls(t) => t.sock.take_error(),
             BackendStream::Unix(s) => s.take_error(),
             BackendStream::Child(_) | BackendStream::Pty(_) => return ConnectState::Connected,
         };
@@ -64,6 +96,7 @@ impl BackendStream {
             Ok(None) => {
                 let peer = match self {
                     BackendStream::Tcp(s) => s.peer_addr().map(|_| ()),
+                    BackendStream::Tls(t) => t.sock.peer_addr().map(|_| ()),
                     BackendStream::Unix(s) => s.peer_addr().map(|_| ()),
                     BackendStream::Child(_) | BackendStream::Pty(_) => Ok(()),
                 };
@@ -79,6 +112,7 @@ impl BackendStream {
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         match self {
             BackendStream::Tcp(s) => s.read(buf),
+            BackendStream::Tls(t) => t.read(buf),
             BackendStream::Unix(s) => s.read(buf),
             BackendStream::Child(p) => p.read(buf),
             BackendStream::Pty(p) => p.read(buf),
@@ -88,6 +122,7 @@ impl BackendStream {
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         match self {
             BackendStream::Tcp(s) => s.write(buf),
+            BackendStream::Tls(t) => t.write(buf),
             BackendStream::Unix(s) => s.write(buf),
             BackendStream::Child(p) => p.write(buf),
             BackendStream::Pty(p) => p.write(buf),
@@ -96,9 +131,13 @@ impl BackendStream {
 
     /// Half-close: the backend sees EOF but can still send what it has (a terminal,
     /// which has no half-close, is hung up instead).
-    pub fn shutdown_write(&self) {
+    pub fn shutdown_write(&mut self) {
         let _ = match self {
             BackendStream::Tcp(s) => s.shutdown(Shutdown::Write),
+            BackendStream::Tls(t) => {
+                t.shutdown_write();
+                Ok(())
+            }
             BackendStream::Unix(s) => s.shutdown(Shutdown::Write),
             BackendStream::Child(p) => {
                 p.close_stdin();
@@ -115,6 +154,7 @@ impl BackendStream {
         let i = Interest::READABLE | Interest::WRITABLE;
         match self {
             BackendStream::Tcp(s) => reg.register(s, token, i),
+            BackendStream::Tls(t) => reg.register(&mut t.sock, token, i),
             BackendStream::Unix(s) => reg.register(s, token, i),
             BackendStream::Child(p) => p.register(reg, token),
             BackendStream::Pty(p) => p.register(reg, token),
@@ -125,9 +165,36 @@ impl BackendStream {
     pub fn reregister(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
         match self {
             BackendStream::Tcp(s) => reg.reregister(s, token, Interest::READABLE),
+            BackendStream::Tls(t) => reg.reregister(&mut t.sock, token, Interest::READABLE),
             BackendStream::Unix(s) => reg.reregister(s, token, Interest::READABLE),
             BackendStream::Child(_) | BackendStream::Pty(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "program pipes are not drained here")),
         }
+    }
+
+    /// Whether a read that returned `got` of `asked` bytes emptied the stream: true of a
+    /// socket or pipe; never of TLS, where rustls may hold decrypted bytes.
+    pub fn drained_by(&self, got: usize, asked: usize) -> bool {
+        !matches!(self, BackendStream::Tls(_)) && got < asked
+    }
+
+    pub fn is_tls(&self) -> bool {
+        matches!(self, BackendStream::Tls(_))
+    }
+
+    /// TLS records written but not yet taken by the socket.
+    pub fn has_pending(&self) -> bool {
+        match self {
+            BackendStream::Tls(t) => t.has_pending(),
+            _ => false,
+        }
+    }
+
+    /// Sends TLS records still waiting (a no-op for other streams).
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let BackendStream::Tls(t) = self {
+            t.flush()?;
+        }
+        Ok(())
     }
 
     /// True for sockets, which `drain.rs` reads to EOF; a program's pipes go to the
@@ -139,6 +206,7 @@ impl BackendStream {
     pub fn deregister(&mut self, reg: &Registry) {
         let _ = match self {
             BackendStream::Tcp(s) => reg.deregister(s),
+            BackendStream::Tls(t) => reg.deregister(&mut t.sock),
             BackendStream::Unix(s) => reg.deregister(s),
             BackendStream::Child(p) => {
                 p.deregister(reg);

@@ -10,6 +10,7 @@ use super::directives::{suggest, Directive, BACKEND_OPTIONS, IGNORED_BACKEND_OPT
 use super::schema::Spec;
 use super::error::{Diag, Span};
 use super::model::{BackendAddr, BackendMode, BackendSpec, Route, ServerMap, DEFAULT_SPAWN_HOST};
+use super::tls::BackendTls;
 use super::value::{quote, Val, ValKind};
 use super::command::{join_command, split_command};
 
@@ -63,6 +64,13 @@ const APPLIES_TO: &[(&str, &[Kind])] = &[
     ("fall", &[Kind::Remote]),
     // Names of hosts somebody else serves are looked up again; a pool binds its own address.
     ("resolve-interval", &[Kind::Remote]),
+    // TLS to backends somebody else serves; wstund's own pools speak plain text.
+    ("tls", &[Kind::Remote]),
+    ("tls-ca-file", &[Kind::Remote]),
+    ("tls-server-name", &[Kind::Remote]),
+    ("tls-verify", &[Kind::Remote]),
+    ("tls-cert-file", &[Kind::Remote]),
+    ("tls-key-file", &[Kind::Remote]),
 ];
 
 fn applies(option: &str, kind: Kind) -> bool {
@@ -198,6 +206,7 @@ pub(crate) fn ignored_options(v: &Val) -> Vec<(String, &'static str)> {
 fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
     let mut b = BackendSpec::new(BackendAddr::None);
     let (mut host, mut port, mut socket): (Option<String>, Option<u16>, Option<PathBuf>) = (None, None, None);
+    let mut tls = TlsOpts { verify: true, ..TlsOpts::default() };
     let pairs = pairs_of(v, d)?;
     let kind = kind_of_hash(&pairs);
     for (key, val) in pairs {
@@ -242,10 +251,20 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
             "rise" => b.rise = ConfType::from_val(val, opt)?,
             "fall" => b.fall = ConfType::from_val(val, opt)?,
             "resolve-interval" => b.resolve_interval = ConfType::from_val(val, opt)?,
+            "tls" => tls.enable = ConfType::from_val(val, opt)?,
+            "tls-ca-file" => tls.ca_file = Some(PathBuf::from_val(val, opt)?),
+            "tls-server-name" => tls.server_name = Some(ConfType::from_val(val, opt)?),
+            "tls-verify" => tls.verify = ConfType::from_val(val, opt)?,
+            "tls-cert-file" => tls.cert_file = Some(PathBuf::from_val(val, opt)?),
+            "tls-key-file" => tls.key_file = Some(PathBuf::from_val(val, opt)?),
             _ => return Err(unknown_option(key, v, val)),
         }
     }
     b.addr = address(&b, host, port, socket, v.span)?;
+    b.tls = tls.finish(&b.addr, v.span)?;
+    if b.tls.is_some() && !(b.check_send.is_empty() && b.check_expect.is_empty()) {
+        return Err(Diag::new(v.span, "check-send/check-expect: health probes speak plain TCP, not TLS; with \"tls\" use check-interval alone (a TCP connect)"));
+    }
     // Spawned kinds always have a process limit; stated, so `-p` can print it.
     if kind != Kind::Remote {
         b.max_procs = Some(b.effective_max_procs());
@@ -308,6 +327,48 @@ pub(crate) fn bin_path_notes(v: &Val) -> Vec<String> {
         }
     }
     out
+}
+
+/// The `tls*` options of one backend hash, as given.
+#[derive(Default)]
+struct TlsOpts {
+    enable: bool,
+    ca_file: Option<PathBuf>,
+    server_name: Option<String>,
+    verify: bool,
+    cert_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+}
+
+impl TlsOpts {
+    /// The backend's TLS, its files read now; a `tls-*` option without `"tls" =>
+    /// "enable"` is an error rather than a setting that does nothing.
+    fn finish(self, addr: &BackendAddr, at: Span) -> Result<Option<BackendTls>, Diag> {
+        if !self.enable {
+            let set = [("tls-ca-file", self.ca_file.is_some()), ("tls-server-name", self.server_name.is_some()), ("tls-verify", !self.verify), ("tls-cert-file", self.cert_file.is_some()), ("tls-key-file", self.key_file.is_some())];
+            if let Some((name, _)) = set.iter().find(|(_, s)| *s) {
+                return Err(Diag::new(at, format!("{name} needs \"tls\" => \"enable\"")));
+            }
+            return Ok(None);
+        }
+        let BackendAddr::Tcp { host, .. } = addr else {
+            return Err(Diag::new(at, "\"tls\" => \"enable\" needs a host and port (TLS over a unix socket is not implemented)"));
+        };
+        let name = self.server_name.clone().unwrap_or_else(|| host.clone());
+        if rustls::pki_types::ServerName::try_from(name.clone()).is_err() {
+            return Err(Diag::new(at, format!("tls-server-name: {} is not a valid DNS name or IP address", quote(&name))));
+        }
+        let config = super::tls::backend_config(self.ca_file.as_deref(), self.verify, self.cert_file.as_deref(), self.key_file.as_deref())
+            .map_err(|e| Diag::new(at, format!("backend TLS: {e}")))?;
+        Ok(Some(BackendTls {
+            ca_file: self.ca_file,
+            server_name: self.server_name,
+            verify: self.verify,
+            cert_file: self.cert_file,
+            key_file: self.key_file,
+            config,
+        }))
+    }
 }
 
 fn unknown_option(key: &str, hash: &Val, val: &Val) -> Diag {
@@ -409,6 +470,14 @@ fn backend_conf(b: &BackendSpec) -> String {
     push("rise", Some(b.rise.to_string()));
     push("fall", Some(b.fall.to_string()));
     push("resolve-interval", b.resolve_interval.to_conf(option("resolve-interval")));
+    if let Some(t) = &b.tls {
+        push("tls", Some(quote("enable")));
+        push("tls-ca-file", t.ca_file.as_ref().map(|p| quote(&p.to_string_lossy())));
+        push("tls-server-name", t.server_name.as_ref().map(|n| quote(n)));
+        push("tls-verify", Some(quote(if t.verify { "enable" } else { "disable" })));
+        push("tls-cert-file", t.cert_file.as_ref().map(|p| quote(&p.to_string_lossy())));
+        push("tls-key-file", t.key_file.as_ref().map(|p| quote(&p.to_string_lossy())));
+    }
     format!("( {} )", parts.join(", "))
 }
 

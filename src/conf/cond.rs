@@ -335,6 +335,10 @@ pub struct Block {
     pub capture_source: Option<usize>,
     /// Set when some block takes its `%n` captures from this one.
     pub needs_captures: bool,
+    /// The `ssl.*` fields this block sets (only a `$SERVER["socket"] ==` block may).
+    pub tls_set: Vec<super::directives::TlsField>,
+    /// Values of the fields in `tls_set`.
+    pub tls: Box<super::tls_settings::TlsSettings>,
 }
 
 /// Looks up a `wstunnel.*` field's directive by name (for the evaluator).

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use super::cond::Block;
 use super::directives::{copy_ws, set_ws, Directive, Field, WsField};
 use super::model::{ListenSpec, RequestFacts, ServerSettings, WsSettings};
+use super::tls::{ListenTls, TlsSettings};
 
 #[derive(Debug)]
 pub struct Loaded {
@@ -26,6 +27,12 @@ pub struct Config {
     pub blocks: Vec<Block>,
     /// `server.bind`/`server.port` first, then each distinct `$SERVER["socket"]`.
     pub listen: Vec<ListenSpec>,
+    /// The global `ssl.*` settings (printed by `-p`).
+    pub tls: TlsSettings,
+    /// Each listener's `ssl.*` settings, parallel to `listen`: the global ones with its
+    /// `$SERVER["socket"]` blocks' merged in (lighttpd's inheritance), and its
+    /// certificates chosen by SNI.
+    pub listen_tls: Vec<ListenTls>,
 }
 
 fn directive_of(f: WsField) -> Option<&'static Directive> {

@@ -11,12 +11,15 @@ use super::convert::ConfType;
 use super::error::Diag;
 pub use super::schema::{Spec, Unit};
 use super::model::{ServerSettings, WsSettings};
+use super::tls_settings::TlsSettings;
 use super::value::Val;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Field {
     Server(ServerField),
     Ws(WsField),
+    /// An `ssl.*` directive: global, or in a `$SERVER["socket"] ==` block.
+    Tls(TlsField),
     /// An option inside a `wstunnel.server` backend hash.
     Backend,
 }
@@ -124,6 +127,35 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
         "Modules to load; wstund implements mod_wstunnel and mod_access, refuses TLS/auth modules and warns about any other."
 }
 
+field_table! { TlsField, TlsSettings, TLS_DIRECTIVES, Tls, set_tls, copy_tls, show_tls;
+    Engine.engine = "ssl.engine" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Terminate TLS (wss://) on this listener: globally for server.bind/server.port, or in a $SERVER[\"socket\"] block."
+    Pemfile.pemfile = "ssl.pemfile" : "string (path)" [0, 0] [] default "(unset)" unit None;
+        "PEM file with the certificate chain, and the private key unless ssl.privkey is set."
+    Privkey.privkey = "ssl.privkey" : "string (path)" [0, 0] [] default "(unset: the key is in ssl.pemfile)" unit None;
+        "PEM file with the private key of ssl.pemfile's certificate."
+    CaFile.ca_file = "ssl.ca-file" : "string (path)" [0, 0] [] default "(unset)" unit None;
+        "PEM certificates sent with the chain (intermediates)."
+    DhFile.dh_file = "ssl.dh-file" : "string (path)" [0, 0] [] default "(unset)" unit None;
+        "Accepted and ignored, with a note: rustls uses only ECDHE key exchange."
+    HonorCipherOrder.honor_cipher_order = "ssl.honor-cipher-order" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Choose the cipher by the server's order rather than the client's."
+    DisableClientRenegotiation.disable_client_renegotiation = "ssl.disable-client-renegotiation" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Accepted with a note: rustls never renegotiates."
+    VerifyActivate.verify_activate = "ssl.verifyclient.activate" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Ask clients for a certificate, verified against ssl.verifyclient.ca-file (or ssl.ca-file)."
+    VerifyEnforce.verify_enforce = "ssl.verifyclient.enforce" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "With ssl.verifyclient.activate: a client without a valid certificate fails the handshake; disable lets clients without one in."
+    VerifyDepth.verify_depth = "ssl.verifyclient.depth" : "integer" [1, 255] [] default "9" unit None;
+        "Longest client certificate chain accepted: the client certificate and the intermediates it sends, up to the CA."
+    VerifyCaFile.verify_ca_file = "ssl.verifyclient.ca-file" : "string (path)" [0, 0] [] default "(unset: ssl.ca-file)" unit None;
+        "PEM CA certificates client certificates must chain to."
+    VerifyUsername.verify_username = "ssl.verifyclient.username" : "string" [0, 0] ["SSL_CLIENT_S_DN_CN", "SSL_CLIENT_S_DN_emailAddress", "SSL_CLIENT_S_DN_UID", "SSL_CLIENT_S_DN_O", "SSL_CLIENT_S_DN_OU", "SSL_CLIENT_S_DN", "SSL_CLIENT_M_SERIAL"] default "(unset: no REMOTE_USER)" unit None;
+        "The client certificate field a stdio program gets as REMOTE_USER."
+    ConfCmd.conf_cmd = "ssl.openssl.ssl-conf-cmd" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "OpenSSL settings mapped to rustls: MinProtocol, MaxProtocol (TLSv1.2, TLSv1.3), CipherString (TLS 1.2), Ciphersuites (TLS 1.3); any other key is an error."
+}
+
 field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
     Server.servers = "wstunnel.server" : "hash of backend lists" [0, 0] [] default "( )" unit None;
         "Backends per URL-path prefix or extension (see BACKENDS)."
@@ -226,6 +258,12 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("check-expect", "string", 0, 0, &[], "\"\"", Unit::None, "The probe succeeds only if the reply contains this string (same escapes); empty = connecting is enough."),
     backend_opt("rise", "integer", 1, 255, &[], "2", Unit::None, "Consecutive successful probes that bring an unhealthy backend back."),
     backend_opt("fall", "integer", 1, 255, &[], "3", Unit::None, "Consecutive failed probes that take a healthy backend out."),
+    backend_opt("tls", "boolean", 0, 0, &[], "\"disable\"", Unit::None, "Speak TLS to this backend (host and port only); a failed handshake counts as a failed connect."),
+    backend_opt("tls-ca-file", "string (path)", 0, 0, &[], "(unset: /etc/ssl/certs/ca-certificates.crt)", Unit::None, "PEM CAs the backend's certificate must chain to."),
+    backend_opt("tls-server-name", "string", 0, 0, &[], "(unset: the host)", Unit::None, "Name sent as SNI and expected in the backend's certificate."),
+    backend_opt("tls-verify", "boolean", 0, 0, &[], "\"enable\"", Unit::None, "Verify the backend's certificate; disable accepts any (the session is still encrypted)."),
+    backend_opt("tls-cert-file", "string (path)", 0, 0, &[], "(unset: no client certificate)", Unit::None, "PEM certificate chain wstund presents to the backend (mTLS)."),
+    backend_opt("tls-key-file", "string (path)", 0, 0, &[], "(unset)", Unit::None, "PEM private key of tls-cert-file."),
     backend_opt("resolve-interval", "integer", 0, U31, &[], "60", Unit::Seconds, "Seconds between lookups of a host name (off the event loop; a name that stops resolving keeps its last addresses); 0 looks it up only at start."),
 ];
 
@@ -361,11 +399,11 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_openssl"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
-    SERVER_DIRECTIVES.iter().chain(WS_DIRECTIVES.iter())
+    SERVER_DIRECTIVES.iter().chain(WS_DIRECTIVES.iter()).chain(TLS_DIRECTIVES.iter())
 }
 
 pub fn lookup(name: &str) -> Option<&'static Directive> {
@@ -445,6 +483,14 @@ mod tests {
             let Field::Ws(f) = d.target else { panic!("{}", d.name) };
             assert_eq!(show_ws(&w, f, d).as_deref(), Some(d.default), "{}", d.name);
         }
+        let t = TlsSettings::default();
+        for d in TLS_DIRECTIVES {
+            let Field::Tls(f) = d.target else { panic!("{}", d.name) };
+            match show_tls(&t, f, d) {
+                Some(v) => assert_eq!(v, d.default, "{}", d.name),
+                None => assert!(d.default.starts_with("(unset"), "{}: {}", d.name, d.default),
+            }
+        }
     }
 
     #[test]
@@ -452,7 +498,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-"].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }

@@ -15,9 +15,10 @@ use super::ast::{Branch, CondOp, Expr, Stmt};
 use super::backend;
 use super::cond::{ws_field, Block, Condition, Subject};
 use super::directives::{
-    ignored_module, lookup, server_names, set_server, set_ws, suggest, Field, WsField, IGNORED_SERVER, IMPLEMENTED_MODULES,
-    WS_DIRECTIVES,
+    copy_tls, ignored_module, lookup, server_names, set_server, set_tls, set_ws, suggest, Field, WsField, IGNORED_SERVER,
+    IMPLEMENTED_MODULES, TLS_DIRECTIVES, WS_DIRECTIVES,
 };
+use super::tls::{ListenTls, SniCert, TlsSettings};
 use super::error::{ConfError, Diag, Span};
 use super::include;
 use super::listen;
@@ -259,6 +260,30 @@ impl Loader {
         Ok(())
     }
 
+    /// Whether the innermost block is a top-level `$SERVER["socket"] ==` block (one that
+    /// names a listener), where lighttpd reads `ssl.*`.
+    fn in_socket_block(&self) -> bool {
+        let Some(&i) = self.block_stack.last() else { return false };
+        let b = &self.blocks[i];
+        b.parent.is_none() && b.cond.as_ref().is_some_and(|c| c.subject == Subject::ServerSocket && c.op == CondOp::Eq)
+    }
+
+    /// Whether the innermost block is a `$HTTP["host"]` block at top level or directly
+    /// inside a socket block: where lighttpd chooses the certificate by SNI.
+    fn in_sni_block(&self) -> bool {
+        let Some(&i) = self.block_stack.last() else { return false };
+        let b = &self.blocks[i];
+        let host = b.cond.as_ref().is_some_and(|c| c.subject == Subject::Host);
+        let parent_ok = match b.parent {
+            None => true,
+            Some(p) => {
+                let pb = &self.blocks[p];
+                pb.parent.is_none() && pb.cond.as_ref().is_some_and(|c| c.subject == Subject::ServerSocket && c.op == CondOp::Eq)
+            }
+        };
+        host && parent_ok
+    }
+
     /// `server.port` as assigned so far, for socket specs without a port.
     fn global_port(&self) -> u16 {
         self.scopes[0]
@@ -286,6 +311,23 @@ impl Loader {
             return Err(Diag::new(span, r.message(key, false)));
         }
         if let Some(d) = lookup(key) {
+            if in_block && matches!(d.target, Field::Tls(_)) && !self.in_socket_block() {
+                if !self.in_sni_block() {
+                    return Err(Diag::new(
+                        span,
+                        format!("{key} may only be set globally, directly in a $SERVER[\"socket\"] == \"...\" block, or (the certificate chosen by SNI) in a $HTTP[\"host\"] block at top level or inside such a socket block"),
+                    ));
+                }
+                if !super::tls::SNI_DIRECTIVES.contains(&key) {
+                    return Err(Diag::new(
+                        span,
+                        format!("{key} cannot be chosen by SNI; a $HTTP[\"host\"] block may set {}", super::tls::SNI_DIRECTIVES.join(", ")),
+                    ));
+                }
+            }
+            if key == "ssl.dh-file" || key == "ssl.disable-client-renegotiation" {
+                self.warn(format!("note: {key} has no effect with rustls (only ECDHE key exchange; no renegotiation)"));
+            }
             if in_block && matches!(d.target, Field::Server(_)) {
                 self.warn(format!("ignored: {} inside a conditional (server-wide directive; only the global value is used)", key));
             }
@@ -296,6 +338,11 @@ impl Loader {
         }
         if key.starts_with("wstunnel.") {
             return Err(unknown(key, span, suggest(key, WS_DIRECTIVES.iter().map(|d| d.name))));
+        }
+        if key.starts_with("ssl.") {
+            // Never ignored: a TLS option silently dropped could weaken the listener.
+            let names: Vec<&str> = TLS_DIRECTIVES.iter().map(|d| d.name).collect();
+            return Err(Diag::new(span, format!("wstund does not implement {key} (TLS); it implements {}", names.join(", "))));
         }
         if key.starts_with("server.") {
             if key == FEATURE_FLAGS {
@@ -488,10 +535,12 @@ impl Loader {
     fn finish(&mut self) -> Result<Loaded, Diag> {
         let mut server = ServerSettings::default();
         let mut ws = WsSettings::default();
+        let mut tls = TlsSettings::default();
         let global = std::mem::take(&mut self.scopes[0].entries);
         for a in &global {
             match lookup(&a.key).map(|d| (d, d.target)) {
                 Some((d, Field::Server(f))) => set_server(&mut server, f, &a.val, d)?,
+                Some((d, Field::Tls(f))) => set_tls(&mut tls, f, &a.val, d)?,
                 Some((d, Field::Ws(f))) => {
                     set_ws(&mut ws, f, &a.val, d)?;
                     self.warn_backend_options(f, &a.val);
@@ -511,9 +560,11 @@ impl Loader {
             }
         }
         ws.sync();
-        let blocks = self.finish_blocks(server.port)?;
+        let (blocks, spans) = self.finish_blocks(server.port)?;
         let listen = self.listeners(&server, &global, &blocks)?;
-        Ok(Loaded { config: Config { server, wstunnel: Arc::new(ws), blocks, listen }, warnings: std::mem::take(&mut self.warnings) })
+        let listen_tls = listen_tls(&listen, &tls, &blocks, &spans, server.port, &global)?;
+        let config = Config { server, wstunnel: Arc::new(ws), blocks, listen, tls, listen_tls };
+        Ok(Loaded { config, warnings: std::mem::take(&mut self.warnings) })
     }
 
     /// lighttpd's `server.feature-flags`: `"server.graceful-shutdown-timeout" => N` is
@@ -550,16 +601,27 @@ impl Loader {
         }
     }
 
-    fn finish_blocks(&mut self, port: u16) -> Result<Vec<Block>, Diag> {
+    /// The blocks, and where each one's condition value is (for errors found later).
+    fn finish_blocks(&mut self, port: u16) -> Result<(Vec<Block>, Vec<Span>), Diag> {
         let builds = std::mem::take(&mut self.blocks);
         let mut blocks: Vec<Block> = Vec::with_capacity(builds.len());
+        let spans: Vec<Span> = builds.iter().map(|b| b.cond_span).collect();
         for (i, b) in builds.into_iter().enumerate() {
             let own_regex = b.cond.as_ref().is_some_and(|c| c.op == CondOp::Match);
             let capture_source = if own_regex { Some(i) } else { b.parent.and_then(|p| blocks[p].capture_source) };
             let mut ws = WsSettings::default();
             let mut set = Vec::new();
             let mut templated = Vec::new();
+            let mut tls = TlsSettings::default();
+            let mut tls_set = Vec::new();
             for a in &b.entries {
+                if let Some((d, Field::Tls(f))) = lookup(&a.key).map(|d| (d, d.target)) {
+                    set_tls(&mut tls, f, &a.val, d)?;
+                    if !tls_set.contains(&f) {
+                        tls_set.push(f);
+                    }
+                    continue;
+                }
                 let Some(f) = ws_field(&a.key) else { continue };
                 let Some(d) = lookup(&a.key) else { continue };
                 set_ws(&mut ws, f, &a.val, d)?;
@@ -594,9 +656,11 @@ impl Loader {
                 templated,
                 capture_source,
                 needs_captures,
+                tls_set,
+                tls: Box::new(tls),
             });
         }
-        Ok(blocks)
+        Ok((blocks, spans))
     }
 
     fn listeners(&self, server: &ServerSettings, global: &[Assigned], blocks: &[Block]) -> Result<Vec<super::model::ListenSpec>, Diag> {
@@ -612,6 +676,73 @@ impl Loader {
         }
         Ok(out)
     }
+}
+
+/// Each listener's `ssl.*` settings: the global ones, then every `$SERVER["socket"] ==`
+/// block naming that listener in source order; and its certificates chosen by SNI
+/// (`$HTTP["host"]` blocks at top level or inside its socket block). A listener with
+/// `ssl.engine` on gets every certificate and key read now, so `-t` reports a bad file at
+/// the position of the directive that named it.
+fn listen_tls(
+    listen: &[super::model::ListenSpec],
+    global_tls: &TlsSettings,
+    blocks: &[Block],
+    spans: &[Span],
+    port: u16,
+    global: &[Assigned],
+) -> Result<Vec<ListenTls>, Diag> {
+    let names = |b: &Block, spec: &super::model::ListenSpec| b.cond.as_ref().and_then(|c| c.listen_spec(port)).as_ref() == Some(spec);
+    let mut out = Vec::with_capacity(listen.len());
+    for spec in listen {
+        let mut t = global_tls.clone();
+        // Blocks that set ssl.* for this listener, with their position.
+        let mut sets: Vec<(&Block, Span)> = Vec::new();
+        for (b, span) in blocks.iter().zip(spans) {
+            if names(b, spec) {
+                for f in &b.tls_set {
+                    copy_tls(&mut t, &b.tls, *f);
+                }
+                if !b.tls_set.is_empty() {
+                    sets.push((b, *span));
+                }
+            }
+        }
+        let mut sni = Vec::new();
+        for (b, span) in blocks.iter().zip(spans) {
+            let Some(cond) = b.cond.as_ref().filter(|c| c.subject == Subject::Host) else { continue };
+            if b.tls_set.is_empty() || !b.parent.is_none_or(|p| names(&blocks[p], spec)) {
+                continue;
+            }
+            let mut st = t.clone();
+            for f in &b.tls_set {
+                copy_tls(&mut st, &b.tls, *f);
+            }
+            sni.push(SniCert { cond: cond.clone(), tls: st });
+            sets.push((b, *span));
+        }
+        let l = ListenTls { settings: t, sni };
+        if l.settings.engine && matches!(spec, super::model::ListenSpec::Unix(_)) {
+            let span = sets.last().map(|(_, s)| *s).or_else(|| global.iter().find(|a| a.key == "ssl.engine").map(|a| a.val.span));
+            return Err(Diag::new(span.unwrap_or_default(), format!("ssl.engine on the unix-domain listener {spec}: TLS is implemented for TCP listeners only")));
+        }
+        if l.settings.engine {
+            super::tls::server_config(&l, &spec.to_string()).map_err(|e| {
+                // Where the directive the error names was set: the last block that set it
+                // for this listener, else the global assignment, else the block that
+                // enabled TLS.
+                let field = lookup(e.directive).and_then(|d| match d.target {
+                    Field::Tls(f) => Some(f),
+                    _ => None,
+                });
+                let in_block = sets.iter().rev().find(|(b, _)| field.is_some_and(|f| b.tls_set.contains(&f))).map(|(_, s)| *s);
+                let in_global = global.iter().rev().find(|a| a.key == e.directive).map(|a| a.val.span);
+                let span = in_block.or(in_global).or(sets.last().map(|(_, s)| *s)).unwrap_or_default();
+                Diag::new(span, format!("TLS on {spec}: {e}"))
+            })?;
+        }
+        out.push(l);
+    }
+    Ok(out)
 }
 
 /// The account directives name users and groups of this machine (`accounts.rs`); an

@@ -28,6 +28,8 @@ mod print;
 mod refused;
 mod schema;
 mod shell;
+pub mod tls;
+mod tls_settings;
 mod value;
 
 #[cfg(test)]

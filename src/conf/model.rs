@@ -441,6 +441,8 @@ pub struct BackendSpec {
     pub fall: u32,
     /// How often a `host` name is looked up again; zero = only at start.
     pub resolve_interval: Duration,
+    /// `"tls" => "enable"`: TLS to this backend.
+    pub tls: Option<super::tls_settings::BackendTls>,
 }
 
 impl BackendSpec {
@@ -471,6 +473,7 @@ impl BackendSpec {
             rise: DEFAULT_RISE,
             fall: DEFAULT_FALL,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
+            tls: None,
         }
     }
 

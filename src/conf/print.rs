@@ -6,7 +6,8 @@
 //! configuration and are not printed.
 
 use super::cond::Block;
-use super::directives::{show_server, show_ws, Field, SERVER_DIRECTIVES, WS_DIRECTIVES};
+use super::directives::{show_server, show_tls, show_ws, Field, SERVER_DIRECTIVES, TLS_DIRECTIVES, WS_DIRECTIVES};
+use super::tls::TlsSettings;
 use super::config::Config;
 
 const INDENT: &str = "    ";
@@ -27,6 +28,16 @@ pub fn print_config(cfg: &Config) -> String {
         if let Field::Ws(f) = d.target {
             if let Some(v) = show_ws(&cfg.wstunnel, f, d) {
                 line(&mut out, "", d.name, &v);
+            }
+        }
+    }
+    // ssl.* only where they differ from the defaults: a conf without TLS prints none.
+    let plain = TlsSettings::default();
+    for d in TLS_DIRECTIVES {
+        if let Field::Tls(f) = d.target {
+            let v = show_tls(&cfg.tls, f, d);
+            if v.is_some() && v != show_tls(&plain, f, d) {
+                line(&mut out, "", d.name, &v.unwrap_or_default());
             }
         }
     }
@@ -110,6 +121,12 @@ fn print_body(out: &mut String, blocks: &[Block], i: usize, depth: usize) {
             line(out, &indent, d.name, &v);
         }
     }
+    for f in &b.tls_set {
+        let Some(d) = TLS_DIRECTIVES.iter().find(|d| d.target == Field::Tls(*f)) else { continue };
+        if let Some(v) = show_tls(&b.tls, *f, d) {
+            line(out, &indent, d.name, &v);
+        }
+    }
     for h in chain_heads(blocks, Some(i)) {
         print_chain(out, blocks, h, depth);
     }
@@ -126,6 +143,32 @@ mod tests {
         let mut out = String::new();
         push_indented(&mut out, "(\n\"a\nb\\\"\nc\\\\\",\n\"x\\y\n\"\n)", "  ");
         assert_eq!(out, "(\n  \"a\nb\\\"\nc\\\\\",\n  \"x\\y\n\"\n  )");
+    }
+
+    /// ssl.* globally, in a socket block and an SNI block, and a backend's TLS options
+    /// survive `-p` (TLS off here, so no certificate file is read).
+    #[test]
+    fn tls_settings_round_trip() {
+        let text = "server.port = 0\n\
+            ssl.pemfile = \"/x/cert.pem\"\n\
+            ssl.openssl.ssl-conf-cmd = ( \"MinProtocol\" => \"TLSv1.3\" )\n\
+            wstunnel.server = ( \"/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9, \"tls\" => \"enable\", \"tls-verify\" => \"disable\", \"tls-server-name\" => \"b.test\" ) ) )\n\
+            $SERVER[\"socket\"] == \":8443\" {\n\
+              ssl.verifyclient.depth = 2\n\
+              ssl.verifyclient.username = \"SSL_CLIENT_S_DN_CN\"\n\
+              $HTTP[\"host\"] == \"a.test\" { ssl.pemfile = \"/x/a.pem\" }\n\
+            }\n";
+        let first = load_str("t.conf", text).unwrap().config;
+        let p1 = print_config(&first);
+        let second = load_str("p1.conf", &p1).unwrap_or_else(|e| panic!("{e}\n{p1}")).config;
+        assert_eq!(second, first, "-p output loads to another configuration:\n{p1}");
+        assert_eq!(print_config(&second), p1);
+        for want in ["ssl.pemfile = \"/x/cert.pem\"", "ssl.verifyclient.depth = 2", "ssl.pemfile = \"/x/a.pem\"", "\"tls-server-name\" => \"b.test\""] {
+            assert!(p1.contains(want), "{want} missing:\n{p1}");
+        }
+        assert_eq!(first.listen_tls[1].sni.len(), 1);
+        assert_eq!(first.listen_tls[1].settings.verify_depth, 2);
+        assert_eq!(first.listen_tls[0].settings.verify_depth, 9, "the socket block's settings stay in it");
     }
 
     /// `-p` output loads to the same configuration and prints byte-identically, with

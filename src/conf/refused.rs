@@ -1,7 +1,7 @@
 //! lighttpd features whose silent absence would weaken security: their directives and
 //! modules are configuration errors, never `ignored:` warnings.
 //!
-//! A lighttpd user who moves a conf with `ssl.engine = "enable"` or `auth.require` over
+//! A lighttpd user who moves a conf with `mbedtls.*` TLS or `auth.require` over
 //! must not get a plain-text listener or an open tunnel with exit 0. Each row names what
 //! wstund lacks and what to do instead. When wstund implements one of these features,
 //! its row is removed here and its directives get rows in `directives.rs`; nothing else
@@ -24,9 +24,12 @@ pub struct Refused {
 pub const REFUSED: &[Refused] = &[
     Refused {
         feature: "TLS",
-        prefixes: &["ssl.", "openssl.", "gnutls.", "mbedtls.", "nss.", "wolfssl."],
-        modules: &["mod_openssl", "mod_gnutls", "mod_mbedtls", "mod_nss", "mod_wolfssl"],
-        instead: "or terminate TLS in front of wstund (haproxy, nginx, stunnel)",
+        // lighttpd's mod_openssl directives (`ssl.*`) are implemented with rustls
+        // (`conf/tls.rs`); an ssl.* name wstund does not know is refused there. The other
+        // TLS modules' own directives are refused here.
+        prefixes: &["openssl.", "gnutls.", "mbedtls.", "nss.", "wolfssl."],
+        modules: &["mod_gnutls", "mod_mbedtls", "mod_nss", "mod_wolfssl"],
+        instead: "or use lighttpd's mod_openssl ssl.* directives, which wstund implements",
     },
     Refused {
         feature: "authentication",
@@ -90,13 +93,15 @@ mod tests {
 
     #[test]
     fn directives_and_modules_are_found() {
-        assert_eq!(directive("ssl.engine").map(|r| r.feature), Some("TLS"));
+        assert_eq!(directive("gnutls.engine").map(|r| r.feature), Some("TLS"));
+        assert!(directive("ssl.engine").is_none(), "mod_openssl's directives are implemented");
         assert_eq!(directive("auth.backend.plain.userfile").map(|r| r.feature), Some("authentication"));
         assert!(directive("extforward.forwarder").is_some());
         assert!(directive("url.access-deny").is_none());
         assert!(directive("url.rewrite-once").is_none());
         assert!(directive("sslx.engine").is_none());
-        assert_eq!(module("mod_openssl").map(|r| r.feature), Some("TLS"));
+        assert_eq!(module("mod_gnutls").map(|r| r.feature), Some("TLS"));
+        assert!(module("mod_openssl").is_none());
         assert_eq!(module("mod_authn_file").map(|r| r.feature), Some("authentication"));
         assert!(module("mod_auth").is_some());
         assert!(module("mod_authx").is_none());
@@ -106,11 +111,11 @@ mod tests {
 
     #[test]
     fn message_names_the_directive_the_feature_and_the_way_out() {
-        let r = directive("ssl.engine").unwrap_or(&REFUSED[0]);
+        let r = directive("gnutls.engine").unwrap_or(&REFUSED[0]);
         assert_eq!(
-            r.message("ssl.engine", false),
-            "wstund does not implement ssl.engine (TLS); remove it or terminate TLS in front of wstund (haproxy, nginx, stunnel)"
+            r.message("gnutls.engine", false),
+            "wstund does not implement gnutls.engine (TLS); remove it or use lighttpd's mod_openssl ssl.* directives, which wstund implements"
         );
-        assert!(r.message("mod_openssl", true).contains("remove it from server.modules"));
+        assert!(r.message("mod_gnutls", true).contains("remove it from server.modules"));
     }
 }

@@ -85,7 +85,17 @@ impl Conn {
             t.backend_name = name.clone();
         }
         self.link = link.map_or(Link::None, Link::Pool);
-        match BackendStream::connect(&target, nodelay) {
+        let connected = match (&spec.tls, &spec.addr) {
+            (Some(t), crate::conf::BackendAddr::Tcp { host, .. }) => {
+                let name = t.server_name.clone().unwrap_or_else(|| host.clone());
+                match rustls::pki_types::ServerName::try_from(name) {
+                    Ok(n) => BackendStream::connect_tls(&target, nodelay, std::sync::Arc::clone(&t.config), n),
+                    Err(e) => Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, e)),
+                }
+            }
+            _ => BackendStream::connect(&target, nodelay),
+        };
+        match connected {
             Ok(mut s) => {
                 if let Err(e) = s.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
                     warn!("[c{}] cannot watch backend socket {name}: {e}", self.id);
@@ -126,6 +136,8 @@ impl Conn {
     fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<Attach, FailStatus> {
         let local = self.client.local_addr();
         let tls = self.client.scheme() == "https";
+        let verify = ctx.config.listen_tls.get(self.listener).map(|l| &l.settings);
+        let tls_env = self.client.tls_env(verify.is_some_and(|v| v.verify_activate), verify.and_then(|v| v.verify_username.as_deref()));
         let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
@@ -149,6 +161,7 @@ impl Conn {
             peer: self.client.peer(),
             local,
             tls,
+            tls_env: &tls_env,
         };
         let inherited = exec::inherited_env(spec.bin_copy_environment.as_deref(), Some(DEFAULT_PASS_ENV), std::env::vars());
         let mut env = exec::stdio_env(&cgi, inherited, &spec.bin_environment);

@@ -11,8 +11,10 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::sync::Arc;
 
 use mio::{Interest, Registry, Token};
+use rustls::{ServerConfig, ServerConnection};
 
 pub struct ClientStream {
     transport: Transport,
@@ -23,6 +25,90 @@ pub struct ClientStream {
 enum Transport {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    Tls(Box<Tls>),
+}
+
+/// A rustls server session over a TCP socket, driven by the same edges as a plain one.
+///
+/// Bytes the state machine writes are accepted into rustls (bounded by
+/// `SEND_BUFFER_LIMIT`) and encrypted at once; records the socket did not take wait in
+/// rustls until the next writable edge (`flush`, called at the end of every drive). A
+/// new write is refused with WouldBlock while records wait, so rustls never holds more
+/// than one write's worth.
+struct Tls {
+    sock: mio::net::TcpStream,
+    session: ServerConnection,
+    /// `shutdown_write` was asked while records still waited: the socket's write side
+    /// is shut once they are out.
+    shut_pending: bool,
+}
+
+/// Plaintext taken from one write: one TLS record's worth times four.
+const TLS_WRITE_CHUNK: usize = 4 * 16384;
+
+impl Tls {
+    /// Sends the records rustls holds; Ok(true) when none is left.
+    fn flush(&mut self) -> io::Result<bool> {
+        while self.session.wants_write() {
+            match self.session.write_tls(&mut self.sock) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket took no TLS bytes")),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if std::mem::take(&mut self.shut_pending) {
+            let _ = self.sock.shutdown(Shutdown::Write);
+        }
+        Ok(true)
+    }
+
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            match self.session.reader().read(buf) {
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // TCP ended without close_notify: an end of input like any other (a
+                // WebSocket tunnel has its own Close to tell a truncation).
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
+                Err(e) => return Err(e),
+            }
+            match self.session.read_tls(&mut self.sock) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.flush()?;
+                    return Err(e);
+                }
+                Err(e) => return Err(e),
+            }
+            if let Err(e) = self.session.process_new_packets() {
+                // The alert rustls queued is sent if the socket takes it; the
+                // connection ends either way.
+                let _ = self.flush();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
+            }
+            // Handshake replies (and key updates) go out as they are made.
+            self.flush()?;
+        }
+    }
+
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.session.is_handshaking() {
+            // Only an HTTP error can be written before the request came, and a client
+            // that has not finished its handshake cannot read it.
+            return Err(io::Error::new(io::ErrorKind::NotConnected, "TLS handshake not finished"));
+        }
+        if !self.flush()? {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = self.session.writer().write(&buf[..buf.len().min(TLS_WRITE_CHUNK)])?;
+        if n == 0 && !buf.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        self.flush()?;
+        Ok(n)
+    }
 }
 
 impl ClientStream {
@@ -34,6 +120,70 @@ impl ClientStream {
         ClientStream { transport: Transport::Unix(sock), peer: None }
     }
 
+    /// Wraps an accepted TCP stream in a TLS server session (a listener with
+    /// `ssl.engine`). A unix-socket stream stays as it is: TLS is for TCP listeners.
+    pub fn into_tls(self, config: Arc<ServerConfig>) -> Result<ClientStream, rustls::Error> {
+        match self.transport {
+            Transport::Tcp(sock) => {
+                let mut session = ServerConnection::new(config)?;
+                session.set_buffer_limit(Some(crate::conf::tls::SEND_BUFFER_LIMIT));
+                let tls = Tls { sock, session, shut_pending: false };
+                Ok(ClientStream { transport: Transport::Tls(Box::new(tls)), peer: self.peer })
+            }
+            other => Ok(ClientStream { transport: other, peer: self.peer }),
+        }
+    }
+
+    /// The negotiated protocol version and cipher suite (OpenSSL's names, as
+    /// mod_openssl's SSL_PROTOCOL and SSL_CIPHER give them); None without TLS or before
+    /// the handshake ended.
+    pub fn tls_info(&self) -> Option<(&'static str, &'static str)> {
+        let Transport::Tls(t) = &self.transport else { return None };
+        let version = match t.session.protocol_version()? {
+            rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
+            rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
+            _ => "TLS",
+        };
+        let suite = t.session.negotiated_cipher_suite()?;
+        Some((version, crate::conf::tls::openssl_name(&suite)))
+    }
+
+    /// mod_openssl's variables for a stdio program on a TLS connection: SSL_PROTOCOL,
+    /// SSL_CIPHER and, where client certificates are asked for (`verify`), the
+    /// `SSL_CLIENT_*` set and REMOTE_USER from the `username` field.
+    pub fn tls_env(&self, verify: bool, username: Option<&str>) -> Vec<(String, String)> {
+        let Transport::Tls(t) = &self.transport else { return Vec::new() };
+        let mut env = Vec::new();
+        if let Some((v, c)) = self.tls_info() {
+            env.push(("SSL_PROTOCOL".to_string(), v.to_string()));
+            env.push(("SSL_CIPHER".to_string(), c.to_string()));
+        }
+        if verify {
+            let cert = t.session.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::x509::fields(c));
+            env.extend(crate::x509::client_env(cert.as_ref(), username));
+        }
+        env
+    }
+
+    /// Sends TLS records still waiting for the socket (a no-op for plain streams). Called
+    /// after every drive, so records left by a write the socket only partly took go out
+    /// on the next writable edge.
+    pub fn flush(&mut self) -> io::Result<()> {
+        if let Transport::Tls(t) = &mut self.transport {
+            t.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Whether written bytes still wait inside wstund (TLS records the socket has not
+    /// taken); a plain socket's bytes are in the kernel once `write` returns.
+    pub fn has_pending(&self) -> bool {
+        match &self.transport {
+            Transport::Tls(t) => t.session.wants_write(),
+            _ => false,
+        }
+    }
+
     /// The client's address, when it came over TCP.
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
@@ -43,6 +193,7 @@ impl ClientStream {
         match &mut self.transport {
             Transport::Tcp(s) => s.read(buf),
             Transport::Unix(s) => s.read(buf),
+            Transport::Tls(t) => t.read(buf),
         }
     }
 
@@ -50,13 +201,32 @@ impl ClientStream {
         match &mut self.transport {
             Transport::Tcp(s) => s.write(buf),
             Transport::Unix(s) => s.write(buf),
+            Transport::Tls(t) => t.write(buf),
         }
     }
 
-    pub fn shutdown_write(&self) {
-        let _ = match &self.transport {
+    /// The connection is over: a TLS client is told so with close_notify (sent if the
+    /// socket takes it now; the socket is closed right after either way), so it sees a
+    /// clean end rather than a truncation. Nothing for a plain stream.
+    pub fn close_notify(&mut self) {
+        if let Transport::Tls(t) = &mut self.transport {
+            if !t.session.is_handshaking() {
+                t.session.send_close_notify();
+                let _ = t.flush();
+            }
+        }
+    }
+
+    /// Ends the output: FIN (after TLS's close_notify, once every record is out).
+    pub fn shutdown_write(&mut self) {
+        let _ = match &mut self.transport {
             Transport::Tcp(s) => s.shutdown(Shutdown::Write),
             Transport::Unix(s) => s.shutdown(Shutdown::Write),
+            Transport::Tls(t) => {
+                t.session.send_close_notify();
+                t.shut_pending = true;
+                t.flush().map(|_| ())
+            }
         };
     }
 
@@ -65,32 +235,44 @@ impl ClientStream {
         match &self.transport {
             Transport::Tcp(s) => s.take_error(),
             Transport::Unix(s) => s.take_error(),
+            Transport::Tls(t) => t.sock.take_error(),
         }
     }
 
     /// The URL scheme the client used.
     pub fn scheme(&self) -> &'static str {
-        "http"
+        match self.transport {
+            Transport::Tls(_) => "https",
+            _ => "http",
+        }
     }
 
     /// The address the client connected to (TCP listeners only).
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.transport {
             Transport::Tcp(s) => s.local_addr().ok(),
+            Transport::Tls(t) => t.sock.local_addr().ok(),
             Transport::Unix(_) => None,
         }
     }
 
     /// Whether a read that returned `got` of `asked` bytes emptied the stream, so the
     /// next readiness edge (not another read) says when there is more. True of a
-    /// socket: a short read took everything the kernel had.
+    /// socket: a short read took everything the kernel had. Never true of TLS: rustls
+    /// may hold decrypted bytes, or the socket more records, after a short read, so it
+    /// is read until WouldBlock.
     pub fn drained_by(&self, got: usize, asked: usize) -> bool {
-        got < asked
+        match self.transport {
+            Transport::Tls(_) => false,
+            _ => got < asked,
+        }
     }
 
     pub fn set_nodelay(&self, on: bool) {
-        if let Transport::Tcp(s) = &self.transport {
-            let _ = s.set_nodelay(on);
+        match &self.transport {
+            Transport::Tcp(s) => drop(s.set_nodelay(on)),
+            Transport::Tls(t) => drop(t.sock.set_nodelay(on)),
+            Transport::Unix(_) => {}
         }
     }
 
@@ -99,6 +281,7 @@ impl ClientStream {
         match &mut self.transport {
             Transport::Tcp(s) => reg.register(s, token, i),
             Transport::Unix(s) => reg.register(s, token, i),
+            Transport::Tls(t) => reg.register(&mut t.sock, token, i),
         }
     }
 }

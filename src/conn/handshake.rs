@@ -256,7 +256,7 @@ impl Conn {
         if !(self.backend_io.writable || self.backend_io.readable) {
             return;
         }
-        let Some(b) = self.backend.as_ref() else { return self.connect_next(ctx) };
+        let Some(b) = self.backend.as_mut() else { return self.connect_next(ctx) };
         match b.connect_state(self.backend_io.writable) {
             ConnectState::InProgress => {
                 self.backend_io.writable = false;
@@ -264,7 +264,8 @@ impl Conn {
             }
             ConnectState::Failed(e) => {
                 let name = self.tunnel.as_ref().map(|t| t.backend_name.clone()).unwrap_or_default();
-                warn!("[c{}] backend {name} connect failed: {e}", self.id);
+                let what = if b.is_tls() { "connect or TLS handshake" } else { "connect" };
+                warn!("[c{}] backend {name} {what} failed: {e}", self.id);
                 self.host_failed(ctx, connect_failure(&e));
                 self.connect_next(ctx);
             }
@@ -308,8 +309,12 @@ impl Conn {
         self.phase = Phase::Open { keepalive: Keepalive::new(ctx.now) };
         // The connect's writable edge was consumed by the check; readability stays as
         // the event said (a server-first backend may already have written a banner),
-        // which saves a read that would only say EAGAIN.
+        // which saves a read that would only say EAGAIN. A TLS session may hold
+        // decrypted bytes that came with the handshake's last records: read it.
         self.backend_io.writable = true;
+        if self.backend.as_ref().is_some_and(|b| b.is_tls()) {
+            self.backend_io.readable = true;
+        }
     }
 
     /// Answers with an HTTP error and ends the connection gracefully.

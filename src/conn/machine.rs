@@ -357,6 +357,9 @@ impl Conn {
 
     /// Runs phase handlers until none makes progress.
     pub fn drive(&mut self, ctx: &mut Ctx) {
+        // First the TLS records still waiting (this may be their writable edge), so the
+        // phase sees whether the client has everything.
+        self.flush_tls();
         loop {
             let before = self.phase.mark();
             match self.phase {
@@ -373,9 +376,21 @@ impl Conn {
                 break;
             }
         }
+        self.flush_tls();
         self.inbound.release_if_idle(ctx.pool);
         if self.outbound.is_empty() {
             self.outbound.buf.release_if_empty(ctx.pool);
+        }
+    }
+
+    /// TLS records a write left behind (either side) go out now or on the next writable
+    /// edge; an error here shows again on the next read or write.
+    fn flush_tls(&mut self) {
+        if self.client.has_pending() {
+            let _ = self.client.flush();
+        }
+        if let Some(b) = self.backend.as_mut().filter(|b| b.has_pending()) {
+            let _ = b.flush();
         }
     }
 
@@ -426,6 +441,7 @@ impl Conn {
         self.outbound.release(ctx.pool);
         self.count_end(ctx.metrics);
         self.log_access(ctx.now);
+        self.client.close_notify();
     }
 
     fn count_end(&self, metrics: &mut TunnelMetrics) {
@@ -458,7 +474,7 @@ impl Conn {
     pub fn drop_backend(&mut self, ctx: &mut Ctx) {
         let opened = !matches!(self.phase, Phase::Handshake { .. } | Phase::Connecting { .. });
         let b = match self.backend.take() {
-            Some(s) if s.is_socket() && opened && !self.backend_eof => {
+            Some(mut s) if s.is_socket() && opened && !self.backend_eof => {
                 if !self.backend_shut {
                     s.shutdown_write();
                 }
@@ -507,6 +523,7 @@ impl Conn {
             lost_in: self.lost_in,
             lost_out: self.lost_out,
             cut: self.cut.map(Cut::as_str).unwrap_or("-"),
+            tls: self.client.tls_info(),
         });
     }
 }

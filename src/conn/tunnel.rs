@@ -273,7 +273,7 @@ impl Conn {
         if !ended || self.backend_shut || !self.inbound.ready().is_empty() {
             return false;
         }
-        if let Some(b) = self.backend.as_ref() {
+        if let Some(b) = self.backend.as_mut() {
             debug!("[c{}] client input delivered; backend write side shut", self.id);
             b.shutdown_write();
         }
@@ -298,7 +298,7 @@ impl Conn {
                 let mut hint = None;
                 let outcome = self.outbound.read_backend(ctx.pool, opcode, |buf| {
                     let n = b.read(buf)?;
-                    short = n > 0 && n < buf.len();
+                    short = n > 0 && b.drained_by(n, buf.len());
                     got = n;
                     if first && n > 0 {
                         hint = binary_protocol_hint(&buf[..n]);
@@ -618,11 +618,13 @@ impl Conn {
         // go to the client (our Close is queued — after all of its output when it ended —
         // or the client is gone): what it still sends is drained. A program that closed
         // its output is kept until its exit status has chosen the close code.
-        if self.backend.is_some() && self.backend_shut && (self.client_gone || self.close_sent()) {
+        // TLS records still waiting for the backend's socket go out first.
+        let backend_flushed = !self.backend.as_ref().is_some_and(|b| b.has_pending());
+        if self.backend.is_some() && self.backend_shut && backend_flushed && (self.client_gone || self.close_sent()) {
             self.drop_backend(ctx);
         }
         let backend_done = self.backend.is_none();
-        let client_done = self.client_gone || (self.close_sent() && self.outbound.is_empty());
+        let client_done = self.client_gone || (self.close_sent() && self.outbound.is_empty() && !self.client.has_pending());
         if input_ended && backend_done && client_done {
             self.phase = Phase::Done;
         }

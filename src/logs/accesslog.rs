@@ -92,7 +92,11 @@ impl std::fmt::Display for Legacy<'_> {
             r.lost_in,
             r.lost_out,
             r.cut,
-        )
+        )?;
+        match r.tls {
+            Some((v, c)) => write!(f, " tls={v}/{c}"),
+            None => Ok(()),
+        }
     }
 }
 

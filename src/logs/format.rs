@@ -59,6 +59,8 @@ pub struct AccessRecord<'a> {
     pub lost_in: u64,
     pub lost_out: u64,
     pub cut: &'a str,
+    /// TLS protocol version and cipher suite (OpenSSL's names), for a TLS client.
+    pub tls: Option<(&'a str, &'a str)>,
 }
 
 /// wstund's `%{NAME}x` fields.
@@ -76,6 +78,8 @@ pub enum WsField {
     Cut,
     Id,
     DurationMs,
+    TlsVersion,
+    TlsCipher,
 }
 
 pub const WS_FIELDS: &[(&str, WsField)] = &[
@@ -91,6 +95,8 @@ pub const WS_FIELDS: &[(&str, WsField)] = &[
     ("ws-cut", WsField::Cut),
     ("ws-id", WsField::Id),
     ("ws-duration-ms", WsField::DurationMs),
+    ("ws-tls-version", WsField::TlsVersion),
+    ("ws-tls-cipher", WsField::TlsCipher),
 ];
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -324,6 +330,8 @@ fn ws_field(out: &mut String, f: WsField, r: &AccessRecord) {
         WsField::Cut => write!(out, "{}", r.cut),
         WsField::Id => write!(out, "c{}", r.id),
         WsField::DurationMs => write!(out, "{}", r.duration.as_millis()),
+        WsField::TlsVersion => write!(out, "{}", r.tls.map_or("-", |t| t.0)),
+        WsField::TlsCipher => write!(out, "{}", r.tls.map_or("-", |t| t.1)),
     };
 }
 
@@ -354,6 +362,15 @@ fn escape_into(out: &mut String, s: &str) {
 mod tests {
     use super::*;
 
+    #[test]
+    fn tls_fields() {
+        let f = Format::parse("%{ws-tls-version}x %{ws-tls-cipher}x").unwrap();
+        let mut r = record(None);
+        assert_eq!(f.render(&r), "- -");
+        r.tls = Some(("TLSv1.3", "TLS_AES_128_GCM_SHA256"));
+        assert_eq!(f.render(&r), "TLSv1.3 TLS_AES_128_GCM_SHA256");
+    }
+
     fn record<'a>(req: Option<&'a RequestSeen>) -> AccessRecord<'a> {
         AccessRecord {
             id: 7,
@@ -372,6 +389,7 @@ mod tests {
             lost_in: 0,
             lost_out: 0,
             cut: "-",
+            tls: None,
         }
     }
 

@@ -130,6 +130,8 @@ pub struct CgiRequest<'a> {
     /// The connection's local address (None on a unix-socket listener).
     pub local: Option<SocketAddr>,
     pub tls: bool,
+    /// mod_openssl's SSL_* variables (and REMOTE_USER from a client certificate).
+    pub tls_env: &'a [(String, String)],
 }
 
 /// SCRIPT_NAME and PATH_INFO: a prefix route is the script and the rest of the path is
@@ -176,6 +178,9 @@ pub fn stdio_env(req: &CgiRequest, inherited: Vec<(String, String)>, bin_env: &[
     }
     if req.tls {
         set(&mut env, "HTTPS", "on");
+    }
+    for (k, v) in req.tls_env {
+        set(&mut env, k, v);
     }
     let mut seen: Vec<String> = Vec::new();
     for (name, value) in req.headers {
@@ -416,6 +421,7 @@ mod tests {
             peer: Some("10.1.2.3:4567".parse().unwrap()),
             local: Some("127.0.0.1:8080".parse().unwrap()),
             tls: false,
+            tls_env: &[],
         };
         let inherited = vec![("PATH".to_string(), "/bin".to_string()), ("QUERY_STRING".into(), "stale".into())];
         let bin_env = vec![("APP".to_string(), "1".to_string()), ("SERVER_NAME".into(), "forced".into())];

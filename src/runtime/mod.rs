@@ -14,6 +14,7 @@
 //! - `limits`: RLIMIT_NOFILE and the connection limit it allows.
 //! - `privileges`: chroot, setgroups, setgid, setuid after binding; no way back.
 //! - `daemon`: fork to the background, the starter waits for ready or the reason.
+//! - `tls`: each listener's rustls configuration (`ssl.*`); clients wrapped at accept.
 //! - `pidfile`: `server.pid-file` with O_EXCL, stale ones replaced, removed at exit.
 
 pub mod control;
@@ -28,3 +29,4 @@ pub mod privileges;
 pub mod reload;
 pub mod server;
 pub mod signals;
+pub mod tls;

@@ -50,6 +50,7 @@ use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
 use crate::runtime::listener::{Listener, SocketAccess};
 use crate::runtime::control::{self, Command, ControlSocket, Turn};
 use crate::runtime::reload::{self, ReloadSource};
+use crate::runtime::tls::TlsListeners;
 use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
 use crate::process::ratelimit::Repeats;
@@ -142,6 +143,8 @@ pub struct Server {
     /// a reload closed stays empty (connections keep their listener index).
     listeners: Vec<Option<Listener>>,
     listener_names: Vec<String>,
+    /// Each listener's TLS configuration (`ssl.*`).
+    tls: TlsListeners,
     conns: Slab<Conn>,
     pool: BufPool,
     config: Arc<Config>,
@@ -207,6 +210,7 @@ impl Server {
     /// before anything runs) and the signal handler installed by the caller.
     pub fn new(config: Arc<Config>, listeners: Vec<Listener>, listener_names: Vec<String>, signals: Signals) -> io::Result<Server> {
         let poll = Poll::new()?;
+        let tls = TlsListeners::from_config(&config, Instant::now())?;
         let mut listeners: Vec<Option<Listener>> = listeners.into_iter().map(Some).collect();
         for (i, l) in listeners.iter_mut().enumerate().filter_map(|(i, l)| Some((i, l.as_mut()?))) {
             l.register(poll.registry(), token::listener_token(i))?;
@@ -226,6 +230,7 @@ impl Server {
             poll,
             listeners,
             listener_names,
+            tls,
             conns: Slab::with_capacity(1024.min(max_conns)),
             pool: BufPool::new(),
             config,
@@ -573,6 +578,7 @@ impl Server {
     fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
+        let Some(stream) = self.tls.wrap(listener, id, stream) else { return };
         let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
         let key = entry.key();
@@ -618,6 +624,7 @@ impl Server {
         self.hosts.tick(now);
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
         crate::runtime::logging::tick(now);
+        self.tls.tick(now);
     }
 
     /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
@@ -670,6 +677,7 @@ impl Server {
                 Signal::Hangup => {
                     crate::runtime::logging::reopen();
                     info!("SIGHUP: log files reopened");
+                    self.tls.reload("SIGHUP");
                 }
                 Signal::Status => self.log_status(now),
                 Signal::Child => self.on_child(now),
@@ -751,6 +759,19 @@ impl Server {
         let open: Vec<Option<crate::conf::ListenSpec>> = self.listeners.iter().map(|l| l.as_ref().and_then(Listener::local)).collect();
         let pairs = crate::runtime::handover::pair_specs(&specs, &open);
         let access = self.socket_access(&config)?;
+        // Each spec's listener index after the swap: kept ones keep theirs, fresh ones
+        // are appended in order. TLS settings (certificates read now) follow them.
+        let mut next = self.listeners.len();
+        let slots: Vec<usize> = pairs
+            .iter()
+            .map(|p| {
+                p.unwrap_or_else(|| {
+                    next += 1;
+                    next - 1
+                })
+            })
+            .collect();
+        let tls = TlsListeners::for_slots(&config, &slots, now).map_err(|e| e.to_string())?;
         let fresh = self.bind_new_listeners(&specs, &pairs, config.server.listen_backlog, access, source.dropped_to.as_deref())?;
 
         // From here on nothing fails: the new conf is swapped in.
@@ -761,6 +782,7 @@ impl Server {
             warn!("reload: {name} changed, but is applied only at start: the running value is kept until a restart");
         }
         let mut lines = self.swap_listeners(&specs, &pairs, fresh);
+        self.tls = tls;
         self.max_conns = limit.value().max(1) as usize;
         self.server_tag = config.server.tag.clone();
         self.graceful_timeout = Some(config.server.graceful_shutdown_timeout).filter(|t| !t.is_zero());
@@ -848,6 +870,10 @@ impl Server {
             if let Err(e) = l.register(self.poll.registry(), token::listener_token(i)) {
                 error!("reload: cannot watch the new listener {}: {e}; closed", l.name());
                 l.cleanup();
+                // The slot stays, so every later listener keeps the index its TLS
+                // settings and name were given.
+                self.listeners.push(None);
+                self.listener_names.push(name);
                 continue;
             }
             lines.push(format!("listening on {}", l.name()));
