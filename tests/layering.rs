@@ -295,3 +295,47 @@ fn the_checker_sees_a_cycle() {
     assert!(found.contains(&vec!["a".to_string(), "d".to_string()]));
     assert!(found.contains(&vec!["x".to_string(), "w".to_string(), "f".to_string()]));
 }
+
+/// ARCHITECTURE.md's tree names every source file (one line per file), so it stays true
+/// as files are added: a file under a folder heading `src/x/` is listed as `  name.rs`.
+#[test]
+fn architecture_md_names_every_source_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let arch = fs::read_to_string(root.join("ARCHITECTURE.md")).expect("ARCHITECTURE.md");
+    let tree = arch.split("\nsrc/main.rs").nth(1).map(|t| format!("src/main.rs{t}")).expect("the tree starts at src/main.rs");
+    let mut named = BTreeSet::new();
+    let mut folder = String::new();
+    for line in tree.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if line.starts_with("src/") && first.ends_with('/') {
+            folder = first.to_string();
+        } else if line.starts_with("src/") && first.ends_with(".rs") {
+            named.insert(first.to_string());
+        } else if line.starts_with("  ") && !line.starts_with("   ") && first.ends_with(".rs") {
+            named.insert(format!("{folder}{first}"));
+        } else if line.starts_with("tests/") {
+            break;
+        }
+    }
+    let mut missing = Vec::new();
+    fn walk(dir: &Path, rel: &str, out: &mut Vec<String>) {
+        for e in fs::read_dir(dir).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let path = format!("{rel}{name}");
+            if e.path().is_dir() {
+                walk(&e.path(), &format!("{path}/"), out);
+            } else if name.ends_with(".rs") && name != "mod.rs" {
+                out.push(path);
+            }
+        }
+    }
+    let mut all = Vec::new();
+    walk(&root.join("src"), "src/", &mut all);
+    for f in all {
+        if !named.contains(&f) {
+            missing.push(f);
+        }
+    }
+    missing.sort();
+    assert!(missing.is_empty(), "ARCHITECTURE.md's tree does not name: {missing:?}");
+}
