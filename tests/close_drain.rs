@@ -483,10 +483,11 @@ fn deflate_floods_do_not_stall_other_tunnels_or_signals() {
         rounds += 1;
     }
     assert!(flood.stats().bytes_out.load(Ordering::SeqCst) > 10 << 20, "the floods did not flood");
-    // Starved, a round trip took over a second; served fairly it takes well under 1 ms.
-    // The bound is for liveness on a loaded CI machine, not a benchmark
-    // (scripts/bench-fairness.sh measures it).
-    assert!(worst < Duration::from_millis(300), "an echo round trip took {worst:?} ({rounds} rounds)");
+    // Starved (before the fair loop) an echo stalled for over 10 s; served fairly it takes
+    // well under 1 ms. The bound is for liveness on a loaded machine (several builds on two
+    // cores have stretched a fair round trip to 460 ms), not a benchmark:
+    // scripts/bench-fairness.sh measures it.
+    assert!(worst < Duration::from_secs(1), "an echo round trip took {worst:?} ({rounds} rounds)");
     d.signal(libc::SIGUSR2);
     assert!(d.wait_for_log("status: longest turn", T));
     let sent = Instant::now();
