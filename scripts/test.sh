@@ -104,6 +104,17 @@ if is_root && { ! command -v nginx >/dev/null 2>&1 || [ ! -x /bin/busybox ]; }; 
     fi
 fi
 
+# --- systemd tools, shellcheck, mandoc, packaging (tests/systemd.rs, tests/packaging.rs) -----
+# systemd-socket-activate and systemd-analyze run as plain programs: installing the package
+# on a machine that was not booted with systemd starts nothing. debhelper, lintian and
+# fakeroot build and check the .deb; shellcheck and mandoc lint scripts/ and man/.
+if is_root && { ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v shellcheck >/dev/null 2>&1 ||
+    ! command -v mandoc >/dev/null 2>&1 || ! command -v dh >/dev/null 2>&1 || ! command -v lintian >/dev/null 2>&1; }; then
+    apt_install systemd shellcheck mandoc man-db debhelper lintian fakeroot build-essential ||
+        say "systemd/shellcheck/mandoc/debhelper/lintian not installed: tests/systemd.rs and tests/packaging.rs will fail"
+fi
+export WSTUND_REQUIRE_SYSTEMD=1
+
 # --- Python venv with websockets ---------------------------------------------------------
 venv_ok() {
     [ -x "$VENV/bin/python" ] &&

@@ -85,6 +85,7 @@ pub fn main(args: Vec<String>) -> i32 {
     // First, before anything opens a descriptor or starts a child (include_shell):
     // sockets passed by a SIGUSR1 restart or by systemd become close-on-exec.
     let inherited = Inherited::take();
+    crate::runtime::notify::init();
     let o = options();
     let m = match o.parse(normalize(&args).iter().skip(1)) {
         Ok(m) => m,
@@ -330,6 +331,7 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     }
     eprintln!("wstund: ready (pid {})", std::process::id());
     startup.ready();
+    crate::runtime::notify::ready();
     inherited.notify_ready();
     let rc = match server.run() {
         Ok(()) => EXIT_OK,

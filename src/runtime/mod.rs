@@ -13,12 +13,14 @@
 //! - `privileges`: chroot, setgroups, setgid, setuid after binding; no way back.
 //! - `daemon`: fork to the background, the starter waits for ready or the reason.
 //! - `pidfile`: `server.pid-file` with O_EXCL, stale ones replaced, removed at exit.
+//! - `notify`: sd_notify to systemd: READY, RELOADING, STOPPING, STATUS, WATCHDOG.
 
 pub mod daemon;
 pub mod handover;
 pub mod limits;
 pub mod listener;
 pub mod logging;
+pub mod notify;
 pub mod oneshot;
 pub mod pidfile;
 pub mod privileges;

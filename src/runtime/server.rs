@@ -45,6 +45,7 @@ use crate::conn::machine::{Conn, Ctx};
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
+use crate::runtime::notify;
 use crate::runtime::listener::Listener;
 use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
@@ -549,6 +550,11 @@ impl Server {
         self.hosts.tick(now);
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
         crate::runtime::logging::tick(now);
+        notify::watchdog();
+        if self.state == RunState::Running {
+            let (up, hosts) = self.hosts.up_count(now);
+            notify::status(&format!("{} tunnels open, {up}/{hosts} backends up", self.tunnels.open_total()));
+        }
     }
 
     /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
@@ -593,7 +599,13 @@ impl Server {
                         StopAction::Nothing => {}
                     }
                 }
-                Signal::Restart => self.begin_restart(),
+                Signal::Restart => {
+                    notify::reloading();
+                    self.begin_restart();
+                    if self.restart.is_none() && self.state == RunState::Running {
+                        notify::ready();
+                    }
+                }
                 Signal::Hangup => {
                     crate::runtime::logging::reopen();
                     info!("SIGHUP: log files reopened");
@@ -608,6 +620,7 @@ impl Server {
     /// SIGTERM (or a second SIGINT): 1001 to every tunnel, one best-effort flush of the
     /// close frames, then out; programs go down the kill ladder.
     fn stop_now(&mut self, now: Instant) {
+        notify::stopping();
         self.cancel_restart();
         self.stop_listening();
         self.shutdown_conns(now);
@@ -620,6 +633,7 @@ impl Server {
     /// end or `server.graceful-shutdown-timeout` passes.
     fn begin_graceful(&mut self, now: Instant) {
         let t0 = Instant::now();
+        notify::stopping();
         self.cancel_restart();
         self.accept_queued(now);
         self.stop_listening();
@@ -696,6 +710,7 @@ impl Server {
         self.restart = None;
         match state {
             ReadyState::Failed(status) => {
+                notify::ready();
                 error!(
                     "SIGUSR1: restart failed: new process pid {pid} ended before it was ready ({}); still serving",
                     status.as_deref().unwrap_or("see its messages above")
