@@ -85,7 +85,7 @@ if [ -f /etc/lighttpd/lighttpd.conf ]; then
         cp -f /etc/lighttpd/conf-available/*.conf "$CORPUS/"
     fi
     export WSTUND_REQUIRE_LIGHTTPD_CORPUS=1
-    say "lighttpd conf corpus: $(ls "$CORPUS" | wc -l) files in tests/data/lighttpd"
+    say "lighttpd conf corpus: $(find "$CORPUS" -maxdepth 1 -type f | wc -l) files in tests/data/lighttpd"
 fi
 
 # --- nginx and a static busybox (tests/nginx.rs, tests/privileges.rs) -------------------

@@ -138,7 +138,10 @@ pub fn main(args: Vec<String>) -> i32 {
     }
     let tests = m.opt_count("t");
     if tests >= 2 {
-        let problems = conf::preflight(&config);
+        // Under a running instance (the sysv script's reload runs -tt), its ports are
+        // in use by it and taken over on reload.
+        let running = config.server.pid_file.as_deref().is_some_and(crate::runtime::pidfile::names_live_process);
+        let problems = if running { conf::preflight_running(&config) } else { conf::preflight(&config) };
         for p in &problems {
             eprintln!("{p}");
         }
