@@ -194,7 +194,7 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     let target = match privileges::Target::resolve(&config.server) {
         Ok(t) if root => t,
         Ok(t) => {
-            if !t.is_noop() {
+            if !t.is_noop() && !t.in_effect() {
                 log::warn!("not started as root: server.username, server.groupname and server.chroot are not applied");
             }
             privileges::Target { user: None, gid: None, chroot: None }
