@@ -180,127 +180,44 @@ enum Mode {
 /// drop, the pid, the pools; then "ready". Every failure before "ready" is reported where
 /// the operator sees it: the terminal, or the waiting starter process.
 fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foreground: bool) -> i32 {
-    let fds = limits::apply_fd_limit(config.server.max_fds);
-    if let Err(e) = crate::runtime::logging::init(&config) {
-        eprintln!("wstund: {e}");
-        return EXIT_RUNTIME;
-    }
-    if let Some(w) = &fds.warning {
-        log::warn!("{w}");
-    }
-    let conn_limit = limits::conn_limit(config.server.max_connections, fds.soft, limits::fds_per_tunnel(&config));
-    config.server.max_connections = Some(conn_limit.value());
-    let root = nix::unistd::geteuid().is_root();
-    let target = match privileges::Target::resolve(&config.server) {
-        Ok(t) if root => t,
-        Ok(t) => {
-            if !t.is_noop() && !t.in_effect() {
-                log::warn!("not started as root: server.username, server.groupname and server.chroot are not applied");
-            }
-            privileges::Target { user: None, gid: None, chroot: None }
-        }
-        Err(e) => {
-            eprintln!("wstund: {e}");
-            return EXIT_RUNTIME;
-        }
-    };
-    if root && target.user.is_none() {
-        log::warn!("{}", privileges::ROOT_WARNING);
-    }
-    let access = SocketAccess {
-        mode: config.server.socket_perms.map(|m| m.0),
-        owner: target.owner().0,
-        group: match &config.server.socket_group {
-            Some(g) => match conf::accounts::group(g, false) {
-                Ok(gid) => Some(nix::unistd::Gid::from_raw(gid)),
-                Err(e) => {
-                    eprintln!("wstund: server.socket-group: {e}");
-                    return EXIT_RUNTIME;
-                }
-            },
-            None => target.owner().1,
-        },
-    };
-    // Before binding, as lighttpd: a second start with the same conf is told about the
-    // running one, not about a port in use. A SIGUSR1 restart takes over the file that
-    // names its parent, the old wstund.
-    let predecessor = inherited.is_restart().then(|| nix::unistd::getppid().as_raw());
-    let mut pid_file = match config.server.pid_file.as_deref().map(|p| PidFile::create(p, predecessor)).transpose() {
+    let plan = match prepare(&mut config, &inherited) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("wstund: {e}");
             return EXIT_RUNTIME;
         }
     };
+    let Prepared { target, access, conn_limit, mut pid_file } = plan;
     let specs = config.listeners();
     // $SERVER["socket"] conditions compare against the configured spelling.
     let spec_names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
-    let cleanup = |listeners: &[Listener]| listeners.iter().for_each(Listener::cleanup);
     let one_shot_mode = matches!(mode, Mode::OneShot);
-    let mut one_shot = None;
-    let opened = match mode {
-        Mode::OneShot => crate::runtime::oneshot::from_stdin(&specs).map(|c| {
-            one_shot = Some(c);
-            Vec::new()
-        }).map_err(|e| e.to_string()),
-        Mode::Serve { .. } => inherited.open(&specs, config.server.listen_backlog, access).map_err(|e| e.to_string()),
-    };
-    let listeners = match opened {
-        Ok(l) => l,
+    let (listeners, one_shot) = match open_listeners(&mode, &mut inherited, &specs, config.server.listen_backlog, access) {
+        Ok(x) => x,
         Err(e) => {
             eprintln!("wstund: {e}");
-            if let Some(p) = pid_file {
-                p.remove();
-            }
+            remove_pid_file(pid_file);
             return EXIT_RUNTIME;
         }
     };
     for l in &listeners {
         eprintln!("wstund: listening on {}", l.name());
     }
-    let mut startup = Startup::foreground();
     // A restarted wstund stays the child the old one waits on; `-1` serves the
     // connection inetd handed it, in the foreground, as lighttpd does.
-    if !foreground && !inherited.is_restart() && !one_shot_mode {
-        if config.server.errorlog.is_none() {
-            eprintln!("wstund: note: no server.errorlog: once started in the background, the log goes to /dev/null (use -D to keep it on standard error)");
+    let background = !foreground && !inherited.is_restart() && !one_shot_mode;
+    let mut startup = match go_background(background, config.server.errorlog.is_some()) {
+        Background::Serve(s) => s,
+        // The daemon owns the listeners and the pid file now.
+        Background::StarterExits(code) => return code,
+        Background::Failed => {
+            cleanup(&listeners);
+            remove_pid_file(pid_file);
+            return EXIT_RUNTIME;
         }
-        match daemon::daemonize(config.server.errorlog.is_some()) {
-            Ok(Forked::Daemon(s)) => startup = s,
-            Ok(Forked::Starter(code)) => return code,
-            Err(e) => {
-                eprintln!("wstund: cannot go to the background: {e}");
-                cleanup(&listeners);
-                if let Some(p) = pid_file {
-                    p.remove();
-                }
-                return EXIT_RUNTIME;
-            }
-        }
-    }
-    let fail = |startup: &mut Startup, listeners: &[Listener], pid_file: Option<PidFile>, reason: String| {
-        startup.failed(&reason);
-        cleanup(listeners);
-        if let Some(p) = pid_file {
-            p.remove();
-        }
-        EXIT_RUNTIME
     };
-    if !target.is_noop() {
-        if let Err(e) = target.apply() {
-            return fail(&mut startup, &listeners, pid_file, format!("cannot drop privileges: {e}"));
-        }
-        log::info!("{}", privileges::describe(&target));
-        if target.chroot.is_some() {
-            if let Some(p) = pid_file.as_mut() {
-                p.keep_path_at_exit();
-            }
-        }
-    }
-    if let Some(p) = pid_file.as_mut() {
-        if let Err(e) = p.write_pid(std::process::id()) {
-            return fail(&mut startup, &listeners, pid_file, e.to_string());
-        }
+    if let Err(reason) = drop_privileges(&target, &mut pid_file) {
+        return fail(&mut startup, &listeners, pid_file, reason);
     }
     if let Some(note) = conn_limit.note() {
         log::info!("{note}");
@@ -336,6 +253,119 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     startup.ready();
     crate::runtime::notify::ready();
     inherited.notify_ready();
+    serve(server, pid_file)
+}
+
+/// The listeners (inherited ones taken over, the rest bound), or for `-1` the one
+/// connection on standard input and none.
+fn open_listeners(
+    mode: &Mode,
+    inherited: &mut Inherited,
+    specs: &[conf::ListenSpec],
+    backlog: u32,
+    access: SocketAccess,
+) -> Result<(Vec<Listener>, Option<crate::runtime::oneshot::OneShot>), String> {
+    match mode {
+        Mode::OneShot => crate::runtime::oneshot::from_stdin(specs).map(|c| (Vec::new(), Some(c))).map_err(|e| e.to_string()),
+        Mode::Serve { .. } => inherited.open(specs, backlog, access).map(|l| (l, None)).map_err(|e| e.to_string()),
+    }
+}
+
+/// What the start-up works out before it opens a listener.
+struct Prepared {
+    target: privileges::Target,
+    access: SocketAccess,
+    conn_limit: limits::ConnLimit,
+    pid_file: Option<PidFile>,
+}
+
+/// Descriptor limit, logs, connection limit, the account to run as and the unix
+/// listeners' owner and mode, and the pid file: everything decided as the starting user
+/// before anything is bound.
+fn prepare(config: &mut conf::Config, inherited: &Inherited) -> Result<Prepared, String> {
+    let fds = limits::apply_fd_limit(config.server.max_fds);
+    crate::runtime::logging::init(config)?;
+    if let Some(w) = &fds.warning {
+        log::warn!("{w}");
+    }
+    let conn_limit = limits::conn_limit(config.server.max_connections, fds.soft, limits::fds_per_tunnel(config));
+    config.server.max_connections = Some(conn_limit.value());
+    let root = nix::unistd::geteuid().is_root();
+    let target = match privileges::Target::resolve(&config.server).map_err(|e| e.to_string())? {
+        t if root => t,
+        t => {
+            if !t.is_noop() && !t.in_effect() {
+                log::warn!("not started as root: server.username, server.groupname and server.chroot are not applied");
+            }
+            privileges::Target { user: None, gid: None, chroot: None }
+        }
+    };
+    if root && target.user.is_none() {
+        log::warn!("{}", privileges::ROOT_WARNING);
+    }
+    let group = match &config.server.socket_group {
+        Some(g) => Some(nix::unistd::Gid::from_raw(conf::accounts::group(g, false).map_err(|e| format!("server.socket-group: {e}"))?)),
+        None => target.owner().1,
+    };
+    let access = SocketAccess { mode: config.server.socket_perms.map(|m| m.0), owner: target.owner().0, group };
+    // Before binding, as lighttpd: a second start with the same conf is told about the
+    // running one, not about a port in use. A SIGUSR1 restart takes over the file that
+    // names its parent, the old wstund.
+    let predecessor = inherited.is_restart().then(|| nix::unistd::getppid().as_raw());
+    let pid_file = config.server.pid_file.as_deref().map(|p| PidFile::create(p, predecessor)).transpose().map_err(|e| e.to_string())?;
+    Ok(Prepared { target, access, conn_limit, pid_file })
+}
+
+/// Where this process goes on after [`go_background`].
+enum Background {
+    /// This process serves (in the foreground, or as the daemon).
+    Serve(Startup),
+    /// This is the starter: the daemon said "ready" (0) or why it failed (1).
+    StarterExits(i32),
+    /// The fork failed (said on standard error).
+    Failed,
+}
+
+/// Goes to the background when asked: fork, setsid, fork; the starter waits for the
+/// daemon's "ready" or its reason.
+fn go_background(background: bool, has_errorlog: bool) -> Background {
+    if !background {
+        return Background::Serve(Startup::foreground());
+    }
+    if !has_errorlog {
+        eprintln!("wstund: note: no server.errorlog: once started in the background, the log goes to /dev/null (use -D to keep it on standard error)");
+    }
+    match daemon::daemonize(has_errorlog) {
+        Ok(Forked::Daemon(s)) => Background::Serve(s),
+        Ok(Forked::Starter(code)) => Background::StarterExits(code),
+        Err(e) => {
+            eprintln!("wstund: cannot go to the background: {e}");
+            Background::Failed
+        }
+    }
+}
+
+/// chroot, setgroups, setgid, setuid (a no-op unless started as root with an account),
+/// then the pid goes into the pid file.
+fn drop_privileges(target: &privileges::Target, pid_file: &mut Option<PidFile>) -> Result<(), String> {
+    if !target.is_noop() {
+        target.apply().map_err(|e| format!("cannot drop privileges: {e}"))?;
+        log::info!("{}", privileges::describe(target));
+        if target.chroot.is_some() {
+            if let Some(p) = pid_file.as_mut() {
+                p.keep_path_at_exit();
+            }
+        }
+    }
+    if let Some(p) = pid_file.as_mut() {
+        p.write_pid(std::process::id()).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Runs the loop to its end, then flushes the logs and removes the pid file (unless a
+/// SIGUSR1 restart handed it, a new file at the same path, to the new process).
+fn serve(mut server: Server, pid_file: Option<PidFile>) -> i32 {
     let rc = match server.run() {
         Ok(()) => EXIT_OK,
         Err(e) => {
@@ -343,16 +373,31 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
             EXIT_RUNTIME
         }
     };
-    // After SIGUSR1 the pid file (same path, a new file) names the new process.
     let handed_over = server.handed_over();
     drop(server);
     crate::runtime::logging::finish();
-    if let Some(p) = pid_file {
-        if !handed_over {
-            p.remove();
-        }
+    if !handed_over {
+        remove_pid_file(pid_file);
     }
     rc
+}
+
+/// A start that failed after the fork: the waiting starter gets the reason.
+fn fail(startup: &mut Startup, listeners: &[Listener], pid_file: Option<PidFile>, reason: String) -> i32 {
+    startup.failed(&reason);
+    cleanup(listeners);
+    remove_pid_file(pid_file);
+    EXIT_RUNTIME
+}
+
+fn cleanup(listeners: &[Listener]) {
+    listeners.iter().for_each(Listener::cleanup);
+}
+
+fn remove_pid_file(pid_file: Option<PidFile>) {
+    if let Some(p) = pid_file {
+        p.remove();
+    }
 }
 
 /// The testing switches that break RFC 6455 when flipped: say so on every start and -t.
