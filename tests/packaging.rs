@@ -1,4 +1,4 @@
-//! Installing wstund as an operator does: the systemd unit and socket (`systemd-analyze
+//! Installing wstund as an operator does: the manual pages lint-clean (mandoc, man), the systemd unit and socket (`systemd-analyze
 //! verify` silent, `security` ≤ 3.0), shellcheck on the shell scripts, `make install
 //! DESTDIR=` (the file list; the installed conf passes `-tt`), and the Debian package
 //! (root only): built from the tree, installed with `dpkg -i`, the sysv script's exit
@@ -61,6 +61,19 @@ fn shell_scripts_pass_shellcheck() {
     // Every other script in scripts/: no error (the benchmarks keep some warnings).
     let (rc, out) = sh("shellcheck -S error -s bash scripts/*.sh scripts/bench/*.sh");
     assert_eq!(rc, 0, "shellcheck -S error:\n{out}");
+}
+
+#[test]
+fn man_pages_are_lint_clean() {
+    if !need("mandoc") || !need("man") {
+        return;
+    }
+    for page in ["man/wstund.8", "man/wstund.conf.5"] {
+        let (rc, out) = sh(&format!("mandoc -Tlint {page}"));
+        assert!(rc == 0 && out.trim().is_empty(), "mandoc -Tlint {page} (exit {rc}):\n{out}");
+        let (rc, out) = sh(&format!("MANWIDTH=80 man --warnings -l {page} 2>&1 >/dev/null"));
+        assert!(rc == 0 && out.trim().is_empty(), "man --warnings -l {page} (exit {rc}):\n{out}");
+    }
 }
 
 /// The unit with the binary under test in place of /usr/sbin/wstund, and a MANPATH
