@@ -16,7 +16,8 @@
 #   connrate    new connection, upgrade, one echo, close   -> instructions per connection
 # The work done is what wsload reports (its rate times its window); the count covers the
 # window plus set-up and drain, which is small next to a run of several seconds.
-# Everything lives in one temp dir, removed on exit.
+# Everything lives in one temp dir, removed on exit. With KEEP=DIR in the environment each
+# profile is also copied to DIR/REV.MODE.callgrind, for callgrind_annotate.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -111,6 +112,7 @@ EOF
         callgrind_control -d "$mode" "$vpid" >/dev/null
         out=$(ls -t "$d"/cg.* | head -1)
         ir=$(ir_of "$out")
+        if [ -n "${KEEP:-}" ]; then mkdir -p "$KEEP" && cp "$out" "$KEEP/$rev.$mode.callgrind"; fi
         value=$(printf '%s\n' "$line" | tr ' ' '\n' | sed -n 's/^value=//p')
         secs=$(printf '%s\n' "$line" | tr ' ' '\n' | sed -n 's/^secs=//p')
         [ -n "$value" ] || die "$rev $mode: no result from wsload"

@@ -13,6 +13,8 @@ use getopts::Options;
 use crate::conf;
 use crate::runtime::daemon::{self, Forked, Startup};
 use crate::runtime::handover::{Inherited, RestartPlan};
+use crate::runtime::control::Outcome;
+use crate::runtime::reload::ReloadSource;
 use crate::runtime::limits;
 use crate::runtime::listener::{Listener, SocketAccess};
 use crate::runtime::pidfile::PidFile;
@@ -35,13 +37,14 @@ fn options() -> Options {
     o.optflag("v", "version", "print the version and exit");
     o.optflag("V", "build-info", "print the version, build features, and the modules and directives implemented, then exit");
     o.optflag("h", "help", "print this help and exit");
+    o.optopt("c", "control", "send COMMAND (reload, status, drain, stop, upgrade) to the wstund listening on SOCKET (server.control-socket)", "SOCKET");
     o
 }
 
 fn usage(o: &Options) -> String {
     o.usage(&format!(
-        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n\n\
-         Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 restarts gracefully,\n\
+        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n       wstund -c SOCKET reload|status|drain|stop|upgrade\n\n\
+         Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 reloads the configuration,\n\
          SIGHUP reopens the logs, SIGUSR2 logs a status dump (see wstund(8)).",
         env!("CARGO_PKG_VERSION")
     ))
@@ -60,7 +63,7 @@ fn build_info() -> String {
         "+ epoll event loop, signalfd signals",
         "+ permessage-deflate (RFC 7692)",
         "+ spawned backend pools and per-connection stdio programs",
-        "+ graceful restart (SIGUSR1) and socket activation (LISTEN_FDS)",
+        "+ live reload (SIGUSR1, control socket), upgrade with the listening sockets handed over, and socket activation (LISTEN_FDS)",
         "- TLS (terminate it in front of wstund)",
     ] {
         out.push_str(&format!("\t{f}\n"));
@@ -83,7 +86,7 @@ fn build_info() -> String {
 
 pub fn main(args: Vec<String>) -> i32 {
     // First, before anything opens a descriptor or starts a child (include_shell):
-    // sockets passed by a SIGUSR1 restart or by systemd become close-on-exec.
+    // sockets passed by an upgrade or by systemd become close-on-exec.
     let inherited = Inherited::take();
     crate::runtime::notify::init();
     let o = options();
@@ -114,6 +117,13 @@ pub fn main(args: Vec<String>) -> i32 {
             return EXIT_USAGE;
         }
     };
+    if let Some(socket) = m.opt_str("c") {
+        return match crate::runtime::control::client(&socket, &m.free) {
+            Outcome::Done => EXIT_OK,
+            Outcome::Failed => EXIT_RUNTIME,
+            Outcome::Usage => EXIT_USAGE,
+        };
+    }
     if !m.free.is_empty() {
         eprintln!("wstund: unexpected argument {:?}\n\n{}", m.free[0], usage(&o));
         return EXIT_USAGE;
@@ -122,41 +132,9 @@ pub fn main(args: Vec<String>) -> i32 {
         eprintln!("wstund: no configuration file given (-f FILE)\n\n{}", usage(&o));
         return EXIT_USAGE;
     };
-    let loaded = match conf::load_file(Path::new(&path)) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("{e}");
-            return EXIT_USAGE;
-        }
-    };
-    for w in &loaded.warnings {
-        eprintln!("wstund: {w}");
-    }
-    let config = loaded.config;
-    for w in compliance_warnings(&config) {
-        eprintln!("wstund: warning: {w}");
-    }
-    let tests = m.opt_count("t");
-    if tests >= 2 {
-        // Under a running instance (the sysv script's reload runs -tt), its ports are
-        // in use by it and taken over on reload.
-        let running = config.server.pid_file.as_deref().is_some_and(crate::runtime::pidfile::names_live_process);
-        let problems = if running { conf::preflight_running(&config) } else { conf::preflight(&config) };
-        for p in &problems {
-            eprintln!("{p}");
-        }
-        if !problems.is_empty() {
-            return EXIT_USAGE;
-        }
-    }
-    if tests >= 1 {
-        println!("Syntax OK");
-        return EXIT_OK;
-    }
-    if m.opt_present("p") {
-        print!("{}", conf::print_config(&config));
-        let _ = std::io::stdout().flush();
-        return EXIT_OK;
+    let Some(config) = load(&path) else { return EXIT_USAGE };
+    if let Some(code) = test_or_print(&m, &config) {
+        return code;
     }
     let mode = if m.opt_present("1") {
         Mode::OneShot
@@ -166,28 +144,72 @@ pub fn main(args: Vec<String>) -> i32 {
     run(config, inherited, mode, m.opt_present("D"))
 }
 
+/// The conf, its warnings on standard error; `None` after printing the error.
+fn load(path: &str) -> Option<conf::Config> {
+    let loaded = match conf::load_file(Path::new(path)) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return None;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("wstund: {w}");
+    }
+    for w in compliance_warnings(&loaded.config) {
+        eprintln!("wstund: warning: {w}");
+    }
+    Some(loaded.config)
+}
+
+/// `-t`, `-tt` and `-p`: the exit status when one of them was asked for.
+fn test_or_print(m: &getopts::Matches, config: &conf::Config) -> Option<i32> {
+    let tests = m.opt_count("t");
+    if tests >= 2 {
+        // Under a running instance (the sysv script's reload runs -tt), its ports are
+        // in use by it and kept by the reload.
+        let running = config.server.pid_file.as_deref().is_some_and(crate::runtime::pidfile::names_live_process);
+        let problems = if running { conf::preflight_running(config) } else { conf::preflight(config) };
+        for p in &problems {
+            eprintln!("{p}");
+        }
+        if !problems.is_empty() {
+            return Some(EXIT_USAGE);
+        }
+    }
+    if tests >= 1 {
+        println!("Syntax OK");
+        return Some(EXIT_OK);
+    }
+    if m.opt_present("p") {
+        print!("{}", conf::print_config(config));
+        let _ = std::io::stdout().flush();
+        return Some(EXIT_OK);
+    }
+    None
+}
+
 /// How `run` serves.
 enum Mode {
-    /// Listeners; `-i`; how SIGUSR1 restarts (or why it cannot).
+    /// Listeners; `-i`; how upgrade restarts (or why it cannot).
     Serve { idle: Option<std::time::Duration>, restart: Result<RestartPlan, String> },
     /// `-1`: the connection on standard input only.
     OneShot,
 }
 
 /// The start-up sequence, lighttpd's: descriptor limit, error log, listeners (inherited
-/// from a SIGUSR1 restart or systemd, else bound), pid file (all as the starting user,
+/// from a upgrade restart or systemd, else bound), pid file (all as the starting user,
 /// usually root); then the background (unless `-D`, a restart, or `-1`), the privilege
 /// drop, the pid, the pools; then "ready". Every failure before "ready" is reported where
 /// the operator sees it: the terminal, or the waiting starter process.
 fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foreground: bool) -> i32 {
-    let plan = match prepare(&mut config, &inherited) {
+    let Prepared { target, access, conn_limit, mut pid_file } = match prepare(&mut config, &inherited) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("wstund: {e}");
             return EXIT_RUNTIME;
         }
     };
-    let Prepared { target, access, conn_limit, mut pid_file } = plan;
     let specs = config.listeners();
     // $SERVER["socket"] conditions compare against the configured spelling.
     let spec_names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
@@ -205,6 +227,8 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     }
     // A restarted wstund stays the child the old one waits on; `-1` serves the
     // connection inetd handed it, in the foreground, as lighttpd does.
+    // Made absolute now: the daemon moves to `/` before the socket is bound.
+    let control_path = config.server.control_socket.as_deref().filter(|_| !one_shot_mode).map(absolute);
     let background = !foreground && !inherited.is_restart() && !one_shot_mode;
     let mut startup = match go_background(background, config.server.errorlog.is_some()) {
         Background::Serve(s) => s,
@@ -216,44 +240,79 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
             return EXIT_RUNTIME;
         }
     };
+    // As root, before the drop: the socket file is then handed to the run user.
+    let control = match control_path.as_deref().map(|p| {
+        crate::runtime::control::ControlSocket::bind(p, target.owner().0, target.owner().1)
+            .map_err(|e| format!("cannot open the control socket {}: {e}", p.display()))
+    }) {
+        Some(Err(reason)) => return fail(&mut startup, &listeners, pid_file, reason),
+        Some(Ok(c)) => Some(c),
+        None => None,
+    };
     if let Err(reason) = drop_privileges(&target, &mut pid_file) {
         return fail(&mut startup, &listeners, pid_file, reason);
     }
     if let Some(note) = conn_limit.note() {
         log::info!("{note}");
     }
-    let signals = match Signals::install() {
+    let mut server = match start_server(config, listeners, spec_names, control) {
         Ok(s) => s,
-        Err(e) => return fail(&mut startup, &listeners, pid_file, format!("cannot set up signal handling: {e}")),
+        Err(reason) => return fail(&mut startup, &[], pid_file, reason),
     };
-    let mut server = match Server::new(Arc::new(config), listeners, spec_names, signals) {
-        Ok(s) => s,
-        // The listeners went into the attempt; their files are left for the next start.
-        Err(e) => return fail(&mut startup, &[], pid_file, format!("cannot start the event loop: {e}")),
-    };
-    if let Some(reason) = server.start_failure().map(str::to_string) {
-        // Dropping the server stops what did start and removes the listeners' files.
-        drop(server);
-        return fail(&mut startup, &[], pid_file, format!("cannot start: {reason}"));
-    }
-    match (mode, one_shot) {
-        (_, Some(c)) => server.adopt(c.listener, c.stream),
-        (Mode::Serve { idle, restart }, None) => {
-            if let Some(d) = idle {
-                server.set_idle_limit(d);
-            }
-            server.set_restart_plan(restart);
-        }
-        (Mode::OneShot, None) => {}
-    }
+    apply_mode(&mut server, mode, one_shot, target.user.as_ref().map(|u| u.1.clone()));
     if inherited.is_restart() {
-        eprintln!("wstund: taking over from pid {} (SIGUSR1 restart)", nix::unistd::getppid());
+        eprintln!("wstund: taking over from pid {} (upgrade restart)", nix::unistd::getppid());
     }
     eprintln!("wstund: ready (pid {})", std::process::id());
     startup.ready();
     crate::runtime::notify::ready();
     inherited.notify_ready();
     serve(server, pid_file)
+}
+
+/// Signals, the loop, the control socket, the pools. On failure what was opened is
+/// closed again (dropping the server stops what did start and removes the listeners'
+/// files) and the reason is returned.
+fn start_server(
+    config: conf::Config,
+    listeners: Vec<Listener>,
+    spec_names: Vec<String>,
+    control: Option<crate::runtime::control::ControlSocket>,
+) -> Result<Server, String> {
+    let signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            cleanup(&listeners);
+            return Err(format!("cannot set up signal handling: {e}"));
+        }
+    };
+    // The listeners go into the attempt; if it fails their files are left for the next start.
+    let mut server = Server::new(Arc::new(config), listeners, spec_names, signals).map_err(|e| format!("cannot start the event loop: {e}"))?;
+    if let Some(c) = control {
+        server.set_control(c).map_err(|e| format!("cannot watch the control socket: {e}"))?;
+    }
+    if let Some(reason) = server.start_failure() {
+        return Err(format!("cannot start: {reason}"));
+    }
+    Ok(server)
+}
+
+/// What the mode asks of the loop: the `-1` connection to serve, or `-i`, and where a
+/// reload re-reads the conf (and the account it runs as by then).
+fn apply_mode(server: &mut Server, mode: Mode, one_shot: Option<crate::runtime::oneshot::OneShot>, dropped_to: Option<String>) {
+    match (mode, one_shot) {
+        (_, Some(c)) => server.adopt(c.listener, c.stream),
+        (Mode::Serve { idle, restart }, None) => {
+            if let Some(d) = idle {
+                server.set_idle_limit(d);
+            }
+            if let Ok(plan) = &restart {
+                server.set_reload_source(ReloadSource { conf: plan.conf.clone(), dropped_to });
+            }
+            server.set_restart_plan(restart);
+        }
+        (Mode::OneShot, None) => {}
+    }
 }
 
 /// The listeners (inherited ones taken over, the rest bound), or for `-1` the one
@@ -309,7 +368,7 @@ fn prepare(config: &mut conf::Config, inherited: &Inherited) -> Result<Prepared,
     };
     let access = SocketAccess { mode: config.server.socket_perms.map(|m| m.0), owner: target.owner().0, group };
     // Before binding, as lighttpd: a second start with the same conf is told about the
-    // running one, not about a port in use. A SIGUSR1 restart takes over the file that
+    // running one, not about a port in use. A upgrade restart takes over the file that
     // names its parent, the old wstund.
     let predecessor = inherited.is_restart().then(|| nix::unistd::getppid().as_raw());
     let pid_file = config.server.pid_file.as_deref().map(|p| PidFile::create(p, predecessor)).transpose().map_err(|e| e.to_string())?;
@@ -364,7 +423,7 @@ fn drop_privileges(target: &privileges::Target, pid_file: &mut Option<PidFile>) 
 }
 
 /// Runs the loop to its end, then flushes the logs and removes the pid file (unless a
-/// SIGUSR1 restart handed it, a new file at the same path, to the new process).
+/// upgrade restart handed it, a new file at the same path, to the new process).
 fn serve(mut server: Server, pid_file: Option<PidFile>) -> i32 {
     let rc = match server.run() {
         Ok(()) => EXIT_OK,
@@ -388,6 +447,11 @@ fn fail(startup: &mut Startup, listeners: &[Listener], pid_file: Option<PidFile>
     cleanup(listeners);
     remove_pid_file(pid_file);
     EXIT_RUNTIME
+}
+
+/// `p` from the current directory, when it is relative.
+fn absolute(p: &Path) -> std::path::PathBuf {
+    std::env::current_dir().map(|d| d.join(p)).unwrap_or_else(|_| p.to_path_buf())
 }
 
 fn cleanup(listeners: &[Listener]) {

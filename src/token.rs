@@ -28,8 +28,10 @@ pub const RESERVED_BASE: usize = usize::MAX - 4096;
 pub const SIGNAL: Token = Token(usize::MAX - 1);
 /// The read end of the pipe a restarted wstund (SIGUSR1) says "ready" on.
 pub const HANDOVER: Token = Token(usize::MAX - 2);
-/// Listener i has token `LISTENER_BASE + i` (at most 4000 listeners).
+/// Listener i has token `LISTENER_BASE + i` (at most [`MAX_LISTENERS`]).
 pub const LISTENER_BASE: usize = RESERVED_BASE;
+/// Listener slots over the process's life (a reload appends the listeners it opens).
+pub const MAX_LISTENERS: usize = 4000;
 /// Health probe i has token `PROBE_BASE + i` (at most one probe per host in flight).
 pub const PROBE_BASE: usize = RESERVED_BASE - MAX_PROBES;
 pub const MAX_PROBES: usize = 1 << 20;
@@ -40,6 +42,11 @@ pub const MAX_PROC_OUTS: usize = 1 << 20;
 /// token `DRAIN_BASE + i`.
 pub const DRAIN_BASE: usize = PROC_OUT_BASE - MAX_DRAINS;
 pub const MAX_DRAINS: usize = 1 << 20;
+/// The control socket (`server.control-socket`).
+pub const CONTROL: Token = Token(usize::MAX - 3);
+/// Control client i (a `wstund -c` connection) has token `CONTROL_CLIENT_BASE + i`.
+pub const CONTROL_CLIENT_BASE: usize = DRAIN_BASE - MAX_CONTROL_CLIENTS;
+pub const MAX_CONTROL_CLIENTS: usize = 64;
 
 /// What a token refers to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -52,6 +59,8 @@ pub enum Source {
     ProcOut(usize),
     /// A let-go backend socket being drained (slot in `Drains`).
     Drain(usize),
+    Control,
+    ControlClient(usize),
     Conn(usize, Endpoint),
 }
 
@@ -79,6 +88,11 @@ pub fn drain_token(i: usize) -> Token {
     Token(DRAIN_BASE + i)
 }
 
+/// `i` is below [`MAX_CONTROL_CLIENTS`].
+pub fn control_client_token(i: usize) -> Token {
+    Token(CONTROL_CLIENT_BASE + i)
+}
+
 /// Another endpoint of the same connection as `t` (a program's stdout next to its stdin).
 pub fn sibling(t: Token, ep: Endpoint) -> Token {
     Token((t.0 & !ENDPOINT_MASK) | ep as usize)
@@ -89,6 +103,8 @@ pub fn decode(t: Token) -> Source {
         Source::Signal
     } else if t == HANDOVER {
         Source::Handover
+    } else if t == CONTROL {
+        Source::Control
     } else if t.0 >= RESERVED_BASE {
         Source::Listener(t.0 - LISTENER_BASE)
     } else if t.0 >= PROBE_BASE {
@@ -97,6 +113,8 @@ pub fn decode(t: Token) -> Source {
         Source::ProcOut(t.0 - PROC_OUT_BASE)
     } else if t.0 >= DRAIN_BASE {
         Source::Drain(t.0 - DRAIN_BASE)
+    } else if t.0 >= CONTROL_CLIENT_BASE {
+        Source::ControlClient(t.0 - CONTROL_CLIENT_BASE)
     } else {
         let ep = match t.0 & ENDPOINT_MASK {
             0 => Endpoint::Client,
@@ -131,6 +149,9 @@ mod tests {
         assert_eq!(decode(drain_token(MAX_DRAINS - 1)), Source::Drain(MAX_DRAINS - 1));
         assert_eq!(decode(SIGNAL), Source::Signal);
         assert_eq!(decode(HANDOVER), Source::Handover);
+        assert_eq!(decode(CONTROL), Source::Control);
+        assert_eq!(decode(control_client_token(0)), Source::ControlClient(0));
+        assert_eq!(decode(control_client_token(MAX_CONTROL_CLIENTS - 1)), Source::ControlClient(MAX_CONTROL_CLIENTS - 1));
         assert_eq!(decode(listener_token(3999)), Source::Listener(3999));
     }
 }

@@ -117,13 +117,16 @@ fn a_stale_pid_file_is_replaced_and_a_live_one_refused() {
 }
 
 #[test]
-fn sigusr1_restarts_a_daemon_started_with_a_relative_conf_path() {
+fn sigusr1_reloads_a_daemon_started_with_a_relative_conf_path() {
     // Started in the conf's directory with `-f wstund.conf`, the daemon has since moved
-    // to `/`; the restart still finds the conf and the binary, and the pid file follows.
+    // to `/`; the reload still finds the conf, and the same process serves the new route.
     let be = Backend::echo();
     let dir = TempDir::new("dmrel");
     let port = refused_port();
-    conf(&dir, port, &be_tcp(be.port()));
+    let path = conf(&dir, port, &be_tcp(be.port()));
+    // A relative control socket path means the start directory, not the daemon's `/`.
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{text}server.control-socket = \"w.ctl\"\n")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_wstund"))
         .args(["-f", "wstund.conf"])
         .current_dir(dir.path())
@@ -131,18 +134,24 @@ fn sigusr1_restarts_a_daemon_started_with_a_relative_conf_path() {
         .output()
         .expect("run wstund");
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let old = read_pid(&dir.join("w.pid"));
+    let pid = read_pid(&dir.join("w.pid"));
+    let _running = Running(pid);
+    let mut open = RawClient::handshake(port, "/ws/");
+    let text = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, text.replace("\"/ws/\" =>", &format!("\"/new/\" => ( {} ),\n  \"/ws/\" =>", be_tcp(be.port())))).unwrap();
     // SAFETY: kill(2) on the daemon this test started.
     unsafe {
-        libc::kill(old, libc::SIGUSR1);
+        libc::kill(pid, libc::SIGUSR1);
     }
-    assert!(wait_until(T, || common::procs::gone(old)), "old daemon {old} still running after the restart");
-    let new = read_pid(&dir.join("w.pid"));
-    let _running = Running(new);
-    assert_ne!(new, old);
-    let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-    assert!(!log.contains("restart failed") && !log.contains("restart refused"), "{log}");
-    let mut c = RawClient::handshake(port, "/ws/");
+    let log = || std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+    assert!(wait_until(T, || log().contains("configuration reloaded")), "{}", log());
+    assert_eq!(read_pid(&dir.join("w.pid")), pid, "the same process serves");
+    let mut c = RawClient::handshake(port, "/new/");
     c.send_frame(OP_TEXT, b"again");
     assert_eq!(c.read_data(5, T).0, b"again");
+    open.send_frame(OP_TEXT, b"still");
+    assert_eq!(open.read_data(5, T).0, b"still");
+    let st = run_wstund(&["-c", dir.join("w.ctl").to_str().unwrap(), "status"], T);
+    assert_eq!(st.code(), Some(0), "{}", st.all());
+    assert!(st.stdout.contains(&format!("\"pid\": {pid}")), "{}", st.all());
 }

@@ -107,6 +107,46 @@ fn reset_handler() -> Handler {
     })
 }
 
+/// Echo until EOF, then reset instead of FIN (SO_LINGER 0), as backends that avoid
+/// TIME_WAIT do.
+fn echo_then_reset_handler() -> Handler {
+    std::sync::Arc::new(|mut s: BStream, _st: &BackendStats| {
+        let mut buf = [0u8; 4096];
+        loop {
+            match std::io::Read::read(&mut s, &mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if std::io::Write::write_all(&mut s, &buf[..n]).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        if let BStream::Tcp(t) = &s {
+            reset_on_close(t);
+        }
+    })
+}
+
+#[test]
+fn a_backend_reset_after_our_fin_ends_its_output_like_eof() {
+    // The client closes; the backend gets everything, then its FIN, and answers with a
+    // reset: nothing was lost, so the client's Close is answered normally and nothing
+    // is logged as a backend failure.
+    let be = Backend::tcp(echo_then_reset_handler());
+    let d = Daemon::start_conf(&Conf::tcp(be.port()));
+    for _ in 0..5 {
+        let mut c = RawClient::handshake(d.port(), "/ws/");
+        c.send_frame(OP_TEXT, b"hello");
+        assert_eq!(c.read_data(5, T).0, b"hello");
+        c.send_close(1000);
+        assert_eq!(c.expect_close(T).close_code(), Some(1000));
+    }
+    let a = wait_for_access(&d, 5);
+    assert!(a.iter().all(|l| l.get("close").map(String::as_str) == Some("1000")), "access lines {a:?}");
+    assert!(!d.logs().contains("read failed"), "a reset after our FIN is not a backend failure:\n{}", d.logs());
+}
+
 #[test]
 fn backend_reset_is_1011() {
     let be = Backend::tcp(reset_handler());

@@ -130,3 +130,24 @@ fn names_follow_the_hosts_file_and_slow_dns_never_stalls_the_loop() {
     d.signal(libc::SIGUSR2);
     assert!(d.wait_for_log("status: resolver: backend.wstund.test ok [127.0.0.1]", IO_TIMEOUT), "{}", d.logs());
 }
+
+/// Threads of a process, from /proc.
+fn threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task")).map(|d| d.count()).unwrap_or(0)
+}
+
+#[test]
+fn the_lookup_thread_exists_only_for_names_looked_up_again() {
+    // Addresses only: one thread (glibc's single-threaded paths on every recv/send).
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()));
+    assert_eq!(threads(d.pid()), 1, "an address-only conf must not start the lookup thread");
+    // A name with the default resolve-interval: the loop and the lookup thread.
+    let named = Conf::new().route("/ws/", &[format!("( \"host\" => \"localhost\", \"port\" => {} )", be.port())]);
+    let d2 = Daemon::start_conf(&named);
+    assert_eq!(threads(d2.pid()), 2, "a name to look up again needs the lookup thread");
+    // The same name with resolve-interval 0: looked up at start only, no thread.
+    let once = Conf::new().route("/ws/", &[format!("( \"host\" => \"localhost\", \"port\" => {}, \"resolve-interval\" => 0 )", be.port())]);
+    let d3 = Daemon::start_conf(&once);
+    assert_eq!(threads(d3.pid()), 1);
+}

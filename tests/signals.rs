@@ -1,6 +1,6 @@
 //! Signals with lighttpd's meanings, and the command-line switches that stop or restart
 //! the daemon: SIGINT (graceful stop), a second SIGINT / SIGTERM (cut short), SIGUSR1
-//! (graceful restart with the listeners handed over), `-i` (idle stop), `-1` (one
+//! (live reload in the same process), `-i` (idle stop), `-1` (one
 //! connection on standard input), `-V`.
 mod common;
 
@@ -32,19 +32,6 @@ fn alive(pid: i32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .map(|s| !s.lines().any(|l| l.starts_with("State:") && (l.contains("Z (zombie)") || l.contains("X (dead)"))))
         .unwrap_or(false)
-}
-
-/// A wstund started by SIGUSR1 is not the test's child: stopped here (SIGTERM, then
-/// SIGKILL) however the test ends.
-struct Reap(i32);
-impl Drop for Reap {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on a pid this test saw wstund start.
-        unsafe { libc::kill(self.0, libc::SIGTERM) };
-        if !wait_until(Duration::from_secs(5), || !alive(self.0)) {
-            unsafe { libc::kill(self.0, libc::SIGKILL) };
-        }
-    }
 }
 
 /// A whole tunnel: upgrade, echo "hi", close 1000. False on any failure.
@@ -179,90 +166,6 @@ fn graceful_timeout_from_lighttpd_feature_flags() {
 }
 
 #[test]
-fn sigusr1_restarts_without_refusing_a_connection() {
-    let be = Backend::echo();
-    let mut d = Daemon::start_conf(&Conf::tcp(be.port()));
-    let port = d.port();
-    let old_pid = d.pid() as i32;
-    // A tunnel opened before the restart.
-    let mut before = RawClient::handshake(port, "/ws/");
-    before.send_frame(OP_TEXT, b"before");
-    assert_eq!(before.read_data(6, T).0, b"before");
-    // Clients connect one after another, without a pause, across the switch.
-    let stop = Arc::new(AtomicBool::new(false));
-    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
-    let loops: Vec<_> = (0..2)
-        .map(|_| {
-            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
-            thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) {
-                    let n = if echo_once(port) { &ok } else { &failed };
-                    n.fetch_add(1, Ordering::SeqCst);
-                }
-            })
-        })
-        .collect();
-    thread::sleep(Duration::from_millis(200));
-    d.signal(libc::SIGUSR1);
-    assert!(d.wait_for_log("serves now", T), "no hand-over:\n{}", d.logs());
-    let new_pid = last_ready_pid(&d.logs()).expect("ready line of the new process");
-    let _reap = Reap(new_pid);
-    assert_ne!(new_pid, old_pid);
-    let ok_at_switch = ok.load(Ordering::SeqCst);
-    thread::sleep(Duration::from_millis(500));
-    stop.store(true, Ordering::SeqCst);
-    for l in loops {
-        l.join().unwrap();
-    }
-    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
-    assert_eq!(failed, 0, "{failed} of {} connections failed across the restart", ok + failed);
-    assert!(ok > ok_at_switch, "no connection served after the switch");
-    // The old process finishes its tunnel, then exits; the new one serves on.
-    before.send_frame(OP_TEXT, b"after");
-    assert_eq!(before.read_data(5, T).0, b"after");
-    assert!(d.wait_exit(Duration::from_millis(300)).is_none(), "old process left before its tunnel ended");
-    before.send_close(1000);
-    assert_eq!(before.expect_close(T).close_code(), Some(1000));
-    let st = d.wait_exit(T).expect("old process still running after its last tunnel ended");
-    assert_eq!(st.code(), Some(0));
-    assert!(alive(new_pid), "new process gone");
-    assert!(echo_once(port), "new process does not serve after the old one left");
-    eprintln!("SIGUSR1: {ok} connections across the restart, 0 refused; old pid {old_pid}, new pid {new_pid}");
-}
-
-#[test]
-fn sigusr1_with_a_broken_conf_keeps_the_old_process_serving() {
-    let be = Backend::echo();
-    let d = Daemon::start_conf(&Conf::tcp(be.port()));
-    std::fs::write(d.conf_path(), "server.port = 0\nwstunnel.server = ( \"/ws/\" => \n").unwrap();
-    d.signal(libc::SIGUSR1);
-    assert!(d.wait_for_log("restart refused", T), "{}", d.logs());
-    let line = d.logs().lines().find(|l| l.contains("restart refused")).unwrap_or_default().to_string();
-    let conf = d.conf_path().display().to_string();
-    assert!(line.contains(&format!("{conf}:")), "the error names the file and position: {line}");
-    assert_eq!(d.logs().matches("ready (pid").count(), 1, "a new process was started");
-    assert!(echo_once(d.port()), "old process stopped serving");
-}
-
-#[test]
-fn sigusr1_when_the_new_process_fails_keeps_the_old_one() {
-    // The conf is valid, but the new process cannot bind a listener it adds.
-    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let busy_port = busy.local_addr().unwrap().port();
-    let be = Backend::echo();
-    let d = Daemon::start_conf(&Conf::tcp(be.port()));
-    let conf = std::fs::read_to_string(d.conf_path()).unwrap();
-    let old_port = d.port();
-    let extra = format!("server.port = {old_port}\n$SERVER[\"socket\"] == \"127.0.0.1:{busy_port}\" {{ }}\n");
-    std::fs::write(d.conf_path(), conf.replace("server.port = 0", &extra)).unwrap();
-    d.signal(libc::SIGUSR1);
-    assert!(d.wait_for_log("restart failed", T), "{}", d.logs());
-    assert!(d.logs().contains(&format!("127.0.0.1:{busy_port}")), "the new process says why:\n{}", d.logs());
-    assert!(echo_once(old_port), "old process stopped serving");
-    drop(busy);
-}
-
-#[test]
 fn idle_timeout_stops_after_no_activity() {
     let be = Backend::echo();
     let conf = Conf::tcp(be.port()).render();
@@ -351,24 +254,110 @@ fn help_lists_the_long_options() {
     assert_eq!(bad.code(), Some(2));
 }
 
+/// Rewrites the conf with `extra` routes besides `/ws/` (each to the echo backend).
+fn write_conf(d: &Daemon, be: u16, extra: &[&str], lines: &[&str]) {
+    let mut c = Conf::tcp(be);
+    for l in lines {
+        c = c.line(l);
+    }
+    for r in extra {
+        c = c.route(r, &[be_tcp(be)]);
+    }
+    std::fs::write(d.conf_path(), c.render()).unwrap();
+}
+
 #[test]
-fn sigusr1_hands_the_pid_file_to_the_new_process() {
-    // The new process takes over the pid file that names the old one (still running, it
-    // waits for "ready"); the old one leaves it in place when it exits.
+fn sigusr1_reloads_in_place_without_refusing_a_connection() {
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()));
+    let port = d.port();
+    let pid = d.pid();
+    // A tunnel opened before the reloads.
+    let mut before = RawClient::handshake(port, "/ws/");
+    before.send_frame(OP_TEXT, b"before");
+    assert_eq!(before.read_data(6, T).0, b"before");
+    // Clients connect one after another, without a pause, across 20 reloads.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let loops: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let n = if echo_once(port) { &ok } else { &failed };
+                    n.fetch_add(1, Ordering::SeqCst);
+                }
+            })
+        })
+        .collect();
+    for i in 1..=20 {
+        let extra = format!("/r{i}/");
+        write_conf(&d, be.port(), &[&extra], &[]);
+        d.signal(libc::SIGUSR1);
+        assert!(d.wait_for_log_count("configuration reloaded", i, T), "reload {i}:\n{}", d.logs());
+        thread::sleep(Duration::from_millis(30));
+    }
+    stop.store(true, Ordering::SeqCst);
+    for l in loops {
+        l.join().unwrap();
+    }
+    let (ok, failed) = (ok.load(Ordering::SeqCst), failed.load(Ordering::SeqCst));
+    assert_eq!(failed, 0, "{failed} of {} connections failed across 20 reloads", ok + failed);
+    assert!(ok > 20, "only {ok} connections during the reloads");
+    assert_eq!(d.pid(), pid);
+    assert!(alive(pid as i32));
+    // The tunnel opened before the reloads is still there.
+    before.send_frame(OP_TEXT, b"after");
+    assert_eq!(before.read_data(5, T).0, b"after");
+    assert_eq!(last_ready_pid(&d.logs()), Some(pid as i32), "a new process was started");
+    eprintln!("SIGUSR1: {ok} connections across 20 reloads, 0 refused or reset");
+}
+
+#[test]
+fn sigusr1_with_a_broken_conf_keeps_serving_and_says_where() {
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()));
+    let mut open = RawClient::handshake(d.port(), "/ws/");
+    std::fs::write(d.conf_path(), "server.port = 0\nwstunnel.server = ( \"/ws/\" => \n").unwrap();
+    d.signal(libc::SIGUSR1);
+    assert!(d.wait_for_log("reload refused", T), "{}", d.logs());
+    let line = d.logs().lines().find(|l| l.contains("reload refused")).unwrap_or_default().to_string();
+    let conf = d.conf_path().display().to_string();
+    assert!(line.contains(&format!("{conf}:3:")), "the error names the file and position: {line}");
+    assert!(echo_once(d.port()), "stopped serving");
+    open.send_frame(OP_TEXT, b"open");
+    assert_eq!(open.read_data(4, T).0, b"open");
+}
+
+#[test]
+fn sigusr1_that_cannot_bind_a_new_listener_changes_nothing() {
+    let busy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&Conf::tcp(be.port()));
+    let old_port = d.port();
+    // A new route and a listener that cannot be bound: neither is taken.
+    let sock = format!("$SERVER[\"socket\"] == \"127.0.0.1:{busy_port}\" {{ }}");
+    write_conf(&d, be.port(), &["/new/"], &[&sock]);
+    d.signal(libc::SIGUSR1);
+    assert!(d.wait_for_log("reload refused", T), "{}", d.logs());
+    assert!(d.logs().contains(&format!("127.0.0.1:{busy_port}")), "the reason names the address:\n{}", d.logs());
+    assert!(echo_once(old_port), "stopped serving");
+    expect_rejection(old_port, &UpgradeRequest::new("/new/").bytes(), 404);
+    drop(busy);
+}
+
+#[test]
+fn sigusr1_keeps_the_pid_file() {
     let be = Backend::echo();
     let dir = TempDir::new("pidusr1");
     let pid_path = dir.join("wstund.pid");
     let conf = Conf::tcp(be.port()).set("server.pid-file", &format!("\"{}\"", pid_path.display()));
-    let mut d = Daemon::start_conf(&conf);
-    let old_pid = d.pid() as i32;
-    let read_pid = || std::fs::read_to_string(&pid_path).ok().and_then(|s| s.trim().parse::<i32>().ok());
-    assert_eq!(read_pid(), Some(old_pid));
+    let d = Daemon::start_conf(&conf);
+    std::fs::write(d.conf_path(), conf.clone().route("/b/", &[be_tcp(be.port())]).render()).unwrap();
     d.signal(libc::SIGUSR1);
-    assert!(d.wait_for_log("serves now", T), "no hand-over:\n{}", d.logs());
-    let new_pid = last_ready_pid(&d.logs()).expect("ready line of the new process");
-    let _reap = Reap(new_pid);
-    assert_ne!(new_pid, old_pid);
-    assert_eq!(d.wait_exit(T).and_then(|s| s.code()), Some(0), "old process did not exit");
-    assert_eq!(read_pid(), Some(new_pid), "the pid file names the process that serves");
+    assert!(d.wait_for_log("configuration reloaded", T), "{}", d.logs());
+    let read_pid = || std::fs::read_to_string(&pid_path).ok().and_then(|s| s.trim().parse::<u32>().ok());
+    assert_eq!(read_pid(), Some(d.pid()));
     assert!(echo_once(d.port()));
 }

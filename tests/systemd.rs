@@ -1,8 +1,8 @@
 //! wstund under systemd's protocols, with the real binary: sd_notify datagrams to a
 //! socket the test listens on as `$NOTIFY_SOCKET` (READY only once the port answers,
-//! RELOADING/READY around SIGUSR1, STOPPING, STATUS, WATCHDOG), and socket activation by
-//! `systemd-socket-activate` (the inherited socket served, nothing bound twice, kept
-//! across a SIGUSR1 restart).
+//! RELOADING/READY around a SIGUSR1 reload, MAINPID= from the new process of an upgrade,
+//! STOPPING, STATUS, WATCHDOG), and socket activation by `systemd-socket-activate` (the
+//! inherited socket served, nothing bound twice, kept across a reload and an upgrade).
 mod common;
 
 use common::*;
@@ -98,7 +98,8 @@ fn sd_notify_ready_after_the_port_answers_then_reloading_ready_status_watchdog_s
     let sock = UnixDatagram::bind(&sock_path).expect("bind the notify socket");
     let port = refused_port();
     let conf_path = dir.join("wstund.conf");
-    std::fs::write(&conf_path, conf(port, be.port(), "")).unwrap();
+    let ctl = dir.join("ctl.sock");
+    std::fs::write(&conf_path, conf(port, be.port(), &format!("server.control-socket = \"{}\"", ctl.display()))).unwrap();
     let mut p = spawn(
         wstund(&conf_path)
             .env("NOTIFY_SOCKET", &sock_path)
@@ -119,7 +120,7 @@ fn sd_notify_ready_after_the_port_answers_then_reloading_ready_status_watchdog_s
     let status = status.expect("no STATUS= within 5 s");
     assert!(status.contains("tunnels open") && status.contains("1/1 backends up"), "{status:?}");
 
-    // SIGUSR1: RELOADING=1 from this process, then READY=1 with the new process's pid.
+    // SIGUSR1, the live reload: RELOADING=1, then READY=1 from the same process.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(p.child.id() as i32, libc::SIGUSR1) };
     let (reloading, _) = until(&sock, T, |m| m.lines().any(|l| l == "RELOADING=1"));
@@ -128,6 +129,16 @@ fn sd_notify_ready_after_the_port_answers_then_reloading_ready_status_watchdog_s
     let (ready, before) = until(&sock, T, |m| m.lines().any(|l| l == "READY=1"));
     let ready = ready.expect("no READY=1 after the reload");
     assert!(!before.iter().any(|m| m.contains("STOPPING=1")), "STOPPING during a reload: {before:?}");
+    assert_eq!(field(&ready, "MAINPID"), Some(pid.as_str()), "a reload keeps the process");
+    assert!(echo_once(port), "no tunnel after the reload");
+
+    // An upgrade (control socket): RELOADING=1 here, READY=1 with MAINPID= from the new
+    // process, which systemd then watches (NotifyAccess=all).
+    let up = Command::new(BIN).arg("-c").arg(&ctl).arg("upgrade").output().expect("wstund -c upgrade");
+    assert!(up.status.success(), "upgrade: {}", String::from_utf8_lossy(&up.stderr));
+    let (ready, before) = until(&sock, T, |m| m.lines().any(|l| l == "READY=1"));
+    let ready = ready.expect("no READY=1 from the upgraded process");
+    assert!(before.iter().any(|m| m.contains("RELOADING=1")), "no RELOADING=1 before the upgrade's READY: {before:?}");
     let new_pid: i32 = field(&ready, "MAINPID").and_then(|p| p.parse().ok()).expect("MAINPID in READY");
     p.others.push(new_pid);
     assert_ne!(new_pid.to_string(), pid, "the new process must name itself");
@@ -192,7 +203,7 @@ fn socket_activate() -> Option<&'static str> {
 }
 
 #[test]
-fn socket_activation_serves_the_inherited_socket_binds_the_rest_and_keeps_it_across_sigusr1() {
+fn socket_activation_serves_the_inherited_socket_binds_the_rest_and_keeps_it_across_reload_and_upgrade() {
     let Some(activate) = socket_activate() else {
         assert!(std::env::var_os("WSTUND_REQUIRE_SYSTEMD").is_none(), "systemd-socket-activate missing (WSTUND_REQUIRE_SYSTEMD set)");
         eprintln!("skipped: systemd-socket-activate not installed (apt-get install systemd)");
@@ -203,7 +214,8 @@ fn socket_activation_serves_the_inherited_socket_binds_the_rest_and_keeps_it_acr
     let (port, other) = (refused_port(), refused_port());
     let conf_path = dir.join("wstund.conf");
     // server.port comes from systemd; the $SERVER["socket"] listener is bound by wstund.
-    let extra = format!("$SERVER[\"socket\"] == \"127.0.0.1:{other}\" {{ }}");
+    let ctl = dir.join("ctl.sock");
+    let extra = format!("$SERVER[\"socket\"] == \"127.0.0.1:{other}\" {{ }}\nserver.control-socket = \"{}\"", ctl.display());
     std::fs::write(&conf_path, conf(port, be.port(), &extra)).unwrap();
     let sock = UnixDatagram::bind(dir.join("notify.sock")).unwrap();
     let mut p = spawn(
@@ -230,14 +242,23 @@ fn socket_activation_serves_the_inherited_socket_binds_the_rest_and_keeps_it_acr
     assert_eq!(listeners_on(other).len(), 1, "the $SERVER[\"socket\"] listener was not bound");
     assert!(echo_once(other), "no tunnel on the listener wstund bound itself");
 
-    // SIGUSR1: the new process serves on the same socket (same inode), nothing rebound.
+    // SIGUSR1 (live reload): the same socket serves on, nothing rebound.
     // SAFETY: kill(2) on our own child.
     unsafe { libc::kill(pid, libc::SIGUSR1) };
+    let (ready, _) = until(&sock, T, |m| m.contains("READY=1"));
+    assert!(ready.is_some(), "no READY after the reload");
+    assert_eq!(listeners_on(port), vec![inode.clone()], "the activated socket changed across SIGUSR1");
+    assert_eq!(listeners_on(other).len(), 1);
+    assert!(echo_once(port) && echo_once(other), "the reloaded wstund does not serve both listeners");
+
+    // upgrade: the new process serves on the same socket (same inode), nothing rebound.
+    let up = Command::new(BIN).arg("-c").arg(&ctl).arg("upgrade").output().expect("wstund -c upgrade");
+    assert!(up.status.success(), "upgrade: {}", String::from_utf8_lossy(&up.stderr));
     let (ready, _) = until(&sock, T, |m| m.contains("READY=1") && field(m, "MAINPID") != Some(&pid.to_string()));
-    let new_pid: i32 = field(&ready.expect("no READY from the restarted wstund"), "MAINPID").and_then(|p| p.parse().ok()).unwrap();
+    let new_pid: i32 = field(&ready.expect("no READY from the upgraded wstund"), "MAINPID").and_then(|p| p.parse().ok()).unwrap();
     p.others.push(new_pid);
     assert_eq!(p.child.wait().unwrap().code(), Some(0), "the old process ends after the hand-over");
-    assert_eq!(listeners_on(port), vec![inode], "the activated socket changed across SIGUSR1");
+    assert_eq!(listeners_on(port), vec![inode], "the activated socket changed across the upgrade");
     assert_eq!(listeners_on(other).len(), 1);
-    assert!(echo_once(port) && echo_once(other), "the restarted wstund does not serve both listeners");
+    assert!(echo_once(port) && echo_once(other), "the upgraded wstund does not serve both listeners");
 }

@@ -102,31 +102,51 @@ impl Resolver {
     /// wait for DNS; the loop never does), then the helper thread for the rest.
     pub fn start(config: &Config, now: Instant) -> Resolver {
         let mut r = Resolver::default();
-        let settings = std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws));
-        for ws in settings {
-            for spec in ws.servers.routes.iter().flat_map(|r| r.backends.iter()) {
-                let BackendAddr::Tcp { host, .. } = &spec.addr else { continue };
-                let h = bare(host);
-                if h.parse::<IpAddr>().is_ok() {
-                    continue;
-                }
-                let n = r.names.entry(h.to_string()).or_insert_with(|| Name {
-                    addrs: Vec::new(),
-                    interval: spec.resolve_interval,
-                    next_due: None,
-                    in_flight: false,
-                    failing: None,
-                });
-                n.interval = n.interval.min(spec.resolve_interval);
-            }
+        for (h, interval) in conf_names(config) {
+            r.names.insert(h, Name::new(interval));
         }
         let names: Vec<String> = r.names.keys().cloned().collect();
         for h in names {
             let answer = lookup_blocking(&h);
             r.apply(&h, answer, now);
         }
-        r.helper = Helper::spawn();
+        // Only names that are looked up again need the thread. A conf of addresses and
+        // unix sockets keeps the process single-threaded, and that matters on the data
+        // path: once a second thread exists, glibc takes its multi-threaded paths on
+        // every recv/send (cancellation points) and malloc (about 20% more instructions
+        // per small message, scripts/bench-instructions.sh).
+        if r.names.values().any(|n| !n.interval.is_zero()) {
+            r.helper = Helper::spawn();
+        }
         r
+    }
+
+    /// A reloaded conf, without waiting for DNS: names still in the conf keep their
+    /// addresses (and take the new interval), names no longer in it are forgotten
+    /// (no more lookups), new names are asked of the lookup thread now and answered on
+    /// a later turn (a connect before the answer fails over as for any name being
+    /// looked up). The thread is kept: a reload starts none.
+    pub fn reconfigure(&mut self, config: &Config, now: Instant) {
+        let wanted = conf_names(config);
+        self.collect(now);
+        self.names.retain(|h, _| wanted.contains_key(h));
+        for (h, interval) in wanted {
+            match self.names.get_mut(&h) {
+                Some(n) => {
+                    n.interval = interval;
+                    n.next_due = (!interval.is_zero()).then(|| now + interval);
+                }
+                None => {
+                    self.names.insert(h.clone(), Name::new(interval));
+                    if self.helper.is_some() {
+                        self.ask(&h);
+                    } else {
+                        let answer = lookup_blocking(&h);
+                        self.apply(&h, answer, now);
+                    }
+                }
+            }
+        }
     }
 
     pub fn resolve(&mut self, addr: &BackendAddr) -> Result<Address, ResolveError> {
@@ -286,6 +306,25 @@ impl Helper {
     }
 }
 
+/// Every host name the conf's TCP backends use (not IP literals), with the shortest
+/// `resolve-interval` among the entries naming it.
+fn conf_names(config: &Config) -> HashMap<String, Duration> {
+    let mut out: HashMap<String, Duration> = HashMap::new();
+    let settings = std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws));
+    for ws in settings {
+        for spec in ws.servers.routes.iter().flat_map(|r| r.backends.iter()) {
+            let BackendAddr::Tcp { host, .. } = &spec.addr else { continue };
+            let h = bare(host);
+            if h.parse::<IpAddr>().is_ok() {
+                continue;
+            }
+            let e = out.entry(h.to_string()).or_insert(spec.resolve_interval);
+            *e = (*e).min(spec.resolve_interval);
+        }
+    }
+    out
+}
+
 /// For log lines: "127.0.0.1:9001" or "unix:/run/app.sock".
 pub fn describe(t: &Address) -> String {
     match t {
@@ -297,6 +336,28 @@ pub fn describe(t: &Address) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reload_keeps_known_names_forgets_dropped_ones_and_asks_for_new_ones() {
+        let conf = |hosts: &[&str]| {
+            let routes: Vec<String> = hosts
+                .iter()
+                .enumerate()
+                .map(|(i, h)| format!("\"/{i}\" => ( ( \"host\" => \"{h}\", \"port\" => 9, \"resolve-interval\" => 30 ) )"))
+                .collect();
+            crate::conf::load_str("r.conf", &format!("wstunnel.server = ( {} )", routes.join(", "))).unwrap_or_else(|e| panic!("{e}")).config
+        };
+        let now = Instant::now();
+        let mut r = Resolver::start(&conf(&["localhost"]), now);
+        let before = r.names.get("localhost").map(|n| n.addrs.clone()).unwrap();
+        assert!(!before.is_empty());
+        r.reconfigure(&conf(&["localhost", "ip6-localhost"]), now);
+        // Known: kept as it was, no lookup needed; new: asked of the thread, not in the loop.
+        assert_eq!(r.names.get("localhost").map(|n| n.addrs.clone()), Some(before));
+        assert!(r.names.get("ip6-localhost").is_some_and(|n| n.in_flight && n.addrs.is_empty()));
+        r.reconfigure(&conf(&["ip6-localhost"]), now);
+        assert!(!r.names.contains_key("localhost"));
+    }
 
     #[test]
     fn resolves_literals_without_lookup() {

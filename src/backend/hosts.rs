@@ -207,6 +207,40 @@ impl Hosts {
         h
     }
 
+    /// A reloaded conf. Hosts are known by name, so a host the new conf still names keeps
+    /// its counters, its disable time and its health state (a changed check starts
+    /// again from "up", first probe now); a host it no longer names keeps its counters
+    /// (open tunnels still hold it) but is no longer probed. Route states are kept (open
+    /// connections hold `RouteId`s); the new conf's routes are registered, and the
+    /// pointer caches, which hold the old settings alive, are emptied.
+    pub fn reconfigure(&mut self, config: &Config, now: Instant) {
+        self.spec_cache.clear();
+        self.route_cache.clear();
+        let mut checks: HashMap<String, Option<CheckSpec>> = HashMap::new();
+        for ws in std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws)) {
+            for spec in ws.servers.routes.iter().flat_map(|r| r.backends.iter()) {
+                let check = CheckSpec::from_backend(spec);
+                let e = checks.entry(host_name(spec)).or_insert(None);
+                if e.is_none() {
+                    *e = check;
+                }
+            }
+        }
+        for h in self.hosts.iter_mut() {
+            match checks.get(&h.name) {
+                None => h.health = None,
+                Some(None) => h.health = None,
+                Some(Some(c)) if h.health.as_ref().is_some_and(|x| x.spec == *c) => {}
+                Some(Some(c)) => h.health = Some(Health::new(c.clone(), now)),
+            }
+        }
+        for ws in std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws)) {
+            for r in &ws.servers.routes {
+                self.route(&r.key, &r.backends, now);
+            }
+        }
+    }
+
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.hosts.len()
@@ -541,6 +575,33 @@ mod tests {
 
     fn spec(port: u16) -> Arc<BackendSpec> {
         Arc::new(BackendSpec::new(BackendAddr::Tcp { host: "127.0.0.1".into(), port }))
+    }
+
+    fn conf(text: &str) -> Config {
+        crate::conf::load_str("r.conf", text).unwrap_or_else(|e| panic!("{e}")).config
+    }
+
+    #[test]
+    fn a_reload_keeps_the_state_of_hosts_still_named() {
+        let now = Instant::now();
+        let old = conf(r#"wstunnel.server = ( "/a" => ( ( "host" => "127.0.0.1", "port" => 9001 ), ( "host" => "127.0.0.1", "port" => 9002, "check-interval" => 5 ) ) )"#);
+        let mut hs = Hosts::from_config(&old, now);
+        let a = hs.find("127.0.0.1:9001").unwrap();
+        let b = hs.find("127.0.0.1:9002").unwrap();
+        hs.connect_failed(a, Failure::Died, Duration::from_secs(30), now);
+        hs.connect_ok(b);
+        assert!(hs.host(b).health.is_some());
+        let new = conf(r#"wstunnel.server = ( "/a" => ( ( "host" => "127.0.0.1", "port" => 9001 ) ), "/b" => ( ( "host" => "127.0.0.1", "port" => 9003 ) ) )"#);
+        hs.reconfigure(&new, now + Duration::from_secs(1));
+        // 9001 is still disabled and counted; 9002 keeps its counters, is not probed.
+        assert!(!hs.host(a).usable(now + Duration::from_secs(1)));
+        assert_eq!(hs.host(a).counters.died, 1);
+        assert_eq!(hs.host(b).counters.connected, 1);
+        assert!(hs.host(b).health.is_none());
+        assert!(hs.find("127.0.0.1:9003").is_some());
+        // The new route picks the existing host state.
+        let r = hs.route("/a", &new.wstunnel.servers.find("/a").unwrap().backends, now);
+        assert_eq!(hs.pick(r, Balance::Fair, 0, &Chain::default(), now + Duration::from_secs(1)), Pick::AllDown);
     }
 
     #[test]

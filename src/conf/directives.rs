@@ -117,7 +117,9 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     Tag.tag = "server.tag" : "string" [0, 0] [] default (concat!("\"", "wstund/", env!("CARGO_PKG_VERSION"), "\"")) unit None;
         "Value of the Server header in HTTP responses (the 101 and errors); empty sends none."
     GracefulShutdownTimeout.graceful_shutdown_timeout = "server.graceful-shutdown-timeout" : "integer" [0, U31] [] default "8" unit Seconds;
-        "After SIGINT (or SIGUSR1) open tunnels may run this long before they get 1001; 0 = no limit. lighttpd spells it as a server.feature-flags key, which wstund also reads."
+        "After SIGINT open tunnels may run this long before they get 1001 (and a pool a reload removed keeps serving its open tunnels this long); 0 = no limit. lighttpd spells it as a server.feature-flags key, which wstund also reads."
+    ControlSocket.control_socket = "server.control-socket" : "string (path)" [0, 0] [] default "(unset: no control socket)" unit None;
+        "Unix socket (mode 0600, owned by the run user) taking reload, status, drain, stop and upgrade; the client is wstund -c SOCKET CMD."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
         "Modules to load; wstund implements mod_wstunnel and mod_access, refuses TLS/auth modules and warns about any other."
 }

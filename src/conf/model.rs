@@ -121,8 +121,11 @@ pub struct ServerSettings {
     pub socket_group: Option<String>,
     pub tag: String,
     pub modules: Vec<String>,
-    /// How long open tunnels may run on after SIGINT/SIGUSR1; zero: no limit.
+    /// How long open tunnels may run on after SIGINT (and retiring pools after a
+    /// reload); zero: no limit.
     pub graceful_shutdown_timeout: Duration,
+    /// `server.control-socket` (a wstund extension): commands from `wstund -c`.
+    pub control_socket: Option<PathBuf>,
 }
 
 impl Default for ServerSettings {
@@ -152,6 +155,7 @@ impl Default for ServerSettings {
             tag: DEFAULT_TAG.to_string(),
             modules: Vec::new(),
             graceful_shutdown_timeout: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
+            control_socket: None,
         }
     }
 }

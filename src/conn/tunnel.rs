@@ -250,28 +250,7 @@ impl Conn {
                 if short && !self.backend_io.hup {
                     self.backend_io.readable = false;
                 }
-                match outcome {
-                    ReadOutcome::Data => progress = true,
-                    ReadOutcome::Full => {}
-                    ReadOutcome::WouldBlock => self.backend_io.readable = false,
-                    ReadOutcome::Eof => {
-                        debug!("[c{}] backend closed", self.id);
-                        self.backend_eof = true;
-                        progress = true;
-                    }
-                    ReadOutcome::BadUtf8 => {
-                        progress = true;
-                        self.backend_error(ctx, "sent invalid UTF-8 while frame-type is text");
-                    }
-                    ReadOutcome::Fault(f) => {
-                        progress = true;
-                        self.backend_fault(ctx, f);
-                    }
-                    ReadOutcome::Error(e) => {
-                        progress = true;
-                        self.backend_error(ctx, &format!("read failed: {e}"));
-                    }
-                }
+                progress = self.on_backend_read(ctx, outcome);
             }
         } else {
             if self.backend.is_none() && !self.backend_eof {
@@ -303,6 +282,44 @@ impl Conn {
             }
         }
         progress
+    }
+
+    /// Acts on what one read of the backend gave; true when something changed.
+    fn on_backend_read(&mut self, ctx: &mut Ctx, outcome: ReadOutcome) -> bool {
+        match outcome {
+            ReadOutcome::Data => true,
+            ReadOutcome::Full => false,
+            ReadOutcome::WouldBlock => {
+                self.backend_io.readable = false;
+                false
+            }
+            ReadOutcome::Eof => {
+                debug!("[c{}] backend closed", self.id);
+                self.backend_eof = true;
+                true
+            }
+            ReadOutcome::BadUtf8 => {
+                self.backend_error(ctx, "sent invalid UTF-8 while frame-type is text");
+                true
+            }
+            ReadOutcome::Fault(f) => {
+                self.backend_fault(ctx, f);
+                true
+            }
+            // A reset after our FIN ends the backend's output like an EOF (a backend that
+            // closes with SO_LINGER 0, or with our last bytes unread): everything it sent
+            // before is delivered, as drain.rs treats the same reset. Any other error is
+            // the backend failing.
+            ReadOutcome::Error(e) if self.backend_shut && e.raw_os_error() == Some(libc::ECONNRESET) => {
+                debug!("[c{}] backend reset after our FIN; taken as its EOF", self.id);
+                self.backend_eof = true;
+                true
+            }
+            ReadOutcome::Error(e) => {
+                self.backend_error(ctx, &format!("read failed: {e}"));
+                true
+            }
+        }
     }
 
     /// Reads and drops backend output nobody can receive, until EOF.

@@ -62,28 +62,38 @@ pub fn emit(r: &AccessRecord) {
     });
     match notices {
         Some(n) => n.into_iter().for_each(|m| warn!("{m}")),
-        None => info!("{}", legacy_line(r)),
+        None => info!("{}", Legacy(r)),
     }
 }
 
-/// The error-log form: `[c7] access peer=... in=... out=...`.
-pub fn legacy_line(r: &AccessRecord) -> String {
-    format!(
-        "[c{}] access peer={} path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={} lost_in={} lost_out={} cut={}",
-        r.id,
-        r.peer.map(|p| p.to_string()).unwrap_or_else(|| "unix".into()),
-        r.path,
-        r.backend,
-        r.bytes_in,
-        r.bytes_out,
-        r.duration.as_millis(),
-        r.close,
-        r.closed_by,
-        r.proto,
-        r.lost_in,
-        r.lost_out,
-        r.cut,
-    )
+/// The error-log form: `[c7] access peer=... in=... out=...`, formatted once, straight
+/// into the log line (one line per connection: it shows in connections per second).
+struct Legacy<'a>(&'a AccessRecord<'a>);
+
+impl std::fmt::Display for Legacy<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let r = self.0;
+        write!(f, "[c{}] access peer=", r.id)?;
+        match r.peer {
+            Some(p) => write!(f, "{p}")?,
+            None => f.write_str("unix")?,
+        }
+        write!(
+            f,
+            " path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={} lost_in={} lost_out={} cut={}",
+            r.path,
+            r.backend,
+            r.bytes_in,
+            r.bytes_out,
+            r.duration.as_millis(),
+            r.close,
+            r.closed_by,
+            r.proto,
+            r.lost_in,
+            r.lost_out,
+            r.cut,
+        )
+    }
 }
 
 /// SIGHUP: a file is opened again by name.

@@ -190,6 +190,9 @@ pub struct Pool {
     /// A quick-death back-off is in progress and has been logged.
     storm_logged: bool,
     stopping: bool,
+    /// Left out of a reloaded conf (or changed there): no respawn, no scaling; the
+    /// manager stops it once its last connection ends (`ProcMan::reconfigure`).
+    retiring: bool,
 }
 
 impl Pool {
@@ -202,6 +205,7 @@ impl Pool {
             last_scale: None,
             storm_logged: false,
             stopping: false,
+            retiring: false,
         }
     }
 
@@ -321,6 +325,21 @@ impl Pool {
         self.stopping = true;
     }
 
+    /// A reload dropped or changed this pool: its processes serve the connections they
+    /// have, nothing is started or respawned any more.
+    pub fn retire(&mut self) {
+        self.retiring = true;
+    }
+
+    pub fn is_retiring(&self) -> bool {
+        self.retiring || self.stopping
+    }
+
+    /// Connections the pool's processes carry now.
+    pub fn load(&self) -> u32 {
+        self.procs.iter().map(|p| p.load).sum()
+    }
+
     /// True when no process of the pool is left to wait for.
     pub fn is_idle(&self) -> bool {
         self.procs.iter().all(|p| p.pid().is_none())
@@ -332,6 +351,13 @@ impl Pool {
         let mut out = Vec::new();
         if self.stopping {
             self.plan_stop(now, &mut out);
+            return out;
+        }
+        if self.retiring {
+            self.ladder(now, &STOP_LADDER, &mut out);
+            for p in self.procs.iter_mut().filter(|p| matches!(p.state, ProcState::Dead { .. } | ProcState::Starting)) {
+                p.state = ProcState::Off;
+            }
             return out;
         }
         self.ladder(now, &STOP_LADDER, &mut out);
@@ -494,6 +520,25 @@ mod tests {
             p.spawned(i, Spawned::Started { pid: 100 + i as i32 }, now);
         }
         p
+    }
+
+    #[test]
+    fn a_retiring_pool_starts_nothing_and_lets_its_processes_serve() {
+        let now = Instant::now();
+        let mut p = running(2, 4, 2, now);
+        let r = p.acquire(now).unwrap();
+        p.retire();
+        assert!(p.is_retiring());
+        assert_eq!(p.load(), 1);
+        // A death is not followed by a respawn, and min-procs is not refilled.
+        let (_, _) = p.exited(100 + r.proc as i32, now + Duration::from_secs(60)).unwrap();
+        let later = now + Duration::from_secs(120);
+        assert!(spawns(&p.plan(later)).is_empty());
+        assert!(signals(&p.plan(later)).is_empty(), "no idle scaling while retiring");
+        assert_eq!(p.procs.iter().filter(|x| x.state == ProcState::Off).count(), 3);
+        // Stopping it signals the process left.
+        p.stop();
+        assert_eq!(signals(&p.plan(later)).len(), 1);
     }
 
     #[test]

@@ -53,6 +53,8 @@ struct PoolRt {
     base: Address,
     /// Unix socket files wstund bound (removed when the slot stops and at exit).
     bound: Vec<Option<std::path::PathBuf>>,
+    /// Retiring after a reload, not stopped yet: stop when idle or at this deadline.
+    retire_by: Option<Option<Instant>>,
 }
 
 /// A pool process's stdout+stderr, logged line by line (rate-limited per process).
@@ -80,39 +82,93 @@ impl ProcMan {
         exec::cloexec_inherited_fds();
         let mut pm = ProcMan::default();
         let mut resolver = Resolver::default();
-        let settings = std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws));
-        for ws in settings {
-            for spec in ws.servers.routes.iter().flat_map(|r| r.backends.iter()) {
-                if spec.mode != BackendMode::Socket || spec.bin_path.is_none() || pm.pool_for(spec).is_some() {
-                    continue;
-                }
-                let bin_path = spec.bin_path.as_deref().unwrap_or_default();
-                let Some(prog) = Program::parse(bin_path) else { continue };
-                let base = match resolver.resolve(&spec.addr) {
-                    Ok(t) => t,
-                    Err(e) => {
-                        error!("pool {bin_path}: {e}; it will not be started");
-                        continue;
-                    }
-                };
-                let name = spec.name.clone().unwrap_or_else(|| prog.short_name().to_string());
-                let index = pm.pools.len();
-                let limits = Limits::from_spec(spec);
-                let mut env = exec::inherited_env(spec.bin_copy_environment.as_deref(), None, std::env::vars());
-                for (k, v) in &spec.bin_environment {
-                    exec::set(&mut env, k, v);
-                }
-                pm.pools.push(PoolRt {
-                    pool: Pool::new(index, name, limits, now),
-                    spec: Arc::clone(spec),
-                    prog,
-                    env,
-                    base,
-                    bound: vec![None; limits.max_procs],
-                });
-            }
+        for spec in pool_specs(config) {
+            pm.add_pool(&spec, &mut resolver, now);
         }
         pm
+    }
+
+    /// A pool for `spec` at the end of the table (indices never move: connections keep
+    /// `ProcRef`s). False when its address cannot be resolved (said in the log).
+    fn add_pool(&mut self, spec: &Arc<BackendSpec>, resolver: &mut Resolver, now: Instant) -> bool {
+        let bin_path = spec.bin_path.as_deref().unwrap_or_default();
+        let Some(prog) = Program::parse(bin_path) else { return false };
+        let base = match resolver.resolve(&spec.addr) {
+            Ok(t) => t,
+            Err(e) => {
+                error!("pool {bin_path}: {e}; it will not be started");
+                return false;
+            }
+        };
+        let name = spec.name.clone().unwrap_or_else(|| prog.short_name().to_string());
+        let index = self.pools.len();
+        let limits = Limits::from_spec(spec);
+        let mut env = exec::inherited_env(spec.bin_copy_environment.as_deref(), None, std::env::vars());
+        for (k, v) in &spec.bin_environment {
+            exec::set(&mut env, k, v);
+        }
+        self.pools.push(PoolRt {
+            pool: Pool::new(index, name, limits, now),
+            spec: Arc::clone(spec),
+            prog,
+            env,
+            base,
+            bound: vec![None; limits.max_procs],
+            retire_by: None,
+        });
+        true
+    }
+
+    /// A reloaded conf: a pool whose backend entry is unchanged keeps its processes (and
+    /// takes the new entry, so lookups by pointer find it); a pool left out or changed
+    /// retires: it serves the connections it has, starts nothing, and is stopped when
+    /// its last connection ends or at `deadline` (`server.graceful-shutdown-timeout`;
+    /// `None`: no limit). A new pool is started on the next plan. A changed pool on the
+    /// same address starts once the retiring one has let the address go. Returns one
+    /// line per change, for the reload's log.
+    pub fn reconfigure(&mut self, config: &Config, deadline: Option<Instant>, now: Instant) -> Vec<String> {
+        let mut lines = Vec::new();
+        let mut wanted = pool_specs(config);
+        for p in self.pools.iter_mut().filter(|p| !p.pool.is_retiring()) {
+            match wanted.iter().position(|s| **s == *p.spec) {
+                Some(i) => p.spec = wanted.remove(i),
+                None => {
+                    p.pool.retire();
+                    p.retire_by = Some(deadline);
+                    lines.push(format!("pool {}: retiring ({} connections left)", p.pool.name, p.pool.load()));
+                }
+            }
+        }
+        let mut resolver = Resolver::default();
+        for spec in wanted {
+            if self.add_pool(&spec, &mut resolver, now) {
+                lines.push(format!("pool {}: new", self.pools[self.pools.len() - 1].pool.name));
+            }
+        }
+        lines
+    }
+
+    /// A new pool must not start on an address a retiring pool's processes still hold.
+    fn address_busy(&self, pool: usize) -> bool {
+        let base = &self.pools[pool].base;
+        self.pools.iter().enumerate().any(|(i, p)| i != pool && p.pool.is_retiring() && !p.pool.is_idle() && p.base == *base)
+    }
+
+    /// Retiring pools whose last connection ended, or whose time is up, are stopped.
+    fn stop_retired(&mut self, now: Instant) {
+        for p in self.pools.iter_mut() {
+            let Some(deadline) = p.retire_by else { continue };
+            let load = p.pool.load();
+            if load == 0 || deadline.is_some_and(|t| now >= t) {
+                if load > 0 {
+                    info!("pool {}: server.graceful-shutdown-timeout passed; stopping it with {load} connections left", p.pool.name);
+                } else {
+                    info!("pool {}: its last connection ended; stopping it", p.pool.name);
+                }
+                p.retire_by = None;
+                p.pool.stop();
+            }
+        }
     }
 
     /// Starts min-procs of every pool. Err: the first process that could not be started
@@ -149,10 +205,11 @@ impl ProcMan {
         if spec.bin_path.is_none() || spec.mode != BackendMode::Socket {
             return None;
         }
-        self.pools
-            .iter()
-            .position(|p| std::ptr::eq(&*p.spec, spec))
-            .or_else(|| self.pools.iter().position(|p| p.spec.bin_path == spec.bin_path && p.spec.addr == spec.addr))
+        // A connection that chose its backend before a reload may still reach its retiring
+        // pool by pointer; by name, only a live pool is found.
+        self.pools.iter().position(|p| std::ptr::eq(&*p.spec, spec)).or_else(|| {
+            self.pools.iter().position(|p| !p.pool.is_retiring() && p.spec.bin_path == spec.bin_path && p.spec.addr == spec.addr)
+        })
     }
 
     /// The least-loaded running process of `pool` and its address, without assigning.
@@ -199,7 +256,11 @@ impl ProcMan {
 
     /// Runs every pool's plan and carries it out.
     pub fn plan(&mut self, reg: &Registry, now: Instant) {
+        self.stop_retired(now);
         for i in 0..self.pools.len() {
+            if self.address_busy(i) {
+                continue;
+            }
             let actions = self.pools[i].pool.plan(now);
             for a in actions {
                 self.perform(i, a, reg, now);
@@ -372,7 +433,8 @@ impl ProcMan {
                     .filter(|(_, pr)| pr.state != ProcState::Off || pr.connected > 0)
                     .map(|(i, pr)| format!("#{i} {} load={} conns={} died={} disabled={}", pr.state_name(), pr.load, pr.connected, pr.died, pr.disabled))
                     .collect();
-                format!("pool {}: {}", p.pool.name, procs.join("; "))
+                let retiring = if p.pool.is_retiring() { " (retiring)" } else { "" };
+                format!("pool {}{retiring}: {}", p.pool.name, procs.join("; "))
             })
             .collect();
         out.push(format!("stdio programs: {}", self.progs.len()));
@@ -427,6 +489,26 @@ impl ProcMan {
         }
         self.progs.kill_all();
     }
+}
+
+/// The backend entries that are spawned pools: one per distinct (bin-path, address)
+/// among the socket-mode entries with a bin-path, global settings first, then every
+/// conditional block.
+fn pool_specs(config: &Config) -> Vec<Arc<BackendSpec>> {
+    let mut out: Vec<Arc<BackendSpec>> = Vec::new();
+    let settings = std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws));
+    for ws in settings {
+        for spec in ws.servers.routes.iter().flat_map(|r| r.backends.iter()) {
+            if spec.mode != BackendMode::Socket || spec.bin_path.is_none() {
+                continue;
+            }
+            if out.iter().any(|o| Arc::ptr_eq(o, spec) || (o.bin_path == spec.bin_path && o.addr == spec.addr)) {
+                continue;
+            }
+            out.push(Arc::clone(spec));
+        }
+    }
+    out
 }
 
 fn log_action(a: &Action) {

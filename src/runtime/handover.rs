@@ -1,4 +1,4 @@
-//! Graceful restart (SIGUSR1): a new wstund takes the listening sockets over.
+//! Graceful restart (`wstund -c SOCKET upgrade`): a new wstund takes the listening sockets over.
 //!
 //! The sockets pass across exec by systemd's socket-activation convention, so the same
 //! code serves `systemd` socket units: the listeners are fds 3, 4, … in the new process,
@@ -42,7 +42,7 @@ pub fn listen_fds_for(pid: u32, listen_pid: Option<&str>, listen_fds: Option<&st
     }
 }
 
-/// What this process was handed at start: listening sockets and, after a SIGUSR1
+/// What this process was handed at start: listening sockets and, after an upgrade
 /// restart, the pipe to say "ready" on.
 #[derive(Default)]
 pub struct Inherited {
@@ -82,7 +82,7 @@ impl Inherited {
         out
     }
 
-    /// True when this process was started by a SIGUSR1 restart (it must not go to the
+    /// True when this process was started by a upgrade restart (it must not go to the
     /// background again: its parent is the old wstund, which waits for it).
     pub fn is_restart(&self) -> bool {
         self.ready.is_some()
@@ -127,7 +127,7 @@ impl Inherited {
         Ok(out)
     }
 
-    /// Tells the old process (SIGUSR1) that this one serves now.
+    /// Tells the old process (upgrade) that this one serves now.
     pub fn notify_ready(&mut self) {
         if let Some(fd) = self.ready.take() {
             let _ = nix::unistd::write(&fd, b"R");
@@ -197,7 +197,7 @@ fn live_path(exe: PathBuf) -> PathBuf {
     }
 }
 
-/// A new wstund started by SIGUSR1, not ready yet.
+/// A new wstund started by an upgrade, not ready yet.
 pub struct Restart {
     pub pid: Pid,
     ready: std::fs::File,

@@ -107,7 +107,7 @@ impl Listener {
         Ok(Listener::Unix { sock: mio::net::UnixListener::from_std(std_l), path: path.to_path_buf(), name: path.display().to_string() })
     }
 
-    /// A listening socket inherited across exec (SIGUSR1 restart, systemd socket
+    /// A listening socket inherited across exec (upgrade restart, systemd socket
     /// activation): made non-blocking and close-on-exec, kind told by its address.
     pub fn from_inherited(fd: std::os::fd::OwnedFd) -> io::Result<Listener> {
         use std::os::fd::AsRawFd;

@@ -6,6 +6,8 @@
 //! - `signals`: signals as loop events through a signalfd.
 //! - `handover`: SIGUSR1, the listening sockets passed to a new wstund across exec
 //!   (systemd's `LISTEN_FDS` convention, also used for socket activation).
+//! - `control`: `server.control-socket` and its client `wstund -c`.
+//! - `reload`: SIGUSR1, the conf re-read and swapped in without dropping a tunnel.
 //! - `oneshot`: `-1`, the one connection on standard input.
 //! - `logging`: the error and access logs set up from the conf (`crate::logs`), reopened
 //!   on SIGHUP, kept going on the tick.
@@ -15,6 +17,7 @@
 //! - `pidfile`: `server.pid-file` with O_EXCL, stale ones replaced, removed at exit.
 //! - `notify`: sd_notify to systemd: READY, RELOADING, STOPPING, STATUS, WATCHDOG.
 
+pub mod control;
 pub mod daemon;
 pub mod handover;
 pub mod limits;
@@ -24,5 +27,6 @@ pub mod notify;
 pub mod oneshot;
 pub mod pidfile;
 pub mod privileges;
+pub mod reload;
 pub mod server;
 pub mod signals;

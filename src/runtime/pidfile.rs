@@ -86,7 +86,7 @@ pub struct PidFile {
 impl PidFile {
     /// Creates `path` with O_EXCL, replacing a stale file once.
     /// `predecessor`: a live process whose pid the file may name and still be taken over
-    /// (the old wstund of a SIGUSR1 restart, which waits for this one).
+    /// (the old wstund of a upgrade restart, which waits for this one).
     pub fn create(path: &Path, predecessor: Option<i32>) -> Result<PidFile, PidFileError> {
         let io_err = |err: io::Error| PidFileError::Io { path: path.to_path_buf(), err };
         for _ in 0..2 {
@@ -177,7 +177,7 @@ mod tests {
         std::fs::write(&p, "1\n").unwrap();
         let err = PidFile::create(&p, None).err().unwrap();
         assert!(matches!(err, PidFileError::Live { pid: 1, .. }), "{err}");
-        // ...unless it names the predecessor of a SIGUSR1 restart.
+        // ...unless it names the predecessor of a upgrade restart.
         PidFile::create(&p, Some(1)).unwrap().remove();
         std::fs::write(&p, "1\n").unwrap();
         // A pid far past pid_max is no process: stale.

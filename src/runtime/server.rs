@@ -18,9 +18,10 @@
 //! Stopping (lighttpd's signals): SIGTERM stops now (1001 to every tunnel); SIGINT
 //! closes the listeners and lets open tunnels run until they end or
 //! `server.graceful-shutdown-timeout` passes, then sends 1001 to the rest; a second
-//! SIGINT or a SIGTERM cuts that short. SIGUSR1 hands the listeners to a new wstund
-//! (`handover.rs`) and then stops gracefully like SIGINT. `-i` starts the same graceful
-//! stop after a stretch without client activity.
+//! SIGINT or a SIGTERM cuts that short. SIGUSR1 reloads the conf in place (`reload`):
+//! new connections see the new conf, open tunnels keep the settings they opened with,
+//! nothing is closed but listeners and pools the new conf left out. `-i` starts the
+//! same graceful stop after a stretch without client activity.
 //!
 //! Child processes (pools, per-connection programs) are the process manager's: SIGCHLD
 //! arrives as a signal event, the manager reaps and says which connections must hear of
@@ -45,8 +46,10 @@ use crate::conn::machine::{Conn, Ctx};
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
+use crate::runtime::listener::{Listener, SocketAccess};
 use crate::runtime::notify;
-use crate::runtime::listener::Listener;
+use crate::runtime::control::{self, Command, ControlSocket, Turn};
+use crate::runtime::reload::{self, ReloadSource};
 use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
 use crate::process::ratelimit::Repeats;
@@ -135,7 +138,9 @@ fn stop_action(state: RunState, sig: Signal) -> StopAction {
 
 pub struct Server {
     poll: Poll,
-    listeners: Vec<Listener>,
+    /// Slot i has token `listener_token(i)` and its name in `listener_names[i]`; a slot
+    /// a reload closed stays empty (connections keep their listener index).
+    listeners: Vec<Option<Listener>>,
     listener_names: Vec<String>,
     conns: Slab<Conn>,
     pool: BufPool,
@@ -174,12 +179,26 @@ pub struct Server {
     idle_limit: Option<Duration>,
     /// The last event on a listener or a connection.
     last_active: Instant,
-    /// How SIGUSR1 starts a new wstund, or why it cannot.
+    /// How an upgrade starts a new wstund, or why it cannot.
     restart_plan: Result<RestartPlan, String>,
-    /// A new wstund started by SIGUSR1 that has not said "ready" yet.
+    /// A new wstund started by an upgrade that has not said "ready" yet.
     restart: Option<Restart>,
     /// The listeners went to a new wstund: it owns the pid file and the socket files now.
     handed_over: bool,
+    /// Where SIGUSR1 re-reads the conf from (`None`: the conf came from standard input).
+    reload_source: Option<ReloadSource>,
+    /// Reloads done, and the longest one (the loop does nothing else meanwhile).
+    reloads: u64,
+    longest_reload: Duration,
+    /// The longest loop iteration (poll return to the next poll) that ran a reload: how
+    /// long the loop went without polling because of it, with every other event handled
+    /// in the same iteration.
+    longest_reload_iteration: Duration,
+    /// Set by a reload, taken at the end of its iteration.
+    reloaded_in_iteration: bool,
+    /// `server.control-socket`, and the client waiting for an upgrade's outcome.
+    control: Option<ControlSocket>,
+    upgrade_client: Option<usize>,
 }
 
 impl Server {
@@ -187,8 +206,8 @@ impl Server {
     /// before anything runs) and the signal handler installed by the caller.
     pub fn new(config: Arc<Config>, listeners: Vec<Listener>, listener_names: Vec<String>, signals: Signals) -> io::Result<Server> {
         let poll = Poll::new()?;
-        let mut listeners = listeners;
-        for (i, l) in listeners.iter_mut().enumerate() {
+        let mut listeners: Vec<Option<Listener>> = listeners.into_iter().map(Some).collect();
+        for (i, l) in listeners.iter_mut().enumerate().filter_map(|(i, l)| Some((i, l.as_mut()?))) {
             l.register(poll.registry(), token::listener_token(i))?;
         }
         let sfd = signals.raw_fd();
@@ -234,6 +253,13 @@ impl Server {
             restart_plan: Err("not available in this mode".into()),
             restart: None,
             handed_over: false,
+            reload_source: None,
+            reloads: 0,
+            longest_reload: Duration::ZERO,
+            longest_reload_iteration: Duration::ZERO,
+            reloaded_in_iteration: false,
+            control: None,
+            upgrade_client: None,
         })
     }
 
@@ -242,7 +268,19 @@ impl Server {
         self.idle_limit = Some(limit);
     }
 
-    /// How SIGUSR1 restarts this process (or why it cannot).
+    /// Where SIGUSR1 reloads the conf from.
+    pub fn set_reload_source(&mut self, source: ReloadSource) {
+        self.reload_source = Some(source);
+    }
+
+    /// Takes commands from the control socket from now on.
+    pub fn set_control(&mut self, mut control: ControlSocket) -> io::Result<()> {
+        control.register(self.poll.registry())?;
+        self.control = Some(control);
+        Ok(())
+    }
+
+    /// How an upgrade restarts this process (or why it cannot).
     pub fn set_restart_plan(&mut self, plan: Result<RestartPlan, String>) {
         self.restart_plan = plan;
     }
@@ -260,7 +298,7 @@ impl Server {
         self.start_failure.as_deref()
     }
 
-    /// True when the listeners went to a new process (SIGUSR1): the pid file and the
+    /// True when the listeners went to a new process (upgrade): the pid file and the
     /// unix socket files are the new process's now.
     pub fn handed_over(&self) -> bool {
         self.handed_over
@@ -308,6 +346,12 @@ impl Server {
                     Source::Probe(i) => self.checker.on_event(i, ev, &mut self.hosts, self.poll.registry()),
                     Source::ProcOut(i) => self.procs.on_output(i, self.poll.registry()),
                     Source::Drain(i) => self.drain_event(i),
+                    Source::Control => {
+                        if let Some(c) = self.control.as_mut() {
+                            c.accept(self.poll.registry());
+                        }
+                    }
+                    Source::ControlClient(i) => self.on_control_client(i, now),
                 }
                 self.turn_start = Instant::now();
             }
@@ -323,6 +367,11 @@ impl Server {
                 self.procs.tick(self.poll.registry(), now);
             }
             self.check_stop(now);
+            if std::mem::take(&mut self.reloaded_in_iteration) {
+                let took = now.elapsed();
+                self.longest_reload_iteration = self.longest_reload_iteration.max(took);
+                debug!("the loop iteration with the reload took {} us", took.as_micros());
+            }
         }
         self.finish_children();
         info!("stopped");
@@ -446,7 +495,9 @@ impl Server {
 
     fn accept_all(&mut self, now: Instant) {
         for i in 0..self.listeners.len() {
-            self.accept(i, now);
+            if self.listeners[i].is_some() {
+                self.accept(i, now);
+            }
         }
     }
 
@@ -463,7 +514,7 @@ impl Server {
                 self.accept_paused = true;
                 return;
             }
-            let Some(l) = self.listeners.get(i) else { return };
+            let Some(Some(l)) = self.listeners.get(i) else { return };
             let accepted = l.accept();
             // accept(2) takes a descriptor before it looks for a client, so WouldBlock
             // also means descriptors are there again.
@@ -600,10 +651,8 @@ impl Server {
                     }
                 }
                 Signal::Restart => {
-                    notify::reloading();
-                    self.begin_restart();
-                    if self.restart.is_none() && self.state == RunState::Running {
-                        notify::ready();
+                    if let Err(e) = self.reload(now) {
+                        error!("SIGUSR1: reload refused, still serving with the running configuration: {e}");
                     }
                 }
                 Signal::Hangup => {
@@ -659,42 +708,269 @@ impl Server {
         }
     }
 
-    /// SIGUSR1: checks the conf, then starts a new wstund on the same listening sockets.
-    /// This process keeps accepting until the new one says it is ready.
-    fn begin_restart(&mut self) {
+    /// SIGUSR1: re-reads the conf and swaps it in. Everything that can fail (the conf,
+    /// binding new listeners) is done before anything changes, so a refused reload
+    /// leaves the process exactly as it was. Returns the summary logged on success.
+    pub fn reload(&mut self, now: Instant) -> Result<String, String> {
+        notify::reloading();
+        let result = self.swap_conf(now);
+        // Taken or refused, the service is up again.
+        notify::ready();
+        result
+    }
+
+    fn swap_conf(&mut self, now: Instant) -> Result<String, String> {
         if self.state != RunState::Running {
-            warn!("SIGUSR1 ignored: already stopping");
-            return;
+            return Err("stopping: a reload is not done any more".into());
+        }
+        let Some(source) = self.reload_source.clone() else {
+            return Err("the configuration was read from standard input; there is nothing to re-read".into());
+        };
+        let t0 = Instant::now();
+        let loaded = crate::conf::load_file(&source.conf).map_err(|e| e.to_string())?;
+        let parse_took = t0.elapsed();
+        let mut config = loaded.config;
+        let kept = reload::keep_start_settings(&self.config.server, &mut config.server);
+        let per_tunnel = crate::runtime::limits::fds_per_tunnel(&config);
+        let limit = crate::runtime::limits::conn_limit(config.server.max_connections, reload::fd_soft_limit(), per_tunnel);
+        config.server.max_connections = Some(limit.value());
+
+        // Listeners: the sockets already open that the new conf names again are kept
+        // (no connect is refused); new ones are bound now, before anything changes.
+        let specs = config.listeners();
+        let open: Vec<Option<crate::conf::ListenSpec>> = self.listeners.iter().map(|l| l.as_ref().and_then(Listener::local)).collect();
+        let pairs = crate::runtime::handover::pair_specs(&specs, &open);
+        let access = self.socket_access(&config)?;
+        let fresh = self.bind_new_listeners(&specs, &pairs, config.server.listen_backlog, access, source.dropped_to.as_deref())?;
+
+        // From here on nothing fails: the new conf is swapped in.
+        for w in &loaded.warnings {
+            warn!("reload: {w}");
+        }
+        for name in &kept {
+            warn!("reload: {name} changed, but is applied only at start: the running value is kept until a restart");
+        }
+        let mut lines = self.swap_listeners(&specs, &pairs, fresh);
+        self.max_conns = limit.value().max(1) as usize;
+        self.server_tag = config.server.tag.clone();
+        self.graceful_timeout = Some(config.server.graceful_shutdown_timeout).filter(|t| !t.is_zero());
+        self.hosts.reconfigure(&config, now);
+        self.resolver.reconfigure(&config, now);
+        let deadline = self.graceful_timeout.map(|t| now + t);
+        lines.extend(self.procs.reconfigure(&config, deadline, now));
+        self.config = Arc::new(config);
+        self.procs.plan(self.poll.registry(), now);
+        // Clients refused for lack of room may fit under a raised limit.
+        if self.accept_paused && self.conns.len() < self.max_conns {
+            self.accept_paused = false;
+            self.accept_all(now);
+        }
+        let took = t0.elapsed();
+        self.reloads += 1;
+        self.longest_reload = self.longest_reload.max(took);
+        self.reloaded_in_iteration = true;
+        let summary = format!(
+            "configuration reloaded from {} in {} us (conf read in {} us); {} connections keep their settings{}{}",
+            source.conf.display(),
+            took.as_micros(),
+            parse_took.as_micros(),
+            self.conns.len(),
+            if lines.is_empty() { "" } else { "; " },
+            lines.join("; ")
+        );
+        info!("SIGUSR1: {summary}");
+        Ok(summary)
+    }
+
+    /// Binds the listeners the new conf names and the running one does not (`pairs`
+    /// maps each spec to an open listener). Nothing is kept when one fails.
+    fn bind_new_listeners(
+        &self,
+        specs: &[crate::conf::ListenSpec],
+        pairs: &[Option<usize>],
+        backlog: u32,
+        access: SocketAccess,
+        dropped_to: Option<&str>,
+    ) -> Result<Vec<(Listener, String)>, String> {
+        let mut fresh: Vec<(Listener, String)> = Vec::new();
+        let give_back = |fresh: &[(Listener, String)]| fresh.iter().for_each(|(l, _)| l.cleanup());
+        for (spec, pair) in specs.iter().zip(pairs) {
+            if pair.is_some() {
+                continue;
+            }
+            let bound = match spec {
+                crate::conf::ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa, backlog),
+                crate::conf::ListenSpec::Unix(p) => Listener::bind_unix(p, backlog, access),
+            };
+            match bound {
+                Ok(l) => fresh.push((l, spec.to_string())),
+                Err(e) => {
+                    give_back(&fresh);
+                    return Err(reload::bind_failure(spec, &e.err, dropped_to));
+                }
+            }
+        }
+        if self.listeners.len() + fresh.len() > token::MAX_LISTENERS {
+            give_back(&fresh);
+            return Err(format!("more than {} listeners opened since start; restart wstund", token::MAX_LISTENERS));
+        }
+        Ok(fresh)
+    }
+
+    /// Closes the listeners the new conf no longer names, starts watching the fresh ones,
+    /// and gives kept ones the conf's spelling (for `$SERVER["socket"]`). Returns what
+    /// changed, for the reload's log line.
+    fn swap_listeners(&mut self, specs: &[crate::conf::ListenSpec], pairs: &[Option<usize>], fresh: Vec<(Listener, String)>) -> Vec<String> {
+        let mut lines: Vec<String> = Vec::new();
+        let keep: Vec<usize> = pairs.iter().flatten().copied().collect();
+        for i in 0..self.listeners.len() {
+            if keep.contains(&i) {
+                continue;
+            }
+            if let Some(mut l) = self.listeners[i].take() {
+                l.deregister(self.poll.registry());
+                l.cleanup();
+                lines.push(format!("listener {} closed", l.name()));
+            }
+        }
+        for (mut l, name) in fresh {
+            let i = self.listeners.len();
+            if let Err(e) = l.register(self.poll.registry(), token::listener_token(i)) {
+                error!("reload: cannot watch the new listener {}: {e}; closed", l.name());
+                l.cleanup();
+                continue;
+            }
+            lines.push(format!("listening on {}", l.name()));
+            self.listeners.push(Some(l));
+            self.listener_names.push(name);
+        }
+        for (spec, pair) in specs.iter().zip(pairs) {
+            if let Some(i) = pair {
+                self.listener_names[*i] = spec.to_string();
+            }
+        }
+        lines
+    }
+
+    /// Owner, group and mode for a unix listener bound by a reload: the process runs as
+    /// its final user already, so only the group and the mode are set.
+    fn socket_access(&self, config: &Config) -> Result<SocketAccess, String> {
+        let group = match &config.server.socket_group {
+            Some(g) => Some(nix::unistd::Gid::from_raw(
+                crate::conf::accounts::group(g, false).map_err(|e| format!("server.socket-group: {e}"))?,
+            )),
+            None => None,
+        };
+        Ok(SocketAccess { mode: config.server.socket_perms.map(|m| m.0), owner: None, group })
+    }
+
+    /// `upgrade` on the control socket: checks the conf, then starts the binary at its
+    /// path on the same listening sockets. This process keeps accepting until the new
+    /// one says it is ready, then finishes its own tunnels (they are not handed over).
+    fn begin_restart(&mut self) -> Result<i32, String> {
+        if self.state != RunState::Running {
+            return Err("already stopping".into());
         }
         if let Some(r) = &self.restart {
-            warn!("SIGUSR1 ignored: a restart is already under way (new pid {})", r.pid);
-            return;
+            return Err(format!("an upgrade is already under way (new pid {})", r.pid));
         }
-        let plan = match &self.restart_plan {
-            Ok(p) => p,
-            Err(why) => {
-                error!("SIGUSR1: cannot restart: {why}; still serving");
-                return;
-            }
-        };
+        let plan = self.restart_plan.as_ref().map_err(|why| format!("cannot restart: {why}"))?;
         if let Err(e) = crate::conf::load_file(&plan.conf) {
-            error!("SIGUSR1: restart refused, still serving with the running configuration: {e}");
-            return;
+            return Err(format!("upgrade refused, still serving with the running configuration: {e}"));
         }
-        let fds: Vec<std::os::fd::RawFd> = self.listeners.iter().map(Listener::raw_fd).collect();
-        let r = match Restart::spawn(plan, &fds) {
-            Ok(r) => r,
-            Err(e) => {
-                error!("SIGUSR1: cannot start {}: {e}; still serving", plan.exe.display());
-                return;
-            }
-        };
+        let fds: Vec<std::os::fd::RawFd> = self.listeners.iter().flatten().map(Listener::raw_fd).collect();
+        let r = Restart::spawn(plan, &fds).map_err(|e| format!("cannot start {}: {e}; still serving", plan.exe.display()))?;
         let fd = r.raw_fd();
         if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), token::HANDOVER, Interest::READABLE) {
-            error!("SIGUSR1: cannot watch the new process: {e}");
+            error!("upgrade: cannot watch the new process: {e}");
         }
-        info!("SIGUSR1: graceful restart: new process pid {} started; serving until it is ready", r.pid);
+        let pid = r.pid.as_raw();
+        info!("upgrade: new process pid {pid} started; serving until it is ready");
+        // The new process says READY=1 with its MAINPID= (the unit's NotifyAccess=all).
+        notify::reloading();
         self.restart = Some(r);
+        Ok(pid)
+    }
+
+    /// A command from the control socket. `upgrade` is answered once the new process
+    /// is ready (or has failed); every other command at once.
+    fn on_control_client(&mut self, i: usize, now: Instant) {
+        let Some(c) = self.control.as_mut() else { return };
+        let Turn::Command(cmd) = c.on_client(i, self.poll.registry()) else { return };
+        info!("control socket: {cmd:?}");
+        let result = match cmd {
+            Command::Reload => self.reload(now).map_err(|e| {
+                error!("control socket: reload refused, still serving with the running configuration: {e}");
+                e
+            }),
+            Command::Status => Ok(self.status_json(now)),
+            Command::Drain => self.drain(now),
+            Command::Stop => match self.state {
+                RunState::Running => {
+                    let n = self.conns.len();
+                    self.begin_graceful(now);
+                    Ok(format!("graceful stop: {n} connections may finish"))
+                }
+                _ => Err("already stopping".into()),
+            },
+            Command::Upgrade => match self.begin_restart() {
+                Ok(_) => {
+                    self.upgrade_client = Some(i);
+                    return;
+                }
+                Err(e) => {
+                    error!("upgrade: {e}");
+                    Err(e)
+                }
+            },
+        };
+        if let Some(c) = self.control.as_mut() {
+            c.reply(i, &result, self.poll.registry());
+        }
+    }
+
+    /// `drain`: no new connections (the listeners close, so clients are refused and a
+    /// balancer in front moves on); open connections run on without a time limit, and
+    /// the process exits when the last one ends.
+    fn drain(&mut self, now: Instant) -> Result<String, String> {
+        if self.state != RunState::Running {
+            return Err("already stopping".into());
+        }
+        self.cancel_restart();
+        self.accept_queued(now);
+        self.stop_listening();
+        self.state = RunState::Graceful { deadline: None };
+        let n = self.conns.len();
+        info!("drain: listeners closed; {n} connections may finish, then the process exits");
+        self.check_stop(now);
+        Ok(format!("draining: listeners closed; {n} connections may finish, then wstund exits"))
+    }
+
+    /// The `status` answer: one JSON object.
+    fn status_json(&self, now: Instant) -> String {
+        let state = match self.state {
+            RunState::Running => "running",
+            RunState::Graceful { .. } => "draining",
+            RunState::Draining { .. } | RunState::Stopped => "stopping",
+        };
+        let listeners: Vec<String> = self.listeners.iter().flatten().map(|l| control::json_str(l.name())).collect();
+        let hosts: Vec<String> = self.hosts.status_lines(now).iter().map(|l| control::json_str(l)).collect();
+        let pools: Vec<String> = self.procs.status_lines().iter().map(|l| control::json_str(l)).collect();
+        format!(
+            "{{\"pid\": {}, \"state\": \"{state}\", \"config\": {}, \"connections\": {}, \"tunnels_open\": {}, \"max_connections\": {}, \"listeners\": [{}], \"reloads\": {}, \"longest_reload_us\": {}, \"longest_reload_iteration_us\": {}, \"longest_turn_us\": {}, \"backends\": [{}], \"processes\": [{}]}}",
+            std::process::id(),
+            control::json_str(&self.reload_source.as_ref().map(|s| s.conf.display().to_string()).unwrap_or_default()),
+            self.conns.len(),
+            self.tunnels.open_total(),
+            self.max_conns,
+            listeners.join(", "),
+            self.reloads,
+            self.longest_reload.as_micros(),
+            self.longest_reload_iteration.as_micros(),
+            self.turns.longest.as_micros(),
+            hosts.join(", "),
+            pools.join(", ")
+        )
     }
 
     /// The new process said "ready" (or died first).
@@ -710,44 +986,58 @@ impl Server {
         self.restart = None;
         match state {
             ReadyState::Failed(status) => {
-                notify::ready();
-                error!(
-                    "SIGUSR1: restart failed: new process pid {pid} ended before it was ready ({}); still serving",
+                let msg = format!(
+                    "upgrade failed: new process pid {pid} ended before it was ready ({}); still serving",
                     status.as_deref().unwrap_or("see its messages above")
                 );
+                error!("{msg}");
+                notify::ready();
+                self.answer_upgrade(Err(msg));
             }
             _ => {
                 let t0 = Instant::now();
                 // Deregister before closing: the new process holds the same sockets,
                 // so closing alone would leave them in this epoll set.
-                for l in self.listeners.iter_mut() {
+                for l in self.listeners.iter_mut().flatten() {
                     l.deregister(self.poll.registry());
                 }
                 self.listeners.clear();
                 self.handed_over = true;
+                if let Some(c) = self.control.as_mut() {
+                    c.keep_file();
+                }
                 self.state = RunState::Graceful { deadline: self.graceful_timeout.map(|t| now + t) };
-                info!(
-                    "SIGUSR1: pid {pid} serves now; listeners handed over in {} us; finishing {} connections here",
+                let msg = format!(
+                    "pid {pid} serves now; listeners handed over in {} us; finishing {} connections here",
                     t0.elapsed().as_micros(),
                     self.conns.len()
                 );
+                info!("upgrade: {msg}");
+                self.answer_upgrade(Ok(msg));
                 self.check_stop(now);
             }
+        }
+    }
+
+    fn answer_upgrade(&mut self, result: Result<String, String>) {
+        if let (Some(i), Some(c)) = (self.upgrade_client.take(), self.control.as_mut()) {
+            c.reply(i, &result, self.poll.registry());
         }
     }
 
     /// A restart not ready yet is called off when this process stops.
     fn cancel_restart(&mut self) {
         if let Some(r) = self.restart.take() {
-            warn!("restart called off: stopping new process pid {}", r.pid);
+            warn!("upgrade called off: stopping new process pid {}", r.pid);
             let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGTERM);
             let fd = r.raw_fd();
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            self.answer_upgrade(Err("called off: this process is stopping".into()));
         }
     }
 
     fn stop_listening(&mut self) {
-        for l in self.listeners.iter_mut() {
+        for l in self.listeners.iter_mut().flatten() {
             l.deregister(self.poll.registry());
             l.cleanup();
         }
@@ -861,7 +1151,7 @@ impl metrics::Source for LoopGauges {
 impl Drop for Server {
     fn drop(&mut self) {
         self.finish_children();
-        for l in &self.listeners {
+        for l in self.listeners.iter().flatten() {
             l.cleanup();
         }
     }
