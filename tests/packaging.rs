@@ -201,7 +201,19 @@ fn echo(port: u16) -> bool {
 /// allowed). A policy-rc.d the machine already has is covered by a bind mount in a
 /// mount namespace of this command's own, so it is left untouched; without one, a
 /// forbidding one is created for the command and removed after.
+/// dpkg waits for the lock when another apt or dpkg holds it (up to 5 minutes).
 fn with_policy(dir: &Path, policy: i32, dpkg_cmd: &str) -> (i32, String) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    loop {
+        let (rc, out) = with_policy_once(dir, policy, dpkg_cmd);
+        if rc == 0 || !out.contains("lock") || std::time::Instant::now() > deadline {
+            return (rc, out);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
+fn with_policy_once(dir: &Path, policy: i32, dpkg_cmd: &str) -> (i32, String) {
     let script = dir.join(format!("policy-{policy}"));
     std::fs::write(&script, format!("#!/bin/sh\nexit {policy}\n")).unwrap();
     sh(&format!("chmod 755 {0}; export DEBIAN_FRONTEND=noninteractive; p=/usr/sbin/policy-rc.d; \
@@ -214,7 +226,7 @@ fn with_policy(dir: &Path, policy: i32, dpkg_cmd: &str) -> (i32, String) {
 struct Purge;
 impl Drop for Purge {
     fn drop(&mut self) {
-        let _ = sh("/etc/init.d/wstund stop >/dev/null 2>&1; dpkg --purge wstund >/dev/null 2>&1; rm -f /usr/sbin/policy-rc.d.wstund-test");
+        let _ = sh("/etc/init.d/wstund stop >/dev/null 2>&1; dpkg --purge wstund >/dev/null 2>&1");
     }
 }
 
@@ -315,7 +327,7 @@ fn deb_package_installs_runs_as_wstund_with_lsb_exit_codes_and_removes_cleanly()
     let (rc, out) = with_policy(dir.path(), 0, "dpkg -r wstund");
     assert_eq!(rc, 0, "dpkg -r:\n{out}");
     assert!(wait_until(Duration::from_secs(5), || pids_of("/usr/sbin/wstund").is_empty()), "a wstund survived dpkg -r");
-    let (rc, out) = sh("DEBIAN_FRONTEND=noninteractive dpkg --purge wstund");
+    let (rc, out) = with_policy(dir.path(), 0, "dpkg --purge wstund");
     assert_eq!(rc, 0, "dpkg --purge:\n{out}");
     assert!(!Path::new("/etc/wstund/wstund.conf").exists(), "purge left the conf");
 }
