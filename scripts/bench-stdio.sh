@@ -2,7 +2,11 @@
 # Per-connection programs: wstund's stdio mode against websocketd, both running /bin/cat
 # for every WebSocket, driven by the same load generator (examples/wsload.rs).
 #
-# Usage: scripts/bench-stdio.sh [--quick] [--rounds N] [--secs S] [--conns N] [--no-build]
+# Usage: scripts/bench-stdio.sh [--quick] [--pty] [--rounds N] [--secs S] [--conns N] [--no-build]
+#
+#   --pty           terminals instead: wstund's "mode" => "pty" running
+#                   sh -c 'stty raw -echo; exec cat' against websocketd running the same
+#                   under script(1), which gives it a pty (websocketd has no pty mode)
 #
 #   connections/s   wsload connrate (50 concurrent): connect, handshake, program start,
 #                   16-byte echo, close handshake; the program is stopped by each daemon
@@ -26,6 +30,7 @@ SECS=3
 CONNS=500
 BUILD=1
 QUICK=0
+PTY=0
 
 usage() { sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; }
 
@@ -36,6 +41,7 @@ while [ $# -gt 0 ]; do
         --secs) SECS=$2; shift ;;
         --conns) CONNS=$2; shift ;;
         --no-build) BUILD=0 ;;
+        --pty) PTY=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench-stdio.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -67,6 +73,13 @@ for b in "$BIN/wstund" "$BIN/examples/wsload"; do
 done
 WSLOAD=$BIN/examples/wsload
 CAT=$(command -v cat)
+# The program on a terminal: raw and without echo, so bytes come back as sent; it says
+# "R" once it is, and wsload (--greet 1) sends nothing before (else the terminal's own
+# echo of early bytes would come back too).
+RAWCAT="stty raw -echo; printf R; exec $CAT"
+MODE=stdio
+GREET=()
+if [ "$PTY" = 1 ]; then MODE=pty; GREET=(--greet 1); fi
 
 WEBSOCKETD=$(command -v websocketd 2>/dev/null || true)
 if [ -z "$WEBSOCKETD" ] && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
@@ -115,7 +128,7 @@ server.bind = "127.0.0.1"
 server.port = $port
 server.max-connections = 100000
 server.errorlog = "$dir/error.log"
-wstunnel.server = ( "/cat" => ( ( "bin-path" => "$CAT", "mode" => "stdio", "max-procs" => 100000 ) ) )
+wstunnel.server = ( "/cat" => ( ( "bin-path" => "$(if [ "$PTY" = 1 ]; then echo "/bin/sh -c '$RAWCAT'"; else echo "$CAT"; fi)", "mode" => "$MODE", "max-procs" => 100000 ) ) )
 wstunnel.frame-type = "binary"
 CONF
             "$BIN/wstund" -D -f "$dir/wstund.conf" >"$dir/stdout" 2>"$dir/stderr" &
@@ -124,8 +137,13 @@ CONF
             wait_for 10 grep -qs 'wstund: ready' "$dir/stderr" || die "$name did not start: $(tail -3 "$dir/stderr")"
             ;;
         websocketd)
-            "$WEBSOCKETD" --address=127.0.0.1 --port="$port" --binary=true --loglevel=error "$CAT" \
-                >"$dir/stdout" 2>"$dir/stderr" &
+            if [ "$PTY" = 1 ]; then
+                "$WEBSOCKETD" --address=127.0.0.1 --port="$port" --binary=true --loglevel=error \
+                    "$(command -v script)" -qfec "$RAWCAT" /dev/null >"$dir/stdout" 2>"$dir/stderr" &
+            else
+                "$WEBSOCKETD" --address=127.0.0.1 --port="$port" --binary=true --loglevel=error "$CAT" \
+                    >"$dir/stdout" 2>"$dir/stderr" &
+            fi
             PID[$name]=$!
             PATHS[$name]=/
             wait_for 10 port_busy "$port" || die "$name did not start: $(tail -3 "$dir/stderr")"
@@ -148,7 +166,7 @@ load() { # load ROUND KEY DAEMON MODE ARGS...: one wsload run against a long-liv
     local r=$1 key=$2 d=$3 mode=$4 line out=$TMP/r$1.$2.$3
     shift 4
     if "$WSLOAD" "$mode" --addr "127.0.0.1:${PORT[$d]}" --path "${PATHS[$d]}" --secs "$SECS" \
-        --watch-pid "${PID[$d]}" --label "$d" "$@" >"$out.out" 2>"$out.err"; then
+        --watch-pid "${PID[$d]}" --label "$d" "${GREET[@]}" "$@" >"$out.out" 2>"$out.err"; then
         line=$(grep '^RESULT' "$out.out")
         R[val|$key|$d|$r]=$(field value "$line")
         R[p50|$key|$d|$r]=$(field p50_us "$line")
@@ -165,10 +183,10 @@ memory() { # memory ROUND KIND: daemon RSS per open program, fresh daemon
     local r=$1 kind=$2 name=mem-$2-$1 out wp rss0 rss1 n=0 rc=0
     start "$name" "$kind"
     out=$TMP/r$r.mem.$kind.out
-    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --path "${PATHS[$name]}" --conns 20 --hold-secs 0 >/dev/null 2>&1 || true
+    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --path "${PATHS[$name]}" "${GREET[@]}" --conns 20 --hold-secs 0 >/dev/null 2>&1 || true
     wait_for 10 test "$(kids "${PID[$name]}")" = 0 || true
     rss0=$(rss_kb "${PID[$name]}")
-    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --path "${PATHS[$name]}" --conns "$CONNS" --burst 50 \
+    "$WSLOAD" idle --addr "127.0.0.1:${PORT[$name]}" --path "${PATHS[$name]}" "${GREET[@]}" --conns "$CONNS" --burst 50 \
         --hold-secs 120 --label "$kind" >"$out" 2>"$out.err" &
     wp=$!
     PIDS+=("$wp")
@@ -191,7 +209,7 @@ memory() { # memory ROUND KIND: daemon RSS per open program, fresh daemon
     stop "$name"
 }
 
-say "== stdio bench: cat per connection; ${DAEMONS[*]}; $ROUNDS round(s) of ${SECS}s; memory with $CONNS programs"
+say "== $MODE bench: cat per connection; ${DAEMONS[*]}; $ROUNDS round(s) of ${SECS}s; memory with $CONNS programs"
 for d in "${DAEMONS[@]}"; do start "$d" "$d"; done
 for r in $(seq 1 "$ROUNDS"); do
     say "== round $r/$ROUNDS"
@@ -242,7 +260,7 @@ WVER=""
 [ -n "$WEBSOCKETD" ] && WVER=" $(dpkg-query -W -f '${Version}' websocketd 2>/dev/null || true)"
 {
 echo
-echo "### stdio mode (cat per connection): wstund vs websocketd$WVER, $ROUNDS round(s) of ${SECS}s, $(nproc) CPUs$( [ "$QUICK" = 1 ] && echo ' (QUICK smoke run, not a measurement)')"
+echo "### $MODE mode (cat per connection$( [ "$PTY" = 1 ] && echo ", raw pty; websocketd under script(1)")): wstund vs websocketd$WVER, $ROUNDS round(s) of ${SECS}s, $(nproc) CPUs$( [ "$QUICK" = 1 ] && echo ' (QUICK smoke run, not a measurement)')"
 echo
 echo "Medians (min-max over the rounds); ratio = median of the per-round ratios wstund/websocketd."
 echo

@@ -172,6 +172,14 @@ if [ -n "${WSTUND_CHROMIUM:-}" ] || find_chromium >/dev/null; then
     say "browser test: ${WSTUND_CHROMIUM:-$(find_chromium)}"
 fi
 
+# --- xterm.js for tests/pty_browser.rs ---------------------------------------------------
+# The shipped terminal page (examples/terminal) loads xterm.js from npm; its setup.sh
+# installs it. With the browser required, the terminal page test requires it too.
+if [ ! -f examples/terminal/node_modules/@xterm/xterm/lib/xterm.js ]; then
+    command -v npm >/dev/null 2>&1 || apt_install npm || say "npm not installed: tests/pty_browser.rs cannot install xterm.js"
+    sh examples/terminal/setup.sh || say "examples/terminal/setup.sh failed: tests/pty_browser.rs will fail or skip"
+fi
+
 # --- the suite ---------------------------------------------------------------------------
 say "running cargo test --all-targets $*"
 exec cargo test --all-targets "$@"

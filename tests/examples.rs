@@ -171,3 +171,57 @@ fn example_lines() {
     let text = std::fs::read_to_string(repo_root().join("conf/examples/lines.conf")).unwrap();
     assert!(text.contains("close 1001"), "lines.conf must name the close code the test saw");
 }
+
+#[test]
+fn example_terminal() {
+    let d = Daemon::start(&shipped("conf/examples/terminal.conf", &[]));
+    let mut ws = ws_connect(d.port(), "/term?cols=90&rows=20");
+    let deadline = std::time::Instant::now() + T;
+    let mut out = Vec::new();
+    ws.send(Message::binary(b"stty size; echo done-$((40+2))\r".to_vec())).unwrap();
+    while !String::from_utf8_lossy(&out).contains("done-42") {
+        assert!(std::time::Instant::now() < deadline, "{:?}", String::from_utf8_lossy(&out));
+        match ws.read() {
+            Ok(Message::Binary(b)) => out.extend_from_slice(&b),
+            Ok(m) => panic!("unexpected {m:?}"),
+            Err(e) if transient(&e) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert!(String::from_utf8_lossy(&out).contains("20 90\r\n"), "{:?}", String::from_utf8_lossy(&out));
+}
+
+#[test]
+fn example_novnc() {
+    // A stand-in VNC server: the RFB greeting, then an echo.
+    let vnc = Backend::tcp(std::sync::Arc::new(|mut s: BStream, _st: &BackendStats| {
+        use std::io::{Read, Write};
+        if s.write_all(b"RFB 003.008\n").is_err() {
+            return;
+        }
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 || s.write_all(&buf[..n]).is_err() {
+                return;
+            }
+        }
+    }));
+    let d = Daemon::start(&shipped("conf/examples/novnc.conf", &[("\"port\" => 5900", format!("\"port\" => {}", vnc.port()))]));
+    let mut ws = ws_connect(d.port(), "/websockify");
+    assert_eq!(message(&mut ws), Message::binary(b"RFB 003.008\n".to_vec()), "binary frames, as noVNC needs");
+    ws.send(Message::binary(b"RFB 003.008\n".to_vec())).unwrap();
+    assert_eq!(message(&mut ws), Message::binary(b"RFB 003.008\n".to_vec()));
+    assert!(!d.logs().contains("looks like"), "no hint on a binary route");
+}
+
+#[test]
+fn example_line_service() {
+    let d = Daemon::start(&shipped("conf/examples/line-service.conf", &[]));
+    let mut ws = ws_connect(d.port(), "/greet");
+    let t0 = std::time::Instant::now();
+    assert_eq!(message(&mut ws), Message::text("Your name? "), "the prompt arrives without its newline");
+    assert!(t0.elapsed() < Duration::from_secs(2));
+    ws.send(Message::text("Ann\n")).unwrap();
+    assert_eq!(message(&mut ws), Message::text("Hello, Ann"));
+    assert_eq!(message(&mut ws), Message::text("caf\u{fffd}"), "a Latin-1 byte is replaced, the session goes on");
+}

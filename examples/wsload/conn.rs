@@ -52,6 +52,8 @@ pub(crate) struct Conn {
     /// permessage-deflate state once the server accepted it (`--deflate`); boxed so that
     /// connections without it stay small.
     pub(crate) deflate: Option<Box<Deflate>>,
+    /// `--greet N`: greeting bytes still to be read before the first message is sent.
+    pub(crate) greet_left: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -179,6 +181,16 @@ fn refill(c: &mut Conn, env: &mut Env) -> Result<(), String> {
 
 fn on_open(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
     c.phase = Phase::Open;
+    if env.cfg.greet > 0 {
+        // The server speaks first (a program that must set up its terminal before it
+        // can echo): nothing is sent until its greeting is read.
+        c.greet_left = env.cfg.greet;
+        return Ok(());
+    }
+    start_mode(c, env, ev)
+}
+
+fn start_mode(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> {
     match env.cfg.mode {
         Mode::ConnRate | Mode::Idle => kick(c, env),
         Mode::Flood => {
@@ -294,9 +306,17 @@ fn frames(c: &mut Conn, data: &[u8], env: &mut Env, ev: &mut Ev) -> Result<(), S
             c.rx.ctrl.clear();
         }
         let take = (c.rx.left.min((data.len() - i) as u64)) as usize;
-        let chunk = &data[i..i + take];
+        let mut chunk = &data[i..i + take];
         i += take;
         c.rx.left -= take as u64;
+        if c.greet_left > 0 && c.rx.op < 8 && !chunk.is_empty() {
+            let skip = c.greet_left.min(chunk.len());
+            c.greet_left -= skip;
+            chunk = &chunk[skip..];
+            if c.greet_left == 0 {
+                start_mode(c, env, ev)?;
+            }
+        }
         if c.rx.op >= 8 {
             c.rx.ctrl.extend_from_slice(chunk);
         } else if !chunk.is_empty() {
@@ -594,6 +614,7 @@ mod tests {
             got_close: false,
             shut_pending: false,
             deflate: None,
+            greet_left: 0,
         };
         (c, l)
     }
@@ -635,6 +656,7 @@ mod tests {
             burst: 1,
             raw: false,
             wait_eof: true,
+            greet: 0,
             src_ips: 1,
             watch: Vec::new(),
             label: String::new(),

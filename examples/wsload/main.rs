@@ -112,6 +112,8 @@ struct Cfg {
     burst: usize,
     raw: bool,
     wait_eof: bool,
+    /// Bytes the server sends first, read (and not verified) before any message.
+    greet: usize,
     src_ips: u8,
     watch: Vec<u32>,
     label: String,
@@ -149,7 +151,9 @@ modes: throughput | pingpong | connrate | idle | flood
   --pattern KIND      payload bytes: random (default; incompressible) or text (words from a
                       small vocabulary: compresses a few times)
   --watch-pid PID     report this process's CPU seconds over the window (repeatable)
-  --label NAME        echoed in the RESULT line";
+  --label NAME        echoed in the RESULT line
+  --greet N           the server speaks first: read N bytes before sending anything
+                      (a program on a terminal that must switch it to raw mode first)";
 
 fn parse_args() -> Result<Cfg, String> {
     let mut args = std::env::args().skip(1);
@@ -187,6 +191,7 @@ fn parse_args() -> Result<Cfg, String> {
         burst: 200,
         raw: false,
         wait_eof: true,
+        greet: 0,
         src_ips: if mode == Mode::ConnRate { 16 } else { 1 },
         watch: Vec::new(),
         label: String::new(),
@@ -225,6 +230,7 @@ fn parse_args() -> Result<Cfg, String> {
             }
             "--raw" => c.raw = true,
             "--no-wait-eof" => c.wait_eof = false,
+            "--greet" => c.greet = num(&a, args.next())?,
             _ => return Err(format!("unknown option {a}\n{USAGE}")),
         }
     }

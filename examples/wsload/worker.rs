@@ -114,6 +114,7 @@ impl Worker {
             probing: false,
             got_close: false,
             shut_pending: false,
+            greet_left: 0,
             deflate: None,
         });
     }

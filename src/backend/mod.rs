@@ -3,6 +3,7 @@
 //! - `address`: conf addresses resolved (names looked up once).
 //! - `stream`: the backend byte stream (TCP, unix, a program's pipes).
 //! - `pipes`: a stdio program's pipes as a stream.
+//! - `pty`: a pty program's terminal (master side) as a stream; window sizes.
 //! - `hosts`: per-host identity, counters, disable and health state; per-route memory.
 //! - `balance`: the balancing algorithms (pure).
 //! - `health`: what a check is and the rise/fall state (pure).
@@ -16,6 +17,7 @@ pub mod health;
 pub mod hosts;
 pub mod pipes;
 pub mod probe;
+pub mod pty;
 pub mod stream;
 
 #[cfg(test)]

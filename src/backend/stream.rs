@@ -12,6 +12,7 @@ use mio::{Interest, Registry, Token};
 
 use super::address::Address;
 use super::pipes::ChildPipes;
+use super::pty::PtyStream;
 
 /// A connected (or connecting) backend.
 pub enum BackendStream {
@@ -19,6 +20,8 @@ pub enum BackendStream {
     Unix(mio::net::UnixStream),
     /// A stdio program: writes go to its stdin, reads come from its stdout.
     Child(ChildPipes),
+    /// A pty program: the master side of its terminal.
+    Pty(PtyStream),
 }
 
 /// Outcome of checking a connect in progress.
@@ -53,7 +56,7 @@ impl BackendStream {
         let err = match self {
             BackendStream::Tcp(s) => s.take_error(),
             BackendStream::Unix(s) => s.take_error(),
-            BackendStream::Child(_) => return ConnectState::Connected,
+            BackendStream::Child(_) | BackendStream::Pty(_) => return ConnectState::Connected,
         };
         match err {
             Ok(Some(e)) | Err(e) => ConnectState::Failed(e),
@@ -62,7 +65,7 @@ impl BackendStream {
                 let peer = match self {
                     BackendStream::Tcp(s) => s.peer_addr().map(|_| ()),
                     BackendStream::Unix(s) => s.peer_addr().map(|_| ()),
-                    BackendStream::Child(_) => Ok(()),
+                    BackendStream::Child(_) | BackendStream::Pty(_) => Ok(()),
                 };
                 match peer {
                     Ok(()) => ConnectState::Connected,
@@ -78,6 +81,7 @@ impl BackendStream {
             BackendStream::Tcp(s) => s.read(buf),
             BackendStream::Unix(s) => s.read(buf),
             BackendStream::Child(p) => p.read(buf),
+            BackendStream::Pty(p) => p.read(buf),
         }
     }
 
@@ -86,16 +90,22 @@ impl BackendStream {
             BackendStream::Tcp(s) => s.write(buf),
             BackendStream::Unix(s) => s.write(buf),
             BackendStream::Child(p) => p.write(buf),
+            BackendStream::Pty(p) => p.write(buf),
         }
     }
 
-    /// Half-close: the backend sees EOF but can still send what it has.
+    /// Half-close: the backend sees EOF but can still send what it has (a terminal,
+    /// which has no half-close, is hung up instead).
     pub fn shutdown_write(&self) {
         let _ = match self {
             BackendStream::Tcp(s) => s.shutdown(Shutdown::Write),
             BackendStream::Unix(s) => s.shutdown(Shutdown::Write),
             BackendStream::Child(p) => {
                 p.close_stdin();
+                Ok(())
+            }
+            BackendStream::Pty(p) => {
+                p.hang_up();
                 Ok(())
             }
         };
@@ -107,6 +117,7 @@ impl BackendStream {
             BackendStream::Tcp(s) => reg.register(s, token, i),
             BackendStream::Unix(s) => reg.register(s, token, i),
             BackendStream::Child(p) => p.register(reg, token),
+            BackendStream::Pty(p) => p.register(reg, token),
         }
     }
 
@@ -115,14 +126,14 @@ impl BackendStream {
         match self {
             BackendStream::Tcp(s) => reg.reregister(s, token, Interest::READABLE),
             BackendStream::Unix(s) => reg.reregister(s, token, Interest::READABLE),
-            BackendStream::Child(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "program pipes are not drained here")),
+            BackendStream::Child(_) | BackendStream::Pty(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "program pipes are not drained here")),
         }
     }
 
     /// True for sockets, which `drain.rs` reads to EOF; a program's pipes go to the
     /// kill ladder instead.
     pub fn is_socket(&self) -> bool {
-        !matches!(self, BackendStream::Child(_))
+        !matches!(self, BackendStream::Child(_) | BackendStream::Pty(_))
     }
 
     pub fn deregister(&mut self, reg: &Registry) {
@@ -130,6 +141,10 @@ impl BackendStream {
             BackendStream::Tcp(s) => reg.deregister(s),
             BackendStream::Unix(s) => reg.deregister(s),
             BackendStream::Child(p) => {
+                p.deregister(reg);
+                Ok(())
+            }
+            BackendStream::Pty(p) => {
                 p.deregister(reg);
                 Ok(())
             }

@@ -11,6 +11,7 @@ use super::schema::Spec;
 use super::error::{Diag, Span};
 use super::model::{BackendAddr, BackendMode, BackendSpec, Route, ServerMap, DEFAULT_SPAWN_HOST};
 use super::value::{quote, Val, ValKind};
+use super::command::{join_command, split_command};
 
 const EXAMPLE: &str = "( \"/ws/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9001 ) ) )";
 
@@ -21,10 +22,13 @@ enum Kind {
     Remote,
     Pool,
     Stdio,
+    /// A program per connection on a pseudo-terminal.
+    Pty,
 }
 
-const ALL: &[Kind] = &[Kind::Remote, Kind::Pool, Kind::Stdio];
-const SPAWNED: &[Kind] = &[Kind::Pool, Kind::Stdio];
+const ALL: &[Kind] = &[Kind::Remote, Kind::Pool, Kind::Stdio, Kind::Pty];
+const SPAWNED: &[Kind] = &[Kind::Pool, Kind::Stdio, Kind::Pty];
+const PER_CONNECTION: &[Kind] = &[Kind::Stdio, Kind::Pty];
 
 /// The backend kinds each option means something for. `-p` prints only these; an
 /// option given for another kind is warned about and left at its default, so the
@@ -36,6 +40,7 @@ const APPLIES_TO: &[(&str, &[Kind])] = &[
     ("bin-path", ALL),
     ("bin-environment", SPAWNED),
     ("bin-copy-environment", SPAWNED),
+    ("bin-cwd", PER_CONNECTION),
     ("mode", ALL),
     ("min-procs", &[Kind::Pool]),
     ("max-procs", SPAWNED),
@@ -48,7 +53,7 @@ const APPLIES_TO: &[(&str, &[Kind])] = &[
     // Stdio programs go down the SIGINT, SIGTERM, SIGKILL ladder instead.
     ("kill-signal", &[Kind::Pool]),
     ("listen-backlog", &[Kind::Pool]),
-    ("close-timeout", &[Kind::Stdio]),
+    ("close-timeout", PER_CONNECTION),
     ("weight", ALL),
     ("check-interval", &[Kind::Remote]),
     ("check-timeout", &[Kind::Remote]),
@@ -70,11 +75,11 @@ fn kind_of_hash(opts: &[(&str, &Val)]) -> Kind {
     if !opts.iter().any(|(k, _)| *k == "bin-path") {
         return Kind::Remote;
     }
-    let stdio = opts.iter().any(|(k, v)| *k == "mode" && BackendMode::from_val(v, option("mode")).is_ok_and(|m| m == BackendMode::Stdio));
-    if stdio {
-        Kind::Stdio
-    } else {
-        Kind::Pool
+    let mode = opts.iter().rev().find(|(k, _)| *k == "mode").and_then(|(_, v)| BackendMode::from_val(v, option("mode")).ok());
+    match mode {
+        Some(BackendMode::Stdio) => Kind::Stdio,
+        Some(BackendMode::Pty) => Kind::Pty,
+        _ => Kind::Pool,
     }
 }
 
@@ -82,6 +87,7 @@ fn kind_of(b: &BackendSpec) -> Kind {
     match (&b.bin_path, b.mode) {
         (None, _) => Kind::Remote,
         (Some(_), BackendMode::Stdio) => Kind::Stdio,
+        (Some(_), BackendMode::Pty) => Kind::Pty,
         (Some(_), BackendMode::Socket) => Kind::Pool,
     }
 }
@@ -146,6 +152,12 @@ fn route(key: &str, v: &Val, d: &Spec) -> Result<Route, Diag> {
         spec.name = e.key.clone();
         backends.push(Arc::new(spec));
     }
+    // A pty route speaks the terminal protocol (text frames are control messages): a
+    // client cannot be balanced onto a backend that does not.
+    let pty = backends.iter().filter(|b| b.mode == BackendMode::Pty).count();
+    if pty > 0 && pty < backends.len() {
+        return Err(Diag::new(v.span, format!("{}[{}]: a route with a \"pty\" backend takes only \"pty\" backends", d.name, quote(key))));
+    }
     Ok(Route { key: key.to_string(), backends })
 }
 
@@ -169,6 +181,7 @@ pub(crate) fn ignored_options(v: &Val) -> Vec<(String, &'static str)> {
                         Kind::Remote => "does not apply to a remote backend (no bin-path)",
                         Kind::Pool => "does not apply to a spawned pool",
                         Kind::Stdio => "does not apply to a stdio program",
+                        Kind::Pty => "does not apply to a pty program",
                     }
                 } else {
                     continue;
@@ -207,15 +220,10 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
             }
             "port" => port = Some(u16::from_val(val, opt)?),
             "socket" => socket = Some(PathBuf::from_val(val, opt)?),
-            "bin-path" => {
-                let p = str_of(val, opt)?;
-                if p.trim().is_empty() {
-                    return Err(Diag::new(val.span, "bin-path: must not be empty"));
-                }
-                b.bin_path = Some(p.to_string());
-            }
+            "bin-path" => b.bin_path = Some(bin_path_of(val, opt)?),
             "bin-environment" => b.bin_environment = ConfType::from_val(val, opt)?,
             "bin-copy-environment" => b.bin_copy_environment = Some(ConfType::from_val(val, opt)?),
+            "bin-cwd" => b.bin_cwd = Some(PathBuf::from_val(val, opt)?),
             "mode" => b.mode = ConfType::from_val(val, opt)?,
             "min-procs" => b.min_procs = ConfType::from_val(val, opt)?,
             "max-procs" => b.max_procs = Some(ConfType::from_val(val, opt)?),
@@ -251,6 +259,57 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
     Ok(b)
 }
 
+/// `bin-path` as a command line (split like a shell splits words, see
+/// `process::exec::split_command`) or as an array of arguments, kept as the equivalent
+/// quoted command line. An unterminated quote is an error at its position.
+fn bin_path_of(val: &Val, opt: &Spec) -> Result<String, Diag> {
+    let line = match &val.kind {
+        ValKind::List(_) => {
+            let argv: Vec<String> = ConfType::from_val(val, opt)?;
+            join_command(&argv)
+        }
+        _ => str_of(val, opt)?.to_string(),
+    };
+    match split_command(&line) {
+        Ok(argv) if argv.first().is_some_and(|a| !a.is_empty()) => Ok(line),
+        Ok(_) => Err(Diag::new(val.span, "bin-path: must name a program")),
+        Err(e) => {
+            // The value's column is its opening quote; characters follow it one to one
+            // unless the conf string itself has escapes.
+            let at = Span { col: val.span.col + 1 + e.at as u32, ..val.span };
+            Err(Diag::new(at, format!("bin-path: {} (quote with '...' or \"...\")", e.msg)))
+        }
+    }
+}
+
+/// Notes for bin-paths whose quoting wstund honours but lighttpd does not (lighttpd
+/// splits on whitespace only and passes quote characters on to the program).
+pub(crate) fn bin_path_notes(v: &Val) -> Vec<String> {
+    let mut out = Vec::new();
+    let ValKind::List(routes) = &v.kind else { return out };
+    for r in routes {
+        let ValKind::List(backends) = &r.val.kind else { continue };
+        for b in backends {
+            let ValKind::List(opts) = &b.val.kind else { continue };
+            for o in opts.iter().filter(|o| o.key.as_deref() == Some("bin-path")) {
+                let ValKind::Str(line) = &o.val.kind else { continue };
+                if !line.contains(['\'', '"']) {
+                    continue;
+                }
+                if let Ok(argv) = split_command(line) {
+                    out.push(format!(
+                        "bin-path {} is split with its quotes into {} argument(s) {:?}; lighttpd would split it on whitespace only",
+                        quote(line),
+                        argv.len(),
+                        argv
+                    ));
+                }
+            }
+        }
+    }
+    out
+}
+
 fn unknown_option(key: &str, hash: &Val, val: &Val) -> Diag {
     let at = match &hash.kind {
         ValKind::List(es) => es.iter().find(|e| e.key.as_deref() == Some(key)).map(|e| e.key_span).unwrap_or(val.span),
@@ -270,12 +329,13 @@ fn unknown_option(key: &str, hash: &Val, val: &Val) -> Diag {
 }
 
 fn address(b: &BackendSpec, host: Option<String>, port: Option<u16>, socket: Option<PathBuf>, at: Span) -> Result<BackendAddr, Diag> {
-    if b.mode == BackendMode::Stdio {
+    if b.mode.is_per_connection() {
+        let mode = b.mode.to_conf(option("mode")).unwrap_or_default();
         if b.bin_path.is_none() {
-            return Err(Diag::new(at, "backend with mode \"stdio\" needs a bin-path"));
+            return Err(Diag::new(at, format!("backend with mode {mode} needs a bin-path")));
         }
         if host.is_some() || port.is_some() || socket.is_some() {
-            return Err(Diag::new(at, "backend with mode \"stdio\" takes no host, port or socket"));
+            return Err(Diag::new(at, format!("backend with mode {mode} takes no host, port or socket")));
         }
         return Ok(BackendAddr::None);
     }
@@ -330,6 +390,7 @@ fn backend_conf(b: &BackendSpec) -> String {
     push("bin-environment", b.bin_environment.to_conf(option("bin-environment")));
     push("bin-copy-environment", b.bin_copy_environment.as_ref().and_then(|e| e.to_conf(option("bin-copy-environment"))));
     // A remote backend's mode is always "socket"; saying so would only suggest a process.
+    push("bin-cwd", b.bin_cwd.as_ref().map(|p| quote(&p.to_string_lossy())));
     push("mode", (kind != Kind::Remote).then(|| b.mode.to_conf(option("mode"))).flatten());
     push("min-procs", Some(b.min_procs.to_string()));
     push("max-procs", Some(b.effective_max_procs().to_string()));

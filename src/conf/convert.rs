@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::schema::{Spec, Unit};
 use super::error::Diag;
-use super::model::{AccessFormat, BackendFraming, BackendMode, Balance, Compression, FileMode, FrameType};
+use super::model::{AccessFormat, BackendFraming, BackendMode, Balance, Compression, FileMode, FrameType, InvalidUtf8, LineNewline, Charset};
 use super::value::{quote, Val, ValKind};
 
 pub(crate) trait ConfType: Sized {
@@ -275,6 +275,9 @@ enum_type!(Balance);
 enum_type!(Compression);
 enum_type!(BackendFraming);
 enum_type!(BackendMode);
+enum_type!(LineNewline);
+enum_type!(InvalidUtf8);
+enum_type!(Charset);
 
 #[cfg(test)]
 mod tests {

@@ -185,6 +185,14 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Messages smaller than this are sent uncompressed."
     BackendFraming.backend_framing = "wstunnel.backend-framing" : "string" [0, 0] ["stream", "line", "framed"] default "\"stream\"" unit None;
         "How message boundaries are kept on the backend byte stream."
+    LineNewline.line_newline = "wstunnel.line-newline" : "string" [0, 0] ["if-missing", "always"] default "\"if-missing\"" unit None;
+        "line framing: append a newline to a client message only if it does not already end in one, or always."
+    TextInvalidUtf8.text_invalid_utf8 = "wstunnel.text-invalid-utf8" : "string" [0, 0] ["close", "replace", "binary"] default "\"close\"" unit None;
+        "Backend output that is not UTF-8 on a text route: close (1011), replace each bad sequence with U+FFFD, or send that message as a binary frame."
+    BackendCharset.backend_charset = "wstunnel.backend-charset" : "string" [0, 0] ["utf-8", "latin1"] default "\"utf-8\"" unit None;
+        "Character set of a text route's backend: latin1 transcodes its bytes to UTF-8 and client text back (characters above U+00FF become ?)."
+    LineFlush.line_flush = "wstunnel.line-flush-ms" : "integer" [0, U31] [] default "250" unit Millis;
+        "line framing: a partial backend line that has waited this long is sent as a message (prompts appear); 0 waits for the newline."
     // mod_access: per request like the wstunnel.* rows, so conditionals can set it.
     AccessDeny.access_deny = "url.access-deny" : "array of strings" [0, 0] [] default "( )" unit None;
         "Answer 403 when the decoded URL path ends with one of these; \"\" denies every path."
@@ -197,12 +205,13 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("host", "string", 0, 0, &[], "(none)", Unit::None, "IP address or host name of a TCP backend."),
     backend_opt("port", "integer", 1, 65535, &[], "(none)", Unit::None, "TCP port of the backend."),
     backend_opt("socket", "string (path)", 0, 0, &[], "(none)", Unit::None, "Path of a unix-domain socket backend."),
-    backend_opt("bin-path", "string", 0, 0, &[], "(none)", Unit::None, "Program started by wstund to serve this backend."),
+    backend_opt("bin-path", "string, or array of strings", 0, 0, &[], "(none)", Unit::None, "Program started by wstund to serve this backend: a command line with shell-like quoting (see MANAGED PROCESSES), or an array of arguments."),
     backend_opt("bin-environment", "hash of strings", 0, 0, &[], "( )", Unit::None, "Environment variables set for the program."),
     backend_opt("bin-copy-environment", "array of strings", 0, 0, &[], "(unset: pools copy the whole environment; stdio programs get PATH, LD_LIBRARY_PATH, LANG, TZ)", Unit::None, "Only these variables of wstund's environment are passed to the program."),
-    backend_opt("mode", "string", 0, 0, &["socket", "stdio"], "\"socket\"", Unit::None, "socket: the program listens on host:port or socket; stdio: one program per connection on stdin/stdout."),
+    backend_opt("mode", "string", 0, 0, &["socket", "stdio", "pty"], "\"socket\"", Unit::None, "socket: the program listens on host:port or socket; stdio: one program per connection on stdin/stdout; pty: one program per connection on a pseudo-terminal (binary frames are terminal data, text frames control messages)."),
+    backend_opt("bin-cwd", "string (path)", 0, 0, &[], "(unset: the bin-path's directory for stdio, the run user's home for pty)", Unit::None, "Working directory of a per-connection program."),
     backend_opt("min-procs", "integer", 0, U31, &[], "4", Unit::None, "Processes kept running for a spawned pool."),
-    backend_opt("max-procs", "integer", 1, U31, &[], "(unset: 4 for pools, 1024 for stdio)", Unit::None, "Upper limit of processes; for a stdio route, of programs running at once (over it the upgrade gets 429)."),
+    backend_opt("max-procs", "integer", 1, U31, &[], "(unset: 4 for pools, 1024 for stdio and pty)", Unit::None, "Upper limit of processes; for a stdio route, of programs running at once (over it the upgrade gets 429)."),
     backend_opt("max-load-per-proc", "integer", 1, U31, &[], "1", Unit::None, "Connections per process before another process is started."),
     backend_opt("idle-timeout", "integer", 0, U31, &[], "60", Unit::Seconds, "Idle time after which a surplus process is stopped."),
     backend_opt("disable-time", "integer", 0, U31, &[], "1", Unit::Seconds, "How long a failed backend is skipped before it is tried again."),

@@ -544,6 +544,9 @@ impl Loader {
             for (o, reason) in backend::ignored_options(v) {
                 self.warn(format!("ignored: wstunnel.server backend option {} ({})", quote(&o), reason));
             }
+            for note in backend::bin_path_notes(v) {
+                self.warn(note);
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 //! which are configuration errors.
 
 pub mod accounts;
+pub mod command;
 mod ast;
 mod backend;
 mod cond;

@@ -56,6 +56,16 @@ pub const DEFAULT_COMPRESSION: Compression = Compression::None;
 pub const DEFAULT_COMPRESSION_LEVEL: u32 = 6;
 pub const DEFAULT_COMPRESSION_MIN_SIZE: usize = 64;
 pub const DEFAULT_BACKEND_FRAMING: BackendFraming = BackendFraming::Stream;
+pub const DEFAULT_LINE_NEWLINE: LineNewline = LineNewline::IfMissing;
+/// Closing is the default: replacing changes what the backend sent without anyone
+/// asking, and switching to binary frames surprises a client that expects text; a
+/// close with a precise reason is what RFC 6455 asks of an endpoint receiving invalid
+/// text, and names the setting to change.
+pub const DEFAULT_TEXT_INVALID_UTF8: InvalidUtf8 = InvalidUtf8::Close;
+pub const DEFAULT_BACKEND_CHARSET: Charset = Charset::Utf8;
+/// Above the 40-200 ms a line split by Nagle and delayed ACKs can wait for its second
+/// half, so such a line is not cut in two; below what a person notices before a prompt.
+pub const DEFAULT_LINE_FLUSH: Duration = Duration::from_millis(250);
 
 // ---- wstunnel.server backend options --------------------------------------
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(8);
@@ -209,6 +219,15 @@ pub struct WsSettings {
     pub compression_level: u32,
     pub compression_min_size: usize,
     pub backend_framing: BackendFraming,
+    /// `line` framing: whether a client message already ending in `\n` gets another.
+    pub line_newline: LineNewline,
+    /// `line` framing: a partial backend line this old goes out as a message; zero =
+    /// never (it waits for its newline).
+    pub line_flush: Duration,
+    /// What backend output that is not UTF-8 does on a text route.
+    pub text_invalid_utf8: InvalidUtf8,
+    /// The backend's character set on a text route (transcoded to and from UTF-8).
+    pub backend_charset: Charset,
 }
 
 impl Default for WsSettings {
@@ -246,6 +265,10 @@ impl Default for WsSettings {
             compression_level: DEFAULT_COMPRESSION_LEVEL,
             compression_min_size: DEFAULT_COMPRESSION_MIN_SIZE,
             backend_framing: DEFAULT_BACKEND_FRAMING,
+            line_newline: DEFAULT_LINE_NEWLINE,
+            line_flush: DEFAULT_LINE_FLUSH,
+            text_invalid_utf8: DEFAULT_TEXT_INVALID_UTF8,
+            backend_charset: DEFAULT_BACKEND_CHARSET,
         }
     }
 }
@@ -294,10 +317,34 @@ conf_enum!(
     BackendFraming { Stream = "stream", Line = "line", Framed = "framed" }
 );
 conf_enum!(
-    /// `socket`: connect to (or spawn a pool listening on) host:port/socket;
-    /// `stdio`: one program per connection talking on stdin/stdout.
-    BackendMode { Socket = "socket", Stdio = "stdio" }
+    /// `line` framing: a client message gets a `\n` appended only if it does not end
+    /// in one (`if-missing`, what line clients such as websocat expect), or always.
+    LineNewline { IfMissing = "if-missing", Always = "always" }
 );
+conf_enum!(
+    /// Backend output that is not UTF-8 on a text route: close the tunnel (1011),
+    /// replace each bad sequence with U+FFFD (the WHATWG decoder's rule), or send that
+    /// message as a binary frame.
+    InvalidUtf8 { Close = "close", Replace = "replace", Binary = "binary" }
+);
+conf_enum!(
+    /// The character set of a text route's backend: UTF-8 (no transcoding) or
+    /// ISO-8859-1, each byte one character U+0000..U+00FF.
+    Charset { Utf8 = "utf-8", Latin1 = "latin1" }
+);
+conf_enum!(
+    /// `socket`: connect to (or spawn a pool listening on) host:port/socket;
+    /// `stdio`: one program per connection talking on stdin/stdout;
+    /// `pty`: one program per connection on a pseudo-terminal.
+    BackendMode { Socket = "socket", Stdio = "stdio", Pty = "pty" }
+);
+
+impl BackendMode {
+    /// One program per connection (`stdio` or `pty`), not a pool or a socket.
+    pub fn is_per_connection(self) -> bool {
+        matches!(self, BackendMode::Stdio | BackendMode::Pty)
+    }
+}
 
 /// `wstunnel.server`: routes in declaration order.
 #[derive(Clone, Debug, PartialEq, Default)]
@@ -370,6 +417,9 @@ pub struct BackendSpec {
     pub bin_path: Option<String>,
     pub bin_environment: Vec<(String, String)>,
     pub bin_copy_environment: Option<Vec<String>>,
+    /// Working directory of a per-connection program; `None`: the directory of its
+    /// bin-path (stdio) or the run user's home (pty).
+    pub bin_cwd: Option<PathBuf>,
     pub min_procs: u32,
     /// `None`: [`DEFAULT_MAX_PROCS_POOL`] for pools, [`DEFAULT_MAX_PROCS_STDIO`] for stdio.
     pub max_procs: Option<u32>,
@@ -404,6 +454,7 @@ impl BackendSpec {
             bin_path: None,
             bin_environment: Vec::new(),
             bin_copy_environment: None,
+            bin_cwd: None,
             min_procs: DEFAULT_MIN_PROCS,
             max_procs: None,
             max_load_per_proc: DEFAULT_MAX_LOAD_PER_PROC,
@@ -427,7 +478,7 @@ impl BackendSpec {
     pub fn effective_max_procs(&self) -> u32 {
         self.max_procs.unwrap_or(match self.mode {
             BackendMode::Socket => DEFAULT_MAX_PROCS_POOL,
-            BackendMode::Stdio => DEFAULT_MAX_PROCS_STDIO,
+            BackendMode::Stdio | BackendMode::Pty => DEFAULT_MAX_PROCS_STDIO,
         })
     }
 }

@@ -24,7 +24,8 @@ use nix::sys::wait::WaitStatus;
 
 use crate::backend::address::describe;
 use crate::backend::stream::BackendStream;
-use crate::conf::BackendSpec;
+use crate::backend::pty::{PtyStream, WinSize};
+use crate::conf::{BackendMode, BackendSpec};
 use crate::conn::machine::{Conn, Ctx, Phase, ClosedBy};
 use crate::conn::link::{connect_failure, Attach, BackendKind, ChildState, FailStatus, PoolLink, Link};
 use crate::backend::hosts::Failure;
@@ -32,6 +33,7 @@ use crate::process::childlog::{self, ChildLog, Drained};
 use crate::backend::pipes::ChildPipes;
 use crate::process::exec::{self, describe_status, CgiRequest, Program, DEFAULT_PASS_ENV};
 use crate::process::pool::ProcRef;
+use crate::process::pty::spawn_pty;
 use crate::token::{conn_token, Endpoint};
 use crate::ws::close;
 
@@ -149,26 +151,30 @@ impl Conn {
             tls,
         };
         let inherited = exec::inherited_env(spec.bin_copy_environment.as_deref(), Some(DEFAULT_PASS_ENV), std::env::vars());
-        let env = exec::stdio_env(&cgi, inherited, &spec.bin_environment);
-        let child = match exec::spawn_stdio(&prog, &env) {
-            Ok(c) => c,
+        let mut env = exec::stdio_env(&cgi, inherited, &spec.bin_environment);
+        let size = WinSize::from_query(&req.query).unwrap_or(WinSize::DEFAULT);
+        let (pid, mut stream) = match start_program(spec, &prog, &mut env, size) {
+            Ok(s) => s,
             Err(e) => {
                 warn!("[c{}] {e}", self.id);
                 return Err(FailStatus::for_program(&e.err));
             }
         };
-        let pid = child.pid;
         ctx.procs.progs.add(pid, self.key, self.id, cap_key, spec.close_timeout);
-        let mut pipes = child.pipes;
-        if let Err(e) = pipes.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
+        if let Err(e) = stream.register(ctx.registry, conn_token(self.key, Endpoint::Backend)) {
             warn!("[c{}] cannot watch the pipes of {} (pid {pid}): {e}", self.id, prog.argv[0]);
-            pipes.deregister(ctx.registry);
+            stream.deregister(ctx.registry);
             let log = ChildLog::new(childlog::stderr_label(self.id, pid), ctx.now);
-            ctx.procs.progs.retire(pid, false, Some(pipes), log, self.id, spec.close_timeout, ctx.now);
+            let pipes = match stream {
+                BackendStream::Child(p) => Some(p),
+                _ => None,
+            };
+            ctx.procs.progs.retire(pid, false, pipes, log, self.id, spec.close_timeout, ctx.now);
             return Err(FailStatus::for_program(&e));
         }
         debug!("[c{}] started {} (pid {pid})", self.id, prog.argv.join(" "));
-        t.backend_name = format!("stdio:{}", prog.argv[0]);
+        let kind = if spec.mode == BackendMode::Pty { "pty" } else { "stdio" };
+        t.backend_name = format!("{kind}:{}", prog.argv[0]);
         // The request was kept only for the environment.
         t.request = None;
         self.link = Link::Program(Box::new(ChildState {
@@ -179,7 +185,7 @@ impl Conn {
             close_timeout: spec.close_timeout,
             err_log: ChildLog::new(childlog::stderr_label(self.id, pid), ctx.now),
         }));
-        self.backend = Some(BackendStream::Child(pipes));
+        self.backend = Some(stream);
         Ok(Attach::Ready)
     }
 
@@ -310,6 +316,31 @@ impl Conn {
             }
         }
     }
+}
+
+/// Starts the program: on a pseudo-terminal (terminal environment, cwd = HOME unless
+/// `bin-cwd`) or on pipes; its pid and the stream the tunnel talks to.
+fn start_program(
+    spec: &BackendSpec,
+    prog: &Program,
+    env: &mut Vec<(String, String)>,
+    size: WinSize,
+) -> Result<(i32, BackendStream), exec::SpawnError> {
+    if spec.mode == BackendMode::Pty {
+        exec::terminal_env(env, exec::RunUser::current().as_ref());
+        let cwd = exec::terminal_cwd(spec.bin_cwd.as_deref(), env);
+        return spawn_pty(prog, env, Some(&cwd), size).and_then(|c| {
+            let pid = c.pid;
+            PtyStream::new(c.master, pid)
+                .map(|s| (pid, BackendStream::Pty(s)))
+                .map_err(|err| exec::SpawnError { program: prog.argv[0].clone(), err })
+        });
+    }
+    let prog = match &spec.bin_cwd {
+        Some(d) => Program { cwd: Some(d.clone()), ..prog.clone() },
+        None => prog.clone(),
+    };
+    exec::spawn_stdio(&prog, env).map(|c| (c.pid, BackendStream::Child(c.pipes)))
 }
 
 /// Reads a program's stderr into its log, up to the read budget.

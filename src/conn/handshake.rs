@@ -100,7 +100,10 @@ impl Conn {
                 return self.reject(ctx, rej.status, &extra, rej.message);
             }
         };
-        let plan = TunnelPlan::new(&settings, upgrade.subprotocol_index, req.header_all("sec-websocket-extensions"));
+        let mut plan = TunnelPlan::new(&settings, upgrade.subprotocol_index, req.header_all("sec-websocket-extensions"));
+        if backends.iter().any(|b| b.mode == BackendMode::Pty) {
+            plan = plan.for_terminal();
+        }
         if let Some((_, answer)) = &plan.deflate {
             upgrade.extensions = Some(answer.clone());
         }
@@ -108,7 +111,7 @@ impl Conn {
         let close_timeout = settings.close_handshake_timeout;
         let subprotocol = upgrade.subprotocol.clone();
         // A stdio program gets the request as its CGI environment.
-        let request = backends.iter().any(|b| b.mode == BackendMode::Stdio).then(|| Box::new(req.clone()));
+        let request = backends.iter().any(|b| b.mode.is_per_connection()).then(|| Box::new(req.clone()));
         self.tunnel = Some(Box::new(Tunnel {
             path: req.path,
             settings,

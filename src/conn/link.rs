@@ -18,7 +18,8 @@ use crate::process::pool::ProcRef;
 /// depends only on this.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum BackendKind {
-    /// `"mode" => "stdio"`: one program per connection, its stdin/stdout the stream.
+    /// `"mode" => "stdio"` or `"pty"`: one program per connection, its stdin/stdout
+    /// (or its terminal) the stream.
     Program,
     /// A spawned pool (`bin-path` with a socket), by its index in the process manager.
     Pool(usize),
@@ -30,7 +31,7 @@ impl BackendKind {
     /// `pool` is the process manager's pool for `spec`, if it started one.
     pub fn of(spec: &BackendSpec, pool: Option<usize>) -> BackendKind {
         match (spec.mode, pool) {
-            (BackendMode::Stdio, _) => BackendKind::Program,
+            (BackendMode::Stdio | BackendMode::Pty, _) => BackendKind::Program,
             (_, Some(p)) => BackendKind::Pool(p),
             (_, None) => BackendKind::Remote,
         }

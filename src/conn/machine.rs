@@ -84,6 +84,8 @@ pub struct Ctx<'a> {
     pub drains: &'a mut Drains,
     /// Tunnel counters per route (`metrics/`): fed at the 101 and at teardown.
     pub metrics: &'a mut TunnelMetrics,
+    /// Sub-second wake-ups.
+    pub timers: &'a mut crate::conn::timers::Timers,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,6 +265,9 @@ pub struct Conn {
     pub started: Instant,
     pub last_read: Instant,
     pub last_write: Instant,
+    /// `line` framing: since when a partial backend line has waited for its newline
+    /// (`wstunnel.line-flush-ms` sends it as a message when it has waited that long).
+    pub line_wait: Option<Instant>,
     /// What the access log's format needs of the request (None unless it needs some).
     pub access_req: Option<Box<RequestSeen>>,
 }
@@ -304,6 +309,7 @@ impl Conn {
             status: None,
             started: now,
             last_read: now,
+            line_wait: None,
             last_write: now,
             access_req: None,
         }

@@ -9,6 +9,7 @@
 //! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
 //! - `keepalive`: when an open tunnel pings (interval, idle pings, ping-timeout; pure).
 //! - `client`: the client's byte stream.
+//! - `timers`: sub-second wake-ups (the line flush).
 
 pub mod attach;
 pub mod client;
@@ -17,4 +18,5 @@ pub mod keepalive;
 pub mod link;
 pub mod machine;
 pub mod plan;
+pub mod timers;
 pub mod tunnel;

@@ -3,7 +3,7 @@
 //! backend framing, the limits client frames are judged by, whether backend output
 //! needs re-framing). Pure: no socket, no buffer; `handshake.rs` applies the plan.
 
-use crate::conf::{Compression, FrameType, WsSettings, BUFFERED_MESSAGE_SIZE_LIMIT};
+use crate::conf::{Charset, Compression, FrameType, InvalidUtf8, WsSettings, BUFFERED_MESSAGE_SIZE_LIMIT};
 use crate::payload::framing::{Framing, InboundOpts};
 use crate::payload::reframe::ReframeOpts;
 use crate::ws::deflate::{self, DeflateParams};
@@ -48,7 +48,10 @@ impl TunnelPlan {
             }
         };
         // permessage-deflate over base64 text would compress the expansion; not offered.
-        let deflate = (settings.compression == Compression::PermessageDeflate && !base64)
+        // A latin1 backend's text is transcoded where it lies, which compression's
+        // second buffer would bypass: not offered there.
+        let latin1 = settings.backend_charset == Charset::Latin1 && framing_plain(settings.backend_framing);
+        let deflate = (settings.compression == Compression::PermessageDeflate && !base64 && !latin1)
             .then(|| deflate::negotiate(extension_offers))
             .flatten();
         let framing = settings.backend_framing;
@@ -66,12 +69,17 @@ impl TunnelPlan {
             max_message_size,
             framing,
             deflate: deflate.is_some(),
+            text_control: false,
+            line_newline: settings.line_newline,
+            to_latin1: latin1 && !base64,
         };
         let reframe = (framing != Framing::Stream
             || deflate.is_some()
             || base64
             || settings.auto_fragment_size > 0
-            || settings.mask_server_frames)
+            || settings.mask_server_frames
+            // Replacing or switching to binary needs the staged path.
+            || (opcode == OpCode::Text && (settings.text_invalid_utf8 != InvalidUtf8::Close || latin1)))
             .then(|| ReframeOpts {
                 framing,
                 opcode,
@@ -80,9 +88,36 @@ impl TunnelPlan {
                 mask_frames: settings.mask_server_frames,
                 max_message: if framing == Framing::Stream { 0 } else { settings.max_backend_message_size as u64 },
                 validate_utf8: true,
+                invalid_utf8: settings.text_invalid_utf8,
+                latin1,
             });
         TunnelPlan { opcode, base64, deflate, opts, reframe }
     }
+
+    /// A pty route (`"mode" => "pty"`): terminal output goes out in binary frames (it
+    /// splits UTF-8 sequences anywhere), client text frames are control messages, bytes
+    /// reach the terminal as sent (no line or record framing, no base64) and nothing is
+    /// compressed (keystrokes are a few bytes; a control message must be readable as
+    /// it arrives).
+    pub fn for_terminal(mut self) -> TunnelPlan {
+        self.opcode = OpCode::Binary;
+        self.base64 = false;
+        self.deflate = None;
+        self.opts.framing = Framing::Stream;
+        self.opts.deflate = false;
+        self.opts.text_control = true;
+        self.opts.to_latin1 = false;
+        self.reframe = self.reframe.and_then(|r| {
+            let r = ReframeOpts { framing: Framing::Stream, opcode: OpCode::Binary, base64: false, max_message: 0, latin1: false, ..r };
+            (r.auto_fragment > 0 || r.mask_frames).then_some(r)
+        });
+        self
+    }
+}
+
+/// Framings whose bytes are the messages' own (not records).
+fn framing_plain(f: Framing) -> bool {
+    matches!(f, Framing::Stream | Framing::Line)
 }
 
 #[cfg(test)]
@@ -111,6 +146,17 @@ mod tests {
         assert_eq!(p.opcode, OpCode::Text);
         assert_eq!(p.opts.max_message_size, BUFFERED_MESSAGE_SIZE_LIMIT as u64);
         assert!(p.reframe.is_some_and(|r| r.base64));
+    }
+
+    #[test]
+    fn a_terminal_is_binary_uncompressed_and_takes_text_as_control() {
+        let mut s = settings();
+        s.compression = Compression::PermessageDeflate;
+        s.backend_framing = Framing::Line;
+        let p = TunnelPlan::new(&s, None, ["permessage-deflate"].into_iter()).for_terminal();
+        assert_eq!(p.opcode, OpCode::Binary);
+        assert!(p.deflate.is_none() && !p.opts.deflate && p.opts.text_control && p.reframe.is_none());
+        assert_eq!(p.opts.framing, Framing::Stream);
     }
 
     #[test]

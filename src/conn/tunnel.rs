@@ -58,10 +58,20 @@ use log::{debug, info, warn};
 use crate::conn::keepalive::{Due, KeepalivePolicy};
 use crate::conn::machine::{deadline_after, CloseHandshake, ClosedBy, Conn, Ctx, Cut, Phase, LINGER_TIMEOUT};
 use crate::payload::inbound::{Control, Decoded, InboundOpts, Violation};
-use crate::payload::outbound::{Finish, ReadOutcome};
-use crate::payload::reframe::BackendFault;
+use crate::payload::outbound::{binary_protocol_hint, Finish, ReadOutcome};
+use crate::payload::reframe::{BackendFault, BAD_UTF8_REASON};
 use crate::ws::close;
 use crate::ws::frame::{OpCode, CONTROL_PAYLOAD_LEN};
+use crate::backend::pty::parse_control;
+use crate::backend::stream::BackendStream;
+
+thread_local! {
+    /// Routes whose binary-protocol hint was logged (the loop is single-threaded).
+    static HINTED: std::cell::RefCell<std::collections::HashSet<String>> = std::cell::RefCell::new(std::collections::HashSet::new());
+}
+
+/// Close reason for a text frame on a pty route that is not a control message.
+const CONTROL_HINT: &str = "bad control message: text frames carry {\"resize\":[cols,rows]}, terminal input binary frames";
 
 impl Conn {
     pub(crate) fn pump(&mut self, ctx: &mut Ctx) {
@@ -100,7 +110,37 @@ impl Conn {
                 }
             }
         }
+        self.arm_line_flush(ctx);
         self.check_finished(ctx);
+    }
+
+    /// `line` framing with `wstunnel.line-flush-ms`: a partial line that starts waiting
+    /// for its newline gets a wake-up that long after; one that got its newline (or
+    /// was sent) forgets it.
+    fn arm_line_flush(&mut self, ctx: &mut Ctx) {
+        let flush = self.tunnel.as_ref().map_or(Duration::ZERO, |t| t.settings.line_flush);
+        if flush.is_zero() {
+            return;
+        }
+        if !self.outbound.partial_line_waiting() {
+            self.line_wait = None;
+        } else if self.line_wait.is_none() {
+            self.line_wait = Some(ctx.now);
+            ctx.timers.at(ctx.now + flush, self.key, self.id);
+        }
+    }
+
+    /// A wake-up: the partial line that has waited `line-flush-ms` goes out as a
+    /// message (a prompt appears without its newline).
+    pub fn on_timer(&mut self, ctx: &mut Ctx) {
+        let Some(since) = self.line_wait else { return };
+        let flush = self.tunnel.as_ref().map_or(Duration::ZERO, |t| t.settings.line_flush);
+        if !matches!(self.phase, Phase::Open { .. } | Phase::Closing { .. }) || ctx.now < since + flush {
+            return;
+        }
+        self.line_wait = None;
+        self.outbound.flush_line();
+        self.drive(ctx);
     }
 
     /// Client bytes into the inbound buffer, while it has room and input goes on.
@@ -214,6 +254,18 @@ impl Conn {
         }
     }
 
+    /// Logs, once per route, that a text route's backend speaks a binary protocol.
+    fn hint_binary_protocol(&self, name: &str) {
+        let Some(t) = self.tunnel.as_ref() else { return };
+        let first_time = HINTED.with(|h| h.borrow_mut().insert(t.route_key.clone()));
+        if first_time {
+            warn!(
+                "[c{}] backend {} of route {} looks like {name}, a binary protocol, but the route sends text frames: its clients (noVNC, ...) expect binary; set wstunnel.frame-type = \"binary\" for this route (logged once per route)",
+                self.id, t.backend_name, t.route_key
+            );
+        }
+    }
+
     /// Client -> backend is over and all of it was delivered: the backend gets its FIN.
     /// Called only at a pass that moved nothing, so nothing is left in the pipeline.
     fn finish_upstream(&mut self) -> bool {
@@ -240,13 +292,23 @@ impl Conn {
             if let Some(b) = self.backend.as_mut() {
                 let mut short = false;
                 let mut got = 0;
+                // The first output of a text route is checked for a binary protocol's
+                // greeting (a noVNC client would otherwise hang without a word).
+                let first = opcode == OpCode::Text && self.outbound.payload_bytes == 0;
+                let mut hint = None;
                 let outcome = self.outbound.read_backend(ctx.pool, opcode, |buf| {
                     let n = b.read(buf)?;
                     short = n > 0 && n < buf.len();
                     got = n;
+                    if first && n > 0 {
+                        hint = binary_protocol_hint(&buf[..n]);
+                    }
                     Ok(n)
                 });
                 *moved += got;
+                if let Some(name) = hint {
+                    self.hint_binary_protocol(name);
+                }
                 if short && !self.backend_io.hup {
                     self.backend_io.readable = false;
                 }
@@ -299,7 +361,7 @@ impl Conn {
                 true
             }
             ReadOutcome::BadUtf8 => {
-                self.backend_error(ctx, "sent invalid UTF-8 while frame-type is text");
+                self.backend_fault(ctx, BackendFault { client_code: close::INTERNAL_ERROR, reason: BAD_UTF8_REASON.into() });
                 true
             }
             ReadOutcome::Fault(f) => {
@@ -406,7 +468,27 @@ impl Conn {
                     }
                 }
             },
+            // Only lifted out on a pty route (`InboundOpts::text_control`).
+            OpCode::Text => self.on_terminal_control(ctx, c.payload()),
             _ => {}
+        }
+    }
+
+    /// A pty route's control message: a resize reaches the program as SIGWINCH. A
+    /// message that is not one fails the connection with 1008 and says why.
+    fn on_terminal_control(&mut self, ctx: &mut Ctx, msg: &[u8]) {
+        let size = match parse_control(msg) {
+            Ok(s) => s,
+            Err(reason) => {
+                info!("[c{}] {reason}", self.id);
+                return self.fail(ctx, Violation::new(close::POLICY_VIOLATION, CONTROL_HINT));
+            }
+        };
+        if let Some(BackendStream::Pty(p)) = self.backend.as_ref() {
+            match p.resize(size) {
+                Ok(()) => debug!("[c{}] terminal resized to {}x{}", self.id, size.cols, size.rows),
+                Err(e) => warn!("[c{}] cannot resize the terminal: {e}", self.id),
+            }
         }
     }
 

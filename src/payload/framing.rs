@@ -13,6 +13,7 @@ use crate::ws::utf8::Utf8Validator;
 /// record: 1 byte (FIN << 7 | opcode), 4 bytes big-endian length, payload. The conf's
 /// enum itself: a mirror would add nothing.
 pub use crate::conf::BackendFraming as Framing;
+pub use crate::conf::LineNewline;
 
 /// Length of a `framed` record header.
 pub const RECORD_HEADER_LEN: usize = 5;
@@ -31,6 +32,14 @@ pub struct InboundOpts {
     pub framing: Framing,
     /// permessage-deflate was negotiated: RSV1 marks a compressed message.
     pub deflate: bool,
+    /// `line`: whether a message already ending in `\n` gets another.
+    pub line_newline: LineNewline,
+    /// `backend-charset = "latin1"`: client text is written to the backend as
+    /// ISO-8859-1 (`stream` and `line`, not with a transform).
+    pub to_latin1: bool,
+    /// A pty route: text frames are control messages (lifted out like pings, at most
+    /// 125 bytes, unfragmented), binary frames the terminal's input.
+    pub text_control: bool,
 }
 
 impl Default for InboundOpts {
@@ -43,6 +52,9 @@ impl Default for InboundOpts {
             max_message_size: 0,
             framing: Framing::Stream,
             deflate: false,
+            text_control: false,
+            line_newline: LineNewline::IfMissing,
+            to_latin1: false,
         }
     }
 }

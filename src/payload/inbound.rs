@@ -23,13 +23,13 @@
 
 use crate::payload::buffer::{Buf, BufPool};
 use crate::payload::framing::{cut_raw, normalize_raw, FrameState, Input};
-pub use crate::payload::framing::{Framing, InboundOpts, Violation, RECORD_HEADER_LEN};
+pub use crate::payload::framing::{Framing, InboundOpts, LineNewline, Violation, RECORD_HEADER_LEN};
 use crate::payload::transform::{Transformer, TransformStep};
 use crate::ws::close;
 use crate::ws::frame::{parse_header, FrameHeader, OpCode, CONTROL_PAYLOAD_LEN};
 use crate::ws::mask::apply_mask;
 use crate::ws::message::{DataKind, MessageKind, MessageState};
-use crate::ws::utf8::Utf8Validator;
+use crate::ws::utf8::{ToLatin1, Utf8Validator};
 
 /// Bytes never filled by a read, so a record header or a newline can always be
 /// spliced in after the buffer filled up (see `splice`).
@@ -69,6 +69,11 @@ pub struct Inbound {
     msg_len: u64,
     /// `line` framing: a newline is owed to the backend after the last message.
     nl_pending: bool,
+    /// The current message's last payload byte so far (`line`: one ending in `\n`
+    /// may need no other).
+    msg_last: Option<u8>,
+    /// `backend-charset = "latin1"`: text payload rewritten in place.
+    latin1: ToLatin1,
     /// Set when payload is transformed on its way to the backend.
     pub transform: Option<Box<Transformer>>,
     /// Data payload bytes decoded (for the access log).
@@ -94,6 +99,8 @@ impl Inbound {
             msg_compressed: false,
             msg_len: 0,
             nl_pending: false,
+            msg_last: None,
+            latin1: ToLatin1::default(),
             transform: None,
             payload_bytes: 0,
         }
@@ -250,7 +257,16 @@ impl Inbound {
                             return Decoded::Violation(Violation::new(e.close_code(), "invalid UTF-8 in text message"));
                         }
                     }
-                    self.ready_end = b;
+                    // ISO-8859-1 for the backend: shorter, so it is rewritten where it
+                    // lies and the rest of the chunk cut out.
+                    let kept = if self.text && opts.to_latin1 { self.latin1.convert(chunk) } else { n };
+                    if kept > 0 {
+                        self.msg_last = Some(chunk[kept - 1]);
+                    }
+                    self.ready_end = a + kept;
+                    if kept < n {
+                        self.cut(n - kept);
+                    }
                     self.payload_bytes += n as u64;
                     self.frame = FrameState::Payload { remaining: remaining - n as u64, mask, pos: pos + n, fin };
                     if let Some(v) = self.end_frame_if_done(opts) {
@@ -304,9 +320,14 @@ impl Inbound {
             Ok(DataKind::Control(_)) => MessageKind::Binary,
             Err(e) => return Err(Violation::new(e.close_code(), e.to_string())),
         };
+        if opts.text_control && kind == MessageKind::Text {
+            return self.lift_text_control(&h, hl, opts).map(Some);
+        }
         let compressed_bit = h.rsv & 0b100 != 0;
         if h.opcode != OpCode::Continuation {
             self.msg_len = 0;
+            self.msg_last = None;
+            self.latin1.reset();
             self.text = kind == MessageKind::Text;
             self.msg_opcode = h.opcode;
             self.msg_compressed = compressed_bit;
@@ -347,6 +368,28 @@ impl Inbound {
         Ok(None)
     }
 
+    /// A pty route's control message (a whole text frame) lifted out of the stream like a
+    /// ping, so it never reaches the terminal.
+    fn lift_text_control(&mut self, h: &FrameHeader, hl: usize, opts: &InboundOpts) -> Result<Decoded, Violation> {
+        if !h.fin || h.opcode != OpCode::Text || h.payload_len > CONTROL_PAYLOAD_LEN as u64 {
+            return Err(Violation::new(close::POLICY_VIOLATION, "control messages on a pty route are single text frames of at most 125 bytes"));
+        }
+        let raw = &self.buf.raw()[self.ready_end..self.buf.end];
+        let total = hl + h.payload_len as usize;
+        if raw.len() < total {
+            // Decoded again from its header once the rest has arrived.
+            self.msg = MessageState::default();
+            return Ok(Decoded::NeedMore);
+        }
+        let mut c = Control { opcode: OpCode::Text, len: h.payload_len as u8, payload: [0; CONTROL_PAYLOAD_LEN] };
+        c.payload[..c.len as usize].copy_from_slice(&raw[hl..total]);
+        if let (Some(m), true) = (h.mask, opts.apply_mask) {
+            apply_mask(&mut c.payload[..c.len as usize], m, 0);
+        }
+        self.cut(total);
+        Ok(Decoded::Control(c))
+    }
+
     /// At the end of a data frame's payload: back to reading headers; at the end of a
     /// message, the UTF-8 validator must not be mid-sequence and `line` owes a newline.
     fn end_frame_if_done(&mut self, opts: &InboundOpts) -> Option<Violation> {
@@ -358,7 +401,8 @@ impl Inbound {
                 if !ok {
                     return Some(Violation::new(close::INVALID_PAYLOAD, "text message ends inside a UTF-8 sequence"));
                 }
-                if opts.framing == Framing::Line {
+                let ended = self.msg_last.take() == Some(b'\n');
+                if opts.framing == Framing::Line && !(ended && opts.line_newline == LineNewline::IfMissing) {
                     self.nl_pending = true;
                 }
             }
@@ -401,9 +445,11 @@ mod tests {
     type Seen = (Vec<u8>, Vec<(OpCode, Vec<u8>)>, Option<Violation>);
 
     fn run(wire: &[u8], step: usize, lazy: bool) -> Seen {
+        run_with(Inbound::new(), InboundOpts::default(), wire, step, lazy)
+    }
+
+    fn run_with(mut inb: Inbound, opts: InboundOpts, wire: &[u8], step: usize, lazy: bool) -> Seen {
         let mut pool = BufPool::new();
-        let mut inb = Inbound::new();
-        let opts = InboundOpts::default();
         let (mut out, mut ctl) = (Vec::new(), Vec::new());
         let mut off = 0;
         while off < wire.len() {
@@ -426,6 +472,44 @@ mod tests {
             }
         }
         (out, ctl, None)
+    }
+
+    #[test]
+    fn line_framing_adds_a_newline_only_where_missing_at_every_split() {
+        let msgs: [&[u8]; 5] = [b"hello\n", b"plain", b"crlf\r\n", b"", b"a\nb"];
+        let mut wire = Vec::new();
+        for m in msgs {
+            wire.extend(client_frame(true, OpCode::Text, m, [3, 1, 4, 1]));
+        }
+        // A newline in the first fragment does not end the message.
+        wire.extend(client_frame(false, OpCode::Text, b"frag\n", [1, 2, 3, 4]));
+        wire.extend(client_frame(true, OpCode::Continuation, b"ment", [1, 2, 3, 4]));
+        let cases = [
+            (LineNewline::IfMissing, &b"hello\nplain\ncrlf\r\n\na\nb\nfrag\nment\n"[..]),
+            (LineNewline::Always, &b"hello\n\nplain\ncrlf\r\n\n\na\nb\nfrag\nment\n"[..]),
+        ];
+        for (nl, want) in cases {
+            for step in 1..=wire.len() {
+                let opts = InboundOpts { framing: Framing::Line, line_newline: nl, ..Default::default() };
+                let (out, _, v) = run_with(Inbound::new(), opts, &wire, step, false);
+                assert!(v.is_none(), "{v:?}");
+                assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want), "{nl:?} step {step}");
+            }
+            // Through the transform path (base64 subprotocol): the same rule.
+            let mut b64 = Vec::new();
+            for m in msgs {
+                let mut enc = vec![0u8; crate::payload::base64::encoded_len(m.len())];
+                let n = crate::payload::base64::encode(m, &mut enc);
+                b64.extend(client_frame(true, OpCode::Text, &enc[..n], [7, 7, 7, 7]));
+            }
+            let mut inb = Inbound::new();
+            inb.transform = Some(Box::new(Transformer::new(None, true)));
+            let opts = InboundOpts { framing: Framing::Line, line_newline: nl, ..Default::default() };
+            let (out, _, v) = run_with(inb, opts, &b64, 3, false);
+            assert!(v.is_none(), "{v:?}");
+            let want_b64: &[u8] = if nl == LineNewline::IfMissing { b"hello\nplain\ncrlf\r\n\na\nb\n" } else { b"hello\n\nplain\ncrlf\r\n\n\na\nb\n" };
+            assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(want_b64), "{nl:?} base64");
+        }
     }
 
     #[test]

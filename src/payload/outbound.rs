@@ -18,6 +18,16 @@ use crate::ws::frame::{header_len, write_header, write_header_before, OpCode, CO
 use crate::ws::utf8::{complete_prefix, valid_utf8_prefix};
 
 
+/// Binary protocols whose greeting is plain ASCII, so a text route passes it and the
+/// client (which expects binary frames) hangs without an error: (greeting, name).
+/// Only greetings that are certain and cheap to check: the first bytes a server sends.
+const BINARY_GREETINGS: &[(&[u8], &str)] = &[(b"RFB 003.", "VNC (RFB)"), (b"SSH-2.0-", "SSH")];
+
+/// The protocol a backend's first output announces, if it is a known binary one.
+pub fn binary_protocol_hint(first: &[u8]) -> Option<&'static str> {
+    BINARY_GREETINGS.iter().find(|(g, _)| first.starts_with(g)).map(|(_, name)| *name)
+}
+
 /// What one attempt to read the backend produced.
 #[derive(Debug)]
 pub enum ReadOutcome {
@@ -105,9 +115,13 @@ impl Outbound {
             return ReadOutcome::Full;
         }
         match read(room) {
-            Ok(0) => ReadOutcome::Eof,
+            Ok(0) => {
+                st.end_of_input();
+                ReadOutcome::Eof
+            }
             Ok(n) => {
                 st.input.end += n;
+                st.after_read(n);
                 self.payload_bytes += n as u64;
                 match st.convert(&mut self.buf, pool, false) {
                     Convert::Fault(f) => ReadOutcome::Fault(f),
@@ -117,6 +131,18 @@ impl Outbound {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadOutcome::WouldBlock,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => ReadOutcome::Data,
             Err(e) => ReadOutcome::Error(e),
+        }
+    }
+
+    /// `line` framing: a partial line waits for its newline (see `Reframer`).
+    pub fn partial_line_waiting(&self) -> bool {
+        self.reframe.as_ref().is_some_and(|r| r.partial_line_waiting())
+    }
+
+    /// `line` framing: send the waiting partial line as a message.
+    pub fn flush_line(&mut self) {
+        if let Some(r) = self.reframe.as_mut() {
+            r.flush_line();
         }
     }
 

@@ -18,7 +18,12 @@ use crate::ws::close;
 use crate::ws::deflate::{DeflateParams, Deflater, SYNC_TAIL};
 use crate::ws::frame::{write_header_rsv, OpCode, MAX_HEADER_LEN};
 use crate::ws::mask::apply_mask;
-use crate::ws::utf8::{complete_prefix, Utf8Validator};
+use crate::ws::utf8::{complete_prefix, latin1_to_utf8, replace_invalid, Utf8Validator, REPLACEMENT};
+pub use crate::conf::InvalidUtf8;
+
+/// The close reason for backend output that is not UTF-8 on a text route, the same in
+/// every framing (and in `outbound.rs`'s plain path).
+pub const BAD_UTF8_REASON: &str = "backend sent invalid UTF-8 while frame-type is text";
 
 
 /// Below this much output room a long line waits instead of being cut into a tiny
@@ -50,6 +55,11 @@ pub struct ReframeOpts {
     /// 0 = unlimited; `line`/`framed` only.
     pub max_message: u64,
     pub validate_utf8: bool,
+    /// `wstunnel.text-invalid-utf8` (`stream` and `line` text output).
+    pub invalid_utf8: InvalidUtf8,
+    /// `wstunnel.backend-charset = "latin1"`: backend bytes are ISO-8859-1 (`stream`
+    /// and `line` text output).
+    pub latin1: bool,
 }
 
 pub enum Convert {
@@ -76,6 +86,11 @@ pub struct Reframer {
     record: Record,
     /// Inside a message whose first frame has gone out (later frames are continuations).
     msg_open: bool,
+    /// `line`: the partial line staged is to be sent as it is (see `flush_line`).
+    flush_line: bool,
+    /// `replace`: the staged input's last bytes that are an incomplete UTF-8 sequence,
+    /// judged when the rest arrives (see `after_read`).
+    u8_tail: usize,
     msg_opcode: OpCode,
     msg_compressed: bool,
     msg_len: u64,
@@ -111,6 +126,8 @@ impl Reframer {
             zbuf: Vec::new(),
             record: Record::Header,
             msg_open: false,
+            flush_line: false,
+            u8_tail: 0,
             msg_opcode: opts.opcode,
             msg_compressed: false,
             msg_len: 0,
@@ -125,6 +142,18 @@ impl Reframer {
 
     pub fn has_pending(&self) -> bool {
         !self.input.is_empty()
+    }
+
+    /// `line` framing: staged output is the start of a line whose newline has not come
+    /// (a prompt, say), and no message is open.
+    pub fn partial_line_waiting(&self) -> bool {
+        self.opts.framing == Framing::Line && !self.msg_open && !self.input.is_empty() && !self.input.data().contains(&b'\n')
+    }
+
+    /// `line` framing: the partial line staged now goes out as a message of its own at
+    /// the next conversion (`wstunnel.line-flush-ms`); what follows starts a new one.
+    pub fn flush_line(&mut self) {
+        self.flush_line = self.partial_line_waiting();
     }
 
     /// Transformer `framed` output needs no staging: records are rewritten into frames where
@@ -270,11 +299,73 @@ impl Reframer {
     /// Room to read backend bytes into (empty when the stage is full).
     pub fn read_room(&mut self, pool: &mut BufPool) -> &mut [u8] {
         self.input.ensure(pool);
-        if self.input.tail_room() == 0 && self.input.start > 0 {
+        let low = if self.replacing() { 64 } else { 0 };
+        if self.input.tail_room() <= low && self.input.start > 0 {
             self.input.compact();
         }
         let e = self.input.end;
-        &mut self.input.raw_mut()[e..]
+        let mut lim = self.input.raw().len() - e;
+        if self.transcoding() {
+            // Each byte may become two.
+            lim /= 2;
+        } else if self.replacing() {
+            // Each bad byte may become three (U+FFFD), and the held-back tail with it.
+            lim = lim.saturating_sub(16) / 3;
+        }
+        &mut self.input.raw_mut()[e..e + lim]
+    }
+
+    /// `text-invalid-utf8 = "replace"` applies: text output a client sees as text.
+    fn replacing(&self) -> bool {
+        self.opts.invalid_utf8 == InvalidUtf8::Replace && self.plain_text() && !self.opts.latin1
+    }
+
+    /// `backend-charset = "latin1"` applies.
+    fn transcoding(&self) -> bool {
+        self.opts.latin1 && self.plain_text()
+    }
+
+    /// Text output made from the backend's bytes as they are (not records, not base64).
+    fn plain_text(&self) -> bool {
+        self.opts.opcode == OpCode::Text && !self.opts.base64 && self.opts.framing != Framing::Framed
+    }
+
+    /// `n` bytes were just read into the stage: with `replace`, every invalid sequence
+    /// in them (and in the tail held back before) becomes U+FFFD, in place (the read
+    /// left room for the growth, see `read_room`).
+    pub fn after_read(&mut self, n: usize) {
+        if self.transcoding() {
+            let from = self.input.end - n;
+            let mut out = std::mem::take(&mut self.scratch);
+            out.clear();
+            latin1_to_utf8(&self.input.raw()[from..self.input.end], &mut out);
+            self.input.raw_mut()[from..from + out.len()].copy_from_slice(&out);
+            self.input.end = from + out.len();
+            self.scratch = out;
+            return;
+        }
+        if !self.replacing() {
+            return;
+        }
+        let from = self.input.end - n - self.u8_tail;
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
+        self.u8_tail = replace_invalid(&self.input.raw()[from..self.input.end], &mut out);
+        self.input.raw_mut()[from..from + out.len()].copy_from_slice(&out);
+        self.input.end = from + out.len();
+        self.scratch = out;
+    }
+
+    /// The backend's output ended: with `replace`, a sequence it left incomplete is one
+    /// U+FFFD (as a decoder at the end of its input gives).
+    pub fn end_of_input(&mut self) {
+        if !self.replacing() || self.u8_tail == 0 {
+            return;
+        }
+        let at = self.input.end - self.u8_tail;
+        self.input.raw_mut()[at..at + REPLACEMENT.len()].copy_from_slice(REPLACEMENT);
+        self.input.end = at + REPLACEMENT.len();
+        self.u8_tail = 0;
     }
 
     pub fn release(&mut self, pool: &mut BufPool) {
@@ -335,6 +426,12 @@ impl Reframer {
         if self.opts.opcode == OpCode::Text && !self.opts.base64 {
             n = match complete_prefix(&data[..n]) {
                 Ok(k) => k,
+                Err(_) if self.opts.invalid_utf8 == InvalidUtf8::Binary => {
+                    // This chunk, the message it makes, goes out as binary.
+                    self.begin_message(OpCode::Binary, n);
+                    self.piece(out, n, n, true)?;
+                    return Ok(true);
+                }
                 Err(_) => {
                     // The valid text before the bad byte still goes out, ahead of the close.
                     let valid = crate::ws::utf8::valid_utf8_prefix(&data[..n]);
@@ -342,7 +439,7 @@ impl Reframer {
                         self.begin_message(self.opts.opcode, valid);
                         self.piece(out, valid, valid, true)?;
                     }
-                    return Err(fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 while frame-type is text"));
+                    return Err(fault(close::INTERNAL_ERROR, BAD_UTF8_REASON));
                 }
             };
             if n == 0 {
@@ -370,6 +467,18 @@ impl Reframer {
             Some(_) if budget >= FRAGMENT_MIN => (budget, budget, false),
             Some(_) => return Ok(false),
             None if at_eof && data.len() <= budget => (data.len(), data.len(), true),
+            None if self.flush_line => {
+                self.flush_line = false;
+                let mut n = data.len().min(budget);
+                if self.opts.opcode == OpCode::Text && !self.opts.base64 {
+                    // A character cut by the read waits for its other bytes.
+                    n = complete_prefix(&data[..n]).unwrap_or(n);
+                }
+                if n == 0 {
+                    return Ok(false);
+                }
+                (n, n, true)
+            }
             // No end in a full stage: the line streams out as fragments.
             None if stage_full || at_eof => (data.len().min(budget), data.len().min(budget), false),
             None => return Ok(false),
@@ -440,7 +549,13 @@ impl Reframer {
         }
         let bad = self.utf8.feed(&self.input.data()[..n]).is_err() || (last && self.utf8.finish().is_err());
         if bad {
-            return Err(fault(close::INTERNAL_ERROR, "backend sent invalid UTF-8 in a text message"));
+            // `binary`: a line not yet started goes out as a binary message instead.
+            if self.opts.invalid_utf8 == InvalidUtf8::Binary && self.opts.framing == Framing::Line && !self.msg_open {
+                self.utf8.reset();
+                self.msg_opcode = OpCode::Binary;
+                return Ok(());
+            }
+            return Err(fault(close::INTERNAL_ERROR, BAD_UTF8_REASON));
         }
         Ok(())
     }

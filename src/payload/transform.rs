@@ -10,7 +10,7 @@
 
 use crate::payload::base64;
 use crate::payload::buffer::{Buf, BufPool};
-use crate::payload::framing::{FrameState, Framing, InboundOpts, Input, Violation, RECORD_HEADER_LEN};
+use crate::payload::framing::{FrameState, Framing, InboundOpts, Input, LineNewline, Violation, RECORD_HEADER_LEN};
 use crate::ws::close;
 use crate::ws::deflate::{InflateError, Inflater, SYNC_TAIL};
 use crate::ws::frame::OpCode;
@@ -44,6 +44,9 @@ pub struct Transformer {
     first_record: bool,
     /// How much of SYNC_TAIL the inflater has taken at the end of a message.
     tail_fed: usize,
+    /// The last payload byte of the current message written to `out` (for `line`
+    /// framing: a message already ending in `\n` gets no second one).
+    msg_last: Option<u8>,
 }
 
 impl Transformer {
@@ -55,6 +58,7 @@ impl Transformer {
             msg_out: 0,
             first_record: true,
             tail_fed: 0,
+            msg_last: None,
         }
     }
 
@@ -62,6 +66,7 @@ impl Transformer {
         self.msg_out = 0;
         self.first_record = true;
         self.tail_fed = 0;
+        self.msg_last = None;
     }
 }
 
@@ -316,7 +321,8 @@ fn inflate_violation(e: &InflateError) -> Violation {
 }
 
 fn push_newline(p: &mut Transformer, opts: &InboundOpts) {
-    if opts.framing == Framing::Line {
+    let ended = p.msg_last.take() == Some(b'\n');
+    if opts.framing == Framing::Line && !(ended && opts.line_newline == LineNewline::IfMissing) {
         p.out.extend(b"\n");
     }
 }
@@ -343,6 +349,9 @@ fn emit(opcode: OpCode, p: &mut Transformer, opts: &InboundOpts, hdr: usize, pro
         p.out.end += hdr + produced;
         p.first_record = false;
     } else {
+        if produced > 0 {
+            p.msg_last = Some(p.out.raw()[p.out.end + produced - 1]);
+        }
         p.out.end += produced;
     }
 }

@@ -7,8 +7,9 @@
 //! backpressure exactly as it does for a socket. Its stderr is `ChildErr` and goes to the
 //! error log line by line (`childlog.rs`: rate-limited), never into the stream.
 //!
-//! No shell is involved anywhere: `bin-path` is split on whitespace into argv, and every
-//! program runs in its own process group so signals reach whatever it started.
+//! No shell is involved anywhere: `bin-path` is split into argv by [`split_command`]
+//! (whitespace, with shell-like quoting), and every program runs in its own process
+//! group so signals reach whatever it started.
 
 use std::fmt;
 use std::io;
@@ -21,6 +22,7 @@ use nix::fcntl::OFlag;
 
 use crate::backend::pipes::ChildPipes;
 use crate::process::launch::{launch, Launch};
+use crate::conf::command::split_command;
 
 /// The parent environment a stdio program gets when `bin-copy-environment` is not set
 /// (websocketd's `--passenv` default set).
@@ -59,8 +61,9 @@ pub struct Program {
 }
 
 impl Program {
+    /// `None` for an empty or unsplittable bin-path (the conf refuses both).
     pub fn parse(bin_path: &str) -> Option<Program> {
-        let argv: Vec<String> = bin_path.split_whitespace().map(str::to_string).collect();
+        let argv = split_command(bin_path).ok()?;
         let first = argv.first()?;
         if !first.contains('/') {
             return Some(Program { exe: PathBuf::from(first), cwd: None, argv });
@@ -74,7 +77,7 @@ impl Program {
     /// `fds` as its stdin, stdout and stderr. Every other descriptor wstund holds is
     /// CLOEXEC, so the child gets exactly those three.
     pub fn launch(&self, env: &[(String, String)], fds: [RawFd; 3]) -> Result<i32, SpawnError> {
-        launch(&Launch { exe: &self.exe, argv: &self.argv, env, cwd: self.cwd.as_deref(), fds })
+        launch(&Launch { exe: &self.exe, argv: &self.argv, env, cwd: self.cwd.as_deref(), fds, terminal: None })
             .map_err(|err| SpawnError { program: self.argv[0].clone(), err })
     }
 
@@ -198,6 +201,59 @@ pub fn stdio_env(req: &CgiRequest, inherited: Vec<(String, String)>, bin_env: &[
     env
 }
 
+/// `TERM` a pty program gets unless its environment sets one: what xterm.js emulates.
+pub const DEFAULT_TERM: &str = "xterm-256color";
+/// `LANG` a pty program gets unless its environment sets one: UTF-8, which a browser
+/// terminal speaks, and present on every glibc system.
+pub const DEFAULT_LANG: &str = "C.UTF-8";
+
+/// Who a pty program runs as, from the passwd entry of wstund's (possibly dropped) user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunUser {
+    pub name: String,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+}
+
+impl RunUser {
+    /// The passwd entry of the effective user (after `server.username`'s drop, that
+    /// user); `None` when there is none (a chroot without /etc/passwd).
+    pub fn current() -> Option<RunUser> {
+        let u = nix::unistd::User::from_uid(nix::unistd::geteuid()).ok()??;
+        Some(RunUser { name: u.name, home: u.dir, shell: u.shell })
+    }
+}
+
+/// What a terminal program expects beyond the stdio environment, each set only where
+/// the environment (inherited, CGI or `bin-environment`) has none: TERM, HOME, USER,
+/// LOGNAME, SHELL from the run user, LANG.
+pub fn terminal_env(env: &mut Vec<(String, String)>, user: Option<&RunUser>) {
+    let mut defaults: Vec<(&str, String)> = vec![("TERM", DEFAULT_TERM.to_string()), ("LANG", DEFAULT_LANG.to_string())];
+    if let Some(u) = user {
+        defaults.push(("HOME", u.home.to_string_lossy().into_owned()));
+        defaults.push(("USER", u.name.clone()));
+        defaults.push(("LOGNAME", u.name.clone()));
+        defaults.push(("SHELL", u.shell.to_string_lossy().into_owned()));
+    }
+    for (k, v) in defaults {
+        if !env.iter().any(|(ek, _)| ek == k) {
+            set(env, k, &v);
+        }
+    }
+}
+
+/// Where a terminal program starts: `bin-cwd`, else the run user's home if it is a
+/// directory (a service account's may not exist), else `/`.
+pub fn terminal_cwd(bin_cwd: Option<&Path>, env: &[(String, String)]) -> PathBuf {
+    if let Some(d) = bin_cwd {
+        return d.to_path_buf();
+    }
+    match env.iter().find(|(k, _)| k == "HOME").map(|(_, v)| Path::new(v.as_str())) {
+        Some(h) if h.is_dir() => h.to_path_buf(),
+        _ => PathBuf::from("/"),
+    }
+}
+
 /// `Sec-WebSocket-Key` -> `HTTP_SEC_WEBSOCKET_KEY`.
 pub fn header_var(name: &str) -> String {
     let mut s = String::with_capacity(5 + name.len());
@@ -309,6 +365,12 @@ mod tests {
     }
 
     #[test]
+    fn bin_path_quotes_are_honoured() {
+        assert_eq!(Program::parse("python3 -c 'print(1)'").unwrap().argv, vec!["python3", "-c", "print(1)"]);
+        assert_eq!(Program::parse("a 'b"), None);
+    }
+
+    #[test]
     fn script_name_and_path_info() {
         let cases = [
             ("/echo", "/echo", ("/echo", "")),
@@ -398,6 +460,26 @@ mod tests {
         let v6 = vec![("Host".to_string(), "[::1]:9".to_string())];
         let env = stdio_env(&CgiRequest { headers: &v6, ..req }, Vec::new(), &[]);
         assert_eq!(get(&env, "SERVER_NAME"), Some("::1"));
+    }
+
+    #[test]
+    fn terminal_defaults_fill_only_what_is_unset() {
+        let user = RunUser { name: "alice".into(), home: "/tmp".into(), shell: "/bin/bash".into() };
+        let mut env = vec![("TERM".to_string(), "vt100".to_string())];
+        terminal_env(&mut env, Some(&user));
+        assert_eq!(get(&env, "TERM"), Some("vt100"));
+        assert_eq!(get(&env, "LANG"), Some(DEFAULT_LANG));
+        assert_eq!(get(&env, "HOME"), Some("/tmp"));
+        assert_eq!(get(&env, "USER"), Some("alice"));
+        assert_eq!(get(&env, "LOGNAME"), Some("alice"));
+        assert_eq!(get(&env, "SHELL"), Some("/bin/bash"));
+        let mut env = Vec::new();
+        terminal_env(&mut env, None);
+        assert_eq!(get(&env, "TERM"), Some(DEFAULT_TERM));
+        assert_eq!(get(&env, "HOME"), None);
+        assert_eq!(terminal_cwd(None, &[("HOME".into(), "/tmp".into())]), PathBuf::from("/tmp"));
+        assert_eq!(terminal_cwd(None, &[("HOME".into(), "/nonexistent-home".into())]), PathBuf::from("/"));
+        assert_eq!(terminal_cwd(Some(Path::new("/srv")), &[("HOME".into(), "/tmp".into())]), PathBuf::from("/srv"));
     }
 
     #[test]

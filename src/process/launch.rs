@@ -27,8 +27,16 @@ pub struct Launch<'a> {
     pub argv: &'a [String],
     pub env: &'a [(String, String)],
     pub cwd: Option<&'a Path>,
-    /// Descriptors that become the child's 0, 1 and 2.
+    /// Descriptors that become the child's 0, 1 and 2 (unused with `terminal`).
     pub fds: [RawFd; 3],
+    /// Run in a new session on this terminal (see `pty.rs`) instead of on `fds` in a
+    /// new process group.
+    pub terminal: Option<Terminal<'a>>,
+}
+
+/// The slave side of a pseudo-terminal, opened by the child as its 0, 1 and 2.
+pub struct Terminal<'a> {
+    pub path: &'a std::ffi::CStr,
 }
 
 fn cstr(bytes: &[u8]) -> io::Result<CString> {
@@ -105,8 +113,19 @@ pub fn launch(l: &Launch) -> io::Result<i32> {
         let mut actions = MaybeUninit::<libc::posix_spawn_file_actions_t>::uninit();
         check(libc::posix_spawn_file_actions_init(actions.as_mut_ptr()))?;
         let mut actions = Actions(actions);
-        for (target, &fd) in l.fds.iter().enumerate() {
-            check(libc::posix_spawn_file_actions_adddup2(actions.0.as_mut_ptr(), fd, target as libc::c_int))?;
+        match &l.terminal {
+            // The session leader opens the terminal without O_NOCTTY: it becomes its
+            // controlling terminal (setsid runs before the file actions).
+            Some(t) => {
+                check(libc::posix_spawn_file_actions_addopen(actions.0.as_mut_ptr(), 0, t.path.as_ptr(), libc::O_RDWR, 0))?;
+                check(libc::posix_spawn_file_actions_adddup2(actions.0.as_mut_ptr(), 0, 1))?;
+                check(libc::posix_spawn_file_actions_adddup2(actions.0.as_mut_ptr(), 0, 2))?;
+            }
+            None => {
+                for (target, &fd) in l.fds.iter().enumerate() {
+                    check(libc::posix_spawn_file_actions_adddup2(actions.0.as_mut_ptr(), fd, target as libc::c_int))?;
+                }
+            }
         }
         if let Some(d) = &cwd {
             check(libc::posix_spawn_file_actions_addchdir_np(actions.0.as_mut_ptr(), d.as_ptr()))?;
@@ -121,9 +140,15 @@ pub fn launch(l: &Launch) -> io::Result<i32> {
         // Rust ignores SIGPIPE, a shell may have ignored SIGINT: the child starts clean.
         libc::sigfillset(set.as_mut_ptr());
         check(libc::posix_spawnattr_setsigdefault(attrs.0.as_mut_ptr(), set.as_ptr()))?;
-        check(libc::posix_spawnattr_setpgroup(attrs.0.as_mut_ptr(), 0))?;
-        let flags = libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF | libc::POSIX_SPAWN_SETPGROUP;
-        check(libc::posix_spawnattr_setflags(attrs.0.as_mut_ptr(), flags as libc::c_short))?;
+        // A session leader is already its own group's leader (and setpgid would fail).
+        let group = if l.terminal.is_some() {
+            libc::POSIX_SPAWN_SETSID
+        } else {
+            check(libc::posix_spawnattr_setpgroup(attrs.0.as_mut_ptr(), 0))?;
+            libc::POSIX_SPAWN_SETPGROUP as libc::c_short
+        };
+        let flags = (libc::POSIX_SPAWN_SETSIGMASK | libc::POSIX_SPAWN_SETSIGDEF) as libc::c_short | group;
+        check(libc::posix_spawnattr_setflags(attrs.0.as_mut_ptr(), flags))?;
 
         let mut pid: libc::pid_t = 0;
         check(libc::posix_spawn(&mut pid, exe_c.as_ptr(), actions.0.as_ptr(), attrs.0.as_ptr(), argv_p.as_ptr(), envp_p.as_ptr()))?;
@@ -142,7 +167,7 @@ mod tests {
         let null = std::fs::File::open("/dev/null").unwrap();
         let argv: Vec<String> = argv.iter().map(|s| s.to_string()).collect();
         let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let res = launch(&Launch { exe: Path::new(&argv[0]), argv: &argv, env: &env, cwd, fds: [null.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()] });
+        let res = launch(&Launch { exe: Path::new(&argv[0]), argv: &argv, env: &env, cwd, fds: [null.as_raw_fd(), w.as_raw_fd(), w.as_raw_fd()], terminal: None });
         drop(w);
         let mut out = String::new();
         std::fs::File::from(r).read_to_string(&mut out).unwrap();

@@ -2,6 +2,7 @@
 //!
 //! - `exec`: the `bin-path` command line, the environment, stdio programs.
 //! - `launch`: `posix_spawn(3)` with the right signal mask and process group.
+//! - `pty`: programs on a pseudo-terminal (`"mode" => "pty"`), window sizes.
 //! - `pool`: spawned pools as pure decisions (`Pool::plan`).
 //! - `spawn`: starting one pool process (bind, probe, pass the socket as fd 0).
 //! - `procman`: carries out the plans, owns every child, reaps.
@@ -14,6 +15,7 @@ pub mod exec;
 pub mod launch;
 pub mod pool;
 pub mod procman;
+pub mod pty;
 pub mod ratelimit;
 pub mod reaper;
 pub mod spawn;

@@ -12,7 +12,7 @@
 
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
 
-use crate::conf::{BackendMode, Config};
+use crate::conf::Config;
 
 /// Descriptors kept back from the connection budget: epoll, signalfd, error log, pid
 /// file, listeners, pool sockets and their output pipes, probes, drains.
@@ -26,7 +26,7 @@ pub const FDS_PER_STDIO_TUNNEL: u64 = 4;
 /// Descriptors a tunnel of this conf may hold: four if any route has a stdio program.
 pub fn fds_per_tunnel(config: &Config) -> u64 {
     let settings = std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws));
-    let stdio = settings.flat_map(|ws| ws.servers.routes.iter()).flat_map(|r| r.backends.iter()).any(|b| b.mode == BackendMode::Stdio);
+    let stdio = settings.flat_map(|ws| ws.servers.routes.iter()).flat_map(|r| r.backends.iter()).any(|b| b.mode.is_per_connection());
     if stdio {
         FDS_PER_STDIO_TUNNEL
     } else {

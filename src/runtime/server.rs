@@ -43,6 +43,7 @@ use crate::payload::buffer::BufPool;
 use crate::conn::client::ClientStream;
 use crate::conf::Config;
 use crate::conn::machine::{Conn, Ctx};
+use crate::conn::timers::Timers;
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
@@ -166,6 +167,7 @@ pub struct Server {
     drains: Drains,
     /// Tunnel counters per route, fed by the connections.
     tunnels: TunnelMetrics,
+    timers: Timers,
     backlog: VecDeque<Pending>,
     turns: TurnStats,
     /// When the current turn began: the end of the previous one, or the last
@@ -243,6 +245,7 @@ impl Server {
             children_done: false,
             drains: Drains::new(),
             tunnels: TunnelMetrics::new(),
+            timers: Timers::default(),
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
             turn_start: Instant::now(),
@@ -318,6 +321,9 @@ impl Server {
             if let Some(t) = self.procs.next_deadline() {
                 wake = wake.min(t);
             }
+            if let Some(t) = self.timers.next() {
+                wake = wake.min(t);
+            }
             if let RunState::Graceful { deadline: Some(t) } | RunState::Draining { deadline: t } = self.state {
                 wake = wake.min(t);
             }
@@ -356,6 +362,7 @@ impl Server {
                 self.turn_start = Instant::now();
             }
             self.serve_backlog(now);
+            self.wake_due(Instant::now());
             if self.accept_retry_at.is_some_and(|t| now >= t) {
                 self.accept_retry_at = None;
                 self.accept_all(now);
@@ -423,6 +430,7 @@ impl Server {
                 procs: &mut self.procs,
                 drains: &mut self.drains,
                 metrics: &mut self.tunnels,
+                timers: &mut self.timers,
             },
             &mut self.conns,
         )
@@ -448,6 +456,16 @@ impl Server {
         } else if std::mem::take(&mut conn.more_work) && !conn.in_backlog {
             conn.in_backlog = true;
             self.backlog.push_back(Pending::Conn(key, conn.id));
+        }
+    }
+
+    /// Connections whose sub-second wake-up is due (`conn/timers.rs`).
+    fn wake_due(&mut self, now: Instant) {
+        while let Some((key, id)) = self.timers.pop_due(now) {
+            let (mut ctx, conns) = self.ctx(now);
+            let Some(conn) = conns.get_mut(key).filter(|c| c.id == id) else { continue };
+            conn.on_timer(&mut ctx);
+            self.after_turn(key, now);
         }
     }
 

@@ -245,6 +245,99 @@ pub fn valid_utf8_prefix(b: &[u8]) -> usize {
 /// and a text frame may end mid-character only if a continuation frame follows; sending
 /// complete characters per frame keeps every frame independently valid and leaves the
 /// cut-off bytes for the next read. Err if some byte can never be valid.
+/// ISO-8859-1 bytes as UTF-8: every byte is the character of that number.
+pub fn latin1_to_utf8(input: &[u8], out: &mut Vec<u8>) {
+    for &b in input {
+        if b < 0x80 {
+            out.push(b);
+        } else {
+            out.extend_from_slice(&[0xc0 | (b >> 6), 0x80 | (b & 0x3f)]);
+        }
+    }
+}
+
+/// UTF-8 (already validated) to ISO-8859-1, in place, across calls: a character cut
+/// between two calls is finished by the next. Characters above U+00FF become `?`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ToLatin1 {
+    /// The lead byte of a character cut by the last call, and its continuation bytes
+    /// still to come.
+    pending: Option<(u8, u8)>,
+}
+
+impl ToLatin1 {
+    /// Rewrites `buf` in place; returns the length of the output at its front.
+    pub fn convert(&mut self, buf: &mut [u8]) -> usize {
+        let mut w = 0;
+        for r in 0..buf.len() {
+            let b = buf[r];
+            match self.pending {
+                Some((lead, left)) => {
+                    let left = left - 1;
+                    self.pending = if left == 0 { None } else { Some((lead, left)) };
+                    if left == 0 {
+                        buf[w] = if lead == 0xc2 || lead == 0xc3 { ((lead & 0x1f) << 6) | (b & 0x3f) } else { b'?' };
+                        w += 1;
+                    }
+                }
+                None if b < 0x80 => {
+                    buf[w] = b;
+                    w += 1;
+                }
+                None => {
+                    let conts = match b {
+                        0xc0..=0xdf => 1,
+                        0xe0..=0xef => 2,
+                        _ => 3,
+                    };
+                    self.pending = Some((b, conts));
+                }
+            }
+        }
+        w
+    }
+
+    /// A new message: nothing pending.
+    pub fn reset(&mut self) {
+        self.pending = None;
+    }
+}
+
+/// U+FFFD REPLACEMENT CHARACTER in UTF-8.
+pub const REPLACEMENT: &[u8] = "\u{fffd}".as_bytes();
+
+/// Appends `input` to `out` with each invalid sequence replaced by U+FFFD, by the
+/// WHATWG decoder's rule ("maximal subparts", as `TextDecoder` with `fatal: false`,
+/// Python's `decode("utf-8", "replace")` and Rust's `from_utf8_lossy` do). A sequence
+/// that is incomplete at the end of `input` is not judged: it is copied as it is and
+/// its length returned, so the caller can prepend it to the next input (or, at the end
+/// of the stream, replace it with one U+FFFD).
+pub fn replace_invalid(input: &[u8], out: &mut Vec<u8>) -> usize {
+    let mut rest = input;
+    loop {
+        match std::str::from_utf8(rest) {
+            Ok(_) => {
+                out.extend_from_slice(rest);
+                return 0;
+            }
+            Err(e) => {
+                let (valid, after) = rest.split_at(e.valid_up_to());
+                out.extend_from_slice(valid);
+                match e.error_len() {
+                    Some(bad) => {
+                        out.extend_from_slice(REPLACEMENT);
+                        rest = &after[bad..];
+                    }
+                    None => {
+                        out.extend_from_slice(after);
+                        return after.len();
+                    }
+                }
+            }
+        }
+    }
+}
+
 pub fn complete_prefix(buf: &[u8]) -> Result<usize, Utf8Error> {
     match run(ACCEPT, buf) {
         Ok(ACCEPT) => Ok(buf.len()),
@@ -512,6 +605,60 @@ mod tests {
         assert_eq!(v.feed(&[0xac]), Ok(()));
         assert_eq!(v.finish(), Ok(()));
         assert_eq!(Utf8Error::Incomplete.close_code(), 1007);
+    }
+
+    #[test]
+    fn latin1_round_trips_all_256_bytes_at_every_split() {
+        let all: Vec<u8> = (0..=255).collect();
+        let mut utf8 = Vec::new();
+        latin1_to_utf8(&all, &mut utf8);
+        assert_eq!(String::from_utf8(utf8.clone()).unwrap().chars().map(|c| c as u32).collect::<Vec<_>>(), (0..=255).collect::<Vec<u32>>());
+        for split in 0..=utf8.len() {
+            let mut t = ToLatin1::default();
+            let (mut a, mut b) = (utf8[..split].to_vec(), utf8[split..].to_vec());
+            let n = t.convert(&mut a);
+            let m = t.convert(&mut b);
+            let mut back = a[..n].to_vec();
+            back.extend_from_slice(&b[..m]);
+            assert_eq!(back, all, "split {split}");
+        }
+        let mut t = ToLatin1::default();
+        let mut s = "€ é 😀!".as_bytes().to_vec();
+        let n = t.convert(&mut s);
+        assert_eq!(&s[..n], b"? \xe9 ?!");
+    }
+
+    #[test]
+    fn replacement_follows_the_maximal_subpart_rule_across_splits() {
+        // (input, what TextDecoder / Python's decode("utf-8", "replace") give)
+        let cases: [(&[u8], &str); 8] = [
+            (b"caf\xe9\n", "caf\u{fffd}\n"),
+            (b"\xe2\x82\xac", "\u{20ac}"),
+            (b"\xe2\x82x", "\u{fffd}x"),
+            (b"\xe0\x80", "\u{fffd}\u{fffd}"),
+            (b"\xf0\x9f\x98", "\u{fffd}"),
+            (b"\xed\xa0\x80", "\u{fffd}\u{fffd}\u{fffd}"),
+            (b"\xff\xfe a", "\u{fffd}\u{fffd} a"),
+            (b"\xf4\x90\x80\x80", "\u{fffd}\u{fffd}\u{fffd}\u{fffd}"),
+        ];
+        for (input, want) in cases {
+            for split in 0..=input.len() {
+                let mut out = Vec::new();
+                let tail = replace_invalid(&input[..split], &mut out);
+                let keep = out.len() - tail;
+                out.truncate(keep);
+                let mut second = input[split - tail..split].to_vec();
+                second.extend_from_slice(&input[split..]);
+                let tail = replace_invalid(&second, &mut out);
+                if tail > 0 {
+                    let keep = out.len() - tail;
+                    out.truncate(keep);
+                    out.extend_from_slice(REPLACEMENT);
+                }
+                assert_eq!(String::from_utf8(out).unwrap(), want, "{input:?} split at {split}");
+                assert_eq!(String::from_utf8_lossy(input), want);
+            }
+        }
     }
 
     #[test]

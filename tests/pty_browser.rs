@@ -1,0 +1,182 @@
+//! The shipped browser terminal (`examples/terminal/index.html`, xterm.js from npm) in
+//! headless Chromium against a `"mode" => "pty"` route running `/bin/sh -i`: the page as
+//! shipped, with a test script appended that waits for the prompt, types
+//! `echo hello-$((6*7))` through xterm.js (as keystrokes reach `onData`), reads `hello-42`
+//! from the terminal buffer, resizes the terminal (xterm.js's `onResize`, which the page
+//! turns into a resize message, as the fit add-on does on a window resize) and reads
+//! `stty size` following it. Results are read from the DOM that `--dump-dom` prints;
+//! the page's load is held open by an image from a small HTTP server here until the
+//! script has finished (as in tests/browser.rs).
+//!
+//! Without Chromium or without xterm.js (examples/terminal/setup.sh) the test skips,
+//! unless WSTUND_REQUIRE_BROWSER=1 (scripts/test.sh sets it and runs setup.sh).
+mod common;
+
+use common::*;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+const PAGE_DEADLINE: Duration = Duration::from_secs(40);
+
+fn find_chromium() -> Option<PathBuf> {
+    if let Ok(p) = std::env::var("WSTUND_CHROMIUM") {
+        return Some(PathBuf::from(p));
+    }
+    let path = std::env::var_os("PATH")?;
+    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
+        .iter()
+        .flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n)))
+        .find(|p| p.is_file())
+}
+
+fn skip_or_fail(why: &str) {
+    if std::env::var("WSTUND_REQUIRE_BROWSER").as_deref() == Ok("1") {
+        panic!("WSTUND_REQUIRE_BROWSER=1 but {why}");
+    }
+    eprintln!("SKIPPED: {why}; WSTUND_REQUIRE_BROWSER=1 makes this a failure");
+}
+
+/// Answers `/hold` only once `/done` was requested (or after the deadline).
+fn hold_server() -> (u16, Arc<AtomicBool>) {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind hold server");
+    let port = l.local_addr().unwrap().port();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    thread::spawn(move || {
+        for conn in l.incoming().flatten() {
+            let d = d.clone();
+            thread::spawn(move || serve_hold(conn, &d));
+        }
+    });
+    (port, done)
+}
+
+fn serve_hold(mut conn: TcpStream, done: &AtomicBool) {
+    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
+    let mut r = BufReader::new(conn.try_clone().expect("clone"));
+    let mut line = String::new();
+    if r.read_line(&mut line).is_err() {
+        return;
+    }
+    loop {
+        let mut h = String::new();
+        match r.read_line(&mut h) {
+            Ok(0) | Err(_) => break,
+            Ok(_) if h == "\r\n" || h == "\n" => break,
+            Ok(_) => {}
+        }
+    }
+    let path = line.split_whitespace().nth(1).unwrap_or("");
+    if path.starts_with("/done") {
+        done.store(true, Ordering::SeqCst);
+    } else if path.starts_with("/hold") {
+        let t0 = Instant::now();
+        while !done.load(Ordering::SeqCst) && t0.elapsed() < PAGE_DEADLINE {
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n");
+}
+
+/// Appended to the shipped page: drives the terminal as a user would and reports.
+const DRIVER: &str = r#"
+<img id="hold" src="http://127.0.0.1:__HOLD__/hold" alt="">
+<pre id="results"></pre>
+<script>
+(async () => {
+  const out = [];
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const text = () => {
+    const b = wstundTerm.buffer.active;
+    let s = "";
+    for (let i = 0; i < b.length; i++) s += b.getLine(i).translateToString(true) + "\n";
+    return s;
+  };
+  const waitFor = async (re) => {
+    const t0 = Date.now();
+    while (Date.now() - t0 < 10000) {
+      const m = text().match(re);
+      if (m) return m;
+      await sleep(50);
+    }
+    return null;
+  };
+  try {
+    out.push((await waitFor(/\$ $/m)) ? "PASS prompt" : "FAIL prompt");
+    wstundTerm.input("echo hello-$((6*7))\r");
+    out.push((await waitFor(/^hello-42$/m)) ? "PASS echo" : "FAIL echo");
+    wstundTerm.resize(100, 30);
+    await sleep(100);
+    wstundTerm.input("stty size\r");
+    out.push((await waitFor(/^30 100$/m)) ? "PASS resize" : "FAIL resize");
+  } catch (e) {
+    out.push("FAIL exception " + e);
+  }
+  out.push("BUFFER " + JSON.stringify(text().trimEnd()));
+  document.getElementById("results").textContent = out.join("\n");
+  new Image().src = "http://127.0.0.1:__HOLD__/done";
+})();
+</script>
+</body>"#;
+
+#[test]
+fn the_shipped_xterm_page_runs_a_shell_and_follows_a_resize() {
+    let Some(chromium) = find_chromium() else {
+        return skip_or_fail("no chromium found in PATH (set WSTUND_CHROMIUM or install chromium)");
+    };
+    let modules = repo_root().join("examples/terminal/node_modules");
+    if !modules.join("@xterm/xterm/lib/xterm.js").is_file() {
+        return skip_or_fail("xterm.js is not installed (run examples/terminal/setup.sh)");
+    }
+    let conf = Conf::new().route("/term", &["( \"bin-path\" => \"/bin/sh -i\", \"mode\" => \"pty\", \"bin-environment\" => ( \"PS1\" => \"$ \" ) )".to_string()]);
+    let d = Daemon::start_conf(&conf);
+    let (hold_port, done) = hold_server();
+
+    let dir = TempDir::new("ptybr");
+    let shipped = std::fs::read_to_string(repo_root().join("examples/terminal/index.html")).expect("read the shipped page");
+    assert_eq!(shipped.matches("</body>").count(), 1);
+    let page = shipped.replace("</body>", &DRIVER.replace("__HOLD__", &hold_port.to_string()));
+    std::fs::write(dir.join("index.html"), page).unwrap();
+    std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
+    let url = format!("file://{}?ws=ws://127.0.0.1:{}/term", dir.join("index.html").display(), d.port());
+
+    let child = Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-extensions", "--disable-dev-shm-usage"])
+        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
+        .arg("--dump-dom")
+        .arg(&url)
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", chromium.display()));
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(PAGE_DEADLINE + Duration::from_secs(30)) {
+        Ok(out) => out.expect("wait for chromium"),
+        Err(_) => {
+            // SAFETY: kill(2) on the chromium we started and have not reaped.
+            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
+            panic!("chromium still running after the deadline");
+        }
+    };
+    let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let tail = &stderr[stderr.len().saturating_sub(3000)..];
+    assert!(done.load(Ordering::SeqCst), "the page never reported done\nDOM:\n{dom}\nchromium stderr:\n{tail}\nwstund:\n{}", d.logs());
+    let start = dom.find("<pre id=\"results\">").expect("results element") + "<pre id=\"results\">".len();
+    let results = &dom[start..start + dom[start..].find("</pre>").expect("end of results")];
+    for check in ["prompt", "echo", "resize"] {
+        assert!(results.lines().any(|l| l == format!("PASS {check}")), "{check} failed:\n{results}\nwstund:\n{}", d.logs());
+    }
+}
