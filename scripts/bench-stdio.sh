@@ -63,10 +63,10 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/release
+BIN=$TARGET_DIR/perf
 if [ "$BUILD" = 1 ]; then
-    say "== building release binaries"
-    (cd "$ROOT" && cargo build --release --bin wstund --example wsload) >&2
+    say "== building release binaries (profile perf: with debug info)"
+    (cd "$ROOT" && cargo build --profile perf --bin wstund --example wsload) >&2
 fi
 for b in "$BIN/wstund" "$BIN/examples/wsload"; do
     [ -x "$b" ] || die "missing $b (build failed, or --no-build without a build)"

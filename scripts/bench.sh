@@ -90,10 +90,10 @@ fi
 # Build
 
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BIN=$TARGET_DIR/release
+BIN=$TARGET_DIR/perf
 if [ "$BUILD" = 1 ]; then
-    say "== building release binaries"
-    (cd "$ROOT" && cargo build --release --bin wstund --examples) >&2
+    say "== building release binaries (profile perf: with debug info)"
+    (cd "$ROOT" && cargo build --profile perf --bin wstund --examples) >&2
 fi
 for b in "$BIN/wstund" "$BIN/examples/wsload" "$BIN/examples/echo_backend"; do
     [ -x "$b" ] || die "missing $b (build failed, or --no-build without a build)"

@@ -86,7 +86,7 @@ if [ -f /etc/lighttpd/lighttpd.conf ]; then
         cp -f /etc/lighttpd/conf-available/*.conf "$CORPUS/"
     fi
     export WSTUND_REQUIRE_LIGHTTPD_CORPUS=1
-    say "lighttpd conf corpus: $(ls "$CORPUS" | wc -l) files in tests/data/lighttpd"
+    say "lighttpd conf corpus: $(find "$CORPUS" -maxdepth 1 -type f | wc -l) files in tests/data/lighttpd"
 fi
 
 # --- nginx and a static busybox (tests/nginx.rs, tests/privileges.rs) -------------------
@@ -109,6 +109,16 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
     apt_install openssl || say "openssl not installed: tests/tls.rs will fail"
 fi
+# --- systemd tools, shellcheck, mandoc, packaging (tests/systemd.rs, tests/packaging.rs) -----
+# systemd-socket-activate and systemd-analyze run as plain programs: installing the package
+# on a machine that was not booted with systemd starts nothing. debhelper, lintian and
+# fakeroot build and check the .deb; shellcheck and mandoc lint scripts/ and man/.
+if is_root && { ! command -v systemd-socket-activate >/dev/null 2>&1 || ! command -v shellcheck >/dev/null 2>&1 ||
+    ! command -v mandoc >/dev/null 2>&1 || ! command -v dh >/dev/null 2>&1 || ! command -v lintian >/dev/null 2>&1; }; then
+    apt_install systemd shellcheck mandoc man-db debhelper lintian fakeroot build-essential ||
+        say "systemd/shellcheck/mandoc/debhelper/lintian not installed: tests/systemd.rs and tests/packaging.rs will fail"
+fi
+export WSTUND_REQUIRE_SYSTEMD=1
 
 # --- Python venv with websockets ---------------------------------------------------------
 venv_ok() {

@@ -88,6 +88,7 @@ pub fn main(args: Vec<String>) -> i32 {
     // First, before anything opens a descriptor or starts a child (include_shell):
     // sockets passed by an upgrade or by systemd become close-on-exec.
     let inherited = Inherited::take();
+    crate::runtime::notify::init();
     let o = options();
     let m = match o.parse(normalize(&args).iter().skip(1)) {
         Ok(m) => m,
@@ -165,7 +166,10 @@ fn load(path: &str) -> Option<conf::Config> {
 fn test_or_print(m: &getopts::Matches, config: &conf::Config) -> Option<i32> {
     let tests = m.opt_count("t");
     if tests >= 2 {
-        let problems = conf::preflight(config);
+        // Under a running instance (the sysv script's reload runs -tt), its ports are
+        // in use by it and kept by the reload.
+        let running = config.server.pid_file.as_deref().is_some_and(crate::runtime::pidfile::names_live_process);
+        let problems = if running { conf::preflight_running(config) } else { conf::preflight(config) };
         for p in &problems {
             eprintln!("{p}");
         }
@@ -261,6 +265,7 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     }
     eprintln!("wstund: ready (pid {})", std::process::id());
     startup.ready();
+    crate::runtime::notify::ready();
     inherited.notify_ready();
     serve(server, pid_file)
 }
@@ -348,7 +353,7 @@ fn prepare(config: &mut conf::Config, inherited: &Inherited) -> Result<Prepared,
     let target = match privileges::Target::resolve(&config.server).map_err(|e| e.to_string())? {
         t if root => t,
         t => {
-            if !t.is_noop() {
+            if !t.is_noop() && !t.in_effect() {
                 log::warn!("not started as root: server.username, server.groupname and server.chroot are not applied");
             }
             privileges::Target { user: None, gid: None, chroot: None }

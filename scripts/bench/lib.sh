@@ -52,10 +52,10 @@ verdict() { # verdict RATIO OP TARGET
 }
 
 release_bins() { # builds (unless BUILD=0) and checks the release binaries; sets BIN
-    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/perf
     if [ "${BUILD:-1}" = 1 ]; then
-        say "== building release binaries"
-        (cd "$ROOT" && cargo build --release --bin wstund --examples) >&2
+        say "== building release binaries (profile perf: with debug info)"
+        (cd "$ROOT" && cargo build --profile perf --bin wstund --examples) >&2
     fi
     local b
     for b in "$BIN/wstund" "$BIN/examples/wsload" "$BIN/examples/echo_backend"; do

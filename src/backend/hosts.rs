@@ -501,6 +501,11 @@ impl Hosts {
         best.clamp(1, MAX_RETRY_AFTER)
     }
 
+    /// Hosts the balancer may choose now, and all hosts (the service manager's STATUS=).
+    pub fn up_count(&self, now: Instant) -> (usize, usize) {
+        (self.hosts.iter().filter(|h| h.usable(now)).count(), self.hosts.len())
+    }
+
     /// One line per host for the `SIGUSR2` status dump (lighttpd's counter names).
     pub fn status_lines(&self, now: Instant) -> Vec<String> {
         self.hosts

@@ -530,6 +530,8 @@ mod tests {
             let at = man.find(&entry).unwrap_or_else(|| panic!("{} has no entry in {}", d.name, path));
             let body = &man[at + entry.len()..];
             let body = &body[..body.find("\n.TP").unwrap_or(body.len())];
+            // roff joins text lines with a space: a default may wrap (lines <= 80 bytes).
+            let body = body.replace('\n', " ");
             assert!(body.contains(&format!("Default: {}.", roff(d.default))), "{}: default {} not stated", d.name, d.default);
         }
     }

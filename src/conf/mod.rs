@@ -44,7 +44,7 @@ pub use cond::{Block, Condition, Subject};
 pub use config::{Config, Loaded};
 pub use error::ConfError;
 pub use model::*;
-pub use preflight::preflight;
+pub use preflight::{preflight, preflight_running};
 pub use print::print_config;
 
 /// The modules wstund implements, for `wstund -V`.

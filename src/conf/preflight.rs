@@ -14,9 +14,20 @@ use super::model::{BackendAddr, BackendSpec, ListenSpec, WsSettings};
 
 /// Every problem found, one sentence each; empty when all checks pass.
 pub fn preflight(cfg: &Config) -> Vec<String> {
+    checks(cfg, false)
+}
+
+/// As [`preflight`], with this conf's wstund running (its pid file names a live
+/// process): a TCP port already in use is the running daemon's, which a reload hands
+/// over, so it is not a problem; every other check is the same.
+pub fn preflight_running(cfg: &Config) -> Vec<String> {
+    checks(cfg, true)
+}
+
+fn checks(cfg: &Config, running: bool) -> Vec<String> {
     let mut problems = Vec::new();
     for l in cfg.listeners() {
-        if let Err(e) = check_listener(&l) {
+        if let Err(e) = check_listener(&l, running) {
             problems.push(e);
         }
     }
@@ -56,9 +67,13 @@ fn backends(ws: &WsSettings) -> impl Iterator<Item = &BackendSpec> {
     ws.servers.routes.iter().flat_map(|r| r.backends.iter().map(|b| &**b))
 }
 
-fn check_listener(l: &ListenSpec) -> Result<(), String> {
+fn check_listener(l: &ListenSpec, running: bool) -> Result<(), String> {
     match l {
-        ListenSpec::Tcp(addr) => TcpListener::bind(addr).map(drop).map_err(|e| format!("cannot listen on {}: {}", addr, e)),
+        ListenSpec::Tcp(addr) => match TcpListener::bind(addr) {
+            Ok(_) => Ok(()),
+            Err(e) if running && e.kind() == std::io::ErrorKind::AddrInUse => Ok(()),
+            Err(e) => Err(format!("cannot listen on {}: {}", addr, e)),
+        },
         ListenSpec::Unix(path) => {
             let dir = path.parent().unwrap_or(Path::new("/"));
             dir_writable(dir).map_err(|e| format!("cannot create unix socket {}: {}", path.display(), e))?;
@@ -107,5 +122,21 @@ fn dir_writable(dir: &Path) -> Result<(), String> {
             Ok(())
         }
         Err(e) => Err(format!("directory {} is not writable: {}", dir.display(), e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_port_in_use_is_a_problem_unless_this_confs_wstund_runs() {
+        let held = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = held.local_addr().unwrap().port();
+        let text = format!("server.bind = \"127.0.0.1\"\nserver.port = {port}\n");
+        let cfg = crate::conf::load_str("t.conf", &text).unwrap().config;
+        let problems = preflight(&cfg);
+        assert!(problems.iter().any(|p| p.contains("cannot listen")), "{problems:?}");
+        assert!(preflight_running(&cfg).is_empty(), "{:?}", preflight_running(&cfg));
     }
 }

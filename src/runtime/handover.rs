@@ -240,6 +240,9 @@ impl Restart {
                 env.push(c);
             }
         }
+        for (k, v) in crate::runtime::notify::handover_env() {
+            env.push(cstr(format!("{k}={v}").as_bytes())?);
+        }
         env.push(cstr(format!("{LISTEN_FDS}={n}").as_bytes())?);
         env.push(cstr(format!("{READY_FD}={}", LISTEN_FDS_START + n as RawFd).as_bytes())?);
         // LISTEN_PID is the child's own pid, written into this buffer after fork.

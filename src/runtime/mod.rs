@@ -16,6 +16,7 @@
 //! - `daemon`: fork to the background, the starter waits for ready or the reason.
 //! - `tls`: each listener's rustls configuration (`ssl.*`); clients wrapped at accept.
 //! - `pidfile`: `server.pid-file` with O_EXCL, stale ones replaced, removed at exit.
+//! - `notify`: sd_notify to systemd: READY, RELOADING, STOPPING, STATUS, WATCHDOG.
 
 pub mod control;
 pub mod daemon;
@@ -23,6 +24,7 @@ pub mod handover;
 pub mod limits;
 pub mod listener;
 pub mod logging;
+pub mod notify;
 pub mod oneshot;
 pub mod pidfile;
 pub mod privileges;

@@ -61,6 +61,15 @@ pub fn parse(content: &str) -> Existing {
     }
 }
 
+/// Does the pid file at `path` name a running process (a wstund already started with
+/// this conf)?
+pub fn names_live_process(path: &Path) -> bool {
+    match std::fs::read_to_string(path).map(|c| parse(&c)) {
+        Ok(Existing::Pid(pid)) => alive(pid),
+        _ => false,
+    }
+}
+
 /// Is `pid` a running process? (EPERM: it exists, owned by someone else.)
 fn alive(pid: i32) -> bool {
     !matches!(kill(Pid::from_raw(pid), None), Err(Errno::ESRCH))

@@ -68,6 +68,14 @@ impl Target {
         self.user.is_none() && self.gid.is_none() && self.chroot.is_none()
     }
 
+    /// Already the user and group asked for, without chroot: a service manager started
+    /// wstund as `server.username` (systemd's `User=`), so there is nothing to drop.
+    pub fn in_effect(&self) -> bool {
+        self.chroot.is_none()
+            && self.user.as_ref().is_none_or(|(uid, _, _)| *uid == nix::unistd::getuid() && *uid == nix::unistd::geteuid())
+            && self.gid.is_none_or(|g| g == nix::unistd::getgid() && g == nix::unistd::getegid())
+    }
+
     /// The uid and gid files created for wstund (unix listeners) should get.
     pub fn owner(&self) -> (Option<Uid>, Option<Gid>) {
         (self.user.as_ref().map(|u| u.0), self.gid)

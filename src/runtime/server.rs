@@ -48,6 +48,7 @@ use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
 use crate::runtime::listener::{Listener, SocketAccess};
+use crate::runtime::notify;
 use crate::runtime::control::{self, Command, ControlSocket, Turn};
 use crate::runtime::reload::{self, ReloadSource};
 use crate::runtime::tls::TlsListeners;
@@ -625,6 +626,11 @@ impl Server {
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), now);
         crate::runtime::logging::tick(now);
         self.tls.tick(now);
+        notify::watchdog();
+        if self.state == RunState::Running {
+            let (up, hosts) = self.hosts.up_count(now);
+            notify::status(&format!("{} tunnels open, {up}/{hosts} backends up", self.tunnels.open_total()));
+        }
     }
 
     /// SIGCHLD: reap, tell the connections concerned, respawn what must be.
@@ -689,6 +695,7 @@ impl Server {
     /// SIGTERM (or a second SIGINT): 1001 to every tunnel, one best-effort flush of the
     /// close frames, then out; programs go down the kill ladder.
     fn stop_now(&mut self, now: Instant) {
+        notify::stopping();
         self.cancel_restart();
         self.stop_listening();
         self.shutdown_conns(now);
@@ -701,6 +708,7 @@ impl Server {
     /// end or `server.graceful-shutdown-timeout` passes.
     fn begin_graceful(&mut self, now: Instant) {
         let t0 = Instant::now();
+        notify::stopping();
         self.cancel_restart();
         self.accept_queued(now);
         self.stop_listening();
@@ -730,10 +738,10 @@ impl Server {
     /// binding new listeners) is done before anything changes, so a refused reload
     /// leaves the process exactly as it was. Returns the summary logged on success.
     pub fn reload(&mut self, now: Instant) -> Result<String, String> {
-        // sd_notify hook: send RELOADING=1 (with MONOTONIC_USEC) here once
-        // runtime/notify.rs exists (another engineer's issue): `notify::reloading()`.
+        notify::reloading();
         let result = self.swap_conf(now);
-        // sd_notify hook: READY=1 after every reload, taken or refused: `notify::ready()`.
+        // Taken or refused, the service is up again.
+        notify::ready();
         result
     }
 
@@ -922,6 +930,8 @@ impl Server {
         }
         let pid = r.pid.as_raw();
         info!("upgrade: new process pid {pid} started; serving until it is ready");
+        // The new process says READY=1 with its MAINPID= (the unit's NotifyAccess=all).
+        notify::reloading();
         self.restart = Some(r);
         Ok(pid)
     }
@@ -1025,6 +1035,7 @@ impl Server {
                     status.as_deref().unwrap_or("see its messages above")
                 );
                 error!("{msg}");
+                notify::ready();
                 self.answer_upgrade(Err(msg));
             }
             _ => {
