@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::metrics::{Family, Kind, Sink, Source};
+use crate::metrics::{Family, Histogram, Kind, Sink, Source};
 use crate::backend::balance::{self, Cursor, Slot};
 use crate::conf::{Balance, BackendAddr, BackendSpec, Config, Route, WsSettings};
 use crate::backend::health::{ProbeFailure, CheckSpec, Health, Verdict};
@@ -80,6 +80,8 @@ pub struct Host {
     pub disabled_until: Option<Instant>,
     /// `None` when the host has no active check.
     pub health: Option<Health>,
+    /// How long successful connects took.
+    pub connect_time: Histogram,
 }
 
 impl Host {
@@ -243,6 +245,7 @@ impl Hosts {
                     counters: Counters::default(),
                     disabled_until: None,
                     health: None,
+                    connect_time: Histogram::default(),
                 });
                 self.by_name.insert(name, id);
                 id
@@ -375,9 +378,11 @@ impl Hosts {
         c.load = c.load.saturating_sub(1);
     }
 
-    /// The connect succeeded; the tunnel opens.
-    pub fn connect_ok(&mut self, id: HostId) {
-        self.host_mut(id).counters.connected += 1;
+    /// The connect succeeded after `took`; the tunnel opens.
+    pub fn connect_ok(&mut self, id: HostId, took: Duration) {
+        let h = self.host_mut(id);
+        h.counters.connected += 1;
+        h.connect_time.observe(took);
     }
 
     /// A connect failed: count it, and take the host out for `disable_time` (unless the
@@ -446,6 +451,20 @@ impl Hosts {
         }
     }
 
+    /// Whether every backend of route `key` is down now (disabled or failing its health
+    /// check); `None` when no route has that key. A key used by several blocks with
+    /// different backends is down only when each of its host lists is.
+    pub fn route_down(&self, key: &str, now: Instant) -> Option<bool> {
+        let mut found = false;
+        for r in self.routes.iter().filter(|r| r.key == key) {
+            found = true;
+            if r.ids.iter().any(|id| self.host(*id).usable(now)) {
+                return Some(false);
+            }
+        }
+        found.then_some(true)
+    }
+
     /// Seconds a client should wait before retrying a route that answered 503: until
     /// the first of its hosts can be tried again.
     pub fn retry_after(&self, route: RouteId, now: Instant) -> u64 {
@@ -510,6 +529,12 @@ const HOST_UP: Family = Family {
     kind: Kind::Gauge,
 };
 
+const HOST_CONNECT_TIME: Family = Family {
+    name: "wstund_backend_connect_seconds",
+    help: "Time from the start of a backend connect (or program start) to the tunnel opening, for connects that succeeded.",
+    kind: Kind::Histogram,
+};
+
 impl Source for Hosts {
     fn expose(&self, out: &mut dyn Sink) {
         let now = Instant::now();
@@ -526,6 +551,9 @@ impl Source for Hosts {
             for h in &self.hosts {
                 out.sample(family, &[("backend", &h.name)], get(h, now));
             }
+        }
+        for h in &self.hosts {
+            out.histogram(&HOST_CONNECT_TIME, &[("backend", &h.name)], &h.connect_time);
         }
     }
 }

@@ -188,6 +188,13 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Answer 403 when the decoded URL path ends with one of these; \"\" denies every path."
     AccessAllow.access_allow = "url.access-allow" : "array of strings" [0, 0] [] default "( )" unit None;
         "When set, answer 403 unless the decoded URL path ends with one of these (url.access-deny is then not used)."
+    // wstund's own HTTP pages: per request, so `$HTTP["remoteip"]` can restrict them.
+    MetricsUrl.metrics_url = "wstund.metrics-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path answered with every counter and gauge in the Prometheus text format; empty: no metrics page."
+    HealthUrl.health_url = "wstund.health-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path answered 200 while serving, 503 while stopping or when every backend of a wstund.health-routes route is down; empty: no health page."
+    HealthRoutes.health_routes = "wstund.health-routes" : "array of strings" [0, 0] [] default "( )" unit None;
+        "wstunnel.server keys whose backends must not all be down for wstund.health-url to answer 200."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -441,7 +448,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-"].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "wstund."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }

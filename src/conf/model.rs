@@ -170,6 +170,12 @@ pub struct WsSettings {
     pub access_deny: Vec<String>,
     /// `url.access-allow`: when not empty, only paths ending in one of these pass.
     pub access_allow: Vec<String>,
+    /// `wstund.metrics-url`: the Prometheus page's path; empty: none.
+    pub metrics_url: String,
+    /// `wstund.health-url`: the health page's path; empty: none.
+    pub health_url: String,
+    /// `wstund.health-routes`: route keys that must have a backend up for a 200.
+    pub health_routes: Vec<String>,
     /// Seconds; 0 = no pings.
     pub ping_interval: u32,
     pub debug: u32,
@@ -215,6 +221,9 @@ impl Default for WsSettings {
             origins: Vec::new(),
             access_deny: Vec::new(),
             access_allow: Vec::new(),
+            metrics_url: String::new(),
+            health_url: String::new(),
+            health_routes: Vec::new(),
             ping_interval: DEFAULT_PING_INTERVAL,
             debug: DEFAULT_DEBUG,
             balance: DEFAULT_BALANCE,

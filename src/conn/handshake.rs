@@ -22,6 +22,7 @@ use crate::payload::reframe::Reframer;
 use crate::ws::deflate::Inflater;
 use crate::readloop::{self, Drained, Next};
 use crate::conn::keepalive::Keepalive;
+use crate::conn::page::{Page, PageRequest};
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -64,11 +65,24 @@ impl Conn {
     /// connect or answers with the HTTP error that explains why not.
     fn route(&mut self, ctx: &mut Ctx, req: Request) {
         self.access_req = crate::logs::accesslog::capture(&req.method, &req.target, req.minor_version, |h| req.header(h));
+        self.request_path = Some(req.path.clone().into_boxed_str());
+        self.head = req.method == "HEAD";
         let settings = self.settings_for(ctx, &req);
         // mod_access comes first, as in lighttpd: no upgrade, no route, no backend.
         if http::access::denied(&req.url_path, &settings.access_allow, &settings.access_deny) {
             debug!("[c{}] url denied by url.access-allow/url.access-deny: {}", self.id, req.url_path);
             return self.reject(ctx, 403, &[], "forbidden");
+        }
+        if let Some(page) = Page::for_path(&settings, &req.url_path) {
+            if !matches!(req.method.as_str(), "GET" | "HEAD") {
+                return self.reject(ctx, 405, &[("Allow", "GET, HEAD")], "only GET and HEAD");
+            }
+            // Rendered by the server right after this turn (it holds every counter).
+            self.page = Some(Box::new(PageRequest { page, head: self.head, health_routes: settings.health_routes.clone() }));
+            return;
+        }
+        if ctx.refuse_new {
+            return self.reject(ctx, 503, &[("Retry-After", "1")], "server shutting down");
         }
         let Some(route) = settings.servers.find(&req.url_path) else {
             debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
@@ -82,7 +96,7 @@ impl Conn {
             return self.reject(
                 ctx,
                 426,
-                &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                &[("Upgrade", "websocket"), ("Connection", "Upgrade, close")],
                 "this is a WebSocket endpoint",
             );
         }
@@ -130,6 +144,7 @@ impl Conn {
             fail_status: FailStatus::Unavailable,
             retries: 0,
             pool_retry: false,
+            connect_started: None,
         }));
         self.connect_next(ctx);
     }
@@ -176,6 +191,9 @@ impl Conn {
     /// a program that hit max-procs / could not be started.
     pub(crate) fn connect_next(&mut self, ctx: &mut Ctx) {
         while let Some(spec) = self.retry_pool().or_else(|| self.choose_host(ctx)) {
+            if let Some(t) = self.tunnel.as_mut() {
+                t.connect_started = Some(std::time::Instant::now());
+            }
             match self.attach(ctx, &spec) {
                 Ok(Attach::Connecting) => {
                     self.phase = Phase::Connecting { deadline: deadline_after(ctx.now, spec.connect_timeout) };
@@ -283,7 +301,7 @@ impl Conn {
         let Some(t) = self.tunnel.as_mut() else { return };
         let Some(up) = t.upgrade.take() else { return };
         if let Some(id) = t.host {
-            ctx.hosts.connect_ok(id);
+            ctx.hosts.connect_ok(id, t.connect_started.map(|s| s.elapsed()).unwrap_or_default());
         }
         t.opened = true;
         ctx.metrics.opened(&t.route_key);
@@ -318,6 +336,9 @@ impl Conn {
         }
         let mut resp = Vec::with_capacity(256);
         http::write_response(status, &headers, body, &mut resp);
+        if self.head {
+            http::strip_body(&mut resp, 0);
+        }
         self.outbound.push_raw(ctx.pool, &resp);
         self.status = Some(status);
         self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
@@ -337,6 +358,14 @@ impl Conn {
         }
         if !self.outbound.is_empty() {
             return;
+        }
+        match self.flush_reply() {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                self.phase = Phase::Done;
+                return;
+            }
         }
         if let Phase::Linger { deadline, shut: false } = self.phase {
             self.client.shutdown_write();

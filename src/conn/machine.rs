@@ -34,6 +34,7 @@ use mio::Registry;
 
 use crate::conn::keepalive::Keepalive;
 use crate::conn::link::{FailStatus, Link};
+use crate::conn::page::{PageRequest, Reply};
 use crate::backend::address::Resolver;
 use crate::backend::stream::BackendStream;
 use crate::payload::buffer::BufPool;
@@ -84,6 +85,9 @@ pub struct Ctx<'a> {
     pub drains: &'a mut Drains,
     /// Tunnel counters per route (`metrics/`): fed at the 101 and at teardown.
     pub metrics: &'a mut TunnelMetrics,
+    /// A graceful stop is under way with the listeners kept open for the health page
+    /// (`wstund.health-url`): new requests other than wstund's pages get 503.
+    pub refuse_new: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +223,8 @@ pub struct Tunnel {
     pub retries: u8,
     /// The next attempt goes to the same pool again (another of its processes).
     pub pool_retry: bool,
+    /// When the current backend attempt began (`wstund_backend_connect_seconds`).
+    pub connect_started: Option<Instant>,
 }
 
 pub struct Conn {
@@ -265,6 +271,16 @@ pub struct Conn {
     pub last_write: Instant,
     /// What the access log's format needs of the request (None unless it needs some).
     pub access_req: Option<Box<RequestSeen>>,
+    /// The request was a HEAD: answers carry no body.
+    pub head: bool,
+    /// The request's path, for the access line of a request that got no tunnel.
+    pub request_path: Option<Box<str>>,
+    /// One of wstund's pages was asked for: the server renders it after this turn.
+    pub page: Option<Box<PageRequest>>,
+    /// A response too large for the outbound buffer (a page), being sent.
+    pub reply: Option<Box<Reply>>,
+    /// The page served, for the counters (`wstund_pages_total`).
+    pub page_served: Option<&'static str>,
 }
 
 impl Conn {
@@ -306,6 +322,11 @@ impl Conn {
             last_read: now,
             last_write: now,
             access_req: None,
+            head: false,
+            request_path: None,
+            page: None,
+            reply: None,
+            page_served: None,
         }
     }
 
@@ -434,6 +455,7 @@ impl Conn {
             lost_in: self.lost_in,
             lost_out: self.lost_out,
             cut: self.cut.map(Cut::as_str),
+            page: self.page_served,
         });
     }
 
@@ -476,7 +498,7 @@ impl Conn {
     fn log_access(&self, now: Instant) {
         let (path, backend) = match &self.tunnel {
             Some(t) => (t.path.as_str(), if t.backend_name.is_empty() { "-" } else { t.backend_name.as_str() }),
-            None => ("-", "-"),
+            None => (self.request_path.as_deref().unwrap_or("-"), "-"),
         };
         let close = match (self.close_code, self.status) {
             (Some(c), _) => c.to_string(),

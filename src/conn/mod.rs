@@ -9,6 +9,8 @@
 //! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
 //! - `keepalive`: when an open tunnel pings (interval, idle pings, ping-timeout; pure).
 //! - `client`: the client's byte stream.
+//! - `page`: wstund's own pages (metrics, health): recognised here, rendered by the
+//!   server, sent from a reply buffer.
 
 pub mod attach;
 pub mod client;
@@ -16,5 +18,6 @@ pub mod handshake;
 pub mod keepalive;
 pub mod link;
 pub mod machine;
+pub mod page;
 pub mod plan;
 pub mod tunnel;

@@ -17,5 +17,5 @@ pub mod family;
 pub mod prometheus;
 pub mod tunnels;
 
-pub use family::{Family, Kind, Sink, Source};
+pub use family::{Family, Histogram, Kind, Sink, Source};
 pub use tunnels::{TunnelEnd, TunnelMetrics};

@@ -42,6 +42,7 @@ use crate::payload::buffer::BufPool;
 use crate::conn::client::ClientStream;
 use crate::conf::Config;
 use crate::conn::machine::{Conn, Ctx};
+use crate::conn::page::{Page, PageRequest, Rendered};
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
@@ -179,6 +180,9 @@ pub struct Server {
     restart: Option<Restart>,
     /// The listeners went to a new wstund: it owns the pid file and the socket files now.
     handed_over: bool,
+    /// `wstund.health-url` is set somewhere: a graceful stop keeps the listeners open
+    /// so health checks see 503 instead of a refused connection.
+    lame_duck: bool,
 }
 
 impl Server {
@@ -201,6 +205,7 @@ impl Server {
         let resolver = Resolver::start(&config, now);
         let mut procs = ProcMan::new(&config, now);
         let start_failure = procs.start(poll.registry(), now).err();
+        let config_health = Arc::clone(&config);
         Ok(Server {
             poll,
             listeners,
@@ -233,6 +238,9 @@ impl Server {
             restart_plan: Err("not available in this mode".into()),
             restart: None,
             handed_over: false,
+            lame_duck: std::iter::once(&*config_health.wstunnel)
+                .chain(config_health.blocks.iter().map(|b| &*b.ws))
+                .any(|ws| !ws.health_url.is_empty()),
         })
     }
 
@@ -337,6 +345,7 @@ impl Server {
             RunState::Graceful { deadline: Some(t) } if now >= t => {
                 info!("server.graceful-shutdown-timeout passed: closing the {} connections left with 1001", self.conns.len());
                 self.state = RunState::Draining { deadline: now + CLOSE_DRAIN_LIMIT };
+                self.stop_listening();
                 self.shutdown_conns(now);
             }
             RunState::Draining { deadline } if now >= deadline => self.state = RunState::Stopped,
@@ -373,6 +382,7 @@ impl Server {
                 procs: &mut self.procs,
                 drains: &mut self.drains,
                 metrics: &mut self.tunnels,
+                refuse_new: self.lame_duck && self.state != RunState::Running,
             },
             &mut self.conns,
         )
@@ -388,6 +398,9 @@ impl Server {
     /// After a connection ran: measure the turn, remove it if it is over, or put it in
     /// the backlog if its turn ran out with work left.
     fn after_turn(&mut self, key: usize, now: Instant) {
+        if let Some(req) = self.conns.get_mut(key).and_then(|c| c.page.take()) {
+            self.serve_page(key, &req, now);
+        }
         let end = Instant::now();
         let took = end.saturating_duration_since(self.turn_start);
         self.turn_start = end;
@@ -399,6 +412,44 @@ impl Server {
             conn.in_backlog = true;
             self.backlog.push_back(Pending::Conn(key, conn.id));
         }
+    }
+
+    /// Renders one of wstund's pages for connection `key` and hands it the bytes. Part
+    /// of that connection's turn, so the longest-turn gauge includes it.
+    fn serve_page(&mut self, key: usize, req: &PageRequest, now: Instant) {
+        let t0 = Instant::now();
+        let rendered = match req.page {
+            Page::Metrics => Rendered {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: self.metrics_text().into_bytes(),
+            },
+            Page::Health => {
+                let (status, body) = self.health(&req.health_routes, now);
+                Rendered { status, content_type: "text/plain; charset=utf-8", body: body.into_bytes() }
+            }
+        };
+        let took = t0.elapsed();
+        let (mut ctx, conns) = self.ctx(now);
+        let Some(conn) = conns.get_mut(key) else { return };
+        debug!("[c{}] {} page: {} ({} bytes) rendered in {} us", conn.id, req.page.name(), rendered.status, rendered.body.len(), took.as_micros());
+        conn.serve_page(&mut ctx, req, rendered);
+    }
+
+    /// The health page's answer: 503 while stopping or when every backend of a named
+    /// route is down, else 200. The body says why, one line.
+    fn health(&self, routes: &[String], now: Instant) -> (u16, String) {
+        if self.state != RunState::Running {
+            return (503, "stopping\n".into());
+        }
+        for key in routes {
+            match self.hosts.route_down(key, now) {
+                Some(false) => {}
+                Some(true) => return (503, format!("route {key}: every backend is down\n")),
+                None => return (503, format!("route {key}: no such wstunnel.server route\n")),
+            }
+        }
+        (200, "ok\n".into())
     }
 
     fn drain_event(&mut self, i: usize) {
@@ -451,7 +502,8 @@ impl Server {
 
     /// Accepts until WouldBlock, capacity, or descriptor exhaustion.
     fn accept(&mut self, i: usize, now: Instant) {
-        if self.state != RunState::Running || self.accept_retry_at.is_some() {
+        let lame_duck = self.lame_duck && matches!(self.state, RunState::Graceful { .. });
+        if (self.state != RunState::Running && !lame_duck) || self.accept_retry_at.is_some() {
             return;
         }
         for _ in 0..ACCEPT_BATCH {
@@ -622,11 +674,14 @@ impl Server {
         let t0 = Instant::now();
         self.cancel_restart();
         self.accept_queued(now);
-        self.stop_listening();
+        if !self.lame_duck {
+            self.stop_listening();
+        }
         let took = t0.elapsed();
         self.state = RunState::Graceful { deadline: self.graceful_timeout.map(|t| now + t) };
         info!(
-            "graceful stop: listeners closed in {} us; {} connections may finish ({})",
+            "graceful stop: listeners {} in {} us; {} connections may finish ({})",
+            if self.lame_duck { "kept open for the health page (new requests get 503)" } else { "closed" },
             took.as_micros(),
             self.conns.len(),
             self.graceful_timeout.map_or("no time limit".to_string(), |t| format!("1001 to the rest after {} s", t.as_secs()))

@@ -1,0 +1,167 @@
+//! wstund's own pages (Prometheus metrics, health). The handshake recognises the request
+//! and leaves a [`PageRequest`] on the connection; the server, the only one that can
+//! read every counter, renders it right after that turn ([`Conn::serve_page`]); the
+//! connection then sends the bytes from its [`Reply`] in the linger phase, in bounded
+//! slices, and closes.
+
+use std::io;
+
+use crate::conf::WsSettings;
+use crate::conn::machine::{Conn, Ctx, Phase, LINGER_TIMEOUT};
+use crate::conn::tunnel::TURN_BYTES;
+use crate::http;
+
+/// Which of wstund's pages a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `wstund.metrics-url`.
+    Metrics,
+    /// `wstund.health-url`.
+    Health,
+}
+
+impl Page {
+    /// The `page` label of `wstund_pages_total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Page::Metrics => "metrics",
+            Page::Health => "health",
+        }
+    }
+
+    /// The page a URL path names under these settings, if any (pure).
+    pub fn for_path(settings: &WsSettings, url_path: &str) -> Option<Page> {
+        let is = |u: &str| !u.is_empty() && u == url_path;
+        if is(&settings.metrics_url) {
+            Some(Page::Metrics)
+        } else if is(&settings.health_url) {
+            Some(Page::Health)
+        } else {
+            None
+        }
+    }
+}
+
+/// A page asked for, waiting for the server to render it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: Page,
+    /// A HEAD request: headers only.
+    pub head: bool,
+    /// `wstund.health-routes` as the request's settings have it.
+    pub health_routes: Vec<String>,
+}
+
+/// What the server rendered for a page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+/// A complete response being sent (larger than an outbound buffer may hold).
+#[derive(Debug, Default)]
+pub struct Reply {
+    bytes: Vec<u8>,
+    sent: usize,
+}
+
+impl Reply {
+    /// Writes up to [`TURN_BYTES`]; `Ok(true)` once everything is out, `Ok(false)` when
+    /// the socket is full or the turn's share is used (`more` then says which).
+    fn write(&mut self, mut w: impl FnMut(&[u8]) -> io::Result<usize>, more: &mut bool) -> io::Result<bool> {
+        let mut moved = 0;
+        while self.sent < self.bytes.len() {
+            if moved >= TURN_BYTES {
+                *more = true;
+                return Ok(false);
+            }
+            match w(&self.bytes[self.sent..]) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.sent += n;
+                    moved += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl Conn {
+    /// Sends a rendered page and ends the connection like an HTTP error does.
+    pub fn serve_page(&mut self, ctx: &mut Ctx, req: &PageRequest, page: Rendered) {
+        let mut headers: Vec<(&str, &str)> = vec![("Cache-Control", "no-store")];
+        if !ctx.server_tag.is_empty() {
+            headers.push(("Server", ctx.server_tag));
+        }
+        let mut bytes = Vec::with_capacity(page.body.len() + 256);
+        http::write_page(page.status, page.content_type, &headers, &page.body, req.head, &mut bytes);
+        self.reply = Some(Box::new(Reply { bytes, sent: 0 }));
+        self.status = Some(page.status);
+        self.page_served = Some(req.page.name());
+        self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
+        self.drive(ctx);
+    }
+
+    /// Sends what is left of the reply; true once it is all out (or there is none).
+    pub(crate) fn flush_reply(&mut self) -> io::Result<bool> {
+        let Some(r) = self.reply.as_mut() else { return Ok(true) };
+        if !self.client_io.writable {
+            return Ok(false);
+        }
+        let client = &mut self.client;
+        let mut more = false;
+        let done = r.write(|b| client.write(b), &mut more)?;
+        if done {
+            self.reply = None;
+        } else if more {
+            self.more_work = true;
+        } else {
+            self.client_io.writable = false;
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_by_exact_path_and_only_when_set() {
+        let mut s = WsSettings::default();
+        assert_eq!(Page::for_path(&s, "/"), None);
+        assert_eq!(Page::for_path(&s, ""), None);
+        s.metrics_url = "/metrics".into();
+        s.health_url = "/healthz".into();
+        assert_eq!(Page::for_path(&s, "/metrics"), Some(Page::Metrics));
+        assert_eq!(Page::for_path(&s, "/healthz"), Some(Page::Health));
+        assert_eq!(Page::for_path(&s, "/metrics/"), None);
+        assert_eq!(Page::for_path(&s, "/healthz2"), None);
+    }
+
+    #[test]
+    fn reply_is_written_in_turn_sized_slices() {
+        let mut r = Reply { bytes: vec![7; TURN_BYTES * 2 + 10], sent: 0 };
+        let mut more = false;
+        assert!(!r.write(|b| Ok(b.len().min(4096)), &mut more).unwrap());
+        assert!(more);
+        let mut more = false;
+        let mut calls = 0;
+        let blocked = r.write(
+            |b| {
+                calls += 1;
+                if calls > 2 { Err(io::ErrorKind::WouldBlock.into()) } else { Ok(b.len().min(100)) }
+            },
+            &mut more,
+        );
+        assert!(!blocked.unwrap() && !more);
+        assert!(r.write(Ok, &mut false).unwrap());
+        assert_eq!(r.sent, r.bytes.len());
+    }
+}
