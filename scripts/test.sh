@@ -8,7 +8,8 @@
 #   - Debian packages, when root and missing: python3-venv (for the venv), lighttpd and
 #     lighttpd-mod-openssl (their shipped confs are the conf-parser corpus, 10-ssl.conf
 #     the TLS case that must be refused; the service is kept stopped).
-#   - .venv/ with the pinned Python `websockets` (the non-Rust client in tests/py/).
+#   - .venv/ with the pinned Python `websockets` (the non-Rust client in tests/py/) and
+#     `prometheus_client` (the reference parser of the /metrics text).
 #   - tests/data/lighttpd/: copies of /etc/lighttpd/lighttpd.conf and conf-available/*.conf.
 set -euo pipefail
 
@@ -16,6 +17,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
 
 WEBSOCKETS_VERSION="15.0.1"
+# The reference Prometheus text parser (tests/http_pages.rs reads /metrics with it).
+PROMETHEUS_CLIENT_VERSION="0.26.0"
 VENV="$ROOT/.venv"
 CORPUS="$ROOT/tests/data/lighttpd"
 
@@ -107,7 +110,7 @@ fi
 # --- Python venv with websockets ---------------------------------------------------------
 venv_ok() {
     [ -x "$VENV/bin/python" ] &&
-        "$VENV/bin/python" -c "import sys, websockets; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" \
+        "$VENV/bin/python" -c "import sys, websockets, prometheus_client.parser; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" \
             >/dev/null 2>&1
 }
 
@@ -134,7 +137,8 @@ if ! venv_ok; then
     fi
     say "installing websockets==$WEBSOCKETS_VERSION into .venv"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        "websockets==$WEBSOCKETS_VERSION" || die "pip install websockets==$WEBSOCKETS_VERSION failed"
+        "websockets==$WEBSOCKETS_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION" ||
+        die "pip install websockets==$WEBSOCKETS_VERSION prometheus_client==$PROMETHEUS_CLIENT_VERSION failed"
     venv_ok || die "websockets $WEBSOCKETS_VERSION not importable from $VENV"
 fi
 export WSTUND_PYTHON="$VENV/bin/python"

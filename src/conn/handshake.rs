@@ -93,6 +93,7 @@ impl Conn {
         let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
         let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.client.peer().map(|p| p.ip()));
         if !req.is_upgrade_request() {
+            self.rejected_route = Some(route_key.into_boxed_str());
             return self.reject(
                 ctx,
                 426,
@@ -110,6 +111,7 @@ impl Conn {
             Ok(u) => u,
             Err(rej) => {
                 debug!("[c{}] upgrade rejected ({}): {}", self.id, rej.status, rej.message);
+                self.rejected_route = Some(route_key.into_boxed_str());
                 let extra = rej.header_pairs();
                 return self.reject(ctx, rej.status, &extra, rej.message);
             }

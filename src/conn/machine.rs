@@ -275,6 +275,9 @@ pub struct Conn {
     pub head: bool,
     /// The request's path, for the access line of a request that got no tunnel.
     pub request_path: Option<Box<str>>,
+    /// The route that refused the upgrade (426, a bad upgrade request): no tunnel was
+    /// made, the counters still name the route.
+    pub rejected_route: Option<Box<str>>,
     /// One of wstund's pages was asked for: the server renders it after this turn.
     pub page: Option<Box<PageRequest>>,
     /// A response too large for the outbound buffer (a page), being sent.
@@ -324,6 +327,7 @@ impl Conn {
             access_req: None,
             head: false,
             request_path: None,
+            rejected_route: None,
             page: None,
             reply: None,
             page_served: None,
@@ -446,7 +450,7 @@ impl Conn {
     fn count_end(&self, metrics: &mut TunnelMetrics) {
         let t = self.tunnel.as_deref();
         metrics.ended(&TunnelEnd {
-            route: t.map(|t| t.route_key.as_str()),
+            route: t.map(|t| t.route_key.as_str()).or(self.rejected_route.as_deref()),
             opened: t.is_some_and(|t| t.opened),
             http_status: self.status,
             close_code: self.close_code.unwrap_or(crate::ws::close::ABNORMAL),

@@ -183,6 +183,8 @@ pub struct Server {
     /// `wstund.health-url` is set somewhere: a graceful stop keeps the listeners open
     /// so health checks see 503 instead of a refused connection.
     lame_duck: bool,
+    /// How long the last page took to render (the loop was busy that long).
+    last_render: Duration,
 }
 
 impl Server {
@@ -241,6 +243,7 @@ impl Server {
             lame_duck: std::iter::once(&*config_health.wstunnel)
                 .chain(config_health.blocks.iter().map(|b| &*b.ws))
                 .any(|ws| !ws.health_url.is_empty()),
+            last_render: Duration::ZERO,
         })
     }
 
@@ -430,6 +433,7 @@ impl Server {
             }
         };
         let took = t0.elapsed();
+        self.last_render = took;
         let (mut ctx, conns) = self.ctx(now);
         let Some(conn) = conns.get_mut(key) else { return };
         debug!("[c{}] {} page: {} ({} bytes) rendered in {} us", conn.id, req.page.name(), rendered.status, rendered.body.len(), took.as_micros());
@@ -848,6 +852,7 @@ impl Server {
             longest_turn_us: self.turns.longest.as_micros() as u64,
             accept_failures: self.accept_failures.total(),
             log_lines_suppressed: crate::process::childlog::suppressed_total(),
+            page_render_us: self.last_render.as_micros() as u64,
         };
         metrics::prometheus::render(&[&gauges, &self.tunnels, &self.hosts, &self.procs, &self.drains])
     }
@@ -862,6 +867,7 @@ struct LoopGauges {
     longest_turn_us: u64,
     accept_failures: u64,
     log_lines_suppressed: u64,
+    page_render_us: u64,
 }
 
 const CONNECTIONS: Family =
@@ -886,6 +892,12 @@ const SUPPRESSED: Family = Family {
     kind: Kind::Counter,
 };
 
+const PAGE_RENDER: Family = Family {
+    name: "wstund_page_render_microseconds",
+    help: "Time the previous metrics or health page took to render, in loop time.",
+    kind: Kind::Gauge,
+};
+
 impl metrics::Source for LoopGauges {
     fn expose(&self, out: &mut dyn Sink) {
         out.sample(&CONNECTIONS, &[], self.connections);
@@ -895,6 +907,7 @@ impl metrics::Source for LoopGauges {
         out.sample(&LONGEST_TURN, &[], self.longest_turn_us);
         out.sample(&ACCEPT_FAILURES, &[], self.accept_failures);
         out.sample(&SUPPRESSED, &[], self.log_lines_suppressed);
+        out.sample(&PAGE_RENDER, &[], self.page_render_us);
     }
 }
 
