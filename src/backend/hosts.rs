@@ -716,7 +716,7 @@ mod tests {
         hs.route("/", &[spec(1)], now);
         let id = HostId(0);
         hs.acquire(id);
-        hs.connect_ok(id);
+        hs.connect_ok(id, Duration::from_millis(3));
         let lines = hs.status_lines(now);
         assert_eq!(lines, vec!["backend 127.0.0.1:1: connected=1 load=1 died=0 overloaded=0 disabled=0 state=up".to_string()]);
     }

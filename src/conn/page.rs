@@ -161,7 +161,7 @@ mod tests {
             &mut more,
         );
         assert!(!blocked.unwrap() && !more);
-        assert!(r.write(Ok, &mut false).unwrap());
+        assert!(r.write(|b| Ok(b.len()), &mut false).unwrap());
         assert_eq!(r.sent, r.bytes.len());
     }
 }
