@@ -529,6 +529,11 @@ const HOST_UP: Family = Family {
     kind: Kind::Gauge,
 };
 
+const HOST_HEALTHY: Family = Family {
+    name: "wstund_backend_healthy",
+    help: "1 while the backend host passes its active health check (hosts with check-interval only).",
+    kind: Kind::Gauge,
+};
 const HOST_CONNECT_TIME: Family = Family {
     name: "wstund_backend_connect_seconds",
     help: "Time from the start of a backend connect (or program start) to the tunnel opening, for connects that succeeded.",
@@ -551,6 +556,10 @@ impl Source for Hosts {
             for h in &self.hosts {
                 out.sample(family, &[("backend", &h.name)], get(h, now));
             }
+        }
+        for h in self.hosts.iter().filter(|h| h.health.is_some()) {
+            let up = h.health.as_ref().is_some_and(|x| x.is_up());
+            out.sample(&HOST_HEALTHY, &[("backend", &h.name)], u64::from(up));
         }
         for h in &self.hosts {
             out.histogram(&HOST_CONNECT_TIME, &[("backend", &h.name)], &h.connect_time);

@@ -195,6 +195,13 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "URL path answered 200 while serving, 503 while stopping or when every backend of a wstund.health-routes route is down; empty: no health page."
     HealthRoutes.health_routes = "wstund.health-routes" : "array of strings" [0, 0] [] default "( )" unit None;
         "wstunnel.server keys whose backends must not all be down for wstund.health-url to answer 200."
+    // mod_status: per request, so `$HTTP["remoteip"]` can restrict the pages.
+    StatusUrl.status_url = "status.status-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path of the status page (HTML; ?json, ?auto as lighttpd's); empty: none."
+    StatusConfigUrl.status_config_url = "status.config-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path of the page listing the modules and routes this wstund serves; empty: none."
+    StatusStatisticsUrl.status_statistics_url = "status.statistics-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path of the counters as lighttpd's statistics lines (wstunnel.backend.<host>.<counter>: N); empty: none."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -357,7 +364,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_status"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -448,7 +455,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "wstund."].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "wstund.", "status."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }

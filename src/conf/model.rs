@@ -176,6 +176,10 @@ pub struct WsSettings {
     pub health_url: String,
     /// `wstund.health-routes`: route keys that must have a backend up for a 200.
     pub health_routes: Vec<String>,
+    /// mod_status: `status.status-url`, `status.config-url`, `status.statistics-url`.
+    pub status_url: String,
+    pub status_config_url: String,
+    pub status_statistics_url: String,
     /// Seconds; 0 = no pings.
     pub ping_interval: u32,
     pub debug: u32,
@@ -224,6 +228,9 @@ impl Default for WsSettings {
             metrics_url: String::new(),
             health_url: String::new(),
             health_routes: Vec::new(),
+            status_url: String::new(),
+            status_config_url: String::new(),
+            status_statistics_url: String::new(),
             ping_interval: DEFAULT_PING_INTERVAL,
             debug: DEFAULT_DEBUG,
             balance: DEFAULT_BALANCE,

@@ -73,7 +73,7 @@ impl Conn {
             debug!("[c{}] url denied by url.access-allow/url.access-deny: {}", self.id, req.url_path);
             return self.reject(ctx, 403, &[], "forbidden");
         }
-        if let Some(page) = Page::for_path(&settings, &req.url_path) {
+        if let Some(page) = Page::for_path(&settings, &req.url_path, &req.query) {
             if !matches!(req.method.as_str(), "GET" | "HEAD") {
                 return self.reject(ctx, 405, &[("Allow", "GET, HEAD")], "only GET and HEAD");
             }

@@ -114,6 +114,18 @@ pub struct CloseHandshake {
 }
 
 impl Phase {
+    /// The phase's name on the status pages and in `wstund_connection_phases`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Phase::Handshake { .. } => "handshake",
+            Phase::Connecting { .. } => "connecting",
+            Phase::Open { .. } => "open",
+            Phase::Closing { .. } => "closing",
+            Phase::Linger { .. } => "linger",
+            Phase::Done => "done",
+        }
+    }
+
     /// What the drive loop compares to see whether a handler moved the connection on:
     /// the phase and its deadline (a new deadline is a new step), not the state a phase
     /// carries.

@@ -18,6 +18,22 @@ pub enum Page {
     Metrics,
     /// `wstund.health-url`.
     Health,
+    /// `status.status-url`, in one of its formats.
+    Status(StatusFormat),
+    /// `status.config-url`.
+    Config,
+    /// `status.statistics-url`.
+    Statistics,
+}
+
+/// The status page's formats, chosen by the query as in lighttpd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatusFormat {
+    Html,
+    /// `?json`
+    Json,
+    /// `?auto`
+    Auto,
 }
 
 impl Page {
@@ -26,16 +42,33 @@ impl Page {
         match self {
             Page::Metrics => "metrics",
             Page::Health => "health",
+            Page::Status(_) => "status",
+            Page::Config => "config",
+            Page::Statistics => "statistics",
         }
     }
 
     /// The page a URL path names under these settings, if any (pure).
-    pub fn for_path(settings: &WsSettings, url_path: &str) -> Option<Page> {
+    pub fn for_path(settings: &WsSettings, url_path: &str, query: &str) -> Option<Page> {
         let is = |u: &str| !u.is_empty() && u == url_path;
         if is(&settings.metrics_url) {
             Some(Page::Metrics)
         } else if is(&settings.health_url) {
             Some(Page::Health)
+        } else if is(&settings.status_url) {
+            // lighttpd looks at the whole query: "auto" and "json" (with or without a
+            // jsonp callback after it).
+            Some(Page::Status(if query == "auto" {
+                StatusFormat::Auto
+            } else if query == "json" || query.starts_with("json&") {
+                StatusFormat::Json
+            } else {
+                StatusFormat::Html
+            }))
+        } else if is(&settings.status_config_url) {
+            Some(Page::Config)
+        } else if is(&settings.status_statistics_url) {
+            Some(Page::Statistics)
         } else {
             None
         }
@@ -135,14 +168,19 @@ mod tests {
     #[test]
     fn pages_by_exact_path_and_only_when_set() {
         let mut s = WsSettings::default();
-        assert_eq!(Page::for_path(&s, "/"), None);
-        assert_eq!(Page::for_path(&s, ""), None);
+        assert_eq!(Page::for_path(&s, "/", ""), None);
+        assert_eq!(Page::for_path(&s, "", ""), None);
         s.metrics_url = "/metrics".into();
         s.health_url = "/healthz".into();
-        assert_eq!(Page::for_path(&s, "/metrics"), Some(Page::Metrics));
-        assert_eq!(Page::for_path(&s, "/healthz"), Some(Page::Health));
-        assert_eq!(Page::for_path(&s, "/metrics/"), None);
-        assert_eq!(Page::for_path(&s, "/healthz2"), None);
+        s.status_url = "/server-status".into();
+        assert_eq!(Page::for_path(&s, "/metrics", ""), Some(Page::Metrics));
+        assert_eq!(Page::for_path(&s, "/healthz", "x"), Some(Page::Health));
+        assert_eq!(Page::for_path(&s, "/metrics/", ""), None);
+        assert_eq!(Page::for_path(&s, "/healthz2", ""), None);
+        assert_eq!(Page::for_path(&s, "/server-status", ""), Some(Page::Status(StatusFormat::Html)));
+        assert_eq!(Page::for_path(&s, "/server-status", "json"), Some(Page::Status(StatusFormat::Json)));
+        assert_eq!(Page::for_path(&s, "/server-status", "auto"), Some(Page::Status(StatusFormat::Auto)));
+        assert_eq!(Page::for_path(&s, "/server-config", ""), None);
     }
 
     #[test]

@@ -155,6 +155,12 @@ impl TunnelMetrics {
         }
     }
 
+    /// Connections accepted and payload bytes carried (both ways, ended tunnels), for
+    /// the status page's rates.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.accepted, self.routes.values().map(|r| r.bytes[0] + r.bytes[1]).sum())
+    }
+
     /// Tunnels open now, over all routes.
     pub fn open_total(&self) -> u64 {
         self.routes.values().map(|r| r.opened - r.ended).sum()

@@ -42,7 +42,8 @@ use crate::payload::buffer::BufPool;
 use crate::conn::client::ClientStream;
 use crate::conf::Config;
 use crate::conn::machine::{Conn, Ctx};
-use crate::conn::page::{Page, PageRequest, Rendered};
+use crate::conn::page::{Page, PageRequest, Rendered, StatusFormat};
+use crate::metrics::status;
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
@@ -67,6 +68,9 @@ pub const BACKLOG_SLICE: Duration = Duration::from_micros(250);
 /// Most clients accepted from one listener per turn: a connect storm is taken in
 /// batches, with the other connections served in between.
 const ACCEPT_BATCH: usize = 64;
+
+/// Ticks (seconds) the status page's averages span: lighttpd's "5s sliding average".
+const RATE_TICKS: usize = 5;
 
 /// Work left over from a turn, served round-robin between polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -185,6 +189,10 @@ pub struct Server {
     lame_duck: bool,
     /// How long the last page took to render (the loop was busy that long).
     last_render: Duration,
+    /// Connections accepted and payload bytes at each of the last ticks (newest last),
+    /// for the status page's 5-second averages.
+    rates: VecDeque<(u64, u64)>,
+    started: Instant,
 }
 
 impl Server {
@@ -244,6 +252,8 @@ impl Server {
                 .chain(config_health.blocks.iter().map(|b| &*b.ws))
                 .any(|ws| !ws.health_url.is_empty()),
             last_render: Duration::ZERO,
+            rates: VecDeque::with_capacity(RATE_TICKS + 1),
+            started: now,
         })
     }
 
@@ -431,6 +441,29 @@ impl Server {
                 let (status, body) = self.health(&req.health_routes, now);
                 Rendered { status, content_type: "text/plain; charset=utf-8", body: body.into_bytes() }
             }
+            Page::Status(format) => {
+                let (snapshot, facts) = self.status_snapshot(now);
+                let (content_type, body) = match format {
+                    StatusFormat::Html => ("text/html; charset=utf-8", status::html(&snapshot, &facts)),
+                    StatusFormat::Json => ("application/json", status::json(&snapshot, &facts)),
+                    StatusFormat::Auto => ("text/plain; charset=utf-8", status::auto(&snapshot, &facts)),
+                };
+                Rendered { status: 200, content_type, body: body.into_bytes() }
+            }
+            Page::Statistics => {
+                let (snapshot, _) = self.status_snapshot(now);
+                Rendered { status: 200, content_type: "text/plain; charset=utf-8", body: status::statistics(&snapshot).into_bytes() }
+            }
+            Page::Config => {
+                let mut routes: Vec<String> = std::iter::once(&*self.config.wstunnel)
+                    .chain(self.config.blocks.iter().map(|b| &*b.ws))
+                    .flat_map(|ws| ws.servers.routes.iter().map(|r| r.key.clone()))
+                    .collect();
+                routes.sort();
+                routes.dedup();
+                let body = status::config_html(&self.version_tag(), crate::conf::IMPLEMENTED_MODULES, &routes);
+                Rendered { status: 200, content_type: "text/html; charset=utf-8", body: body.into_bytes() }
+            }
         };
         let took = t0.elapsed();
         self.last_render = took;
@@ -438,6 +471,46 @@ impl Server {
         let Some(conn) = conns.get_mut(key) else { return };
         debug!("[c{}] {} page: {} ({} bytes) rendered in {} us", conn.id, req.page.name(), rendered.status, rendered.body.len(), took.as_micros());
         conn.serve_page(&mut ctx, req, rendered);
+    }
+
+    /// Every sample, grouped for the status pages, and what the server knows besides.
+    fn status_snapshot(&self, now: Instant) -> (status::Snapshot, status::Facts) {
+        let mut snapshot = status::Snapshot::default();
+        let gauges = self.loop_gauges();
+        for s in [&gauges as &dyn metrics::Source, &self.tunnels, &self.hosts, &self.procs, &self.drains] {
+            s.expose(&mut snapshot);
+        }
+        let mut scoreboard = String::with_capacity(self.conns.len());
+        for (_, c) in self.conns.iter() {
+            let name = c.phase.name();
+            scoreboard.push(status::PHASE_CHARS.iter().find(|(p, _)| *p == name).map_or('_', |(_, ch)| *ch));
+        }
+        let (requests_avg5, traffic_avg5) = match (self.rates.front(), self.rates.back()) {
+            (Some(a), Some(b)) if self.rates.len() > 1 => {
+                let span = (self.rates.len() - 1) as u64;
+                ((b.0 - a.0) / span, (b.1 - a.1) / span)
+            }
+            _ => (0, 0),
+        };
+        let facts = status::Facts {
+            version: self.version_tag(),
+            uptime_secs: now.saturating_duration_since(self.started).as_secs(),
+            state: if self.state == RunState::Running { "running" } else { "stopping" },
+            idle_slots: self.max_conns.saturating_sub(self.conns.len()) as u64,
+            requests_avg5,
+            traffic_avg5,
+            scoreboard,
+        };
+        (snapshot, facts)
+    }
+
+    /// The name and version the pages show: `server.tag`, or wstund's own when empty.
+    fn version_tag(&self) -> String {
+        if self.server_tag.is_empty() {
+            concat!("wstund/", env!("CARGO_PKG_VERSION")).to_string()
+        } else {
+            self.server_tag.clone()
+        }
     }
 
     /// The health page's answer: 503 while stopping or when every backend of a named
@@ -591,6 +664,10 @@ impl Server {
     }
 
     fn tick(&mut self, now: Instant) {
+        self.rates.push_back(self.tunnels.totals());
+        if self.rates.len() > RATE_TICKS + 1 {
+            self.rates.pop_front();
+        }
         self.resolver.tick(now);
         if let Some(limit) = self.idle_limit {
             if self.state == RunState::Running && now.saturating_duration_since(self.last_active) >= limit {
@@ -844,7 +921,20 @@ impl Server {
     /// Every counter and gauge, in the Prometheus text format: the one reading of the
     /// metrics seam (`metrics/`) that the status dump and any HTTP view share.
     pub fn metrics_text(&self) -> String {
-        let gauges = LoopGauges {
+        let gauges = self.loop_gauges();
+        metrics::prometheus::render(&[&gauges, &self.tunnels, &self.hosts, &self.procs, &self.drains])
+    }
+
+    fn loop_gauges(&self) -> LoopGauges {
+        let mut phases = [0u64; 5];
+        for (_, c) in self.conns.iter() {
+            let name = c.phase.name();
+            if let Some(i) = status::PHASE_CHARS.iter().position(|(p, _)| *p == name) {
+                phases[i] += 1;
+            }
+        }
+        LoopGauges {
+            phases,
             connections: self.conns.len() as u64,
             buffers_in_use: self.pool.in_use as u64,
             buffers_spare: self.pool.spare() as u64,
@@ -853,14 +943,15 @@ impl Server {
             accept_failures: self.accept_failures.total(),
             log_lines_suppressed: crate::process::childlog::suppressed_total(),
             page_render_us: self.last_render.as_micros() as u64,
-        };
-        metrics::prometheus::render(&[&gauges, &self.tunnels, &self.hosts, &self.procs, &self.drains])
+        }
     }
 }
 
 /// What the loop itself knows: its connections, buffers, backlog and turns.
 struct LoopGauges {
     connections: u64,
+    /// Connections per phase, in the order of `status::PHASE_CHARS`.
+    phases: [u64; 5],
     buffers_in_use: u64,
     buffers_spare: u64,
     backlog: u64,
@@ -872,6 +963,8 @@ struct LoopGauges {
 
 const CONNECTIONS: Family =
     Family { name: "wstund_connections", help: "Client connections held now (any phase).", kind: Kind::Gauge };
+const PHASES: Family =
+    Family { name: "wstund_connection_phases", help: "Client connections held now, by phase.", kind: Kind::Gauge };
 const BUFFERS: Family =
     Family { name: "wstund_buffers", help: "Payload buffers, in use by connections or spare in the pool.", kind: Kind::Gauge };
 const BACKLOG: Family =
@@ -901,6 +994,9 @@ const PAGE_RENDER: Family = Family {
 impl metrics::Source for LoopGauges {
     fn expose(&self, out: &mut dyn Sink) {
         out.sample(&CONNECTIONS, &[], self.connections);
+        for ((phase, _), n) in status::PHASE_CHARS.iter().zip(self.phases) {
+            out.sample(&PHASES, &[("phase", phase)], n);
+        }
         out.sample(&BUFFERS, &[("state", "in_use")], self.buffers_in_use);
         out.sample(&BUFFERS, &[("state", "spare")], self.buffers_spare);
         out.sample(&BACKLOG, &[], self.backlog);
