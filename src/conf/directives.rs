@@ -119,7 +119,7 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     GracefulShutdownTimeout.graceful_shutdown_timeout = "server.graceful-shutdown-timeout" : "integer" [0, U31] [] default "8" unit Seconds;
         "After SIGINT (or SIGUSR1) open tunnels may run this long before they get 1001; 0 = no limit. lighttpd spells it as a server.feature-flags key, which wstund also reads."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
-        "Modules to load; wstund implements mod_wstunnel and mod_access, refuses TLS/auth modules and warns about any other."
+        "Modules to load; wstund implements mod_wstunnel, mod_access and mod_status, refuses TLS/auth modules and warns about any other."
 }
 
 field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
