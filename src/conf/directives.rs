@@ -202,6 +202,17 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "URL path of the page listing the modules and routes this wstund serves; empty: none."
     StatusStatisticsUrl.status_statistics_url = "status.statistics-url" : "string" [0, 0] [] default "\"\"" unit None;
         "URL path of the counters as lighttpd's statistics lines (wstunnel.backend.<host>.<counter>: N); empty: none."
+    // mod_staticfile, mod_indexfile: per request like lighttpd's.
+    DocumentRoot.document_root = "server.document-root" : "string (path)" [0, 0] [] default "\"\"" unit None;
+        "Directory requests no wstunnel.server route takes are answered from (GET and HEAD); empty: no files, 404."
+    FollowSymlink.follow_symlink = "server.follow-symlink" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Follow symbolic links below the document root; disable refuses (403) any path through a symlink."
+    IndexFileNames.index_file_names = "index-file.names" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Files tried, in order, for a request naming a directory; none found: 403."
+    MimetypeAssign.mimetype_assign = "mimetype.assign" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Content-Type by file-name suffix (longest match; \"\" is the default); unmatched: application/octet-stream."
+    StaticFileExclude.static_file_exclude = "static-file.exclude-extensions" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Files whose path ends with one of these are not served (403)."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -265,8 +276,6 @@ pub const IGNORED_BACKEND_OPTIONS: &[&str] = &[
 /// Real lighttpd `server.*` directives wstund does not use, with the module
 /// (or `core`) that implements them in lighttpd.
 pub const IGNORED_SERVER: &[(&str, &str)] = &[
-    ("server.document-root", "mod_staticfile"),
-    ("server.follow-symlink", "mod_staticfile"),
     ("server.force-lowercase-filenames", "mod_staticfile"),
     ("server.range-requests", "mod_staticfile"),
     ("server.dir-listing", "mod_dirlisting"),
@@ -364,7 +373,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_status"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_status", "mod_staticfile", "mod_indexfile"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -455,7 +464,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "wstund.", "status."].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "wstund.", "status.", "index-file.", "mimetype.", "static-file."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }
@@ -493,7 +502,7 @@ mod tests {
 
     #[test]
     fn module_lookup() {
-        assert_eq!(ignored_module("server.document-root"), Some("mod_staticfile"));
+        assert_eq!(ignored_module("server.range-requests"), Some("mod_staticfile"));
         assert_eq!(ignored_module("url.rewrite-once"), Some("mod_rewrite"));
         assert_eq!(ignored_module("url.access-deny"), Some("mod_rewrite"), "only reached for names lookup() does not know");
         assert!(lookup("url.access-deny").is_some() && lookup("url.access-allow").is_some());

@@ -53,6 +53,24 @@ impl ClientStream {
         }
     }
 
+    /// sendfile(2): up to `count` bytes of `file` from `*offset` straight to the socket,
+    /// without copying through wstund; `offset` moves by what was sent. WouldBlock when
+    /// the socket is full, like `write`.
+    pub fn send_file(&mut self, file: &std::fs::File, offset: &mut i64, count: usize) -> io::Result<usize> {
+        use std::os::fd::AsRawFd;
+        let out = match &self.transport {
+            Transport::Tcp(s) => s.as_raw_fd(),
+            Transport::Unix(s) => s.as_raw_fd(),
+        };
+        // SAFETY: both descriptors are open for the duration of the call; `offset` is a
+        // valid, exclusively borrowed off_t.
+        let n = unsafe { libc::sendfile(out, file.as_raw_fd(), offset as *mut i64, count) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
     pub fn shutdown_write(&self) {
         let _ = match &self.transport {
             Transport::Tcp(s) => s.shutdown(Shutdown::Write),

@@ -85,6 +85,9 @@ impl Conn {
             return self.reject(ctx, 503, &[("Retry-After", "1")], "server shutting down");
         }
         let Some(route) = settings.servers.find(&req.url_path) else {
+            if !settings.document_root.is_empty() {
+                return self.serve_static(ctx, &req, &settings);
+            }
             debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
             return self.reject(ctx, 404, &[], "not found");
         };

@@ -5,6 +5,7 @@
 //! slices, and closes.
 
 use std::io;
+use std::time::Instant;
 
 use crate::conf::WsSettings;
 use crate::conn::machine::{Conn, Ctx, Phase, LINGER_TIMEOUT};
@@ -93,11 +94,32 @@ pub struct Rendered {
     pub body: Vec<u8>,
 }
 
-/// A complete response being sent (larger than an outbound buffer may hold).
+/// A complete response being sent (larger than an outbound buffer may hold): the head
+/// (and a page's body), then, for a static file, the file's bytes by sendfile(2).
 #[derive(Debug, Default)]
 pub struct Reply {
     bytes: Vec<u8>,
     sent: usize,
+    file: Option<FileBody>,
+}
+
+/// The part of a file still to send: `pos..end`.
+#[derive(Debug)]
+pub struct FileBody {
+    pub file: std::fs::File,
+    pub pos: u64,
+    pub end: u64,
+}
+
+impl Reply {
+    pub fn new(bytes: Vec<u8>, file: Option<FileBody>) -> Reply {
+        Reply { bytes, sent: 0, file }
+    }
+
+    /// How far the sending got (to tell progress from a stall).
+    fn progress(&self) -> (usize, u64) {
+        (self.sent, self.file.as_ref().map_or(0, |f| f.pos))
+    }
 }
 
 impl Reply {
@@ -134,7 +156,7 @@ impl Conn {
         }
         let mut bytes = Vec::with_capacity(page.body.len() + 256);
         http::write_page(page.status, page.content_type, &headers, &page.body, req.head, &mut bytes);
-        self.reply = Some(Box::new(Reply { bytes, sent: 0 }));
+        self.reply = Some(Box::new(Reply::new(bytes, None)));
         self.status = Some(page.status);
         self.page_served = Some(req.page.name());
         self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
@@ -142,6 +164,7 @@ impl Conn {
     }
 
     /// Sends what is left of the reply; true once it is all out (or there is none).
+    /// At most [`TURN_BYTES`] per turn: a large file never holds the loop.
     pub(crate) fn flush_reply(&mut self) -> io::Result<bool> {
         let Some(r) = self.reply.as_mut() else { return Ok(true) };
         if !self.client_io.writable {
@@ -149,7 +172,14 @@ impl Conn {
         }
         let client = &mut self.client;
         let mut more = false;
-        let done = r.write(|b| client.write(b), &mut more)?;
+        let before = r.progress();
+        let mut done = r.write(|b| client.write(b), &mut more)?;
+        if done {
+            done = send_file_part(client, &mut r.file, &mut more)?;
+        }
+        if done || r.progress() != before {
+            self.last_write = Instant::now();
+        }
         if done {
             self.reply = None;
         } else if more {
@@ -159,6 +189,33 @@ impl Conn {
         }
         Ok(done)
     }
+}
+
+/// The file part of a reply, by sendfile(2), up to [`TURN_BYTES`]; true once sent.
+fn send_file_part(client: &mut crate::conn::client::ClientStream, body: &mut Option<FileBody>, more: &mut bool) -> io::Result<bool> {
+    let Some(f) = body.as_mut() else { return Ok(true) };
+    let mut moved = 0usize;
+    while f.pos < f.end {
+        if moved >= TURN_BYTES {
+            *more = true;
+            return Ok(false);
+        }
+        let want = usize::try_from(f.end - f.pos).unwrap_or(usize::MAX).min(TURN_BYTES);
+        let mut off = i64::try_from(f.pos).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        match client.send_file(&f.file, &mut off, want) {
+            // The file shrank under us: the promised length cannot be kept.
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                f.pos += n as u64;
+                moved += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    *body = None;
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -185,7 +242,7 @@ mod tests {
 
     #[test]
     fn reply_is_written_in_turn_sized_slices() {
-        let mut r = Reply { bytes: vec![7; TURN_BYTES * 2 + 10], sent: 0 };
+        let mut r = Reply::new(vec![7; TURN_BYTES * 2 + 10], None);
         let mut more = false;
         assert!(!r.write(|b| Ok(b.len().min(4096)), &mut more).unwrap());
         assert!(more);

@@ -190,6 +190,25 @@ pub fn write_page(status: u16, content_type: &str, extra: &[(&str, &str)], body:
     }
 }
 
+/// Appends the head of a static file's answer: status, Content-Type (unless a 304),
+/// Content-Length `length`, `Connection: close`, `extra`.
+pub fn write_file_head(status: u16, content_type: &str, length: u64, with_type: bool, extra: &[(&str, &str)], out: &mut Vec<u8>) {
+    push_status_line(out, status);
+    if with_type {
+        push_header(out, "Content-Type", content_type);
+    }
+    if status != 304 {
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, length);
+        out.extend_from_slice(b"\r\n");
+    }
+    push_header(out, "Connection", "close");
+    for (name, value) in extra {
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Drops the body of a complete response in `out` (after `start`), keeping its headers
 /// and Content-Length: the answer to a HEAD request.
 pub fn strip_body(out: &mut Vec<u8>, start: usize) {

@@ -23,7 +23,7 @@ const HANDSHAKES: Family = Family {
 };
 const PAGES: Family = Family {
     name: "wstund_pages_total",
-    help: "Requests for wstund's own pages (metrics, health), by page and HTTP status.",
+    help: "Requests answered by wstund itself (metrics, health, status pages, static files), by page and HTTP status.",
     kind: Kind::Counter,
 };
 const CLOSED: Family = Family {
