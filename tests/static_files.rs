@@ -298,3 +298,29 @@ fn large_file_does_not_stall_the_loop() {
     }
     panic!("p99 during the transfers above 2x idle in every attempt: {results:?}");
 }
+
+/// Keep-alive for plain HTTP: three pipelined requests on one connection (a GET, a
+/// HEAD, a GET with `Connection: close`) get three answers in order, the last closes;
+/// each request has its own access line. HTTP/1.0 without keep-alive closes at once.
+#[test]
+fn keep_alive_and_pipelining() {
+    let tmp = TempDir::new("static-ka");
+    let root = site(&tmp);
+    let be = Backend::echo();
+    let d = Daemon::start_conf(&files_conf(&be, &root, false));
+    let a = raw(
+        d.port(),
+        b"GET /sub/data.txt HTTP/1.1\r\nHost: x\r\n\r\nHEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n\
+          GET /index.html HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    let all = format!("{}\r\n\r\n{}", a.head, String::from_utf8_lossy(&a.body));
+    let statuses: Vec<&str> = all.lines().filter(|l| l.starts_with("HTTP/1.1 ")).collect();
+    assert_eq!(statuses, ["HTTP/1.1 200 OK"; 3], "{all}");
+    let connections: Vec<&str> = all.lines().filter_map(|l| l.strip_prefix("Connection: ")).collect();
+    assert_eq!(connections, ["keep-alive", "keep-alive", "close"], "{all}");
+    assert!(all.contains("0123456789HTTP/1.1 200 OK"), "the HEAD answer has no body: {all}");
+    assert!(all.ends_with("<p>index</p>\n"), "{all}");
+    assert!(wait_until(T, || d.access_lines().iter().filter(|l| l.get("path").is_some_and(|p| p == "/index.html")).count() == 2), "{}", d.logs());
+    let a = raw(d.port(), b"GET /sub/data.txt HTTP/1.0\r\n\r\n");
+    assert_eq!((a.status, a.header("Connection"), a.body.as_slice()), (200, Some("close"), b"0123456789".as_slice()));
+}

@@ -138,7 +138,11 @@ impl Conn {
         let mut head = Vec::with_capacity(512);
         let pairs: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
         let ctype = if status == 200 || status == 206 { content_type } else { "text/plain; charset=utf-8" };
-        http::write_file_head(status, ctype, length, status != 304, &pairs, &mut head);
+        // Keep-alive for plain HTTP (HTTP/1.1 unless `Connection: close`; HTTP/1.0 when
+        // asked), never while stopping.
+        self.keep_alive = !ctx.refuse_new
+            && if req.minor_version >= 1 { !req.has_token("connection", "close") } else { req.has_token("connection", "keep-alive") };
+        http::write_file_head(status, ctype, length, status != 304, self.keep_alive, &pairs, &mut head);
         let file = match body {
             Some((start, end)) if !self.head && end > start => Some(FileBody { file, pos: start, end }),
             _ => None,

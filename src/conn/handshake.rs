@@ -33,7 +33,10 @@ impl Conn {
             }
             match self.client.read(room) {
                 Ok(0) => self.client_eof = true,
-                Ok(n) => self.inbound.commit(n),
+                Ok(n) => {
+                    self.inbound.commit(n);
+                    self.between_requests = false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -65,6 +68,7 @@ impl Conn {
     /// connect or answers with the HTTP error that explains why not.
     fn route(&mut self, ctx: &mut Ctx, req: Request) {
         self.access_req = crate::logs::accesslog::capture(&req.method, &req.target, req.minor_version, |h| req.header(h));
+        self.between_requests = false;
         self.request_path = Some(req.path.clone().into_boxed_str());
         self.head = req.method == "HEAD";
         let settings = self.settings_for(ctx, &req);
@@ -365,6 +369,7 @@ impl Conn {
             return;
         }
         match self.flush_reply() {
+            Ok(true) if self.keep_alive => return self.next_request(ctx),
             Ok(true) => {}
             Ok(false) => return,
             Err(_) => {

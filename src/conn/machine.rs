@@ -296,6 +296,11 @@ pub struct Conn {
     pub reply: Option<Box<Reply>>,
     /// The page served, for the counters (`wstund_pages_total`).
     pub page_served: Option<&'static str>,
+    /// The answer being sent keeps the connection open for another request.
+    pub keep_alive: bool,
+    /// Waiting on a kept-alive connection with nothing of the next request yet: its
+    /// time-out closes silently, and nothing is logged or counted for it.
+    pub between_requests: bool,
 }
 
 impl Conn {
@@ -343,6 +348,8 @@ impl Conn {
             page: None,
             reply: None,
             page_served: None,
+            keep_alive: false,
+            between_requests: false,
         }
     }
 
@@ -414,6 +421,10 @@ impl Conn {
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now;
         match self.phase {
+            Phase::Handshake { deadline } if now >= deadline && self.between_requests && self.inbound.raw().is_empty() => {
+                debug!("[c{}] keep-alive idle time-out", self.id);
+                self.phase = Phase::Done;
+            }
             Phase::Handshake { deadline } if now >= deadline => {
                 debug!("[c{}] handshake timeout", self.id);
                 self.reject(ctx, 408, &[], "request timeout");
@@ -462,8 +473,27 @@ impl Conn {
         self.release_host(ctx);
         self.inbound.release(ctx.pool);
         self.outbound.release(ctx.pool);
+        if !self.between_requests {
+            self.count_end(ctx.metrics);
+            self.log_access(ctx.now);
+        }
+    }
+
+    /// A kept-alive answer is out: the request is counted and logged, and the
+    /// connection waits for the next one (which may already be in the inbound buffer).
+    pub(crate) fn next_request(&mut self, ctx: &mut Ctx) {
         self.count_end(ctx.metrics);
         self.log_access(ctx.now);
+        self.status = None;
+        self.page_served = None;
+        self.request_path = None;
+        self.rejected_route = None;
+        self.access_req = None;
+        self.head = false;
+        self.keep_alive = false;
+        self.started = ctx.now;
+        self.between_requests = true;
+        self.phase = Phase::Handshake { deadline: deadline_after(ctx.now, ctx.config.wstunnel.open_handshake_timeout) };
     }
 
     fn count_end(&self, metrics: &mut TunnelMetrics) {

@@ -191,8 +191,8 @@ pub fn write_page(status: u16, content_type: &str, extra: &[(&str, &str)], body:
 }
 
 /// Appends the head of a static file's answer: status, Content-Type (unless a 304),
-/// Content-Length `length`, `Connection: close`, `extra`.
-pub fn write_file_head(status: u16, content_type: &str, length: u64, with_type: bool, extra: &[(&str, &str)], out: &mut Vec<u8>) {
+/// Content-Length `length`, `Connection: keep-alive` or `close`, `extra`.
+pub fn write_file_head(status: u16, content_type: &str, length: u64, with_type: bool, keep_alive: bool, extra: &[(&str, &str)], out: &mut Vec<u8>) {
     push_status_line(out, status);
     if with_type {
         push_header(out, "Content-Type", content_type);
@@ -202,7 +202,7 @@ pub fn write_file_head(status: u16, content_type: &str, length: u64, with_type: 
         push_u64(out, length);
         out.extend_from_slice(b"\r\n");
     }
-    push_header(out, "Connection", "close");
+    push_header(out, "Connection", if keep_alive { "keep-alive" } else { "close" });
     for (name, value) in extra {
         push_header(out, name, value);
     }
