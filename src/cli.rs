@@ -40,7 +40,8 @@ fn options() -> Options {
 
 fn usage(o: &Options) -> String {
     o.usage(&format!(
-        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n\n\
+        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n       \
+         wstund --port N [--bind ADDR] [--staticdir DIR] [--devconsole] [--binary] [--line] [-p] -- PROGRAM ARGS...\n\n\
          Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 restarts gracefully,\n\
          SIGHUP reopens the logs, SIGUSR2 logs a status dump (see wstund(8)).",
         env!("CARGO_PKG_VERSION")
@@ -85,6 +86,9 @@ pub fn main(args: Vec<String>) -> i32 {
     // First, before anything opens a descriptor or starts a child (include_shell):
     // sockets passed by a SIGUSR1 restart or by systemd become close-on-exec.
     let inherited = Inherited::take();
+    if crate::oneline::wanted(args.get(1..).unwrap_or_default()) {
+        return one_line(args.get(1..).unwrap_or_default(), inherited);
+    }
     let o = options();
     let m = match o.parse(normalize(&args).iter().skip(1)) {
         Ok(m) => m,
@@ -160,6 +164,40 @@ pub fn main(args: Vec<String>) -> i32 {
         Mode::Serve { idle, restart: RestartPlan::from_current(Path::new(&path)) }
     };
     run(config, inherited, mode, m.opt_present("D"))
+}
+
+/// websocketd's one-line start (`oneline.rs`): the flags become conf text, which is
+/// printed (`-p`) or loaded and run in the foreground like a file.
+fn one_line(args: &[String], inherited: Inherited) -> i32 {
+    let parsed = crate::oneline::parse(args).and_then(|o| {
+        let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+        let program = crate::oneline::resolve_program(&o.command[0], std::env::var_os("PATH").as_deref(), &cwd)?;
+        Ok((o.print, crate::oneline::conf_text(&o, &program)))
+    });
+    let (print, text) = match parsed {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("wstund: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if print {
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+        return EXIT_OK;
+    }
+    let loaded = match conf::load_str("(command line)", &text) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("wstund: {w}");
+    }
+    let restart = Err("a one-line start has no conf file to read again; start with -f FILE (wstund -p prints one)".to_string());
+    run(loaded.config, inherited, Mode::Serve { idle: None, restart }, true)
 }
 
 /// How `run` serves.

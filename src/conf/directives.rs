@@ -193,6 +193,8 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "URL path answered with every counter and gauge in the Prometheus text format; empty: no metrics page."
     HealthUrl.health_url = "wstund.health-url" : "string" [0, 0] [] default "\"\"" unit None;
         "URL path answered 200 while serving, 503 while stopping or when every backend of a wstund.health-routes route is down; empty: no health page."
+    Devconsole.devconsole = "wstund.devconsole" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "A browser's plain GET on a route gets a built-in page to send messages and see replies (websocketd's --devconsole)."
     HealthRoutes.health_routes = "wstund.health-routes" : "array of strings" [0, 0] [] default "( )" unit None;
         "wstunnel.server keys whose backends must not all be down for wstund.health-url to answer 200."
     // mod_status: per request, so `$HTTP["remoteip"]` can restrict the pages.

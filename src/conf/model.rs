@@ -176,6 +176,8 @@ pub struct WsSettings {
     pub health_url: String,
     /// `wstund.health-routes`: route keys that must have a backend up for a 200.
     pub health_routes: Vec<String>,
+    /// `wstund.devconsole`: a plain GET on a route gets the dev console page.
+    pub devconsole: bool,
     /// mod_status: `status.status-url`, `status.config-url`, `status.statistics-url`.
     pub status_url: String,
     pub status_config_url: String,
@@ -235,6 +237,7 @@ impl Default for WsSettings {
             metrics_url: String::new(),
             health_url: String::new(),
             health_routes: Vec::new(),
+            devconsole: false,
             status_url: String::new(),
             status_config_url: String::new(),
             status_statistics_url: String::new(),

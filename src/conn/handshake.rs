@@ -99,6 +99,9 @@ impl Conn {
         let route_key = route.key.clone();
         let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
         let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.client.peer().map(|p| p.ip()));
+        if !req.is_upgrade_request() && settings.devconsole && matches!(req.method.as_str(), "GET" | "HEAD") {
+            return self.serve_devconsole(ctx);
+        }
         if !req.is_upgrade_request() {
             self.rejected_route = Some(route_key.into_boxed_str());
             return self.reject(

@@ -9,12 +9,14 @@
 //! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
 //! - `keepalive`: when an open tunnel pings (interval, idle pings, ping-timeout; pure).
 //! - `client`: the client's byte stream.
+//! - `devconsole`: the built-in page a browser gets on a route with wstund.devconsole.
 //! - `files`: mod_staticfile: a request no route took, from the document root.
 //! - `page`: wstund's own pages (metrics, health): recognised here, rendered by the
 //!   server, sent from a reply buffer.
 
 pub mod attach;
 pub mod client;
+pub mod devconsole;
 pub mod files;
 pub mod handshake;
 pub mod keepalive;
