@@ -437,12 +437,11 @@ impl Conn {
             Phase::Closing { deadline, .. } if now >= deadline => self.close_timed_out(ctx),
             Phase::Closing { .. } => self.child_tick(ctx),
             // A reply still being sent (a file) may take as long as it keeps moving.
-            Phase::Linger { .. } if self.reply.is_some() => {
-                if now.saturating_duration_since(self.last_write) >= ctx.config.server.max_write_idle {
-                    debug!("[c{}] reply made no progress for server.max-write-idle", self.id);
-                    self.phase = Phase::Done;
-                }
+            Phase::Linger { .. } if self.reply.is_some() && now.saturating_duration_since(self.last_write) >= ctx.config.server.max_write_idle => {
+                debug!("[c{}] reply made no progress for server.max-write-idle", self.id);
+                self.phase = Phase::Done;
             }
+            Phase::Linger { .. } if self.reply.is_some() => {}
             Phase::Linger { deadline, .. } if now >= deadline => {
                 debug!("[c{}] close timeout", self.id);
                 self.phase = Phase::Done;
