@@ -10,7 +10,6 @@ mod common;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -137,146 +136,13 @@ fn staticdir_serves_files_beside_the_program() {
     assert_eq!(got, ["a", "b"]);
 }
 
-// --- the dev console in Chromium ------------------------------------------------------
-
-fn find_chromium() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("WSTUND_CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome"]
-        .iter()
-        .flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n)))
-        .find(|p| p.is_file())
-}
-
-/// A DevTools protocol session on one page target.
-struct Cdp {
-    ws: tungstenite::WebSocket<TcpStream>,
-    next: u64,
-}
-
-impl Cdp {
-    fn call(&mut self, method: &str, params: &str) -> String {
-        self.next += 1;
-        let id = self.next;
-        self.ws.send(Message::text(format!("{{\"id\":{id},\"method\":\"{method}\",\"params\":{params}}}"))).unwrap();
-        let want = format!("{{\"id\":{id},");
-        loop {
-            match self.ws.read() {
-                Ok(Message::Text(t)) if t.starts_with(&want) => return t.to_string(),
-                Ok(_) => continue,
-                Err(e) => panic!("devtools: {e}"),
-            }
-        }
-    }
-
-    /// Evaluates `expr` in the page; the result's JSON.
-    fn eval(&mut self, expr: &str) -> String {
-        let quoted = expr.replace('\\', "\\\\").replace('"', "\\\"");
-        self.call("Runtime.evaluate", &format!("{{\"expression\":\"{quoted}\",\"returnByValue\":true}}"))
-    }
-}
-
-fn b64_decode(s: &str) -> Vec<u8> {
-    let val = |c: u8| match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'+' => 62,
-        _ => 63,
-    };
-    let bytes: Vec<u8> = s.bytes().filter(|c| *c != b'=' && !c.is_ascii_whitespace()).collect();
-    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
-    for chunk in bytes.chunks(4) {
-        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, c)| acc | (u32::from(val(*c)) << (18 - 6 * i)));
-        out.extend_from_slice(&n.to_be_bytes()[1..chunk.len()]);
-    }
-    out
-}
-
 #[test]
 fn devconsole_in_chromium_sends_and_shows_the_echo() {
-    let Some(chromium) = find_chromium() else {
-        if std::env::var("WSTUND_REQUIRE_BROWSER").as_deref() == Ok("1") {
-            panic!("WSTUND_REQUIRE_BROWSER=1 but no chromium found");
-        }
-        eprintln!("SKIPPED: chromium not found; WSTUND_REQUIRE_BROWSER=1 makes this a failure");
-        return;
-    };
+    let Some(chromium) = cdp::chromium_or_skip() else { return };
     let port = free_port();
     let w = OneLine::start(port, &["--port", &port.to_string(), "--bind", "127.0.0.1", "--devconsole", "--", "/bin/cat"]);
-    let dir = TempDir::new("devconsole");
-    let mut browser = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-dev-shm-usage",
-            "--password-store=basic",
-            "--remote-debugging-port=0",
-            "--window-size=1000,700",
-        ])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg(format!("http://127.0.0.1:{}/", w.port))
-        .env("HOME", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start chromium");
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drive_console(&dir, w.port)));
-    let _ = browser.kill();
-    let _ = browser.wait();
-    if let Err(e) = result {
-        std::panic::resume_unwind(e);
-    }
-}
-
-fn drive_console(dir: &TempDir, port: u16) {
-    let active = dir.join("profile/DevToolsActivePort");
-    assert!(wait_until(T, || std::fs::read_to_string(&active).is_ok_and(|s| s.lines().count() >= 2)), "no DevToolsActivePort");
-    let devtools: u16 = std::fs::read_to_string(&active).unwrap().lines().next().unwrap().parse().unwrap();
-    // The page target's debugger URL from /json/list.
-    let mut page_ws = None;
-    assert!(wait_until(T, || {
-        let Ok(mut s) = TcpStream::connect(("127.0.0.1", devtools)) else { return false };
-        // Chromium's DevTools server may keep the connection open: read what comes
-        // within a short time-out.
-        let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
-        let _ = write!(s, "GET /json/list HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
-        let mut raw = Vec::new();
-        let mut buf = [0u8; 8192];
-        while let Ok(n) = s.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            raw.extend_from_slice(&buf[..n]);
-        }
-        let out = String::from_utf8_lossy(&raw).into_owned();
-        // One object per target; the page's object names its URL and its debugger URL.
-        let target = out.split('}').find(|o| o.contains(&format!("\"url\": \"http://127.0.0.1:{port}/\"")) && o.contains("\"type\": \"page\""));
-        page_ws = target
-            .and_then(|o| o.split("\"webSocketDebuggerUrl\": \"").nth(1))
-            .and_then(|t| t.split('"').next())
-            .map(str::to_string);
-        page_ws.is_some()
-    }), "the dev console page never showed up as a target");
-    let url = page_ws.unwrap();
-    eprintln!("devtools target: {url}");
-    let stream = TcpStream::connect(("127.0.0.1", devtools)).unwrap();
-    stream.set_read_timeout(Some(T)).unwrap();
-    let (ws, _) = tungstenite::client::client(url.as_str(), stream).expect("devtools websocket");
-    let mut cdp = Cdp { ws, next: 0 };
-    eprintln!("devtools session open");
-
+    let mut b = cdp::Browser::open(&chromium, &format!("http://127.0.0.1:{}/", w.port));
+    let cdp = &mut b.cdp;
     let state = "document.getElementById('state') && document.getElementById('state').textContent";
     let mut seen = String::new();
     let connected = wait_until(T, || {
@@ -284,6 +150,7 @@ fn drive_console(dir: &TempDir, port: u16) {
         seen.contains("\"value\":\"connected\"")
     });
     assert!(connected, "the console never connected: {seen}");
+    // As a user would: type into the input, click send.
     cdp.eval("document.getElementById('msg').value = 'hello from the dev console'; document.getElementById('send').click(); 1");
     let log = "document.getElementById('log').textContent";
     let mut last = String::new();
@@ -294,12 +161,5 @@ fn drive_console(dir: &TempDir, port: u16) {
     });
     assert!(ok, "no echo in the page's log: {last}");
     assert!(last.contains("\\u2192 hello from the dev console") || last.contains("\u{2192} hello from the dev console"), "{last}");
-    let shot = cdp.call("Page.captureScreenshot", "{\"format\":\"png\"}");
-    let data = shot.split("\"data\":\"").nth(1).and_then(|t| t.split('"').next()).expect("screenshot data");
-    let png = b64_decode(data);
-    assert!(png.starts_with(b"\x89PNG"), "not a PNG");
-    let out = repo_root().join("target/test-artifacts");
-    std::fs::create_dir_all(&out).unwrap();
-    std::fs::write(out.join("devconsole.png"), &png).unwrap();
-    eprintln!("screenshot: {}", out.join("devconsole.png").display());
+    eprintln!("screenshot: {}", cdp.screenshot("devconsole.png").display());
 }
