@@ -165,6 +165,11 @@ if [ -n "${WSTUND_CHROMIUM:-}" ] || find_chromium >/dev/null; then
     say "browser test: ${WSTUND_CHROMIUM:-$(find_chromium)}"
 fi
 
+# --- noVNC, Xvfb, x11vnc for tests/examples_vnc.rs (examples/vnc/) ---------------------
+if is_root && { [ ! -f /usr/share/novnc/vnc_lite.html ] || ! command -v Xvfb >/dev/null 2>&1 || ! command -v x11vnc >/dev/null 2>&1; }; then
+    apt_install novnc xvfb x11vnc || say "novnc/xvfb/x11vnc not installed: tests/examples_vnc.rs will fail"
+fi
+
 # --- the suite ---------------------------------------------------------------------------
 say "running cargo test --all-targets $*"
 exec cargo test --all-targets "$@"
