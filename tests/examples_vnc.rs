@@ -18,15 +18,17 @@ use common::*;
 
 const T: Duration = Duration::from_secs(30);
 
-/// The example's process group, stopped on drop.
-struct Example(u32);
+/// The example's process group, stopped (and its script reaped) on drop.
+struct Example(std::process::Child);
 
 impl Drop for Example {
     fn drop(&mut self) {
+        let group = -(self.0.id() as libc::pid_t);
         // SAFETY: kill(2) on the process group this test started.
-        unsafe { libc::kill(-(self.0 as libc::pid_t), libc::SIGTERM) };
+        unsafe { libc::kill(group, libc::SIGTERM) };
         std::thread::sleep(Duration::from_millis(300));
-        unsafe { libc::kill(-(self.0 as libc::pid_t), libc::SIGKILL) };
+        unsafe { libc::kill(group, libc::SIGKILL) };
+        let _ = self.0.wait();
     }
 }
 
@@ -49,8 +51,8 @@ fn novnc_example_reaches_connected() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("run examples/vnc/run.sh");
-    let _group = Example(child.id());
     let mut err = BufReader::new(child.stderr.take().unwrap());
+    let _group = Example(child);
     let (mut seen, deadline) = (String::new(), Instant::now() + T);
     loop {
         let mut line = String::new();

@@ -4,7 +4,7 @@
 //! font, so it works offline.
 
 use crate::conn::machine::{Conn, Ctx, Phase, LINGER_TIMEOUT};
-use crate::conn::page::Reply;
+use crate::conn::reply::Reply;
 use crate::http;
 
 /// The page (`devconsole.html`, embedded at build time).

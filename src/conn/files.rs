@@ -5,7 +5,7 @@
 //! a NUL or a backslash; with `server.follow-symlink = "disable"` every component below
 //! the root is checked with lstat(2) and the file is opened with O_NOFOLLOW, so no
 //! symlink is followed out of (or inside) the root. The body goes out by sendfile(2) from
-//! the loop, at most `TURN_BYTES` per turn (`page.rs`).
+//! the loop, at most `reply::TURN_BYTES` per turn (`page.rs`).
 
 use std::fs::{File, Metadata, OpenOptions};
 use std::io;
@@ -16,7 +16,7 @@ use log::debug;
 
 use crate::conf::WsSettings;
 use crate::conn::machine::{Conn, Ctx, Phase, LINGER_TIMEOUT};
-use crate::conn::page::{FileBody, Reply};
+use crate::conn::reply::{FileBody, Reply};
 use crate::http::files::{self, RangeAsk, Validators};
 use crate::http::{self, Request};
 

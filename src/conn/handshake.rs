@@ -22,7 +22,7 @@ use crate::payload::reframe::Reframer;
 use crate::ws::deflate::Inflater;
 use crate::readloop::{self, Drained, Next};
 use crate::conn::keepalive::Keepalive;
-use crate::conn::page::{Page, PageRequest};
+use crate::conn::reply::{Page, PageRequest};
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {

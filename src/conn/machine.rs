@@ -34,7 +34,7 @@ use mio::Registry;
 
 use crate::conn::keepalive::Keepalive;
 use crate::conn::link::{FailStatus, Link};
-use crate::conn::page::{PageRequest, Reply};
+use crate::conn::reply::{PageRequest, Reply};
 use crate::backend::address::Resolver;
 use crate::backend::stream::BackendStream;
 use crate::payload::buffer::BufPool;

@@ -13,6 +13,8 @@
 //! - `files`: mod_staticfile: a request no route took, from the document root.
 //! - `page`: wstund's own pages (metrics, health): recognised here, rendered by the
 //!   server, sent from a reply buffer.
+//! - `reply`: what a connection answers itself, as data: the page asked for, the
+//!   rendered page, the reply being written (head, body, a file by sendfile).
 
 pub mod attach;
 pub mod client;
@@ -24,4 +26,5 @@ pub mod link;
 pub mod machine;
 pub mod page;
 pub mod plan;
+pub mod reply;
 pub mod tunnel;

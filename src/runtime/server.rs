@@ -42,7 +42,7 @@ use crate::payload::buffer::BufPool;
 use crate::conn::client::ClientStream;
 use crate::conf::Config;
 use crate::conn::machine::{Conn, Ctx};
-use crate::conn::page::{Page, PageRequest, Rendered, StatusFormat};
+use crate::conn::reply::{Page, PageRequest, Rendered, StatusFormat};
 use crate::metrics::status;
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
