@@ -107,7 +107,7 @@ fn status_pages_show_the_scenario() {
             "{{\"-\":{{\"handshakes_total\":{{\"404\":1}},{zero},\"payload_bytes_total\":{{\"backend_to_client\":0,\"client_to_backend\":0}},\
              \"tunnels_open\":0,\"tunnels_opened_total\":0}},\
              \"/ws/\":{{\"handshakes_total\":{{\"101\":7,\"400\":1,\"426\":1}},{zero},\
-             \"payload_bytes_total\":{{\"backend_to_client\":200,\"client_to_backend\":200}},\
+             \"payload_bytes_total\":{{\"backend_to_client\":700,\"client_to_backend\":700}},\
              \"tunnels_closed_total\":{{\"1001\":2}},\"tunnels_open\":5,\"tunnels_opened_total\":7}}}}"
         )
     );
@@ -126,7 +126,7 @@ fn status_pages_show_the_scenario() {
     let accepted = 10 + pages + 1;
     assert!(server.contains(&format!("\"connections\":6,\"connections_accepted_total\":{accepted},")), "{server}");
     assert_eq!(j["RequestsTotal"], accepted.to_string());
-    assert_eq!(j["TrafficTotal"], "400");
+    assert_eq!(j["TrafficTotal"], "1400");
     assert_eq!(j["BusyServers"], "6");
     assert_eq!(j["state"], "\"running\"");
     for k in ["Uptime", "IdleServers", "RequestAverage5s", "TrafficAverage5s"] {

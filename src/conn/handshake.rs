@@ -157,6 +157,7 @@ impl Conn {
             retries: 0,
             pool_retry: false,
             connect_started: None,
+            metrics_slot: 0,
         }));
         self.connect_next(ctx);
     }
@@ -316,7 +317,7 @@ impl Conn {
             ctx.hosts.connect_ok(id, t.connect_started.map(|s| s.elapsed()).unwrap_or_default());
         }
         t.opened = true;
-        ctx.metrics.opened(&t.route_key);
+        t.metrics_slot = ctx.metrics.opened(&t.route_key);
         let mut resp = Vec::with_capacity(256);
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);

@@ -114,15 +114,15 @@ pub struct CloseHandshake {
 }
 
 impl Phase {
-    /// The phase's name on the status pages and in `wstund_connection_phases`.
-    pub fn name(&self) -> &'static str {
+    /// The phase's place in the status pages' order (`metrics::status::PHASE_CHARS`);
+    /// `Done` (never seen there: removed at once) shares the last.
+    pub fn index(&self) -> usize {
         match self {
-            Phase::Handshake { .. } => "handshake",
-            Phase::Connecting { .. } => "connecting",
-            Phase::Open { .. } => "open",
-            Phase::Closing { .. } => "closing",
-            Phase::Linger { .. } => "linger",
-            Phase::Done => "done",
+            Phase::Handshake { .. } => 0,
+            Phase::Connecting { .. } => 1,
+            Phase::Open { .. } => 2,
+            Phase::Closing { .. } => 3,
+            Phase::Linger { .. } | Phase::Done => 4,
         }
     }
 
@@ -237,6 +237,8 @@ pub struct Tunnel {
     pub pool_retry: bool,
     /// When the current backend attempt began (`wstund_backend_connect_seconds`).
     pub connect_started: Option<Instant>,
+    /// The route's slot in the tunnel counters, once opened (live byte counts).
+    pub metrics_slot: usize,
 }
 
 pub struct Conn {
@@ -509,6 +511,13 @@ impl Conn {
             cut: self.cut.map(Cut::as_str),
             page: self.page_served,
         });
+    }
+
+    /// An open tunnel's route slot and the payload bytes it has carried so far, for
+    /// the live byte counts; `None` for anything else.
+    pub fn live_bytes(&self) -> Option<(usize, [u64; 2])> {
+        let t = self.tunnel.as_deref().filter(|t| t.opened)?;
+        Some((t.metrics_slot, [self.inbound.payload_bytes, self.outbound.payload_bytes]))
     }
 
     /// Gives back the load unit this connection holds on its host, if any.

@@ -21,4 +21,4 @@ pub mod status;
 pub mod tunnels;
 
 pub use family::{Family, Histogram, Kind, Sink, Source};
-pub use tunnels::{TunnelEnd, TunnelMetrics};
+pub use tunnels::{LiveTunnels, TunnelEnd, TunnelMetrics};

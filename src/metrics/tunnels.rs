@@ -115,6 +115,9 @@ struct Route {
 #[derive(Debug, Default)]
 pub struct TunnelMetrics {
     accepted: u64,
+    /// A small number per route (its slot), so the bytes of open tunnels can be summed
+    /// per route at a scrape without a string lookup per connection.
+    slots: std::collections::HashMap<String, usize>,
     pages: BTreeMap<(&'static str, u16), u64>,
     routes: BTreeMap<String, Route>,
 }
@@ -128,9 +131,16 @@ impl TunnelMetrics {
         self.accepted += 1;
     }
 
-    /// The 101 went out on `route`.
-    pub fn opened(&mut self, route: &str) {
+    /// The 101 went out on `route`; the route's slot (for [`LiveTunnels`]).
+    pub fn opened(&mut self, route: &str) -> usize {
         self.route(route).opened += 1;
+        let next = self.slots.len();
+        *self.slots.entry(route.to_string()).or_insert(next)
+    }
+
+    /// How many slots [`LiveTunnels::bytes`] needs.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// A connection ended.
@@ -175,8 +185,30 @@ impl TunnelMetrics {
     }
 }
 
+/// The counters plus the payload bytes open tunnels have carried so far (by route slot,
+/// both directions), so `wstund_payload_bytes_total` moves while a long tunnel runs. A
+/// tunnel's bytes move from here to the counters when it ends: the sum never goes back.
+pub struct LiveTunnels<'a> {
+    pub metrics: &'a TunnelMetrics,
+    pub bytes: Vec<[u64; 2]>,
+}
+
+impl Source for LiveTunnels<'_> {
+    fn expose(&self, out: &mut dyn Sink) {
+        self.metrics.expose_with(out, |route| {
+            self.metrics.slots.get(route).and_then(|s| self.bytes.get(*s)).copied().unwrap_or([0, 0])
+        });
+    }
+}
+
 impl Source for TunnelMetrics {
     fn expose(&self, out: &mut dyn Sink) {
+        self.expose_with(out, |_| [0, 0]);
+    }
+}
+
+impl TunnelMetrics {
+    fn expose_with(&self, out: &mut dyn Sink, live: impl Fn(&str) -> [u64; 2]) {
         out.sample(&ACCEPTED, &[], self.accepted);
         for (k, r) in &self.routes {
             out.sample(&OPENED, &[("route", k)], r.opened);
@@ -205,8 +237,9 @@ impl Source for TunnelMetrics {
             }
         }
         for (k, r) in &self.routes {
-            out.sample(&BYTES, &[("route", k), ("direction", IN)], r.bytes[0]);
-            out.sample(&BYTES, &[("route", k), ("direction", OUT)], r.bytes[1]);
+            let l = live(k);
+            out.sample(&BYTES, &[("route", k), ("direction", IN)], r.bytes[0] + l[0]);
+            out.sample(&BYTES, &[("route", k), ("direction", OUT)], r.bytes[1] + l[1]);
         }
         for (k, r) in &self.routes {
             out.sample(&LOST, &[("route", k), ("direction", IN)], r.lost[0]);

@@ -476,14 +476,15 @@ impl Server {
     /// Every sample, grouped for the status pages, and what the server knows besides.
     fn status_snapshot(&self, now: Instant) -> (status::Snapshot, status::Facts) {
         let mut snapshot = status::Snapshot::default();
-        let gauges = self.loop_gauges();
-        for s in [&gauges as &dyn metrics::Source, &self.tunnels, &self.hosts, &self.procs, &self.drains] {
+        let (phases, bytes) = self.census();
+        let gauges = self.loop_gauges(phases);
+        let tunnels = metrics::LiveTunnels { metrics: &self.tunnels, bytes };
+        for s in [&gauges as &dyn metrics::Source, &tunnels, &self.hosts, &self.procs, &self.drains] {
             s.expose(&mut snapshot);
         }
         let mut scoreboard = String::with_capacity(self.conns.len());
         for (_, c) in self.conns.iter() {
-            let name = c.phase.name();
-            scoreboard.push(status::PHASE_CHARS.iter().find(|(p, _)| *p == name).map_or('_', |(_, ch)| *ch));
+            scoreboard.push(status::PHASE_CHARS.get(c.phase.index()).map_or('_', |(_, ch)| *ch));
         }
         let (requests_avg5, traffic_avg5) = match (self.rates.front(), self.rates.back()) {
             (Some(a), Some(b)) if self.rates.len() > 1 => {
@@ -664,7 +665,9 @@ impl Server {
     }
 
     fn tick(&mut self, now: Instant) {
-        self.rates.push_back(self.tunnels.totals());
+        let (accepted, ended_bytes) = self.tunnels.totals();
+        let live: u64 = self.census().1.iter().map(|b| b[0] + b[1]).sum();
+        self.rates.push_back((accepted, ended_bytes + live));
         if self.rates.len() > RATE_TICKS + 1 {
             self.rates.pop_front();
         }
@@ -921,18 +924,30 @@ impl Server {
     /// Every counter and gauge, in the Prometheus text format: the one reading of the
     /// metrics seam (`metrics/`) that the status dump and any HTTP view share.
     pub fn metrics_text(&self) -> String {
-        let gauges = self.loop_gauges();
-        metrics::prometheus::render(&[&gauges, &self.tunnels, &self.hosts, &self.procs, &self.drains])
+        let (phases, bytes) = self.census();
+        let gauges = self.loop_gauges(phases);
+        let tunnels = metrics::LiveTunnels { metrics: &self.tunnels, bytes };
+        metrics::prometheus::render(&[&gauges, &tunnels, &self.hosts, &self.procs, &self.drains])
     }
 
-    fn loop_gauges(&self) -> LoopGauges {
+    /// One pass over the connections: how many are in each phase, and the bytes open
+    /// tunnels have carried so far by route slot.
+    fn census(&self) -> ([u64; 5], Vec<[u64; 2]>) {
         let mut phases = [0u64; 5];
+        let mut bytes = vec![[0u64; 2]; self.tunnels.slot_count()];
         for (_, c) in self.conns.iter() {
-            let name = c.phase.name();
-            if let Some(i) = status::PHASE_CHARS.iter().position(|(p, _)| *p == name) {
-                phases[i] += 1;
+            phases[c.phase.index()] += 1;
+            if let Some((slot, [i, o])) = c.live_bytes() {
+                if let Some(b) = bytes.get_mut(slot) {
+                    b[0] += i;
+                    b[1] += o;
+                }
             }
         }
+        (phases, bytes)
+    }
+
+    fn loop_gauges(&self, phases: [u64; 5]) -> LoopGauges {
         LoopGauges {
             phases,
             connections: self.conns.len() as u64,
