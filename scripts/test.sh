@@ -9,7 +9,8 @@
 #     lighttpd-mod-openssl (their shipped confs are the conf-parser corpus, 10-ssl.conf
 #     a TLS conf whose certificate is missing; the service is kept stopped); openssl (the
 #     CLI makes the test CA and certificates of tests/tls.rs).
-#   - .venv/ with the pinned Python `websockets` (the non-Rust client in tests/py/).
+#   - .venv/ with the pinned Python `websockets` (the non-Rust client in tests/py/) and
+#     `prometheus_client` (the reference parser of the /metrics text).
 #   - tests/data/lighttpd/: copies of /etc/lighttpd/lighttpd.conf and conf-available/*.conf.
 set -euo pipefail
 
@@ -17,6 +18,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 ROOT="$(pwd)"
 
 WEBSOCKETS_VERSION="15.0.1"
+# The reference Prometheus text parser (tests/http_pages.rs reads /metrics with it).
+PROMETHEUS_CLIENT_VERSION="0.26.0"
 VENV="$ROOT/.venv"
 CORPUS="$ROOT/tests/data/lighttpd"
 
@@ -123,7 +126,7 @@ export WSTUND_REQUIRE_SYSTEMD=1
 # --- Python venv with websockets ---------------------------------------------------------
 venv_ok() {
     [ -x "$VENV/bin/python" ] &&
-        "$VENV/bin/python" -c "import sys, websockets; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" \
+        "$VENV/bin/python" -c "import sys, websockets, prometheus_client.parser; sys.exit(websockets.__version__ != '$WEBSOCKETS_VERSION')" \
             >/dev/null 2>&1
 }
 
@@ -150,7 +153,8 @@ if ! venv_ok; then
     fi
     say "installing websockets==$WEBSOCKETS_VERSION into .venv"
     "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-input \
-        "websockets==$WEBSOCKETS_VERSION" || die "pip install websockets==$WEBSOCKETS_VERSION failed"
+        "websockets==$WEBSOCKETS_VERSION" "prometheus_client==$PROMETHEUS_CLIENT_VERSION" ||
+        die "pip install websockets==$WEBSOCKETS_VERSION prometheus_client==$PROMETHEUS_CLIENT_VERSION failed"
     venv_ok || die "websockets $WEBSOCKETS_VERSION not importable from $VENV"
 fi
 export WSTUND_PYTHON="$VENV/bin/python"
@@ -183,6 +187,10 @@ fi
 if [ ! -f examples/terminal/node_modules/@xterm/xterm/lib/xterm.js ]; then
     command -v npm >/dev/null 2>&1 || apt_install npm || say "npm not installed: tests/pty_browser.rs cannot install xterm.js"
     sh examples/terminal/setup.sh || say "examples/terminal/setup.sh failed: tests/pty_browser.rs will fail or skip"
+fi
+# --- noVNC, Xvfb, x11vnc for tests/examples_vnc.rs (examples/vnc/) ---------------------
+if is_root && { [ ! -f /usr/share/novnc/vnc_lite.html ] || ! command -v Xvfb >/dev/null 2>&1 || ! command -v x11vnc >/dev/null 2>&1; }; then
+    apt_install novnc xvfb x11vnc || say "novnc/xvfb/x11vnc not installed: tests/examples_vnc.rs will fail"
 fi
 
 # --- the suite ---------------------------------------------------------------------------

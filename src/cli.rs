@@ -43,7 +43,8 @@ fn options() -> Options {
 
 fn usage(o: &Options) -> String {
     o.usage(&format!(
-        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n       wstund -c SOCKET reload|status|drain|stop|upgrade\n\n\
+        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n       wstund -c SOCKET reload|status|drain|stop|upgrade\n       \
+         wstund --port N [--bind ADDR] [--staticdir DIR] [--devconsole] [--binary] [--line] [-p] -- PROGRAM ARGS...\n\n\
          Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 reloads the configuration,\n\
          SIGHUP reopens the logs, SIGUSR2 logs a status dump (see wstund(8)).",
         env!("CARGO_PKG_VERSION")
@@ -89,6 +90,9 @@ pub fn main(args: Vec<String>) -> i32 {
     // sockets passed by an upgrade or by systemd become close-on-exec.
     let inherited = Inherited::take();
     crate::runtime::notify::init();
+    if crate::oneline::wanted(args.get(1..).unwrap_or_default()) {
+        return one_line(args.get(1..).unwrap_or_default(), inherited);
+    }
     let o = options();
     let m = match o.parse(normalize(&args).iter().skip(1)) {
         Ok(m) => m,
@@ -189,6 +193,40 @@ fn test_or_print(m: &getopts::Matches, config: &conf::Config) -> Option<i32> {
     None
 }
 
+/// websocketd's one-line start (`oneline.rs`): the flags become conf text, which is
+/// printed (`-p`) or loaded and run in the foreground like a file.
+fn one_line(args: &[String], inherited: Inherited) -> i32 {
+    let parsed = crate::oneline::parse(args).and_then(|o| {
+        let cwd = std::env::current_dir().map_err(|e| format!("current directory: {e}"))?;
+        let program = crate::oneline::resolve_program(&o.command[0], std::env::var_os("PATH").as_deref(), &cwd)?;
+        Ok((o.print, crate::oneline::conf_text(&o, &program)))
+    });
+    let (print, text) = match parsed {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("wstund: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    if print {
+        print!("{text}");
+        let _ = std::io::stdout().flush();
+        return EXIT_OK;
+    }
+    let loaded = match conf::load_str("(command line)", &text) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("{e}");
+            return EXIT_USAGE;
+        }
+    };
+    for w in &loaded.warnings {
+        eprintln!("wstund: {w}");
+    }
+    let restart = Err("a one-line start has no conf file to read again; start with -f FILE (wstund -p prints one)".to_string());
+    run(loaded.config, inherited, Mode::Serve { idle: None, restart }, true)
+}
+
 /// How `run` serves.
 enum Mode {
     /// Listeners; `-i`; how upgrade restarts (or why it cannot).
@@ -198,7 +236,7 @@ enum Mode {
 }
 
 /// The start-up sequence, lighttpd's: descriptor limit, error log, listeners (inherited
-/// from a upgrade restart or systemd, else bound), pid file (all as the starting user,
+/// from an upgrade or systemd, else bound), pid file (all as the starting user,
 /// usually root); then the background (unless `-D`, a restart, or `-1`), the privilege
 /// drop, the pid, the pools; then "ready". Every failure before "ready" is reported where
 /// the operator sees it: the terminal, or the waiting starter process.

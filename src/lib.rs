@@ -22,6 +22,7 @@ mod errno;
 mod http;
 mod logs;
 mod metrics;
+mod oneline;
 mod payload;
 mod process;
 mod readloop;

@@ -71,7 +71,9 @@ fn repository_conf_directory() {
     for f in &files {
         let l = load_and_round_trip(f);
         if f.ends_with("examples/lighttpd-compat.conf") {
-            assert!(l.warnings.iter().any(|w| w == "ignored: server.document-root (module mod_staticfile not implemented)"), "{:?}", l.warnings);
+            // mod_staticfile and mod_indexfile are implemented: honoured, not warned about.
+            assert!(!l.warnings.iter().any(|w| w.contains("document-root") || w.contains("index-file") || w.contains("mimetype")), "{:?}", l.warnings);
+            assert_eq!(l.config.wstunnel.document_root, "/var/www/html");
             // mod_accesslog is implemented: its directives and module entry pass silently.
             assert!(!l.warnings.iter().any(|w| w.contains("accesslog")), "{:?}", l.warnings);
         }
@@ -149,7 +151,9 @@ fn debian_lighttpd_corpus() {
                 assert_eq!(code, Some(0), "{} fails -t: {first}", f.display());
                 let l = load_and_round_trip(f);
                 if f.ends_with("lighttpd.conf") {
-                    assert!(l.warnings.iter().any(|w| w.starts_with("ignored: server.document-root")), "{:?}", l.warnings);
+                    assert!(l.warnings.iter().any(|w| w.starts_with("ignored: server.upload-dirs")), "{:?}", l.warnings);
+                    assert_eq!(l.config.wstunnel.document_root, "/var/www/html");
+                    assert!(l.config.wstunnel.mimetype_assign.iter().any(|(k, v)| k == ".html" && v == "text/html"), "Debian's create-mime.conf.pl");
                     // Debian's url.access-deny = ( "~", ".inc" ) is honoured, not ignored.
                     assert!(!l.warnings.iter().any(|w| w.contains("url.access-deny")), "{:?}", l.warnings);
                     assert_eq!(l.config.wstunnel.access_deny, vec!["~".to_string(), ".inc".to_string()]);

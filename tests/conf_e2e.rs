@@ -670,7 +670,7 @@ fn ignored_directives_are_reported_once_at_start() {
         r#"server.bind = "127.0.0.1"
 server.port = 0
 server.modules = ( "mod_access", "mod_wstunnel", "mod_nosuchthing" )
-server.document-root = "/var/www/html"
+server.range-requests = "enable"
 accesslog.filename = "/dev/null"
 wstunnel.server = ( "/" => ( {a} ) )
 $HTTP["url"] =^ "/x" {{
@@ -687,7 +687,7 @@ $HTTP["url"] =^ "/y" {{
     check_all(&daemon, &[(Req::new(daemon.port(), "/x"), served("A", true))]);
     let logs = daemon.logs();
     for w in [
-        "ignored: server.document-root (module mod_staticfile not implemented)",
+        "ignored: server.range-requests (module mod_staticfile not implemented)",
         "ignored: accesslog.filename inside a conditional (server-wide directive; only the global value is used)",
         "ignored: mod_nosuchthing in server.modules",
     ] {

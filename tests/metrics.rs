@@ -50,12 +50,12 @@ fn sigusr2_dump_shows_route_host_and_loop_metrics() {
     assert!(wait_until(T, || {
         dump(&d);
         metric(&d, &format!("wstund_tunnels_closed_total{{{route},code=\"1000\"}}")) == Some(3)
-            && metric(&d, "wstund_http_responses_total{route=\"-\",code=\"404\"}") == Some(1)
+            && metric(&d, "wstund_handshakes_total{route=\"-\",status=\"404\"}") == Some(1)
     }), "{}", d.logs());
     assert_eq!(metric(&d, "wstund_connections_accepted_total"), Some(5));
     assert_eq!(metric(&d, &format!("wstund_tunnels_opened_total{{{route}}}")), Some(4));
     assert_eq!(metric(&d, &format!("wstund_tunnels_open{{{route}}}")), Some(1));
-    assert_eq!(metric(&d, "wstund_http_responses_total{route=\"-\",code=\"404\"}"), Some(1));
+    assert_eq!(metric(&d, "wstund_handshakes_total{route=\"-\",status=\"404\"}"), Some(1));
     assert_eq!(metric(&d, &format!("wstund_payload_bytes_total{{{route},direction=\"client_to_backend\"}}")), Some(6000));
     assert_eq!(metric(&d, &format!("wstund_payload_bytes_total{{{route},direction=\"backend_to_client\"}}")), Some(6000));
     assert_eq!(metric(&d, &format!("wstund_lost_bytes_total{{{route},direction=\"client_to_backend\"}}")), Some(0));

@@ -19,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use crate::metrics::{Family, Kind, Sink, Source};
+use crate::metrics::{Family, Histogram, Kind, Sink, Source};
 use crate::backend::balance::{self, Cursor, Slot};
 use crate::conf::{Balance, BackendAddr, BackendSpec, Config, Route, WsSettings};
 use crate::backend::health::{ProbeFailure, CheckSpec, Health, Verdict};
@@ -80,6 +80,8 @@ pub struct Host {
     pub disabled_until: Option<Instant>,
     /// `None` when the host has no active check.
     pub health: Option<Health>,
+    /// How long successful connects took.
+    pub connect_time: Histogram,
 }
 
 impl Host {
@@ -277,6 +279,7 @@ impl Hosts {
                     counters: Counters::default(),
                     disabled_until: None,
                     health: None,
+                    connect_time: Histogram::default(),
                 });
                 self.by_name.insert(name, id);
                 id
@@ -409,9 +412,11 @@ impl Hosts {
         c.load = c.load.saturating_sub(1);
     }
 
-    /// The connect succeeded; the tunnel opens.
-    pub fn connect_ok(&mut self, id: HostId) {
-        self.host_mut(id).counters.connected += 1;
+    /// The connect succeeded after `took`; the tunnel opens.
+    pub fn connect_ok(&mut self, id: HostId, took: Duration) {
+        let h = self.host_mut(id);
+        h.counters.connected += 1;
+        h.connect_time.observe(took);
     }
 
     /// A connect failed: count it, and take the host out for `disable_time` (unless the
@@ -478,6 +483,20 @@ impl Hosts {
                 info!("backend {} re-enabled", h.name);
             }
         }
+    }
+
+    /// Whether every backend of route `key` is down now (disabled or failing its health
+    /// check); `None` when no route has that key. A key used by several blocks with
+    /// different backends is down only when each of its host lists is.
+    pub fn route_down(&self, key: &str, now: Instant) -> Option<bool> {
+        let mut found = false;
+        for r in self.routes.iter().filter(|r| r.key == key) {
+            found = true;
+            if r.ids.iter().any(|id| self.host(*id).usable(now)) {
+                return Some(false);
+            }
+        }
+        found.then_some(true)
     }
 
     /// Seconds a client should wait before retrying a route that answered 503: until
@@ -549,6 +568,17 @@ const HOST_UP: Family = Family {
     kind: Kind::Gauge,
 };
 
+const HOST_HEALTHY: Family = Family {
+    name: "wstund_backend_healthy",
+    help: "1 while the backend host passes its active health check (hosts with check-interval only).",
+    kind: Kind::Gauge,
+};
+const HOST_CONNECT_TIME: Family = Family {
+    name: "wstund_backend_connect_seconds",
+    help: "Time from the start of a backend connect (or program start) to the tunnel opening, for connects that succeeded.",
+    kind: Kind::Histogram,
+};
+
 impl Source for Hosts {
     fn expose(&self, out: &mut dyn Sink) {
         let now = Instant::now();
@@ -565,6 +595,13 @@ impl Source for Hosts {
             for h in &self.hosts {
                 out.sample(family, &[("backend", &h.name)], get(h, now));
             }
+        }
+        for h in self.hosts.iter().filter(|h| h.health.is_some()) {
+            let up = h.health.as_ref().is_some_and(|x| x.is_up());
+            out.sample(&HOST_HEALTHY, &[("backend", &h.name)], u64::from(up));
+        }
+        for h in &self.hosts {
+            out.histogram(&HOST_CONNECT_TIME, &[("backend", &h.name)], &h.connect_time);
         }
     }
 }
@@ -589,7 +626,7 @@ mod tests {
         let a = hs.find("127.0.0.1:9001").unwrap();
         let b = hs.find("127.0.0.1:9002").unwrap();
         hs.connect_failed(a, Failure::Died, Duration::from_secs(30), now);
-        hs.connect_ok(b);
+        hs.connect_ok(b, Duration::ZERO);
         assert!(hs.host(b).health.is_some());
         let new = conf(r#"wstunnel.server = ( "/a" => ( ( "host" => "127.0.0.1", "port" => 9001 ) ), "/b" => ( ( "host" => "127.0.0.1", "port" => 9003 ) ) )"#);
         hs.reconfigure(&new, now + Duration::from_secs(1));
@@ -754,7 +791,7 @@ mod tests {
         hs.route("/", &[spec(1)], now);
         let id = HostId(0);
         hs.acquire(id);
-        hs.connect_ok(id);
+        hs.connect_ok(id, Duration::from_millis(3));
         let lines = hs.status_lines(now);
         assert_eq!(lines, vec!["backend 127.0.0.1:1: connected=1 load=1 died=0 overloaded=0 disabled=0 state=up".to_string()]);
     }

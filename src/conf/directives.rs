@@ -124,7 +124,7 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     ControlSocket.control_socket = "server.control-socket" : "string (path)" [0, 0] [] default "(unset: no control socket)" unit None;
         "Unix socket (mode 0600, owned by the run user) taking reload, status, drain, stop and upgrade; the client is wstund -c SOCKET CMD."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
-        "Modules to load; wstund implements mod_wstunnel and mod_access, refuses TLS/auth modules and warns about any other."
+        "Modules to load; wstund implements mod_wstunnel, mod_access and mod_status, refuses TLS/auth modules and warns about any other."
 }
 
 field_table! { TlsField, TlsSettings, TLS_DIRECTIVES, Tls, set_tls, copy_tls, show_tls;
@@ -230,6 +230,33 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Answer 403 when the decoded URL path ends with one of these; \"\" denies every path."
     AccessAllow.access_allow = "url.access-allow" : "array of strings" [0, 0] [] default "( )" unit None;
         "When set, answer 403 unless the decoded URL path ends with one of these (url.access-deny is then not used)."
+    // wstund's own HTTP pages: per request, so `$HTTP["remoteip"]` can restrict them.
+    MetricsUrl.metrics_url = "wstund.metrics-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path answered with every counter and gauge in the Prometheus text format; empty: no metrics page."
+    HealthUrl.health_url = "wstund.health-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path answered 200 while serving, 503 while stopping or when every backend of a wstund.health-routes route is down; empty: no health page."
+    Devconsole.devconsole = "wstund.devconsole" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "A browser's plain GET on a route gets a built-in page to send messages and see replies (websocketd's --devconsole)."
+    HealthRoutes.health_routes = "wstund.health-routes" : "array of strings" [0, 0] [] default "( )" unit None;
+        "wstunnel.server keys whose backends must not all be down for wstund.health-url to answer 200."
+    // mod_status: per request, so `$HTTP["remoteip"]` can restrict the pages.
+    StatusUrl.status_url = "status.status-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path of the status page (HTML; ?json, ?auto as lighttpd's); empty: none."
+    StatusConfigUrl.status_config_url = "status.config-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path of the page listing the modules and routes this wstund serves; empty: none."
+    StatusStatisticsUrl.status_statistics_url = "status.statistics-url" : "string" [0, 0] [] default "\"\"" unit None;
+        "URL path of the counters as lighttpd's statistics lines (wstunnel.backend.<host>.<counter>: N); empty: none."
+    // mod_staticfile, mod_indexfile: per request like lighttpd's.
+    DocumentRoot.document_root = "server.document-root" : "string (path)" [0, 0] [] default "\"\"" unit None;
+        "Directory requests no wstunnel.server route takes are answered from (GET and HEAD); empty: no files, 404."
+    FollowSymlink.follow_symlink = "server.follow-symlink" : "boolean" [0, 0] [] default "\"enable\"" unit None;
+        "Follow symbolic links below the document root; disable refuses (403) any path through a symlink."
+    IndexFileNames.index_file_names = "index-file.names" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Files tried, in order, for a request naming a directory; none found: 403."
+    MimetypeAssign.mimetype_assign = "mimetype.assign" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Content-Type by file-name suffix (longest match; \"\" is the default); unmatched: application/octet-stream."
+    StaticFileExclude.static_file_exclude = "static-file.exclude-extensions" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Files whose path ends with one of these are not served (403)."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -300,8 +327,6 @@ pub const IGNORED_BACKEND_OPTIONS: &[&str] = &[
 /// Real lighttpd `server.*` directives wstund does not use, with the module
 /// (or `core`) that implements them in lighttpd.
 pub const IGNORED_SERVER: &[(&str, &str)] = &[
-    ("server.document-root", "mod_staticfile"),
-    ("server.follow-symlink", "mod_staticfile"),
     ("server.force-lowercase-filenames", "mod_staticfile"),
     ("server.range-requests", "mod_staticfile"),
     ("server.dir-listing", "mod_dirlisting"),
@@ -399,7 +424,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_openssl"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_openssl", "mod_status", "mod_staticfile", "mod_indexfile"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -498,7 +523,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl."].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl.", "wstund.", "status.", "index-file.", "mimetype.", "static-file."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }
@@ -538,7 +563,7 @@ mod tests {
 
     #[test]
     fn module_lookup() {
-        assert_eq!(ignored_module("server.document-root"), Some("mod_staticfile"));
+        assert_eq!(ignored_module("server.range-requests"), Some("mod_staticfile"));
         assert_eq!(ignored_module("url.rewrite-once"), Some("mod_rewrite"));
         assert_eq!(ignored_module("url.access-deny"), Some("mod_rewrite"), "only reached for names lookup() does not know");
         assert!(lookup("url.access-deny").is_some() && lookup("url.access-allow").is_some());

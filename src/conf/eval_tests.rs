@@ -217,22 +217,21 @@ fn warnings_once_each() {
     let src = r#"
 server.modules = ( "mod_access", "mod_wstunnel" )
 server.modules += ( "mod_setenv" )
-server.document-root = "/var/www"
-index-file.names = ( "index.html" )
-index-file.names += ( "index.htm" )
-mimetype.assign = ( ".html" => "text/html" )
+server.range-requests = "enable"
+dir-listing.encoding = "utf-8"
+mimetype.use-xattr = "disable"
 server.event-handler = "linux-sysepoll"
 frobnicate.level = 3
-$HTTP["host"] == "x" { server.document-root = "/srv" server.port = 81 }
+$HTTP["host"] == "x" { server.range-requests = "disable" server.port = 81 }
 $PHYSICAL["path"] =~ "x" { }
 "#;
     let l = load(src);
     assert_eq!(
         l.warnings,
         vec![
-            "ignored: server.document-root (module mod_staticfile not implemented)",
-            "ignored: index-file.names (module mod_indexfile not implemented)",
-            "ignored: mimetype.assign (lighttpd core option not implemented)",
+            "ignored: server.range-requests (module mod_staticfile not implemented)",
+            "ignored: dir-listing.encoding (module mod_dirlisting not implemented)",
+            "ignored: mimetype.use-xattr (lighttpd core option not implemented)",
             "ignored: server.event-handler (lighttpd core option not implemented)",
             "ignored: frobnicate.level (unknown directive)",
             "ignored: server.port inside a conditional (server-wide directive; only the global value is used)",

@@ -46,6 +46,7 @@ pub use error::ConfError;
 pub use model::*;
 pub use preflight::{preflight, preflight_running};
 pub use print::print_config;
+pub use directives::IMPLEMENTED_MODULES;
 
 /// The modules wstund implements, for `wstund -V`.
 pub fn implemented_modules() -> &'static [&'static str] {

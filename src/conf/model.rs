@@ -184,6 +184,25 @@ pub struct WsSettings {
     pub access_deny: Vec<String>,
     /// `url.access-allow`: when not empty, only paths ending in one of these pass.
     pub access_allow: Vec<String>,
+    /// `wstund.metrics-url`: the Prometheus page's path; empty: none.
+    pub metrics_url: String,
+    /// `wstund.health-url`: the health page's path; empty: none.
+    pub health_url: String,
+    /// `wstund.health-routes`: route keys that must have a backend up for a 200.
+    pub health_routes: Vec<String>,
+    /// `wstund.devconsole`: a plain GET on a route gets the dev console page.
+    pub devconsole: bool,
+    /// mod_status: `status.status-url`, `status.config-url`, `status.statistics-url`.
+    pub status_url: String,
+    pub status_config_url: String,
+    pub status_statistics_url: String,
+    /// mod_staticfile: `server.document-root` (empty: no files), `server.follow-symlink`,
+    /// `index-file.names`, `mimetype.assign`, `static-file.exclude-extensions`.
+    pub document_root: String,
+    pub follow_symlink: bool,
+    pub index_file_names: Vec<String>,
+    pub mimetype_assign: Vec<(String, String)>,
+    pub static_file_exclude: Vec<String>,
     /// Seconds; 0 = no pings.
     pub ping_interval: u32,
     pub debug: u32,
@@ -238,6 +257,18 @@ impl Default for WsSettings {
             origins: Vec::new(),
             access_deny: Vec::new(),
             access_allow: Vec::new(),
+            metrics_url: String::new(),
+            health_url: String::new(),
+            health_routes: Vec::new(),
+            devconsole: false,
+            status_url: String::new(),
+            status_config_url: String::new(),
+            status_statistics_url: String::new(),
+            document_root: String::new(),
+            follow_symlink: true,
+            index_file_names: Vec::new(),
+            mimetype_assign: Vec::new(),
+            static_file_exclude: Vec::new(),
             ping_interval: DEFAULT_PING_INTERVAL,
             debug: DEFAULT_DEBUG,
             balance: DEFAULT_BALANCE,

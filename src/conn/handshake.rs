@@ -22,6 +22,7 @@ use crate::payload::reframe::Reframer;
 use crate::ws::deflate::Inflater;
 use crate::readloop::{self, Drained, Next};
 use crate::conn::keepalive::Keepalive;
+use crate::conn::reply::{Page, PageRequest};
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -32,7 +33,10 @@ impl Conn {
             }
             match self.client.read(room) {
                 Ok(0) => self.client_eof = true,
-                Ok(n) => self.inbound.commit(n),
+                Ok(n) => {
+                    self.inbound.commit(n);
+                    self.between_requests = false;
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -64,13 +68,17 @@ impl Conn {
     /// connect or answers with the HTTP error that explains why not.
     fn route(&mut self, ctx: &mut Ctx, req: Request) {
         self.access_req = crate::logs::accesslog::capture(&req.method, &req.target, req.minor_version, |h| req.header(h));
+        self.between_requests = false;
+        self.request_path = Some(req.path.clone().into_boxed_str());
+        self.head = req.method == "HEAD";
         let settings = self.settings_for(ctx, &req);
-        // mod_access comes first, as in lighttpd: no upgrade, no route, no backend.
-        if http::access::denied(&req.url_path, &settings.access_allow, &settings.access_deny) {
-            debug!("[c{}] url denied by url.access-allow/url.access-deny: {}", self.id, req.url_path);
-            return self.reject(ctx, 403, &[], "forbidden");
+        if self.answered_before_routing(ctx, &req, &settings) {
+            return;
         }
         let Some(route) = settings.servers.find(&req.url_path) else {
+            if !settings.document_root.is_empty() {
+                return self.serve_static(ctx, &req, &settings);
+            }
             debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
             return self.reject(ctx, 404, &[], "not found");
         };
@@ -78,11 +86,15 @@ impl Conn {
         let route_key = route.key.clone();
         let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
         let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.client.peer().map(|p| p.ip()));
+        if !req.is_upgrade_request() && settings.devconsole && matches!(req.method.as_str(), "GET" | "HEAD") {
+            return self.serve_devconsole(ctx);
+        }
         if !req.is_upgrade_request() {
+            self.rejected_route = Some(route_key.into_boxed_str());
             return self.reject(
                 ctx,
                 426,
-                &[("Upgrade", "websocket"), ("Connection", "Upgrade")],
+                &[("Upgrade", "websocket"), ("Connection", "Upgrade, close")],
                 "this is a WebSocket endpoint",
             );
         }
@@ -96,6 +108,7 @@ impl Conn {
             Ok(u) => u,
             Err(rej) => {
                 debug!("[c{}] upgrade rejected ({}): {}", self.id, rej.status, rej.message);
+                self.rejected_route = Some(route_key.into_boxed_str());
                 let extra = rej.header_pairs();
                 return self.reject(ctx, rej.status, &extra, rej.message);
             }
@@ -133,8 +146,35 @@ impl Conn {
             fail_status: FailStatus::Unavailable,
             retries: 0,
             pool_retry: false,
+            connect_started: None,
+            metrics_slot: 0,
         }));
         self.connect_next(ctx);
+    }
+
+    /// What is answered before a route is looked for: mod_access first, as in lighttpd
+    /// (no upgrade, no route, no backend), then wstund's own pages, then the 503 of a
+    /// graceful stop that keeps the listeners for the health page. True when answered.
+    fn answered_before_routing(&mut self, ctx: &mut Ctx, req: &Request, settings: &Arc<WsSettings>) -> bool {
+        if http::access::denied(&req.url_path, &settings.access_allow, &settings.access_deny) {
+            debug!("[c{}] url denied by url.access-allow/url.access-deny: {}", self.id, req.url_path);
+            self.reject(ctx, 403, &[], "forbidden");
+            return true;
+        }
+        if let Some(page) = Page::for_path(settings, &req.url_path, &req.query) {
+            if !matches!(req.method.as_str(), "GET" | "HEAD") {
+                self.reject(ctx, 405, &[("Allow", "GET, HEAD")], "only GET and HEAD");
+                return true;
+            }
+            // Rendered by the server right after this turn (it holds every counter).
+            self.page = Some(Box::new(PageRequest { page, head: self.head, health_routes: settings.health_routes.clone() }));
+            return true;
+        }
+        if ctx.refuse_new {
+            self.reject(ctx, 503, &[("Retry-After", "1")], "server shutting down");
+            return true;
+        }
+        false
     }
 
     /// The route's settings for this request: the conf's conditionals resolved against
@@ -179,6 +219,9 @@ impl Conn {
     /// a program that hit max-procs / could not be started.
     pub(crate) fn connect_next(&mut self, ctx: &mut Ctx) {
         while let Some(spec) = self.retry_pool().or_else(|| self.choose_host(ctx)) {
+            if let Some(t) = self.tunnel.as_mut() {
+                t.connect_started = Some(std::time::Instant::now());
+            }
             match self.attach(ctx, &spec) {
                 Ok(Attach::Connecting) => {
                     self.phase = Phase::Connecting { deadline: deadline_after(ctx.now, spec.connect_timeout) };
@@ -287,10 +330,10 @@ impl Conn {
         let Some(t) = self.tunnel.as_mut() else { return };
         let Some(up) = t.upgrade.take() else { return };
         if let Some(id) = t.host {
-            ctx.hosts.connect_ok(id);
+            ctx.hosts.connect_ok(id, t.connect_started.map(|s| s.elapsed()).unwrap_or_default());
         }
         t.opened = true;
-        ctx.metrics.opened(&t.route_key);
+        t.metrics_slot = ctx.metrics.opened(&t.route_key);
         let mut resp = Vec::with_capacity(256);
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);
@@ -326,6 +369,9 @@ impl Conn {
         }
         let mut resp = Vec::with_capacity(256);
         http::write_response(status, &headers, body, &mut resp);
+        if self.head {
+            http::strip_body(&mut resp, 0);
+        }
         self.outbound.push_raw(ctx.pool, &resp);
         self.status = Some(status);
         self.phase = Phase::Linger { deadline: ctx.now + LINGER_TIMEOUT, shut: false };
@@ -345,6 +391,15 @@ impl Conn {
         }
         if !self.outbound.is_empty() {
             return;
+        }
+        match self.flush_reply() {
+            Ok(true) if self.keep_alive => return self.next_request(ctx),
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(_) => {
+                self.phase = Phase::Done;
+                return;
+            }
         }
         if let Phase::Linger { deadline, shut: false } = self.phase {
             self.client.shutdown_write();

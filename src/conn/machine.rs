@@ -34,6 +34,7 @@ use mio::Registry;
 
 use crate::conn::keepalive::Keepalive;
 use crate::conn::link::{FailStatus, Link};
+use crate::conn::reply::{PageRequest, Reply};
 use crate::backend::address::Resolver;
 use crate::backend::stream::BackendStream;
 use crate::payload::buffer::BufPool;
@@ -86,6 +87,9 @@ pub struct Ctx<'a> {
     pub metrics: &'a mut TunnelMetrics,
     /// Sub-second wake-ups.
     pub timers: &'a mut crate::conn::timers::Timers,
+    /// A graceful stop is under way with the listeners kept open for the health page
+    /// (`wstund.health-url`): new requests other than wstund's pages get 503.
+    pub refuse_new: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -112,6 +116,18 @@ pub struct CloseHandshake {
 }
 
 impl Phase {
+    /// The phase's place in the status pages' order (`metrics::status::PHASE_CHARS`);
+    /// `Done` (never seen there: removed at once) shares the last.
+    pub fn index(&self) -> usize {
+        match self {
+            Phase::Handshake { .. } => 0,
+            Phase::Connecting { .. } => 1,
+            Phase::Open { .. } => 2,
+            Phase::Closing { .. } => 3,
+            Phase::Linger { .. } | Phase::Done => 4,
+        }
+    }
+
     /// What the drive loop compares to see whether a handler moved the connection on:
     /// the phase and its deadline (a new deadline is a new step), not the state a phase
     /// carries.
@@ -221,6 +237,10 @@ pub struct Tunnel {
     pub retries: u8,
     /// The next attempt goes to the same pool again (another of its processes).
     pub pool_retry: bool,
+    /// When the current backend attempt began (`wstund_backend_connect_seconds`).
+    pub connect_started: Option<Instant>,
+    /// The route's slot in the tunnel counters, once opened (live byte counts).
+    pub metrics_slot: usize,
 }
 
 pub struct Conn {
@@ -270,6 +290,24 @@ pub struct Conn {
     pub line_wait: Option<Instant>,
     /// What the access log's format needs of the request (None unless it needs some).
     pub access_req: Option<Box<RequestSeen>>,
+    /// The request was a HEAD: answers carry no body.
+    pub head: bool,
+    /// The request's path, for the access line of a request that got no tunnel.
+    pub request_path: Option<Box<str>>,
+    /// The route that refused the upgrade (426, a bad upgrade request): no tunnel was
+    /// made, the counters still name the route.
+    pub rejected_route: Option<Box<str>>,
+    /// One of wstund's pages was asked for: the server renders it after this turn.
+    pub page: Option<Box<PageRequest>>,
+    /// A response too large for the outbound buffer (a page), being sent.
+    pub reply: Option<Box<Reply>>,
+    /// The page served, for the counters (`wstund_pages_total`).
+    pub page_served: Option<&'static str>,
+    /// The answer being sent keeps the connection open for another request.
+    pub keep_alive: bool,
+    /// Waiting on a kept-alive connection with nothing of the next request yet: its
+    /// time-out closes silently, and nothing is logged or counted for it.
+    pub between_requests: bool,
 }
 
 impl Conn {
@@ -312,6 +350,14 @@ impl Conn {
             line_wait: None,
             last_write: now,
             access_req: None,
+            head: false,
+            request_path: None,
+            rejected_route: None,
+            page: None,
+            reply: None,
+            page_served: None,
+            keep_alive: false,
+            between_requests: false,
         }
     }
 
@@ -398,6 +444,10 @@ impl Conn {
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now;
         match self.phase {
+            Phase::Handshake { deadline } if now >= deadline && self.between_requests && self.inbound.raw().is_empty() => {
+                debug!("[c{}] keep-alive idle time-out", self.id);
+                self.phase = Phase::Done;
+            }
             Phase::Handshake { deadline } if now >= deadline => {
                 debug!("[c{}] handshake timeout", self.id);
                 self.reject(ctx, 408, &[], "request timeout");
@@ -409,6 +459,12 @@ impl Conn {
             }
             Phase::Closing { deadline, .. } if now >= deadline => self.close_timed_out(ctx),
             Phase::Closing { .. } => self.child_tick(ctx),
+            // A reply still being sent (a file) may take as long as it keeps moving.
+            Phase::Linger { .. } if self.reply.is_some() && now.saturating_duration_since(self.last_write) >= ctx.config.server.max_write_idle => {
+                debug!("[c{}] reply made no progress for server.max-write-idle", self.id);
+                self.phase = Phase::Done;
+            }
+            Phase::Linger { .. } if self.reply.is_some() => {}
             Phase::Linger { deadline, .. } if now >= deadline => {
                 debug!("[c{}] close timeout", self.id);
                 self.phase = Phase::Done;
@@ -439,15 +495,34 @@ impl Conn {
         self.release_host(ctx);
         self.inbound.release(ctx.pool);
         self.outbound.release(ctx.pool);
+        if !self.between_requests {
+            self.count_end(ctx.metrics);
+            self.log_access(ctx.now);
+        }
+        self.client.close_notify();
+    }
+
+    /// A kept-alive answer is out: the request is counted and logged, and the
+    /// connection waits for the next one (which may already be in the inbound buffer).
+    pub(crate) fn next_request(&mut self, ctx: &mut Ctx) {
         self.count_end(ctx.metrics);
         self.log_access(ctx.now);
-        self.client.close_notify();
+        self.status = None;
+        self.page_served = None;
+        self.request_path = None;
+        self.rejected_route = None;
+        self.access_req = None;
+        self.head = false;
+        self.keep_alive = false;
+        self.started = ctx.now;
+        self.between_requests = true;
+        self.phase = Phase::Handshake { deadline: deadline_after(ctx.now, ctx.config.wstunnel.open_handshake_timeout) };
     }
 
     fn count_end(&self, metrics: &mut TunnelMetrics) {
         let t = self.tunnel.as_deref();
         metrics.ended(&TunnelEnd {
-            route: t.map(|t| t.route_key.as_str()),
+            route: t.map(|t| t.route_key.as_str()).or(self.rejected_route.as_deref()),
             opened: t.is_some_and(|t| t.opened),
             http_status: self.status,
             close_code: self.close_code.unwrap_or(crate::ws::close::ABNORMAL),
@@ -456,7 +531,15 @@ impl Conn {
             lost_in: self.lost_in,
             lost_out: self.lost_out,
             cut: self.cut.map(Cut::as_str),
+            page: self.page_served,
         });
+    }
+
+    /// An open tunnel's route slot and the payload bytes it has carried so far, for
+    /// the live byte counts; `None` for anything else.
+    pub fn live_bytes(&self) -> Option<(usize, [u64; 2])> {
+        let t = self.tunnel.as_deref().filter(|t| t.opened)?;
+        Some((t.metrics_slot, [self.inbound.payload_bytes, self.outbound.payload_bytes]))
     }
 
     /// Gives back the load unit this connection holds on its host, if any.
@@ -498,7 +581,7 @@ impl Conn {
     fn log_access(&self, now: Instant) {
         let (path, backend) = match &self.tunnel {
             Some(t) => (t.path.as_str(), if t.backend_name.is_empty() { "-" } else { t.backend_name.as_str() }),
-            None => ("-", "-"),
+            None => (self.request_path.as_deref().unwrap_or("-"), "-"),
         };
         let close = match (self.close_code, self.status) {
             (Some(c), _) => c.to_string(),

@@ -10,13 +10,23 @@
 //! - `keepalive`: when an open tunnel pings (interval, idle pings, ping-timeout; pure).
 //! - `client`: the client's byte stream.
 //! - `timers`: sub-second wake-ups (the line flush).
+//! - `devconsole`: the built-in page a browser gets on a route with wstund.devconsole.
+//! - `files`: mod_staticfile: a request no route took, from the document root.
+//! - `page`: wstund's own pages (metrics, health): recognised here, rendered by the
+//!   server, sent from a reply buffer.
+//! - `reply`: what a connection answers itself, as data: the page asked for, the
+//!   rendered page, the reply being written (head, body, a file by sendfile).
 
 pub mod attach;
 pub mod client;
+pub mod devconsole;
+pub mod files;
 pub mod handshake;
 pub mod keepalive;
 pub mod link;
 pub mod machine;
+pub mod page;
 pub mod plan;
 pub mod timers;
+pub mod reply;
 pub mod tunnel;

@@ -159,7 +159,10 @@ pub fn write_response(status: u16, extra: &[(&str, &str)], body: &str, out: &mut
     out.extend_from_slice(b"Content-Length: ");
     push_u64(out, body.len() as u64 + 1);
     out.extend_from_slice(b"\r\n");
-    push_header(out, "Connection", "close");
+    // One Connection header: `extra` may carry its own (the 426's "Upgrade, close").
+    if !extra.iter().any(|(n, _)| n.eq_ignore_ascii_case("connection")) {
+        push_header(out, "Connection", "close");
+    }
     for (name, value) in extra {
         push_header(out, name, value);
     }
@@ -168,9 +171,70 @@ pub fn write_response(status: u16, extra: &[(&str, &str)], body: &str, out: &mut
     out.push(b'\n');
 }
 
+/// Appends a page (metrics, health): status, Content-Type, Content-Length,
+/// `Connection: close`, `extra`, then `body` unless the request was a HEAD (RFC 9110
+/// 9.3.2: same headers, no content).
+pub fn write_page(status: u16, content_type: &str, extra: &[(&str, &str)], body: &[u8], head: bool, out: &mut Vec<u8>) {
+    push_status_line(out, status);
+    push_header(out, "Content-Type", content_type);
+    out.extend_from_slice(b"Content-Length: ");
+    push_u64(out, body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    push_header(out, "Connection", "close");
+    for (name, value) in extra {
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head {
+        out.extend_from_slice(body);
+    }
+}
+
+/// Appends the head of a static file's answer: status, Content-Type (unless a 304),
+/// Content-Length `length`, `Connection: keep-alive` or `close`, `extra`.
+pub fn write_file_head(status: u16, content_type: &str, length: u64, with_type: bool, keep_alive: bool, extra: &[(&str, &str)], out: &mut Vec<u8>) {
+    push_status_line(out, status);
+    if with_type {
+        push_header(out, "Content-Type", content_type);
+    }
+    if status != 304 {
+        out.extend_from_slice(b"Content-Length: ");
+        push_u64(out, length);
+        out.extend_from_slice(b"\r\n");
+    }
+    push_header(out, "Connection", if keep_alive { "keep-alive" } else { "close" });
+    for (name, value) in extra {
+        push_header(out, name, value);
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Drops the body of a complete response in `out` (after `start`), keeping its headers
+/// and Content-Length: the answer to a HEAD request.
+pub fn strip_body(out: &mut Vec<u8>, start: usize) {
+    if let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n") {
+        out.truncate(start + end + 4);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_connection_header_and_head_without_body() {
+        let mut out = Vec::new();
+        write_response(426, &[("Upgrade", "websocket"), ("Connection", "Upgrade, close")], "ws only", &mut out);
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.matches("Connection:").count(), 1, "{text}");
+        assert!(text.contains("Connection: Upgrade, close\r\n"));
+        strip_body(&mut out, 0);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.ends_with("\r\n\r\n") && text.contains("Content-Length: 8\r\n"), "{text}");
+        let mut page = Vec::new();
+        write_page(200, "text/plain", &[], b"abc", true, &mut page);
+        assert!(String::from_utf8(page).unwrap().ends_with("Content-Length: 3\r\nConnection: close\r\n\r\n"));
+    }
     use crate::http::upgrade::{write_101, Upgrade};
 
     #[test]

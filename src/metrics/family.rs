@@ -8,6 +8,8 @@ pub enum Kind {
     Counter,
     /// Goes up and down (open tunnels, load).
     Gauge,
+    /// Observations counted into fixed buckets ([`Histogram`]).
+    Histogram,
 }
 
 impl Kind {
@@ -15,6 +17,7 @@ impl Kind {
         match self {
             Kind::Counter => "counter",
             Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
         }
     }
 }
@@ -29,10 +32,38 @@ pub struct Family {
     pub kind: Kind,
 }
 
+/// Upper bounds of the duration buckets, in microseconds: 0.5 ms to 10 s, the span of
+/// a backend connect from a local socket to one that waits for connect-timeout.
+pub const DURATION_BUCKETS_US: [u64; 14] =
+    [500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000, 1_000_000, 2_500_000, 5_000_000, 10_000_000];
+
+/// A duration histogram with fixed buckets: a few counters, no allocation, O(1) per
+/// observation, so it may sit in a per-host struct on the hot path.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Histogram {
+    /// Observations at or below each bound of [`DURATION_BUCKETS_US`] (not cumulative).
+    pub buckets: [u64; DURATION_BUCKETS_US.len()],
+    pub count: u64,
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: std::time::Duration) {
+        let us = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+        if let Some(i) = DURATION_BUCKETS_US.iter().position(|b| us <= *b) {
+            self.buckets[i] += 1;
+        }
+        self.count += 1;
+        self.sum_us = self.sum_us.saturating_add(us);
+    }
+}
+
 /// Where samples go (the Prometheus text, a status page). A source writes all samples
 /// of one family before the next family.
 pub trait Sink {
     fn sample(&mut self, family: &Family, labels: &[(&str, &str)], value: u64);
+    /// A histogram family's sample (kind [`Kind::Histogram`]).
+    fn histogram(&mut self, family: &Family, labels: &[(&str, &str)], h: &Histogram);
 }
 
 /// Something that counts and shows its counters.
@@ -67,5 +98,9 @@ impl Sink for Collected {
     fn sample(&mut self, family: &Family, labels: &[(&str, &str)], value: u64) {
         let labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         self.samples.push((family.name, labels, value));
+    }
+    /// Kept as the observation count, under the family's name.
+    fn histogram(&mut self, family: &Family, labels: &[(&str, &str)], h: &Histogram) {
+        self.sample(family, labels, h.count);
     }
 }

@@ -6,8 +6,10 @@
 //!   [`Sink`].
 //! * [`tunnels`]: the per-server and per-route tunnel counters the connection state
 //!   machine feeds (accepted, opened, HTTP answers, close codes, bytes, losses).
-//! * [`prometheus`]: the text exposition format; the SIGUSR2 status dump writes it to
-//!   the log today, a `/metrics` endpoint serves the same text later.
+//! * [`prometheus`]: the text exposition format: the SIGUSR2 status dump and the
+//!   `wstund.metrics-url` page.
+//! * [`status`]: the mod_status pages (HTML, `?json`, `?auto`, statistics) from the
+//!   same samples, grouped by route, backend host and pool.
 //!
 //! Counters that drive decisions (a host's load for balancing, a pool process's load)
 //! stay in the struct that decides with them; they are *exposed* through [`Source`],
@@ -15,7 +17,8 @@
 
 pub mod family;
 pub mod prometheus;
+pub mod status;
 pub mod tunnels;
 
-pub use family::{Family, Kind, Sink, Source};
-pub use tunnels::{TunnelEnd, TunnelMetrics};
+pub use family::{Family, Histogram, Kind, Sink, Source};
+pub use tunnels::{LiveTunnels, TunnelEnd, TunnelMetrics};

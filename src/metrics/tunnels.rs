@@ -16,9 +16,14 @@ const ACCEPTED: Family =
 const OPENED: Family =
     Family { name: "wstund_tunnels_opened_total", help: "Tunnels opened (101 sent, backend connected).", kind: Kind::Counter };
 const OPEN: Family = Family { name: "wstund_tunnels_open", help: "Tunnels open now.", kind: Kind::Gauge };
-const HTTP: Family = Family {
-    name: "wstund_http_responses_total",
-    help: "Upgrade requests answered with an HTTP error instead of a 101, by status.",
+const HANDSHAKES: Family = Family {
+    name: "wstund_handshakes_total",
+    help: "Requests answered, by HTTP status: 101 (a tunnel opened) or the error given instead.",
+    kind: Kind::Counter,
+};
+const PAGES: Family = Family {
+    name: "wstund_pages_total",
+    help: "Requests answered by wstund itself (metrics, health, status pages, static files), by page and HTTP status.",
     kind: Kind::Counter,
 };
 const CLOSED: Family = Family {
@@ -62,6 +67,37 @@ pub struct TunnelEnd<'a> {
     pub lost_out: u64,
     /// The bound that cut delivery short (`close-timeout`, `violation`).
     pub cut: Option<&'static str>,
+    /// One of wstund's own pages was served (not a handshake).
+    pub page: Option<&'static str>,
+}
+
+/// A close code as a label value. Codes 3000-4999 are chosen by applications (the
+/// client among them), so they are counted by range: a client cannot create series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum CodeLabel {
+    /// 1000-2999: the protocol's own codes (few, and a peer cannot send most of them).
+    Protocol(u16),
+    Registered,
+    Private,
+}
+
+impl CodeLabel {
+    fn of(code: u16) -> CodeLabel {
+        match code {
+            3000..=3999 => CodeLabel::Registered,
+            4000..=4999 => CodeLabel::Private,
+            c if c < 3000 => CodeLabel::Protocol(c),
+            _ => CodeLabel::Private,
+        }
+    }
+
+    fn text(self) -> String {
+        match self {
+            CodeLabel::Protocol(c) => c.to_string(),
+            CodeLabel::Registered => "3xxx".into(),
+            CodeLabel::Private => "4xxx".into(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -69,7 +105,7 @@ struct Route {
     opened: u64,
     ended: u64,
     http: BTreeMap<u16, u64>,
-    closed: BTreeMap<u16, u64>,
+    closed: BTreeMap<CodeLabel, u64>,
     bytes: [u64; 2],
     lost: [u64; 2],
     cut: BTreeMap<&'static str, u64>,
@@ -79,6 +115,10 @@ struct Route {
 #[derive(Debug, Default)]
 pub struct TunnelMetrics {
     accepted: u64,
+    /// A small number per route (its slot), so the bytes of open tunnels can be summed
+    /// per route at a scrape without a string lookup per connection.
+    slots: std::collections::HashMap<String, usize>,
+    pages: BTreeMap<(&'static str, u16), u64>,
     routes: BTreeMap<String, Route>,
 }
 
@@ -91,17 +131,28 @@ impl TunnelMetrics {
         self.accepted += 1;
     }
 
-    /// The 101 went out on `route`.
-    pub fn opened(&mut self, route: &str) {
+    /// The 101 went out on `route`; the route's slot (for [`LiveTunnels`]).
+    pub fn opened(&mut self, route: &str) -> usize {
         self.route(route).opened += 1;
+        let next = self.slots.len();
+        *self.slots.entry(route.to_string()).or_insert(next)
+    }
+
+    /// How many slots [`LiveTunnels::bytes`] needs.
+    pub fn slot_count(&self) -> usize {
+        self.slots.len()
     }
 
     /// A connection ended.
     pub fn ended(&mut self, end: &TunnelEnd) {
+        if let Some(page) = end.page {
+            *self.pages.entry((page, end.http_status.unwrap_or(0))).or_default() += 1;
+            return;
+        }
         let r = self.route(end.route.unwrap_or(NO_ROUTE));
         if end.opened {
             r.ended += 1;
-            *r.closed.entry(end.close_code).or_default() += 1;
+            *r.closed.entry(CodeLabel::of(end.close_code)).or_default() += 1;
         } else if let Some(s) = end.http_status {
             *r.http.entry(s).or_default() += 1;
         }
@@ -112,6 +163,12 @@ impl TunnelMetrics {
         if let Some(c) = end.cut {
             *r.cut.entry(c).or_default() += 1;
         }
+    }
+
+    /// Connections accepted and payload bytes carried (both ways, ended tunnels), for
+    /// the status page's rates.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.accepted, self.routes.values().map(|r| r.bytes[0] + r.bytes[1]).sum())
     }
 
     /// Tunnels open now, over all routes.
@@ -128,8 +185,30 @@ impl TunnelMetrics {
     }
 }
 
+/// The counters plus the payload bytes open tunnels have carried so far (by route slot,
+/// both directions), so `wstund_payload_bytes_total` moves while a long tunnel runs. A
+/// tunnel's bytes move from here to the counters when it ends: the sum never goes back.
+pub struct LiveTunnels<'a> {
+    pub metrics: &'a TunnelMetrics,
+    pub bytes: Vec<[u64; 2]>,
+}
+
+impl Source for LiveTunnels<'_> {
+    fn expose(&self, out: &mut dyn Sink) {
+        self.metrics.expose_with(out, |route| {
+            self.metrics.slots.get(route).and_then(|s| self.bytes.get(*s)).copied().unwrap_or([0, 0])
+        });
+    }
+}
+
 impl Source for TunnelMetrics {
     fn expose(&self, out: &mut dyn Sink) {
+        self.expose_with(out, |_| [0, 0]);
+    }
+}
+
+impl TunnelMetrics {
+    fn expose_with(&self, out: &mut dyn Sink, live: impl Fn(&str) -> [u64; 2]) {
         out.sample(&ACCEPTED, &[], self.accepted);
         for (k, r) in &self.routes {
             out.sample(&OPENED, &[("route", k)], r.opened);
@@ -138,18 +217,29 @@ impl Source for TunnelMetrics {
             out.sample(&OPEN, &[("route", k)], r.opened - r.ended);
         }
         for (k, r) in &self.routes {
+            // Statuses in order, 101 among them (a tunnel that opened answered 101).
+            let mut opened = Some(r.opened).filter(|n| *n > 0);
             for (status, n) in &r.http {
-                out.sample(&HTTP, &[("route", k), ("code", &status.to_string())], *n);
+                if *status > 101 {
+                    if let Some(o) = opened.take() {
+                        out.sample(&HANDSHAKES, &[("route", k), ("status", "101")], o);
+                    }
+                }
+                out.sample(&HANDSHAKES, &[("route", k), ("status", &status.to_string())], *n);
+            }
+            if let Some(o) = opened {
+                out.sample(&HANDSHAKES, &[("route", k), ("status", "101")], o);
             }
         }
         for (k, r) in &self.routes {
             for (code, n) in &r.closed {
-                out.sample(&CLOSED, &[("route", k), ("code", &code.to_string())], *n);
+                out.sample(&CLOSED, &[("route", k), ("code", &code.text())], *n);
             }
         }
         for (k, r) in &self.routes {
-            out.sample(&BYTES, &[("route", k), ("direction", IN)], r.bytes[0]);
-            out.sample(&BYTES, &[("route", k), ("direction", OUT)], r.bytes[1]);
+            let l = live(k);
+            out.sample(&BYTES, &[("route", k), ("direction", IN)], r.bytes[0] + l[0]);
+            out.sample(&BYTES, &[("route", k), ("direction", OUT)], r.bytes[1] + l[1]);
         }
         for (k, r) in &self.routes {
             out.sample(&LOST, &[("route", k), ("direction", IN)], r.lost[0]);
@@ -159,6 +249,9 @@ impl Source for TunnelMetrics {
             for (bound, n) in &r.cut {
                 out.sample(&CUT, &[("route", k), ("bound", bound)], *n);
             }
+        }
+        for ((page, status), n) in &self.pages {
+            out.sample(&PAGES, &[("page", page), ("status", &status.to_string())], *n);
         }
     }
 }
@@ -179,6 +272,7 @@ mod tests {
             lost_in: 0,
             lost_out: 0,
             cut: None,
+            page: None,
         }
     }
 
@@ -193,14 +287,21 @@ mod tests {
         assert_eq!(m.open_total(), 2);
         m.ended(&TunnelEnd { opened: true, close_code: 1000, bytes_in: 10, bytes_out: 20, lost_in: 3, ..end(Some("/echo")) });
         m.ended(&TunnelEnd { http_status: Some(404), ..end(None) });
+        m.ended(&TunnelEnd { opened: true, close_code: 4123, ..end(Some("/echo")) });
+        m.opened("/echo");
+        m.ended(&TunnelEnd { http_status: Some(200), page: Some("metrics"), ..end(None) });
         assert_eq!(m.open_total(), 1);
         let mut c = Collected::default();
         m.expose(&mut c);
         assert_eq!(c.value("wstund_connections_accepted_total", &[]), Some(3));
-        assert_eq!(c.value("wstund_tunnels_opened_total", &[("route", "/echo")]), Some(2));
+        assert_eq!(c.value("wstund_tunnels_opened_total", &[("route", "/echo")]), Some(3));
+        assert_eq!(c.value("wstund_handshakes_total", &[("route", "/echo"), ("status", "101")]), Some(3));
+        assert_eq!(c.value("wstund_tunnels_closed_total", &[("route", "/echo"), ("code", "4xxx")]), Some(1));
+        assert_eq!(c.value("wstund_pages_total", &[("page", "metrics"), ("status", "200")]), Some(1));
+        assert_eq!(c.value("wstund_handshakes_total", &[("route", "-"), ("status", "200")]), None);
         assert_eq!(c.value("wstund_tunnels_open", &[("route", "/echo")]), Some(1));
         assert_eq!(c.value("wstund_tunnels_closed_total", &[("route", "/echo"), ("code", "1000")]), Some(1));
-        assert_eq!(c.value("wstund_http_responses_total", &[("route", "-"), ("code", "404")]), Some(1));
+        assert_eq!(c.value("wstund_handshakes_total", &[("route", "-"), ("status", "404")]), Some(1));
         assert_eq!(c.value("wstund_payload_bytes_total", &[("route", "/echo"), ("direction", IN)]), Some(10));
         assert_eq!(c.value("wstund_payload_bytes_total", &[("route", "/echo"), ("direction", OUT)]), Some(20));
         assert_eq!(c.value("wstund_lost_bytes_total", &[("route", "/echo"), ("direction", IN)]), Some(3));

@@ -532,6 +532,12 @@ const PROGRAMS: Family = Family {
     kind: Kind::Gauge,
 };
 
+const ROUTE_PROGRAMS: Family = Family {
+    name: "wstund_route_programs",
+    help: "Per-connection stdio programs running now, by route and program (the max-procs count).",
+    kind: Kind::Gauge,
+};
+
 impl Source for ProcMan {
     fn expose(&self, out: &mut dyn Sink) {
         const STATES: [&str; 7] = ["off", "starting", "external", "running", "disabled", "dead", "stopping"];
@@ -552,6 +558,10 @@ impl Source for ProcMan {
             out.sample(&POOL_DIED, &[("pool", &p.pool.name)], p.pool.procs.iter().map(|pr| u64::from(pr.died)).sum());
         }
         out.sample(&PROGRAMS, &[], self.progs.len() as u64);
+        for (key, n) in self.progs.per_key() {
+            let (route, program) = key.split_once('\n').unwrap_or((key, ""));
+            out.sample(&ROUTE_PROGRAMS, &[("route", route), ("program", program)], u64::from(n));
+        }
     }
 }
 

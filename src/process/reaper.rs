@@ -68,6 +68,13 @@ impl Progs {
         self.caps.get(cap_key).copied().unwrap_or(0)
     }
 
+    /// Live programs per `max-procs` key (route + "\n" + bin-path), sorted.
+    pub fn per_key(&self) -> Vec<(&str, u32)> {
+        let mut v: Vec<(&str, u32)> = self.caps.iter().map(|(k, n)| (k.as_str(), *n)).collect();
+        v.sort_unstable();
+        v
+    }
+
     /// Programs not yet fully gone (for the status line and the exit wait).
     pub fn len(&self) -> usize {
         self.table.len()

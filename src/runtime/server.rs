@@ -44,6 +44,8 @@ use crate::conn::client::ClientStream;
 use crate::conf::Config;
 use crate::conn::machine::{Conn, Ctx};
 use crate::conn::timers::Timers;
+use crate::conn::reply::{Page, PageRequest, Rendered, StatusFormat};
+use crate::metrics::status;
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
 use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
@@ -72,6 +74,9 @@ pub const BACKLOG_SLICE: Duration = Duration::from_micros(250);
 /// Most clients accepted from one listener per turn: a connect storm is taken in
 /// batches, with the other connections served in between.
 const ACCEPT_BATCH: usize = 64;
+
+/// Ticks (seconds) the status page's averages span: lighttpd's "5s sliding average".
+const RATE_TICKS: usize = 5;
 
 /// Work left over from a turn, served round-robin between polls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -204,6 +209,15 @@ pub struct Server {
     /// `server.control-socket`, and the client waiting for an upgrade's outcome.
     control: Option<ControlSocket>,
     upgrade_client: Option<usize>,
+    /// `wstund.health-url` is set somewhere: a graceful stop keeps the listeners open
+    /// so health checks see 503 instead of a refused connection.
+    lame_duck: bool,
+    /// How long the last page took to render (the loop was busy that long).
+    last_render: Duration,
+    /// Connections accepted and payload bytes at each of the last ticks (newest last),
+    /// for the status page's 5-second averages.
+    rates: VecDeque<(u64, u64)>,
+    started: Instant,
 }
 
 impl Server {
@@ -227,6 +241,7 @@ impl Server {
         let resolver = Resolver::start(&config, now);
         let mut procs = ProcMan::new(&config, now);
         let start_failure = procs.start(poll.registry(), now).err();
+        let config_health = Arc::clone(&config);
         Ok(Server {
             poll,
             listeners,
@@ -268,6 +283,12 @@ impl Server {
             reloaded_in_iteration: false,
             control: None,
             upgrade_client: None,
+            lame_duck: std::iter::once(&*config_health.wstunnel)
+                .chain(config_health.blocks.iter().map(|b| &*b.ws))
+                .any(|ws| !ws.health_url.is_empty()),
+            last_render: Duration::ZERO,
+            rates: VecDeque::with_capacity(RATE_TICKS + 1),
+            started: now,
         })
     }
 
@@ -399,6 +420,7 @@ impl Server {
             RunState::Graceful { deadline: Some(t) } if now >= t => {
                 info!("server.graceful-shutdown-timeout passed: closing the {} connections left with 1001", self.conns.len());
                 self.state = RunState::Draining { deadline: now + CLOSE_DRAIN_LIMIT };
+                self.stop_listening();
                 self.shutdown_conns(now);
             }
             RunState::Draining { deadline } if now >= deadline => self.state = RunState::Stopped,
@@ -436,6 +458,7 @@ impl Server {
                 drains: &mut self.drains,
                 metrics: &mut self.tunnels,
                 timers: &mut self.timers,
+                refuse_new: self.lame_duck && self.state != RunState::Running,
             },
             &mut self.conns,
         )
@@ -451,6 +474,9 @@ impl Server {
     /// After a connection ran: measure the turn, remove it if it is over, or put it in
     /// the backlog if its turn ran out with work left.
     fn after_turn(&mut self, key: usize, now: Instant) {
+        if let Some(req) = self.conns.get_mut(key).and_then(|c| c.page.take()) {
+            self.serve_page(key, &req, now);
+        }
         let end = Instant::now();
         let took = end.saturating_duration_since(self.turn_start);
         self.turn_start = end;
@@ -472,6 +498,109 @@ impl Server {
             conn.on_timer(&mut ctx);
             self.after_turn(key, now);
         }
+    }
+
+    /// Renders one of wstund's pages for connection `key` and hands it the bytes. Part
+    /// of that connection's turn, so the longest-turn gauge includes it.
+    fn serve_page(&mut self, key: usize, req: &PageRequest, now: Instant) {
+        let t0 = Instant::now();
+        let rendered = match req.page {
+            Page::Metrics => Rendered {
+                status: 200,
+                content_type: "text/plain; version=0.0.4; charset=utf-8",
+                body: self.metrics_text().into_bytes(),
+            },
+            Page::Health => {
+                let (status, body) = self.health(&req.health_routes, now);
+                Rendered { status, content_type: "text/plain; charset=utf-8", body: body.into_bytes() }
+            }
+            Page::Status(format) => {
+                let (snapshot, facts) = self.status_snapshot(now);
+                let (content_type, body) = match format {
+                    StatusFormat::Html => ("text/html; charset=utf-8", status::html(&snapshot, &facts)),
+                    StatusFormat::Json => ("application/json", status::json(&snapshot, &facts)),
+                    StatusFormat::Auto => ("text/plain; charset=utf-8", status::auto(&snapshot, &facts)),
+                };
+                Rendered { status: 200, content_type, body: body.into_bytes() }
+            }
+            Page::Statistics => {
+                let (snapshot, _) = self.status_snapshot(now);
+                Rendered { status: 200, content_type: "text/plain; charset=utf-8", body: status::statistics(&snapshot).into_bytes() }
+            }
+            Page::Config => {
+                let mut routes: Vec<String> = std::iter::once(&*self.config.wstunnel)
+                    .chain(self.config.blocks.iter().map(|b| &*b.ws))
+                    .flat_map(|ws| ws.servers.routes.iter().map(|r| r.key.clone()))
+                    .collect();
+                routes.sort();
+                routes.dedup();
+                let body = status::config_html(&self.version_tag(), crate::conf::IMPLEMENTED_MODULES, &routes);
+                Rendered { status: 200, content_type: "text/html; charset=utf-8", body: body.into_bytes() }
+            }
+        };
+        let took = t0.elapsed();
+        self.last_render = took;
+        let (mut ctx, conns) = self.ctx(now);
+        let Some(conn) = conns.get_mut(key) else { return };
+        debug!("[c{}] {} page: {} ({} bytes) rendered in {} us", conn.id, req.page.name(), rendered.status, rendered.body.len(), took.as_micros());
+        conn.serve_page(&mut ctx, req, rendered);
+    }
+
+    /// Every sample, grouped for the status pages, and what the server knows besides.
+    fn status_snapshot(&self, now: Instant) -> (status::Snapshot, status::Facts) {
+        let mut snapshot = status::Snapshot::default();
+        let (phases, bytes) = self.census();
+        let gauges = self.loop_gauges(phases);
+        let tunnels = metrics::LiveTunnels { metrics: &self.tunnels, bytes };
+        for s in [&gauges as &dyn metrics::Source, &tunnels, &self.hosts, &self.procs, &self.drains] {
+            s.expose(&mut snapshot);
+        }
+        let mut scoreboard = String::with_capacity(self.conns.len());
+        for (_, c) in self.conns.iter() {
+            scoreboard.push(status::PHASE_CHARS.get(c.phase.index()).map_or('_', |(_, ch)| *ch));
+        }
+        let (requests_avg5, traffic_avg5) = match (self.rates.front(), self.rates.back()) {
+            (Some(a), Some(b)) if self.rates.len() > 1 => {
+                let span = (self.rates.len() - 1) as u64;
+                ((b.0 - a.0) / span, (b.1 - a.1) / span)
+            }
+            _ => (0, 0),
+        };
+        let facts = status::Facts {
+            version: self.version_tag(),
+            uptime_secs: now.saturating_duration_since(self.started).as_secs(),
+            state: if self.state == RunState::Running { "running" } else { "stopping" },
+            idle_slots: self.max_conns.saturating_sub(self.conns.len()) as u64,
+            requests_avg5,
+            traffic_avg5,
+            scoreboard,
+        };
+        (snapshot, facts)
+    }
+
+    /// The name and version the pages show: `server.tag`, or wstund's own when empty.
+    fn version_tag(&self) -> String {
+        if self.server_tag.is_empty() {
+            concat!("wstund/", env!("CARGO_PKG_VERSION")).to_string()
+        } else {
+            self.server_tag.clone()
+        }
+    }
+
+    /// The health page's answer: 503 while stopping or when every backend of a named
+    /// route is down, else 200. The body says why, one line.
+    fn health(&self, routes: &[String], now: Instant) -> (u16, String) {
+        if self.state != RunState::Running {
+            return (503, "stopping\n".into());
+        }
+        for key in routes {
+            match self.hosts.route_down(key, now) {
+                Some(false) => {}
+                Some(true) => return (503, format!("route {key}: every backend is down\n")),
+                None => return (503, format!("route {key}: no such wstunnel.server route\n")),
+            }
+        }
+        (200, "ok\n".into())
     }
 
     fn drain_event(&mut self, i: usize) {
@@ -526,7 +655,8 @@ impl Server {
 
     /// Accepts until WouldBlock, capacity, or descriptor exhaustion.
     fn accept(&mut self, i: usize, now: Instant) {
-        if self.state != RunState::Running || self.accept_retry_at.is_some() {
+        let lame_duck = self.lame_duck && matches!(self.state, RunState::Graceful { .. });
+        if (self.state != RunState::Running && !lame_duck) || self.accept_retry_at.is_some() {
             return;
         }
         for _ in 0..ACCEPT_BATCH {
@@ -611,6 +741,12 @@ impl Server {
     }
 
     fn tick(&mut self, now: Instant) {
+        let (accepted, ended_bytes) = self.tunnels.totals();
+        let live: u64 = self.census().1.iter().map(|b| b[0] + b[1]).sum();
+        self.rates.push_back((accepted, ended_bytes + live));
+        if self.rates.len() > RATE_TICKS + 1 {
+            self.rates.pop_front();
+        }
         self.resolver.tick(now);
         if let Some(limit) = self.idle_limit {
             if self.state == RunState::Running && now.saturating_duration_since(self.last_active) >= limit {
@@ -711,11 +847,14 @@ impl Server {
         notify::stopping();
         self.cancel_restart();
         self.accept_queued(now);
-        self.stop_listening();
+        if !self.lame_duck {
+            self.stop_listening();
+        }
         let took = t0.elapsed();
         self.state = RunState::Graceful { deadline: self.graceful_timeout.map(|t| now + t) };
         info!(
-            "graceful stop: listeners closed in {} us; {} connections may finish ({})",
+            "graceful stop: listeners {} in {} us; {} connections may finish ({})",
+            if self.lame_duck { "kept open for the health page (new requests get 503)" } else { "closed" },
             took.as_micros(),
             self.conns.len(),
             self.graceful_timeout.map_or("no time limit".to_string(), |t| format!("1001 to the rest after {} s", t.as_secs()))
@@ -1134,7 +1273,32 @@ impl Server {
     /// Every counter and gauge, in the Prometheus text format: the one reading of the
     /// metrics seam (`metrics/`) that the status dump and any HTTP view share.
     pub fn metrics_text(&self) -> String {
-        let gauges = LoopGauges {
+        let (phases, bytes) = self.census();
+        let gauges = self.loop_gauges(phases);
+        let tunnels = metrics::LiveTunnels { metrics: &self.tunnels, bytes };
+        metrics::prometheus::render(&[&gauges, &tunnels, &self.hosts, &self.procs, &self.drains])
+    }
+
+    /// One pass over the connections: how many are in each phase, and the bytes open
+    /// tunnels have carried so far by route slot.
+    fn census(&self) -> ([u64; 5], Vec<[u64; 2]>) {
+        let mut phases = [0u64; 5];
+        let mut bytes = vec![[0u64; 2]; self.tunnels.slot_count()];
+        for (_, c) in self.conns.iter() {
+            phases[c.phase.index()] += 1;
+            if let Some((slot, [i, o])) = c.live_bytes() {
+                if let Some(b) = bytes.get_mut(slot) {
+                    b[0] += i;
+                    b[1] += o;
+                }
+            }
+        }
+        (phases, bytes)
+    }
+
+    fn loop_gauges(&self, phases: [u64; 5]) -> LoopGauges {
+        LoopGauges {
+            phases,
             connections: self.conns.len() as u64,
             buffers_in_use: self.pool.in_use as u64,
             buffers_spare: self.pool.spare() as u64,
@@ -1142,24 +1306,29 @@ impl Server {
             longest_turn_us: self.turns.longest.as_micros() as u64,
             accept_failures: self.accept_failures.total(),
             log_lines_suppressed: crate::process::childlog::suppressed_total(),
-        };
-        metrics::prometheus::render(&[&gauges, &self.tunnels, &self.hosts, &self.procs, &self.drains])
+            page_render_us: self.last_render.as_micros() as u64,
+        }
     }
 }
 
 /// What the loop itself knows: its connections, buffers, backlog and turns.
 struct LoopGauges {
     connections: u64,
+    /// Connections per phase, in the order of `status::PHASE_CHARS`.
+    phases: [u64; 5],
     buffers_in_use: u64,
     buffers_spare: u64,
     backlog: u64,
     longest_turn_us: u64,
     accept_failures: u64,
     log_lines_suppressed: u64,
+    page_render_us: u64,
 }
 
 const CONNECTIONS: Family =
     Family { name: "wstund_connections", help: "Client connections held now (any phase).", kind: Kind::Gauge };
+const PHASES: Family =
+    Family { name: "wstund_connection_phases", help: "Client connections held now, by phase.", kind: Kind::Gauge };
 const BUFFERS: Family =
     Family { name: "wstund_buffers", help: "Payload buffers, in use by connections or spare in the pool.", kind: Kind::Gauge };
 const BACKLOG: Family =
@@ -1180,15 +1349,25 @@ const SUPPRESSED: Family = Family {
     kind: Kind::Counter,
 };
 
+const PAGE_RENDER: Family = Family {
+    name: "wstund_page_render_microseconds",
+    help: "Time the previous metrics or health page took to render, in loop time.",
+    kind: Kind::Gauge,
+};
+
 impl metrics::Source for LoopGauges {
     fn expose(&self, out: &mut dyn Sink) {
         out.sample(&CONNECTIONS, &[], self.connections);
+        for ((phase, _), n) in status::PHASE_CHARS.iter().zip(self.phases) {
+            out.sample(&PHASES, &[("phase", phase)], n);
+        }
         out.sample(&BUFFERS, &[("state", "in_use")], self.buffers_in_use);
         out.sample(&BUFFERS, &[("state", "spare")], self.buffers_spare);
         out.sample(&BACKLOG, &[], self.backlog);
         out.sample(&LONGEST_TURN, &[], self.longest_turn_us);
         out.sample(&ACCEPT_FAILURES, &[], self.accept_failures);
         out.sample(&SUPPRESSED, &[], self.log_lines_suppressed);
+        out.sample(&PAGE_RENDER, &[], self.page_render_us);
     }
 }
 

@@ -134,7 +134,10 @@ impl Daemon {
         let dir = TempDir::new("d");
         let conf_path = dir.join("wstund.conf");
         std::fs::write(&conf_path, conf).expect("write conf");
-        let mut cmd = Command::new(BIN);
+        // WSTUND_TEST_BIN: run the daemon tests against another build (a release binary
+        // for a measurement); the default is the binary cargo built for this run.
+        let bin = std::env::var("WSTUND_TEST_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut cmd = Command::new(bin);
         cmd.arg("-D").arg("-f").arg(&conf_path).args(args);
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         cmd.env_remove("RUST_LOG").env("RUST_LOG_STYLE", "never");

@@ -15,11 +15,13 @@
 //! - [`ws`]: the tungstenite client.
 //! - [`procs`]: what /proc says about wstund's children, test programs, a raw-client
 //!   loop up to the close frame (the managed-process tests).
+//! - [`cdp`]: headless Chromium over the DevTools protocol (evaluate, screenshot).
 //! - [`options`]: hand-driven backends, message readers and client-side deflate (the
 //!   `options_*` tests).
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod cdp;
 pub mod conf;
 pub mod daemon;
 pub mod options;
