@@ -86,7 +86,7 @@ impl BackendStream {
     fn tcp_connect_state(&self, writable: bool) -> ConnectState {
         let err = match self {
             BackendStream::Tcp(s) => s.take_error(),
-            BackendStream::Tls(t) => t.sock.take_error(),
+            BackendStream::Tls(t) => t.sock().take_error(),
             BackendStream::Unix(s) => s.take_error(),
             BackendStream::Child(_) | BackendStream::Pty(_) => return ConnectState::Connected,
         };
@@ -96,7 +96,7 @@ impl BackendStream {
             Ok(None) => {
                 let peer = match self {
                     BackendStream::Tcp(s) => s.peer_addr().map(|_| ()),
-                    BackendStream::Tls(t) => t.sock.peer_addr().map(|_| ()),
+                    BackendStream::Tls(t) => t.sock().peer_addr().map(|_| ()),
                     BackendStream::Unix(s) => s.peer_addr().map(|_| ()),
                     BackendStream::Child(_) | BackendStream::Pty(_) => Ok(()),
                 };
@@ -154,7 +154,7 @@ impl BackendStream {
         let i = Interest::READABLE | Interest::WRITABLE;
         match self {
             BackendStream::Tcp(s) => reg.register(s, token, i),
-            BackendStream::Tls(t) => reg.register(&mut t.sock, token, i),
+            BackendStream::Tls(t) => reg.register(t.sock_mut(), token, i),
             BackendStream::Unix(s) => reg.register(s, token, i),
             BackendStream::Child(p) => p.register(reg, token),
             BackendStream::Pty(p) => p.register(reg, token),
@@ -165,7 +165,7 @@ impl BackendStream {
     pub fn reregister(&mut self, reg: &Registry, token: Token) -> io::Result<()> {
         match self {
             BackendStream::Tcp(s) => reg.reregister(s, token, Interest::READABLE),
-            BackendStream::Tls(t) => reg.reregister(&mut t.sock, token, Interest::READABLE),
+            BackendStream::Tls(t) => reg.reregister(t.sock_mut(), token, Interest::READABLE),
             BackendStream::Unix(s) => reg.reregister(s, token, Interest::READABLE),
             BackendStream::Child(_) | BackendStream::Pty(_) => Err(io::Error::new(io::ErrorKind::Unsupported, "program pipes are not drained here")),
         }
@@ -206,7 +206,7 @@ impl BackendStream {
     pub fn deregister(&mut self, reg: &Registry) {
         let _ = match self {
             BackendStream::Tcp(s) => reg.deregister(s),
-            BackendStream::Tls(t) => reg.deregister(&mut t.sock),
+            BackendStream::Tls(t) => reg.deregister(t.sock_mut()),
             BackendStream::Unix(s) => reg.deregister(s),
             BackendStream::Child(p) => {
                 p.deregister(reg);

@@ -6,21 +6,19 @@
 //! it. Afterwards reads decrypt until WouldBlock and writes are encrypted at once, with
 //! records the socket did not take sent first on the next write or `flush`.
 
-use std::io::{self, Read, Write};
-use std::net::Shutdown;
+use std::io;
 use std::sync::Arc;
 
 use rustls::pki_types::ServerName;
 use rustls::ClientConnection;
 
-pub struct TlsClient {
-    pub sock: mio::net::TcpStream,
-    session: ClientConnection,
-    shut_pending: bool,
-}
+use crate::tlsio::TlsSocket;
 
-/// Plaintext taken from one write: four TLS records' worth.
-const WRITE_CHUNK: usize = 4 * 16384;
+/// A rustls client session over the backend's TCP socket (`crate::tlsio`), with the
+/// handshake driven while the connection is `Connecting`.
+pub struct TlsClient {
+    io: TlsSocket<ClientConnection>,
+}
 /// Plaintext rustls may buffer for the backend beyond one write.
 const SEND_BUFFER_LIMIT: usize = 64 * 1024;
 
@@ -34,7 +32,7 @@ impl TlsClient {
     pub fn new(sock: mio::net::TcpStream, config: Arc<rustls::ClientConfig>, name: ServerName<'static>) -> io::Result<TlsClient> {
         let mut session = ClientConnection::new(config, name).map_err(io::Error::other)?;
         session.set_buffer_limit(Some(SEND_BUFFER_LIMIT));
-        Ok(TlsClient { sock, session, shut_pending: false })
+        Ok(TlsClient { io: TlsSocket::new(sock, session) })
     }
 
     /// Moves the handshake on as far as the socket allows; an error is the reason it
@@ -42,17 +40,17 @@ impl TlsClient {
     pub fn handshake(&mut self) -> io::Result<Handshake> {
         loop {
             self.flush()?;
-            if !self.session.is_handshaking() {
+            if !self.io.session.is_handshaking() {
                 return Ok(Handshake::Done);
             }
-            match self.session.read_tls(&mut self.sock) {
+            match self.io.session.read_tls(&mut self.io.sock) {
                 Ok(0) => return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "backend closed during the TLS handshake")),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Handshake::InProgress),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
-            if let Err(e) = self.session.process_new_packets() {
+            if let Err(e) = self.io.session.process_new_packets() {
                 let _ = self.flush();
                 return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS handshake: {e}")));
             }
@@ -61,66 +59,32 @@ impl TlsClient {
 
     /// Sends the records rustls holds; Ok(true) when none is left.
     pub fn flush(&mut self) -> io::Result<bool> {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut self.sock) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket took no TLS bytes")),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if std::mem::take(&mut self.shut_pending) {
-            let _ = self.sock.shutdown(Shutdown::Write);
-        }
-        Ok(true)
+        self.io.flush()
     }
 
     pub fn has_pending(&self) -> bool {
-        self.session.wants_write()
+        self.io.session.wants_write()
     }
 
     pub fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.session.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // EOF without close_notify: an end of the byte stream like any other.
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            match self.session.read_tls(&mut self.sock) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.flush()?;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = self.session.process_new_packets() {
-                let _ = self.flush();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
-            }
-            self.flush()?;
-        }
+        self.io.read(buf)
     }
 
     pub fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if !self.flush()? {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = self.session.writer().write(&buf[..buf.len().min(WRITE_CHUNK)])?;
-        if n == 0 && !buf.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.flush()?;
-        Ok(n)
+        self.io.write(buf)
     }
 
     /// close_notify, then FIN once every record is out.
     pub fn shutdown_write(&mut self) {
-        self.session.send_close_notify();
-        self.shut_pending = true;
-        let _ = self.flush();
+        self.io.shutdown_write();
+    }
+
+    /// The TCP socket under the session (registration, SO_ERROR).
+    pub fn sock(&self) -> &mio::net::TcpStream {
+        &self.io.sock
+    }
+
+    pub fn sock_mut(&mut self) -> &mut mio::net::TcpStream {
+        &mut self.io.sock
     }
 }

@@ -16,6 +16,8 @@ use std::sync::Arc;
 use mio::{Interest, Registry, Token};
 use rustls::{ServerConfig, ServerConnection};
 
+use crate::tlsio::TlsSocket;
+
 pub struct ClientStream {
     transport: Transport,
     /// The peer's address as accept(2) gave it (none on a unix-socket listener).
@@ -28,88 +30,12 @@ enum Transport {
     Tls(Box<Tls>),
 }
 
-/// A rustls server session over a TCP socket, driven by the same edges as a plain one.
-///
-/// Bytes the state machine writes are accepted into rustls (bounded by
-/// `SEND_BUFFER_LIMIT`) and encrypted at once; records the socket did not take wait in
+/// A rustls server session over the client's TCP socket (`crate::tlsio`): bytes the
+/// state machine writes are encrypted at once; records the socket did not take wait in
 /// rustls until the next writable edge (`flush`, called at the end of every drive). A
-/// new write is refused with WouldBlock while records wait, so rustls never holds more
-/// than one write's worth.
-struct Tls {
-    sock: mio::net::TcpStream,
-    session: ServerConnection,
-    /// `shutdown_write` was asked while records still waited: the socket's write side
-    /// is shut once they are out.
-    shut_pending: bool,
-}
-
-/// Plaintext taken from one write: one TLS record's worth times four.
-const TLS_WRITE_CHUNK: usize = 4 * 16384;
-
-impl Tls {
-    /// Sends the records rustls holds; Ok(true) when none is left.
-    fn flush(&mut self) -> io::Result<bool> {
-        while self.session.wants_write() {
-            match self.session.write_tls(&mut self.sock) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::WriteZero, "socket took no TLS bytes")),
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if std::mem::take(&mut self.shut_pending) {
-            let _ = self.sock.shutdown(Shutdown::Write);
-        }
-        Ok(true)
-    }
-
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            match self.session.reader().read(buf) {
-                Ok(n) => return Ok(n),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                // TCP ended without close_notify: an end of input like any other (a
-                // WebSocket tunnel has its own Close to tell a truncation).
-                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(0),
-                Err(e) => return Err(e),
-            }
-            match self.session.read_tls(&mut self.sock) {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.flush()?;
-                    return Err(e);
-                }
-                Err(e) => return Err(e),
-            }
-            if let Err(e) = self.session.process_new_packets() {
-                // The alert rustls queued is sent if the socket takes it; the
-                // connection ends either way.
-                let _ = self.flush();
-                return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
-            }
-            // Handshake replies (and key updates) go out as they are made.
-            self.flush()?;
-        }
-    }
-
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        if self.session.is_handshaking() {
-            // Only an HTTP error can be written before the request came, and a client
-            // that has not finished its handshake cannot read it.
-            return Err(io::Error::new(io::ErrorKind::NotConnected, "TLS handshake not finished"));
-        }
-        if !self.flush()? {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        let n = self.session.writer().write(&buf[..buf.len().min(TLS_WRITE_CHUNK)])?;
-        if n == 0 && !buf.is_empty() {
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        self.flush()?;
-        Ok(n)
-    }
-}
+/// write before the handshake finished is refused: only an HTTP error could be written
+/// then, and a client that has not finished its handshake cannot read it.
+type Tls = TlsSocket<ServerConnection>;
 
 impl ClientStream {
     pub fn tcp(sock: mio::net::TcpStream, peer: SocketAddr) -> ClientStream {
@@ -127,7 +53,7 @@ impl ClientStream {
             Transport::Tcp(sock) => {
                 let mut session = ServerConnection::new(config)?;
                 session.set_buffer_limit(Some(crate::conf::tls::SEND_BUFFER_LIMIT));
-                let tls = Tls { sock, session, shut_pending: false };
+                let tls = Tls::new(sock, session);
                 Ok(ClientStream { transport: Transport::Tls(Box::new(tls)), peer: self.peer })
             }
             other => Ok(ClientStream { transport: other, peer: self.peer }),
@@ -201,6 +127,9 @@ impl ClientStream {
         match &mut self.transport {
             Transport::Tcp(s) => s.write(buf),
             Transport::Unix(s) => s.write(buf),
+            Transport::Tls(t) if t.session.is_handshaking() => {
+                Err(io::Error::new(io::ErrorKind::NotConnected, "TLS handshake not finished"))
+            }
             Transport::Tls(t) => t.write(buf),
         }
     }
@@ -255,9 +184,8 @@ impl ClientStream {
             Transport::Tcp(s) => s.shutdown(Shutdown::Write),
             Transport::Unix(s) => s.shutdown(Shutdown::Write),
             Transport::Tls(t) => {
-                t.session.send_close_notify();
-                t.shut_pending = true;
-                t.flush().map(|_| ())
+                t.shutdown_write();
+                Ok(())
             }
         };
     }
