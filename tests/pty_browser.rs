@@ -1,6 +1,6 @@
 //! The shipped browser terminal (`examples/terminal/index.html`, xterm.js from npm) in
-//! headless Chromium against a `"mode" => "pty"` route running `/bin/sh -i`: the page as
-//! shipped, with a test script appended that waits for the prompt, types
+//! headless Chromium against a `"mode" => "pty"` route running `/bin/sh -i`, the page
+//! served by wstund's static files from the same origin: the page as shipped, with a test script appended that waits for the prompt, types
 //! `echo hello-$((6*7))` through xterm.js (as keystrokes reach `onData`), reads `hello-42`
 //! from the terminal buffer, resizes the terminal (xterm.js's `onResize`, which the page
 //! turns into a resize message, as the fit add-on does on a window resize) and reads
@@ -134,17 +134,25 @@ fn the_shipped_xterm_page_runs_a_shell_and_follows_a_resize() {
     if !modules.join("@xterm/xterm/lib/xterm.js").is_file() {
         return skip_or_fail("xterm.js is not installed (run examples/terminal/setup.sh)");
     }
-    let conf = Conf::new().route("/term", &["( \"bin-path\" => \"/bin/sh -i\", \"mode\" => \"pty\", \"bin-environment\" => ( \"PS1\" => \"$ \" ) )".to_string()]);
-    let d = Daemon::start_conf(&conf);
     let (hold_port, done) = hold_server();
-
     let dir = TempDir::new("ptybr");
+    let site = dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    // The page comes from wstund itself (static files), the WebSocket from the same
+    // origin: the shipped page connects to ws://<its host>/term.
+    let conf = Conf::new()
+        .set("server.document-root", &format!("\"{}\"", site.display()))
+        .set("index-file.names", "( \"index.html\" )")
+        .set("mimetype.assign", "( \".html\" => \"text/html\", \".js\" => \"text/javascript\", \".css\" => \"text/css\" )")
+        .route("/term", &["( \"bin-path\" => \"/bin/sh -i\", \"mode\" => \"pty\", \"bin-environment\" => ( \"PS1\" => \"$ \" ) )".to_string()]);
+    let d = Daemon::start_conf(&conf);
     let shipped = std::fs::read_to_string(repo_root().join("examples/terminal/index.html")).expect("read the shipped page");
     assert_eq!(shipped.matches("</body>").count(), 1);
     let page = shipped.replace("</body>", &DRIVER.replace("__HOLD__", &hold_port.to_string()));
-    std::fs::write(dir.join("index.html"), page).unwrap();
-    std::os::unix::fs::symlink(&modules, dir.join("node_modules")).unwrap();
-    let url = format!("file://{}?ws=ws://127.0.0.1:{}/term", dir.join("index.html").display(), d.port());
+    std::fs::write(site.join("index.html"), page).unwrap();
+    std::fs::write(site.join("shot.html"), &shipped).unwrap();
+    std::os::unix::fs::symlink(&modules, site.join("node_modules")).unwrap();
+    let url = format!("http://127.0.0.1:{}/", d.port());
 
     let child = Command::new(&chromium)
         .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-extensions", "--disable-dev-shm-usage"])
@@ -179,4 +187,25 @@ fn the_shipped_xterm_page_runs_a_shell_and_follows_a_resize() {
     for check in ["prompt", "echo", "resize"] {
         assert!(results.lines().any(|l| l == format!("PASS {check}")), "{check} failed:\n{results}\nwstund:\n{}", d.logs());
     }
+    // A screenshot of the shipped page as served (a test artifact, not committed): the
+    // shell's prompt in the terminal.
+    let shots = repo_root().join("target/test-artifacts");
+    std::fs::create_dir_all(&shots).unwrap();
+    let png = shots.join("terminal.png");
+    let _ = std::fs::remove_file(&png);
+    let status = Command::new(&chromium)
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-extensions", "--disable-dev-shm-usage", "--hide-scrollbars"])
+        .arg(format!("--user-data-dir={}", dir.join("profile2").display()))
+        .args(["--window-size=800,300", "--virtual-time-budget=3000"])
+        .arg(format!("--screenshot={}", png.display()))
+        .arg(format!("http://127.0.0.1:{}/shot.html", d.port()))
+        .env("HOME", dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .expect("chromium screenshot");
+    assert!(status.success() && std::fs::metadata(&png).map(|m| m.len() > 1000).unwrap_or(false), "no screenshot at {}", png.display());
+    let log = d.logs();
+    assert!(log.contains("path=/index.html") || log.contains("path=/"), "the page did not come from wstund:\n{log}");
 }
