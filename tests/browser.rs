@@ -14,81 +14,20 @@
 //! (scripts/test.sh sets it when it could install Chromium): then it fails.
 mod common;
 
+use common::cdp::find_chromium;
+use common::dumpdom::{dump_dom, hold_server};
 use common::*;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::io::{Read, Write};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long the page may take for all its checks.
 const PAGE_DEADLINE: Duration = Duration::from_secs(60);
 
-fn find_chromium() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("WSTUND_CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    for name in ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"] {
-        for dir in std::env::split_paths(&path) {
-            let p = dir.join(name);
-            if p.is_file() {
-                return Some(p);
-            }
-        }
-    }
-    None
-}
 
-/// Answers `/hold` only once `/done` was requested (or after the deadline); everything
-/// else gets 204 at once.
-fn hold_server() -> (u16, Arc<AtomicBool>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind hold server");
-    let port = l.local_addr().unwrap().port();
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(conn) = conn else { continue };
-            let d = d.clone();
-            thread::spawn(move || serve_hold(conn, &d));
-        }
-    });
-    (port, done)
-}
 
-fn serve_hold(mut conn: TcpStream, done: &AtomicBool) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut line = String::new();
-    let mut r = BufReader::new(conn.try_clone().expect("clone"));
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    // Skip the headers.
-    loop {
-        let mut h = String::new();
-        match r.read_line(&mut h) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if h == "\r\n" || h == "\n" => break,
-            Ok(_) => {}
-        }
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    if path.starts_with("/done") {
-        done.store(true, Ordering::SeqCst);
-    } else if path.starts_with("/hold") {
-        let t0 = Instant::now();
-        while !done.load(Ordering::SeqCst) && t0.elapsed() < PAGE_DEADLINE {
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = conn.write_all(
-        b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n",
-    );
-}
 
 fn html_unescape(s: &str) -> String {
     s.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'").replace("&amp;", "&")
@@ -141,54 +80,16 @@ fn chromium_websockets_with_compression_and_subprotocols() {
         .line("$HTTP[\"url\"] =^ \"/framed/\" { wstunnel.backend-framing = \"framed\" }")
         .line("$HTTP[\"url\"] =^ \"/b64/\" { wstunnel.subprotocols = ( \"base64\", \"binary\" ) }");
     let d = Daemon::start_conf(&conf);
-    let (hold_port, done) = hold_server();
+    let (hold_port, done) = hold_server(PAGE_DEADLINE);
 
     let dir = TempDir::new("br");
     let template = std::fs::read_to_string(repo_root().join("tests/browser/page.html")).expect("read page template");
     let page = template.replace("__PORT__", &d.port().to_string()).replace("__HOLD__", &hold_port.to_string());
     let page_path = dir.join("page.html");
     std::fs::write(&page_path, page).unwrap();
-    let profile = dir.join("profile");
 
     let t0 = Instant::now();
-    let child = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--no-default-browser-check",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-extensions",
-            "--disable-dev-shm-usage",
-            "--metrics-recording-only",
-            "--password-store=basic",
-        ])
-        .arg(format!("--user-data-dir={}", profile.display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page_path.display()))
-        .env("HOME", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", chromium.display()));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(PAGE_DEADLINE + Duration::from_secs(30)) {
-        Ok(out) => out.expect("wait for chromium"),
-        Err(_) => {
-            // SAFETY: kill(2) on the chromium we started and have not reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("chromium still running after {:?}", PAGE_DEADLINE + Duration::from_secs(30));
-        }
-    };
+    let out = dump_dom(&chromium, &dir, &format!("file://{}", page_path.display()), &[], PAGE_DEADLINE + Duration::from_secs(30));
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stderr_tail = &stderr[stderr.len().saturating_sub(4000)..];
@@ -279,7 +180,7 @@ fn chromium_wss_with_a_test_certificate() {
         .set("wstunnel.frame-type", "\"binary\"")
         .route("/echo/", &[echo.entry()]);
     let d = Daemon::start_conf(&conf);
-    let (hold_port, done) = hold_server();
+    let (hold_port, done) = hold_server(PAGE_DEADLINE);
     let page = r#"<!DOCTYPE html><html><head><meta charset="utf-8"></head><body>
 <div id="status">running</div><pre id="results"></pre>
 <img src="http://127.0.0.1:__HOLD__/hold" alt="">
@@ -311,31 +212,8 @@ ws.onclose = (e) => { report("INFO close " + e.code + " clean=" + e.wasClean); f
         .replace("__HOLD__", &hold_port.to_string());
     let page_path = dir.join("wss.html");
     std::fs::write(&page_path, page).unwrap();
-    let child = Command::new(&chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage"])
-        .arg(format!("--ignore-certificate-errors-spki-list={spki}"))
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg("--dump-dom")
-        .arg(format!("file://{}", page_path.display()))
-        .env("HOME", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", chromium.display()));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(PAGE_DEADLINE + Duration::from_secs(30)) {
-        Ok(out) => out.expect("wait for chromium"),
-        Err(_) => {
-            // SAFETY: kill(2) on the chromium we started and have not reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("chromium still running after {:?}", PAGE_DEADLINE + Duration::from_secs(30));
-        }
-    };
+    let spki_flag = vec![format!("--ignore-certificate-errors-spki-list={spki}")];
+    let out = dump_dom(&chromium, &dir, &format!("file://{}", page_path.display()), &spki_flag, PAGE_DEADLINE + Duration::from_secs(30));
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let tail = &stderr[stderr.len().saturating_sub(3000)..];

@@ -12,28 +12,15 @@
 //! unless WSTUND_REQUIRE_BROWSER=1 (scripts/test.sh sets it and runs setup.sh).
 mod common;
 
+use common::cdp::find_chromium;
+use common::dumpdom::{dump_dom, hold_server, HEADLESS_FLAGS};
 use common::*;
-use std::io::{BufRead, BufReader, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 const PAGE_DEADLINE: Duration = Duration::from_secs(40);
 
-fn find_chromium() -> Option<PathBuf> {
-    if let Ok(p) = std::env::var("WSTUND_CHROMIUM") {
-        return Some(PathBuf::from(p));
-    }
-    let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
-        .iter()
-        .flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n)))
-        .find(|p| p.is_file())
-}
 
 fn skip_or_fail(why: &str) {
     if std::env::var("WSTUND_REQUIRE_BROWSER").as_deref() == Ok("1") {
@@ -42,47 +29,7 @@ fn skip_or_fail(why: &str) {
     eprintln!("SKIPPED: {why}; WSTUND_REQUIRE_BROWSER=1 makes this a failure");
 }
 
-/// Answers `/hold` only once `/done` was requested (or after the deadline).
-fn hold_server() -> (u16, Arc<AtomicBool>) {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind hold server");
-    let port = l.local_addr().unwrap().port();
-    let done = Arc::new(AtomicBool::new(false));
-    let d = done.clone();
-    thread::spawn(move || {
-        for conn in l.incoming().flatten() {
-            let d = d.clone();
-            thread::spawn(move || serve_hold(conn, &d));
-        }
-    });
-    (port, done)
-}
 
-fn serve_hold(mut conn: TcpStream, done: &AtomicBool) {
-    let _ = conn.set_read_timeout(Some(Duration::from_secs(10)));
-    let mut r = BufReader::new(conn.try_clone().expect("clone"));
-    let mut line = String::new();
-    if r.read_line(&mut line).is_err() {
-        return;
-    }
-    loop {
-        let mut h = String::new();
-        match r.read_line(&mut h) {
-            Ok(0) | Err(_) => break,
-            Ok(_) if h == "\r\n" || h == "\n" => break,
-            Ok(_) => {}
-        }
-    }
-    let path = line.split_whitespace().nth(1).unwrap_or("");
-    if path.starts_with("/done") {
-        done.store(true, Ordering::SeqCst);
-    } else if path.starts_with("/hold") {
-        let t0 = Instant::now();
-        while !done.load(Ordering::SeqCst) && t0.elapsed() < PAGE_DEADLINE {
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-    let _ = conn.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n");
-}
 
 /// Appended to the shipped page: drives the terminal as a user would and reports.
 const DRIVER: &str = r#"
@@ -134,7 +81,7 @@ fn the_shipped_xterm_page_runs_a_shell_and_follows_a_resize() {
     if !modules.join("@xterm/xterm/lib/xterm.js").is_file() {
         return skip_or_fail("xterm.js is not installed (run examples/terminal/setup.sh)");
     }
-    let (hold_port, done) = hold_server();
+    let (hold_port, done) = hold_server(PAGE_DEADLINE);
     let dir = TempDir::new("ptybr");
     let site = dir.join("site");
     std::fs::create_dir_all(&site).unwrap();
@@ -154,30 +101,7 @@ fn the_shipped_xterm_page_runs_a_shell_and_follows_a_resize() {
     std::os::unix::fs::symlink(&modules, site.join("node_modules")).unwrap();
     let url = format!("http://127.0.0.1:{}/", d.port());
 
-    let child = Command::new(&chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-extensions", "--disable-dev-shm-usage"])
-        .arg(format!("--user-data-dir={}", dir.join("profile").display()))
-        .arg("--dump-dom")
-        .arg(&url)
-        .env("HOME", dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {}: {e}", chromium.display()));
-    let pid = child.id();
-    let (tx, rx) = std::sync::mpsc::channel();
-    thread::spawn(move || {
-        let _ = tx.send(child.wait_with_output());
-    });
-    let out = match rx.recv_timeout(PAGE_DEADLINE + Duration::from_secs(30)) {
-        Ok(out) => out.expect("wait for chromium"),
-        Err(_) => {
-            // SAFETY: kill(2) on the chromium we started and have not reaped.
-            unsafe { libc::kill(pid as libc::pid_t, libc::SIGKILL) };
-            panic!("chromium still running after the deadline");
-        }
-    };
+    let out = dump_dom(&chromium, &dir, &url, &[], PAGE_DEADLINE + Duration::from_secs(30));
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     let tail = &stderr[stderr.len().saturating_sub(3000)..];
@@ -194,7 +118,8 @@ fn the_shipped_xterm_page_runs_a_shell_and_follows_a_resize() {
     let png = shots.join("terminal.png");
     let _ = std::fs::remove_file(&png);
     let status = Command::new(&chromium)
-        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking", "--disable-extensions", "--disable-dev-shm-usage", "--hide-scrollbars"])
+        .args(HEADLESS_FLAGS)
+        .arg("--hide-scrollbars")
         .arg(format!("--user-data-dir={}", dir.join("profile2").display()))
         .args(["--window-size=800,300", "--virtual-time-budget=3000"])
         .arg(format!("--screenshot={}", png.display()))

@@ -20,7 +20,7 @@ pub fn find_chromium() -> Option<PathBuf> {
         return Some(PathBuf::from(p));
     }
     let path = std::env::var_os("PATH")?;
-    ["chromium", "chromium-browser", "google-chrome"]
+    ["chromium", "chromium-browser", "google-chrome", "google-chrome-stable"]
         .iter()
         .flat_map(|n| std::env::split_paths(&path).map(move |d| d.join(n)))
         .find(|p| p.is_file())

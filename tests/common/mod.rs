@@ -22,6 +22,7 @@
 
 pub mod backend;
 pub mod cdp;
+pub mod dumpdom;
 pub mod conf;
 pub mod daemon;
 pub mod options;
