@@ -14,9 +14,10 @@
 #
 # Fails (exit 1) when: a connection fails other than by its injected reset; a series is
 # not flat (its fitted line moves more than 5% of its mean, or a small floor, over the
-# run after a tenth of warm-up); the daemon's access lines report lost bytes (lost_in /
-# lost_out) on any route but the reset one; the daemon dies; or, after the run, the
-# daemon does not stop cleanly on SIGINT with no children left.
+# run after the warm-up: a tenth of the run, at least 20 s or a third of it); the
+# daemon's access lines report lost bytes (lost_in / lost_out) on any route but the
+# reset one; the daemon dies; or, after the run, the daemon does not stop cleanly on
+# SIGINT with no children left.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
