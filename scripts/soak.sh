@@ -32,7 +32,7 @@ while [ $# -gt 0 ]; do
         --concurrency) CONC=$2; shift ;;
         --json) JSON=$2; shift ;;
         --no-build) BUILD=0 ;;
-        -h|--help) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
         [0-9]*) DURATION=$1 ;;
         *) echo "soak.sh: unknown argument $1" >&2; exit 2 ;;
     esac
