@@ -68,7 +68,7 @@ impl SClient {
     fn cert(&self) -> Option<CertificateDer<'static>> {
         let begin = self.out.find("-----BEGIN CERTIFICATE-----")?;
         let end = self.out[begin..].find("-----END CERTIFICATE-----")? + begin + "-----END CERTIFICATE-----".len();
-        CertificateDer::from_pem_slice(self.out[begin..end].as_bytes()).ok()
+        CertificateDer::from_pem_slice(&self.out.as_bytes()[begin..end]).ok()
     }
 }
 

@@ -254,7 +254,7 @@ impl ServerConfigs {
 
     /// The session a ClientHello gets, from its SNI name (lowercase) and ALPN list.
     /// An acme-tls/1 hello reads the challenge certificate now, as lighttpd does.
-    pub fn choose<'a>(&self, server_name: Option<&str>, alpn: Option<Vec<&'a [u8]>>) -> Choice<'_> {
+    pub fn choose(&self, server_name: Option<&str>, alpn: Option<Vec<&[u8]>>) -> Choice<'_> {
         let p = self.profile(server_name);
         let Some(dir) = p.acme_dir.as_deref() else { return Choice::Serve(p) };
         if alpn_wish(alpn.into_iter().flatten(), true) == AlpnWish::Http {

@@ -115,7 +115,7 @@ enum HelloStep {
     Eof,
     /// The session set up from the ClientHello, with the profile's client-certificate
     /// settings (`verify`, `username`); `acme`: an acme-tls/1 session.
-    Chosen { session: ServerConnection, verify: bool, username: Option<String>, acme: bool },
+    Chosen { session: Box<ServerConnection>, verify: bool, username: Option<String>, acme: bool },
 }
 
 impl Hello {
@@ -155,7 +155,7 @@ impl Hello {
                 }
             };
             session.set_buffer_limit(Some(crate::conf::tls::SEND_BUFFER_LIMIT));
-            return Ok(HelloStep::Chosen { session, verify, username, acme });
+            return Ok(HelloStep::Chosen { session: Box::new(session), verify, username, acme });
         }
     }
 }
@@ -228,7 +228,7 @@ impl ClientStream {
                 let Transport::Hello(h) = std::mem::replace(&mut self.transport, Transport::Switching) else {
                     return Err(io::ErrorKind::NotConnected.into());
                 };
-                let tls = Tls { io: TlsSocket::new(h.sock, session), verify, username, acme };
+                let tls = Tls { io: TlsSocket::new(h.sock, *session), verify, username, acme };
                 self.transport = Transport::Tls(Box::new(tls));
                 self.read(buf)
             }
