@@ -133,6 +133,7 @@ fn acme_tls_1_serves_the_challenge_certificate_and_closes_others_get_the_normal_
     assert!(v.out.contains("ALPN protocol: acme-tls/1"), "{}\n{}", v.out, d.logs());
     assert!(v.cert() == Some(leaf_of(&acme.join("a.test.crt.pem"))), "acme-tls/1 gets a.test's challenge certificate:\n{}", v.out);
     assert!(v.ended_by_server, "the server closes an acme-tls/1 connection after the handshake:\n{}", v.out);
+    assert!(d.wait_for_log("acme-tls/1: the challenge certificate for a.test", T), "{}", d.logs());
     // TLS 1.2 too, and the client's order: acme-tls/1 first wins over http/1.1.
     let v = s_client(port, &["-servername", "a.test", "-alpn", "acme-tls/1,http/1.1", "-tls1_2"]);
     assert!(v.out.contains("ALPN protocol: acme-tls/1"), "{}", v.out);

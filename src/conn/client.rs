@@ -13,7 +13,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 
-use log::error;
+use log::{error, info};
 use mio::{Interest, Registry, Token};
 use rustls::server::Acceptor;
 use rustls::ServerConnection;
@@ -141,7 +141,10 @@ impl Hello {
             let alpn: Option<Vec<&[u8]>> = hello.alpn().map(Iterator::collect);
             let (config, verify, username, acme) = match self.configs.choose(name.as_deref(), alpn) {
                 Choice::Serve(p) => (Arc::clone(&p.config), p.verify, p.username.clone(), false),
-                Choice::Acme(c) => (c, false, None, true),
+                Choice::Acme(c) => {
+                    info!("[c{}] acme-tls/1: the challenge certificate for {}; closed after the handshake", self.id, name.as_deref().unwrap_or(""));
+                    (c, false, None, true)
+                }
                 Choice::Refuse(c, why) => {
                     error!("[c{}] {why}; refused (no_application_protocol)", self.id);
                     (c, false, None, false)
