@@ -598,6 +598,9 @@ impl Loader {
             for note in backend::bin_path_notes(v) {
                 self.warn(note);
             }
+            for note in backend::token_file_notes(v) {
+                self.warn(note);
+            }
         }
     }
 
@@ -624,12 +627,23 @@ impl Loader {
                 }
                 let Some(f) = ws_field(&a.key) else { continue };
                 let Some(d) = lookup(&a.key) else { continue };
-                set_ws(&mut ws, f, &a.val, d)?;
-                self.warn_backend_options(f, &a.val);
+                let templ = capture_source.is_some() && a.val.has_captures();
+                if templ && f == WsField::Server {
+                    // Built per request: checked now with every capture "1" (so
+                    // `"port" => "59%1"` is a port), registered nowhere (no host, pool or
+                    // name lookup for the placeholder), filled in by `Config::resolve`.
+                    let sample = a.val.substitute(&vec!["1".to_string(); 10]);
+                    set_ws(&mut ws, f, &sample, d)?;
+                    self.warn_backend_options(f, &sample);
+                    ws.servers = Default::default();
+                } else {
+                    set_ws(&mut ws, f, &a.val, d)?;
+                    self.warn_backend_options(f, &a.val);
+                }
                 if !set.contains(&f) {
                     set.push(f);
                 }
-                if capture_source.is_some() && a.val.has_captures() {
+                if templ {
                     templated.push((f, a.val.clone()));
                 }
             }
