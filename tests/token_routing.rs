@@ -241,3 +241,35 @@ fn captures_build_ports_and_sockets_per_request() {
     assert!(!d.logs().contains("every backend is down") && !d.logs().contains("disabled for"), "{}", d.logs());
     assert_eq!(tag_or_status(port, "/sock/7"), Ok("tag:unix:vnc-7.sock".to_string()));
 }
+
+#[test]
+fn two_token_files_in_one_route_balance_and_fail_over() {
+    let dir = TempDir::new("tokfo");
+    let live = tagged_backend();
+    let dead = refused_port();
+    let (fa, fb) = (dir.join("a"), dir.join("b"));
+    std::fs::write(&fa, format!("t: 127.0.0.1:{dead}\nonly-a: 127.0.0.1:{dead}\n")).unwrap();
+    std::fs::write(&fb, format!("t: 127.0.0.1:{live}\n")).unwrap();
+    let conf = Conf::new()
+        .set("wstunnel.balance", "\"round-robin\"")
+        .route(
+            "/vnc/",
+            &[
+                format!("( \"token-file\" => \"{}\", \"disable-time\" => 60 )", fa.display()),
+                format!("( \"token-file\" => \"{}\" )", fb.display()),
+            ],
+        )
+        .render();
+    let d = Daemon::start(&conf);
+    // Whichever file's target the balancer picks first, every client reaches the live
+    // one: the refused target is failed over and then disabled for its disable-time.
+    for _ in 0..6 {
+        assert_eq!(tag_or_status(d.port(), "/vnc/?token=t"), Ok(format!("tag:{live}")));
+    }
+    assert!(d.wait_for_log(&format!("backend 127.0.0.1:{dead} connect failed"), Duration::from_secs(5)), "{}", d.logs());
+    thread::sleep(Duration::from_millis(300));
+    let refused = d.logs().matches(&format!("backend 127.0.0.1:{dead} connect failed")).count();
+    assert_eq!(refused, 1, "disabled after the first failure:\n{}", d.logs());
+    // A token only the dead file knows: its one target is down, 503 with Retry-After.
+    assert_eq!(tag_or_status(d.port(), "/vnc/?token=only-a"), Err(503));
+}

@@ -872,6 +872,35 @@ mod tests {
     }
 
     #[test]
+    fn per_request_routes_stay_bounded_and_in_use_ones_are_kept() {
+        let now = Instant::now();
+        let mut hs = Hosts::new();
+        let fixed = hs.route("/conf", &[spec(1)], now);
+        // A connection holds route `busy` (a load unit on its host) the whole time.
+        let busy_spec = spec(2);
+        let busy = hs.dynamic_route("/vnc/", std::slice::from_ref(&busy_spec), now);
+        let Pick::Host { id: busy_host, .. } = hs.pick(busy, Balance::Fair, 0, &Chain::default(), now) else { panic!() };
+        hs.acquire(busy_host);
+        for port in 10_000..20_000u16 {
+            let r = hs.dynamic_route("/vnc/", &[spec(port)], now);
+            assert!(matches!(hs.pick(r, Balance::Fair, 0, &Chain::default(), now), Pick::Host { .. }));
+        }
+        assert!(hs.hosts.len() <= 2 * DYNAMIC_LIMIT + 2, "hosts grew to {}", hs.hosts.len());
+        assert!(hs.routes.len() <= 2 * DYNAMIC_LIMIT + 2, "routes grew to {}", hs.routes.len());
+        // The conf's route and the busy one still name their hosts.
+        let Pick::Host { id, .. } = hs.pick(busy, Balance::Fair, 0, &Chain::default(), now) else { panic!() };
+        assert_eq!((id, hs.host(id).name.as_str()), (busy_host, "127.0.0.1:2"));
+        let Pick::Host { id, .. } = hs.pick(fixed, Balance::Fair, 0, &Chain::default(), now) else { panic!() };
+        assert_eq!(hs.host(id).name, "127.0.0.1:1");
+        // A swept target comes back as a new host when named again.
+        let again = hs.dynamic_route("/vnc/", &[spec(10_000)], now);
+        let Pick::Host { id, .. } = hs.pick(again, Balance::Fair, 0, &Chain::default(), now) else { panic!() };
+        assert_eq!(hs.host(id).name, "127.0.0.1:10000");
+        assert!(hs.is_dynamic(id) && !hs.is_dynamic(hs.find("127.0.0.1:1").unwrap()));
+        assert_eq!(hs.status_lines(now).len(), hs.hosts.iter().filter(|h| !h.free).count());
+    }
+
+    #[test]
     fn chain_never_repeats_a_host_and_stops_at_five() {
         let now = Instant::now();
         let mut hs = Hosts::new();
