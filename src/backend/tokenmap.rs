@@ -4,8 +4,9 @@
 //! Re-read policy: a lookup checks the source at most every [`CHECK_EVERY`]: one
 //! `stat` for a file; for a directory, its listing and one `stat` per file (a file
 //! edited in place does not change the directory's mtime). Only when that signature
-//! differs is the source read again, whole, in the loop (a 10,000-line file is read
-//! and parsed in a few milliseconds; sources over 16 MiB are refused). So an edit is
+//! differs is the source read again, whole, in the loop (10,000 lines took 20-28 ms,
+//! 5 ms of it parsing, optimised, on a shared 2-core machine at load 14; sources over
+//! 16 MiB are refused). So an edit is
 //! seen by the first lookup at most half a second after it, and an idle route costs
 //! nothing.
 //!

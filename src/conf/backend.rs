@@ -410,6 +410,9 @@ impl TokenOpts {
         if param.is_empty() {
             return Err(Diag::new(at, "token-param: must not be empty"));
         }
+        // Relative to the directory wstund starts in (as var.CWD), made absolute now:
+        // the daemon changes to / when it goes to the background.
+        let file = if file.is_relative() { std::env::current_dir().map(|d| d.join(&file)).unwrap_or(file) } else { file };
         if let Err(e) = tokenfile::read_source(&file) {
             return Err(Diag::new(file_at, format!("token-file {}: {e}", quote(&file.to_string_lossy()))));
         }

@@ -151,7 +151,8 @@ pub fn source_files(source: &Path) -> std::io::Result<Vec<PathBuf>> {
 /// a directory that vanishes while it is read is skipped.
 pub fn read_source(source: &Path) -> std::io::Result<TokenMap> {
     let mut map = TokenMap::default();
-    let mut seen: HashMap<String, (PathBuf, usize)> = HashMap::new();
+    // Token -> (target, index of its file in `map.files`, line).
+    let mut found: HashMap<String, (BackendAddr, usize, usize)> = HashMap::new();
     let mut total = 0u64;
     let is_dir = fs::metadata(source)?.is_dir();
     for file in source_files(source)? {
@@ -164,20 +165,22 @@ pub fn read_source(source: &Path) -> std::io::Result<TokenMap> {
         if total > MAX_SOURCE_BYTES {
             return Err(std::io::Error::other(format!("more than {} MiB of token lines", MAX_SOURCE_BYTES >> 20)));
         }
+        let fi = map.files.len();
         for (i, line) in bytes.split(|b| *b == b'\n').enumerate() {
             match parse_token_line(line) {
                 Ok(None) => {}
                 Ok(Some(e)) => {
-                    if let Some((f, l)) = seen.insert(e.token.clone(), (file.clone(), i + 1)) {
-                        map.problems.push(format!("{}:{}: token also given at {}:{}; the later line wins", file.display(), i + 1, f.display(), l));
+                    if let Some((_, f, l)) = found.insert(e.token, (e.target, fi, i + 1)) {
+                        let earlier = map.files.get(f).unwrap_or(&file);
+                        map.problems.push(format!("{}:{}: token also given at {}:{}; the later line wins", file.display(), i + 1, earlier.display(), l));
                     }
-                    map.targets.insert(e.token, e.target);
                 }
                 Err(e) => map.problems.push(format!("{}:{}: {} (line skipped)", file.display(), i + 1, e)),
             }
         }
         map.files.push(file);
     }
+    map.targets = found.into_iter().map(|(k, (a, _, _))| (k, a)).collect();
     Ok(map)
 }
 
