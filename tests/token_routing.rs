@@ -273,3 +273,42 @@ fn two_token_files_in_one_route_balance_and_fail_over() {
     // A token only the dead file knows: its one target is down, 503 with Retry-After.
     assert_eq!(tag_or_status(d.port(), "/vnc/?token=only-a"), Err(503));
 }
+
+/// A tagged backend on the same port of 127.0.0.1 and ::1, so `localhost` reaches it
+/// whichever address the name resolves to first.
+fn tagged_backend_both() -> u16 {
+    for _ in 0..50 {
+        let v4 = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = v4.local_addr().unwrap().port();
+        let Ok(v6) = TcpListener::bind(("::1", port)) else { continue };
+        for l in [v4, v6] {
+            thread::spawn(move || {
+                for c in l.incoming() {
+                    let Ok(mut c) = c else { continue };
+                    thread::spawn(move || {
+                        let _ = c.write_all(format!("tag:{port}").as_bytes());
+                        let mut sink = [0u8; 512];
+                        while matches!(c.read(&mut sink), Ok(n) if n > 0) {}
+                    });
+                }
+            });
+        }
+        return port;
+    }
+    panic!("no port free on both 127.0.0.1 and ::1");
+}
+
+#[test]
+fn host_names_in_token_files_are_looked_up_off_the_loop() {
+    let dir = TempDir::new("tokname");
+    let port = tagged_backend_both();
+    let file = dir.join("t");
+    std::fs::write(&file, format!("named: localhost:{port}\n")).unwrap();
+    // A conf of addresses only: no lookup thread until a token file names a host.
+    let d = Daemon::start(&token_conf(&file, ""));
+    let threads = || std::fs::read_dir(format!("/proc/{}/task", d.pid())).map(|r| r.count()).unwrap_or(0);
+    assert_eq!(threads(), 1, "single-threaded before any name is needed");
+    let reached = wait_until(Duration::from_secs(10), || tag_or_status(d.port(), "/vnc/?token=named") == Ok(format!("tag:{port}")));
+    assert!(reached, "{}", d.logs());
+    assert_eq!(threads(), 2, "the name was looked up by the helper thread, not in the loop");
+}

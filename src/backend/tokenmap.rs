@@ -52,7 +52,14 @@ struct Table {
 #[derive(Default)]
 pub struct TokenTables {
     tables: HashMap<PathBuf, Table>,
+    /// Host names of targets just read, for the resolver to look up before a client
+    /// needs them (see [`TokenTables::take_names`]).
+    names: Vec<String>,
 }
+
+/// Host names of one read handed to the resolver ahead of use; the others are looked
+/// up when first used.
+const PREFETCH_NAMES: usize = 256;
 
 impl TokenTables {
     pub fn new() -> TokenTables {
@@ -72,6 +79,11 @@ impl TokenTables {
         }
     }
 
+    /// Host names the last read found (at most 256), once.
+    pub fn take_names(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.names)
+    }
+
     fn refresh(&mut self, source: &Path, now: Instant) {
         let sig = signature(source);
         if let Some(t) = self.tables.get_mut(source) {
@@ -89,6 +101,14 @@ impl TokenTables {
             Ok((sig, map)) => {
                 for p in &map.problems {
                     warn!("token-file {p}");
+                }
+                self.names.clear();
+                for addr in map.targets.values() {
+                    if let BackendAddr::Tcp { host, .. } = addr {
+                        if host.parse::<std::net::IpAddr>().is_err() && !self.names.contains(host) && self.names.len() < PREFETCH_NAMES {
+                            self.names.push(host.clone());
+                        }
+                    }
                 }
                 let (n, files) = (map.targets.len(), map.files.len());
                 match had {

@@ -187,6 +187,9 @@ impl Conn {
                 }
             }
         }
+        for name in ctx.tokens.take_names() {
+            ctx.resolver.prefetch(&name);
+        }
         if out.is_empty() {
             info!("[c{}] route {route_key:?}: {} (404)", self.id, why.unwrap_or_default());
             return None;
