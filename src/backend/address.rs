@@ -426,7 +426,7 @@ mod tests {
 
     #[test]
     fn the_loop_resolver_never_waits_for_a_lookup() {
-        let mut r = Resolver { names: HashMap::new(), helper: Helper::spawn() };
+        let mut r = Resolver { helper: Helper::spawn(), in_loop: true, ..Resolver::default() };
         let addr = BackendAddr::Tcp { host: "localhost".into(), port: 9 };
         assert!(matches!(r.resolve(&addr), Err(ResolveError::Lookup { .. })), "first sight: asked, not waited for");
         let deadline = Instant::now() + Duration::from_secs(10);
