@@ -153,12 +153,18 @@ fn a_directory_of_token_files_unix_sockets_and_the_path_form() {
     std::fs::write(tokens.join("host1"), format!("a: 127.0.0.1:{a}\n")).unwrap();
     std::fs::write(tokens.join("host2"), format!("# second host\nb: [127.0.0.1]:{b}\ns: unix_socket:{}\ngone: unix_socket:{}\n", sock.display(), dir.join("missing.sock").display())).unwrap();
     let conf = Conf::new()
+        .set("wstund.health-url", "\"/healthz\"")
+        .set("wstund.health-routes", "( \"/vnc/\" )")
         .route("/vnc/", &[format!("( \"token-file\" => \"{}\" )", tokens.display())])
         .route("/p/", &[format!("( \"token-file\" => \"{}\", \"token-from\" => \"path\" )", tokens.display())])
         .route("/q/", &[format!("( \"token-file\" => \"{}\", \"token-param\" => \"vm\" )", tokens.display())])
         .render();
     let d = Daemon::start(&conf);
     let port = d.port();
+    // A token-routed route has no fixed hosts to be down: the health page says 200.
+    let mut h = RawClient::connect(port);
+    h.send(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    assert_eq!(h.read_response_head().status, 200);
     assert_eq!(tag_or_status(port, "/vnc/?token=a"), Ok(format!("tag:{a}")));
     assert_eq!(tag_or_status(port, "/vnc/?token=b"), Ok(format!("tag:{b}")));
     assert_eq!(tag_or_status(port, "/vnc/?token=s"), Ok("tag:unix:vm-s.sock".to_string()));
