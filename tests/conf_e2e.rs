@@ -456,8 +456,8 @@ $HTTP["host"] =~ "^([a-z]+)\.(tenant)\.example$" {{
             (Req::new(p, "/u/alice/chat"), served("ALICE", true)),
             (Req::new(p, "/u/bob/"), served("BOB", true)),
             (Req::new(p, "/u/alice"), served("D", true)),
-            // No socket for this capture: no backend reachable.
-            (Req::new(p, "/u/carol/"), Err("HTTP 503".into())),
+            // No socket for this capture: the URL names nothing (404, not an outage).
+            (Req::new(p, "/u/carol/"), Err("HTTP 404".into())),
             // %1 inside a nested block refers to the enclosing regex block's captures.
             (Req::new(p, "/t/x").host("bob.tenant.example"), served("BOB", false)),
             (Req::new(p, "/t/x").host("alice.tenant.example"), served("ALICE", false)),

@@ -48,7 +48,13 @@ struct Name {
     in_flight: bool,
     /// The last lookup failed: warned once, until it succeeds again.
     failing: Option<String>,
+    /// First seen in a request (a token's target, a `%n` host), not in the conf.
+    per_request: bool,
 }
+
+/// Names first seen in requests kept before they are all forgotten (and asked again
+/// when next used): `%n` host names come from clients and must not grow the table.
+const PER_REQUEST_NAMES: usize = 1024;
 
 /// The lookup thread's two channels.
 struct Helper {
@@ -67,11 +73,18 @@ struct Helper {
 /// their conf name (`hosts.rs`), so a new address keeps the host's counters and state.
 ///
 /// A resolver without the helper (`Resolver::default()`, for start-up code such as
-/// the pool manager) looks names up directly and remembers the answer.
+/// the pool manager) looks names up directly and remembers the answer. The loop's
+/// resolver never does: a name first seen in a request (a token file's target, a `%n`
+/// host) starts the helper if there is none, and such names are bounded
+/// (`PER_REQUEST_NAMES`).
 #[derive(Default)]
 pub struct Resolver {
     names: HashMap<String, Name>,
     helper: Option<Helper>,
+    /// The event loop's resolver: it never blocks; a name first seen in a request
+    /// starts the helper thread if there is none yet.
+    in_loop: bool,
+    per_request: usize,
 }
 
 /// Host names are looked up with the port left out (any port: the conf gives it).
@@ -101,7 +114,7 @@ impl Resolver {
     /// The loop's resolver: every host name of the conf looked up now (start-up may
     /// wait for DNS; the loop never does), then the helper thread for the rest.
     pub fn start(config: &Config, now: Instant) -> Resolver {
-        let mut r = Resolver::default();
+        let mut r = Resolver { in_loop: true, ..Resolver::default() };
         for (h, interval) in conf_names(config) {
             r.names.insert(h, Name::new(interval));
         }
@@ -130,6 +143,11 @@ impl Resolver {
         let wanted = conf_names(config);
         self.collect(now);
         self.names.retain(|h, _| wanted.contains_key(h));
+        // What is left is named by the conf.
+        for n in self.names.values_mut() {
+            n.per_request = false;
+        }
+        self.per_request = 0;
         for (h, interval) in wanted {
             match self.names.get_mut(&h) {
                 Some(n) => {
@@ -172,7 +190,7 @@ impl Resolver {
                 return Ok(*ip);
             }
         }
-        if self.helper.is_none() {
+        if self.helper.is_none() && !self.in_loop {
             // Start-up code: blocking is allowed here, and the answer is kept.
             let answer = lookup_blocking(h);
             self.names.entry(h.to_string()).or_insert_with(|| Name::new(Duration::ZERO));
@@ -183,9 +201,30 @@ impl Resolver {
             };
         }
         // A name first seen now (a route made per request): asked for, not waited for.
-        self.names.entry(h.to_string()).or_insert_with(|| Name::new(DEFAULT_RESOLVE_INTERVAL));
-        self.ask(h);
+        self.prefetch(h);
         Err(self.failure(h))
+    }
+
+    /// Asks the lookup thread for a name a request named (or a token file lists), so
+    /// a later connect finds its addresses; never waits. The thread is started on the
+    /// first such name (a conf of addresses only stays single-threaded until then).
+    pub fn prefetch(&mut self, host: &str) {
+        let h = bare(host);
+        if h.parse::<IpAddr>().is_ok() || self.names.contains_key(h) {
+            return;
+        }
+        if self.per_request >= PER_REQUEST_NAMES {
+            self.names.retain(|_, n| !n.per_request);
+            self.per_request = 0;
+        }
+        if self.helper.is_none() {
+            self.helper = Helper::spawn();
+        }
+        let mut n = Name::new(DEFAULT_RESOLVE_INTERVAL);
+        n.per_request = true;
+        self.names.insert(h.to_string(), n);
+        self.per_request += 1;
+        self.ask(h);
     }
 
     fn failure(&self, h: &str) -> ResolveError {
@@ -278,7 +317,7 @@ impl Resolver {
 
 impl Name {
     fn new(interval: Duration) -> Name {
-        Name { addrs: Vec::new(), interval, next_due: None, in_flight: false, failing: None }
+        Name { addrs: Vec::new(), interval, next_due: None, in_flight: false, failing: None, per_request: false }
     }
 }
 
@@ -387,7 +426,7 @@ mod tests {
 
     #[test]
     fn the_loop_resolver_never_waits_for_a_lookup() {
-        let mut r = Resolver { names: HashMap::new(), helper: Helper::spawn() };
+        let mut r = Resolver { helper: Helper::spawn(), in_loop: true, ..Resolver::default() };
         let addr = BackendAddr::Tcp { host: "localhost".into(), port: 9 };
         assert!(matches!(r.resolve(&addr), Err(ResolveError::Lookup { .. })), "first sight: asked, not waited for");
         let deadline = Instant::now() + Duration::from_secs(10);

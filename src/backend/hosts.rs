@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{info, warn};
+use log::{debug, info, warn};
 
 use crate::metrics::{Family, Histogram, Kind, Sink, Source};
 use crate::backend::balance::{self, Cursor, Slot};
@@ -33,6 +33,9 @@ const MAX_RETRY_AFTER: u64 = 300;
 const SPEC_CACHE_LIMIT: usize = 4096;
 /// Entries of the `Route` pointer -> route state cache before it is cleared.
 const ROUTE_CACHE_LIMIT: usize = 256;
+/// Hosts and routes made per request (token lookups, `%n` substitution) kept before
+/// the idle ones are let go (see `Hosts::sweep`).
+pub const DYNAMIC_LIMIT: usize = 1024;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub struct HostId(u32);
@@ -82,6 +85,11 @@ pub struct Host {
     pub health: Option<Health>,
     /// How long successful connects took.
     pub connect_time: Histogram,
+    /// Made per request (a token lookup, `%n` substitution), not named by the conf:
+    /// forgotten by `sweep` once idle.
+    dynamic: bool,
+    /// A swept slot, waiting to be reused.
+    free: bool,
 }
 
 impl Host {
@@ -99,6 +107,9 @@ struct RouteState {
     /// Every host of the route is down; logged once when this turns on and once when
     /// it turns off.
     outage: bool,
+    /// Made per request; see `Host::dynamic`.
+    dynamic: bool,
+    free: bool,
 }
 
 /// The balancer's answer for one attempt.
@@ -182,6 +193,43 @@ pub struct Hosts {
     /// `Route` address -> route state, for routes inside long-lived settings; holds the
     /// settings `Arc`, so the address keeps naming the same route while cached.
     route_cache: WordMap<usize, (Arc<WsSettings>, RouteId)>,
+    /// Swept slots, reused before the tables grow.
+    free_hosts: Vec<HostId>,
+    free_routes: Vec<RouteId>,
+    /// Dynamic hosts and routes in use; a sweep runs when either reaches `sweep_at`.
+    dynamic_hosts: usize,
+    dynamic_routes: usize,
+    sweep_at: usize,
+    /// Keys of token-routed routes (for the health page).
+    token_routes: Vec<String>,
+}
+
+/// A route's identity in `route_index`: its key, hosts and weights.
+fn fingerprint(key: &str, ids: &[HostId], weights: impl Iterator<Item = u32>) -> u64 {
+    let mut fp = balance::host_key(key);
+    for (id, w) in ids.iter().zip(weights) {
+        fp = balance::mix(fp, u64::from(id.0) ^ (u64::from(w) << 32));
+    }
+    fp
+}
+
+/// The routes of the conf whose hosts are known before any request: every route except
+/// token-routed ones (their targets come from the token file per request) and those of
+/// blocks that build `wstunnel.server` by `%n` substitution (empty in the block).
+fn conf_routes(config: &Config) -> impl Iterator<Item = &Route> {
+    std::iter::once(&*config.wstunnel)
+        .chain(config.blocks.iter().map(|b| &*b.ws))
+        .flat_map(|ws| ws.servers.routes.iter())
+        .filter(|r| !r.backends.iter().any(|b| b.token.is_some()))
+}
+
+fn token_route_keys(config: &Config) -> Vec<String> {
+    std::iter::once(&*config.wstunnel)
+        .chain(config.blocks.iter().map(|b| &*b.ws))
+        .flat_map(|ws| ws.servers.routes.iter())
+        .filter(|r| r.backends.iter().any(|b| b.token.is_some()))
+        .map(|r| r.key.clone())
+        .collect()
 }
 
 /// The name a host is known by (and hashed by).
@@ -201,11 +249,10 @@ impl Hosts {
     /// checks start before the first client arrives.
     pub fn from_config(config: &Config, now: Instant) -> Hosts {
         let mut h = Hosts::new();
-        for ws in std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws)) {
-            for r in &ws.servers.routes {
-                h.route(&r.key, &r.backends, now);
-            }
+        for r in conf_routes(config) {
+            h.route(&r.key, &r.backends, now);
         }
+        h.token_routes = token_route_keys(config);
         h
     }
 
@@ -219,8 +266,8 @@ impl Hosts {
         self.spec_cache.clear();
         self.route_cache.clear();
         let mut checks: HashMap<String, Option<CheckSpec>> = HashMap::new();
-        for ws in std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws)) {
-            for spec in ws.servers.routes.iter().flat_map(|r| r.backends.iter()) {
+        for r in conf_routes(config) {
+            for spec in &r.backends {
                 let check = CheckSpec::from_backend(spec);
                 let e = checks.entry(host_name(spec)).or_insert(None);
                 if e.is_none() {
@@ -228,7 +275,7 @@ impl Hosts {
                 }
             }
         }
-        for h in self.hosts.iter_mut() {
+        for h in self.hosts.iter_mut().filter(|h| !h.free) {
             match checks.get(&h.name) {
                 None => h.health = None,
                 Some(None) => h.health = None,
@@ -236,11 +283,10 @@ impl Hosts {
                 Some(Some(c)) => h.health = Some(Health::new(c.clone(), now)),
             }
         }
-        for ws in std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws)) {
-            for r in &ws.servers.routes {
-                self.route(&r.key, &r.backends, now);
-            }
+        for r in conf_routes(config) {
+            self.route(&r.key, &r.backends, now);
         }
+        self.token_routes = token_route_keys(config);
     }
 
     #[cfg(test)]
@@ -262,17 +308,26 @@ impl Hosts {
     }
 
     /// The host of a conf entry, registered on first sight.
-    fn host_of(&mut self, spec: &Arc<BackendSpec>, now: Instant) -> HostId {
+    fn host_of(&mut self, spec: &Arc<BackendSpec>, now: Instant, dynamic: bool) -> HostId {
         let ptr = Arc::as_ptr(spec) as usize;
         if let Some((_, id)) = self.spec_cache.get(&ptr) {
-            return *id;
+            let id = *id;
+            if !dynamic {
+                self.make_static(id);
+            }
+            return id;
         }
         let name = host_name(spec);
         let id = match self.by_name.get(&name) {
-            Some(id) => *id,
+            Some(id) => {
+                let id = *id;
+                if !dynamic {
+                    self.make_static(id);
+                }
+                id
+            }
             None => {
-                let id = HostId(self.hosts.len() as u32);
-                self.hosts.push(Host {
+                let host = Host {
                     key: balance::host_key(&name),
                     name: name.clone(),
                     addr: spec.addr.clone(),
@@ -280,7 +335,20 @@ impl Hosts {
                     disabled_until: None,
                     health: None,
                     connect_time: Histogram::default(),
-                });
+                    dynamic,
+                    free: false,
+                };
+                let id = match self.free_hosts.pop() {
+                    Some(id) => {
+                        self.hosts[id.0 as usize] = host;
+                        id
+                    }
+                    None => {
+                        self.hosts.push(host);
+                        HostId(self.hosts.len() as u32 - 1)
+                    }
+                };
+                self.dynamic_hosts += usize::from(dynamic);
                 self.by_name.insert(name, id);
                 id
             }
@@ -295,6 +363,20 @@ impl Hosts {
         }
         self.spec_cache.insert(ptr, (Arc::clone(spec), id));
         id
+    }
+
+    /// A host the conf names from now on (it may have been made per request before).
+    fn make_static(&mut self, id: HostId) {
+        let h = self.host_mut(id);
+        if h.dynamic {
+            h.dynamic = false;
+            self.dynamic_hosts -= 1;
+        }
+    }
+
+    /// Is this host one made per request (a token lookup or `%n` substitution)?
+    pub fn is_dynamic(&self, id: HostId) -> bool {
+        self.host(id).dynamic
     }
 
     /// Gives a host an active check (replacing any it had); the first probe is due now.
@@ -315,7 +397,9 @@ impl Hosts {
                 return *rid;
             }
         }
-        let rid = self.route(&route.key, &route.backends, now);
+        // Settings merged for this request alone may hold a route made by `%n`
+        // substitution: registered as dynamic (a conf route is found as it is).
+        let rid = self.register(&route.key, &route.backends, now, Arc::strong_count(settings) == 1);
         if Arc::strong_count(settings) > 1 {
             if self.route_cache.len() >= ROUTE_CACHE_LIMIT {
                 self.route_cache.clear();
@@ -331,14 +415,28 @@ impl Hosts {
     /// one call per connection costs nothing measurable.
     #[inline(never)]
     pub fn route(&mut self, key: &str, backends: &[Arc<BackendSpec>], now: Instant) -> RouteId {
+        self.register(key, backends, now, false)
+    }
+
+    /// The route state for a route made for one request (a token lookup): its hosts
+    /// and itself are forgotten once idle when there are too many (see `sweep`).
+    pub fn dynamic_route(&mut self, key: &str, backends: &[Arc<BackendSpec>], now: Instant) -> RouteId {
+        self.register(key, backends, now, true)
+    }
+
+    fn register(&mut self, key: &str, backends: &[Arc<BackendSpec>], now: Instant, dynamic: bool) -> RouteId {
+        // Before anything of this route is looked up or made: the sweep never lets go
+        // of what the caller is about to use.
+        if dynamic && self.dynamic_hosts.max(self.dynamic_routes) >= self.sweep_at.max(DYNAMIC_LIMIT) {
+            self.sweep();
+        }
         let mut ids = std::mem::take(&mut self.ids_scratch);
         ids.clear();
-        let mut fp = balance::host_key(key);
         for b in backends {
-            let id = self.host_of(b, now);
+            let id = self.host_of(b, now, dynamic);
             ids.push(id);
-            fp = balance::mix(fp, u64::from(id.0) ^ (u64::from(b.weight) << 32));
         }
+        let mut fp = fingerprint(key, &ids, backends.iter().map(|b| b.weight));
         let found = loop {
             match self.route_index.get(&fp) {
                 None => break None,
@@ -352,22 +450,93 @@ impl Hosts {
             }
         };
         let rid = match found {
-            Some(rid) => rid,
+            Some(rid) => {
+                let r = &mut self.routes[rid.0 as usize];
+                if !dynamic && r.dynamic {
+                    r.dynamic = false;
+                    self.dynamic_routes -= 1;
+                }
+                rid
+            }
             None => {
-                let rid = RouteId(self.routes.len() as u32);
-                self.routes.push(RouteState {
+                let state = RouteState {
                     key: key.to_string(),
                     ids: ids.clone(),
                     weights: backends.iter().map(|b| b.weight).collect(),
                     cursor: Cursor::default(),
                     outage: false,
-                });
+                    dynamic,
+                    free: false,
+                };
+                let rid = match self.free_routes.pop() {
+                    Some(rid) => {
+                        self.routes[rid.0 as usize] = state;
+                        rid
+                    }
+                    None => {
+                        self.routes.push(state);
+                        RouteId(self.routes.len() as u32 - 1)
+                    }
+                };
+                self.dynamic_routes += usize::from(dynamic);
                 self.route_index.insert(fp, rid);
                 rid
             }
         };
         self.ids_scratch = ids;
         rid
+    }
+
+    /// Lets go of the dynamic routes and hosts nobody uses, so token lookups and `%n`
+    /// routes never grow the tables without bound: a dynamic route goes when none of its
+    /// hosts carries a connection (a connection holds a load unit on a host of the route
+    /// it is connecting through, from its first pick to its end, so no `RouteId` in use
+    /// can be let go), then a dynamic host when no remaining route names it, it carries
+    /// no connection and no probe is in flight. Its disable and health state go with it
+    /// (the next client to name it starts afresh). The next sweep waits until twice as
+    /// many are in use, so a sweep costs O(1) per dynamic route made, amortized.
+    fn sweep(&mut self) {
+        let Hosts { hosts, routes, free_routes, .. } = self;
+        for (i, r) in routes.iter_mut().enumerate() {
+            if r.dynamic && !r.free && r.ids.iter().all(|id| hosts[id.0 as usize].counters.load == 0) {
+                r.free = true;
+                r.ids.clear();
+                r.weights.clear();
+                r.key.clear();
+                free_routes.push(RouteId(i as u32));
+                self.dynamic_routes -= 1;
+            }
+        }
+        let mut named = vec![false; self.hosts.len()];
+        for r in self.routes.iter().filter(|r| !r.free) {
+            for id in &r.ids {
+                named[id.0 as usize] = true;
+            }
+        }
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            let probing = h.health.as_ref().is_some_and(|x| x.probing);
+            if h.dynamic && !h.free && !named[i] && h.counters.load == 0 && !probing {
+                self.by_name.remove(&h.name);
+                h.free = true;
+                h.health = None;
+                h.disabled_until = None;
+                h.name.clear();
+                self.free_hosts.push(HostId(i as u32));
+                self.dynamic_hosts -= 1;
+            }
+        }
+        self.spec_cache.clear();
+        self.route_cache.clear();
+        self.route_index.clear();
+        for (i, r) in self.routes.iter().enumerate().filter(|(_, r)| !r.free) {
+            let mut fp = fingerprint(&r.key, &r.ids, r.weights.iter().copied());
+            while self.route_index.contains_key(&fp) {
+                fp = fp.wrapping_add(1);
+            }
+            self.route_index.insert(fp, RouteId(i as u32));
+        }
+        self.sweep_at = 2 * self.dynamic_hosts.max(self.dynamic_routes);
+        debug!("hosts: swept idle per-request routes; {} dynamic host(s) and {} route(s) in use", self.dynamic_hosts, self.dynamic_routes);
     }
 
     /// Chooses the host for the next attempt of a chain: O(hosts), no allocation.
@@ -386,13 +555,21 @@ impl Hosts {
         if !any_up {
             if !r.outage {
                 r.outage = true;
-                warn!("route {:?}: every backend is down; answering 503 until one is back", r.key);
+                // A route made for one request (one token's target) is not an outage of
+                // the service: its connect failure was logged already.
+                if r.dynamic {
+                    debug!("route {:?}: every backend of this request's target is down", r.key);
+                } else {
+                    warn!("route {:?}: every backend is down; answering 503 until one is back", r.key);
+                }
             }
             return Pick::AllDown;
         }
         if r.outage {
             r.outage = false;
-            info!("route {:?}: a backend is available again", r.key);
+            if !r.dynamic {
+                info!("route {:?}: a backend is available again", r.key);
+            }
         }
         match balance::pick(algo, scratch, &mut r.cursor, request_key) {
             Some(index) => Pick::Host { index, id: r.ids[index] },
@@ -435,7 +612,11 @@ impl Hosts {
         let was_enabled = h.disabled_until.is_none_or(|t| now >= t);
         if was_enabled {
             h.counters.disabled += 1;
-            warn!("backend {} disabled for {}s after a failed connect", h.name, disable_time.as_secs_f32());
+            if h.dynamic {
+                debug!("backend {} disabled for {}s after a failed connect", h.name, disable_time.as_secs_f32());
+            } else {
+                warn!("backend {} disabled for {}s after a failed connect", h.name, disable_time.as_secs_f32());
+            }
         }
         if h.disabled_until.is_none_or(|t| t < until) {
             h.disabled_until = Some(until);
@@ -480,7 +661,11 @@ impl Hosts {
         for h in &mut self.hosts {
             if h.disabled_until.is_some_and(|t| now >= t) {
                 h.disabled_until = None;
-                info!("backend {} re-enabled", h.name);
+                if h.dynamic {
+                    debug!("backend {} re-enabled", h.name);
+                } else {
+                    info!("backend {} re-enabled", h.name);
+                }
             }
         }
     }
@@ -490,7 +675,11 @@ impl Hosts {
     /// different backends is down only when each of its host lists is.
     pub fn route_down(&self, key: &str, now: Instant) -> Option<bool> {
         let mut found = false;
-        for r in self.routes.iter().filter(|r| r.key == key) {
+        if self.token_routes.iter().any(|k| k == key) {
+            // Its targets come per request; as a whole it is never down.
+            return Some(false);
+        }
+        for r in self.routes.iter().filter(|r| !r.free && r.key == key) {
             found = true;
             if r.ids.iter().any(|id| self.host(*id).usable(now)) {
                 return Some(false);
@@ -522,13 +711,15 @@ impl Hosts {
 
     /// Hosts the balancer may choose now, and all hosts (the service manager's STATUS=).
     pub fn up_count(&self, now: Instant) -> (usize, usize) {
-        (self.hosts.iter().filter(|h| h.usable(now)).count(), self.hosts.len())
+        let live = || self.hosts.iter().filter(|h| !h.free);
+        (live().filter(|h| h.usable(now)).count(), live().count())
     }
 
     /// One line per host for the `SIGUSR2` status dump (lighttpd's counter names).
     pub fn status_lines(&self, now: Instant) -> Vec<String> {
         self.hosts
             .iter()
+            .filter(|h| !h.free)
             .map(|h| {
                 let c = &h.counters;
                 let state = match (&h.health, h.disabled_until) {
@@ -592,7 +783,7 @@ impl Source for Hosts {
             (&HOST_UP, |h, now| u64::from(h.usable(now))),
         ];
         for (family, get) in families {
-            for h in &self.hosts {
+            for h in self.hosts.iter().filter(|h| !h.free) {
                 out.sample(family, &[("backend", &h.name)], get(h, now));
             }
         }
@@ -600,7 +791,7 @@ impl Source for Hosts {
             let up = h.health.as_ref().is_some_and(|x| x.is_up());
             out.sample(&HOST_HEALTHY, &[("backend", &h.name)], u64::from(up));
         }
-        for h in &self.hosts {
+        for h in self.hosts.iter().filter(|h| !h.free) {
             out.histogram(&HOST_CONNECT_TIME, &[("backend", &h.name)], &h.connect_time);
         }
     }
@@ -678,6 +869,35 @@ mod tests {
         assert_eq!(hs.route_of(&merged, &merged.servers.routes[0], now), r);
         assert_eq!(hs.route_cache.len(), 1);
         assert_eq!(hs.len(), 2);
+    }
+
+    #[test]
+    fn per_request_routes_stay_bounded_and_in_use_ones_are_kept() {
+        let now = Instant::now();
+        let mut hs = Hosts::new();
+        let fixed = hs.route("/conf", &[spec(1)], now);
+        // A connection holds route `busy` (a load unit on its host) the whole time.
+        let busy_spec = spec(2);
+        let busy = hs.dynamic_route("/vnc/", std::slice::from_ref(&busy_spec), now);
+        let Pick::Host { id: busy_host, .. } = hs.pick(busy, Balance::Fair, 0, &Chain::default(), now) else { panic!() };
+        hs.acquire(busy_host);
+        for port in 10_000..20_000u16 {
+            let r = hs.dynamic_route("/vnc/", &[spec(port)], now);
+            assert!(matches!(hs.pick(r, Balance::Fair, 0, &Chain::default(), now), Pick::Host { .. }));
+        }
+        assert!(hs.hosts.len() <= 2 * DYNAMIC_LIMIT + 2, "hosts grew to {}", hs.hosts.len());
+        assert!(hs.routes.len() <= 2 * DYNAMIC_LIMIT + 2, "routes grew to {}", hs.routes.len());
+        // The conf's route and the busy one still name their hosts.
+        let Pick::Host { id, .. } = hs.pick(busy, Balance::Fair, 0, &Chain::default(), now) else { panic!() };
+        assert_eq!((id, hs.host(id).name.as_str()), (busy_host, "127.0.0.1:2"));
+        let Pick::Host { id, .. } = hs.pick(fixed, Balance::Fair, 0, &Chain::default(), now) else { panic!() };
+        assert_eq!(hs.host(id).name, "127.0.0.1:1");
+        // A swept target comes back as a new host when named again.
+        let again = hs.dynamic_route("/vnc/", &[spec(10_000)], now);
+        let Pick::Host { id, .. } = hs.pick(again, Balance::Fair, 0, &Chain::default(), now) else { panic!() };
+        assert_eq!(hs.host(id).name, "127.0.0.1:10000");
+        assert!(hs.is_dynamic(id) && !hs.is_dynamic(hs.find("127.0.0.1:1").unwrap()));
+        assert_eq!(hs.status_lines(now).len(), hs.hosts.iter().filter(|h| !h.free).count());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - `health`: what a check is and the rise/fall state (pure).
 //! - `probe`: health probes run in the loop.
 //! - `drain`: backend sockets let go of, read to EOF before they are closed.
+//! - `tokenmap`: token files (websockify) in memory, re-read when they change.
 
 pub mod address;
 pub mod balance;
@@ -21,6 +22,7 @@ pub mod probe;
 pub mod pty;
 pub mod stream;
 pub mod tls;
+pub mod tokenmap;
 
 #[cfg(test)]
 mod probe_tests;

@@ -9,7 +9,8 @@ use super::convert::{int_of, pairs_of, str_of, ConfType};
 use super::directives::{suggest, Directive, BACKEND_OPTIONS, IGNORED_BACKEND_OPTIONS};
 use super::schema::Spec;
 use super::error::{Diag, Span};
-use super::model::{BackendAddr, BackendMode, BackendSpec, Route, ServerMap, DEFAULT_SPAWN_HOST};
+use super::model::{BackendAddr, BackendMode, BackendSpec, Route, ServerMap, TokenFrom, TokenSpec, DEFAULT_SPAWN_HOST, DEFAULT_TOKEN_PARAM};
+use super::tokenfile;
 use super::tls::BackendTls;
 use super::value::{quote, Val, ValKind};
 use super::command::{join_command, split_command};
@@ -64,6 +65,10 @@ const APPLIES_TO: &[(&str, &[Kind])] = &[
     ("fall", &[Kind::Remote]),
     // Names of hosts somebody else serves are looked up again; a pool binds its own address.
     ("resolve-interval", &[Kind::Remote]),
+    // A remote backend whose address is looked up per request.
+    ("token-file", &[Kind::Remote]),
+    ("token-from", &[Kind::Remote]),
+    ("token-param", &[Kind::Remote]),
     // TLS to backends somebody else serves; wstund's own pools speak plain text.
     ("tls", &[Kind::Remote]),
     ("tls-ca-file", &[Kind::Remote]),
@@ -166,6 +171,11 @@ fn route(key: &str, v: &Val, d: &Spec) -> Result<Route, Diag> {
     if pty > 0 && pty < backends.len() {
         return Err(Diag::new(v.span, format!("{}[{}]: a route with a \"pty\" backend takes only \"pty\" backends", d.name, quote(key))));
     }
+    // An unknown token must get 404, never a fixed backend that happens to share the route.
+    let tokened = backends.iter().filter(|b| b.token.is_some()).count();
+    if tokened > 0 && tokened < backends.len() {
+        return Err(Diag::new(v.span, format!("{}[{}]: a route with a \"token-file\" backend takes only \"token-file\" backends", d.name, quote(key))));
+    }
     Ok(Route { key: key.to_string(), backends })
 }
 
@@ -207,6 +217,7 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
     let mut b = BackendSpec::new(BackendAddr::None);
     let (mut host, mut port, mut socket): (Option<String>, Option<u16>, Option<PathBuf>) = (None, None, None);
     let mut tls = TlsOpts { verify: true, ..TlsOpts::default() };
+    let mut token = TokenOpts::default();
     let pairs = pairs_of(v, d)?;
     let kind = kind_of_hash(&pairs);
     for (key, val) in pairs {
@@ -227,7 +238,7 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
                 }
                 host = Some(h.to_string());
             }
-            "port" => port = Some(u16::from_val(val, opt)?),
+            "port" => port = Some(port_of(val, opt)?),
             "socket" => socket = Some(PathBuf::from_val(val, opt)?),
             "bin-path" => b.bin_path = Some(bin_path_of(val, opt)?),
             "bin-environment" => b.bin_environment = ConfType::from_val(val, opt)?,
@@ -257,10 +268,23 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
             "tls-verify" => tls.verify = ConfType::from_val(val, opt)?,
             "tls-cert-file" => tls.cert_file = Some(PathBuf::from_val(val, opt)?),
             "tls-key-file" => tls.key_file = Some(PathBuf::from_val(val, opt)?),
+            "token-file" => token.file = Some((PathBuf::from_val(val, opt)?, val.span)),
+            "token-from" => token.from = Some(token_from_of(val, opt)?),
+            "token-param" => token.param = Some(str_of(val, opt)?.to_string()),
             _ => return Err(unknown_option(key, v, val)),
         }
     }
-    b.addr = address(&b, host, port, socket, v.span)?;
+    b.token = token.finish(v.span)?;
+    if b.token.is_some() {
+        if host.is_some() || port.is_some() || socket.is_some() {
+            return Err(Diag::new(v.span, "token-file: the address comes from the token file; give no host, port or socket"));
+        }
+        if tls.enable {
+            return Err(Diag::new(v.span, "token-file: \"tls\" to looked-up targets is not implemented"));
+        }
+    } else {
+        b.addr = address(&b, host, port, socket, v.span)?;
+    }
     b.tls = tls.finish(&b.addr, v.span)?;
     if b.tls.is_some() && !(b.check_send.is_empty() && b.check_expect.is_empty()) {
         return Err(Diag::new(v.span, "check-send/check-expect: health probes speak plain TCP, not TLS; with \"tls\" use check-interval alone (a TCP connect)"));
@@ -322,6 +346,93 @@ pub(crate) fn bin_path_notes(v: &Val) -> Vec<String> {
                         argv.len(),
                         argv
                     ));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `"port"`: an integer, or a string of digits (what `"59%1"` becomes after `%n`
+/// substitution, and what lighttpd also accepts).
+fn port_of(val: &Val, opt: &Spec) -> Result<u16, Diag> {
+    match &val.kind {
+        ValKind::Str(s) if has_capture(s) => Err(Diag::new(val.span, format!("port: {} has %n captures but no enclosing $HTTP[...] =~ conditional to take them from", quote(s)))),
+        ValKind::Str(s) => tokenfile::parse_port(s.trim()).ok_or_else(|| Diag::new(val.span, format!("port: {} is not a port number (1-65535)", quote(s)))),
+        _ => u16::from_val(val, opt),
+    }
+}
+
+fn has_capture(s: &str) -> bool {
+    s.as_bytes().windows(2).any(|w| w[0] == b'%' && w[1].is_ascii_digit())
+}
+
+fn token_from_of(val: &Val, opt: &Spec) -> Result<TokenFrom, Diag> {
+    match str_of(val, opt)? {
+        "query" => Ok(TokenFrom::Query),
+        "path" => Ok(TokenFrom::Path),
+        "host" => Ok(TokenFrom::Host),
+        other => Err(Diag::new(val.span, format!("token-from: {} is not one of \"query\", \"path\", \"host\"", quote(other)))),
+    }
+}
+
+fn token_from_name(f: TokenFrom) -> &'static str {
+    match f {
+        TokenFrom::Query => "query",
+        TokenFrom::Path => "path",
+        TokenFrom::Host => "host",
+    }
+}
+
+/// The `token-*` options of one backend hash, as given.
+#[derive(Default)]
+struct TokenOpts {
+    file: Option<(PathBuf, Span)>,
+    from: Option<TokenFrom>,
+    param: Option<String>,
+}
+
+impl TokenOpts {
+    /// The token spec, its source read once now: a missing or unreadable file is a conf
+    /// error (bad lines are warnings, see `token_file_notes`).
+    fn finish(self, at: Span) -> Result<Option<TokenSpec>, Diag> {
+        let Some((file, file_at)) = self.file else {
+            if self.from.is_some() || self.param.is_some() {
+                return Err(Diag::new(at, "token-from/token-param need a \"token-file\""));
+            }
+            return Ok(None);
+        };
+        let from = self.from.unwrap_or(TokenFrom::Query);
+        if from != TokenFrom::Query && self.param.is_some() {
+            return Err(Diag::new(at, "token-param names a query parameter; it needs \"token-from\" => \"query\""));
+        }
+        let param = self.param.unwrap_or_else(|| DEFAULT_TOKEN_PARAM.to_string());
+        if param.is_empty() {
+            return Err(Diag::new(at, "token-param: must not be empty"));
+        }
+        // Relative to the directory wstund starts in (as var.CWD), made absolute now:
+        // the daemon changes to / when it goes to the background.
+        let file = if file.is_relative() { std::env::current_dir().map(|d| d.join(&file)).unwrap_or(file) } else { file };
+        if let Err(e) = tokenfile::read_source(&file) {
+            return Err(Diag::new(file_at, format!("token-file {}: {e}", quote(&file.to_string_lossy()))));
+        }
+        Ok(Some(TokenSpec { file, from, param }))
+    }
+}
+
+/// What is wrong inside the token files a `wstunnel.server` value names (bad lines,
+/// tokens given twice): warnings, since the other lines work.
+pub(crate) fn token_file_notes(v: &Val) -> Vec<String> {
+    let mut out = Vec::new();
+    let ValKind::List(routes) = &v.kind else { return out };
+    for r in routes {
+        let ValKind::List(backends) = &r.val.kind else { continue };
+        for b in backends {
+            let ValKind::List(opts) = &b.val.kind else { continue };
+            for o in opts.iter().filter(|o| o.key.as_deref() == Some("token-file")) {
+                let ValKind::Str(path) = &o.val.kind else { continue };
+                if let Ok(m) = tokenfile::read_source(std::path::Path::new(path)) {
+                    out.extend(m.problems.into_iter().map(|p| format!("token-file: {p}")));
                 }
             }
         }
@@ -470,6 +581,11 @@ fn backend_conf(b: &BackendSpec) -> String {
     push("rise", Some(b.rise.to_string()));
     push("fall", Some(b.fall.to_string()));
     push("resolve-interval", b.resolve_interval.to_conf(option("resolve-interval")));
+    if let Some(t) = &b.token {
+        push("token-file", Some(quote(&t.file.to_string_lossy())));
+        push("token-from", Some(quote(token_from_name(t.from))));
+        push("token-param", (t.from == TokenFrom::Query).then(|| quote(&t.param)));
+    }
     if let Some(t) = &b.tls {
         push("tls", Some(quote("enable")));
         push("tls-ca-file", t.ca_file.as_ref().map(|p| quote(&p.to_string_lossy())));

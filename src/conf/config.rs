@@ -83,7 +83,14 @@ impl Config {
                 let v = raw.substitute(c);
                 if let Some(d) = directive_of(*f) {
                     if let Err(e) = set_ws(m, *f, &v, d) {
-                        log::warn!("{} after %n substitution: {} (keeping the unsubstituted value)", d.name, e.msg);
+                        if *f == WsField::Server {
+                            // The URL built no valid backend: no route, so 404. The
+                            // client chose the capture, hence info, not warn.
+                            log::info!("{} after %n substitution for {:?}: {}; no route (404)", d.name, req.url_path, e.msg);
+                            m.servers = Default::default();
+                        } else {
+                            log::warn!("{} after %n substitution: {} (keeping the unsubstituted value)", d.name, e.msg);
+                        }
                     }
                 }
             }

@@ -293,6 +293,9 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("tls-verify", "boolean", 0, 0, &[], "\"enable\"", Unit::None, "Verify the backend's certificate; disable accepts any (the session is still encrypted)."),
     backend_opt("tls-cert-file", "string (path)", 0, 0, &[], "(unset: no client certificate)", Unit::None, "PEM certificate chain wstund presents to the backend (mTLS)."),
     backend_opt("tls-key-file", "string (path)", 0, 0, &[], "(unset)", Unit::None, "PEM private key of tls-cert-file."),
+    backend_opt("token-file", "string (path)", 0, 0, &[], "(none)", Unit::None, "A websockify token file (\"token: host:port\" or \"token: unix_socket:/path\" lines) or a directory of them: the backend's address is the request's token looked up there (instead of host, port and socket); an unknown token gets 404. Re-read when it changes, at most every 500 ms."),
+    backend_opt("token-from", "string", 0, 0, &["query", "path", "host"], "\"query\"", Unit::None, "Where the token is: query = the token-param query parameter (websockify), path = the path segment after the route key, host = the Host header without its port (websockify's --host-token)."),
+    backend_opt("token-param", "string", 0, 0, &[], "\"token\"", Unit::None, "The query parameter that carries the token (\"token-from\" => \"query\")."),
     backend_opt("resolve-interval", "integer", 0, U31, &[], "60", Unit::Seconds, "Seconds between lookups of a host name (off the event loop; a name that stops resolving keeps its last addresses); 0 looks it up only at start."),
 ];
 

@@ -598,6 +598,9 @@ impl Loader {
             for note in backend::bin_path_notes(v) {
                 self.warn(note);
             }
+            for note in backend::token_file_notes(v) {
+                self.warn(note);
+            }
         }
     }
 
@@ -624,12 +627,35 @@ impl Loader {
                 }
                 let Some(f) = ws_field(&a.key) else { continue };
                 let Some(d) = lookup(&a.key) else { continue };
-                set_ws(&mut ws, f, &a.val, d)?;
-                self.warn_backend_options(f, &a.val);
+                let templ = capture_source.is_some() && a.val.has_captures();
+                if templ && f == WsField::Server {
+                    // Built per request: checked now with every capture "1" (so
+                    // `"port" => "59%1"` is a port), registered nowhere (no host, pool or
+                    // name lookup for the placeholder), filled in by `Config::resolve`.
+                    if let Some(at) = option_with_captures(&a.val, "token-file") {
+                        return Err(Diag::new(at, "token-file: %n captures are not supported here (one token file serves every token)"));
+                    }
+                    let sample = a.val.substitute(&vec!["1".to_string(); 10]);
+                    set_ws(&mut ws, f, &sample, d)?;
+                    self.warn_backend_options(f, &sample);
+                    let per_request = ws.servers.routes.iter().flat_map(|r| r.backends.iter());
+                    for b in per_request {
+                        if b.bin_path.is_some() && !b.mode.is_per_connection() {
+                            return Err(Diag::new(a.val.span, "wstunnel.server: a spawned pool (bin-path without \"mode\" => \"stdio\") starts with the daemon, so its options cannot use %n captures"));
+                        }
+                        if b.token.is_some() {
+                            return Err(Diag::new(a.val.span, "wstunnel.server: a \"token-file\" backend cannot use %n captures (one token file serves every token)"));
+                        }
+                    }
+                    ws.servers = Default::default();
+                } else {
+                    set_ws(&mut ws, f, &a.val, d)?;
+                    self.warn_backend_options(f, &a.val);
+                }
                 if !set.contains(&f) {
                     set.push(f);
                 }
-                if capture_source.is_some() && a.val.has_captures() {
+                if templ {
                     templated.push((f, a.val.clone()));
                 }
             }
@@ -804,4 +830,16 @@ fn unknown(key: &str, span: Span, suggestion: Option<&str>) -> Diag {
         Some(s) => Diag::new(span, format!("unknown directive {}; did you mean {}?", key, s)),
         None => Diag::new(span, format!("unknown directive {}", key)),
     }
+}
+
+/// Where a backend option named `key` holds `%n` captures, anywhere inside `v`.
+fn option_with_captures(v: &Val, key: &str) -> Option<Span> {
+    let ValKind::List(entries) = &v.kind else { return None };
+    entries.iter().find_map(|e| {
+        if e.key.as_deref() == Some(key) && e.val.has_captures() {
+            Some(e.val.span)
+        } else {
+            option_with_captures(&e.val, key)
+        }
+    })
 }

@@ -512,3 +512,29 @@ fn global_only_ws_directives_in_conditionals_are_warned_about() {
         ]
     );
 }
+
+#[test]
+fn captures_in_backend_options() {
+    // "port" => "59%1": checked with a sample capture at load, built per request.
+    let c = load(
+        "$HTTP[\"url\"] =~ \"^/vnc/(\\d)$\" {\n  wstunnel.server = ( \"/vnc/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => \"590%1\" ) ) )\n}\n",
+    )
+    .config;
+    assert!(c.blocks[0].ws.servers.routes.is_empty(), "a per-request route registers nothing at load");
+    let r = c.resolve(&req("/vnc/3", None, None));
+    assert_eq!(r.servers.find("/vnc/3").unwrap().backends[0].addr.to_string(), "127.0.0.1:5903");
+    // A request whose capture makes no port: no route at all (404), never the sample.
+    let c = load("$HTTP[\"url\"] =~ \"^/p/(\\w+)$\" {\n  wstunnel.server = ( \"/p/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => \"%1\" ) ) )\n}\n").config;
+    assert!(c.resolve(&req("/p/x1", None, None)).servers.find("/p/x1").is_none());
+    assert!(c.resolve(&req("/p/70000", None, None)).servers.find("/p/70000").is_none());
+    assert_eq!(c.resolve(&req("/p/8080", None, None)).servers.find("/p/").unwrap().backends[0].addr.to_string(), "127.0.0.1:8080");
+    // Captures where they cannot work are load errors.
+    let e = err("$HTTP[\"url\"] =~ \"^/a/(\\w+)\" {\n  wstunnel.server = ( \"/a/\" => ( ( \"bin-path\" => \"/bin/cat %1\", \"socket\" => \"/tmp/x.sock\" ) ) )\n}\n");
+    assert!(e.to_string().contains("spawned pool"), "{e}");
+    let e = err("$HTTP[\"url\"] =~ \"^/a/(\\w+)\" {\n  wstunnel.server = ( \"/a/\" => ( ( \"token-file\" => \"/etc/%1\" ) ) )\n}\n");
+    assert!(e.to_string().contains("token-file: %n captures are not supported"), "{e}");
+    let e = err("wstunnel.server = ( \"/c/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => \"59%1\" ) ) )\n");
+    assert!(e.to_string().contains("no enclosing $HTTP[...] =~ conditional"), "{e}");
+    let e = err("wstunnel.server = ( \"/c/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => \"59x\" ) ) )\n");
+    assert!(e.to_string().contains("\"59x\" is not a port number"), "{e}");
+}

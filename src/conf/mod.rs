@@ -30,6 +30,7 @@ mod schema;
 mod shell;
 pub mod tls;
 mod tls_settings;
+pub mod tokenfile;
 mod value;
 
 #[cfg(test)]

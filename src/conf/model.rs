@@ -474,7 +474,34 @@ pub struct BackendSpec {
     pub resolve_interval: Duration,
     /// `"tls" => "enable"`: TLS to this backend.
     pub tls: Option<super::tls_settings::BackendTls>,
+    /// `"token-file"`: the address is looked up per request (websockify's TokenFile);
+    /// `addr` is then `BackendAddr::None` until the lookup fills it in.
+    pub token: Option<TokenSpec>,
 }
+
+/// Where a token-routed backend finds the request's token and the file to look it up in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TokenSpec {
+    /// A websockify token file or a directory of them.
+    pub file: PathBuf,
+    pub from: TokenFrom,
+    /// The query parameter (`"token-from" => "query"`); websockify's is `token`.
+    pub param: String,
+}
+
+/// `"token-from"`: which part of the request carries the token.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenFrom {
+    /// `?token=...` (websockify's default), the parameter named by `token-param`.
+    Query,
+    /// The path segment right after the route key: `/vnc/TOKEN`.
+    Path,
+    /// The Host header without its port (websockify's `--host-token`).
+    Host,
+}
+
+/// `token-param`'s default: websockify's query parameter.
+pub const DEFAULT_TOKEN_PARAM: &str = "token";
 
 impl BackendSpec {
     /// A backend at `addr` with every option at its default.
@@ -505,6 +532,7 @@ impl BackendSpec {
             fall: DEFAULT_FALL,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             tls: None,
+            token: None,
         }
     }
 

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use log::{debug, info, warn};
 use nix::sys::wait::WaitStatus;
 
-use crate::backend::address::describe;
+use crate::backend::address::{describe, Address};
 use crate::backend::stream::BackendStream;
 use crate::backend::pty::{PtyStream, WinSize};
 use crate::conf::{BackendMode, BackendSpec};
@@ -109,11 +109,25 @@ impl Conn {
                 self.backend_io.writable = false;
                 Ok(Attach::Connecting)
             }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && matches!(target, Address::Unix(_)) && self.host_is_dynamic(ctx) => {
+                // Not an outage: nothing is disabled, and the client gets 404.
+                info!("[c{}] backend {name}: no such socket (named by this request) (404)", self.id);
+                if let Some(t) = self.tunnel.as_mut() {
+                    t.fail_status = FailStatus::NoSuchSocket;
+                }
+                Err(Failure::Local)
+            }
             Err(e) => {
                 warn!("[c{}] backend {name} connect failed: {e}", self.id);
                 Err(connect_failure(&e))
             }
         }
+    }
+
+    /// Is the host being tried one made for this request (a token's target, a `%n`
+    /// address) rather than one the conf names?
+    fn host_is_dynamic(&self, ctx: &Ctx) -> bool {
+        self.tunnel.as_ref().and_then(|t| t.host).is_some_and(|id| ctx.hosts.is_dynamic(id))
     }
 
     /// A connect to a pool process failed (at once, later, or by timeout): that process

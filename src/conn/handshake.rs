@@ -7,12 +7,13 @@
 use std::io;
 use std::sync::Arc;
 
-use log::{debug, warn};
+use log::{debug, info, warn};
 
 use crate::conn::link::{connect_failure, Attach, FailStatus};
 use crate::conn::plan::TunnelPlan;
 use crate::backend::stream::ConnectState;
 use crate::backend::balance;
+use crate::backend::tokenmap::{self, Lookup};
 use crate::conf::{BackendMode, BackendSpec, RequestFacts, WsSettings};
 use crate::conn::machine::{deadline_after, Conn, Ctx, Phase, Tunnel, LINGER_TIMEOUT};
 use crate::backend::hosts::{Chain, Failure, Pick};
@@ -88,9 +89,18 @@ impl Conn {
             debug!("[c{}] no wstunnel route for {}", self.id, req.url_path);
             return self.reject(ctx, 404, &[], "not found");
         };
-        let backends = route.backends.clone();
+        let mut backends = route.backends.clone();
         let route_key = route.key.clone();
-        let route_id = ctx.hosts.route_of(&settings, route, ctx.now);
+        let route_id = if backends.iter().any(|b| b.token.is_some()) {
+            let Some(targets) = self.look_up_tokens(ctx, &req, &route_key, &backends) else {
+                self.rejected_route = Some(route_key.into_boxed_str());
+                return self.reject(ctx, 404, &[], "not found");
+            };
+            backends = targets;
+            ctx.hosts.dynamic_route(&route_key, &backends, ctx.now)
+        } else {
+            ctx.hosts.route_of(&settings, route, ctx.now)
+        };
         let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.client.peer().map(|p| p.ip()));
         if !req.is_upgrade_request() && settings.devconsole && matches!(req.method.as_str(), "GET" | "HEAD") {
             return self.serve_devconsole(ctx);
@@ -156,6 +166,41 @@ impl Conn {
             metrics_slot: 0,
         }));
         self.connect_next(ctx);
+    }
+
+    /// The targets of a token-routed route for this request: each `token-file` entry
+    /// with the address its file gives the request's token. `None` (after one info
+    /// line saying why) when no entry knows the token: the caller answers 404, before
+    /// any upgrade or connect. The token is shown in the log only when unknown (it
+    /// opens nothing then), escaped and cut to 64 characters.
+    fn look_up_tokens(&self, ctx: &mut Ctx, req: &Request, route_key: &str, backends: &[Arc<BackendSpec>]) -> Option<Vec<Arc<BackendSpec>>> {
+        let mut out = Vec::with_capacity(backends.len());
+        let mut why = None;
+        for b in backends {
+            let Some(spec) = &b.token else { continue };
+            let Some(token) = tokenmap::token_of(spec, route_key, &req.url_path, &req.query, req.header("host")) else {
+                why.get_or_insert_with(|| format!("no token in the request ({})", tokenmap::describe_from(spec)));
+                continue;
+            };
+            match ctx.tokens.lookup(&spec.file, &token, ctx.now) {
+                Lookup::Found(addr) => out.push(Arc::new(BackendSpec { addr, token: None, ..(**b).clone() })),
+                Lookup::Unknown => {
+                    let shown: String = token.escape_debug().take(64).collect();
+                    why.get_or_insert_with(|| format!("token \"{shown}\" is not in token-file {}", spec.file.display()));
+                }
+                Lookup::NoSource => {
+                    why.get_or_insert_with(|| format!("token-file {} cannot be read", spec.file.display()));
+                }
+            }
+        }
+        for name in ctx.tokens.take_names() {
+            ctx.resolver.prefetch(&name);
+        }
+        if out.is_empty() {
+            info!("[c{}] route {route_key:?}: {} (404)", self.id, why.unwrap_or_default());
+            return None;
+        }
+        Some(out)
     }
 
     /// What is answered before a route is looked for: mod_access first, as in lighttpd
@@ -246,6 +291,7 @@ impl Conn {
                 self.reject(ctx, status, &[("Retry-After", "1")], "too many programs running for this endpoint")
             }
             FailStatus::ProgramFailed => self.reject(ctx, status, &[], "backend program could not be started"),
+            FailStatus::NoSuchSocket => self.reject(ctx, status, &[], "not found"),
             FailStatus::Unavailable => {
                 let retry = ctx.hosts.retry_after(t.route, ctx.now).to_string();
                 self.reject(ctx, status, &[("Retry-After", retry.as_str())], "backend unavailable");

@@ -133,6 +133,9 @@ pub enum FailStatus {
     ProgramFailed,
     /// 429: the route already runs `max-procs` programs.
     TooManyPrograms,
+    /// 404: a unix socket named per request (a token's `unix_socket:` target, a `%n`
+    /// path) does not exist: the URL names nothing, which no retry would change.
+    NoSuchSocket,
 }
 
 impl FailStatus {
@@ -152,6 +155,7 @@ impl FailStatus {
             FailStatus::Unavailable => 503,
             FailStatus::ProgramFailed => 502,
             FailStatus::TooManyPrograms => 429,
+            FailStatus::NoSuchSocket => 404,
         }
     }
 }

@@ -76,6 +76,8 @@ pub struct Ctx<'a> {
     pub resolver: &'a mut Resolver,
     /// Backend hosts: balancing state, counters, disable and health state.
     pub hosts: &'a mut Hosts,
+    /// Token files of `"token-file"` backends.
+    pub tokens: &'a mut crate::backend::tokenmap::TokenTables,
     /// Listener names ("127.0.0.1:8080", "/run/ws.sock") for `$SERVER["socket"]`.
     pub listener_names: &'a [String],
     pub server_tag: &'a str,

@@ -157,6 +157,8 @@ pub struct Server {
     resolver: Resolver,
     /// Backend hosts: counters, disable/health state, balancing memory.
     hosts: Hosts,
+    /// Token files (`"token-file"` backends), re-read when they change.
+    tokens: crate::backend::tokenmap::TokenTables,
     /// Active health probes in flight.
     checker: Checker,
     signals: Signals,
@@ -252,6 +254,7 @@ impl Server {
             config,
             resolver,
             hosts,
+            tokens: crate::backend::tokenmap::TokenTables::new(),
             checker: Checker::new(),
             signals,
             next_id: 1,
@@ -452,6 +455,7 @@ impl Server {
                 config: &self.config,
                 resolver: &mut self.resolver,
                 hosts: &mut self.hosts,
+                tokens: &mut self.tokens,
                 listener_names: &self.listener_names,
                 server_tag: &self.server_tag,
                 procs: &mut self.procs,
