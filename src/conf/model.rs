@@ -474,6 +474,9 @@ pub struct BackendSpec {
     pub resolve_interval: Duration,
     /// `"tls" => "enable"`: TLS to this backend.
     pub tls: Option<super::tls_settings::BackendTls>,
+    /// Not a directive: under `server.max-worker`, the first pool slot this worker owns
+    /// (`runtime/workers.rs`), so workers bind different `socket-N` / `port+N`.
+    pub slot_offset: u32,
 }
 
 impl BackendSpec {
@@ -505,6 +508,7 @@ impl BackendSpec {
             fall: DEFAULT_FALL,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             tls: None,
+            slot_offset: 0,
         }
     }
 

@@ -15,6 +15,7 @@
 //! stay in the struct that decides with them; they are *exposed* through [`Source`],
 //! never counted twice.
 
+pub mod board;
 pub mod family;
 pub mod prometheus;
 pub mod status;
