@@ -65,6 +65,7 @@ fn build_info() -> String {
         "+ permessage-deflate (RFC 7692)",
         "+ spawned backend pools and per-connection stdio programs",
         "+ live reload (SIGUSR1, control socket), upgrade with the listening sockets handed over, and socket activation (LISTEN_FDS)",
+        "+ server.max-worker: a supervisor and N worker processes on SO_REUSEPORT listeners",
         "- TLS (terminate it in front of wstund)",
     ] {
         out.push_str(&format!("\t{f}\n"));

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use common::tungstenite::Message;
 use common::*;
 
+/// Open tunnels and the pid of the instance serving each.
+type Tunnels = Vec<(Ws, i32)>;
+
 const T: Duration = Duration::from_secs(20);
 /// haproxy.cfg: inter 1s, fall 2; with slack for a slow, shared machine.
 const HEALTH_WINDOW: Duration = Duration::from_secs(10);
@@ -151,7 +154,7 @@ fn three_hundred_clients_spread_out_and_a_killed_instance_is_routed_around() {
     // SAFETY: kill(2) on a wstund this test started.
     unsafe { libc::kill(victim, libc::SIGKILL) };
     let killed_at = Instant::now();
-    let (theirs, others): (Vec<(Ws, i32)>, Vec<(Ws, i32)>) = tunnels.drain(..).partition(|(_, p)| *p == victim);
+    let (theirs, others): (Tunnels, Tunnels) = tunnels.drain(..).partition(|(_, p)| *p == victim);
     for (i, (mut ws, _)) in theirs.into_iter().enumerate() {
         let _ = ws.send(Message::binary(vec![7u8; 16]));
         let cut = wait_until(T, || match ws.read() {
@@ -212,7 +215,7 @@ fn a_draining_instance_gets_no_new_clients_and_an_upgraded_one_loses_none() {
         }
     }
     assert!(ds[1].wait_exit(Duration::from_millis(300)).is_none(), "it waits for its tunnels");
-    let (theirs, mut tunnels): (Vec<(Ws, i32)>, Vec<(Ws, i32)>) = tunnels.into_iter().partition(|(_, p)| *p == draining);
+    let (theirs, mut tunnels): (Tunnels, Tunnels) = tunnels.into_iter().partition(|(_, p)| *p == draining);
     for (mut ws, _) in theirs {
         let _ = ws.close(None);
         let _ = ws_expect_close(&mut ws, T);

@@ -111,8 +111,8 @@ fn both_workers_accept_and_the_pages_show_the_sum() {
     });
     assert!(summed, "metrics sum 40 open tunnels:\n{last}");
     for (pid, n) in &per {
-        let series = format!("wstund_worker_connections{{worker=");
-        let mine: Vec<&str> = last.lines().filter(|l| l.starts_with(&series) && l.contains(&format!("pid=\"{pid}\""))).collect();
+        let series = "wstund_worker_connections{worker=";
+        let mine: Vec<&str> = last.lines().filter(|l| l.starts_with(series) && l.contains(&format!("pid=\"{pid}\""))).collect();
         assert_eq!(mine.len(), 1, "one per-worker line for {pid}:\n{last}");
         let v: u64 = mine[0].rsplit(' ').next().unwrap().parse().unwrap();
         assert!(v as usize >= *n, "worker {pid} holds its {n} tunnels: {}", mine[0]);
