@@ -288,3 +288,51 @@ fn a_pool_is_split_between_the_workers_and_max_procs_holds_daemon_wide() {
         assert!(echo(&mut ws, 1000, i), "tunnel {i} through the pool");
     }
 }
+
+/// One tunnel over the unix listener: the serving worker's pid.
+fn open_unix(path: &std::path::Path) -> i32 {
+    let s = std::os::unix::net::UnixStream::connect(path).expect("connect to the unix listener");
+    s.set_read_timeout(Some(T)).unwrap();
+    let req = ws_request(80, "/pid");
+    let (mut ws, _) = common::tungstenite::client(req, s).expect("upgrade over the unix listener");
+    let mut line = Vec::new();
+    while !line.ends_with(b"\n") {
+        match ws.read() {
+            Ok(m) => line.extend_from_slice(&m.into_data()),
+            Err(e) => panic!("reading the worker's pid: {e}"),
+        }
+    }
+    String::from_utf8_lossy(&line).trim().parse().expect("pid")
+}
+
+#[test]
+fn a_worker_stopped_on_its_own_socket_is_not_replaced_and_leaves_the_shared_unix_listener() {
+    let dir = TempDir::new("wunix");
+    let unix = dir.join("l.sock");
+    let ctl = dir.join("ctl.sock");
+    let extra = format!("server.control-socket = \"{}\"\n$SERVER[\"socket\"] == \"unix:{}\" {{ }}\n", ctl.display(), unix.display());
+    let mut d = Daemon::start(&conf(100, &extra));
+    let pids = wait_workers(&d, 2);
+    // Both workers accept from the one unix socket.
+    let mut seen = HashSet::new();
+    for _ in 0..200 {
+        seen.insert(open_unix(&unix));
+        if seen.len() == 2 {
+            break;
+        }
+    }
+    assert_eq!(seen, pids.iter().copied().collect::<HashSet<i32>>(), "both workers accept on the shared unix socket");
+    let first = ctl.display().to_string() + ".1";
+    let out = run_wstund(&["-c", &first, "stop"], T);
+    assert_eq!(out.code(), Some(0), "{}", out.all());
+    assert!(d.wait_for_log("stopped by itself; not replaced", T), "{}", d.logs());
+    let left = wait_workers(&d, 1);
+    assert!(unix.exists(), "the shared socket file stays while a worker serves");
+    for _ in 0..5 {
+        assert_eq!(open_unix(&unix), left[0]);
+    }
+    d.signal(libc::SIGTERM);
+    assert!(d.wait_exit(T).is_some_and(|s| s.success()), "{}", d.logs());
+    assert!(!unix.exists(), "the supervisor removes the socket file at the end");
+    assert!(!ctl.exists() && !std::path::Path::new(&first).exists(), "and the control sockets");
+}

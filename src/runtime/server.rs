@@ -1258,9 +1258,14 @@ impl Server {
     }
 
     fn stop_listening(&mut self) {
+        // A worker's unix listener is shared with the other workers: its file is the
+        // supervisor's to remove.
+        let owns_files = self.seat.is_none();
         for l in self.listeners.iter_mut().flatten() {
             l.deregister(self.poll.registry());
-            l.cleanup();
+            if owns_files {
+                l.cleanup();
+            }
         }
         self.listeners.clear();
     }
@@ -1454,7 +1459,7 @@ impl metrics::Source for LoopGauges {
 impl Drop for Server {
     fn drop(&mut self) {
         self.finish_children();
-        for l in self.listeners.iter().flatten() {
+        for l in self.listeners.iter().flatten().filter(|_| self.seat.is_none()) {
             l.cleanup();
         }
     }
