@@ -292,7 +292,16 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     };
     if workers > 1 {
         let Mode::Serve { idle, restart } = mode else { return EXIT_RUNTIME };
-        let start = WorkersStart { workers, control, control_path, idle, conf_path: restart.ok().map(|p| p.conf), spec_names };
+        // A configured server.max-connections is the daemon's (split between the
+        // workers); one derived from the descriptor limit is each process's.
+        let configured_conns = match conn_limit {
+            limits::ConnLimit::FromFds { .. } => None,
+            _ => config.server.max_connections,
+        };
+        if let Some(note) = conn_limit.note() {
+            log::info!("{note} (each worker)");
+        }
+        let start = WorkersStart { workers, control, control_path, idle, conf_path: restart.ok().map(|p| p.conf), spec_names, configured_conns };
         return supervise(config, listeners, start, &target, startup, pid_file);
     }
     if let Err(reason) = drop_privileges(&target, &mut pid_file) {
@@ -325,6 +334,8 @@ struct WorkersStart {
     /// Where a worker's reload re-reads the conf (none: a one-line start).
     conf_path: Option<std::path::PathBuf>,
     spec_names: Vec<String>,
+    /// `server.max-connections` when the conf sets it (split between the workers).
+    configured_conns: Option<u32>,
 }
 
 /// `server.max-worker` above 1 (`runtime/supervisor.rs`): as root, the further listener
@@ -339,7 +350,7 @@ fn supervise(
     mut pid_file: Option<PidFile>,
 ) -> i32 {
     use crate::runtime::supervisor::{worker_control_path, Supervisor, WorkerStart};
-    let WorkersStart { workers, control, control_path, idle, conf_path, spec_names } = start;
+    let WorkersStart { workers, control, control_path, idle, conf_path, spec_names, configured_conns } = start;
     let sets = match crate::runtime::workers::listener_sets(listeners, workers, config.server.listen_backlog) {
         Ok(s) => s,
         Err(e) => return fail(&mut startup, &[], pid_file, format!("worker listeners: {e}")),
@@ -368,12 +379,15 @@ fn supervise(
     let run_worker = move |w: WorkerStart| -> i32 {
         let mut config = config.clone();
         crate::runtime::workers::apply_shares(&mut config, w.seat.index, w.seat.count);
+        if configured_conns.is_some() {
+            config.server.max_connections = crate::runtime::workers::share_max_connections(configured_conns, w.seat.index, w.seat.count);
+        }
         let number = w.seat.index + 1;
         let mut server = match start_server(config, w.listeners, spec_names.clone(), w.control) {
             Ok(s) => s,
             Err(reason) => {
                 log::error!("worker {number}: {reason}");
-                return EXIT_RUNTIME;
+                return crate::runtime::supervisor::WORKER_START_FAILED;
             }
         };
         if let Some(d) = idle {
@@ -404,6 +418,7 @@ fn supervise(
         EXIT_RUNTIME
     } else {
         match sup.run() {
+            Ok(()) if sup.failed() => EXIT_RUNTIME,
             Ok(()) => EXIT_OK,
             Err(e) => {
                 log::error!("supervisor loop failed: {e}");

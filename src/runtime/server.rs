@@ -924,6 +924,9 @@ impl Server {
         let parse_took = t0.elapsed();
         let mut config = loaded.config;
         let kept = reload::keep_start_settings(&self.config.server, &mut config.server);
+        if let Some(seat) = &self.seat {
+            config.server.max_connections = crate::runtime::workers::share_max_connections(config.server.max_connections, seat.index, seat.count);
+        }
         let per_tunnel = crate::runtime::limits::fds_per_tunnel(&config);
         let limit = crate::runtime::limits::conn_limit(config.server.max_connections, reload::fd_soft_limit(), per_tunnel);
         config.server.max_connections = Some(limit.value());

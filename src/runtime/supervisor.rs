@@ -44,6 +44,10 @@ pub const RESPAWN_FIRST: Duration = Duration::from_millis(250);
 pub const RESPAWN_MAX: Duration = Duration::from_secs(30);
 /// A worker that lived this long was not crash-looping: respawned at once.
 const HEALTHY_LIFE: Duration = Duration::from_secs(10);
+/// A worker's exit status when it could not start (a pool that cannot start, the loop
+/// that cannot be set up): on a worker's first start that ends the daemon, as the same
+/// failure ends a single-process start; after a respawn it counts as a crash.
+pub const WORKER_START_FAILED: i32 = 3;
 /// How long the supervisor waits for one worker's answer to a control command.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -85,6 +89,8 @@ struct Slot {
     respawn_at: Option<Instant>,
     /// Exited by itself (status 0): not replaced.
     finished: bool,
+    /// Forked more than once.
+    respawned: bool,
 }
 
 pub struct Supervisor<F: FnMut(WorkerStart) -> i32> {
@@ -99,6 +105,8 @@ pub struct Supervisor<F: FnMut(WorkerStart) -> i32> {
     board: Board,
     state: State,
     run_worker: F,
+    /// A worker could not start at all: the daemon stops, exit status 1.
+    failed: bool,
 }
 
 impl<F: FnMut(WorkerStart) -> i32> Supervisor<F> {
@@ -128,10 +136,11 @@ impl<F: FnMut(WorkerStart) -> i32> Supervisor<F> {
             sets,
             worker_controls,
             worker_control_paths,
-            slots: (0..n).map(|_| Slot { pid: None, started: now, quick_deaths: 0, respawn_at: None, finished: false }).collect(),
+            slots: (0..n).map(|_| Slot { pid: None, started: now, quick_deaths: 0, respawn_at: None, finished: false, respawned: false }).collect(),
             board: Board::map(n)?,
             state: State::Running,
             run_worker,
+            failed: false,
         })
     }
 
@@ -150,6 +159,7 @@ impl<F: FnMut(WorkerStart) -> i32> Supervisor<F> {
         match unsafe { nix::unistd::fork() } {
             Ok(ForkResult::Parent { child }) => {
                 let s = &mut self.slots[i];
+                s.respawned = s.pid.is_some() || s.respawn_at.is_some() || s.quick_deaths > 0 || s.respawned;
                 s.pid = Some(child);
                 s.started = Instant::now();
                 s.respawn_at = None;
@@ -188,6 +198,11 @@ impl<F: FnMut(WorkerStart) -> i32> Supervisor<F> {
         self.sets.clear();
         let seat = Seat { index: i, count: self.slots.len(), board: self.board.clone() };
         (self.run_worker)(WorkerStart { listeners, control, seat })
+    }
+
+    /// True when a worker could not start at all (the daemon then stopped).
+    pub fn failed(&self) -> bool {
+        self.failed
     }
 
     /// Runs until every worker is gone after a stop (or finished by itself).
@@ -289,7 +304,12 @@ impl<F: FnMut(WorkerStart) -> i32> Supervisor<F> {
             slot.pid = None;
             let life = now.saturating_duration_since(slot.started);
             let clean = matches!(status, WaitStatus::Exited(_, 0));
-            if self.state == State::Stopping {
+            let start_failed = matches!(status, WaitStatus::Exited(_, WORKER_START_FAILED)) && !slot.respawned;
+            if start_failed && self.state == State::Running {
+                error!("worker {} (pid {pid}) could not start (see above): stopping", i + 1);
+                self.failed = true;
+                self.stop(Sig::SIGTERM);
+            } else if self.state == State::Stopping {
                 info!("worker {} (pid {pid}) has stopped", i + 1);
             } else if clean {
                 info!("worker {} (pid {pid}) stopped by itself; not replaced", i + 1);

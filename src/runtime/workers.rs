@@ -17,6 +17,8 @@
 //! sum is the configured cap exactly. The cost: a worker at its share refuses (429)
 //! while another may still have room; SO_REUSEPORT spreads clients evenly on average,
 //! so this bites only near the cap. The conf loader refuses a cap below N.
+//! `server.max-connections`, when set, is split the same way; unset, each worker takes
+//! what its own descriptor limit allows.
 
 use std::sync::Arc;
 
@@ -69,6 +71,16 @@ pub fn apply_shares(config: &mut Config, index: usize, workers: usize) {
     }
 }
 
+/// `server.max-connections` as worker `index` of `workers` holds it: a configured limit
+/// is the daemon's, split like the program caps; unset (`None`), each worker takes what
+/// its own descriptor limit allows (pure).
+pub fn share_max_connections(configured: Option<u32>, index: usize, workers: usize) -> Option<u32> {
+    if workers <= 1 {
+        return configured;
+    }
+    configured.map(|n| share(n, workers as u32, index as u32).count.max(1))
+}
+
 /// A worker's place: which one it is, of how many, and the board its figures go to.
 #[derive(Clone)]
 pub struct Seat {
@@ -110,6 +122,11 @@ mod tests {
         }
         assert_eq!(share(5, 2, 0), Share { count: 3, offset: 0 });
         assert_eq!(share(5, 2, 1), Share { count: 2, offset: 3 });
+        assert_eq!(share_max_connections(Some(1001), 0, 2), Some(501));
+        assert_eq!(share_max_connections(Some(1001), 1, 2), Some(500));
+        assert_eq!(share_max_connections(Some(1), 1, 2), Some(1), "never 0: the loop needs room for one");
+        assert_eq!(share_max_connections(None, 1, 2), None);
+        assert_eq!(share_max_connections(Some(7), 0, 1), Some(7));
     }
 
     #[test]
