@@ -337,3 +337,19 @@ fn a_worker_stopped_on_its_own_socket_is_not_replaced_and_leaves_the_shared_unix
     assert!(!unix.exists(), "the supervisor removes the socket file at the end");
     assert!(!ctl.exists() && !std::path::Path::new(&first).exists(), "and the control sockets");
 }
+
+#[test]
+fn a_worker_that_cannot_start_stops_the_daemon() {
+    let dir = TempDir::new("wfail");
+    let text = format!(
+        "server.bind = \"127.0.0.1\"\nserver.port = 0\nserver.max-worker = 2\n\
+         wstunnel.server = ( \"/app\" => (( \"bin-path\" => \"{}\", \"socket\" => \"{}\", \"min-procs\" => 2, \"max-procs\" => 2 )) )\n",
+        dir.join("missing-program").display(),
+        dir.join("app.sock").display()
+    );
+    let mut d = Daemon::start(&text);
+    let status = d.wait_exit(T).expect("the daemon stops instead of respawning forever");
+    assert_eq!(status.code(), Some(1), "{}", d.logs());
+    assert!(d.logs().contains("could not start (see above): stopping"), "{}", d.logs());
+    assert!(!d.logs().contains("a new one in"), "no respawn loop: {}", d.logs());
+}
