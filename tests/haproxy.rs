@@ -203,10 +203,15 @@ fn a_draining_instance_gets_no_new_clients_and_an_upgraded_one_loses_none() {
     let draining = pids[1];
     ds[1].signal(libc::SIGINT);
     assert!(wait_until(T, || http_status(ds[1].port(), "/healthz").contains(" 503")), "/healthz answers 503 while draining");
-    for i in 0..20 {
-        let (mut ws, pid) = open(h.front).unwrap_or_else(|e| panic!("new client {i} while one instance drains: {e}\n{}", h.log()));
+    // New clients at once, concurrently: those HAProxy still sends to the draining
+    // instance before its check fails get 503 there and are retried elsewhere
+    // (retry-on 503 in haproxy.cfg).
+    let front = h.front;
+    let arrivals: Vec<_> = (0..20).map(|_| std::thread::spawn(move || open(front))).collect();
+    for (i, a) in arrivals.into_iter().enumerate() {
+        let (mut ws, pid) = a.join().unwrap().unwrap_or_else(|e| panic!("new client {i} while one instance drains: {e}\n{}", h.log()));
         assert_ne!(pid, draining, "new client {i} sent to the draining instance");
-        assert!(echo(&mut ws, 500, i));
+        assert!(echo(&mut ws, 500, i as u64));
         tunnels.push((ws, pid));
     }
     for (i, (ws, pid)) in tunnels.iter_mut().enumerate() {
@@ -226,7 +231,6 @@ fn a_draining_instance_gets_no_new_clients_and_an_upgraded_one_loses_none() {
     // Upgrade instance 3 while clients keep coming and its tunnels keep talking.
     let old = pids[2];
     let sock = dir.join("3.sock").display().to_string();
-    let front = h.front;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let flag = stop.clone();
     let arrivals = std::thread::spawn(move || {
