@@ -301,7 +301,7 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         if let Some(note) = conn_limit.note() {
             log::info!("{note} (each worker)");
         }
-        let start = WorkersStart { workers, control, control_path, idle, conf_path: restart.ok().map(|p| p.conf), spec_names, configured_conns };
+        let start = WorkersStart { workers, control, control_path, idle, conf_path: restart.ok().map(|p| p.conf), spec_names, configured_conns, inherited };
         return supervise(config, listeners, start, &target, startup, pid_file);
     }
     if let Err(reason) = drop_privileges(&target, &mut pid_file) {
@@ -336,6 +336,8 @@ struct WorkersStart {
     spec_names: Vec<String>,
     /// `server.max-connections` when the conf sets it (split between the workers).
     configured_conns: Option<u32>,
+    /// An upgrade from a single process is told "ready" once the workers are forked.
+    inherited: Inherited,
 }
 
 /// `server.max-worker` above 1 (`runtime/supervisor.rs`): as root, the further listener
@@ -350,7 +352,7 @@ fn supervise(
     mut pid_file: Option<PidFile>,
 ) -> i32 {
     use crate::runtime::supervisor::{worker_control_path, Supervisor, WorkerStart};
-    let WorkersStart { workers, control, control_path, idle, conf_path, spec_names, configured_conns } = start;
+    let WorkersStart { workers, control, control_path, idle, conf_path, spec_names, configured_conns, mut inherited } = start;
     let sets = match crate::runtime::workers::listener_sets(listeners, workers, config.server.listen_backlog) {
         Ok(s) => s,
         Err(e) => return fail(&mut startup, &[], pid_file, format!("worker listeners: {e}")),
@@ -417,6 +419,7 @@ fn supervise(
         log::error!("no worker could be started");
         EXIT_RUNTIME
     } else {
+        inherited.notify_ready();
         match sup.run() {
             Ok(()) if sup.failed() => EXIT_RUNTIME,
             Ok(()) => EXIT_OK,

@@ -299,6 +299,10 @@ impl Server {
     /// This process is a worker (`server.max-worker`): it publishes its figures to the
     /// board and its pages show every worker's.
     pub fn set_seat(&mut self, seat: crate::runtime::workers::Seat) {
+        // Connection ids interleave (worker 1 of 2: c1, c3, ...; worker 2: c2, c4, ...), so
+        // the log lines of the workers, which share the logs, never name two connections
+        // alike.
+        self.next_id = seat.index as u64 + 1;
         self.seat = Some(seat);
         self.publish(Instant::now());
     }
@@ -735,7 +739,7 @@ impl Server {
 
     fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant) {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id += self.seat.as_ref().map_or(1, |s| s.count as u64);
         let Some(stream) = self.tls.wrap(listener, id, stream) else { return };
         let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
