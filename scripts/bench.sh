@@ -3,7 +3,7 @@
 # backend, driven by the same load generator (examples/wsload/).
 #
 # Usage: scripts/bench.sh [--quick] [--rounds N] [--secs S] [--idle-conns N]
-#                         [--no-lighttpd] [--no-build] [--boost] [--balance]
+#                         [--no-lighttpd] [--no-build] [--boost] [--balance] [--workers]
 #
 # --boost runs every benchmark process at nice -10 (and its session's autogroup too; root
 # only), so other load on a shared machine disturbs the measurement less; both daemons
@@ -27,6 +27,7 @@
 # (scripts/bench-fairness.sh), and wss:// against lighttpd with mod_openssl
 # (scripts/bench-tls.sh). WSTUND_BENCH_MODES=0, WSTUND_BENCH_POOL=0,
 # WSTUND_BENCH_STDIO=0, WSTUND_BENCH_FAIRNESS=0 and WSTUND_BENCH_TLS=0 skip them.
+# --workers runs only scripts/bench-workers.sh: server.max-worker 1 against 2.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -40,22 +41,31 @@ QUICK=0
 BOOST=0
 WITH_BALANCE=0
 
-usage() { sed -n '2,28p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+WORKERS_ARGS=()
 
 while [ $# -gt 0 ]; do
     case "$1" in
-        --quick) QUICK=1; ROUNDS=1; SECS=2; IDLE_CONNS=1000; IDLE_SETTLE=1 ;;
-        --rounds) ROUNDS=$2; shift ;;
-        --secs) SECS=$2; shift ;;
+        --quick) QUICK=1; ROUNDS=1; SECS=2; IDLE_CONNS=1000; IDLE_SETTLE=1; WORKERS_ARGS+=(--quick) ;;
+        --workers) WORKERS_ARGS+=(--only) ;;
+        --rounds) ROUNDS=$2; WORKERS_ARGS+=(--rounds "$2"); shift ;;
+        --secs) SECS=$2; WORKERS_ARGS+=(--secs "$2"); shift ;;
         --idle-conns) IDLE_CONNS=$2; shift ;;
         --no-lighttpd) USE_LIGHTTPD=0 ;;
-        --no-build) BUILD=0 ;;
+        --no-build) BUILD=0; WORKERS_ARGS+=(--no-build) ;;
         --boost) BOOST=1 ;;
         --balance) WITH_BALANCE=1 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "bench.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
     shift
+done
+for a in "${WORKERS_ARGS[@]}"; do
+    if [ "$a" = --only ]; then
+        args=()
+        for b in "${WORKERS_ARGS[@]}"; do [ "$b" = --only ] || args+=("$b"); done
+        exec "$ROOT/scripts/bench-workers.sh" "${args[@]}"
+    fi
 done
 
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/wstund-bench.XXXXXX")

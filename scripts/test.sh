@@ -108,6 +108,21 @@ if is_root && { ! command -v nginx >/dev/null 2>&1 || [ ! -x /bin/busybox ]; }; 
     fi
 fi
 
+# --- haproxy (tests/haproxy.rs: the examples/haproxy scale-out recipe) ------------------
+# Started by the test itself in the foreground; the package's service must not run.
+if is_root && ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d.wstund
+    [ -e /usr/sbin/policy-rc.d ] || { mv /usr/sbin/policy-rc.d.wstund /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_hap=1; }
+    rm -f /usr/sbin/policy-rc.d.wstund
+    apt_install haproxy || say "haproxy not installed: tests/haproxy.rs will fail"
+    [ "${made_hap:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now haproxy >/dev/null 2>&1 || true
+    elif [ -x /etc/init.d/haproxy ]; then
+        /etc/init.d/haproxy stop >/dev/null 2>&1 || true
+    fi
+fi
+
 # --- openssl CLI (tests/tls.rs makes its CA and certificates with it) -------------------
 if ! command -v openssl >/dev/null 2>&1; then
     apt_install openssl || say "openssl not installed: tests/tls.rs will fail"

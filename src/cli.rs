@@ -65,6 +65,7 @@ fn build_info() -> String {
         "+ permessage-deflate (RFC 7692)",
         "+ spawned backend pools and per-connection stdio programs",
         "+ live reload (SIGUSR1, control socket), upgrade with the listening sockets handed over, and socket activation (LISTEN_FDS)",
+        "+ server.max-worker: a supervisor and N worker processes on SO_REUSEPORT listeners",
         "- TLS (terminate it in front of wstund)",
     ] {
         out.push_str(&format!("\t{f}\n"));
@@ -252,7 +253,9 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     // $SERVER["socket"] conditions compare against the configured spelling.
     let spec_names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
     let one_shot_mode = matches!(mode, Mode::OneShot);
-    let (listeners, one_shot) = match open_listeners(&mode, &mut inherited, &specs, config.server.listen_backlog, access) {
+    // `-1` serves one connection: one process.
+    let workers = if one_shot_mode { 1 } else { config.server.max_worker.max(1) as usize };
+    let (listeners, one_shot) = match open_listeners(&mode, &mut inherited, &specs, config.server.listen_backlog, access, workers > 1) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("wstund: {e}");
@@ -287,6 +290,20 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         Some(Ok(c)) => Some(c),
         None => None,
     };
+    if workers > 1 {
+        let Mode::Serve { idle, restart } = mode else { return EXIT_RUNTIME };
+        // A configured server.max-connections is the daemon's (split between the
+        // workers); one derived from the descriptor limit is each process's.
+        let configured_conns = match conn_limit {
+            limits::ConnLimit::FromFds { .. } => None,
+            _ => config.server.max_connections,
+        };
+        if let Some(note) = conn_limit.note() {
+            log::info!("{note} (each worker)");
+        }
+        let start = WorkersStart { workers, control, control_path, idle, conf_path: restart.ok().map(|p| p.conf), spec_names, configured_conns, inherited };
+        return supervise(config, listeners, start, &target, startup, pid_file);
+    }
     if let Err(reason) = drop_privileges(&target, &mut pid_file) {
         return fail(&mut startup, &listeners, pid_file, reason);
     }
@@ -306,6 +323,117 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     crate::runtime::notify::ready();
     inherited.notify_ready();
     serve(server, pid_file)
+}
+
+/// What `run` hands the supervisor besides the conf and the listeners.
+struct WorkersStart {
+    workers: usize,
+    control: Option<crate::runtime::control::ControlSocket>,
+    control_path: Option<std::path::PathBuf>,
+    idle: Option<std::time::Duration>,
+    /// Where a worker's reload re-reads the conf (none: a one-line start).
+    conf_path: Option<std::path::PathBuf>,
+    spec_names: Vec<String>,
+    /// `server.max-connections` when the conf sets it (split between the workers).
+    configured_conns: Option<u32>,
+    /// An upgrade from a single process is told "ready" once the workers are forked.
+    inherited: Inherited,
+}
+
+/// `server.max-worker` above 1 (`runtime/supervisor.rs`): as root, the further listener
+/// sets and each worker's control socket; then the privilege drop and the pid; then the
+/// workers are forked and this process supervises them until they are gone.
+fn supervise(
+    config: conf::Config,
+    listeners: Vec<Listener>,
+    start: WorkersStart,
+    target: &privileges::Target,
+    mut startup: Startup,
+    mut pid_file: Option<PidFile>,
+) -> i32 {
+    use crate::runtime::supervisor::{worker_control_path, Supervisor, WorkerStart};
+    let WorkersStart { workers, control, control_path, idle, conf_path, spec_names, configured_conns, mut inherited } = start;
+    let sets = match crate::runtime::workers::listener_sets(listeners, workers, config.server.listen_backlog) {
+        Ok(s) => s,
+        Err(e) => return fail(&mut startup, &[], pid_file, format!("worker listeners: {e}")),
+    };
+    let mut worker_controls = Vec::with_capacity(workers);
+    for i in 0..workers {
+        let Some(base) = control_path.as_deref() else {
+            worker_controls.push(None);
+            continue;
+        };
+        let p = worker_control_path(base, i);
+        match crate::runtime::control::ControlSocket::bind(&p, target.owner().0, target.owner().1) {
+            Ok(c) => worker_controls.push(Some((c, p))),
+            Err(e) => return fail(&mut startup, &sets[0], pid_file, format!("cannot open the control socket {}: {e}", p.display())),
+        }
+    }
+    if let Err(reason) = drop_privileges(target, &mut pid_file) {
+        return fail(&mut startup, &sets[0], pid_file, reason);
+    }
+    let dropped_to = target.user.as_ref().map(|u| u.1.clone());
+    // The unix listeners' files, removed by the supervisor at the end (the sockets
+    // themselves go with the supervisor).
+    let unix_files: Vec<std::path::PathBuf> =
+        sets[0].iter().filter_map(|l| if let Listener::Unix { path, .. } = l { Some(path.clone()) } else { None }).collect();
+    let remove_files = || unix_files.iter().for_each(|p| drop(std::fs::remove_file(p)));
+    let run_worker = move |w: WorkerStart| -> i32 {
+        let mut config = config.clone();
+        crate::runtime::workers::apply_shares(&mut config, w.seat.index, w.seat.count);
+        if configured_conns.is_some() {
+            config.server.max_connections = crate::runtime::workers::share_max_connections(configured_conns, w.seat.index, w.seat.count);
+        }
+        let number = w.seat.index + 1;
+        let mut server = match start_server(config, w.listeners, spec_names.clone(), w.control) {
+            Ok(s) => s,
+            Err(reason) => {
+                log::error!("worker {number}: {reason}");
+                return crate::runtime::supervisor::WORKER_START_FAILED;
+            }
+        };
+        if let Some(d) = idle {
+            server.set_idle_limit(d);
+        }
+        if let Some(conf) = &conf_path {
+            server.set_reload_source(ReloadSource { conf: conf.clone(), dropped_to: dropped_to.clone() });
+        }
+        server.set_restart_plan(Err("upgrade is not available with server.max-worker above 1 yet".into()));
+        server.set_seat(w.seat);
+        log::info!("worker {number} ready (pid {})", std::process::id());
+        serve(server, None)
+    };
+    let mut sup = match Supervisor::new(sets, control, worker_controls, run_worker) {
+        Ok(s) => s,
+        Err(e) => {
+            remove_files();
+            return fail(&mut startup, &[], pid_file, format!("cannot start the supervisor: {e}"));
+        }
+    };
+    // Ready before the fork: the workers must not inherit the starter's pipe or the
+    // terminal. Clients that come first wait in the listeners' queues.
+    eprintln!("wstund: ready (pid {}; supervising {workers} workers)", std::process::id());
+    startup.ready();
+    crate::runtime::notify::ready();
+    let rc = if !sup.start() {
+        log::error!("no worker could be started");
+        EXIT_RUNTIME
+    } else {
+        inherited.notify_ready();
+        match sup.run() {
+            Ok(()) if sup.failed() => EXIT_RUNTIME,
+            Ok(()) => EXIT_OK,
+            Err(e) => {
+                log::error!("supervisor loop failed: {e}");
+                EXIT_RUNTIME
+            }
+        }
+    };
+    drop(sup);
+    remove_files();
+    crate::runtime::logging::finish();
+    remove_pid_file(pid_file);
+    rc
 }
 
 /// Signals, the loop, the control socket, the pools. On failure what was opened is
@@ -361,10 +489,11 @@ fn open_listeners(
     specs: &[conf::ListenSpec],
     backlog: u32,
     access: SocketAccess,
+    reuse_port: bool,
 ) -> Result<(Vec<Listener>, Option<crate::runtime::oneshot::OneShot>), String> {
     match mode {
         Mode::OneShot => crate::runtime::oneshot::from_stdin(specs).map(|c| (Vec::new(), Some(c))).map_err(|e| e.to_string()),
-        Mode::Serve { .. } => inherited.open(specs, backlog, access).map(|l| (l, None)).map_err(|e| e.to_string()),
+        Mode::Serve { .. } => inherited.open(specs, backlog, access, reuse_port).map(|l| (l, None)).map_err(|e| e.to_string()),
     }
 }
 

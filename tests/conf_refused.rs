@@ -1,6 +1,7 @@
 //! Security-weakening lighttpd directives and modules are configuration errors: the
 //! real binary's `-t` exits 2 and names the exact file:line:col, at top level, inside
-//! conditionals, through `+=`, variables and includes. `server.max-worker` above 1 too.
+//! conditionals, through `+=`, variables and includes. `server.max-worker` above a
+//! program's `max-procs` too (each worker owns a share).
 //! Other modules' directives stay one-line warnings; mod_access is implemented.
 mod common;
 
@@ -109,14 +110,21 @@ fn refusal_in_an_included_file_names_that_file() {
 }
 
 #[test]
-fn max_worker_above_one_is_an_error_zero_and_one_are_not() {
-    let (code, first, all, path) = check("server.port = 0\nserver.max-worker = 4\n");
-    assert!(first.starts_with(&format!("{path}:2:21: server.max-worker = 4: multi-process workers are not implemented yet")), "{all}");
+fn max_worker_above_a_program_cap_is_an_error_other_counts_are_not() {
+    let conf = "server.port = 0\nserver.max-worker = 4\n\
+                wstunnel.server = ( \"/p\" => (( \"bin-path\" => \"/bin/cat\", \"mode\" => \"stdio\", \"max-procs\" => 3 )) )\n";
+    let (code, first, all, path) = check(conf);
+    assert!(
+        first.starts_with(&format!("{path}:2:21: server.max-worker = 4: wstunnel.server \"/p\" bin-path \"/bin/cat\" has max-procs 3, fewer than the workers")),
+        "{all}"
+    );
     assert_eq!(code, Some(2));
-    for n in [0, 1] {
-        let (code, _, all, _) = check(&format!("server.port = 0\nserver.max-worker = {n}\n"));
+    for n in [0, 1, 2, 3] {
+        let (code, _, all, _) = check(&conf.replace("server.max-worker = 4", &format!("server.max-worker = {n}")));
         assert_eq!(code, Some(0), "max-worker = {n}: {all}");
     }
+    let (code, _, all, _) = check("server.port = 0\nserver.max-worker = 8\n");
+    assert_eq!(code, Some(0), "{all}");
 }
 
 #[test]

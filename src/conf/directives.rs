@@ -88,7 +88,7 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     MaxFds.max_fds = "server.max-fds" : "integer" [1, U31] [] default "(unset: keep the inherited limit)" unit None;
         "File descriptor limit (RLIMIT_NOFILE) to set at startup."
     MaxWorker.max_worker = "server.max-worker" : "integer" [0, 1024] [] default "0" unit None;
-        "Worker processes; only 0 and 1 (one process) are accepted until multi-process workers exist."
+        "Worker processes: 0 or 1 runs one process; N > 1 starts a supervisor and N workers on SO_REUSEPORT listeners, each with its share of every program cap (max-procs must be >= N)."
     ListenBacklog.listen_backlog = "server.listen-backlog" : "integer" [1, U31] [] default "1024" unit None;
         "listen(2) backlog of the listening sockets."
     Errorlog.errorlog = "server.errorlog" : "string (path)" [0, 0] [] default "(unset: standard error)" unit None;

@@ -548,7 +548,6 @@ impl Loader {
                 _ => {}
             }
         }
-        refuse_workers(&server, &global)?;
         check_accounts(&server, &global)?;
         let explicit = global.iter().any(|a| a.key == "server.graceful-shutdown-timeout");
         for a in global.iter().filter(|a| a.key == FEATURE_FLAGS) {
@@ -564,6 +563,7 @@ impl Loader {
         let listen = self.listeners(&server, &global, &blocks)?;
         let listen_tls = listen_tls(&listen, &tls, &blocks, &spans, server.port, &global)?;
         let config = Config { server, wstunnel: Arc::new(ws), blocks, listen, tls, listen_tls };
+        check_worker_shares(&config, &global)?;
         Ok(Loaded { config, warnings: std::mem::take(&mut self.warnings) })
     }
 
@@ -801,20 +801,36 @@ fn refuse_modules(v: &Val) -> Result<(), Diag> {
     Ok(())
 }
 
-/// `server.max-worker` above 1 asks for processes wstund does not start yet.
-fn refuse_workers(server: &ServerSettings, global: &[Assigned]) -> Result<(), Diag> {
-    if server.max_worker <= 1 {
+/// `server.max-worker` above 1: every worker owns its share of each program cap
+/// (`runtime/workers.rs` splits `max-procs`), so a cap below the number of workers would
+/// leave a worker that can never start the program. Said at the `server.max-worker`
+/// value, naming the backend.
+fn check_worker_shares(config: &Config, global: &[Assigned]) -> Result<(), Diag> {
+    let n = config.server.max_worker;
+    if n <= 1 {
         return Ok(());
     }
-    let at = global.iter().rev().find(|a| a.key == "server.max-worker").map(|a| a.val.span).unwrap_or_default();
-    Err(Diag::new(
-        at,
-        format!(
-            "server.max-worker = {}: multi-process workers are not implemented yet; set 0 (or 1) for one process, \
-             or run several wstund instances on different ports behind a load balancer",
-            server.max_worker
-        ),
-    ))
+    let settings = std::iter::once(&*config.wstunnel).chain(config.blocks.iter().map(|b| &*b.ws));
+    for ws in settings {
+        for route in &ws.servers.routes {
+            for b in route.backends.iter().filter(|b| b.bin_path.is_some()) {
+                let cap = b.effective_max_procs();
+                if cap < n {
+                    let at = global.iter().rev().find(|a| a.key == "server.max-worker").map(|a| a.val.span).unwrap_or_default();
+                    return Err(Diag::new(
+                        at,
+                        format!(
+                            "server.max-worker = {n}: wstunnel.server \"{}\" bin-path {:?} has max-procs {cap}, fewer than the workers; \
+                             each worker owns a share of max-procs, so set max-procs to {n} or more (or use fewer workers)",
+                            route.key,
+                            b.bin_path.as_deref().unwrap_or_default()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 fn ignored_msg(key: &str, module: &str) -> String {

@@ -477,6 +477,9 @@ pub struct BackendSpec {
     /// `"token-file"`: the address is looked up per request (websockify's TokenFile);
     /// `addr` is then `BackendAddr::None` until the lookup fills it in.
     pub token: Option<TokenSpec>,
+    /// Not a directive: under `server.max-worker`, the first pool slot this worker owns
+    /// (`runtime/workers.rs`), so workers bind different `socket-N` / `port+N`.
+    pub slot_offset: u32,
 }
 
 /// Where a token-routed backend finds the request's token and the file to look it up in.
@@ -533,6 +536,7 @@ impl BackendSpec {
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             tls: None,
             token: None,
+            slot_offset: 0,
         }
     }
 

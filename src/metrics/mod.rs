@@ -10,11 +10,14 @@
 //!   `wstund.metrics-url` page.
 //! * [`status`]: the mod_status pages (HTML, `?json`, `?auto`, statistics) from the
 //!   same samples, grouped by route, backend host and pool.
+//! * [`board`]: under `server.max-worker`, every worker's samples in shared memory and
+//!   their sum, which the pages render in place of one process's sources.
 //!
 //! Counters that drive decisions (a host's load for balancing, a pool process's load)
 //! stay in the struct that decides with them; they are *exposed* through [`Source`],
 //! never counted twice.
 
+pub mod board;
 pub mod family;
 pub mod prometheus;
 pub mod status;

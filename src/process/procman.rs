@@ -57,6 +57,14 @@ struct PoolRt {
     retire_by: Option<Option<Instant>>,
 }
 
+impl PoolRt {
+    /// The address slot of this pool's process `i`: under `server.max-worker` each
+    /// worker owns the slots from its `slot_offset` on.
+    fn slot(&self, i: usize) -> usize {
+        self.spec.slot_offset as usize + i
+    }
+}
+
 /// A pool process's stdout+stderr, logged line by line (rate-limited per process).
 struct OutPipe {
     rx: Receiver,
@@ -217,14 +225,14 @@ impl ProcMan {
         let p = self.pools.get(pool)?;
         let i = p.pool.least_loaded()?;
         let r = ProcRef { pool, proc: i, gen: p.pool.procs[i].gen };
-        spawn::slot_address(&p.base, i).ok().map(|t| (r, t))
+        spawn::slot_address(&p.base, p.slot(i)).ok().map(|t| (r, t))
     }
 
     /// Assigns a connection to the least-loaded running process of `pool`.
     pub fn acquire(&mut self, pool: usize, now: Instant) -> Option<(ProcRef, Address)> {
         let p = self.pools.get_mut(pool)?;
         let r = p.pool.acquire(now)?;
-        match spawn::slot_address(&p.base, r.proc) {
+        match spawn::slot_address(&p.base, p.slot(r.proc)) {
             Ok(t) => Some((r, t)),
             Err(_) => {
                 p.pool.release(r, now);
@@ -288,7 +296,7 @@ impl ProcMan {
     fn spawn_slot(&mut self, pool: usize, proc: usize, reg: &Registry) -> Spawned {
         let p = &mut self.pools[pool];
         let name = p.pool.name.clone();
-        let target = match spawn::slot_address(&p.base, proc) {
+        let target = match spawn::slot_address(&p.base, p.slot(proc)) {
             Ok(t) => t,
             Err(e) => {
                 self.start_failed(format!("{name} proc {proc}: {e}"));

@@ -90,7 +90,8 @@ impl Inherited {
 
     /// The listener for each spec: an inherited socket on that address, else a new
     /// bind. Inherited sockets the conf no longer names are closed (and said so).
-    pub fn open(&mut self, specs: &[ListenSpec], backlog: u32, access: SocketAccess) -> Result<Vec<Listener>, BindError> {
+    /// `reuse_port`: new TCP sockets get SO_REUSEPORT (`server.max-worker` above 1).
+    pub fn open(&mut self, specs: &[ListenSpec], backlog: u32, access: SocketAccess, reuse_port: bool) -> Result<Vec<Listener>, BindError> {
         let locals: Vec<Option<ListenSpec>> = self.listeners.iter().map(Listener::local).collect();
         let pairs = pair_specs(specs, &locals);
         let mut taken: Vec<Option<Listener>> = std::mem::take(&mut self.listeners).into_iter().map(Some).collect();
@@ -105,7 +106,7 @@ impl Inherited {
                 continue;
             }
             let bound = match spec {
-                ListenSpec::Tcp(sa) => Listener::bind_tcp(*sa, backlog),
+                ListenSpec::Tcp(sa) => Listener::bind_tcp_with(*sa, backlog, reuse_port),
                 ListenSpec::Unix(p) => Listener::bind_unix(p, backlog, access),
             };
             match bound {

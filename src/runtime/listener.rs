@@ -60,11 +60,22 @@ impl Listener {
     /// which saves a setsockopt per connection (a route with `wstunnel.tcp-nodelay`
     /// disabled turns it off on its own sockets).
     pub fn bind_tcp(addr: SocketAddr, backlog: u32) -> Result<Listener, BindError> {
+        Listener::bind_tcp_with(addr, backlog, false)
+    }
+
+    /// `reuse_port`: SO_REUSEPORT, so each worker (`server.max-worker`) binds its own
+    /// socket on the address and the kernel spreads new connections between them. Only
+    /// then: on a single socket it would let another process of the same user bind the
+    /// port too, and a second start would not be told the port is in use.
+    pub fn bind_tcp_with(addr: SocketAddr, backlog: u32, reuse_port: bool) -> Result<Listener, BindError> {
         let be = |err: io::Error| BindError { addr: addr.to_string(), err };
         let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
         let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC, None)
             .map_err(|e| be(e.into()))?;
         socket::setsockopt(&fd, sockopt::ReuseAddr, &true).map_err(|e| be(e.into()))?;
+        if reuse_port {
+            socket::setsockopt(&fd, sockopt::ReusePort, &true).map_err(|e| be(e.into()))?;
+        }
         if addr.is_ipv6() {
             // "[::]:80" should not also grab IPv4, so an explicit IPv4 listener can coexist.
             socket::setsockopt(&fd, sockopt::Ipv6V6Only, &true).map_err(|e| be(e.into()))?;
@@ -133,6 +144,34 @@ impl Listener {
         let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
         let name = std_l.local_addr()?.to_string();
         Ok(Listener::Tcp { sock: mio::net::TcpListener::from_std(std_l), name })
+    }
+
+    /// Another set of workers' socket for the same listener: a new SO_REUSEPORT socket
+    /// when this one is one (the kernel balances between them), else the same socket
+    /// shared (a unix socket, a socket systemd passed): every worker accepts from it.
+    pub fn sibling(&self, backlog: u32) -> Result<Listener, BindError> {
+        let be = |err: io::Error| BindError { addr: self.name().to_string(), err };
+        match self {
+            Listener::Tcp { sock, name } => {
+                let reuse = socket::getsockopt(sock, sockopt::ReusePort).unwrap_or(false);
+                if reuse {
+                    let addr = sock.local_addr().map_err(be)?;
+                    return Listener::bind_tcp_with(addr, backlog, true);
+                }
+                let fd = nix::unistd::dup(sock).map_err(|e| be(e.into()))?;
+                // SAFETY: a duplicate of our listening TCP socket, owned from here.
+                let std_l = unsafe { std::net::TcpListener::from_raw_fd(fd.into_raw_fd()) };
+                let _ = nix::fcntl::fcntl(&std_l, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+                Ok(Listener::Tcp { sock: mio::net::TcpListener::from_std(std_l), name: name.clone() })
+            }
+            Listener::Unix { sock, path, name } => {
+                let fd = nix::unistd::dup(sock).map_err(|e| be(e.into()))?;
+                // SAFETY: a duplicate of our listening unix socket, owned from here.
+                let std_l = unsafe { std::os::unix::net::UnixListener::from_raw_fd(fd.into_raw_fd()) };
+                let _ = nix::fcntl::fcntl(&std_l, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC));
+                Ok(Listener::Unix { sock: mio::net::UnixListener::from_std(std_l), path: path.clone(), name: name.clone() })
+            }
+        }
     }
 
     /// The socket's descriptor, to pass it on to a restarted wstund.

@@ -17,6 +17,8 @@
 //! - `tls`: each listener's rustls configuration (`ssl.*`); clients wrapped at accept.
 //! - `pidfile`: `server.pid-file` with O_EXCL, stale ones replaced, removed at exit.
 //! - `notify`: sd_notify to systemd: READY, RELOADING, STOPPING, STATUS, WATCHDOG.
+//! - `workers`: `server.max-worker`: each worker's listener set and share of the caps.
+//! - `supervisor`: the process that forks, watches and signals the workers.
 
 pub mod control;
 pub mod daemon;
@@ -31,4 +33,6 @@ pub mod privileges;
 pub mod reload;
 pub mod server;
 pub mod signals;
+pub mod supervisor;
 pub mod tls;
+pub mod workers;

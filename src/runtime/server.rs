@@ -58,7 +58,8 @@ use crate::backend::probe::Checker;
 use crate::process::procman::{Exit, ProcMan};
 use crate::process::ratelimit::Repeats;
 use crate::runtime::signals::{Signal, Signals};
-use crate::metrics::{self, Family, Kind, Sink, TunnelMetrics};
+use crate::metrics::board::{Dump, Merged, WorkerFacts};
+use crate::metrics::{self, Family, Kind, Sink, Source as _, TunnelMetrics};
 use crate::token::{self, Endpoint, Source};
 
 const TICK: Duration = Duration::from_secs(1);
@@ -220,6 +221,8 @@ pub struct Server {
     /// for the status page's 5-second averages.
     rates: VecDeque<(u64, u64)>,
     started: Instant,
+    /// Under `server.max-worker`: which worker this is; its figures go to the board.
+    seat: Option<crate::runtime::workers::Seat>,
 }
 
 impl Server {
@@ -292,7 +295,19 @@ impl Server {
             last_render: Duration::ZERO,
             rates: VecDeque::with_capacity(RATE_TICKS + 1),
             started: now,
+            seat: None,
         })
+    }
+
+    /// This process is a worker (`server.max-worker`): it publishes its figures to the
+    /// board and its pages show every worker's.
+    pub fn set_seat(&mut self, seat: crate::runtime::workers::Seat) {
+        // Connection ids interleave (worker 1 of 2: c1, c3, ...; worker 2: c2, c4, ...), so
+        // the log lines of the workers, which share the logs, never name two connections
+        // alike.
+        self.next_id = seat.index as u64 + 1;
+        self.seat = Some(seat);
+        self.publish(Instant::now());
     }
 
     /// `-i SECS`: stop gracefully after `limit` without client activity.
@@ -553,12 +568,28 @@ impl Server {
     /// Every sample, grouped for the status pages, and what the server knows besides.
     fn status_snapshot(&self, now: Instant) -> (status::Snapshot, status::Facts) {
         let mut snapshot = status::Snapshot::default();
-        let (phases, bytes) = self.census();
+        let (mut facts, phases) = self.facts(now);
+        if let Some(merged) = self.merged(now) {
+            merged.expose(&mut snapshot);
+            facts.idle_slots = merged.facts.idle_slots;
+            facts.requests_avg5 = merged.facts.requests_avg5;
+            facts.traffic_avg5 = merged.facts.traffic_avg5;
+            facts.scoreboard = merged.facts.scoreboard.clone();
+            return (snapshot, facts);
+        }
+        let (_, bytes) = self.census();
         let gauges = self.loop_gauges(phases);
         let tunnels = metrics::LiveTunnels { metrics: &self.tunnels, bytes };
         for s in [&gauges as &dyn metrics::Source, &tunnels, &self.hosts, &self.procs, &self.drains] {
             s.expose(&mut snapshot);
         }
+        (snapshot, facts)
+    }
+
+    /// What the status pages show besides the samples (this process's), and the phase
+    /// counts.
+    fn facts(&self, now: Instant) -> (status::Facts, [u64; 5]) {
+        let (phases, _) = self.census();
         let mut scoreboard = String::with_capacity(self.conns.len());
         for (_, c) in self.conns.iter() {
             scoreboard.push(status::PHASE_CHARS.get(c.phase.index()).map_or('_', |(_, ch)| *ch));
@@ -579,7 +610,7 @@ impl Server {
             traffic_avg5,
             scoreboard,
         };
-        (snapshot, facts)
+        (facts, phases)
     }
 
     /// The name and version the pages show: `server.tag`, or wstund's own when empty.
@@ -712,7 +743,7 @@ impl Server {
 
     fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant) {
         let id = self.next_id;
-        self.next_id += 1;
+        self.next_id += self.seat.as_ref().map_or(1, |s| s.count as u64);
         let stream = self.tls.wrap(listener, id, stream);
         let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
@@ -767,6 +798,7 @@ impl Server {
         crate::runtime::logging::tick(now);
         self.tls.tick(now);
         notify::watchdog();
+        self.publish(now);
         if self.state == RunState::Running {
             let (up, hosts) = self.hosts.up_count(now);
             notify::status(&format!("{} tunnels open, {up}/{hosts} backends up", self.tunnels.open_total()));
@@ -900,6 +932,9 @@ impl Server {
         let parse_took = t0.elapsed();
         let mut config = loaded.config;
         let kept = reload::keep_start_settings(&self.config.server, &mut config.server);
+        if let Some(seat) = &self.seat {
+            config.server.max_connections = crate::runtime::workers::share_max_connections(config.server.max_connections, seat.index, seat.count);
+        }
         let per_tunnel = crate::runtime::limits::fds_per_tunnel(&config);
         let limit = crate::runtime::limits::conn_limit(config.server.max_connections, reload::fd_soft_limit(), per_tunnel);
         config.server.max_connections = Some(limit.value());
@@ -909,6 +944,15 @@ impl Server {
         let specs = config.listeners();
         let open: Vec<Option<crate::conf::ListenSpec>> = self.listeners.iter().map(|l| l.as_ref().and_then(Listener::local)).collect();
         let pairs = crate::runtime::handover::pair_specs(&specs, &open);
+        if let Some(seat) = &self.seat {
+            // The supervisor bound every worker's sockets as root; a worker cannot.
+            if pairs.iter().any(Option::is_none) || pairs.len() != self.listeners.iter().flatten().count() {
+                return Err("the listeners (server.bind, server.port, $SERVER[\"socket\"]) cannot change by a reload \
+                            under server.max-worker; restart wstund to change them"
+                    .into());
+            }
+            crate::runtime::workers::apply_shares(&mut config, seat.index, seat.count);
+        }
         let access = self.socket_access(&config)?;
         // Each spec's listener index after the swap: kept ones keep theirs, fresh ones
         // are appended in order. TLS settings (certificates read now) follow them.
@@ -1144,8 +1188,9 @@ impl Server {
         let hosts: Vec<String> = self.hosts.status_lines(now).iter().map(|l| control::json_str(l)).collect();
         let pools: Vec<String> = self.procs.status_lines().iter().map(|l| control::json_str(l)).collect();
         format!(
-            "{{\"pid\": {}, \"state\": \"{state}\", \"config\": {}, \"connections\": {}, \"tunnels_open\": {}, \"max_connections\": {}, \"listeners\": [{}], \"reloads\": {}, \"longest_reload_us\": {}, \"longest_reload_iteration_us\": {}, \"longest_turn_us\": {}, \"backends\": [{}], \"processes\": [{}]}}",
+            "{{\"pid\": {},{} \"state\": \"{state}\", \"config\": {}, \"connections\": {}, \"tunnels_open\": {}, \"max_connections\": {}, \"listeners\": [{}], \"reloads\": {}, \"longest_reload_us\": {}, \"longest_reload_iteration_us\": {}, \"longest_turn_us\": {}, \"backends\": [{}], \"processes\": [{}]}}",
             std::process::id(),
+            self.seat.as_ref().map_or(String::new(), |s| format!(" \"worker\": {},", s.index + 1)),
             control::json_str(&self.reload_source.as_ref().map(|s| s.conf.display().to_string()).unwrap_or_default()),
             self.conns.len(),
             self.tunnels.open_total(),
@@ -1224,9 +1269,14 @@ impl Server {
     }
 
     fn stop_listening(&mut self) {
+        // A worker's unix listener is shared with the other workers: its file is the
+        // supervisor's to remove.
+        let owns_files = self.seat.is_none();
         for l in self.listeners.iter_mut().flatten() {
             l.deregister(self.poll.registry());
-            l.cleanup();
+            if owns_files {
+                l.cleanup();
+            }
         }
         self.listeners.clear();
     }
@@ -1277,10 +1327,52 @@ impl Server {
     /// Every counter and gauge, in the Prometheus text format: the one reading of the
     /// metrics seam (`metrics/`) that the status dump and any HTTP view share.
     pub fn metrics_text(&self) -> String {
+        if let Some(merged) = self.merged(Instant::now()) {
+            return metrics::prometheus::render(&[&merged]);
+        }
         let (phases, bytes) = self.census();
         let gauges = self.loop_gauges(phases);
         let tunnels = metrics::LiveTunnels { metrics: &self.tunnels, bytes };
         metrics::prometheus::render(&[&gauges, &tunnels, &self.hosts, &self.procs, &self.drains])
+    }
+
+    /// This worker's samples and facts as a board dump (`metrics/board.rs`).
+    fn dump(&self, now: Instant) -> String {
+        let (phases, bytes) = self.census();
+        let gauges = self.loop_gauges(phases);
+        let tunnels = metrics::LiveTunnels { metrics: &self.tunnels, bytes };
+        let mut d = Dump::default();
+        for s in [&gauges as &dyn metrics::Source, &tunnels, &self.hosts, &self.procs, &self.drains] {
+            s.expose(&mut d);
+        }
+        let (facts, _) = self.facts(now);
+        d.facts(&WorkerFacts {
+            idle_slots: facts.idle_slots,
+            requests_avg5: facts.requests_avg5,
+            traffic_avg5: facts.traffic_avg5,
+            scoreboard: facts.scoreboard,
+        });
+        d.out
+    }
+
+    /// A worker's figures to the board (on the tick, at start).
+    fn publish(&self, now: Instant) {
+        if let Some(seat) = &self.seat {
+            seat.board.publish(seat.index, std::process::id(), self.dump(now).as_bytes());
+        }
+    }
+
+    /// Under `server.max-worker`: every worker's figures summed, this one's live.
+    fn merged(&self, now: Instant) -> Option<Merged> {
+        let seat = self.seat.as_ref()?;
+        let mut m = Merged::default();
+        m.add(seat.index, std::process::id(), &self.dump(now));
+        for i in (0..seat.board.slots()).filter(|i| *i != seat.index) {
+            if let Some((pid, text)) = seat.board.read(i) {
+                m.add(i, pid, &text);
+            }
+        }
+        Some(m)
     }
 
     /// One pass over the connections: how many are in each phase, and the bytes open
@@ -1378,7 +1470,7 @@ impl metrics::Source for LoopGauges {
 impl Drop for Server {
     fn drop(&mut self) {
         self.finish_children();
-        for l in self.listeners.iter().flatten() {
+        for l in self.listeners.iter().flatten().filter(|_| self.seat.is_none()) {
             l.cleanup();
         }
     }
