@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::{bystander_conf, reliability, Bystanders, BYSTANDERS};
+use common::faults::{assert_settled, bystander_conf, reliability, Bystanders, BYSTANDERS};
 use common::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -27,6 +27,7 @@ fn client_that_never_reads_stalls_only_its_backend_and_is_dropped_at_max_write_i
     let flood = Backend::tcp(flood_handler());
     let conf = bystander_conf(&echo).route("/f/", &[flood.entry()]).set("server.max-write-idle", "3");
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let rss0 = d.rss_kb();
     let c = RawClient::connect(d.port());
@@ -61,11 +62,12 @@ fn client_that_never_reads_stalls_only_its_backend_and_is_dropped_at_max_write_i
     assert!(flood.wait_finished(1, T), "the flooding backend's connection was closed");
     drop(c);
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "client never reads",
         "its backend is stalled by TCP backpressure (the daemon stops reading it), memory stays bounded; after server.max-write-idle the client is dropped without a Close (it would not read one), logged, close=1006 closed_by=server, and the backend connection is closed",
         &format!(
-            "backend_bytes_before_stall={stalled_at} rss_growth_kb={grew_kb} drop_after_stall_ms={} bystander_bytes={bytes} longest_round_ms={}",
+            "backend_bytes_before_stall={stalled_at} rss_growth_kb={grew_kb} drop_after_stall_ms={} bystander_bytes={bytes} {settled} longest_round_ms={}",
             waited.as_millis(),
             longest.as_millis()
         ),
@@ -113,6 +115,7 @@ fn client_that_vanishes_without_a_fin_is_found_by_the_ping_timeout() {
         .set("wstunnel.ping-interval", "1")
         .set("wstunnel.ping-timeout", "2");
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let mut c = RawClient::handshake(d.port(), "/f/");
     c.send_frame(OP_BINARY, b"hello");
@@ -131,10 +134,11 @@ fn client_that_vanishes_without_a_fin_is_found_by_the_ping_timeout() {
     drop(blackout);
     drop(c);
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "client vanishes without FIN (half-open, packets dropped)",
         "with wstunnel.ping-interval and ping-timeout set, the missing pong ends the tunnel (Close 1001 sent into the void, logged 'no pong within Ns', closed_by=server) and the backend gets its EOF; with ping-interval 0 the idle ping at half of server.max-read-idle does the same",
-        &format!("found_after_ms={} bystander_bytes={bytes} longest_round_ms={}", found_after.as_millis(), longest.as_millis()),
+        &format!("found_after_ms={} bystander_bytes={bytes} {settled} longest_round_ms={}", found_after.as_millis(), longest.as_millis()),
         "tests/faults_client.rs::client_that_vanishes_without_a_fin_is_found_by_the_ping_timeout",
     );
 }
@@ -144,6 +148,7 @@ fn slowloris_in_the_handshake_gets_408_at_the_open_handshake_timeout() {
     let echo = Backend::echo();
     let conf = bystander_conf(&echo).set("wstunnel.open-handshake-timeout", "1500");
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let mut slow: Vec<(RawClient, Vec<u8>)> = (0..8).map(|_| (RawClient::connect(d.port()), UpgradeRequest::new("/by/").bytes())).collect();
     let t0 = Instant::now();
@@ -163,10 +168,11 @@ fn slowloris_in_the_handshake_gets_408_at_the_open_handshake_timeout() {
     let took = t0.elapsed();
     by.wait_rounds(3, T);
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "slowloris in the handshake",
         "a request not complete within wstunnel.open-handshake-timeout (however busy its trickle) is answered 408 and closed",
-        &format!("clients=8 all_408_after_ms={} bystander_bytes={bytes} longest_round_ms={}", took.as_millis(), longest.as_millis()),
+        &format!("clients=8 all_408_after_ms={} bystander_bytes={bytes} {settled} longest_round_ms={}", took.as_millis(), longest.as_millis()),
         "tests/faults_client.rs::slowloris_in_the_handshake_gets_408_at_the_open_handshake_timeout",
     );
 }
@@ -177,6 +183,7 @@ fn slowloris_mid_frame_is_kept_while_it_trickles_and_closed_when_it_stops() {
     let sink = Backend::tcp(pattern_sink_handler());
     let conf = bystander_conf(&echo).route("/f/", &[sink.entry()]).set("server.max-read-idle", "2").set("wstunnel.idle-ping", "\"disable\"");
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let mut c = RawClient::handshake(d.port(), "/f/");
     let payload: Vec<u8> = (0..1000u64).map(flood_byte).collect();
@@ -203,11 +210,12 @@ fn slowloris_mid_frame_is_kept_while_it_trickles_and_closed_when_it_stops() {
     let idle_close_ms = t1.elapsed().as_millis();
     by.wait_rounds(3, T);
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "slowloris mid-frame",
         "a frame trickling in byte by byte is passed on as it comes (no buffering of the whole frame) and kept open while bytes keep coming (server.max-read-idle is about silence, not speed; server.max-connections bounds how many such clients there can be); once the trickle stops, Close 1001 after server.max-read-idle",
         &format!(
-            "trickle_s=4 max_read_idle_s=2 idle_close_after_ms={idle_close_ms} bystander_bytes={bytes} longest_round_ms={}",
+            "trickle_s=4 max_read_idle_s=2 idle_close_after_ms={idle_close_ms} bystander_bytes={bytes} {settled} longest_round_ms={}",
             longest.as_millis()
         ),
         "tests/faults_client.rs::slowloris_mid_frame_is_kept_while_it_trickles_and_closed_when_it_stops",

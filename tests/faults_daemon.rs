@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::faults::{bystander_conf, reliability, Bystanders, BYSTANDERS};
+use common::faults::{assert_settled, bystander_conf, reliability, Bystanders, BYSTANDERS};
 use common::*;
 
 const T: Duration = Duration::from_secs(20);
@@ -22,6 +22,7 @@ fn fd_exhaustion_pauses_accepts_says_so_once_and_recovers() {
     // accepting before the descriptors run out; this is about running out.
     let conf = bystander_conf(&echo).set("server.max-connections", "1000").render();
     let d = Daemon::start_with_nofile(&conf, 40);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     // Far more connections than the descriptors left allow (each tunnel needs two).
     let mut extra: Vec<RawClient> = (0..40)
@@ -64,11 +65,12 @@ fn fd_exhaustion_pauses_accepts_says_so_once_and_recovers() {
         thread::sleep(Duration::from_millis(200));
     }
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "descriptor exhaustion (RLIMIT_NOFILE 40)",
         "accept fails with EMFILE: accepts pause and are retried (no busy loop), 'pausing accepts' is logged once and 'accepting again after' once they work; open tunnels are unaffected and new ones work once descriptors are free",
         &format!(
-            "extra_clients=40 answered_at_limit={answered} daemon_cpu_ms_at_limit={} bystander_bytes={bytes} longest_round_ms={}",
+            "extra_clients=40 answered_at_limit={answered} daemon_cpu_ms_at_limit={} bystander_bytes={bytes} {settled} longest_round_ms={}",
             cpu_at_limit.as_millis(),
             longest.as_millis()
         ),
@@ -84,6 +86,7 @@ fn both_logs_on_a_full_disk_cost_no_tunnel_a_byte_and_are_reported_once() {
         .set("accesslog.filename", "\"/dev/full\"")
         .set("wstunnel.debug", "1");
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     // Short tunnels: each one is an access line (and debug lines) that cannot be written.
     for i in 0..30u64 {
@@ -103,10 +106,11 @@ fn both_logs_on_a_full_disk_cost_no_tunnel_a_byte_and_are_reported_once() {
     let mut d = d;
     assert!(d.wait_exit(Duration::from_millis(10)).is_none(), "the daemon is still running");
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, false);
     reliability(
         "error log and access log on a full disk (/dev/full)",
         "tunnels are unaffected; each log's first failed write is reported once on standard error ('... No space left on device'), lost lines are counted (SIGUSR2 status: 'log lines lost')",
-        &format!("short_tunnels=30 stderr_reports={} bystander_bytes={bytes} longest_round_ms={}", full.len(), longest.as_millis()),
+        &format!("short_tunnels=30 stderr_reports={} bystander_bytes={bytes} {settled} longest_round_ms={}", full.len(), longest.as_millis()),
         "tests/faults_daemon.rs::both_logs_on_a_full_disk_cost_no_tunnel_a_byte_and_are_reported_once",
     );
 }
@@ -167,6 +171,7 @@ fn sigstop_for_10s_then_sigcont_closes_no_live_tunnel_and_times_out_only_the_dea
     let quiet = Backend::echo();
     let conf = bystander_conf(&echo).route("/idle/", &[quiet.entry()]).set("server.max-read-idle", "4");
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let healthy: Vec<Idle> = (0..3).map(|_| Idle::start(d.port(), "/idle/", true)).collect();
     // Let the healthy idle tunnels be pinged once (at half of max-read-idle) before the stop.
@@ -194,12 +199,15 @@ fn sigstop_for_10s_then_sigcont_closes_no_live_tunnel_and_times_out_only_the_dea
     let dead_after = at.saturating_duration_since(resumed);
     assert!(dead_after >= Duration::from_secs(1), "the dead tunnel was closed {dead_after:?} after the resume: the stopped time was counted against it");
     assert_eq!(d.logs().matches("the event loop did not run for").count(), 1, "the stall is logged once");
+    drop(healthy);
+    drop(dead);
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "daemon stopped (SIGSTOP) for 10 s, then continued",
         "time the daemon itself was stopped is not counted against its clients: bytes clients sent meanwhile are read before any timer runs, idle timeouts and ping deadlines are moved on by the stall, so no live tunnel (streaming, or idle and answering pings) is closed; a client that answers no ping is closed 1001 about server.max-read-idle after the resume; the stall is logged",
         &format!(
-            "stop_s=10 max_read_idle_s=4 dead_closed_after_resume_ms={} bystander_longest_round_ms={} bystander_bytes={bytes}",
+            "stop_s=10 max_read_idle_s=4 dead_closed_after_resume_ms={} bystander_longest_round_ms={} bystander_bytes={bytes} {settled}",
             dead_after.as_millis(),
             longest.as_millis()
         ),

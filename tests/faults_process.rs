@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::faults::{bystander_conf, reliability, Bystanders, BYSTANDERS};
+use common::faults::{assert_settled, bystander_conf, reliability, Bystanders, BYSTANDERS};
 use common::procs::{self, close_of, script, stdio, until_close};
 use common::*;
 
@@ -32,6 +32,7 @@ fn stdio_child_flooding_stderr_is_rate_limited_and_costs_no_tunnel_a_byte() {
     let prog = script(dir.path(), "flood.sh", "#!/bin/sh\ntimeout --foreground 4 yes flood-line >&2 &\nexec cat\n");
     let conf = bystander_conf(&echo).route("/f/", &[stdio(prog.to_str().unwrap(), "")]);
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let t0 = Instant::now();
     let mut c = RawClient::handshake(d.port(), "/f/");
@@ -52,10 +53,11 @@ fn stdio_child_flooding_stderr_is_rate_limited_and_costs_no_tunnel_a_byte() {
     // The rate limit's burst plus its steady rate, with room to spare; `yes` wrote millions.
     assert!(logged < 200 + 100 * secs, "{logged} stderr lines logged in {secs} s");
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "stdio child floods stderr",
         "its stderr is read at full speed (the child is never blocked on it) and logged rate-limited with the connection id, suppressed lines counted and reported; its own tunnel and all others keep their bytes",
-        &format!("flood_s=4 lines_logged={logged} own_tunnel_bytes_echoed={echoed} bystander_bytes={bytes} longest_round_ms={}", longest.as_millis()),
+        &format!("flood_s=4 lines_logged={logged} own_tunnel_bytes_echoed={echoed} bystander_bytes={bytes} {settled} longest_round_ms={}", longest.as_millis()),
         "tests/faults_process.rs::stdio_child_flooding_stderr_is_rate_limited_and_costs_no_tunnel_a_byte",
     );
 }
@@ -69,6 +71,7 @@ fn stdio_child_that_closes_stdout_but_keeps_running_ends_its_tunnel_and_is_stopp
     let prog = script(dir.path(), "noout.sh", &body);
     let conf = bystander_conf(&echo).route("/f/", &[stdio(prog.to_str().unwrap(), "\"close-timeout\" => 300")]);
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let mut c = RawClient::handshake(d.port(), "/f/");
     let pid = pid_in(&pidfile);
@@ -79,10 +82,11 @@ fn stdio_child_that_closes_stdout_but_keeps_running_ends_its_tunnel_and_is_stopp
     assert!(wait_until(T, || procs::gone(pid)), "the program that kept running after closing stdout was stopped");
     let line = access_for(&d, "/f/");
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "stdio child closes stdout but keeps running",
         &format!("the end of its output ends the tunnel (Close {code} '{reason}', after every byte it wrote); the program then goes down the stdin-EOF, SIGINT, SIGTERM, SIGKILL ladder (close-timeout apart) with its process group"),
-        &format!("access_close={} bystander_bytes={bytes} longest_round_ms={}", line.get("close").cloned().unwrap_or_default(), longest.as_millis()),
+        &format!("access_close={} bystander_bytes={bytes} {settled} longest_round_ms={}", line.get("close").cloned().unwrap_or_default(), longest.as_millis()),
         "tests/faults_process.rs::stdio_child_that_closes_stdout_but_keeps_running_ends_its_tunnel_and_is_stopped",
     );
 }
@@ -97,6 +101,7 @@ fn stdio_child_that_forks_a_grandchild_and_exits_is_closed_with_its_status_and_t
     let prog = script(dir.path(), "fork.sh", &body);
     let conf = bystander_conf(&echo).route("/f/", &[stdio(prog.to_str().unwrap(), "\"close-timeout\" => 300")]);
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let mut c = RawClient::handshake(d.port(), "/f/");
     let grandchild = pid_in(&pidfile);
@@ -113,10 +118,11 @@ fn stdio_child_that_forks_a_grandchild_and_exits_is_closed_with_its_status_and_t
     );
     assert!(procs::zombies_of(d.pid()).is_empty(), "no zombies left to wstund");
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "stdio child forks a grandchild (holding its stdout) and exits",
         "the child's exit is the end of the tunnel (Close 1000 'exit 0' after its output) even though the grandchild keeps the pipe open; the process group, grandchild included, is signalled down the ladder and nothing is left",
-        &format!("closed_after_ms={} bystander_bytes={bytes} longest_round_ms={}", closed_after.as_millis(), longest.as_millis()),
+        &format!("closed_after_ms={} bystander_bytes={bytes} {settled} longest_round_ms={}", closed_after.as_millis(), longest.as_millis()),
         "tests/faults_process.rs::stdio_child_that_forks_a_grandchild_and_exits_is_closed_with_its_status_and_the_grandchild_killed",
     );
 }
@@ -135,6 +141,7 @@ fn stdio_child_that_ignores_every_signal_but_kill_is_killed() {
         .route("/f/", &[stdio(prog.to_str().unwrap(), "\"close-timeout\" => 300")])
         .set("wstunnel.close-handshake-timeout", "1000");
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let mut c = RawClient::handshake(d.port(), "/f/");
     let pid = pid_in(&pidfile);
@@ -150,11 +157,12 @@ fn stdio_child_that_ignores_every_signal_but_kill_is_killed() {
     assert!(d.wait_for_log("SIGKILL to its process group", T), "the SIGKILL is logged");
     assert!(procs::zombies_of(d.pid()).is_empty());
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "stdio child ignores every signal but KILL",
         "the client's Close closes the program's stdin; its output gets wstunnel.close-handshake-timeout to end (logged when it does not), then the Close is answered and the program gets SIGINT, SIGTERM, then SIGKILL to its process group (close-timeout apart), logged, and is reaped",
         &format!(
-            "close_handshake_timeout_ms=1000 close_timeout_ms=300 close_answered_after_ms={} gone_after_ms={} bystander_bytes={bytes} longest_round_ms={}",
+            "close_handshake_timeout_ms=1000 close_timeout_ms=300 close_answered_after_ms={} gone_after_ms={} bystander_bytes={bytes} {settled} longest_round_ms={}",
             answered_after.as_millis(),
             gone_after.as_millis(),
             longest.as_millis()
@@ -177,6 +185,7 @@ fn stdio_child_writing_invalid_utf8_in_text_mode_gets_1011_after_the_valid_text(
         .route("/text/", &[stdio(prog.to_str().unwrap(), "\"close-timeout\" => 300")])
         .line("$HTTP[\"url\"] =^ \"/text/\" {\n  wstunnel.frame-type = \"text\"\n}");
     let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let mut c = RawClient::handshake(d.port(), "/text/");
     let pid = pid_in(&pidfile);
@@ -191,10 +200,11 @@ fn stdio_child_writing_invalid_utf8_in_text_mode_gets_1011_after_the_valid_text(
     assert_eq!(line.get("close").map(String::as_str), Some("1011"), "{line:?}");
     assert!(wait_until(T, || procs::gone(pid)), "the program is stopped");
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "stdio child writes invalid UTF-8 in text mode",
         &format!("the valid text before it is delivered, then Close 1011 '{reason}' (wstunnel.backend-charset can name the charset to convert from instead); the program is stopped"),
-        &format!("bystander_bytes={bytes} longest_round_ms={}", longest.as_millis()),
+        &format!("bystander_bytes={bytes} {settled} longest_round_ms={}", longest.as_millis()),
         "tests/faults_process.rs::stdio_child_writing_invalid_utf8_in_text_mode_gets_1011_after_the_valid_text",
     );
 }
@@ -225,6 +235,7 @@ fn pool_process_that_hangs_holds_only_its_own_tunnels() {
     let conf = bystander_conf(&echo).route("/f/", &[entry]).set("server.max-read-idle", "3").set("wstunnel.close-handshake-timeout", "1000");
     let d = Daemon::start_conf(&conf);
     assert!(d.wait_for_log("hanging pool process on fd 0", T));
+    let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
     let rss0 = d.rss_kb();
     let mut hung: Vec<RawClient> = (0..5).map(|_| RawClient::handshake(d.port(), "/f/")).collect();
@@ -248,10 +259,11 @@ fn pool_process_that_hangs_holds_only_its_own_tunnels() {
     let closed_after = t0.elapsed();
     let grew_kb = d.rss_kb().saturating_sub(rss0);
     let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
     reliability(
         "pool process hangs (accepts, never answers, never reads)",
         "wstund cannot tell a hung backend from a quiet one: its tunnels open (101) and stay open while their clients talk; a silent client is closed 1001 at server.max-read-idle, and the bytes the process never took are cut after close-handshake-timeout; other routes and tunnels are unaffected",
-        &format!("hung_tunnels=5 idle_close_after_ms={} rss_growth_kb={grew_kb} bystander_bytes={bytes} longest_round_ms={}", closed_after.as_millis(), longest.as_millis()),
+        &format!("hung_tunnels=5 idle_close_after_ms={} rss_growth_kb={grew_kb} bystander_bytes={bytes} {settled} longest_round_ms={}", closed_after.as_millis(), longest.as_millis()),
         "tests/faults_process.rs::pool_process_that_hangs_holds_only_its_own_tunnels",
     );
 }

@@ -206,3 +206,33 @@ pub fn bystander_conf(echo: &super::Backend) -> super::Conf {
 
 /// How many bystander tunnels each fault test keeps streaming.
 pub const BYSTANDERS: usize = 4;
+
+/// What the daemon holds once the fault is over and the bystanders closed: it must settle
+/// back to `fds_before` descriptors (taken after start, before any tunnel) and no pooled
+/// buffer in use (SIGUSR2 status dump), within a generous bound. Returns the figures
+/// (`leaked_fds=0 buffers_in_use=0`). `status_visible`: the dump reaches the test (not
+/// when the error log is /dev/full).
+pub fn assert_settled(d: &super::Daemon, fds_before: usize, status_visible: bool) -> String {
+    let settled = super::wait_until(Duration::from_secs(30), || d.fd_count() <= fds_before);
+    assert!(settled, "the daemon holds {} descriptors, {fds_before} before the fault: a leak", d.fd_count());
+    if !status_visible {
+        return "leaked_fds=0".to_string();
+    }
+    let mut last = String::new();
+    let ok = super::wait_until(Duration::from_secs(30), || {
+        let before = d.logs().matches("buffers in use").count();
+        d.signal(libc::SIGUSR2);
+        if !d.wait_for_log_count("buffers in use", before + 1, Duration::from_secs(10)) {
+            return false;
+        }
+        let logs = d.logs();
+        last = logs.lines().filter(|l| l.contains("buffers in use")).last().unwrap_or("").to_string();
+        let zero = last.contains(", 0 buffers in use");
+        if !zero {
+            thread::sleep(Duration::from_millis(300));
+        }
+        zero
+    });
+    assert!(ok, "pooled buffers still in use after every tunnel ended: {last}");
+    "leaked_fds=0 buffers_in_use=0".to_string()
+}
