@@ -316,7 +316,8 @@ fn backend_that_never_reads_stalls_only_its_client_and_is_cut_at_the_idle_timeou
     let t0 = Instant::now();
     let close = close_ignoring_pings(&mut c, Duration::from_secs(30));
     let (code, reason) = close_of(&close);
-    assert_eq!(code, 1001, "{reason:?}");
+    assert_eq!((code, reason.as_str()), (1001, "backend not reading"), "the close names the backend, not an idle client");
+    assert!(d.wait_for_log("backend not reading: ", T), "and so does the log");
     let waited = t0.elapsed();
     drop(c);
     writer.join().unwrap();
@@ -326,7 +327,7 @@ fn backend_that_never_reads_stalls_only_its_client_and_is_cut_at_the_idle_timeou
     let settled = assert_settled(&d, fds0, true);
     reliability(
         "backend accepts and never reads",
-        "its client is stalled by TCP backpressure (the daemon stops reading it), memory stays bounded, and after server.max-read-idle without a byte from that client it gets Close 1001; the backend is cut after close-handshake-timeout and the access line names the cut",
+        "its client is stalled by TCP backpressure (the daemon stops reading it), memory stays bounded, and after server.max-read-idle without a byte read from that client it gets Close 1001 'backend not reading' (logged at info, naming the bytes pending); the backend is cut after close-handshake-timeout and the access line names the cut",
         &format!(
             "client_bytes_before_stall={stalled_at} rss_growth_kb={grew_kb} close_after_stall_ms={} bystander_bytes={bytes} {settled} longest_round_ms={}",
             waited.as_millis(),
