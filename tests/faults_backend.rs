@@ -336,3 +336,87 @@ fn backend_that_never_reads_stalls_only_its_client_and_is_cut_at_the_idle_timeou
         "tests/faults_backend.rs::backend_that_never_reads_stalls_only_its_client_and_is_cut_at_the_idle_timeout",
     );
 }
+
+/// A framed backend (message-preserving: 1 byte FIN<<7|opcode, 4-byte length, payload)
+/// that starts a record of 100000 bytes, sends half of it and dies (FIN or RST).
+fn framed_dies_mid_record(rst: bool) -> (Vec<u8>, u16, String, std::collections::HashMap<String, String>, String) {
+    let echo = Backend::echo();
+    let (tx, rx) = mpsc::channel::<()>();
+    let rx = Arc::new(Mutex::new(rx));
+    let dying = Backend::tcp(Arc::new(move |mut s: BStream, _st: &BackendStats| {
+        let mut rec = vec![0x82u8];
+        rec.extend_from_slice(&100_000u32.to_be_bytes());
+        rec.extend_from_slice(&Rng::new(5).bytes(50_000));
+        let _ = s.write_all(&rec);
+        let _ = rx.lock().unwrap().recv_timeout(Duration::from_secs(2));
+        if rst {
+            set_linger_zero(&s);
+        } else {
+            let _ = s.shutdown(Shutdown::Write);
+            let mut sink = [0u8; 4096];
+            while matches!(s.read(&mut sink), Ok(k) if k > 0) {}
+        }
+    }));
+    let conf = bystander_conf(&echo)
+        .route("/f/", &[dying.entry()])
+        .line("$HTTP[\"url\"] =^ \"/f/\" {\n  wstunnel.backend-framing = \"framed\"\n}");
+    let d = Daemon::start_conf(&conf);
+    let fds0 = d.fd_count();
+    let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
+    let mut c = RawClient::handshake(d.port(), "/f/");
+    // Whatever of the half record reaches the client comes first; then the backend dies.
+    thread::sleep(Duration::from_millis(300));
+    tx.send(()).unwrap();
+    let deadline = Instant::now() + T;
+    let mut data = Vec::new();
+    let mut fin_seen = false;
+    let close = loop {
+        match c.read_frame(deadline.saturating_duration_since(Instant::now())) {
+            Ok(f) if f.opcode == OP_CLOSE => break f,
+            Ok(f) if matches!(f.opcode, OP_BINARY | OP_CONT) => {
+                assert!(!fin_seen, "data after a final frame");
+                fin_seen = f.fin;
+                data.extend_from_slice(&f.payload);
+            }
+            Ok(f) if f.opcode == OP_PING => c.send_frame(OP_PONG, &f.payload),
+            Ok(_) => {}
+            Err(e) => panic!("{e:?} before the Close"),
+        }
+    };
+    assert!(!fin_seen, "half a record must not reach the client as a whole message");
+    let (code, reason) = close_of(&close);
+    let _ = c.try_send(&client_close(1000, b""));
+    let line = access_for(&d, "/f/");
+    by.wait_rounds(3, T);
+    let (bytes, longest) = by.finish();
+    let settled = assert_settled(&d, fds0, true);
+    (data, code, reason, line, format!("bystander_bytes={bytes} {settled} longest_round_ms={}", longest.as_millis()))
+}
+
+#[test]
+fn framed_backend_fin_mid_record() {
+    let (data, code, reason, line, figures) = framed_dies_mid_record(false);
+    assert_eq!(data, Rng::new(5).bytes(50_000)[..data.len()].to_vec(), "a prefix of the record, in order");
+    assert_eq!(code, 1011, "a record cut short by the backend's FIN is a backend error: {reason:?}");
+    assert_eq!(line.get("close").map(String::as_str), Some("1011"), "{line:?}");
+    reliability(
+        "backend FIN mid-record (backend-framing framed)",
+        &format!("the message is never completed (no final frame for half a record); Close 1011 '{reason}'"),
+        &format!("record_bytes_sent=50000_of_100000 delivered_to_client={} {figures}", data.len()),
+        "tests/faults_backend.rs::framed_backend_fin_mid_record",
+    );
+}
+
+#[test]
+fn framed_backend_rst_mid_record() {
+    let (data, code, reason, line, figures) = framed_dies_mid_record(true);
+    assert_eq!(data, Rng::new(5).bytes(50_000)[..data.len()].to_vec(), "a prefix of the record, in order");
+    assert_eq!(code, 1011, "{reason:?}");
+    assert_eq!(line.get("close").map(String::as_str), Some("1011"), "{line:?}");
+    reliability(
+        "backend RST mid-record (backend-framing framed)",
+        &format!("the message is never completed (no final frame for half a record); Close 1011 '{reason}'"),
+        &format!("record_bytes_sent=50000_of_100000 delivered_to_client={} {figures}", data.len()),
+        "tests/faults_backend.rs::framed_backend_rst_mid_record",
+    );
+}
