@@ -106,14 +106,17 @@ impl Drop for Blackout {
     }
 }
 
-#[test]
-fn client_that_vanishes_without_a_fin_is_found_by_the_ping_timeout() {
+/// A tunnel whose client vanishes without a FIN (all its packets dropped from then on),
+/// with `settings` on top of the bystander conf; waits for the access line and the
+/// backend's EOF. Returns how long finding it took and the figures.
+fn vanish(settings: &[(&str, &str)], log: Option<&str>) -> (Duration, String) {
     let echo = Backend::echo();
     let quiet = Backend::echo();
-    let conf = bystander_conf(&echo)
-        .route("/f/", &[quiet.entry()])
-        .set("wstunnel.ping-interval", "1")
-        .set("wstunnel.ping-timeout", "2");
+    // The Close goes into the void; its reply is waited for close-handshake-timeout.
+    let mut conf = bystander_conf(&echo).route("/f/", &[quiet.entry()]).set("wstunnel.close-handshake-timeout", "1000");
+    for (k, v) in settings {
+        conf = conf.set(k, v);
+    }
     let d = Daemon::start_conf(&conf);
     let fds0 = d.fd_count();
     let by = Bystanders::start(d.port(), "/by/", BYSTANDERS);
@@ -123,23 +126,43 @@ fn client_that_vanishes_without_a_fin_is_found_by_the_ping_timeout() {
     assert_eq!(got, b"hello");
     let client_port = c.stream.local_addr().unwrap().port();
     // From here on no packet of this connection gets through either way: no FIN, no RST,
-    // no ACK. Only the daemon's missing pong can tell.
+    // no ACK. Only the daemon's missing pong (or the client's silence) can tell.
     let blackout = Blackout::new(client_port, d.port());
     let t0 = Instant::now();
-    assert!(d.wait_for_log("no pong within 2s", Duration::from_secs(30)), "the ping timeout fired");
+    if let Some(needle) = log {
+        assert!(d.wait_for_log(needle, Duration::from_secs(30)), "{needle:?} logged");
+    }
+    assert!(quiet.wait_eofs(1, Duration::from_secs(30)), "the backend connection was ended");
     let found_after = t0.elapsed();
-    assert!(quiet.wait_eofs(1, T), "the backend connection was ended");
     let line = access_for(&d, "/f/");
     assert_eq!(line.get("closed_by").map(String::as_str), Some("server"), "{line:?}");
     drop(blackout);
     drop(c);
     let (bytes, longest) = by.finish();
     let settled = assert_settled(&d, fds0, true);
+    (found_after, format!("backend_eof_after_ms={} bystander_bytes={bytes} {settled} longest_round_ms={}", found_after.as_millis(), longest.as_millis()))
+}
+
+#[test]
+fn client_that_vanishes_without_a_fin_is_found_by_the_ping_timeout() {
+    let (_, figures) = vanish(&[("wstunnel.ping-interval", "1"), ("wstunnel.ping-timeout", "2")], Some("no pong within 2s"));
     reliability(
-        "client vanishes without FIN (half-open, packets dropped)",
-        "with wstunnel.ping-interval and ping-timeout set, the missing pong ends the tunnel (Close 1001 sent into the void, logged 'no pong within Ns', closed_by=server) and the backend gets its EOF; with ping-interval 0 the idle ping at half of server.max-read-idle does the same",
-        &format!("found_after_ms={} bystander_bytes={bytes} {settled} longest_round_ms={}", found_after.as_millis(), longest.as_millis()),
+        "client vanishes without FIN (half-open, packets dropped), ping-timeout set",
+        "with wstunnel.ping-interval and wstunnel.ping-timeout set, the missing pong ends the tunnel (Close 1001 sent into the void, logged 'no pong within Ns', closed_by=server); the backend gets its EOF once the Close's reply has been waited for (wstunnel.close-handshake-timeout, 1000 ms here)",
+        &format!("ping_interval_s=1 ping_timeout_s=2 {figures}"),
         "tests/faults_client.rs::client_that_vanishes_without_a_fin_is_found_by_the_ping_timeout",
+    );
+}
+
+#[test]
+fn client_that_vanishes_without_a_fin_is_found_by_the_idle_timeout_by_default() {
+    let (found_after, figures) = vanish(&[("server.max-read-idle", "3")], None);
+    assert!(found_after >= Duration::from_secs(2), "not before max-read-idle: {found_after:?}");
+    reliability(
+        "client vanishes without FIN (half-open, packets dropped), default keep-alive settings",
+        "the idle ping at half of server.max-read-idle goes unanswered and the tunnel is closed 1001 at server.max-read-idle (closed_by=server); the backend gets its EOF once the Close's reply has been waited for (wstunnel.close-handshake-timeout, 1000 ms here)",
+        &format!("max_read_idle_s=3 {figures}"),
+        "tests/faults_client.rs::client_that_vanishes_without_a_fin_is_found_by_the_idle_timeout_by_default",
     );
 }
 

@@ -226,7 +226,7 @@ pub fn assert_settled(d: &super::Daemon, fds_before: usize, status_visible: bool
             return false;
         }
         let logs = d.logs();
-        last = logs.lines().filter(|l| l.contains("buffers in use")).last().unwrap_or("").to_string();
+        last = logs.lines().rev().find(|l| l.contains("buffers in use")).unwrap_or("").to_string();
         let zero = last.contains(", 0 buffers in use");
         if !zero {
             thread::sleep(Duration::from_millis(300));
