@@ -36,7 +36,11 @@ pub struct Bystanders {
     threads: Vec<thread::JoinHandle<()>>,
 }
 
-/// A bystander round may take this long before it counts as a stall (the daemon may be
+/// The longest bystander round (send + whole echo) a fault may cause: generous for a slow
+/// shared machine, far below any timeout a fault test waits for.
+pub const STALL_BOUND: Duration = Duration::from_secs(5);
+
+/// A bystander round may take this long before it counts as a failure (the daemon may be
 /// stopped for 10 s by the SIGSTOP test; the machine is slow and shared).
 const ROUND_LIMIT: Duration = Duration::from_secs(40);
 
@@ -86,15 +90,17 @@ impl Bystanders {
         }
     }
 
-    /// The longest round any bystander took so far.
-    pub fn longest_round(&self) -> Duration {
-        Duration::from_millis(self.tallies.iter().map(|t| t.longest_ms.load(Ordering::SeqCst)).max().unwrap_or(0))
+    /// Stop streaming, close every bystander (1000, answered), and assert that each one
+    /// got every byte back in order, was never closed by the daemon, and never waited
+    /// longer than [`STALL_BOUND`] for a round (a fault next door must not stall it).
+    /// Returns the total verified bytes (each way) and the longest round.
+    pub fn finish(self) -> (u64, Duration) {
+        self.finish_with_bound(STALL_BOUND)
     }
 
-    /// Stop streaming, close every bystander (1000, answered), and assert that each one
-    /// got every byte back in order and was never closed by the daemon. Returns the total
-    /// verified bytes (each way) and the longest round.
-    pub fn finish(mut self) -> (u64, Duration) {
+    /// [`Bystanders::finish`] with another bound on the longest round (the daemon was
+    /// stopped on purpose).
+    pub fn finish_with_bound(mut self, bound: Duration) -> (u64, Duration) {
         self.wait_rounds(2, Duration::from_secs(30));
         self.stop.store(true, Ordering::SeqCst);
         for t in std::mem::take(&mut self.threads) {
@@ -111,7 +117,9 @@ impl Bystanders {
             total += t.bytes.load(Ordering::SeqCst);
             longest = longest.max(t.longest_ms.load(Ordering::SeqCst));
         }
-        (total, Duration::from_millis(longest))
+        let longest = Duration::from_millis(longest);
+        assert!(longest <= bound, "a bystander round took {longest:?} (bound {bound:?}): the fault stalled other tunnels");
+        (total, longest)
     }
 }
 
