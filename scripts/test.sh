@@ -193,6 +193,20 @@ if [ ! -f examples/terminal/node_modules/@xterm/xterm/lib/xterm.js ]; then
     command -v npm >/dev/null 2>&1 || apt_install npm || say "npm not installed: tests/pty_browser.rs cannot install xterm.js"
     sh examples/terminal/setup.sh || say "examples/terminal/setup.sh failed: tests/pty_browser.rs will fail or skip"
 fi
+# --- Node and its `ws` package for tests/tls_node.rs -------------------------------------
+# A Node `ws` client over wss:// (tests/node/setup.sh installs ws, pinned, into
+# tests/node/node_modules). Once both are there the test must run: WSTUND_REQUIRE_NODE=1.
+if [ -z "${WSTUND_NODE:-}" ] && ! command -v node >/dev/null 2>&1; then
+    apt_install nodejs npm || say "nodejs/npm not installed: tests/tls_node.rs will skip"
+fi
+if [ ! -f tests/node/node_modules/ws/package.json ]; then
+    command -v npm >/dev/null 2>&1 || apt_install npm || say "npm not installed: tests/tls_node.rs cannot install ws"
+    sh tests/node/setup.sh || say "tests/node/setup.sh failed: tests/tls_node.rs will skip"
+fi
+if { [ -n "${WSTUND_NODE:-}" ] || command -v node >/dev/null 2>&1; } && [ -f tests/node/node_modules/ws/package.json ]; then
+    export WSTUND_REQUIRE_NODE=1
+    say "node ws test: $(node --version 2>/dev/null || echo "$WSTUND_NODE")"
+fi
 # --- noVNC, Xvfb, x11vnc for tests/examples_vnc.rs (examples/vnc/) ---------------------
 if is_root && { [ ! -f /usr/share/novnc/vnc_lite.html ] || ! command -v Xvfb >/dev/null 2>&1 || ! command -v x11vnc >/dev/null 2>&1; }; then
     apt_install novnc xvfb x11vnc || say "novnc/xvfb/x11vnc not installed: tests/examples_vnc.rs will fail"

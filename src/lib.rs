@@ -27,6 +27,7 @@ mod payload;
 mod process;
 mod readloop;
 mod runtime;
+mod textfmt;
 mod tlsio;
 mod token;
 mod ws;

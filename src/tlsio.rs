@@ -1,6 +1,7 @@
-//! A rustls session over a non-blocking TCP socket, driven by the same edges as a plain
-//! socket: the one I/O core the client side (`conn/client.rs`, a server session) and the
-//! backend side (`backend/tls.rs`, a client session) share.
+//! A rustls session over a non-blocking stream socket (TCP, or unix for a TLS unix-socket
+//! listener), driven by the same edges as a plain socket: the one I/O core the client
+//! side (`conn/client.rs`, a server session) and the backend side (`backend/tls.rs`, a
+//! client session) share.
 //!
 //! Reads decrypt until the session has plaintext or the socket would block; handshake
 //! replies and key updates go out as they are made. Writes are encrypted at once, one
@@ -17,20 +18,39 @@ use rustls::{ConnectionCommon, SideData};
 /// Plaintext taken from one write: four TLS records' worth.
 pub const WRITE_CHUNK: usize = 4 * 16384;
 
-pub struct TlsSocket<C> {
-    pub sock: mio::net::TcpStream,
+/// A stream socket a TLS session runs over.
+pub trait Socket: Read + Write {
+    /// shutdown(SHUT_WR): the FIN after close_notify.
+    fn shutdown_write(&self) -> io::Result<()>;
+}
+
+impl Socket for mio::net::TcpStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+impl Socket for mio::net::UnixStream {
+    fn shutdown_write(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+}
+
+pub struct TlsSocket<C, S = mio::net::TcpStream> {
+    pub sock: S,
     pub session: C,
     /// `shutdown_write` was asked while records still waited: the socket's write side
     /// is shut once they are out.
     shut_pending: bool,
 }
 
-impl<C, D> TlsSocket<C>
+impl<C, D, S> TlsSocket<C, S>
 where
     C: DerefMut<Target = ConnectionCommon<D>>,
     D: SideData,
+    S: Socket,
 {
-    pub fn new(sock: mio::net::TcpStream, session: C) -> TlsSocket<C> {
+    pub fn new(sock: S, session: C) -> TlsSocket<C, S> {
         TlsSocket { sock, session, shut_pending: false }
     }
 
@@ -46,7 +66,7 @@ where
             }
         }
         if std::mem::take(&mut self.shut_pending) {
-            let _ = self.sock.shutdown(Shutdown::Write);
+            let _ = self.sock.shutdown_write();
         }
         Ok(true)
     }

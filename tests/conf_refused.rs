@@ -27,7 +27,7 @@ const DIRECTIVES: &[&str] = &[
     // mod_openssl's ssl.engine, ssl.pemfile, ... are implemented (tests/tls.rs); these
     // are not yet, and are errors rather than ignored.
     "ssl.verifyclient.exportcert",
-    "ssl.acme-tls-1",
+    "ssl.ca-crl-file",
     "gnutls.priority",
     "auth.backend",
     "auth.require",
@@ -99,11 +99,11 @@ fn every_security_module_is_an_error_at_its_name() {
 fn refusal_in_an_included_file_names_that_file() {
     let dir = TempDir::new("refused-inc");
     let inc = dir.join("10-ssl.conf");
-    std::fs::write(&inc, "# TLS\n$SERVER[\"socket\"] == \":443\" {\n    ssl.acme-tls-1 = \"/x\"\n}\n").expect("write include");
+    std::fs::write(&inc, "# TLS\n$SERVER[\"socket\"] == \":443\" {\n    ssl.ca-crl-file = \"/x\"\n}\n").expect("write include");
     let main = dir.join("main.conf");
     std::fs::write(&main, "server.port = 0\ninclude \"10-ssl.conf\"\n").expect("write main");
     let out = run_wstund(&["-t", "-f", &main.display().to_string()], T);
-    let want = format!("{}:3:5: wstund does not implement ssl.acme-tls-1 (TLS); it implements ssl.engine, ssl.pemfile", inc.display());
+    let want = format!("{}:3:5: wstund does not implement ssl.ca-crl-file (TLS); it implements ssl.engine, ssl.pemfile", inc.display());
     assert!(out.stderr.starts_with(&want), "want {want:?}\ngot {}", out.stderr);
     assert_eq!(out.code(), Some(2));
 }

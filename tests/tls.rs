@@ -8,82 +8,18 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::pki::{openssl, Pki};
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use tungstenite::{Message, WebSocket};
 
 const T: Duration = Duration::from_secs(20);
-
-/// A test CA and a leaf for `localhost` / 127.0.0.1 it signed, plus a second key that
-/// matches nothing.
-struct Pki {
-    dir: TempDir,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("openssl (scripts/test.sh installs it): {e}"));
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-}
-
-impl Pki {
-    fn new() -> Pki {
-        let dir = TempDir::new("pki");
-        let d = dir.path().to_path_buf();
-        openssl(&d, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=wstund test CA"]);
-        Pki::leaf(&d, "server", "localhost", "DNS:localhost,IP:127.0.0.1");
-        openssl(&d, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "other.key"]);
-        let both = [std::fs::read(d.join("server.pem")).unwrap(), std::fs::read(d.join("server.key")).unwrap()].concat();
-        std::fs::write(d.join("both.pem"), both).unwrap();
-        Pki { dir }
-    }
-
-    /// `name.key` + `name.pem` signed by the CA.
-    fn leaf(d: &Path, name: &str, cn: &str, san: &str) {
-        let key = format!("{name}.key");
-        let csr = format!("{name}.csr");
-        let pem = format!("{name}.pem");
-        let ext = format!("{name}.ext");
-        std::fs::write(d.join(&ext), format!("subjectAltName={san}\n")).unwrap();
-        openssl(d, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]);
-        openssl(d, &["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", &ext]);
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn p(&self, name: &str) -> String {
-        self.path(name).display().to_string()
-    }
-
-    fn client_config(&self) -> Arc<rustls::ClientConfig> {
-        let mut roots = rustls::RootCertStore::empty();
-        for c in CertificateDer::pem_file_iter(self.path("ca.pem")).unwrap() {
-            roots.add(c.unwrap()).unwrap();
-        }
-        // ring: the provider wstund itself uses (deprecated only for lacking post-quantum
-        // key exchange).
-        #[allow(deprecated)]
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let cfg = rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        Arc::new(cfg)
-    }
-}
 
 type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
 
@@ -303,11 +239,6 @@ fn bad_keys_and_names_fail_dash_t_naming_the_file_and_the_reason() {
         assert_eq!(out.code(), Some(2), "{body}\n{}", out.stderr);
         assert!(out.stderr.contains(&want), "{body}\nwant {want:?}\ngot {}", out.stderr);
     }
-    let unix = dir.join("u.conf");
-    std::fs::write(&unix, format!("server.bind = \"{}\"\nssl.engine = \"enable\"\nssl.pemfile = \"{}\"\n", dir.join("w.sock").display(), pki.p("both.pem"))).unwrap();
-    let out = run_wstund(&["-t", "-f", &unix.display().to_string()], T);
-    assert_eq!(out.code(), Some(2), "{}", out.stderr);
-    assert!(out.stderr.contains("TLS is implemented for TCP listeners only"), "{}", out.stderr);
     let notes = check(&format!("ssl.pemfile = \"{}\"\nssl.dh-file = \"/x\"\nssl.disable-client-renegotiation = \"enable\"\n", pki.p("both.pem")));
     assert_eq!(notes.code(), Some(0), "{}", notes.stderr);
     assert!(notes.stderr.contains("note: ssl.dh-file has no effect with rustls"), "{}", notes.stderr);

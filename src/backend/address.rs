@@ -328,7 +328,7 @@ fn conf_names(config: &Config) -> HashMap<String, Duration> {
 /// For log lines: "127.0.0.1:9001" or "unix:/run/app.sock".
 pub fn describe(t: &Address) -> String {
     match t {
-        Address::Tcp(sa) => sa.to_string(),
+        Address::Tcp(sa) => crate::textfmt::socket_addr_string(sa),
         Address::Unix(p) => format!("unix:{}", Path::display(p)),
     }
 }

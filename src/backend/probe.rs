@@ -131,7 +131,8 @@ fn advance(p: &mut Probe, send: &[u8], expect: &[u8]) -> Progress {
                 if !(p.writable || p.readable) {
                     return Progress::Blocked;
                 }
-                match p.stream.connect_state(p.writable) {
+                // Probes are rare: SO_ERROR is always asked.
+                match p.stream.connect_state(p.writable, true) {
                     ConnectState::InProgress => {
                         p.writable = false;
                         p.readable = false;

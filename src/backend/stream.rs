@@ -66,13 +66,19 @@ impl BackendStream {
     }
 
     /// Called on an event of a connecting socket. On Linux the first edge of a
-    /// connecting TCP socket comes when the connect has finished, and SO_ERROR says how;
-    /// the peer address is asked for only if the edge was not a writable one (an
-    /// error/hang-up without SO_ERROR), which saves a getpeername per connection.
-    /// For TLS, "connected" means the handshake is done too; a failed handshake is a
-    /// failed connect.
-    pub fn connect_state(&mut self, writable: bool) -> ConnectState {
-        let tcp = self.tcp_connect_state(writable);
+    /// connecting TCP socket comes when the connect has finished. A clean writable edge
+    /// (`writable` without `troubled`: no EPOLLERR, no EPOLLRDHUP) means it succeeded, as
+    /// a failed connect always raises EPOLLERR; only otherwise does SO_ERROR say how, and
+    /// the peer address is asked for only if that edge was not a writable one (an
+    /// error/hang-up without SO_ERROR). That saves a getsockopt and a getpeername per
+    /// connection. For TLS, "connected" means the handshake is done too; a failed
+    /// handshake is a failed connect.
+    pub fn connect_state(&mut self, writable: bool, troubled: bool) -> ConnectState {
+        let tcp = if writable && !troubled && !matches!(self, BackendStream::Child(_) | BackendStream::Pty(_)) {
+            ConnectState::Connected
+        } else {
+            self.tcp_connect_state(writable)
+        };
         match (tcp, self) {
             (ConnectState::Connected, BackendStream::Tls(t)) => match t.handshake() {
                 Ok(Handshake::Done) => ConnectState::Connected,

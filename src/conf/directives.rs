@@ -152,6 +152,8 @@ field_table! { TlsField, TlsSettings, TLS_DIRECTIVES, Tls, set_tls, copy_tls, sh
         "PEM CA certificates client certificates must chain to."
     VerifyUsername.verify_username = "ssl.verifyclient.username" : "string" [0, 0] ["SSL_CLIENT_S_DN_CN", "SSL_CLIENT_S_DN_emailAddress", "SSL_CLIENT_S_DN_UID", "SSL_CLIENT_S_DN_O", "SSL_CLIENT_S_DN_OU", "SSL_CLIENT_S_DN", "SSL_CLIENT_M_SERIAL"] default "(unset: no REMOTE_USER)" unit None;
         "The client certificate field a stdio program gets as REMOTE_USER."
+    AcmeTls1.acme_tls_1 = "ssl.acme-tls-1" : "string (path)" [0, 0] [] default "(unset: acme-tls/1 not answered)" unit None;
+        "Directory of TLS-ALPN-01 (RFC 8737) challenge certificates: a client asking for ALPN acme-tls/1 with SNI NAME gets NAME.crt.pem with key NAME.key.pem, and the connection closes after the handshake."
     ConfCmd.conf_cmd = "ssl.openssl.ssl-conf-cmd" : "hash of strings" [0, 0] [] default "( )" unit None;
         "OpenSSL settings mapped to rustls: MinProtocol, MaxProtocol (TLSv1.2, TLSv1.3), CipherString (TLS 1.2), Ciphersuites (TLS 1.3); any other key is an error."
 }

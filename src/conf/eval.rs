@@ -721,12 +721,8 @@ fn listen_tls(
             sets.push((b, *span));
         }
         let l = ListenTls { settings: t, sni };
-        if l.settings.engine && matches!(spec, super::model::ListenSpec::Unix(_)) {
-            let span = sets.last().map(|(_, s)| *s).or_else(|| global.iter().find(|a| a.key == "ssl.engine").map(|a| a.val.span));
-            return Err(Diag::new(span.unwrap_or_default(), format!("ssl.engine on the unix-domain listener {spec}: TLS is implemented for TCP listeners only")));
-        }
         if l.settings.engine {
-            super::tls::server_config(&l, &spec.to_string()).map_err(|e| {
+            super::tls::server_configs(&l, &spec.to_string()).map_err(|e| {
                 // Where the directive the error names was set: the last block that set it
                 // for this listener, else the global assignment, else the block that
                 // enabled TLS.

@@ -109,12 +109,24 @@ fn client_verifier(
     Ok(Some(Arc::new(DepthLimited { inner, depth: t.verify_depth as usize })))
 }
 
-/// The directives a `$HTTP["host"]` block may set: the certificate chosen by SNI.
-pub const SNI_DIRECTIVES: &[&str] = &["ssl.pemfile", "ssl.privkey", "ssl.ca-file"];
+/// The directives a `$HTTP["host"]` block may set (lighttpd's per-SNI ones): the
+/// certificate, the challenge-certificate directory and client-certificate verification.
+/// The rest (engine, protocols, ciphers) belongs to the listener.
+pub const SNI_DIRECTIVES: &[&str] = &[
+    "ssl.pemfile",
+    "ssl.privkey",
+    "ssl.ca-file",
+    "ssl.acme-tls-1",
+    "ssl.verifyclient.activate",
+    "ssl.verifyclient.enforce",
+    "ssl.verifyclient.depth",
+    "ssl.verifyclient.ca-file",
+    "ssl.verifyclient.username",
+];
 
-/// A certificate chosen by SNI: a `$HTTP["host"]` block (top level, or inside this
-/// listener's `$SERVER["socket"]` block) with the listener's settings and the block's
-/// `ssl.pemfile` / `ssl.privkey` / `ssl.ca-file` over them.
+/// Settings chosen by SNI: a `$HTTP["host"]` block (top level, or inside this listener's
+/// `$SERVER["socket"]` block) with the listener's settings and the block's
+/// [`SNI_DIRECTIVES`] over them.
 #[derive(Clone, Debug, PartialEq)]
 pub struct SniCert {
     pub cond: Condition,
@@ -130,19 +142,99 @@ pub struct ListenTls {
     pub sni: Vec<SniCert>,
 }
 
-/// Picks the certificate by the client's SNI name; no name, or none that matches: the
-/// listener's own.
+/// Always the one certificate (each profile has its own configuration).
 #[derive(Debug)]
-struct SniResolver {
-    default: Arc<CertifiedKey>,
-    by_host: Vec<(Condition, Arc<CertifiedKey>)>,
-    /// The listener, for `$SERVER["socket"]` inside a host condition's chain.
-    socket: String,
+struct Fixed(Arc<CertifiedKey>);
+
+impl ResolvesServerCert for Fixed {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(Arc::clone(&self.0))
+    }
 }
 
-impl ResolvesServerCert for SniResolver {
-    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        if let Some(name) = hello.server_name() {
+/// ALPN `acme-tls/1` (RFC 8737, TLS-ALPN-01).
+pub const ACME_TLS_1: &[u8] = b"acme-tls/1";
+/// The protocol wstund speaks over TLS.
+const HTTP_1_1: &[u8] = b"http/1.1";
+/// A protocol no client offers: the configuration that refuses a ClientHello with
+/// lighttpd's fatal alert (no_application_protocol) lists only this.
+const NO_PROTOCOL: &[u8] = b"wstund/refused";
+
+/// One way of setting up a session: the listener's, or a `$HTTP["host"]` block's.
+#[derive(Debug)]
+pub struct Profile {
+    pub config: Arc<ServerConfig>,
+    /// `ssl.acme-tls-1`: where TLS-ALPN-01 challenge certificates are.
+    acme_dir: Option<PathBuf>,
+    /// `ssl.verifyclient.activate`: the `SSL_CLIENT_*` variables are given.
+    pub verify: bool,
+    /// `ssl.verifyclient.username`: the field that becomes REMOTE_USER.
+    pub username: Option<String>,
+}
+
+/// What the ClientHello asks for, as [`ServerConfigs::choose`] answers it.
+pub enum Choice<'a> {
+    /// A session with this profile's configuration (ALPN http/1.1, or none asked).
+    Serve(&'a Profile),
+    /// acme-tls/1: the challenge certificate for the SNI name; the connection is closed
+    /// once the handshake is done.
+    Acme(Arc<ServerConfig>),
+    /// acme-tls/1 that cannot be answered (no SNI name, an unusable one, no challenge
+    /// certificate for it): this configuration fails the handshake with a fatal
+    /// no_application_protocol alert, as lighttpd does. The reason is for the log.
+    Refuse(Arc<ServerConfig>, String),
+}
+
+/// What the client's ALPN list asks for, in the client's order as lighttpd reads it:
+/// the first protocol wstund knows wins.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AlpnWish {
+    /// No ALPN, http/1.1 first, or nothing wstund speaks (rustls then refuses it).
+    Http,
+    Acme,
+}
+
+/// The first protocol in `offered` that this listener answers: http/1.1, or
+/// acme-tls/1 when `acme` (an `ssl.acme-tls-1` directory) is set. Pure.
+pub fn alpn_wish<'a>(offered: impl IntoIterator<Item = &'a [u8]>, acme: bool) -> AlpnWish {
+    for p in offered {
+        if p == HTTP_1_1 {
+            return AlpnWish::Http;
+        }
+        if p == ACME_TLS_1 && acme {
+            return AlpnWish::Acme;
+        }
+    }
+    AlpnWish::Http
+}
+
+/// Whether an SNI name may name a file in the challenge directory (lighttpd's checks:
+/// not empty, no `/`, no leading `.`). Pure.
+pub fn acme_name_ok(name: &str) -> bool {
+    !name.is_empty() && !name.contains('/') && !name.starts_with('.')
+}
+
+/// A listener's rustls configurations: its own, one per `$HTTP["host"]` block with TLS
+/// settings, chosen by the SNI name once the ClientHello is in (`rustls::server::Acceptor`),
+/// so a host block can have its own certificate, client verification and challenge
+/// directory.
+#[derive(Debug)]
+pub struct ServerConfigs {
+    default: Profile,
+    by_host: Vec<(Condition, Profile)>,
+    /// The listener, for `$SERVER["socket"]` inside a host condition's chain.
+    socket: String,
+    /// For the challenge configurations made per acme-tls/1 handshake.
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    versions: Vec<&'static SupportedProtocolVersion>,
+    refuse: Arc<ServerConfig>,
+}
+
+impl ServerConfigs {
+    /// The profile for the SNI name (lowercase): the last host block that matches, else
+    /// the listener's.
+    pub fn profile(&self, server_name: Option<&str>) -> &Profile {
+        if let Some(name) = server_name {
             let facts = RequestFacts {
                 url_path: "",
                 query: "",
@@ -153,11 +245,56 @@ impl ResolvesServerCert for SniResolver {
                 headers: &[],
                 server_socket: &self.socket,
             };
-            if let Some((_, k)) = self.by_host.iter().rev().find(|(c, _)| c.eval(&facts, None)) {
-                return Some(Arc::clone(k));
+            if let Some((_, p)) = self.by_host.iter().rev().find(|(c, _)| c.eval(&facts, None)) {
+                return p;
             }
         }
-        Some(Arc::clone(&self.default))
+        &self.default
+    }
+
+    /// The session a ClientHello gets, from its SNI name (lowercase) and ALPN list.
+    /// An acme-tls/1 hello reads the challenge certificate now, as lighttpd does.
+    pub fn choose(&self, server_name: Option<&str>, alpn: Option<Vec<&[u8]>>) -> Choice<'_> {
+        let p = self.profile(server_name);
+        let Some(dir) = p.acme_dir.as_deref() else { return Choice::Serve(p) };
+        if alpn_wish(alpn.into_iter().flatten(), true) == AlpnWish::Http {
+            return Choice::Serve(p);
+        }
+        let refuse = |why: String| Choice::Refuse(Arc::clone(&self.refuse), why);
+        let Some(name) = server_name else { return refuse("acme-tls/1 without an SNI name".to_string()) };
+        if !acme_name_ok(name) {
+            return refuse(format!("acme-tls/1 for the unusable name {name:?}"));
+        }
+        match self.acme_config(dir, name) {
+            Ok(c) => Choice::Acme(c),
+            Err(e) => refuse(format!("acme-tls/1 for {name}: {e}")),
+        }
+    }
+
+    /// The configuration serving `dir/NAME.crt.pem` with `dir/NAME.key.pem`, ALPN
+    /// acme-tls/1 only, no client certificate asked (as lighttpd).
+    fn acme_config(&self, dir: &Path, name: &str) -> Result<Arc<ServerConfig>, TlsError> {
+        const D: &str = "ssl.acme-tls-1";
+        let cert_path = dir.join(format!("{name}.crt.pem"));
+        let key_path = dir.join(format!("{name}.key.pem"));
+        let chain = certs_in(D, &cert_path)?;
+        if chain.is_empty() {
+            return Err(err(D, Some(&cert_path), "no certificate in the file"));
+        }
+        let key = private_key(D, &key_path)?;
+        let signer = self.provider.key_provider.load_private_key(key).map_err(|e| err(D, Some(&key_path), e.to_string()))?;
+        // Not CertifiedKey::from_der: its key check parses the certificate with webpki,
+        // which refuses the critical acmeIdentifier extension every challenge
+        // certificate carries. A wrong key fails the validator's handshake instead.
+        let ck = Arc::new(CertifiedKey::new(chain, signer));
+        let mut cfg = ServerConfig::builder_with_provider(Arc::clone(&self.provider))
+            .with_protocol_versions(&self.versions)
+            .map_err(|e| err(D, None, e.to_string()))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(ck)));
+        cfg.alpn_protocols = vec![ACME_TLS_1.to_vec()];
+        cfg.send_tls13_tickets = 0;
+        Ok(Arc::new(cfg))
     }
 }
 
@@ -289,6 +426,17 @@ fn certs_in(directive: &'static str, path: &Path) -> Result<Vec<CertificateDer<'
     Ok(certs)
 }
 
+fn private_key(directive: &'static str, path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read(directive, path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        let why = match e {
+            rustls::pki_types::pem::Error::NoItemsFound => "no private key in the file".to_string(),
+            e => format!("bad PEM private key: {e}"),
+        };
+        err(directive, Some(path), why)
+    })
+}
+
 /// The certificate chain and key of `t`, checked against each other.
 fn certified_key(t: &TlsSettings, provider: &rustls::crypto::CryptoProvider) -> Result<Arc<CertifiedKey>, TlsError> {
     let pemfile = t.pemfile.as_deref().ok_or_else(|| err("ssl.pemfile", None, "ssl.engine is enabled but no ssl.pemfile is set"))?;
@@ -300,14 +448,7 @@ fn certified_key(t: &TlsSettings, provider: &rustls::crypto::CryptoProvider) -> 
         Some(p) => ("ssl.privkey", p),
         None => ("ssl.pemfile", pemfile),
     };
-    let key_pem = read(key_directive, key_path)?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        let why = match e {
-            rustls::pki_types::pem::Error::NoItemsFound => "no private key in the file".to_string(),
-            e => format!("bad PEM private key: {e}"),
-        };
-        err(key_directive, Some(key_path), why)
-    })?;
+    let key = private_key(key_directive, key_path)?;
     if let Some(ca) = t.ca_file.as_deref() {
         for c in certs_in("ssl.ca-file", ca)? {
             if !chain.contains(&c) {
@@ -325,9 +466,9 @@ fn certified_key(t: &TlsSettings, provider: &rustls::crypto::CryptoProvider) -> 
     Ok(Arc::new(ck))
 }
 
-/// The rustls configuration for a listener whose `engine` is on; every file is read now
+/// The rustls configurations for a listener whose `engine` is on; every file is read now
 /// (the listener's and each SNI block's). `socket` names the listener.
-pub fn server_config(l: &ListenTls, socket: &str) -> Result<Arc<ServerConfig>, TlsError> {
+pub fn server_configs(l: &ListenTls, socket: &str) -> Result<Arc<ServerConfigs>, TlsError> {
     let t = &l.settings;
     let (versions, suites) = negotiation(&t.conf_cmd)?;
     // Deprecated only because ring has no post-quantum key exchange; ring is the
@@ -335,30 +476,37 @@ pub fn server_config(l: &ListenTls, socket: &str) -> Result<Arc<ServerConfig>, T
     #[allow(deprecated)]
     let mut p = provider::default_provider();
     p.cipher_suites = suites;
-    let default = certified_key(t, &p)?;
+    let p = Arc::new(p);
+    let default = profile(t, &p, &versions)?;
     let mut by_host = Vec::with_capacity(l.sni.len());
     for s in &l.sni {
-        let k = certified_key(&s.tls, &p).map_err(|mut e| {
+        let pr = profile(&s.tls, &p, &versions).map_err(|mut e| {
             e.reason = format!("{} (in {} {{ }})", e.reason, s.cond.to_conf());
             e
         })?;
-        by_host.push((s.cond.clone(), k));
+        by_host.push((s.cond.clone(), pr));
     }
-    let p = Arc::new(p);
-    let verifier = client_verifier(t, &p)?;
-    let builder = ServerConfig::builder_with_provider(p)
-        .with_protocol_versions(&versions)
+    let mut refuse = (*default.config).clone();
+    refuse.alpn_protocols = vec![NO_PROTOCOL.to_vec()];
+    Ok(Arc::new(ServerConfigs { default, by_host, socket: socket.to_string(), provider: p, versions, refuse: Arc::new(refuse) }))
+}
+
+/// One profile: `t`'s certificate, client verification and challenge directory.
+fn profile(t: &TlsSettings, p: &Arc<rustls::crypto::CryptoProvider>, versions: &[&'static SupportedProtocolVersion]) -> Result<Profile, TlsError> {
+    let key = certified_key(t, p)?;
+    let verifier = client_verifier(t, p)?;
+    let builder = ServerConfig::builder_with_provider(Arc::clone(p))
+        .with_protocol_versions(versions)
         .map_err(|e| err("ssl.openssl.ssl-conf-cmd", None, format!("no usable cipher for the protocols allowed: {e}")))?;
-    let resolver = SniResolver { default, by_host, socket: socket.to_string() };
     let builder = match verifier {
         Some(v) => builder.with_client_cert_verifier(v),
         None => builder.with_no_client_auth(),
     };
-    let mut cfg = builder.with_cert_resolver(Arc::new(resolver));
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let mut cfg = builder.with_cert_resolver(Arc::new(Fixed(key)));
+    cfg.alpn_protocols = vec![HTTP_1_1.to_vec()];
     cfg.send_tls13_tickets = 0;
     cfg.ignore_client_order = t.honor_cipher_order;
-    Ok(Arc::new(cfg))
+    Ok(Profile { config: Arc::new(cfg), acme_dir: t.acme_tls_1.clone(), verify: t.verify_activate, username: t.verify_username.clone() })
 }
 
 /// Where the CAs of a backend verified without `tls-ca-file` come from (Debian's
@@ -485,14 +633,31 @@ mod tests {
     }
 
     #[test]
+    fn alpn_follows_the_client_order_and_acme_only_when_set() {
+        assert_eq!(alpn_wish([&b"acme-tls/1"[..]], true), AlpnWish::Acme);
+        assert_eq!(alpn_wish([&b"acme-tls/1"[..]], false), AlpnWish::Http);
+        assert_eq!(alpn_wish([&b"h2"[..], b"acme-tls/1", b"http/1.1"], true), AlpnWish::Acme);
+        assert_eq!(alpn_wish([&b"http/1.1"[..], b"acme-tls/1"], true), AlpnWish::Http);
+        assert_eq!(alpn_wish(std::iter::empty::<&[u8]>(), true), AlpnWish::Http);
+    }
+
+    #[test]
+    fn acme_names_must_not_leave_the_directory() {
+        assert!(acme_name_ok("a.test"));
+        for bad in ["", "..", ".hidden", "a/b", "../x"] {
+            assert!(!acme_name_ok(bad), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn missing_files_are_named() {
         let t = TlsSettings { engine: true, pemfile: Some("/nonexistent/x.pem".into()), ..TlsSettings::default() };
         let l = ListenTls { settings: t, sni: Vec::new() };
-        let e = server_config(&l, "").unwrap_err();
+        let e = server_configs(&l, "").unwrap_err();
         assert_eq!(e.directive, "ssl.pemfile");
         assert!(e.to_string().contains("/nonexistent/x.pem") && e.reason.contains("cannot read"), "{e}");
         let l = ListenTls { settings: TlsSettings { engine: true, ..TlsSettings::default() }, sni: Vec::new() };
-        let e = server_config(&l, "").unwrap_err();
+        let e = server_configs(&l, "").unwrap_err();
         assert!(e.reason.contains("no ssl.pemfile"));
     }
 }

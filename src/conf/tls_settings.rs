@@ -37,6 +37,9 @@ pub struct TlsSettings {
     pub verify_ca_file: Option<PathBuf>,
     /// The `SSL_CLIENT_*` field that becomes REMOTE_USER.
     pub verify_username: Option<String>,
+    /// `ssl.acme-tls-1`: the directory of TLS-ALPN-01 challenge certificates
+    /// (`NAME.crt.pem`, `NAME.key.pem`), served to clients asking for ALPN acme-tls/1.
+    pub acme_tls_1: Option<PathBuf>,
 }
 
 impl Default for TlsSettings {
@@ -55,6 +58,7 @@ impl Default for TlsSettings {
             verify_depth: DEFAULT_VERIFY_DEPTH,
             verify_ca_file: None,
             verify_username: None,
+            acme_tls_1: None,
         }
     }
 }

@@ -136,8 +136,7 @@ impl Conn {
     fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<Attach, FailStatus> {
         let local = self.client.local_addr();
         let tls = self.client.scheme() == "https";
-        let verify = ctx.config.listen_tls.get(self.listener).map(|l| &l.settings);
-        let tls_env = self.client.tls_env(verify.is_some_and(|v| v.verify_activate), verify.and_then(|v| v.verify_username.as_deref()));
+        let tls_env = self.client.tls_env();
         let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);

@@ -13,9 +13,12 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::sync::Arc;
 
+use log::{error, info};
 use mio::{Interest, Registry, Token};
-use rustls::{ServerConfig, ServerConnection};
+use rustls::server::Acceptor;
+use rustls::ServerConnection;
 
+use crate::conf::tls::{Choice, ServerConfigs};
 use crate::tlsio::TlsSocket;
 
 pub struct ClientStream {
@@ -27,27 +30,171 @@ pub struct ClientStream {
 enum Transport {
     Tcp(mio::net::TcpStream),
     Unix(mio::net::UnixStream),
+    /// A TLS listener's client before its ClientHello is in: the session is set up from
+    /// it (the SNI name picks the profile, ALPN acme-tls/1 the challenge certificate).
+    Hello(Box<Hello>),
     Tls(Box<Tls>),
+    /// Only inside `read`, while the socket moves from `Hello` to the session it chose.
+    Switching,
 }
 
-/// A rustls server session over the client's TCP socket (`crate::tlsio`): bytes the
-/// state machine writes are encrypted at once; records the socket did not take wait in
-/// rustls until the next writable edge (`flush`, called at the end of every drive). A
-/// write before the handshake finished is refused: only an HTTP error could be written
-/// then, and a client that has not finished its handshake cannot read it.
-type Tls = TlsSocket<ServerConnection>;
+/// The socket under a TLS session: a TCP or a unix-socket listener's.
+enum Sock {
+    Tcp(mio::net::TcpStream),
+    Unix(mio::net::UnixStream),
+}
+
+impl Read for Sock {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.read(buf),
+            Sock::Unix(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Sock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Sock::Tcp(s) => s.write(buf),
+            Sock::Unix(s) => s.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl crate::tlsio::Socket for Sock {
+    fn shutdown_write(&self) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => s.shutdown(Shutdown::Write),
+            Sock::Unix(s) => s.shutdown(Shutdown::Write),
+        }
+    }
+}
+
+impl Sock {
+    fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Sock::Tcp(s) => s.take_error(),
+            Sock::Unix(s) => s.take_error(),
+        }
+    }
+    fn register(&mut self, reg: &Registry, token: Token, i: Interest) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => reg.register(s, token, i),
+            Sock::Unix(s) => reg.register(s, token, i),
+        }
+    }
+    fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Sock::Tcp(s) => s.local_addr().ok(),
+            Sock::Unix(_) => None,
+        }
+    }
+    fn set_nodelay(&self, on: bool) {
+        if let Sock::Tcp(s) = self {
+            let _ = s.set_nodelay(on);
+        }
+    }
+}
+
+/// Reading the ClientHello (rustls's `Acceptor`) to choose the configuration.
+struct Hello {
+    sock: Sock,
+    acceptor: Acceptor,
+    configs: Arc<ServerConfigs>,
+    /// The connection id, for the log line of a refused acme-tls/1 hello.
+    id: u64,
+}
+
+/// What reading toward the ClientHello gave.
+enum HelloStep {
+    Blocked,
+    Eof,
+    /// The session set up from the ClientHello, with the profile's client-certificate
+    /// settings (`verify`, `username`); `acme`: an acme-tls/1 session.
+    Chosen { session: Box<ServerConnection>, verify: bool, username: Option<String>, acme: bool },
+}
+
+impl Hello {
+    fn step(&mut self) -> io::Result<HelloStep> {
+        loop {
+            match self.acceptor.read_tls(&mut self.sock) {
+                Ok(0) => return Ok(HelloStep::Eof),
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(HelloStep::Blocked),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            let accepted = match self.acceptor.accept() {
+                Ok(None) => continue,
+                Ok(Some(a)) => a,
+                Err((e, mut alert)) => {
+                    let _ = alert.write_all(&mut self.sock);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
+                }
+            };
+            let hello = accepted.client_hello();
+            let name = hello.server_name().map(str::to_ascii_lowercase);
+            let alpn: Option<Vec<&[u8]>> = hello.alpn().map(Iterator::collect);
+            let (config, verify, username, acme) = match self.configs.choose(name.as_deref(), alpn) {
+                Choice::Serve(p) => (Arc::clone(&p.config), p.verify, p.username.clone(), false),
+                Choice::Acme(c) => {
+                    info!("[c{}] acme-tls/1: the challenge certificate for {}; closed after the handshake", self.id, name.as_deref().unwrap_or(""));
+                    (c, false, None, true)
+                }
+                Choice::Refuse(c, why) => {
+                    error!("[c{}] {why}; refused (no_application_protocol)", self.id);
+                    (c, false, None, false)
+                }
+            };
+            let mut session = match accepted.into_connection(config) {
+                Ok(s) => s,
+                Err((e, mut alert)) => {
+                    let _ = alert.write_all(&mut self.sock);
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
+                }
+            };
+            session.set_buffer_limit(Some(crate::conf::tls::SEND_BUFFER_LIMIT));
+            return Ok(HelloStep::Chosen { session: Box::new(session), verify, username, acme });
+        }
+    }
+}
+
+/// A rustls server session over the client's socket (`crate::tlsio`): bytes the state
+/// machine writes are encrypted at once; records the socket did not take wait in rustls
+/// until the next writable edge (`flush`, called at the end of every drive). A write
+/// before the handshake finished is refused: only an HTTP error could be written then,
+/// and a client that has not finished its handshake cannot read it.
+struct Tls {
+    io: TlsSocket<ServerConnection, Sock>,
+    /// `ssl.verifyclient.activate` of the profile chosen by SNI, and its username field.
+    verify: bool,
+    username: Option<String>,
+    /// An acme-tls/1 session: closed once the handshake is done (RFC 8737).
+    acme: bool,
+}
 
 #[inline(never)]
 fn tls_read(t: &mut Tls, buf: &mut [u8]) -> io::Result<usize> {
-    t.read(buf)
+    let acme_done = |t: &Tls| t.acme && !t.io.session.is_handshaking();
+    if acme_done(t) {
+        return Ok(0);
+    }
+    match t.io.read(buf) {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && acme_done(t) => Ok(0),
+        r => r,
+    }
 }
 
 #[inline(never)]
 fn tls_write(t: &mut Tls, buf: &[u8]) -> io::Result<usize> {
-    if t.session.is_handshaking() {
+    if t.io.session.is_handshaking() || t.acme {
         return Err(io::Error::new(io::ErrorKind::NotConnected, "TLS handshake not finished"));
     }
-    t.write(buf)
+    t.io.write(buf)
 }
 
 impl ClientStream {
@@ -59,17 +206,35 @@ impl ClientStream {
         ClientStream { transport: Transport::Unix(sock), peer: None }
     }
 
-    /// Wraps an accepted TCP stream in a TLS server session (a listener with
-    /// `ssl.engine`). A unix-socket stream stays as it is: TLS is for TCP listeners.
-    pub fn into_tls(self, config: Arc<ServerConfig>) -> Result<ClientStream, rustls::Error> {
-        match self.transport {
-            Transport::Tcp(sock) => {
-                let mut session = ServerConnection::new(config)?;
-                session.set_buffer_limit(Some(crate::conf::tls::SEND_BUFFER_LIMIT));
-                let tls = Tls::new(sock, session);
-                Ok(ClientStream { transport: Transport::Tls(Box::new(tls)), peer: self.peer })
+    /// The accepted stream on a listener with `ssl.engine`: TLS, its configuration chosen
+    /// when the ClientHello is in.
+    pub fn into_tls(self, id: u64, configs: Arc<ServerConfigs>) -> ClientStream {
+        let sock = match self.transport {
+            Transport::Tcp(s) => Sock::Tcp(s),
+            Transport::Unix(s) => Sock::Unix(s),
+            other => return ClientStream { transport: other, peer: self.peer },
+        };
+        let hello = Hello { sock, acceptor: Acceptor::default(), configs, id };
+        ClientStream { transport: Transport::Hello(Box::new(hello)), peer: self.peer }
+    }
+
+    /// Reads toward the ClientHello; once it is in, the stream becomes the session it
+    /// chose, which reads on (its handshake replies go out as it does).
+    #[inline(never)]
+    fn hello_read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let Transport::Hello(h) = &mut self.transport else { return Err(io::ErrorKind::NotConnected.into()) };
+        match h.step()? {
+            HelloStep::Blocked => Err(io::ErrorKind::WouldBlock.into()),
+            HelloStep::Eof => Ok(0),
+            HelloStep::Chosen { session, verify, username, acme } => {
+                // The socket moves into the session; `Switching` holds its place meanwhile.
+                let Transport::Hello(h) = std::mem::replace(&mut self.transport, Transport::Switching) else {
+                    return Err(io::ErrorKind::NotConnected.into());
+                };
+                let tls = Tls { io: TlsSocket::new(h.sock, *session), verify, username, acme };
+                self.transport = Transport::Tls(Box::new(tls));
+                self.read(buf)
             }
-            other => Ok(ClientStream { transport: other, peer: self.peer }),
         }
     }
 
@@ -78,28 +243,29 @@ impl ClientStream {
     /// the handshake ended.
     pub fn tls_info(&self) -> Option<(&'static str, &'static str)> {
         let Transport::Tls(t) = &self.transport else { return None };
-        let version = match t.session.protocol_version()? {
+        let version = match t.io.session.protocol_version()? {
             rustls::ProtocolVersion::TLSv1_3 => "TLSv1.3",
             rustls::ProtocolVersion::TLSv1_2 => "TLSv1.2",
             _ => "TLS",
         };
-        let suite = t.session.negotiated_cipher_suite()?;
+        let suite = t.io.session.negotiated_cipher_suite()?;
         Some((version, crate::conf::tls::openssl_name(&suite)))
     }
 
     /// mod_openssl's variables for a stdio program on a TLS connection: SSL_PROTOCOL,
-    /// SSL_CIPHER and, where client certificates are asked for (`verify`), the
-    /// `SSL_CLIENT_*` set and REMOTE_USER from the `username` field.
-    pub fn tls_env(&self, verify: bool, username: Option<&str>) -> Vec<(String, String)> {
+    /// SSL_CIPHER and, where client certificates are asked for (the listener's or the
+    /// SNI block's `ssl.verifyclient.activate`), the `SSL_CLIENT_*` set and REMOTE_USER
+    /// from the `ssl.verifyclient.username` field.
+    pub fn tls_env(&self) -> Vec<(String, String)> {
         let Transport::Tls(t) = &self.transport else { return Vec::new() };
         let mut env = Vec::new();
         if let Some((v, c)) = self.tls_info() {
             env.push(("SSL_PROTOCOL".to_string(), v.to_string()));
             env.push(("SSL_CIPHER".to_string(), c.to_string()));
         }
-        if verify {
-            let cert = t.session.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::x509::fields(c));
-            env.extend(crate::x509::client_env(cert.as_ref(), username));
+        if t.verify {
+            let cert = t.io.session.peer_certificates().and_then(|c| c.first()).and_then(|c| crate::x509::fields(c));
+            env.extend(crate::x509::client_env(cert.as_ref(), t.username.as_deref()));
         }
         env
     }
@@ -109,7 +275,7 @@ impl ClientStream {
     /// on the next writable edge.
     pub fn flush(&mut self) -> io::Result<()> {
         if let Transport::Tls(t) = &mut self.transport {
-            t.flush()?;
+            t.io.flush()?;
         }
         Ok(())
     }
@@ -118,7 +284,7 @@ impl ClientStream {
     /// taken); a plain socket's bytes are in the kernel once `write` returns.
     pub fn has_pending(&self) -> bool {
         match &self.transport {
-            Transport::Tls(t) => t.session.wants_write(),
+            Transport::Tls(t) => t.io.session.wants_write(),
             _ => false,
         }
     }
@@ -137,6 +303,8 @@ impl ClientStream {
             Transport::Tcp(s) => s.read(buf),
             Transport::Unix(s) => s.read(buf),
             Transport::Tls(t) => tls_read(t, buf),
+            Transport::Hello(_) => self.hello_read(buf),
+            Transport::Switching => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 
@@ -146,6 +314,7 @@ impl ClientStream {
             Transport::Tcp(s) => s.write(buf),
             Transport::Unix(s) => s.write(buf),
             Transport::Tls(t) => tls_write(t, buf),
+            Transport::Hello(_) | Transport::Switching => Err(io::Error::new(io::ErrorKind::NotConnected, "TLS handshake not finished")),
         }
     }
 
@@ -167,10 +336,11 @@ impl ClientStream {
                 if got == 0 {
                     return Ok(0);
                 }
-                let n = t.write(&chunk[..got])?;
+                let n = tls_write(t, &chunk[..got])?;
                 *offset += n as i64;
                 return Ok(n);
             }
+            Transport::Hello(_) | Transport::Switching => return Err(io::ErrorKind::NotConnected.into()),
         };
         // SAFETY: both descriptors are open for the duration of the call; `offset` is a
         // valid, exclusively borrowed off_t.
@@ -186,9 +356,9 @@ impl ClientStream {
     /// clean end rather than a truncation. Nothing for a plain stream.
     pub fn close_notify(&mut self) {
         if let Transport::Tls(t) = &mut self.transport {
-            if !t.session.is_handshaking() {
-                t.session.send_close_notify();
-                let _ = t.flush();
+            if !t.io.session.is_handshaking() {
+                t.io.session.send_close_notify();
+                let _ = t.io.flush();
             }
         }
     }
@@ -199,9 +369,11 @@ impl ClientStream {
             Transport::Tcp(s) => s.shutdown(Shutdown::Write),
             Transport::Unix(s) => s.shutdown(Shutdown::Write),
             Transport::Tls(t) => {
-                t.shutdown_write();
+                t.io.shutdown_write();
                 Ok(())
             }
+            Transport::Hello(h) => crate::tlsio::Socket::shutdown_write(&h.sock),
+            Transport::Switching => Ok(()),
         };
     }
 
@@ -210,14 +382,16 @@ impl ClientStream {
         match &self.transport {
             Transport::Tcp(s) => s.take_error(),
             Transport::Unix(s) => s.take_error(),
-            Transport::Tls(t) => t.sock.take_error(),
+            Transport::Tls(t) => t.io.sock.take_error(),
+            Transport::Hello(h) => h.sock.take_error(),
+            Transport::Switching => Ok(None),
         }
     }
 
     /// The URL scheme the client used.
     pub fn scheme(&self) -> &'static str {
         match self.transport {
-            Transport::Tls(_) => "https",
+            Transport::Tls(_) | Transport::Hello(_) | Transport::Switching => "https",
             _ => "http",
         }
     }
@@ -226,8 +400,9 @@ impl ClientStream {
     pub fn local_addr(&self) -> Option<SocketAddr> {
         match &self.transport {
             Transport::Tcp(s) => s.local_addr().ok(),
-            Transport::Tls(t) => t.sock.local_addr().ok(),
-            Transport::Unix(_) => None,
+            Transport::Tls(t) => t.io.sock.local_addr(),
+            Transport::Hello(h) => h.sock.local_addr(),
+            Transport::Unix(_) | Transport::Switching => None,
         }
     }
 
@@ -238,16 +413,17 @@ impl ClientStream {
     /// is read until WouldBlock.
     pub fn drained_by(&self, got: usize, asked: usize) -> bool {
         match self.transport {
-            Transport::Tls(_) => false,
-            _ => got < asked,
+            Transport::Tcp(_) | Transport::Unix(_) => got < asked,
+            _ => false,
         }
     }
 
     pub fn set_nodelay(&self, on: bool) {
         match &self.transport {
             Transport::Tcp(s) => drop(s.set_nodelay(on)),
-            Transport::Tls(t) => drop(t.sock.set_nodelay(on)),
-            Transport::Unix(_) => {}
+            Transport::Tls(t) => t.io.sock.set_nodelay(on),
+            Transport::Hello(h) => h.sock.set_nodelay(on),
+            Transport::Unix(_) | Transport::Switching => {}
         }
     }
 
@@ -256,7 +432,9 @@ impl ClientStream {
         match &mut self.transport {
             Transport::Tcp(s) => reg.register(s, token, i),
             Transport::Unix(s) => reg.register(s, token, i),
-            Transport::Tls(t) => reg.register(&mut t.sock, token, i),
+            Transport::Tls(t) => t.io.sock.register(reg, token, i),
+            Transport::Hello(h) => h.sock.register(reg, token, i),
+            Transport::Switching => Err(io::ErrorKind::NotConnected.into()),
         }
     }
 }

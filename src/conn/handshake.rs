@@ -31,11 +31,17 @@ impl Conn {
             if room.is_empty() {
                 break;
             }
+            let asked = room.len();
             match self.client.read(room) {
                 Ok(0) => self.client_eof = true,
                 Ok(n) => {
                     self.inbound.commit(n);
                     self.between_requests = false;
+                    // A short read took all there was: the next edge, not a read that
+                    // only says EAGAIN, tells when the rest of a request arrives.
+                    if self.client.drained_by(n, asked) && !self.client_io.hup {
+                        self.client_io.readable = false;
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.client_io.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -300,7 +306,7 @@ impl Conn {
             return;
         }
         let Some(b) = self.backend.as_mut() else { return self.connect_next(ctx) };
-        match b.connect_state(self.backend_io.writable) {
+        match b.connect_state(self.backend_io.writable, self.backend_io.hup) {
             ConnectState::InProgress => {
                 self.backend_io.writable = false;
                 self.backend_io.readable = false;
@@ -338,8 +344,9 @@ impl Conn {
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);
         self.outbound.push_raw(ctx.pool, &resp);
-        if t.settings.tcp_nodelay {
-            self.client.set_nodelay(true);
+        // TCP client sockets come with TCP_NODELAY from their listener (listener.rs).
+        if !t.settings.tcp_nodelay {
+            self.client.set_nodelay(false);
         }
         debug!(
             "[c{}] tunnel open {} -> {}{}",

@@ -148,8 +148,9 @@ impl Phase {
 pub struct Readiness {
     pub readable: bool,
     pub writable: bool,
-    /// The peer's FIN (EPOLLRDHUP) or an error has been seen: reads must go on until EOF
-    /// even after a short read, because no further edge will come.
+    /// The peer's FIN (EPOLLRDHUP), a hang-up (EPOLLHUP) or an error has been seen:
+    /// reads must go on until EOF even after a short read, because no further edge will
+    /// come; and a connect that saw one is checked with SO_ERROR.
     pub hup: bool,
 }
 
@@ -159,7 +160,7 @@ impl Readiness {
     pub fn record(&mut self, ev: &Event) {
         self.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
         self.writable |= ev.is_writable() || ev.is_write_closed() || ev.is_error();
-        self.hup |= ev.is_read_closed() || ev.is_error();
+        self.hup |= ev.is_read_closed() || ev.is_write_closed() || ev.is_error();
     }
 }
 
@@ -330,7 +331,9 @@ impl Conn {
             outbound: Outbound::new(),
             tunnel: None,
             link: Link::None,
-            client_io: Readiness { readable: true, writable: true, hup: false },
+            // Not readable until epoll says so: registration reports a request that is
+            // already waiting, and reading before that mostly finds nothing (EAGAIN).
+            client_io: Readiness { readable: false, writable: true, hup: false },
             client_eof: false,
             client_gone: false,
             client_error: false,

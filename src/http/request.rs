@@ -73,7 +73,9 @@ impl Request {
 
     /// Whether some `name` header lists `token` (ASCII case-insensitive).
     pub fn has_token(&self, name: &str, token: &str) -> bool {
-        self.tokens(name).any(|t| t.eq_ignore_ascii_case(token))
+        // Every handshake asks this a few times: compared in place, element by element,
+        // without the `tokens` iterator chain.
+        self.header_all(name).any(|v| v.split(',').any(|t| t.trim_matches(is_ows).eq_ignore_ascii_case(token)))
     }
 
     /// The client asks for a WebSocket: an Upgrade header listing "websocket". Used to

@@ -63,42 +63,48 @@ pub fn emit(r: &AccessRecord) {
     });
     match notices {
         Some(n) => n.into_iter().for_each(|m| errorlog::notice(&m)),
-        None => info!("{}", Legacy(r)),
+        None => info!("{}", legacy_line(r)),
     }
 }
 
-/// The error-log form: `[c7] access peer=... in=... out=...`, formatted once, straight
-/// into the log line (one line per connection: it shows in connections per second).
-struct Legacy<'a>(&'a AccessRecord<'a>);
-
-impl std::fmt::Display for Legacy<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let r = self.0;
-        write!(f, "[c{}] access peer=", r.id)?;
-        match r.peer {
-            Some(p) => write!(f, "{p}")?,
-            None => f.write_str("unix")?,
-        }
-        write!(
-            f,
-            " path={} backend={} in={} out={} dur_ms={} close={} closed_by={} proto={} lost_in={} lost_out={} cut={}",
-            r.path,
-            r.backend,
-            r.bytes_in,
-            r.bytes_out,
-            r.duration.as_millis(),
-            r.close,
-            r.closed_by,
-            r.proto,
-            r.lost_in,
-            r.lost_out,
-            r.cut,
-        )?;
-        match r.tls {
-            Some((v, c)) => write!(f, " tls={v}/{c}"),
-            None => Ok(()),
-        }
+/// The error-log form: `[c7] access peer=... in=... out=...`, built straight into one
+/// string (one line per connection: it shows in connections per second, so numbers and
+/// addresses skip `core::fmt`).
+fn legacy_line(r: &AccessRecord) -> String {
+    use crate::textfmt::{push_socket_addr, push_u64_str};
+    let mut s = String::with_capacity(192 + r.path.len() + r.backend.len());
+    s.push_str("[c");
+    push_u64_str(&mut s, r.id);
+    s.push_str("] access peer=");
+    match r.peer {
+        Some(p) => push_socket_addr(&mut s, &p),
+        None => s.push_str("unix"),
     }
+    for (key, text) in [(" path=", r.path), (" backend=", r.backend)] {
+        s.push_str(key);
+        s.push_str(text);
+    }
+    for (key, n) in [(" in=", r.bytes_in), (" out=", r.bytes_out), (" dur_ms=", r.duration.as_millis() as u64)] {
+        s.push_str(key);
+        push_u64_str(&mut s, n);
+    }
+    for (key, text) in [(" close=", r.close), (" closed_by=", r.closed_by), (" proto=", r.proto)] {
+        s.push_str(key);
+        s.push_str(text);
+    }
+    for (key, n) in [(" lost_in=", r.lost_in), (" lost_out=", r.lost_out)] {
+        s.push_str(key);
+        push_u64_str(&mut s, n);
+    }
+    s.push_str(" cut=");
+    s.push_str(r.cut);
+    if let Some((v, c)) = r.tls {
+        s.push_str(" tls=");
+        s.push_str(v);
+        s.push('/');
+        s.push_str(c);
+    }
+    s
 }
 
 /// SIGHUP: a file is opened again by name.
@@ -123,4 +129,41 @@ pub fn finish(deadline: Instant) {
 /// Access lines lost (write errors, full queue), for the status dump.
 pub fn lost() -> Option<u64> {
     with(|a| a.sink.lost())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn the_error_log_form_has_every_field() {
+        let mut r = AccessRecord {
+            id: 42,
+            peer: Some("127.0.0.1:53122".parse().unwrap()),
+            request: None,
+            path: "/ws/",
+            backend: "127.0.0.1:9001",
+            status: Some(101),
+            bytes_in: 1024,
+            bytes_out: 2048,
+            duration: Duration::from_millis(5312),
+            end: SystemTime::UNIX_EPOCH,
+            close: "1000",
+            closed_by: "client",
+            proto: "-",
+            lost_in: 0,
+            lost_out: 7,
+            cut: "-",
+            tls: None,
+        };
+        assert_eq!(
+            legacy_line(&r),
+            "[c42] access peer=127.0.0.1:53122 path=/ws/ backend=127.0.0.1:9001 in=1024 out=2048 dur_ms=5312 close=1000 closed_by=client proto=- lost_in=0 lost_out=7 cut=-"
+        );
+        r.peer = None;
+        r.tls = Some(("TLSv1.3", "TLS_AES_128_GCM_SHA256"));
+        assert!(legacy_line(&r).starts_with("[c42] access peer=unix path="));
+        assert!(legacy_line(&r).ends_with(" cut=- tls=TLSv1.3/TLS_AES_128_GCM_SHA256"));
+    }
 }

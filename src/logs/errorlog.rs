@@ -20,6 +20,36 @@ pub struct ErrorLog {
     /// env_logger, used only for its `RUST_LOG`-style filter.
     filter: env_logger::Logger,
     sink: Mutex<Sink>,
+    stamp: Mutex<Stamp>,
+}
+
+/// The stamp of the current second, formatted once: a busy daemon writes a line per
+/// connection, thousands a second, all with the same stamp.
+#[derive(Default)]
+struct Stamp {
+    secs: Option<i64>,
+    text: String,
+}
+
+impl Stamp {
+    fn text(&mut self, secs: i64) -> &str {
+        if self.secs != Some(secs) {
+            self.text = clock::rfc3339_utc(secs);
+            self.secs = Some(secs);
+        }
+        &self.text
+    }
+}
+
+/// The level as the five-column field `{level:<5}` writes, without its padding code.
+fn level_column(l: Level) -> &'static str {
+    match l {
+        Level::Error => "ERROR",
+        Level::Warn => "WARN ",
+        Level::Info => "INFO ",
+        Level::Debug => "DEBUG",
+        Level::Trace => "TRACE",
+    }
 }
 
 static ERRORLOG: OnceLock<&'static ErrorLog> = OnceLock::new();
@@ -34,20 +64,26 @@ fn severity_of(l: Level) -> u8 {
 }
 
 impl ErrorLog {
-    fn line(sink: &Sink, level: Level, args: &std::fmt::Arguments) -> String {
-        let mut s = String::with_capacity(128);
+    fn line(sink: &Sink, stamp: &mut Stamp, level: Level, args: &std::fmt::Arguments) -> String {
+        let mut s = String::with_capacity(160);
         if sink.is_syslog() {
             let _ = write!(s, "{args}");
         } else {
-            let ts = clock::rfc3339_utc(clock::unix_seconds(SystemTime::now()));
-            let _ = writeln!(s, "{ts} {level:<5} {args}");
+            s.push_str(stamp.text(clock::unix_seconds(SystemTime::now())));
+            s.push(' ');
+            s.push_str(level_column(level));
+            s.push(' ');
+            let _ = writeln!(s, "{args}");
         }
         s
     }
 
     fn write(&self, level: Level, args: &std::fmt::Arguments) {
         let mut sink = self.sink.lock().unwrap_or_else(|p| p.into_inner());
-        let line = Self::line(&sink, level, args);
+        let line = {
+            let mut stamp = self.stamp.lock().unwrap_or_else(|p| p.into_inner());
+            Self::line(&sink, &mut stamp, level, args)
+        };
         let notices = sink.write(severity_of(level), &line, Instant::now());
         Self::report(&mut sink, notices);
     }
@@ -55,7 +91,7 @@ impl ErrorLog {
     /// A sink's notices go through the sink once; what that fails to say goes to stderr.
     fn report(sink: &mut Sink, notices: Vec<String>) {
         for n in notices {
-            let line = Self::line(sink, Level::Warn, &format_args!("{n}"));
+            let line = Self::line(sink, &mut Stamp::default(), Level::Warn, &format_args!("{n}"));
             // A file that fails cannot carry its own report; a logger that keeps dying may
             // never print it: both also go to standard error (the terminal, or /dev/null
             // once daemonized).
@@ -96,7 +132,7 @@ pub fn init(level: log::LevelFilter, target: &Target) -> std::io::Result<()> {
     if ERRORLOG.get().is_some() {
         return Ok(());
     }
-    let el: &'static ErrorLog = Box::leak(Box::new(ErrorLog { filter, sink: Mutex::new(sink) }));
+    let el: &'static ErrorLog = Box::leak(Box::new(ErrorLog { filter, sink: Mutex::new(sink), stamp: Mutex::new(Stamp::default()) }));
     if log::set_logger(el).is_ok() {
         log::set_max_level(max);
         let _ = ERRORLOG.set(el);
@@ -156,4 +192,24 @@ pub fn notice(msg: &str) {
 /// Error-log lines lost (write errors, full queue), for the status dump.
 pub fn lost() -> u64 {
     ERRORLOG.get().map_or(0, |el| el.sink.lock().map_or(0, |s| s.lost()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn level_column_is_the_padded_level() {
+        for l in [Level::Error, Level::Warn, Level::Info, Level::Debug, Level::Trace] {
+            assert_eq!(level_column(l), format!("{l:<5}"));
+        }
+    }
+
+    #[test]
+    fn the_stamp_follows_the_second() {
+        let mut s = Stamp::default();
+        assert_eq!(s.text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(s.text(0), "1970-01-01T00:00:00Z");
+        assert_eq!(s.text(86_401), "1970-01-02T00:00:01Z");
+    }
 }

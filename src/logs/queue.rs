@@ -115,6 +115,11 @@ impl Failures {
         None
     }
 
+    /// Whether writes are failing (so a success has something to report).
+    pub fn is_failing(&self) -> bool {
+        self.failing
+    }
+
     /// A write succeeded; returns the end-of-failure report, if it was failing.
     pub fn ok(&mut self, what: &str) -> Option<String> {
         if !self.failing {

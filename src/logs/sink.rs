@@ -49,6 +49,9 @@ impl FileSink {
 
     fn write(&mut self, line: &[u8], now: Instant) -> Option<String> {
         match self.file.write_all(line) {
+            // The label is built only when there is a recovery to report: this runs
+            // for every line.
+            Ok(()) if !self.failures.is_failing() => None,
             Ok(()) => self.failures.ok(&format!("{} {}", self.what, self.path.display())),
             Err(e) => self.failures.fail(now, &format!("{} {}", self.what, self.path.display()), &e),
         }

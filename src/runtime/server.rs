@@ -716,7 +716,7 @@ impl Server {
     fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant) {
         let id = self.next_id;
         self.next_id += 1;
-        let Some(stream) = self.tls.wrap(listener, id, stream) else { return };
+        let stream = self.tls.wrap(listener, id, stream);
         let timeout = self.config.wstunnel.open_handshake_timeout;
         let entry = self.conns.vacant_entry();
         let key = entry.key();

@@ -14,10 +14,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use log::{debug, error, info};
-use rustls::ServerConfig;
-
-use crate::conf::tls::ListenTls;
+use log::{error, info};
+use crate::conf::tls::{ListenTls, ServerConfigs};
 use crate::conf::Config;
 use crate::conn::client::ClientStream;
 
@@ -29,8 +27,8 @@ struct TlsListener {
     /// The listener's name, as `$SERVER["socket"]` compares it.
     socket: String,
     settings: ListenTls,
-    config: Arc<ServerConfig>,
-    /// What the files looked like when `config` was made.
+    configs: Arc<ServerConfigs>,
+    /// What the files looked like when `configs` was made.
     stamp: Vec<FileStamp>,
 }
 
@@ -88,26 +86,21 @@ impl TlsListeners {
                 continue;
             }
             let socket = spec.to_string();
-            let c = crate::conf::tls::server_config(t, &socket)
+            let c = crate::conf::tls::server_configs(t, &socket)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, format!("TLS on {spec}: {e}")))?;
             let pem = t.settings.pemfile.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
             info!("TLS on {spec}: certificate from {pem}, {} more chosen by SNI", t.sni.len());
-            listeners[slot] = Some(TlsListener { socket, settings: t.clone(), config: c, stamp: stamp(t) });
+            listeners[slot] = Some(TlsListener { socket, settings: t.clone(), configs: c, stamp: stamp(t) });
         }
         Ok(TlsListeners { listeners, next_check: now + FILE_CHECK_INTERVAL })
     }
 
-    /// The client as the listener serves it: in a TLS session on a TLS listener.
-    pub fn wrap(&self, listener: usize, id: u64, stream: ClientStream) -> Option<ClientStream> {
+    /// The client as the listener serves it: in a TLS session on a TLS listener (its
+    /// configuration chosen once the ClientHello is in).
+    pub fn wrap(&self, listener: usize, id: u64, stream: ClientStream) -> ClientStream {
         match self.listeners.get(listener).and_then(Option::as_ref) {
-            None => Some(stream),
-            Some(l) => match stream.into_tls(Arc::clone(&l.config)) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    debug!("[c{id}] cannot start a TLS session: {e}");
-                    None
-                }
-            },
+            None => stream,
+            Some(l) => stream.into_tls(id, Arc::clone(&l.configs)),
         }
     }
 
@@ -136,9 +129,9 @@ impl TlsListeners {
         // Stamped first: a broken file is reported once, not every minute; a later
         // change is tried again.
         l.stamp = stamp(&l.settings);
-        match crate::conf::tls::server_config(&l.settings, &l.socket) {
+        match crate::conf::tls::server_configs(&l.settings, &l.socket) {
             Ok(c) => {
-                l.config = c;
+                l.configs = c;
                 info!("TLS on {}: certificates reloaded ({why}); new handshakes use them", l.socket);
             }
             Err(e) => error!("TLS on {}: cannot reload certificates ({why}): {e}; keeping the ones in use", l.socket),

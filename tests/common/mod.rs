@@ -16,6 +16,7 @@
 //! - [`procs`]: what /proc says about wstund's children, test programs, a raw-client
 //!   loop up to the close frame (the managed-process tests).
 //! - [`cdp`]: headless Chromium over the DevTools protocol (evaluate, screenshot).
+//! - [`pki`]: a test CA and leaves made with `openssl`, for the TLS tests.
 //! - [`options`]: hand-driven backends, message readers and client-side deflate (the
 //!   `options_*` tests).
 #![allow(dead_code)]
@@ -27,6 +28,7 @@ pub mod faults;
 pub mod conf;
 pub mod daemon;
 pub mod options;
+pub mod pki;
 pub mod procs;
 pub mod raw;
 pub mod ws;

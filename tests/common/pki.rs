@@ -1,0 +1,78 @@
+//! A test PKI made with the `openssl` command at test time (scripts/test.sh installs
+//! it): a CA, a `localhost` / 127.0.0.1 leaf it signed, more leaves on demand, and a
+//! rustls client configuration trusting the CA. The TLS tests share it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::CertificateDer;
+
+use super::TempDir;
+
+/// A test CA and a leaf for `localhost` / 127.0.0.1 it signed, plus a second key that
+/// matches nothing.
+pub struct Pki {
+    pub dir: TempDir,
+}
+
+pub fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("openssl (scripts/test.sh installs it): {e}"));
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let dir = TempDir::new("pki");
+        let d = dir.path().to_path_buf();
+        openssl(&d, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=wstund test CA"]);
+        Pki::leaf(&d, "server", "localhost", "DNS:localhost,IP:127.0.0.1");
+        openssl(&d, &["genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", "other.key"]);
+        let both = [std::fs::read(d.join("server.pem")).unwrap(), std::fs::read(d.join("server.key")).unwrap()].concat();
+        std::fs::write(d.join("both.pem"), both).unwrap();
+        Pki { dir }
+    }
+
+    /// `name.key` + `name.pem` signed by the CA.
+    pub fn leaf(d: &Path, name: &str, cn: &str, san: &str) {
+        let key = format!("{name}.key");
+        let csr = format!("{name}.csr");
+        let pem = format!("{name}.pem");
+        let ext = format!("{name}.ext");
+        std::fs::write(d.join(&ext), format!("subjectAltName={san}\n")).unwrap();
+        openssl(d, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", &key, "-out", &csr, "-subj", &format!("/CN={cn}")]);
+        openssl(d, &["x509", "-req", "-in", &csr, "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", &pem, "-days", "2", "-extfile", &ext]);
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    pub fn p(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    pub fn client_config(&self) -> Arc<rustls::ClientConfig> {
+        let mut roots = rustls::RootCertStore::empty();
+        for c in CertificateDer::pem_file_iter(self.path("ca.pem")).unwrap() {
+            roots.add(c.unwrap()).unwrap();
+        }
+        // ring: the provider wstund itself uses (deprecated only for lacking post-quantum
+        // key exchange).
+        #[allow(deprecated)]
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let cfg = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Arc::new(cfg)
+    }
+}
+
