@@ -180,7 +180,7 @@ pub fn notice(msg: &str) {
     }
     let mut sink = el.sink.lock().unwrap_or_else(|p| p.into_inner());
     let before = sink.lost();
-    let line = ErrorLog::line(&sink, Level::Warn, &format_args!("{msg}"));
+    let line = ErrorLog::line(&sink, &mut Stamp::default(), Level::Warn, &format_args!("{msg}"));
     let notices = sink.write(severity::WARNING, &line, Instant::now());
     let lost = sink.lost() > before;
     ErrorLog::report(&mut sink, notices);
