@@ -9,11 +9,14 @@ import sys
 
 class Echo(socketserver.BaseRequestHandler):
     def handle(self):
-        while True:
-            data = self.request.recv(65536)
-            if not data:
-                return
-            self.request.sendall(data)
+        try:
+            while True:
+                data = self.request.recv(65536)
+                if not data:
+                    return
+                self.request.sendall(data)
+        except OSError:
+            pass  # the peer went away (reset, broken pipe): this connection only
 
 
 class Server(socketserver.ThreadingTCPServer):

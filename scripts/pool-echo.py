@@ -9,22 +9,30 @@ stdout/stderr goes to wstund's error log, prefixed with the process's pool slot.
 import socket
 import sys
 import threading
+import time
 
 
 def serve(conn):
-    with conn:
-        while True:
-            data = conn.recv(65536)
-            if not data:
-                return
-            conn.sendall(data)
+    try:
+        with conn:
+            while True:
+                data = conn.recv(65536)
+                if not data:
+                    return
+                conn.sendall(data)
+    except OSError:
+        pass  # the peer went away (reset, broken pipe): this connection only
 
 
 def main():
     listener = socket.socket(fileno=0)
     print(f"pool-echo: accepting on {listener.getsockname()!r}", file=sys.stderr, flush=True)
     while True:
-        conn, _ = listener.accept()
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            time.sleep(0.1)  # e.g. ECONNABORTED, EMFILE: keep serving, without spinning
+            continue
         threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
 

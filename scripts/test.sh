@@ -127,6 +127,11 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
     apt_install openssl || say "openssl not installed: tests/tls.rs will fail"
 fi
+# --- iptables (tests/faults_client.rs drops one loopback connection's packets both ways: a
+# client that vanishes without a FIN; the rules name that connection's two ports only) ---
+if is_root && ! command -v iptables >/dev/null 2>&1; then
+    apt_install iptables || say "iptables not installed: tests/faults_client.rs (half-open client) will fail"
+fi
 # --- systemd tools, shellcheck, mandoc, packaging (tests/systemd.rs, tests/packaging.rs) -----
 # systemd-socket-activate and systemd-analyze run as plain programs: installing the package
 # on a machine that was not booted with systemd starts nothing. debhelper, lintian and

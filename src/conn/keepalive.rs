@@ -98,6 +98,14 @@ impl Keepalive {
     pub fn pong(&mut self) {
         self.outstanding = None;
     }
+
+    /// The daemon did not run for `stall` (stopped, starved): the ping clocks move on by
+    /// as much, never past `now`, so a client is not blamed for a pong it could not send
+    /// while nobody read it.
+    pub fn forgive(&mut self, stall: Duration, now: Instant) {
+        self.last_ping = (self.last_ping + stall).min(now);
+        self.outstanding = self.outstanding.map(|t| (t + stall).min(now));
+    }
 }
 
 #[cfg(test)]
@@ -105,6 +113,22 @@ mod tests {
     use super::*;
 
     const S: Duration = Duration::from_secs(1);
+
+    #[test]
+    fn a_stall_moves_the_ping_clocks_on_but_not_past_now() {
+        let t0 = Instant::now();
+        let p = KeepalivePolicy::new(0, 2, 4 * S, true);
+        let mut k = Keepalive::new(t0);
+        k.pinged(t0 + 2 * S, true);
+        // Stopped from 2.5 s to 12.5 s: without forgiveness the pong is 10 s late.
+        let now = t0 + 12 * S + S / 2;
+        assert_eq!(k.due(now, t0, &p), Due::NoPong);
+        k.forgive(10 * S, now);
+        assert_eq!(k.due(now, t0 + 10 * S, &p), Due::Nothing);
+        k.forgive(100 * S, now);
+        assert_eq!(k.outstanding, Some(now));
+        assert_eq!(k.last_ping, now);
+    }
 
     #[test]
     fn interval_pings_regardless_of_traffic() {

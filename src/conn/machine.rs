@@ -446,6 +446,20 @@ impl Conn {
     }
 
     /// The 1-second housekeeping: every timeout of the connection.
+    /// The daemon did not run for `stall` (SIGSTOP, a starved machine): the clocks that
+    /// measure the client's silence move on by as much (never past `now`), so the
+    /// daemon's own absence is not counted against its clients. Idle timeouts, idle pings
+    /// and pong deadlines then run from where they were; a client that sent anything
+    /// meanwhile has been read already this turn. Handshake, connect and close deadlines
+    /// are left as they are: they bound the daemon's work, not the client's silence.
+    pub fn forgive_stall(&mut self, stall: Duration, now: Instant) {
+        self.last_read = (self.last_read + stall).min(now);
+        self.last_write = (self.last_write + stall).min(now);
+        if let Phase::Open { keepalive } = &mut self.phase {
+            keepalive.forgive(stall, now);
+        }
+    }
+
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now;
         match self.phase {

@@ -675,8 +675,21 @@ impl Conn {
     pub(crate) fn open_tick(&mut self, ctx: &mut Ctx) {
         let (idle, write_idle) = (ctx.config.server.max_read_idle, ctx.config.server.max_write_idle);
         if !idle.is_zero() && ctx.now.duration_since(self.last_read) >= idle {
-            debug!("[c{}] idle for {}s", self.id, idle.as_secs());
-            self.start_close(ctx, close::GOING_AWAY, "idle timeout", ClosedBy::Server);
+            // Bytes still waiting for the backend: the client was not silent, the daemon
+            // stopped reading it because the backend takes nothing (a hung backend).
+            // Said, since "idle" would blame the client.
+            let pending = self.inbound.ready().len();
+            if pending > 0 {
+                info!(
+                    "[c{}] backend not reading: {pending} bytes for it still pending after {}s without reading the client; closing",
+                    self.id,
+                    idle.as_secs()
+                );
+                self.start_close(ctx, close::GOING_AWAY, "backend not reading", ClosedBy::Server);
+            } else {
+                debug!("[c{}] idle for {}s", self.id, idle.as_secs());
+                self.start_close(ctx, close::GOING_AWAY, "idle timeout", ClosedBy::Server);
+            }
             return;
         }
         if !self.outbound.is_empty() && !write_idle.is_zero() && ctx.now.duration_since(self.last_write) >= write_idle {

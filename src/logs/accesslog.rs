@@ -11,8 +11,9 @@
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-use log::{info, warn};
+use log::info;
 
+use super::errorlog;
 use super::format::{AccessRecord, Format, RequestSeen};
 use super::sink::{Sink, Target};
 
@@ -61,7 +62,7 @@ pub fn emit(r: &AccessRecord) {
         }
     });
     match notices {
-        Some(n) => n.into_iter().for_each(|m| warn!("{m}")),
+        Some(n) => n.into_iter().for_each(|m| errorlog::notice(&m)),
         None => info!("{}", legacy_line(r)),
     }
 }
@@ -109,14 +110,14 @@ fn legacy_line(r: &AccessRecord) -> String {
 /// SIGHUP: a file is opened again by name.
 pub fn reopen() {
     if let Some(n) = with(|a| a.sink.reopen()) {
-        n.into_iter().for_each(|m| warn!("{m}"));
+        n.into_iter().for_each(|m| errorlog::notice(&m));
     }
 }
 
 /// The 1 s tick: a piped logger's queue and restarts.
 pub fn tick(now: Instant) {
     if let Some(n) = with(|a| a.sink.tick(now)) {
-        n.into_iter().for_each(|m| warn!("{m}"));
+        n.into_iter().for_each(|m| errorlog::notice(&m));
     }
 }
 

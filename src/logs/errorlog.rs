@@ -166,6 +166,29 @@ pub fn finish(deadline: Instant) {
     });
 }
 
+/// Another log's trouble (the access log cannot be written, its logger restarted): a
+/// warning in the error log, and on standard error as well when the error log could not
+/// take the line (it is failing too, e.g. both on a full disk), so the report is never
+/// lost with the lines it is about.
+pub fn notice(msg: &str) {
+    let Some(el) = ERRORLOG.get() else {
+        eprintln!("wstund: {msg}");
+        return;
+    };
+    if !el.enabled(&Metadata::builder().level(Level::Warn).target("wstund").build()) {
+        return;
+    }
+    let mut sink = el.sink.lock().unwrap_or_else(|p| p.into_inner());
+    let before = sink.lost();
+    let line = ErrorLog::line(&sink, &mut Stamp::default(), Level::Warn, &format_args!("{msg}"));
+    let notices = sink.write(severity::WARNING, &line, Instant::now());
+    let lost = sink.lost() > before;
+    ErrorLog::report(&mut sink, notices);
+    if lost {
+        eprintln!("wstund: {msg}");
+    }
+}
+
 /// Error-log lines lost (write errors, full queue), for the status dump.
 pub fn lost() -> u64 {
     ERRORLOG.get().map_or(0, |el| el.sink.lock().map_or(0, |s| s.lost()))

@@ -63,6 +63,9 @@ use crate::metrics::{self, Family, Kind, Sink, Source as _, TunnelMetrics};
 use crate::token::{self, Endpoint, Source};
 
 const TICK: Duration = Duration::from_secs(1);
+/// A loop turn this much later than planned is a stall (the process was stopped or
+/// starved), not a busy turn: far above any turn's work, far below any idle timeout.
+const STALL_MIN: Duration = Duration::from_secs(2);
 /// Back-off after EMFILE/ENFILE before trying to accept again.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(250);
 /// How long the tunnels closed with 1001 (at the end of a graceful stop) get to finish
@@ -354,6 +357,7 @@ impl Server {
     pub fn run(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         let mut next_tick = Instant::now() + TICK;
+        let mut prev_turn = Instant::now();
         // First health probes at once, so a dead host is out before clients come.
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), Instant::now());
         while self.state != RunState::Stopped {
@@ -378,7 +382,10 @@ impl Server {
                 }
                 return Err(e);
             }
+            let before = now;
             let now = Instant::now();
+            self.notice_stall(prev_turn, before, timeout, now);
+            prev_turn = now;
             self.turn_start = now;
             for ev in events.iter() {
                 match token::decode(ev.token()) {
@@ -772,6 +779,26 @@ impl Server {
                 f(c, &mut ctx);
                 self.after_turn(key, now);
             }
+        }
+    }
+
+    /// Time the loop lost between turns beyond what it meant to sleep: the process was
+    /// stopped (SIGSTOP, a frozen cgroup) or starved. From `prev` (the last turn's start)
+    /// to `before` the daemon was working, then it slept at most `timeout`; more than
+    /// that by STALL_MIN or more is a stall, logged, and forgiven to every connection
+    /// (see Conn::forgive_stall) so it costs no live tunnel its connection.
+    fn notice_stall(&mut self, prev: Instant, before: Instant, timeout: Duration, now: Instant) {
+        let stall = before.saturating_duration_since(prev) + now.saturating_duration_since(before + timeout);
+        if stall < STALL_MIN {
+            return;
+        }
+        warn!(
+            "the event loop did not run for {:.1}s (stopped or starved); idle timeouts and ping deadlines of {} connections moved on by as much",
+            stall.as_secs_f64(),
+            self.conns.len()
+        );
+        for (_, c) in self.conns.iter_mut() {
+            c.forgive_stall(stall, now);
         }
     }
 

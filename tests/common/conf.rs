@@ -70,3 +70,27 @@ impl Conf {
         s
     }
 }
+
+/// The shipped file with `server.port` set to 0 and each `(from, to)` replaced.
+pub fn shipped(rel: &str, subs: &[(&str, String)]) -> String {
+    let text = std::fs::read_to_string(super::repo_root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"));
+    let mut ports = 0;
+    let mut out: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("server.port") {
+                ports += 1;
+                "server.port = 0".to_string()
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert_eq!(ports, 1, "{rel}: one server.port line");
+    for (from, to) in subs {
+        assert!(out.contains(from), "{rel} no longer contains {from:?}");
+        out = out.replace(from, to);
+    }
+    out
+}

@@ -24,6 +24,7 @@
 pub mod backend;
 pub mod cdp;
 pub mod dumpdom;
+pub mod faults;
 pub mod conf;
 pub mod daemon;
 pub mod options;
