@@ -295,14 +295,14 @@ pub(crate) fn parse_cidr(s: &str) -> Result<(IpAddr, u8), String> {
 }
 
 /// IPv4-mapped IPv6 addresses (`::ffff:1.2.3.4`) compare as IPv4.
-fn normalize_ip(ip: IpAddr) -> IpAddr {
+pub(crate) fn normalize_ip(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
         v4 => v4,
     }
 }
 
-fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
+pub(crate) fn cidr_contains(net: IpAddr, len: u8, ip: IpAddr) -> bool {
     match (net, ip) {
         (IpAddr::V4(n), IpAddr::V4(i)) => {
             let mask = if len == 0 { 0 } else { u32::MAX << (32 - u32::from(len)) };

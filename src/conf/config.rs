@@ -97,6 +97,12 @@ impl Config {
         }
     }
 
+    /// Whether any scope turns `extforward.hap-PROXY` on: only then is it resolved at
+    /// accept (`conn/extforward.rs`).
+    pub fn hap_proxy_anywhere(&self) -> bool {
+        self.wstunnel.extforward_hap_proxy || self.blocks.iter().any(|b| b.set.contains(&WsField::ExtforwardHapProxy))
+    }
+
     /// Every listener to open: `server.bind`/`server.port` first, then each
     /// distinct `$SERVER["socket"] == ...` value.
     pub fn listeners(&self) -> Vec<ListenSpec> {

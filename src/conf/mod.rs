@@ -18,6 +18,7 @@ mod convert;
 mod directives;
 mod error;
 mod eval;
+mod extforward;
 mod include;
 mod lexer;
 mod listen;

@@ -138,6 +138,7 @@ impl Conn {
         let tls = self.client.scheme() == "https";
         let verify = ctx.config.listen_tls.get(self.listener).map(|l| &l.settings);
         let tls_env = self.client.tls_env(verify.is_some_and(|v| v.verify_activate), verify.and_then(|v| v.verify_username.as_deref()));
+        let remote = self.remote_addr();
         let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
@@ -158,7 +159,7 @@ impl Conn {
             minor_version: req.minor_version,
             headers: &req.headers,
             route_key: &t.route_key,
-            peer: self.client.peer(),
+            peer: remote,
             local,
             tls,
             tls_env: &tls_env,

@@ -308,6 +308,12 @@ pub struct Conn {
     /// Waiting on a kept-alive connection with nothing of the next request yet: its
     /// time-out closes silently, and nothing is logged or counted for it.
     pub between_requests: bool,
+    /// A PROXY header expected (or refused) before the request (`extforward.rs`).
+    pub proxy_in: crate::conn::extforward::ProxyIn,
+    /// This request's client address from a forwarding header (`extforward.headers`).
+    pub forwarded: Option<std::net::SocketAddr>,
+    /// The scheme a forwarding header gave ("http"/"https"), for conditionals.
+    pub forwarded_scheme: Option<&'static str>,
 }
 
 impl Conn {
@@ -358,6 +364,9 @@ impl Conn {
             page_served: None,
             keep_alive: false,
             between_requests: false,
+            proxy_in: crate::conn::extforward::ProxyIn::Off,
+            forwarded: None,
+            forwarded_scheme: None,
         }
     }
 
@@ -444,6 +453,10 @@ impl Conn {
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now;
         match self.phase {
+            Phase::Handshake { deadline } if now >= deadline && self.proxy_in == crate::conn::extforward::ProxyIn::Expect => {
+                log::info!("[c{}] no complete PROXY header within the handshake timeout: connection closed", self.id);
+                self.phase = Phase::Done;
+            }
             Phase::Handshake { deadline } if now >= deadline && self.between_requests && self.inbound.raw().is_empty() => {
                 debug!("[c{}] keep-alive idle time-out", self.id);
                 self.phase = Phase::Done;
@@ -591,7 +604,7 @@ impl Conn {
         let opened = self.tunnel.as_ref().is_some_and(|t| t.opened);
         crate::logs::accesslog::emit(&AccessRecord {
             id: self.id,
-            peer: self.client.peer(),
+            peer: self.remote_addr(),
             request: self.access_req.as_deref(),
             path,
             backend,
