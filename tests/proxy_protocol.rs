@@ -193,7 +193,8 @@ fn malformed_proxy_headers_close_only_their_connection() {
     bystander_round(&mut by);
     by.send_close(1000);
     by.expect_close(T);
-    assert!(d.access_lines().iter().any(|a| a.get("peer").is_some_and(|p| p == "192.0.2.50:5050")), "{}", d.logs());
+    let logged = || d.access_lines().iter().any(|a| a.get("peer").is_some_and(|p| p == "192.0.2.50:5050"));
+    assert!(wait_until(T, logged), "{}", d.logs());
 }
 
 /// A test CA (ca.pem) and a leaf for `localhost` it signed (c.pem, k.pem), made with the

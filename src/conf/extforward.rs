@@ -5,10 +5,8 @@
 
 use std::net::IpAddr;
 
-use super::cond::{cidr_contains, normalize_ip, parse_cidr};
-use super::convert::{pairs_of, str_of, ConfType};
-use super::error::Diag;
-use super::schema::Spec;
+use super::cidr::{cidr_contains, normalize_ip, parse_cidr};
+use super::error::{Diag, Span};
 use super::value::{quote, Val, ValKind};
 
 /// `extforward.forwarder = ( "10.0.0.1" => "trust", "10.1.0.0/16" => "trust",
@@ -51,29 +49,30 @@ impl Forwarders {
     }
 }
 
-impl ConfType for Forwarders {
-    fn from_val(v: &Val, d: &Spec) -> Result<Forwarders, Diag> {
+impl Forwarders {
+    /// From the hash's `(key, value, value's position)` entries (`convert.rs` types the
+    /// value; `name` is the directive's, for errors).
+    pub(crate) fn build(name: &str, pairs: &[(&str, &str, Span)]) -> Result<Forwarders, Diag> {
         let mut f = Forwarders::default();
-        for (key, val) in pairs_of(v, d)? {
-            let value = str_of(val, d)?;
+        for &(key, value, span) in pairs {
             let trust = if value.eq_ignore_ascii_case("trust") {
                 true
             } else if value.eq_ignore_ascii_case("untrusted") {
                 false
             } else {
-                return Err(Diag::new(val.span, format!("{}: expected \"trust\" or \"untrusted\" for {}, got {}", d.name, quote(key), quote(value))));
+                return Err(Diag::new(span, format!("{name}: expected \"trust\" or \"untrusted\" for {}, got {}", quote(key), quote(value))));
             };
             f.entries.push((key.to_string(), value.to_string()));
             if key == "all" {
                 f.all = Some(trust);
                 continue;
             }
-            let net = parse_cidr(key).map_err(|e| Diag::new(val.span, format!("{}: {}", d.name, e.replace("$HTTP[\"remoteip\"]: ", ""))))?;
+            let net = parse_cidr(key).map_err(|e| Diag::new(span, format!("{name}: {}", e.replace("$HTTP[\"remoteip\"]: ", ""))))?;
             if !trust {
                 if key.contains('/') {
                     // lighttpd ignores these with an error line; a rule that does nothing
                     // is refused here.
-                    return Err(Diag::new(val.span, format!("{}: an untrusted network ({}) has no effect; list only trusted ones", d.name, quote(key))));
+                    return Err(Diag::new(span, format!("{name}: an untrusted network ({}) has no effect; list only trusted ones", quote(key))));
                 }
                 continue;
             }
@@ -82,12 +81,13 @@ impl ConfType for Forwarders {
         Ok(f)
     }
 
-    fn to_conf(&self, _d: &Spec) -> Option<String> {
+    /// The entries in configuration syntax (`-p`).
+    pub(crate) fn to_conf(&self) -> String {
         if self.entries.is_empty() {
-            return Some("( )".into());
+            return "( )".into();
         }
         let items: Vec<String> = self.entries.iter().map(|(k, v)| format!("{} => {}", quote(k), quote(v))).collect();
-        Some(format!("( {} )", items.join(", ")))
+        format!("( {} )", items.join(", "))
     }
 }
 
@@ -136,7 +136,6 @@ pub(crate) fn check_value(key: &str, v: &Val) -> Result<(), Diag> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::conf::error::Span;
     use crate::conf::value::Entry;
 
     fn hash(pairs: &[(&str, &str)]) -> Val {
@@ -148,23 +147,25 @@ mod tests {
         Val::new(ValKind::List(entries), sp)
     }
 
-    fn spec() -> &'static Spec {
-        crate::conf::directives::lookup("extforward.forwarder").unwrap()
+    fn build(pairs: &[(&str, &str)]) -> Result<Forwarders, Diag> {
+        let sp = Span::new(0, 1, 1);
+        let p: Vec<(&str, &str, Span)> = pairs.iter().map(|(k, v)| (*k, *v, sp)).collect();
+        Forwarders::build("extforward.forwarder", &p)
     }
 
     #[test]
     fn forwarders_trust() {
-        let f = Forwarders::from_val(&hash(&[("10.0.0.1", "trust"), ("192.168.0.0/16", "trust"), ("2001:db8::/32", "trust"), ("10.0.0.2", "untrusted")]), spec()).unwrap();
+        let f = build(&[("10.0.0.1", "trust"), ("192.168.0.0/16", "trust"), ("2001:db8::/32", "trust"), ("10.0.0.2", "untrusted")]).unwrap();
         for (ip, want) in [("10.0.0.1", true), ("10.0.0.2", false), ("192.168.7.9", true), ("2001:db8::5", true), ("::ffff:10.0.0.1", true), ("8.8.8.8", false)] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(f.trusts_connection(ip), want, "{ip}");
             assert_eq!(f.trusts_proxy(ip), want, "{ip}");
         }
-        let all = Forwarders::from_val(&hash(&[("all", "trust")]), spec()).unwrap();
+        let all = build(&[("all", "trust")]).unwrap();
         assert!(all.trusts_connection("8.8.8.8".parse().unwrap()));
         assert!(!all.trusts_proxy("8.8.8.8".parse().unwrap()), "all is about the connection only");
         assert!(Forwarders::default().is_empty());
-        assert_eq!(all.to_conf(spec()).unwrap(), "( \"all\" => \"trust\" )");
+        assert_eq!(all.to_conf(), "( \"all\" => \"trust\" )");
     }
 
     #[test]
@@ -175,7 +176,7 @@ mod tests {
             (&[("not-an-ip", "trust")][..], "invalid IP address"),
             (&[("10.0.0.0/40", "trust")][..], "invalid prefix length"),
         ] {
-            let e = Forwarders::from_val(&hash(pairs), spec()).unwrap_err();
+            let e = build(pairs).unwrap_err();
             assert!(e.msg.contains(needle), "{}", e.msg);
         }
     }

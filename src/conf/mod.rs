@@ -12,6 +12,7 @@ pub mod accounts;
 pub mod command;
 mod ast;
 mod backend;
+mod cidr;
 mod cond;
 mod config;
 mod convert;

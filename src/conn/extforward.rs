@@ -14,22 +14,10 @@ use std::net::{IpAddr, SocketAddr};
 use log::{debug, info};
 
 use crate::conf::{Config, RequestFacts, WsSettings};
-use crate::conn::machine::{Conn, Ctx, Phase};
+use crate::conn::machine::{Conn, Ctx, Phase, ProxyIn};
 use crate::http::forwarded::{self, Forward};
 use crate::http::Request;
 use crate::proxyproto::{self, Parsed, MAX_HEADER};
-
-/// What comes before the request on a new connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyIn {
-    /// The request itself.
-    Off,
-    /// A trusted forwarder with hap-PROXY on: a PROXY header must come first.
-    Expect,
-    /// hap-PROXY is on but the peer is not trusted: served as it comes, unless it sends
-    /// a PROXY header (an attempt to choose its own address), which closes it.
-    Refuse,
-}
 
 impl ProxyIn {
     /// Decided at accept from the listener and the peer, as lighttpd decides it at

@@ -26,7 +26,7 @@ use crate::conn::reply::{Page, PageRequest};
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
-        if self.proxy_in != crate::conn::extforward::ProxyIn::Off && !self.drive_proxy_in(ctx) {
+        if self.proxy_in != crate::conn::machine::ProxyIn::Off && !self.drive_proxy_in(ctx) {
             return;
         }
         while self.client_io.readable && !self.client_eof {

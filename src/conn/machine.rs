@@ -51,6 +51,18 @@ use crate::metrics::{TunnelEnd, TunnelMetrics};
 use crate::token::{conn_token, Endpoint};
 use crate::ws::frame::OpCode;
 
+/// What comes before the request on a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyIn {
+    /// The request itself.
+    Off,
+    /// A trusted forwarder with hap-PROXY on: a PROXY header must come first.
+    Expect,
+    /// hap-PROXY is on but the peer is not trusted: served as it comes, unless it sends
+    /// a PROXY header (an attempt to choose its own address), which closes it.
+    Refuse,
+}
+
 /// How long an error response or a failing close frame may take to drain.
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -309,7 +321,7 @@ pub struct Conn {
     /// time-out closes silently, and nothing is logged or counted for it.
     pub between_requests: bool,
     /// A PROXY header expected (or refused) before the request (`extforward.rs`).
-    pub proxy_in: crate::conn::extforward::ProxyIn,
+    pub proxy_in: ProxyIn,
     /// This request's client address from a forwarding header (`extforward.headers`).
     pub forwarded: Option<std::net::SocketAddr>,
     /// The scheme a forwarding header gave ("http"/"https"), for conditionals.
@@ -364,7 +376,7 @@ impl Conn {
             page_served: None,
             keep_alive: false,
             between_requests: false,
-            proxy_in: crate::conn::extforward::ProxyIn::Off,
+            proxy_in: ProxyIn::Off,
             forwarded: None,
             forwarded_scheme: None,
         }
@@ -453,7 +465,7 @@ impl Conn {
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now;
         match self.phase {
-            Phase::Handshake { deadline } if now >= deadline && self.proxy_in == crate::conn::extforward::ProxyIn::Expect => {
+            Phase::Handshake { deadline } if now >= deadline && self.proxy_in == ProxyIn::Expect => {
                 log::info!("[c{}] no complete PROXY header within the handshake timeout: connection closed", self.id);
                 self.phase = Phase::Done;
             }

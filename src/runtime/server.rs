@@ -716,7 +716,7 @@ impl Server {
         self.tunnels.accepted();
         let mut conn = Conn::new(id, key, listener, stream, now, timeout);
         let socket_name = self.listener_names.get(listener).map(String::as_str).unwrap_or("");
-        conn.proxy_in = crate::conn::extforward::ProxyIn::decide(&self.config, socket_name, conn.client.scheme(), conn.client.peer());
+        conn.proxy_in = crate::conn::machine::ProxyIn::decide(&self.config, socket_name, conn.client.scheme(), conn.client.peer());
         if let Err(e) = conn.register(self.poll.registry()) {
             error!("[c{id}] cannot register client socket: {e}");
             return;
