@@ -112,6 +112,18 @@ fi
 if ! command -v openssl >/dev/null 2>&1; then
     apt_install openssl || say "openssl not installed: tests/tls.rs will fail"
 fi
+# --- haproxy (tests/proxy_protocol.rs: HAProxy reads the PROXY header wstund sends) -----
+# Run by the test as a plain foreground program; the packaged service must not stay running.
+if is_root && ! command -v haproxy >/dev/null 2>&1; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d.wstund
+    [ -e /usr/sbin/policy-rc.d ] || { mv /usr/sbin/policy-rc.d.wstund /usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_hap=1; }
+    rm -f /usr/sbin/policy-rc.d.wstund
+    apt_install haproxy || say "haproxy not installed: tests/proxy_protocol.rs will fail"
+    [ "${made_hap:-0}" = 1 ] && rm -f /usr/sbin/policy-rc.d
+    if command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
+        systemctl disable --now haproxy >/dev/null 2>&1 || true
+    fi
+fi
 # --- systemd tools, shellcheck, mandoc, packaging (tests/systemd.rs, tests/packaging.rs) -----
 # systemd-socket-activate and systemd-analyze run as plain programs: installing the package
 # on a machine that was not booted with systemd starts nothing. debhelper, lintian and

@@ -255,25 +255,38 @@ fn unmapped(a: SocketAddr) -> SocketAddr {
     }
 }
 
-/// A version 1 line for a connection from `src` to `dst`; "PROXY UNKNOWN" when either is
-/// missing or the families differ.
-pub fn encode_v1(addresses: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
-    let pair = addresses.map(|(s, d)| (unmapped(s), unmapped(d)));
-    match pair {
-        Some((s, d)) if s.is_ipv4() == d.is_ipv4() => {
-            let proto = if s.is_ipv4() { "TCP4" } else { "TCP6" };
-            format!("PROXY {proto} {} {} {} {}\r\n", s.ip(), d.ip(), s.port(), d.port()).into_bytes()
-        }
-        _ => b"PROXY UNKNOWN\r\n".to_vec(),
+/// Both addresses in one family: IPv4 where both can be, else IPv6 (an IPv4 one mapped).
+fn one_family((s, d): (SocketAddr, SocketAddr)) -> (SocketAddr, SocketAddr) {
+    let (s, d) = (unmapped(s), unmapped(d));
+    let mapped = |a: SocketAddr| match a.ip() {
+        IpAddr::V4(v4) => SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), a.port()),
+        IpAddr::V6(_) => a,
+    };
+    if s.is_ipv4() == d.is_ipv4() {
+        (s, d)
+    } else {
+        (mapped(s), mapped(d))
     }
 }
 
-/// A version 2 header: PROXY with the TCP addresses, or LOCAL (the connection is the
-/// sender's own; the receiver keeps the socket's addresses) when there are none or the
-/// families differ.
+/// A version 1 line for a connection from `src` to `dst` ("PROXY UNKNOWN" without
+/// addresses); an IPv4 and an IPv6 address go as TCP6, the IPv4 one mapped.
+pub fn encode_v1(addresses: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
+    match addresses.map(one_family) {
+        Some((s, d)) => {
+            let proto = if s.is_ipv4() { "TCP4" } else { "TCP6" };
+            format!("PROXY {proto} {} {} {} {}\r\n", s.ip(), d.ip(), s.port(), d.port()).into_bytes()
+        }
+        None => b"PROXY UNKNOWN\r\n".to_vec(),
+    }
+}
+
+/// A version 2 header: PROXY with the TCP addresses (families made one as in
+/// `encode_v1`), or LOCAL (the connection is the sender's own; the receiver keeps the
+/// socket's addresses) when there are none.
 pub fn encode_v2(addresses: Option<(SocketAddr, SocketAddr)>) -> Vec<u8> {
     let mut out = V2_SIGNATURE.to_vec();
-    let pair = addresses.map(|(s, d)| (unmapped(s), unmapped(d)));
+    let pair = addresses.map(one_family);
     let (cmd, fam, body) = match pair {
         Some((SocketAddr::V4(s), SocketAddr::V4(d))) => {
             let mut b = Vec::with_capacity(12);
@@ -418,7 +431,9 @@ mod tests {
             }
         }
         assert_eq!(encode_v1(None), b"PROXY UNKNOWN\r\n");
-        assert_eq!(encode_v1(Some((sa("1.2.3.4:1"), sa("[::1]:2")))), b"PROXY UNKNOWN\r\n");
+        assert_eq!(encode_v1(Some((sa("1.2.3.4:1"), sa("[::1]:2")))), b"PROXY TCP6 ::ffff:1.2.3.4 ::1 1 2\r\n");
+        let (h, _) = done(&encode_v2(Some((sa("[2001:db8::1]:1"), sa("10.0.0.1:2")))));
+        assert_eq!(h.source(), Some(sa("[2001:db8::1]:1")));
         let (h, _) = done(&encode_v2(None));
         assert_eq!(h.addresses, None);
     }

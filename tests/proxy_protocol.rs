@@ -252,3 +252,135 @@ fn proxy_header_precedes_the_tls_client_hello() {
     assert_eq!(get(&env, "REMOTE_ADDR"), Some("203.0.113.9"), "{}", String::from_utf8_lossy(&out));
     assert_eq!(get(&env, "HTTPS"), Some("on"));
 }
+
+/// A child process killed on drop; its stdout and stderr collected.
+struct Companion {
+    child: std::process::Child,
+    out: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl Companion {
+    fn start(cmd: &mut std::process::Command) -> Companion {
+        use std::io::BufRead;
+        let mut child = cmd.stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+        let out = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        for r in [Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>, Box::new(child.stderr.take().unwrap())] {
+            let out = out.clone();
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
+                    let mut o = out.lock().unwrap();
+                    o.push_str(&line);
+                    o.push('\n');
+                }
+            });
+        }
+        Companion { child, out }
+    }
+
+    fn text(&self) -> String {
+        self.out.lock().unwrap().clone()
+    }
+
+    fn wait_for(&self, needle: &str) -> bool {
+        wait_until(T, || self.text().contains(needle))
+    }
+}
+
+impl Drop for Companion {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Through wstund to a route whose backend speaks `proxy-protocol`: the client names
+/// itself with a PROXY v1 header (wstund trusts 127.0.0.1), pipelines a message behind
+/// its upgrade, and gets the backend's first line, then the echo.
+fn first_line_through(port: u16, client_header: &str, path: &str) -> String {
+    let mut c = RawClient::connect(port);
+    let mut bytes = client_header.as_bytes().to_vec();
+    bytes.extend_from_slice(&UpgradeRequest::new(path).bytes());
+    bytes.extend_from_slice(&common::client_frame(0x1, b"hello"));
+    c.send(&bytes);
+    assert_eq!(c.read_response_head().status, 101);
+    let (mut got, _) = c.read_data_at_least(1, T);
+    while !got.ends_with(b"hello") {
+        let (more, _) = c.read_data_at_least(1, T);
+        got.extend_from_slice(&more);
+    }
+    c.send_close(1000);
+    let text = String::from_utf8_lossy(&got).into_owned();
+    let (line, rest) = text.split_once('\n').unwrap_or((&text, ""));
+    assert_eq!(rest, "hello", "the echo follows the header line: {text:?}");
+    line.to_string()
+}
+
+#[test]
+fn proxy_protocol_to_backends_is_parsed_by_a_python_backend() {
+    let script = repo_root().join("tests/py/proxy_backend.py");
+    let tcp = Companion::start(std::process::Command::new("python3").arg(&script).arg("tcp"));
+    assert!(wait_until(T, || tcp.text().lines().next().is_some_and(|l| l.parse::<u16>().is_ok())), "{}", tcp.text());
+    let bport: u16 = tcp.text().lines().next().unwrap().parse().unwrap();
+    let dir = TempDir::new("ppb");
+    let sock = dir.join("b.sock");
+    let unix = Companion::start(std::process::Command::new("python3").arg(&script).arg("unix").arg(&sock));
+    assert!(unix.wait_for("ready"), "{}", unix.text());
+    let conf = hap_conf(&[])
+        .route("/v1", &[be_tcp_opts(bport, "\"proxy-protocol\" => \"v1\"")])
+        .route("/v2", &[be_tcp_opts(bport, "\"proxy-protocol\" => \"v2\"")])
+        .route("/plain", &[be_tcp(bport)])
+        .route("/unix", &[format!("( \"socket\" => \"{}\", \"proxy-protocol\" => \"v2\" )", sock.display())]);
+    let d = Daemon::start_conf(&conf);
+    let p = d.port();
+    assert_eq!(first_line_through(p, "PROXY TCP4 192.0.2.33 127.0.0.1 40404 80\r\n", "/v1"), format!("v=1 src=192.0.2.33:40404 dst=127.0.0.1:{p}"));
+    assert_eq!(first_line_through(p, "PROXY TCP4 192.0.2.34 127.0.0.1 40405 80\r\n", "/v2"), format!("v=2 src=192.0.2.34:40405 dst=127.0.0.1:{p}"));
+    // An IPv6 client on an IPv4 listener: both go as IPv6, the listener's address mapped.
+    assert_eq!(first_line_through(p, "PROXY TCP6 2001:db8::33 ::1 40406 80\r\n", "/v2"), format!("v=2 src=[2001:db8::33]:40406 dst=[::ffff:127.0.0.1]:{p}"));
+    assert_eq!(first_line_through(p, "PROXY TCP4 192.0.2.35 127.0.0.1 40407 80\r\n", "/unix"), format!("v=2 src=192.0.2.35:40407 dst=127.0.0.1:{p}"));
+    // Without the option the backend sees the request's bytes first.
+    let mut c = RawClient::connect(p);
+    c.send(b"PROXY TCP4 192.0.2.36 127.0.0.1 1 80\r\n");
+    c.send(&UpgradeRequest::new("/plain").bytes());
+    assert_eq!(c.read_response_head().status, 101);
+    c.send_frame(0x1, b"0123456789abcdef");
+    let (got, _) = c.read_data_at_least(10, T);
+    assert!(String::from_utf8_lossy(&got).starts_with("bad signature"), "{:?}", String::from_utf8_lossy(&got));
+}
+
+#[test]
+fn haproxy_accept_proxy_reads_the_header_wstund_sends() {
+    let echo = Backend::echo();
+    let hport = refused_port();
+    let dir = TempDir::new("hap");
+    let cfg = dir.join("haproxy.cfg");
+    std::fs::write(
+        &cfg,
+        format!(
+            "global\n    log stdout format raw local0 info\n\
+             defaults\n    mode tcp\n    log global\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\
+             frontend fe\n    bind 127.0.0.1:{hport} accept-proxy\n    option logasap\n    log-format \"hap src=%ci:%cp\"\n    default_backend be\n\
+             backend be\n    server echo 127.0.0.1:{}\n",
+            echo.port()
+        ),
+    )
+    .unwrap();
+    let hap = Companion::start(std::process::Command::new("haproxy").arg("-db").arg("-f").arg(&cfg));
+    assert!(wait_until(T, || std::net::TcpStream::connect(("127.0.0.1", hport)).is_ok()), "haproxy did not listen:\n{}", hap.text());
+    let conf = hap_conf(&[])
+        .route("/hv1", &[be_tcp_opts(hport, "\"proxy-protocol\" => \"v1\"")])
+        .route("/hv2", &[be_tcp_opts(hport, "\"proxy-protocol\" => \"v2\"")]);
+    let d = Daemon::start_conf(&conf);
+    for (path, client) in [("/hv1", "192.0.2.44:41001"), ("/hv2", "192.0.2.45:41002")] {
+        let (ip, port) = client.split_once(':').unwrap();
+        let mut c = RawClient::connect(d.port());
+        c.send(format!("PROXY TCP4 {ip} 127.0.0.1 {port} 80\r\n").as_bytes());
+        c.send(&UpgradeRequest::new(path).bytes());
+        assert_eq!(c.read_response_head().status, 101);
+        c.send_frame(0x1, b"through haproxy");
+        let (got, _) = c.read_data(15, T);
+        assert_eq!(got, b"through haproxy");
+        assert!(hap.wait_for(&format!("hap src={client}")), "{path}: haproxy saw:\n{}", hap.text());
+        c.send_close(1000);
+        c.expect_close(T);
+    }
+}

@@ -72,7 +72,33 @@ impl BackendStream {
     /// For TLS, "connected" means the handshake is done too; a failed handshake is a
     /// failed connect.
     pub fn connect_state(&mut self, writable: bool) -> ConnectState {
+        self.connect_state_after(writable, &mut Vec::new())
+    }
+
+    /// `connect_state`, sending `preamble` (a PROXY header) first: once the socket is
+    /// connected and before the TLS handshake, so it is the first byte the backend
+    /// reads. What the socket did not take stays in `preamble` (still in progress).
+    pub fn connect_state_after(&mut self, writable: bool, preamble: &mut Vec<u8>) -> ConnectState {
         let tcp = self.tcp_connect_state(writable);
+        if matches!(tcp, ConnectState::Connected) && !preamble.is_empty() {
+            let written = match self {
+                BackendStream::Tcp(s) => (&*s).write(preamble),
+                BackendStream::Unix(s) => (&*s).write(preamble),
+                BackendStream::Tls(t) => {
+                    let mut sock = t.sock();
+                    sock.write(preamble)
+                }
+                BackendStream::Child(_) | BackendStream::Pty(_) => Ok(preamble.len()),
+            };
+            match written {
+                Ok(n) => drop(preamble.drain(..n)),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e) => return ConnectState::Failed(e),
+            }
+            if !preamble.is_empty() {
+                return ConnectState::InProgress;
+            }
+        }
         match (tcp, self) {
             (ConnectState::Connected, BackendStream::Tls(t)) => match t.handshake() {
                 Ok(Handshake::Done) => ConnectState::Connected,

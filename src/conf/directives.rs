@@ -314,6 +314,7 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("tls-verify", "boolean", 0, 0, &[], "\"enable\"", Unit::None, "Verify the backend's certificate; disable accepts any (the session is still encrypted)."),
     backend_opt("tls-cert-file", "string (path)", 0, 0, &[], "(unset: no client certificate)", Unit::None, "PEM certificate chain wstund presents to the backend (mTLS)."),
     backend_opt("tls-key-file", "string (path)", 0, 0, &[], "(unset)", Unit::None, "PEM private key of tls-cert-file."),
+    backend_opt("proxy-protocol", "string", 0, 0, &["v1", "v2"], "(unset: none)", Unit::None, "Send a PROXY protocol header of this version before anything else (before TLS), naming the client and the address it connected to (see PROXY PROTOCOL TO BACKENDS)."),
     backend_opt("resolve-interval", "integer", 0, U31, &[], "60", Unit::Seconds, "Seconds between lookups of a host name (off the event loop; a name that stops resolving keeps its last addresses); 0 looks it up only at start."),
 ];
 

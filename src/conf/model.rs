@@ -506,6 +506,8 @@ pub struct BackendSpec {
     pub resolve_interval: Duration,
     /// `"tls" => "enable"`: TLS to this backend.
     pub tls: Option<super::tls_settings::BackendTls>,
+    /// `"proxy-protocol" => "v1" | "v2"`: the PROXY header version sent first.
+    pub proxy_protocol: Option<u8>,
 }
 
 impl BackendSpec {
@@ -537,6 +539,7 @@ impl BackendSpec {
             fall: DEFAULT_FALL,
             resolve_interval: DEFAULT_RESOLVE_INTERVAL,
             tls: None,
+            proxy_protocol: None,
         }
     }
 

@@ -107,6 +107,10 @@ impl Conn {
                 self.backend = Some(s);
                 self.backend_io.readable = false;
                 self.backend_io.writable = false;
+                self.proxy_out = match spec.proxy_protocol {
+                    Some(v) => self.proxy_header(v),
+                    None => Vec::new(),
+                };
                 Ok(Attach::Connecting)
             }
             Err(e) => {

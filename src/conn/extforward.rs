@@ -67,6 +67,19 @@ impl Conn {
         self.forwarded.or_else(|| self.client.remote())
     }
 
+    /// The PROXY header a `"proxy-protocol"` backend gets first: the client's address
+    /// (as above) and the address it connected to (wstund's listening address). Without
+    /// both as TCP addresses of one family (a unix-socket listener), v1 says UNKNOWN and
+    /// v2 LOCAL. A unix-socket backend gets the same TCP addresses.
+    pub(crate) fn proxy_header(&self, version: u8) -> Vec<u8> {
+        let pair = self.remote_addr().zip(self.client.local_addr());
+        if version == 1 {
+            proxyproto::encode_v1(pair)
+        } else {
+            proxyproto::encode_v2(pair)
+        }
+    }
+
     /// Reads what must come before the request. True when the request may be read now;
     /// false when waiting for bytes or when the connection was closed.
     pub(crate) fn drive_proxy_in(&mut self, _ctx: &mut Ctx) -> bool {

@@ -309,7 +309,7 @@ impl Conn {
             return;
         }
         let Some(b) = self.backend.as_mut() else { return self.connect_next(ctx) };
-        match b.connect_state(self.backend_io.writable) {
+        match b.connect_state_after(self.backend_io.writable, &mut self.proxy_out) {
             ConnectState::InProgress => {
                 self.backend_io.writable = false;
                 self.backend_io.readable = false;

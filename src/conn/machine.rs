@@ -326,6 +326,9 @@ pub struct Conn {
     pub forwarded: Option<std::net::SocketAddr>,
     /// The scheme a forwarding header gave ("http"/"https"), for conditionals.
     pub forwarded_scheme: Option<&'static str>,
+    /// The PROXY header still to be sent to the backend being connected
+    /// (`"proxy-protocol"`); empty otherwise.
+    pub proxy_out: Vec<u8>,
 }
 
 impl Conn {
@@ -379,6 +382,7 @@ impl Conn {
             proxy_in: ProxyIn::Off,
             forwarded: None,
             forwarded_scheme: None,
+            proxy_out: Vec::new(),
         }
     }
 
