@@ -103,6 +103,12 @@ impl Config {
         self.wstunnel.extforward_hap_proxy || self.blocks.iter().any(|b| b.set.contains(&WsField::ExtforwardHapProxy))
     }
 
+    /// Whether any scope sets `evasive.max-conns-per-ip`: only then are connections
+    /// counted per address (`conn/evasive.rs`).
+    pub fn evasive_anywhere(&self) -> bool {
+        self.wstunnel.evasive_max_conns_per_ip > 0 || self.blocks.iter().any(|b| b.set.contains(&WsField::EvasiveMaxConnsPerIp))
+    }
+
     /// Every listener to open: `server.bind`/`server.port` first, then each
     /// distinct `$SERVER["socket"] == ...` value.
     pub fn listeners(&self) -> Vec<ListenSpec> {

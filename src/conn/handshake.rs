@@ -81,6 +81,9 @@ impl Conn {
             Ok(true) => settings = self.settings_for(ctx, &req),
             Ok(false) => {}
         }
+        if self.evasive_refused(ctx, &settings) {
+            return;
+        }
         if self.answered_before_routing(ctx, &req, &settings) {
             return;
         }

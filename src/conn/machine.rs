@@ -102,6 +102,8 @@ pub struct Ctx<'a> {
     /// A graceful stop is under way with the listeners kept open for the health page
     /// (`wstund.health-url`): new requests other than wstund's pages get 503.
     pub refuse_new: bool,
+    /// Connections per client address (`evasive.rs`).
+    pub per_ip: &'a mut crate::conn::evasive::PerIp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,6 +331,8 @@ pub struct Conn {
     /// The PROXY header still to be sent to the backend being connected
     /// (`"proxy-protocol"`); empty otherwise.
     pub proxy_out: Vec<u8>,
+    /// What this connection counts as in `Ctx::per_ip` while it counts.
+    pub ip_slot: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -383,6 +387,7 @@ impl Conn {
             forwarded: None,
             forwarded_scheme: None,
             proxy_out: Vec::new(),
+            ip_slot: None,
         }
     }
 
@@ -522,6 +527,7 @@ impl Conn {
         // connection rates.
         self.drop_backend(ctx);
         self.release_host(ctx);
+        self.release_ip_slot(ctx);
         self.inbound.release(ctx.pool);
         self.outbound.release(ctx.pool);
         if !self.between_requests {
@@ -536,6 +542,7 @@ impl Conn {
     pub(crate) fn next_request(&mut self, ctx: &mut Ctx) {
         self.count_end(ctx.metrics);
         self.log_access(ctx.now);
+        self.release_ip_slot(ctx);
         self.status = None;
         self.page_served = None;
         self.request_path = None;

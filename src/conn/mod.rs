@@ -9,6 +9,7 @@
 //! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
 //! - `keepalive`: when an open tunnel pings (interval, idle pings, ping-timeout; pure).
 //! - `client`: the client's byte stream.
+//! - `evasive`: connections per client address (mod_evasive).
 //! - `extforward`: who the client is behind a proxy: the PROXY header, forwarding
 //!   headers (mod_extforward).
 //! - `timers`: sub-second wake-ups (the line flush).
@@ -22,6 +23,7 @@
 pub mod attach;
 pub mod client;
 pub mod devconsole;
+pub mod evasive;
 pub mod extforward;
 pub mod files;
 pub mod handshake;

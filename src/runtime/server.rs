@@ -157,6 +157,8 @@ pub struct Server {
     resolver: Resolver,
     /// Backend hosts: counters, disable/health state, balancing memory.
     hosts: Hosts,
+    /// Connections per client address (mod_evasive).
+    per_ip: crate::conn::evasive::PerIp,
     /// Active health probes in flight.
     checker: Checker,
     signals: Signals,
@@ -266,6 +268,7 @@ impl Server {
             drains: Drains::new(),
             tunnels: TunnelMetrics::new(),
             timers: Timers::default(),
+            per_ip: Default::default(),
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
             turn_start: Instant::now(),
@@ -459,6 +462,7 @@ impl Server {
                 metrics: &mut self.tunnels,
                 timers: &mut self.timers,
                 refuse_new: self.lame_duck && self.state != RunState::Running,
+                per_ip: &mut self.per_ip,
             },
             &mut self.conns,
         )
