@@ -103,7 +103,7 @@ pub struct Ctx<'a> {
     /// (`wstund.health-url`): new requests other than wstund's pages get 503.
     pub refuse_new: bool,
     /// Connections per client address (`evasive.rs`).
-    pub per_ip: &'a mut crate::conn::evasive::PerIp,
+    pub per_ip: &'a mut crate::conn::perip::PerIp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -9,7 +9,8 @@
 //! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
 //! - `keepalive`: when an open tunnel pings (interval, idle pings, ping-timeout; pure).
 //! - `client`: the client's byte stream.
-//! - `evasive`: connections per client address (mod_evasive).
+//! - `evasive`: the limit on connections per client address (mod_evasive);
+//!   `perip`: the count it decides on.
 //! - `extforward`: who the client is behind a proxy: the PROXY header, forwarding
 //!   headers (mod_extforward).
 //! - `timers`: sub-second wake-ups (the line flush).
@@ -31,6 +32,7 @@ pub mod keepalive;
 pub mod link;
 pub mod machine;
 pub mod page;
+pub mod perip;
 pub mod plan;
 pub mod timers;
 pub mod reply;

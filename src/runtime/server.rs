@@ -158,7 +158,7 @@ pub struct Server {
     /// Backend hosts: counters, disable/health state, balancing memory.
     hosts: Hosts,
     /// Connections per client address (mod_evasive).
-    per_ip: crate::conn::evasive::PerIp,
+    per_ip: crate::conn::perip::PerIp,
     /// Active health probes in flight.
     checker: Checker,
     signals: Signals,
