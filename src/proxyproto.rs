@@ -438,6 +438,56 @@ mod tests {
         assert_eq!(h.addresses, None);
     }
 
+    /// Mutated and random inputs: never a panic; a Done never claims more bytes than
+    /// given; every proper prefix of a Done input is NeedMore or the same Done (a header
+    /// is recognised the same however its bytes arrive).
+    #[test]
+    fn mutations_never_panic_and_prefixes_agree() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut tlv_body = vec![192, 0, 2, 1, 198, 51, 100, 2, 0, 80, 1, 187, PP2_TYPE_ALPN, 0, 2, b'h', b'2'];
+        tlv_body.extend_from_slice(&[PP2_TYPE_SSL, 0, 5, 1, 0, 0, 0, 0]);
+        let seeds: Vec<Vec<u8>> = vec![
+            b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\n".to_vec(),
+            b"PROXY TCP6 2001:db8::1 ::1 1 65535\r\n".to_vec(),
+            b"PROXY UNKNOWN\r\n".to_vec(),
+            v2(0x21, 0x11, &tlv_body),
+            v2(0x21, 0x21, &[7u8; 36]),
+            v2(0x20, 0x00, &[]),
+        ];
+        for round in 0..20_000 {
+            let mut b = seeds[round % seeds.len()].clone();
+            for _ in 0..(next() % 4) {
+                let i = (next() as usize) % b.len();
+                match next() % 3 {
+                    0 => b[i] = next() as u8,
+                    1 => b.truncate(i),
+                    _ => b.insert(i, next() as u8),
+                }
+                if b.is_empty() {
+                    b.push(next() as u8);
+                }
+            }
+            if round % 7 == 0 {
+                b = (0..(next() % 64)).map(|_| next() as u8).collect();
+            }
+            if let Ok(Parsed::Done(h, n)) = parse(&b) {
+                assert!(n <= b.len() && n > 0);
+                for cut in 0..n {
+                    match parse(&b[..cut]) {
+                        Ok(Parsed::NeedMore) => {}
+                        other => panic!("prefix {cut} of {b:?} gave {other:?}, the whole {h:?}"),
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn sniffing() {
         assert_eq!(looks_like_proxy(b"PROXY TCP4"), Some(true));
