@@ -37,7 +37,7 @@ impl ProxyIn {
             headers: &[],
             server_socket,
         };
-        let s = config.resolve(&facts);
+        let s = config.accept_settings(&facts);
         if !s.extforward_hap_proxy {
             ProxyIn::Off
         } else if trusts_connection(&s, peer.map(|p| p.ip())) {
@@ -202,6 +202,24 @@ impl Conn {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hap_proxy_is_decided_at_accept_from_socket_and_remoteip_blocks() {
+        let conf = "server.port = 8080\n\
+            extforward.forwarder = ( \"127.0.0.1\" => \"trust\", \"10.0.0.0/8\" => \"trust\" )\n\
+            $SERVER[\"socket\"] == \"127.0.0.1:9999\" { extforward.hap-PROXY = \"enable\" }\n\
+            $HTTP[\"remoteip\"] == \"10.1.0.0/16\" { extforward.hap-PROXY = \"enable\" }\n\
+            wstunnel.server = ( \"/\" => (( \"host\" => \"127.0.0.1\", \"port\" => 1 )) )\n";
+        let c = crate::conf::load_str("t.conf", conf).unwrap().config;
+        let peer = |s: &str| Some(s.parse::<SocketAddr>().unwrap());
+        assert_eq!(ProxyIn::decide(&c, "127.0.0.1:9999", "http", peer("127.0.0.1:5000")), ProxyIn::Expect);
+        assert_eq!(ProxyIn::decide(&c, "127.0.0.1:9999", "http", peer("192.0.2.1:5000")), ProxyIn::Refuse);
+        assert_eq!(ProxyIn::decide(&c, "0.0.0.0:8080", "http", peer("127.0.0.1:5000")), ProxyIn::Off);
+        assert_eq!(ProxyIn::decide(&c, "0.0.0.0:8080", "http", peer("10.1.2.3:5000")), ProxyIn::Expect);
+        assert_eq!(ProxyIn::decide(&c, "0.0.0.0:8080", "http", peer("10.2.2.3:5000")), ProxyIn::Off);
+        let none = crate::conf::load_str("t.conf", "server.port = 1\n").unwrap().config;
+        assert_eq!(ProxyIn::decide(&none, "0.0.0.0:1", "http", peer("127.0.0.1:5000")), ProxyIn::Off);
+    }
 
     #[test]
     fn unix_peers_are_trusted_only_by_all() {
