@@ -543,6 +543,10 @@ impl Conn {
         self.count_end(ctx.metrics);
         self.log_access(ctx.now);
         self.release_ip_slot(ctx);
+        // A forwarding header speaks for its own request only (lighttpd restores the
+        // address after each request); a PROXY header's address stays with the connection.
+        self.forwarded = None;
+        self.forwarded_scheme = None;
         self.status = None;
         self.page_served = None;
         self.request_path = None;
