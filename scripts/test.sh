@@ -108,7 +108,8 @@ if is_root && { ! command -v nginx >/dev/null 2>&1 || [ ! -x /bin/busybox ]; }; 
     fi
 fi
 
-# --- haproxy (tests/haproxy.rs: the examples/haproxy scale-out recipe) ------------------
+# --- haproxy (tests/haproxy.rs: the examples/haproxy scale-out recipe; tests/proxy_protocol.rs:
+# HAProxy reads the PROXY header wstund sends) ---------------------------------------------
 # Started by the test itself in the foreground; the package's service must not run.
 if is_root && ! command -v haproxy >/dev/null 2>&1 && [ ! -x /usr/sbin/haproxy ]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d.wstund

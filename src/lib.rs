@@ -15,6 +15,7 @@
 // the dead-code lint sees what is unused.
 pub mod cli;
 pub mod conf;
+pub mod proxyproto;
 
 mod backend;
 mod conn;

@@ -35,9 +35,6 @@ const DIRECTIVES: &[&str] = &[
     "auth.backend.plain.userfile",
     "auth.backend.htpasswd.userfile",
     "auth.backend.ldap.hostname",
-    "extforward.forwarder",
-    "extforward.headers",
-    "evasive.max-conns-per-ip",
     "secdownload.secret",
     "magnet.attract-raw-url-to",
 ];
@@ -55,8 +52,6 @@ const MODULES: &[&str] = &[
     "mod_authn_gssapi",
     "mod_authn_sasl",
     "mod_authn_dbi",
-    "mod_extforward",
-    "mod_evasive",
     "mod_secdownload",
     "mod_magnet",
 ];

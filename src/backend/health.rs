@@ -52,10 +52,18 @@ impl CheckSpec {
             // check-interval there; this keeps the prober off them regardless).
             return None;
         }
+        // A backend that expects a PROXY header gets one on probes too, saying the
+        // connection is wstund's own (v2 LOCAL, v1 UNKNOWN), as HAProxy's check-send-proxy.
+        let mut send = match spec.proxy_protocol {
+            Some(1) => crate::proxyproto::encode_v1(None),
+            Some(_) => crate::proxyproto::encode_v2(None),
+            None => Vec::new(),
+        };
+        send.extend_from_slice(&decode_escapes(&spec.check_send));
         Some(CheckSpec {
             interval: spec.check_interval,
             timeout: spec.check_timeout,
-            send: decode_escapes(&spec.check_send),
+            send,
             expect: decode_escapes(&spec.check_expect),
             rise: spec.rise,
             fall: spec.fall,
@@ -198,6 +206,21 @@ mod tests {
 
     fn spec(rise: u32, fall: u32) -> CheckSpec {
         CheckSpec { rise, fall, ..CheckSpec::connect_every(Duration::from_secs(1)) }
+    }
+
+    #[test]
+    fn probes_of_proxy_protocol_backends_send_a_local_header_first() {
+        let mut b = BackendSpec::new(BackendAddr::Tcp { host: "127.0.0.1".into(), port: 1 });
+        b.check_interval = Duration::from_secs(1);
+        b.check_send = "PING\\r\\n".into();
+        assert_eq!(CheckSpec::from_backend(&b).map(|c| c.send), Some(b"PING\r\n".to_vec()));
+        b.proxy_protocol = Some(1);
+        assert_eq!(CheckSpec::from_backend(&b).map(|c| c.send), Some(b"PROXY UNKNOWN\r\nPING\r\n".to_vec()));
+        b.proxy_protocol = Some(2);
+        let send = CheckSpec::from_backend(&b).map(|c| c.send).unwrap_or_default();
+        assert_eq!(&send[..12], &crate::proxyproto::V2_SIGNATURE);
+        assert_eq!(&send[12..16], &[0x20, 0x00, 0, 0], "LOCAL, no addresses");
+        assert_eq!(&send[16..], b"PING\r\n");
     }
 
     #[test]

@@ -67,18 +67,44 @@ impl BackendStream {
 
     /// Called on an event of a connecting socket. On Linux the first edge of a
     /// connecting TCP socket comes when the connect has finished. A clean writable edge
-    /// (`writable` without `troubled`: no EPOLLERR, no EPOLLRDHUP) means it succeeded, as
-    /// a failed connect always raises EPOLLERR; only otherwise does SO_ERROR say how, and
-    /// the peer address is asked for only if that edge was not a writable one (an
-    /// error/hang-up without SO_ERROR). That saves a getsockopt and a getpeername per
-    /// connection. For TLS, "connected" means the handshake is done too; a failed
+    /// (`writable` without `troubled`: no EPOLLERR, no EPOLLHUP/EPOLLRDHUP) means it
+    /// succeeded, as a failed connect always raises EPOLLERR; only otherwise does SO_ERROR
+    /// say how, and the peer address is asked for only if that edge was not a writable
+    /// one (an error/hang-up without SO_ERROR). That saves a getsockopt and a getpeername
+    /// per connection. For TLS, "connected" means the handshake is done too; a failed
     /// handshake is a failed connect.
     pub fn connect_state(&mut self, writable: bool, troubled: bool) -> ConnectState {
+        self.connect_state_after(writable, troubled, &mut Vec::new())
+    }
+
+    /// `connect_state`, sending `preamble` (a PROXY header) first: once the socket is
+    /// connected and before the TLS handshake, so it is the first byte the backend
+    /// reads. What the socket did not take stays in `preamble` (still in progress).
+    pub fn connect_state_after(&mut self, writable: bool, troubled: bool, preamble: &mut Vec<u8>) -> ConnectState {
         let tcp = if writable && !troubled && !matches!(self, BackendStream::Child(_) | BackendStream::Pty(_)) {
             ConnectState::Connected
         } else {
             self.tcp_connect_state(writable)
         };
+        if matches!(tcp, ConnectState::Connected) && !preamble.is_empty() {
+            let written = match self {
+                BackendStream::Tcp(s) => (&*s).write(preamble),
+                BackendStream::Unix(s) => (&*s).write(preamble),
+                BackendStream::Tls(t) => {
+                    let mut sock = t.sock();
+                    sock.write(preamble)
+                }
+                BackendStream::Child(_) | BackendStream::Pty(_) => Ok(preamble.len()),
+            };
+            match written {
+                Ok(n) => drop(preamble.drain(..n)),
+                Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted) => {}
+                Err(e) => return ConnectState::Failed(e),
+            }
+            if !preamble.is_empty() {
+                return ConnectState::InProgress;
+            }
+        }
         match (tcp, self) {
             (ConnectState::Connected, BackendStream::Tls(t)) => match t.handshake() {
                 Ok(Handshake::Done) => ConnectState::Connected,

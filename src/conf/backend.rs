@@ -76,6 +76,8 @@ const APPLIES_TO: &[(&str, &[Kind])] = &[
     ("tls-verify", &[Kind::Remote]),
     ("tls-cert-file", &[Kind::Remote]),
     ("tls-key-file", &[Kind::Remote]),
+    // Socket backends: somebody else's, or a spawned pool's.
+    ("proxy-protocol", &[Kind::Remote, Kind::Pool]),
 ];
 
 fn applies(option: &str, kind: Kind) -> bool {
@@ -271,6 +273,12 @@ fn backend(v: &Val, d: &Spec) -> Result<BackendSpec, Diag> {
             "token-file" => token.file = Some((PathBuf::from_val(val, opt)?, val.span)),
             "token-from" => token.from = Some(token_from_of(val, opt)?),
             "token-param" => token.param = Some(str_of(val, opt)?.to_string()),
+            "proxy-protocol" => {
+                b.proxy_protocol = match String::from_val(val, opt)?.as_str() {
+                    "v1" => Some(1),
+                    _ => Some(2),
+                }
+            }
             _ => return Err(unknown_option(key, v, val)),
         }
     }
@@ -594,6 +602,7 @@ fn backend_conf(b: &BackendSpec) -> String {
         push("tls-cert-file", t.cert_file.as_ref().map(|p| quote(&p.to_string_lossy())));
         push("tls-key-file", t.key_file.as_ref().map(|p| quote(&p.to_string_lossy())));
     }
+    push("proxy-protocol", b.proxy_protocol.map(|v| quote(&format!("v{v}"))));
     format!("( {} )", parts.join(", "))
 }
 

@@ -104,6 +104,30 @@ impl Config {
         }
     }
 
+    /// Whether any scope turns `extforward.hap-PROXY` on: only then is it resolved at
+    /// accept (`conn/extforward.rs`).
+    pub fn hap_proxy_anywhere(&self) -> bool {
+        self.wstunnel.extforward_hap_proxy || self.blocks.iter().any(|b| b.set.contains(&WsField::ExtforwardHapProxy))
+    }
+
+    /// The settings hap-PROXY is decided by at accept: the global ones unless a
+    /// conditional sets `extforward.hap-PROXY` or `extforward.forwarder` (then resolved,
+    /// which may copy the settings: not done for every accept otherwise).
+    pub fn accept_settings(&self, facts: &RequestFacts<'_>) -> Arc<WsSettings> {
+        let fields = [WsField::ExtforwardHapProxy, WsField::ExtforwardForwarder];
+        if self.blocks.iter().any(|b| b.set.iter().any(|f| fields.contains(f))) {
+            self.resolve(facts)
+        } else {
+            Arc::clone(&self.wstunnel)
+        }
+    }
+
+    /// Whether any scope sets `evasive.max-conns-per-ip`: only then are connections
+    /// counted per address (`conn/evasive.rs`).
+    pub fn evasive_anywhere(&self) -> bool {
+        self.wstunnel.evasive_max_conns_per_ip > 0 || self.blocks.iter().any(|b| b.set.contains(&WsField::EvasiveMaxConnsPerIp))
+    }
+
     /// Every listener to open: `server.bind`/`server.port` first, then each
     /// distinct `$SERVER["socket"] == ...` value.
     pub fn listeners(&self) -> Vec<ListenSpec> {

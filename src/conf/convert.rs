@@ -270,6 +270,16 @@ macro_rules! enum_type {
         }
     };
 }
+impl ConfType for super::extforward::Forwarders {
+    fn from_val(v: &Val, d: &Spec) -> Result<Self, Diag> {
+        let pairs = pairs_of(v, d)?.into_iter().map(|(k, val)| Ok((k, str_of(val, d)?, val.span))).collect::<Result<Vec<_>, Diag>>()?;
+        super::extforward::Forwarders::build(d.name, &pairs)
+    }
+    fn to_conf(&self, _d: &Spec) -> Option<String> {
+        Some(super::extforward::Forwarders::to_conf(self))
+    }
+}
+
 enum_type!(FrameType);
 enum_type!(Balance);
 enum_type!(Compression);

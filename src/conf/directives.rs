@@ -259,6 +259,29 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Content-Type by file-name suffix (longest match; \"\" is the default); unmatched: application/octet-stream."
     StaticFileExclude.static_file_exclude = "static-file.exclude-extensions" : "array of strings" [0, 0] [] default "( )" unit None;
         "Files whose path ends with one of these are not served (403)."
+    // mod_extforward: per request (the forwarder may depend on $SERVER["socket"]);
+    // hap-PROXY is decided at accept from the listener and the peer's address.
+    ExtforwardForwarder.extforward_forwarder = "extforward.forwarder" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Proxies trusted to name the client: \"IP\" or \"IP/prefix\" => \"trust\" (or \"untrusted\"); \"all\" => \"trust\" trusts every connecting address."
+    ExtforwardHeaders.extforward_headers = "extforward.headers" : "array of strings" [0, 0] [] default "( )" unit None;
+        "Headers that name the client, first present wins (X-Forwarded-For, Forwarded-For, Forwarded as RFC 7239); empty: X-Forwarded-For and Forwarded-For, or none with hap-PROXY."
+    ExtforwardParams.extforward_params = "extforward.params" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "lighttpd's Forwarded host and remote_user switches; wstund accepts only \"disable\" for both."
+    ExtforwardHapProxy.extforward_hap_proxy = "extforward.hap-PROXY" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "A trusted forwarder's connections must begin with a PROXY protocol v1 or v2 header (before TLS), which names the client; others are served as they come, and one sending a PROXY header is closed."
+    ExtforwardHapProxySslClientVerify.extforward_hap_proxy_ssl_client_verify = "extforward.hap-PROXY-ssl-client-verify" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Not implemented: \"enable\" is a configuration error."
+    // mod_evasive
+    EvasiveMaxConnsPerIp.evasive_max_conns_per_ip = "evasive.max-conns-per-ip" : "integer" [0, 65535] [] default "0" unit None;
+        "A request from a client address that already has this many connections past their request gets the refusal; 0 = no limit."
+    EvasiveSilent.evasive_silent = "evasive.silent" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "Do not log refused clients."
+    EvasiveLocation.evasive_location = "evasive.location" : "string" [0, 0] [] default "\"\"" unit None;
+        "Refuse with a 302 redirect to this URL instead of 403 or 429."
+    EvasiveHttpStatus.evasive_http_status = "evasive.http-status" : "integer" [403, 429] [] default "403" unit None;
+        "Status of the refusal: 403 (lighttpd's) or 429 with Retry-After (a wstund extension)."
+    EvasiveIpv6Prefix.evasive_ipv6_prefix = "evasive.ipv6-prefix" : "integer" [1, 128] [] default "64" unit None;
+        "IPv6 clients are counted per network of this prefix length, as one host usually holds a /64 (a wstund extension)."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -296,6 +319,7 @@ pub const BACKEND_OPTIONS: &[Directive] = &[
     backend_opt("token-file", "string (path)", 0, 0, &[], "(none)", Unit::None, "A websockify token file (\"token: host:port\" or \"token: unix_socket:/path\" lines) or a directory of them: the backend's address is the request's token looked up there (instead of host, port and socket); an unknown token gets 404. Re-read when it changes, at most every 500 ms."),
     backend_opt("token-from", "string", 0, 0, &["query", "path", "host"], "\"query\"", Unit::None, "Where the token is: query = the token-param query parameter (websockify), path = the path segment after the route key, host = the Host header without its port (websockify's --host-token)."),
     backend_opt("token-param", "string", 0, 0, &[], "\"token\"", Unit::None, "The query parameter that carries the token (\"token-from\" => \"query\")."),
+    backend_opt("proxy-protocol", "string", 0, 0, &["v1", "v2"], "(unset: none)", Unit::None, "Send a PROXY protocol header of this version before anything else (before TLS), naming the client and the address it connected to (see PROXY PROTOCOL TO BACKENDS)."),
     backend_opt("resolve-interval", "integer", 0, U31, &[], "60", Unit::Seconds, "Seconds between lookups of a host name (off the event loop; a name that stops resolving keeps its last addresses); 0 looks it up only at start."),
 ];
 
@@ -429,7 +453,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_openssl", "mod_status", "mod_staticfile", "mod_indexfile"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_openssl", "mod_status", "mod_staticfile", "mod_indexfile", "mod_extforward", "mod_evasive"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -528,7 +552,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl.", "wstund.", "status.", "index-file.", "mimetype.", "static-file."].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl.", "wstund.", "status.", "index-file.", "mimetype.", "static-file.", "extforward.", "evasive."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }

@@ -339,6 +339,11 @@ impl Loader {
         if key.starts_with("wstunnel.") {
             return Err(unknown(key, span, suggest(key, WS_DIRECTIVES.iter().map(|d| d.name))));
         }
+        if let Some(module) = ["extforward.", "evasive."].iter().find(|p| key.starts_with(*p)) {
+            // Implemented modules: an unknown name is a typo, never silently ignored.
+            let names = WS_DIRECTIVES.iter().map(|d| d.name).filter(|n| n.starts_with(module));
+            return Err(unknown(key, span, suggest(key, names)));
+        }
         if key.starts_with("ssl.") {
             // Never ignored: a TLS option silently dropped could weaken the listener.
             let names: Vec<&str> = TLS_DIRECTIVES.iter().map(|d| d.name).collect();
@@ -380,6 +385,7 @@ impl Loader {
 
     fn assign(&mut self, key: &str, span: Span, op: super::ast::AssignOp, v: Val) -> Result<(), Diag> {
         use super::ast::AssignOp;
+        super::extforward::check_value(key, &v)?;
         let depth = self.scopes.len() - 1;
         let existing = self.scopes[depth].entries.iter().position(|a| a.key == key);
         let val = match (op, existing) {

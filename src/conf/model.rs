@@ -247,6 +247,28 @@ pub struct WsSettings {
     pub text_invalid_utf8: InvalidUtf8,
     /// The backend's character set on a text route (transcoded to and from UTF-8).
     pub backend_charset: Charset,
+    /// mod_extforward: the proxies trusted to name the client (`extforward.forwarder`).
+    pub extforward_forwarder: super::extforward::Forwarders,
+    /// Headers read for the client's address; empty: lighttpd's default
+    /// (X-Forwarded-For, Forwarded-For), or none when hap-PROXY is on.
+    pub extforward_headers: Vec<String>,
+    /// `extforward.params` as written; only "disable" values pass the conf check.
+    pub extforward_params: Vec<(String, String)>,
+    /// A trusted forwarder's connection starts with a PROXY protocol header.
+    pub extforward_hap_proxy: bool,
+    /// Refused when enabled (conf/extforward.rs); kept so -p prints it.
+    pub extforward_hap_proxy_ssl_client_verify: bool,
+    /// mod_evasive: more connections than this from one client address get the refusal;
+    /// 0 = no limit.
+    pub evasive_max_conns_per_ip: u32,
+    /// Do not log the refusals.
+    pub evasive_silent: bool,
+    /// Non-empty: the refusal is a 302 to this URL instead of 403/429.
+    pub evasive_location: String,
+    /// The refusal's status: 403 (lighttpd's) or 429.
+    pub evasive_http_status: u16,
+    /// IPv6 clients are counted per network of this prefix length.
+    pub evasive_ipv6_prefix: u32,
 }
 
 impl Default for WsSettings {
@@ -300,6 +322,16 @@ impl Default for WsSettings {
             line_flush: DEFAULT_LINE_FLUSH,
             text_invalid_utf8: DEFAULT_TEXT_INVALID_UTF8,
             backend_charset: DEFAULT_BACKEND_CHARSET,
+            extforward_forwarder: Default::default(),
+            extforward_headers: Vec::new(),
+            extforward_params: Vec::new(),
+            extforward_hap_proxy: false,
+            extforward_hap_proxy_ssl_client_verify: false,
+            evasive_max_conns_per_ip: 0,
+            evasive_silent: false,
+            evasive_location: String::new(),
+            evasive_http_status: 403,
+            evasive_ipv6_prefix: 64,
         }
     }
 }
@@ -480,6 +512,8 @@ pub struct BackendSpec {
     /// Not a directive: under `server.max-worker`, the first pool slot this worker owns
     /// (`runtime/workers.rs`), so workers bind different `socket-N` / `port+N`.
     pub slot_offset: u32,
+    /// `"proxy-protocol" => "v1" | "v2"`: the PROXY header version sent first.
+    pub proxy_protocol: Option<u8>,
 }
 
 /// Where a token-routed backend finds the request's token and the file to look it up in.
@@ -537,6 +571,7 @@ impl BackendSpec {
             tls: None,
             token: None,
             slot_offset: 0,
+            proxy_protocol: None,
         }
     }
 

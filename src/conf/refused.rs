@@ -38,18 +38,6 @@ pub const REFUSED: &[Refused] = &[
         instead: "or authenticate in front of wstund (a reverse proxy) or in the backend",
     },
     Refused {
-        feature: "the client address taken from X-Forwarded-For",
-        prefixes: &["extforward."],
-        modules: &["mod_extforward"],
-        instead: "; $HTTP[\"remoteip\"] conditions and the log then see the proxy's address, not the client's",
-    },
-    Refused {
-        feature: "a per-client connection limit",
-        prefixes: &["evasive."],
-        modules: &["mod_evasive"],
-        instead: "or limit connections per client in front of wstund (e.g. nftables \"ct count\")",
-    },
-    Refused {
         feature: "signed, expiring URLs",
         prefixes: &["secdownload."],
         modules: &["mod_secdownload"],
@@ -96,7 +84,8 @@ mod tests {
         assert_eq!(directive("gnutls.engine").map(|r| r.feature), Some("TLS"));
         assert!(directive("ssl.engine").is_none(), "mod_openssl's directives are implemented");
         assert_eq!(directive("auth.backend.plain.userfile").map(|r| r.feature), Some("authentication"));
-        assert!(directive("extforward.forwarder").is_some());
+        assert!(directive("extforward.forwarder").is_none(), "mod_extforward is implemented");
+        assert!(directive("secdownload.secret").is_some());
         assert!(directive("url.access-deny").is_none());
         assert!(directive("url.rewrite-once").is_none());
         assert!(directive("sslx.engine").is_none());

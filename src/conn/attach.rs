@@ -107,6 +107,10 @@ impl Conn {
                 self.backend = Some(s);
                 self.backend_io.readable = false;
                 self.backend_io.writable = false;
+                self.proxy_out = match spec.proxy_protocol {
+                    Some(v) => self.proxy_header(v),
+                    None => Vec::new(),
+                };
                 Ok(Attach::Connecting)
             }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && matches!(target, Address::Unix(_)) && self.host_is_dynamic(ctx) => {
@@ -151,6 +155,7 @@ impl Conn {
         let local = self.client.local_addr();
         let tls = self.client.scheme() == "https";
         let tls_env = self.client.tls_env();
+        let remote = self.remote_addr();
         let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
@@ -171,7 +176,7 @@ impl Conn {
             minor_version: req.minor_version,
             headers: &req.headers,
             route_key: &t.route_key,
-            peer: self.client.peer(),
+            peer: remote,
             local,
             tls,
             tls_env: &tls_env,

@@ -25,6 +25,9 @@ pub struct ClientStream {
     transport: Transport,
     /// The peer's address as accept(2) gave it (none on a unix-socket listener).
     peer: Option<SocketAddr>,
+    /// The client's address a trusted proxy's PROXY header gave (`conn/proxy_in.rs`);
+    /// it stands for the peer from then on.
+    proxied: Option<SocketAddr>,
 }
 
 enum Transport {
@@ -75,6 +78,13 @@ impl crate::tlsio::Socket for Sock {
 }
 
 impl Sock {
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match self {
+            Sock::Tcp(s) => s.as_raw_fd(),
+            Sock::Unix(s) => s.as_raw_fd(),
+        }
+    }
     fn take_error(&self) -> io::Result<Option<io::Error>> {
         match self {
             Sock::Tcp(s) => s.take_error(),
@@ -199,11 +209,11 @@ fn tls_write(t: &mut Tls, buf: &[u8]) -> io::Result<usize> {
 
 impl ClientStream {
     pub fn tcp(sock: mio::net::TcpStream, peer: SocketAddr) -> ClientStream {
-        ClientStream { transport: Transport::Tcp(sock), peer: Some(peer) }
+        ClientStream { transport: Transport::Tcp(sock), peer: Some(peer), proxied: None }
     }
 
     pub fn unix(sock: mio::net::UnixStream) -> ClientStream {
-        ClientStream { transport: Transport::Unix(sock), peer: None }
+        ClientStream { transport: Transport::Unix(sock), peer: None, proxied: None }
     }
 
     /// The accepted stream on a listener with `ssl.engine`: TLS, its configuration chosen
@@ -212,10 +222,10 @@ impl ClientStream {
         let sock = match self.transport {
             Transport::Tcp(s) => Sock::Tcp(s),
             Transport::Unix(s) => Sock::Unix(s),
-            other => return ClientStream { transport: other, peer: self.peer },
+            other => return ClientStream { transport: other, peer: self.peer, proxied: self.proxied },
         };
         let hello = Hello { sock, acceptor: Acceptor::default(), configs, id };
-        ClientStream { transport: Transport::Hello(Box::new(hello)), peer: self.peer }
+        ClientStream { transport: Transport::Hello(Box::new(hello)), peer: self.peer, proxied: self.proxied }
     }
 
     /// Reads toward the ClientHello; once it is in, the stream becomes the session it
@@ -289,9 +299,65 @@ impl ClientStream {
         }
     }
 
-    /// The client's address, when it came over TCP.
+    /// The connecting address, when it came over TCP (a proxy's, behind one).
     pub fn peer(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The client's address: the one a trusted PROXY header gave, else the peer's.
+    pub fn remote(&self) -> Option<SocketAddr> {
+        self.proxied.or(self.peer)
+    }
+
+    pub fn set_proxied(&mut self, addr: SocketAddr) {
+        self.proxied = Some(addr);
+    }
+
+    fn raw_fd(&self) -> std::os::fd::RawFd {
+        use std::os::fd::AsRawFd;
+        match &self.transport {
+            Transport::Tcp(s) => s.as_raw_fd(),
+            Transport::Unix(s) => s.as_raw_fd(),
+            Transport::Hello(h) => h.sock.raw_fd(),
+            Transport::Tls(t) => t.io.sock.raw_fd(),
+            // Only inside `read`; nothing peeks then.
+            Transport::Switching => -1,
+        }
+    }
+
+    /// Copies what the socket holds into `buf` without taking it (MSG_PEEK), below any
+    /// TLS session: a PROXY header precedes the ClientHello, and only the header's own
+    /// bytes are taken (`discard`), so what follows stays for the next reader.
+    pub fn peek_raw(&self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: the descriptor is open; `buf` is valid for writes of its length.
+        let n = unsafe { libc::recv(self.raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_PEEK) };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// Takes `n` bytes already seen by `peek_raw` off the socket.
+    pub fn discard_raw(&self, n: usize) -> io::Result<()> {
+        let mut sink = [0u8; 512];
+        let mut left = n;
+        while left > 0 {
+            let want = left.min(sink.len());
+            // SAFETY: as in peek_raw.
+            let got = unsafe { libc::recv(self.raw_fd(), sink.as_mut_ptr().cast(), want, 0) };
+            if got < 0 {
+                let e = io::Error::last_os_error();
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            if got == 0 {
+                return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "peeked bytes vanished"));
+            }
+            left -= got as usize;
+        }
+        Ok(())
     }
 
     // The plain arms inline into the pump; the TLS session's work stays out of line

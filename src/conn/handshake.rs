@@ -27,6 +27,9 @@ use crate::conn::reply::{Page, PageRequest};
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
+        if self.proxy_in != crate::conn::machine::ProxyIn::Off && !self.drive_proxy_in(ctx) {
+            return;
+        }
         while self.client_io.readable && !self.client_eof {
             let room = self.inbound.read_room(ctx.pool);
             if room.is_empty() {
@@ -78,7 +81,16 @@ impl Conn {
         self.between_requests = false;
         self.request_path = Some(req.path.clone().into_boxed_str());
         self.head = req.method == "HEAD";
-        let settings = self.settings_for(ctx, &req);
+        let mut settings = self.settings_for(ctx, &req);
+        match self.apply_forwarding(ctx, &req, &settings) {
+            Err(()) => return,
+            // `$HTTP["remoteip"]` (and the scheme) now see the client: resolved again.
+            Ok(true) => settings = self.settings_for(ctx, &req),
+            Ok(false) => {}
+        }
+        if self.evasive_refused(ctx, &settings) {
+            return;
+        }
         if self.answered_before_routing(ctx, &req, &settings) {
             return;
         }
@@ -101,7 +113,7 @@ impl Conn {
         } else {
             ctx.hosts.route_of(&settings, route, ctx.now)
         };
-        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.client.peer().map(|p| p.ip()));
+        let balance_key = balance::request_key(settings.balance, req.header("host").unwrap_or(""), &req.path, self.remote_addr().map(|p| p.ip()));
         if !req.is_upgrade_request() && settings.devconsole && matches!(req.method.as_str(), "GET" | "HEAD") {
             return self.serve_devconsole(ctx);
         }
@@ -238,8 +250,8 @@ impl Conn {
             query: &req.query,
             host: req.header("host"),
             method: &req.method,
-            scheme: self.client.scheme(),
-            remote_ip: self.client.peer().map(|p| p.ip()),
+            scheme: self.forwarded_scheme.unwrap_or(self.client.scheme()),
+            remote_ip: self.remote_addr().map(|p| p.ip()),
             headers: &headers,
             server_socket,
         };
@@ -352,7 +364,7 @@ impl Conn {
             return;
         }
         let Some(b) = self.backend.as_mut() else { return self.connect_next(ctx) };
-        match b.connect_state(self.backend_io.writable, self.backend_io.hup) {
+        match b.connect_state_after(self.backend_io.writable, self.backend_io.hup, &mut self.proxy_out) {
             ConnectState::InProgress => {
                 self.backend_io.writable = false;
                 self.backend_io.readable = false;

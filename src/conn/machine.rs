@@ -51,6 +51,18 @@ use crate::metrics::{TunnelEnd, TunnelMetrics};
 use crate::token::{conn_token, Endpoint};
 use crate::ws::frame::OpCode;
 
+/// What comes before the request on a new connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyIn {
+    /// The request itself.
+    Off,
+    /// A trusted forwarder with hap-PROXY on: a PROXY header must come first.
+    Expect,
+    /// hap-PROXY is on but the peer is not trusted: served as it comes, unless it sends
+    /// a PROXY header (an attempt to choose its own address), which closes it.
+    Refuse,
+}
+
 /// How long an error response or a failing close frame may take to drain.
 pub const LINGER_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -92,6 +104,8 @@ pub struct Ctx<'a> {
     /// A graceful stop is under way with the listeners kept open for the health page
     /// (`wstund.health-url`): new requests other than wstund's pages get 503.
     pub refuse_new: bool,
+    /// Connections per client address (`evasive.rs`).
+    pub per_ip: &'a mut crate::conn::perip::PerIp,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -311,6 +325,17 @@ pub struct Conn {
     /// Waiting on a kept-alive connection with nothing of the next request yet: its
     /// time-out closes silently, and nothing is logged or counted for it.
     pub between_requests: bool,
+    /// A PROXY header expected (or refused) before the request (`extforward.rs`).
+    pub proxy_in: ProxyIn,
+    /// This request's client address from a forwarding header (`extforward.headers`).
+    pub forwarded: Option<std::net::SocketAddr>,
+    /// The scheme a forwarding header gave ("http"/"https"), for conditionals.
+    pub forwarded_scheme: Option<&'static str>,
+    /// The PROXY header still to be sent to the backend being connected
+    /// (`"proxy-protocol"`); empty otherwise.
+    pub proxy_out: Vec<u8>,
+    /// What this connection counts as in `Ctx::per_ip` while it counts.
+    pub ip_slot: Option<std::net::IpAddr>,
 }
 
 impl Conn {
@@ -363,6 +388,11 @@ impl Conn {
             page_served: None,
             keep_alive: false,
             between_requests: false,
+            proxy_in: ProxyIn::Off,
+            forwarded: None,
+            forwarded_scheme: None,
+            proxy_out: Vec::new(),
+            ip_slot: None,
         }
     }
 
@@ -463,6 +493,10 @@ impl Conn {
     pub fn on_tick(&mut self, ctx: &mut Ctx) {
         let now = ctx.now;
         match self.phase {
+            Phase::Handshake { deadline } if now >= deadline && self.proxy_in == ProxyIn::Expect => {
+                log::info!("[c{}] no complete PROXY header within the handshake timeout: connection closed", self.id);
+                self.phase = Phase::Done;
+            }
             Phase::Handshake { deadline } if now >= deadline && self.between_requests && self.inbound.raw().is_empty() => {
                 debug!("[c{}] keep-alive idle time-out", self.id);
                 self.phase = Phase::Done;
@@ -512,6 +546,7 @@ impl Conn {
         // connection rates.
         self.drop_backend(ctx);
         self.release_host(ctx);
+        self.release_ip_slot(ctx);
         self.inbound.release(ctx.pool);
         self.outbound.release(ctx.pool);
         if !self.between_requests {
@@ -526,6 +561,11 @@ impl Conn {
     pub(crate) fn next_request(&mut self, ctx: &mut Ctx) {
         self.count_end(ctx.metrics);
         self.log_access(ctx.now);
+        self.release_ip_slot(ctx);
+        // A forwarding header speaks for its own request only (lighttpd restores the
+        // address after each request); a PROXY header's address stays with the connection.
+        self.forwarded = None;
+        self.forwarded_scheme = None;
         self.status = None;
         self.page_served = None;
         self.request_path = None;
@@ -610,7 +650,7 @@ impl Conn {
         let opened = self.tunnel.as_ref().is_some_and(|t| t.opened);
         crate::logs::accesslog::emit(&AccessRecord {
             id: self.id,
-            peer: self.client.peer(),
+            peer: self.remote_addr(),
             request: self.access_req.as_deref(),
             path,
             backend,

@@ -9,6 +9,10 @@
 //! - `tunnel`: the open phase: the pump both ways, control frames, the close path.
 //! - `keepalive`: when an open tunnel pings (interval, idle pings, ping-timeout; pure).
 //! - `client`: the client's byte stream.
+//! - `evasive`: the limit on connections per client address (mod_evasive);
+//!   `perip`: the count it decides on.
+//! - `extforward`: who the client is behind a proxy: the PROXY header, forwarding
+//!   headers (mod_extforward).
 //! - `timers`: sub-second wake-ups (the line flush).
 //! - `devconsole`: the built-in page a browser gets on a route with wstund.devconsole.
 //! - `files`: mod_staticfile: a request no route took, from the document root.
@@ -20,12 +24,15 @@
 pub mod attach;
 pub mod client;
 pub mod devconsole;
+pub mod evasive;
+pub mod extforward;
 pub mod files;
 pub mod handshake;
 pub mod keepalive;
 pub mod link;
 pub mod machine;
 pub mod page;
+pub mod perip;
 pub mod plan;
 pub mod timers;
 pub mod reply;

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod files;
+pub mod forwarded;
 pub mod request;
 pub mod response;
 pub mod upgrade;

@@ -163,6 +163,8 @@ pub struct Server {
     hosts: Hosts,
     /// Token files (`"token-file"` backends), re-read when they change.
     tokens: crate::backend::tokenmap::TokenTables,
+    /// Connections per client address (mod_evasive).
+    per_ip: crate::conn::perip::PerIp,
     /// Active health probes in flight.
     checker: Checker,
     signals: Signals,
@@ -275,6 +277,7 @@ impl Server {
             drains: Drains::new(),
             tunnels: TunnelMetrics::new(),
             timers: Timers::default(),
+            per_ip: Default::default(),
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
             turn_start: Instant::now(),
@@ -485,6 +488,7 @@ impl Server {
                 metrics: &mut self.tunnels,
                 timers: &mut self.timers,
                 refuse_new: self.lame_duck && self.state != RunState::Running,
+                per_ip: &mut self.per_ip,
             },
             &mut self.conns,
         )
@@ -757,6 +761,8 @@ impl Server {
         let key = entry.key();
         self.tunnels.accepted();
         let mut conn = Conn::new(id, key, listener, stream, now, timeout);
+        let socket_name = self.listener_names.get(listener).map(String::as_str).unwrap_or("");
+        conn.proxy_in = crate::conn::machine::ProxyIn::decide(&self.config, socket_name, conn.client.scheme(), conn.client.peer());
         if let Err(e) = conn.register(self.poll.registry()) {
             error!("[c{id}] cannot register client socket: {e}");
             return;

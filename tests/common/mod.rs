@@ -237,3 +237,29 @@ pub fn reset_on_close(s: &std::net::TcpStream) {
     };
     assert_eq!(rc, 0, "setsockopt SO_LINGER");
 }
+
+/// A TCP connection to 127.0.0.1:`port` from the loopback address `src` (127.0.0.2, ...):
+/// std has no bind-before-connect, so the raw calls.
+pub fn connect_from(src: std::net::Ipv4Addr, port: u16) -> std::net::TcpStream {
+    use std::os::fd::FromRawFd;
+    // SAFETY: plain socket/bind/connect on a descriptor we own, handed to TcpStream first.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+        let stream = std::net::TcpStream::from_raw_fd(fd);
+        let sa = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: port.to_be(),
+            sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(ip.octets()) },
+            sin_zero: [0; 8],
+        };
+        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        let local = sa(src, 0);
+        let rc = libc::bind(fd, &local as *const _ as *const libc::sockaddr, len);
+        assert_eq!(rc, 0, "bind {src}: {}", std::io::Error::last_os_error());
+        let remote = sa(std::net::Ipv4Addr::LOCALHOST, port);
+        let rc = libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len);
+        assert_eq!(rc, 0, "connect from {src}: {}", std::io::Error::last_os_error());
+        stream
+    }
+}

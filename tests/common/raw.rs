@@ -189,6 +189,15 @@ impl RawClient {
         RawClient { stream, buf: Vec::new(), pos: 0, rng: Rng::new(fresh_seed()) }
     }
 
+    /// A raw client over a socket the test connected itself (from another source
+    /// address: [`crate::common::connect_from`]).
+    pub fn from_stream(stream: TcpStream) -> RawClient {
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        let _ = stream.set_nodelay(true);
+        RawClient { stream, buf: Vec::new(), pos: 0, rng: Rng::new(fresh_seed()) }
+    }
+
     /// Connect, upgrade `path`, check the 101 answer (status, Upgrade, Connection, Accept).
     pub fn handshake(port: u16, path: &str) -> RawClient {
         Self::handshake_with(port, UpgradeRequest::new(path)).0
