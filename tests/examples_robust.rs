@@ -70,6 +70,10 @@ fn reset_mid_echo(port: u16, bytes: &[u8]) {
     let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect to the backend");
     s.set_read_timeout(Some(T)).unwrap();
     let mut w = s.try_clone().unwrap();
+    // The reset goes out when the last descriptor closes, which is the writer's: with
+    // the backend stalled on its own send (nobody reads the echo), an unbounded write
+    // would never end.
+    w.set_write_timeout(Some(Duration::from_secs(3))).unwrap();
     let data = bytes.to_vec();
     let writer = thread::spawn(move || {
         let _ = w.write_all(&data);
