@@ -38,7 +38,7 @@ fn load_and_round_trip(path: &Path) -> Loaded {
 fn req(path: &str, host: Option<&str>) -> RequestFacts<'static> {
     let path: &'static str = Box::leak(path.to_string().into_boxed_str());
     let host: Option<&'static str> = host.map(|h| &*Box::leak(h.to_string().into_boxed_str()));
-    RequestFacts { url_path: path, query: "", host, method: "GET", scheme: "http", remote_ip: None, headers: &[], server_socket: "0.0.0.0:8080" }
+    RequestFacts { url_path: path, query: "", host, method: "GET", scheme: "http", remote_ip: None, headers: &[], server_socket: "0.0.0.0:8080", remote_user: None }
 }
 
 #[test]

@@ -274,7 +274,7 @@ global {
 }
 
 fn req<'a>(path: &'a str, host: Option<&'a str>, ip: Option<IpAddr>) -> RequestFacts<'a> {
-    RequestFacts { url_path: path, query: "", host, method: "GET", scheme: "http", remote_ip: ip, headers: &[], server_socket: "0.0.0.0:80" }
+    RequestFacts { url_path: path, query: "", host, method: "GET", scheme: "http", remote_ip: ip, headers: &[], server_socket: "0.0.0.0:80", remote_user: None }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! which are configuration errors.
 
 pub mod accounts;
+mod auth;
 pub mod command;
 mod ast;
 mod backend;
@@ -40,6 +41,7 @@ mod fuzz_tests;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+pub use auth::{AuthBackend, AuthCache, AuthRequire, AuthRule, Require};
 pub use cond::{Block, Condition, Subject};
 pub use config::{Config, Loaded};
 pub use error::ConfError;

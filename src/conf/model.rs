@@ -136,6 +136,8 @@ pub struct ServerSettings {
     pub graceful_shutdown_timeout: Duration,
     /// `server.control-socket` (a wstund extension): commands from `wstund -c`.
     pub control_socket: Option<PathBuf>,
+    /// `auth.cache`: how long verified credentials are remembered.
+    pub auth_cache: super::auth::AuthCache,
 }
 
 impl Default for ServerSettings {
@@ -166,6 +168,7 @@ impl Default for ServerSettings {
             modules: Vec::new(),
             graceful_shutdown_timeout: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
             control_socket: None,
+            auth_cache: super::auth::DEFAULT_AUTH_CACHE,
         }
     }
 }
@@ -247,6 +250,11 @@ pub struct WsSettings {
     pub text_invalid_utf8: InvalidUtf8,
     /// The backend's character set on a text route (transcoded to and from UTF-8).
     pub backend_charset: Charset,
+    /// mod_auth: `auth.backend`, its userfiles (empty: unset) and `auth.require`.
+    pub auth_backend: super::auth::AuthBackend,
+    pub auth_htpasswd_userfile: String,
+    pub auth_plain_userfile: String,
+    pub auth_require: super::auth::AuthRequire,
 }
 
 impl Default for WsSettings {
@@ -300,6 +308,10 @@ impl Default for WsSettings {
             line_flush: DEFAULT_LINE_FLUSH,
             text_invalid_utf8: DEFAULT_TEXT_INVALID_UTF8,
             backend_charset: DEFAULT_BACKEND_CHARSET,
+            auth_backend: super::auth::AuthBackend::None,
+            auth_htpasswd_userfile: String::new(),
+            auth_plain_userfile: String::new(),
+            auth_require: super::auth::AuthRequire::default(),
         }
     }
 }
@@ -569,6 +581,9 @@ pub struct RequestFacts<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// `ListenSpec::to_string()` of the listener that accepted the connection.
     pub server_socket: &'a str,
+    /// `$HTTP["remote-user"]`: the user basic auth verified, else the one a verified
+    /// client certificate names (`ssl.verifyclient.username`).
+    pub remote_user: Option<&'a str>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -633,7 +648,7 @@ mod tests {
     #[test]
     fn header_lookup_is_case_insensitive() {
         let h = [("User-Agent", "x"), ("cookie", "c=1")];
-        let f = RequestFacts { url_path: "/", query: "", host: None, method: "GET", scheme: "http", remote_ip: None, headers: &h, server_socket: "" };
+        let f = RequestFacts { url_path: "/", query: "", host: None, method: "GET", scheme: "http", remote_ip: None, headers: &h, server_socket: "", remote_user: None };
         assert_eq!(f.header("user-agent"), Some("x"));
         assert_eq!(f.header("Cookie"), Some("c=1"));
         assert_eq!(f.header("Referer"), None);

@@ -152,6 +152,7 @@ impl ResolvesServerCert for SniResolver {
                 remote_ip: None,
                 headers: &[],
                 server_socket: &self.socket,
+                remote_user: None,
             };
             if let Some((_, k)) = self.by_host.iter().rev().find(|(c, _)| c.eval(&facts, None)) {
                 return Some(Arc::clone(k));

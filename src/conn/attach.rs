@@ -137,7 +137,12 @@ impl Conn {
         let local = self.client.local_addr();
         let tls = self.client.scheme() == "https";
         let verify = ctx.config.listen_tls.get(self.listener).map(|l| &l.settings);
-        let tls_env = self.client.tls_env(verify.is_some_and(|v| v.verify_activate), verify.and_then(|v| v.verify_username.as_deref()));
+        let mut tls_env = self.client.tls_env(verify.is_some_and(|v| v.verify_activate), verify.and_then(|v| v.verify_username.as_deref()));
+        // mod_auth's user wins over a certificate's (it is what the request proved last).
+        if let Some(user) = self.remote_user.as_deref() {
+            tls_env.push(("REMOTE_USER".into(), user.to_string()));
+            tls_env.push(("AUTH_TYPE".into(), "Basic".into()));
+        }
         let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let cap_key = format!("{}\n{}", t.route_key, bin_path);
@@ -150,13 +155,19 @@ impl Conn {
         let (Some(prog), Some(req)) = (Program::parse(bin_path), t.request.as_deref()) else {
             return Err(FailStatus::ProgramFailed);
         };
+        // Verified Basic credentials are not the program's to see (Apache's rule too).
+        let headers: Vec<(String, String)> = if self.remote_user.is_some() {
+            req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect()
+        } else {
+            req.headers.clone()
+        };
         let cgi = CgiRequest {
             method: &req.method,
             target: &req.target,
             path: &req.path,
             query: &req.query,
             minor_version: req.minor_version,
-            headers: &req.headers,
+            headers: &headers,
             route_key: &t.route_key,
             peer: self.client.peer(),
             local,

@@ -23,6 +23,7 @@ use crate::ws::deflate::Inflater;
 use crate::readloop::{self, Drained, Next};
 use crate::conn::keepalive::Keepalive;
 use crate::conn::reply::{Page, PageRequest};
+use crate::conn::authn::AuthOutcome;
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -71,8 +72,9 @@ impl Conn {
         self.between_requests = false;
         self.request_path = Some(req.path.clone().into_boxed_str());
         self.head = req.method == "HEAD";
-        let settings = self.settings_for(ctx, &req);
-        if self.answered_before_routing(ctx, &req, &settings) {
+        let cert_user = if ctx.config.uses_remote_user() { self.certificate_user(ctx) } else { None };
+        let mut settings = self.settings_for(ctx, &req, cert_user.as_deref());
+        if self.answered_before_routing(ctx, &req, &mut settings) {
             return;
         }
         let Some(route) = settings.servers.find(&req.url_path) else {
@@ -153,13 +155,25 @@ impl Conn {
     }
 
     /// What is answered before a route is looked for: mod_access first, as in lighttpd
-    /// (no upgrade, no route, no backend), then wstund's own pages, then the 503 of a
-    /// graceful stop that keeps the listeners for the health page. True when answered.
-    fn answered_before_routing(&mut self, ctx: &mut Ctx, req: &Request, settings: &Arc<WsSettings>) -> bool {
+    /// (no upgrade, no route, no backend), then mod_auth (401; a verified user re-resolves
+    /// the conditionals when some test `$HTTP["remote-user"]`), then wstund's own pages,
+    /// then the 503 of a graceful stop that keeps the listeners for the health page. True
+    /// when answered.
+    fn answered_before_routing(&mut self, ctx: &mut Ctx, req: &Request, settings: &mut Arc<WsSettings>) -> bool {
         if http::access::denied(&req.url_path, &settings.access_allow, &settings.access_deny) {
             debug!("[c{}] url denied by url.access-allow/url.access-deny: {}", self.id, req.url_path);
             self.reject(ctx, 403, &[], "forbidden");
             return true;
+        }
+        match self.authenticate(ctx, req, settings) {
+            AuthOutcome::Answered => return true,
+            AuthOutcome::User(user) => {
+                if ctx.config.uses_remote_user() {
+                    *settings = self.settings_for(ctx, req, Some(&user));
+                }
+                self.remote_user = Some(user.into_boxed_str());
+            }
+            AuthOutcome::NotRequired => {}
         }
         if let Some(page) = Page::for_path(settings, &req.url_path, &req.query) {
             if !matches!(req.method.as_str(), "GET" | "HEAD") {
@@ -179,7 +193,7 @@ impl Conn {
 
     /// The route's settings for this request: the conf's conditionals resolved against
     /// what the request and the connection show.
-    fn settings_for(&self, ctx: &Ctx, req: &Request) -> Arc<WsSettings> {
+    fn settings_for(&self, ctx: &Ctx, req: &Request, remote_user: Option<&str>) -> Arc<WsSettings> {
         let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
         let facts = RequestFacts {
@@ -191,6 +205,7 @@ impl Conn {
             remote_ip: self.client.peer().map(|p| p.ip()),
             headers: &headers,
             server_socket,
+            remote_user,
         };
         ctx.config.resolve(&facts)
     }

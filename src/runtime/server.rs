@@ -176,6 +176,8 @@ pub struct Server {
     /// Tunnel counters per route, fed by the connections.
     tunnels: TunnelMetrics,
     timers: Timers,
+    /// mod_auth: userfiles (re-read when they change) and verified credentials.
+    auth: crate::auth::AuthState,
     backlog: VecDeque<Pending>,
     turns: TurnStats,
     /// When the current turn began: the end of the previous one, or the last
@@ -242,6 +244,7 @@ impl Server {
         let mut procs = ProcMan::new(&config, now);
         let start_failure = procs.start(poll.registry(), now).err();
         let config_health = Arc::clone(&config);
+        let auth = crate::auth::AuthState::new(&config.userfiles, config.server.auth_cache.max_age);
         Ok(Server {
             poll,
             listeners,
@@ -266,6 +269,7 @@ impl Server {
             drains: Drains::new(),
             tunnels: TunnelMetrics::new(),
             timers: Timers::default(),
+            auth,
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
             turn_start: Instant::now(),
@@ -458,6 +462,7 @@ impl Server {
                 drains: &mut self.drains,
                 metrics: &mut self.tunnels,
                 timers: &mut self.timers,
+                auth: &mut self.auth,
                 refuse_new: self.lame_duck && self.state != RunState::Running,
             },
             &mut self.conns,
@@ -935,6 +940,7 @@ impl Server {
         self.graceful_timeout = Some(config.server.graceful_shutdown_timeout).filter(|t| !t.is_zero());
         self.hosts.reconfigure(&config, now);
         self.resolver.reconfigure(&config, now);
+        self.auth.reload(&config.userfiles, config.server.auth_cache.max_age);
         let deadline = self.graceful_timeout.map(|t| now + t);
         lines.extend(self.procs.reconfigure(&config, deadline, now));
         self.config = Arc::new(config);
