@@ -84,7 +84,6 @@ fn repository_conf_directory() {
 /// DIRECTIVES): each must fail `-t` with exit 2 at exactly this position, naming the
 /// module. Every other file of the corpus must pass `-t` and survive `-p`.
 const REFUSED_IN_CORPUS: &[(&str, u32, u32, &str)] = &[
-    ("05-auth.conf", 3, 36, "mod_auth"),
     ("11-extforward.conf", 1, 21, "mod_extforward"),
 ];
 

@@ -1,7 +1,8 @@
 //! Security-weakening lighttpd directives and modules are configuration errors: the
 //! real binary's `-t` exits 2 and names the exact file:line:col, at top level, inside
 //! conditionals, through `+=`, variables and includes. `server.max-worker` above 1 too.
-//! Other modules' directives stay one-line warnings; mod_access is implemented.
+//! Other modules' directives stay one-line warnings; mod_access and mod_auth are implemented
+//! (tests/auth.rs).
 mod common;
 
 use std::time::Duration;
@@ -29,11 +30,6 @@ const DIRECTIVES: &[&str] = &[
     "ssl.verifyclient.exportcert",
     "ssl.acme-tls-1",
     "gnutls.priority",
-    "auth.backend",
-    "auth.require",
-    "auth.backend.plain.userfile",
-    "auth.backend.htpasswd.userfile",
-    "auth.backend.ldap.hostname",
     "extforward.forwarder",
     "extforward.headers",
     "evasive.max-conns-per-ip",
@@ -47,13 +43,6 @@ const MODULES: &[&str] = &[
     "mod_mbedtls",
     "mod_nss",
     "mod_wolfssl",
-    "mod_auth",
-    "mod_authn_file",
-    "mod_authn_ldap",
-    "mod_authn_pam",
-    "mod_authn_gssapi",
-    "mod_authn_sasl",
-    "mod_authn_dbi",
     "mod_extforward",
     "mod_evasive",
     "mod_secdownload",
