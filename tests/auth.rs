@@ -224,3 +224,82 @@ fn load_errors_name_the_problem() {
         assert!(out.all().contains("wstund.conf:"), "no file:line: {}", out.all());
     }
 }
+
+/// What Chromium does with credentials for a WebSocket (README, "Authentication"):
+/// 1. a page (file://) opening `new WebSocket("ws://user:pass@host/...")`: Chromium does
+///    not send the URL's credentials, not even after the 401 (one handshake, 401, error);
+/// 2. a page loaded from wstund itself as `http://user:pass@host/page.html` (the same
+///    auth.require covers it): Chromium keeps the credentials for that origin and sends
+///    them with the WebSocket handshake of a URL without any, which opens.
+/// Skips without Chromium unless WSTUND_REQUIRE_BROWSER=1.
+#[test]
+fn chromium_with_url_credentials_and_with_a_page_behind_the_same_auth() {
+    let Some(chromium) = common::cdp::find_chromium() else {
+        if std::env::var("WSTUND_REQUIRE_BROWSER").as_deref() == Ok("1") {
+            panic!("WSTUND_REQUIRE_BROWSER=1 but no chromium found in PATH (set WSTUND_CHROMIUM or install chromium)");
+        }
+        eprintln!("SKIPPED: chromium not found; WSTUND_REQUIRE_BROWSER=1 makes this a failure");
+        return;
+    };
+    let dir = TempDir::new("auth-browser");
+    let root = dir.join("www");
+    std::fs::create_dir_all(&root).unwrap();
+    let file = dir.join("users");
+    std::fs::write(&file, "alice:s3cret\n").unwrap();
+    let be = Backend::echo();
+    let conf = Conf::tcp(be.port())
+        .set("server.document-root", &format!("\"{}\"", root.display()))
+        .set("mimetype.assign", "( \".html\" => \"text/html\" )")
+        .set("auth.backend", "\"plain\"")
+        .set("auth.backend.plain.userfile", &format!("\"{}\"", file.display()))
+        .set("auth.require", "( \"\" => ( \"method\" => \"basic\", \"realm\" => \"r\", \"require\" => \"valid-user\" ) )");
+    let d = Daemon::start_conf(&conf);
+    let port = d.port();
+    let deadline = Duration::from_secs(20);
+    let page = |hold: u16, probes: &str| {
+        format!(
+            r#"<!DOCTYPE html><html><body><pre id="results"></pre><img src="http://127.0.0.1:{hold}/hold" alt="">
+<script>
+const out = [];
+function probe(name, url) {{
+  return new Promise((resolve) => {{
+    let ws;
+    try {{ ws = new WebSocket(url); }} catch (e) {{ out.push(name + " throws " + e.name); resolve(); return; }}
+    ws.onopen = () => {{ out.push(name + " open"); ws.close(); }};
+    ws.onclose = (e) => {{ out.push(name + " close " + e.code); resolve(); }};
+  }});
+}}
+(async () => {{
+  {probes}
+  document.getElementById("results").textContent = out.join("\n");
+  fetch("http://127.0.0.1:{hold}/done").catch(() => {{}});
+}})();
+</script></body></html>"#
+        )
+    };
+    let run = |url: &str, done: &std::sync::atomic::AtomicBool| {
+        let out = common::dumpdom::dump_dom(&chromium, &dir, url, &[], deadline + Duration::from_secs(30));
+        let dom = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(done.load(std::sync::atomic::Ordering::SeqCst), "the page never finished\n{dom}\n{}", d.logs());
+        dom
+    };
+
+    // 1. URL credentials from a file:// page.
+    let (hold, done) = common::dumpdom::hold_server(deadline);
+    let probes = format!(
+        "await probe(\"right\", \"ws://alice:s3cret@127.0.0.1:{port}/ws/right\");\n  await probe(\"none\", \"ws://127.0.0.1:{port}/ws/none\");"
+    );
+    let local = dir.join("local.html");
+    std::fs::write(&local, page(hold, &probes)).unwrap();
+    let dom = run(&format!("file://{}", local.display()), &done);
+    assert!(dom.contains("right close 1006") && dom.contains("none close 1006"), "{dom}\n{}", d.logs());
+    assert_eq!(d.logs().matches("path=/ws/right ").count(), 1, "Chromium retried with the URL's credentials after all: {}", d.logs());
+
+    // 2. The page behind the same auth, loaded with credentials; the WebSocket URL has none.
+    let (hold, done) = common::dumpdom::hold_server(deadline);
+    let probes = format!("await probe(\"same\", \"ws://127.0.0.1:{port}/ws/same\");");
+    std::fs::write(root.join("page.html"), page(hold, &probes)).unwrap();
+    let dom = run(&format!("http://alice:s3cret@127.0.0.1:{port}/page.html"), &done);
+    assert!(dom.contains("same open"), "{dom}\n{}", d.logs());
+    assert!(be.wait_accepted(1, T), "{}", d.logs());
+}
