@@ -562,7 +562,9 @@ impl Loader {
         refuse_workers(&server, &global)?;
         let userfiles = {
             let block_entries = self.blocks.iter().flat_map(|b| b.entries.iter());
-            check_auth(global.iter().chain(block_entries))?
+            let (files, warnings) = check_auth(global.iter().chain(block_entries))?;
+            self.warnings.extend(warnings);
+            files
         };
         check_accounts(&server, &global)?;
         let explicit = global.iter().any(|a| a.key == "server.graceful-shutdown-timeout");
@@ -798,9 +800,10 @@ fn refuse_modules(v: &Val) -> Result<(), Diag> {
 /// mod_auth at load: every userfile named anywhere is read and parsed now (a bad line is
 /// reported at the directive, with the file's line), and an `auth.require` with no
 /// `auth.backend` in any scope, or a backend without its userfile, is refused.
-fn check_auth<'a>(entries: impl Iterator<Item = &'a Assigned>) -> Result<Vec<crate::auth::store::LoadedFile>, Diag> {
+type AuthCheck = (Vec<crate::auth::store::LoadedFile>, Vec<String>);
+fn check_auth<'a>(entries: impl Iterator<Item = &'a Assigned>) -> Result<AuthCheck, Diag> {
     use crate::auth::{store, FileKind};
-    let mut files = Vec::new();
+    let (mut files, mut warnings) = (Vec::new(), Vec::new());
     let (mut require_at, mut backends) = (None, Vec::new());
     let mut named = Vec::new();
     for a in entries {
@@ -828,7 +831,7 @@ fn check_auth<'a>(entries: impl Iterator<Item = &'a Assigned>) -> Result<Vec<cra
         }
         let f = store::read_userfile(Path::new(path), kind).map_err(|e| Diag::new(a.val.span, format!("{}: {e}", a.key)))?;
         if let Some(cost) = f.table.max_bcrypt_cost().filter(|c| *c > 12) {
-            log::warn!("{}: {path} has bcrypt cost {cost}: each uncached check blocks the event loop for a second or more", a.key);
+            warnings.push(format!("{}: {path} has bcrypt cost {cost}: each check that auth.cache does not answer blocks the event loop for a quarter second or more", a.key));
         }
         files.push(f);
     }
@@ -845,7 +848,7 @@ fn check_auth<'a>(entries: impl Iterator<Item = &'a Assigned>) -> Result<Vec<cra
     if let (Some(at), true) = (require_at, backends.iter().all(|(b, _)| b.is_empty())) {
         return Err(Diag::new(at, "auth.require is set but auth.backend is not (\"htpasswd\" or \"plain\")"));
     }
-    Ok(files)
+    Ok((files, warnings))
 }
 
 fn refuse_workers(server: &ServerSettings, global: &[Assigned]) -> Result<(), Diag> {
