@@ -468,8 +468,8 @@ fn warnings_are_printed_once_on_t() {
         server.modules += ( \"mod_access\" )\n\
         server.range-requests = \"enable\"\n\
         accesslog.filename = \"/dev/null\"\n\
-        setenv.add-request-header = ( \"X-A\" => \"1\" )\n\
-        $HTTP[\"url\"] =^ \"/a\" { accesslog.filename = \"/dev/null\" setenv.add-request-header = ( \"X-B\" => \"2\" ) }\n\
+        expire.url = ( \"/x\" => \"access plus 1 days\" )\n\
+        $HTTP[\"url\"] =^ \"/a\" { accesslog.filename = \"/dev/null\" expire.url = ( \"/y\" => \"access plus 2 days\" ) }\n\
         $HTTP[\"url\"] =^ \"/b\" { accesslog.filename = \"/dev/null\" }\n\
         wstunnel.server = ( \"/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => 9, \"check-local\" => \"disable\" ) ) )\n";
     let path = write(&dir, "w.conf", conf);
@@ -478,7 +478,7 @@ fn warnings_are_printed_once_on_t() {
     let expected = [
         "wstund: ignored: server.range-requests (module mod_staticfile not implemented)",
         "wstund: ignored: accesslog.filename inside a conditional (server-wide directive; only the global value is used)",
-        "wstund: ignored: setenv.add-request-header (module mod_setenv not implemented)",
+        "wstund: ignored: expire.url (module mod_expire not implemented)",
         "wstund: ignored: mod_frobnicate in server.modules (module not implemented)",
         "wstund: ignored: wstunnel.server backend option \"check-local\" (not used by wstund)",
     ];

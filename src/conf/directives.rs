@@ -268,6 +268,19 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "File of user:password lines in clear text; read at load, re-read when it changes."
     AuthRequire.auth_require = "auth.require" : "hash of auth rules" [0, 0] [] default "( )" unit None;
         "URL-path prefix => ( \"method\" => \"basic\", \"realm\" => ..., \"require\" => \"valid-user\" or \"user=a|user=b\" ); the first matching prefix applies; a request without valid credentials gets 401 before any upgrade."
+    // mod_setenv: per request, so conditionals can set them.
+    SetenvAddResponseHeader.setenv_add_response_header = "setenv.add-response-header" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Headers added to the 101 and to the responses after authentication (errors, static files); Connection, Content-Length, Transfer-Encoding, Upgrade and Sec-WebSocket-* cannot be set."
+    SetenvSetResponseHeader.setenv_set_response_header = "setenv.set-response-header" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "As setenv.add-response-header, but replacing a header of that name wstund would send (Server, Content-Type, ...); \"\" removes it."
+    SetenvAddEnvironment.setenv_add_environment = "setenv.add-environment" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Variables for stdio and pty programs (a variable already set gets \", value\" appended, as lighttpd does); pool processes get the global scope's when they start."
+    SetenvSetEnvironment.setenv_set_environment = "setenv.set-environment" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "As setenv.add-environment, but replacing a variable's value; bin-environment still wins."
+    SetenvAddRequestHeader.setenv_add_request_header = "setenv.add-request-header" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Request headers added for stdio and pty programs (their HTTP_* variables); conditionals and TCP/unix backends never see them."
+    SetenvSetRequestHeader.setenv_set_request_header = "setenv.set-request-header" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "As setenv.add-request-header, but replacing the client's header of that name; \"\" removes it."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -415,7 +428,6 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
     ("rrdtool.", "mod_rrdtool"),
     ("scgi.", "mod_scgi"),
     ("secdownload.", "mod_secdownload"),
-    ("setenv.", "mod_setenv"),
     ("simple-vhost.", "mod_simple_vhost"),
     ("sockproxy.", "mod_sockproxy"),
     ("ssi.", "mod_ssi"),
@@ -434,7 +446,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_auth", "mod_authn_file", "mod_openssl", "mod_status", "mod_staticfile", "mod_indexfile"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_auth", "mod_authn_file", "mod_setenv", "mod_openssl", "mod_status", "mod_staticfile", "mod_indexfile"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -533,7 +545,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl.", "wstund.", "status.", "index-file.", "mimetype.", "static-file.", "auth."].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl.", "wstund.", "status.", "index-file.", "mimetype.", "static-file.", "auth.", "setenv."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }

@@ -28,6 +28,7 @@ mod preflight;
 mod print;
 mod refused;
 mod schema;
+mod setenv;
 mod shell;
 pub mod tls;
 mod tls_settings;
@@ -43,6 +44,7 @@ use std::path::{Path, PathBuf};
 
 pub use auth::{AuthBackend, AuthCache, AuthRequire, AuthRule, Require};
 pub use cond::{Block, Condition, Subject};
+pub use setenv::{EnvList, HeaderList, RESERVED_HEADERS};
 pub use config::{Config, Loaded};
 pub use error::ConfError;
 pub use model::*;

@@ -255,6 +255,15 @@ pub struct WsSettings {
     pub auth_htpasswd_userfile: String,
     pub auth_plain_userfile: String,
     pub auth_require: super::auth::AuthRequire,
+    /// mod_setenv: headers on the 101 and the responses after mod_auth; variables for
+    /// stdio/pty programs (and, from the global scope, pool processes).
+    pub setenv_add_response_header: super::setenv::HeaderList,
+    pub setenv_set_response_header: super::setenv::HeaderList,
+    pub setenv_add_environment: super::setenv::EnvList,
+    pub setenv_set_environment: super::setenv::EnvList,
+    /// Request headers a stdio/pty program sees (as HTTP_*); nothing else reads them.
+    pub setenv_add_request_header: super::setenv::HeaderList,
+    pub setenv_set_request_header: super::setenv::HeaderList,
 }
 
 impl Default for WsSettings {
@@ -312,6 +321,12 @@ impl Default for WsSettings {
             auth_htpasswd_userfile: String::new(),
             auth_plain_userfile: String::new(),
             auth_require: super::auth::AuthRequire::default(),
+            setenv_add_response_header: super::setenv::HeaderList::default(),
+            setenv_set_response_header: super::setenv::HeaderList::default(),
+            setenv_add_environment: super::setenv::EnvList::default(),
+            setenv_set_environment: super::setenv::EnvList::default(),
+            setenv_add_request_header: super::setenv::HeaderList::default(),
+            setenv_set_request_header: super::setenv::HeaderList::default(),
         }
     }
 }

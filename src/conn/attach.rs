@@ -156,11 +156,13 @@ impl Conn {
             return Err(FailStatus::ProgramFailed);
         };
         // Verified Basic credentials are not the program's to see (Apache's rule too).
-        let headers: Vec<(String, String)> = if self.remote_user.is_some() {
+        let mut headers: Vec<(String, String)> = if self.remote_user.is_some() {
             req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect()
         } else {
             req.headers.clone()
         };
+        let st = &t.settings;
+        exec::edit_request_headers(&mut headers, &st.setenv_add_request_header.0, &st.setenv_set_request_header.0);
         let cgi = CgiRequest {
             method: &req.method,
             target: &req.target,
@@ -175,7 +177,12 @@ impl Conn {
             tls_env: &tls_env,
         };
         let inherited = exec::inherited_env(spec.bin_copy_environment.as_deref(), Some(DEFAULT_PASS_ENV), std::env::vars());
-        let mut env = exec::stdio_env(&cgi, inherited, &spec.bin_environment);
+        // The CGI variables, then mod_setenv's, then bin-environment (which wins).
+        let mut env = exec::stdio_env(&cgi, inherited, &[]);
+        exec::apply_setenv(&mut env, &st.setenv_add_environment.0, &st.setenv_set_environment.0);
+        for (k, v) in &spec.bin_environment {
+            exec::set(&mut env, k, v);
+        }
         let size = WinSize::from_query(&req.query).unwrap_or(WinSize::DEFAULT);
         let (pid, mut stream) = match start_program(spec, &prog, &mut env, size) {
             Ok(s) => s,

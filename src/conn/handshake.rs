@@ -175,6 +175,9 @@ impl Conn {
             }
             AuthOutcome::NotRequired => {}
         }
+        if !(settings.setenv_add_response_header.0.is_empty() && settings.setenv_set_response_header.0.is_empty()) {
+            self.setenv = Some(Arc::clone(settings));
+        }
         if let Some(page) = Page::for_path(settings, &req.url_path, &req.query) {
             if !matches!(req.method.as_str(), "GET" | "HEAD") {
                 self.reject(ctx, 405, &[("Allow", "GET, HEAD")], "only GET and HEAD");
@@ -352,6 +355,7 @@ impl Conn {
         let mut resp = Vec::with_capacity(256);
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);
+        http::edit_head(&mut resp, 0, &t.settings.setenv_add_response_header.0, &t.settings.setenv_set_response_header.0);
         self.outbound.push_raw(ctx.pool, &resp);
         if t.settings.tcp_nodelay {
             self.client.set_nodelay(true);
@@ -384,6 +388,9 @@ impl Conn {
         }
         let mut resp = Vec::with_capacity(256);
         http::write_response(status, &headers, body, &mut resp);
+        if let Some(s) = &self.setenv {
+            http::edit_head(&mut resp, 0, &s.setenv_add_response_header.0, &s.setenv_set_response_header.0);
+        }
         if self.head {
             http::strip_body(&mut resp, 0);
         }

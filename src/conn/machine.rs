@@ -298,6 +298,9 @@ pub struct Conn {
     pub request_path: Option<Box<str>>,
     /// The user basic auth verified for this request (REMOTE_USER, `%u`).
     pub remote_user: Option<Box<str>>,
+    /// The request's settings once mod_auth let it through, when they carry mod_setenv
+    /// response headers: what the answer (101, error, file) gets.
+    pub setenv: Option<Arc<WsSettings>>,
     /// The route that refused the upgrade (426, a bad upgrade request): no tunnel was
     /// made, the counters still name the route.
     pub rejected_route: Option<Box<str>>,
@@ -357,6 +360,7 @@ impl Conn {
             head: false,
             request_path: None,
             remote_user: None,
+            setenv: None,
             rejected_route: None,
             page: None,
             reply: None,
@@ -516,6 +520,7 @@ impl Conn {
         self.page_served = None;
         self.request_path = None;
         self.remote_user = None;
+        self.setenv = None;
         self.rejected_route = None;
         self.access_req = None;
         self.head = false;
