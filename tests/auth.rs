@@ -231,6 +231,7 @@ fn load_errors_name_the_problem() {
 /// 2. a page loaded from wstund itself as `http://user:pass@host/page.html` (the same
 ///    auth.require covers it): Chromium keeps the credentials for that origin and sends
 ///    them with the WebSocket handshake of a URL without any, which opens.
+///
 /// Skips without Chromium unless WSTUND_REQUIRE_BROWSER=1.
 #[test]
 fn chromium_with_url_credentials_and_with_a_page_behind_the_same_auth() {
