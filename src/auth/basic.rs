@@ -83,4 +83,21 @@ mod tests {
         assert_eq!(parse_authorization("Basic YQo6eA=="), Err(BasicError::BadUser));
         assert!(!format!("{:?}", parse_authorization("Basic YWxpY2U6czNjcmV0")).contains("s3cret"));
     }
+
+    /// Arbitrary header values: a value or an error, never a panic.
+    #[test]
+    fn arbitrary_values_never_panic() {
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let alphabet = b"Basic YWxpY2U6=+/:\x00 \t";
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 40) as usize;
+            let v: String = (0..len).map(|i| char::from(alphabet[((x >> (i % 59)) as usize + i) % alphabet.len()])).collect();
+            if let Ok(c) = parse_authorization(&v) {
+                assert!(!c.user.contains(':'));
+            }
+        }
+    }
 }

@@ -242,6 +242,27 @@ mod tests {
         assert!(LineError::Sha1.to_string().contains("htpasswd -B"));
     }
 
+    /// Arbitrary lines (a fuzz target's job in small): every outcome is a value, never a
+    /// panic, and an accepted entry's parts come from the line.
+    #[test]
+    fn arbitrary_lines_never_panic() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let alphabet = b"$:2aby56pr1{}SHA#=.\r/Zz09x";
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let len = (x % 80) as usize;
+            let line: String = (0..len).map(|i| char::from(alphabet[((x >> (i % 57)) as usize + i) % alphabet.len()])).collect();
+            for kind in [FileKind::Htpasswd, FileKind::Plain] {
+                if let Ok(Some((user, secret))) = parse_line(&line, kind) {
+                    assert!(line.starts_with(&format!("{user}:")), "{line:?}");
+                    assert!(line.contains(secret.stored()), "{line:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn debug_hides_secrets() {
         assert_eq!(format!("{:?}", Secret::Plain("hunter2".into())), "Secret::Plain(..)");
