@@ -1,23 +1,14 @@
-//! mod_auth's settings: `auth.require` rules and `auth.cache`, typed at load with
-//! lighttpd's rules and wstund's limits (basic method only; no group source).
+//! mod_auth's settings (the types live in `model.rs`): `auth.backend`, `auth.require`
+//! rules and `auth.cache`, typed at load with lighttpd's rules and wstund's limits (basic
+//! method only; no group source).
 
 use std::time::Duration;
 
 use super::convert::{pairs_of, str_of, ConfType};
 use super::error::Diag;
+use super::model::{AuthBackend, AuthCache, AuthRequire, AuthRule, Require};
 use super::schema::Spec;
 use super::value::{quote, Val};
-
-/// `auth.backend`: where users and passwords come from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum AuthBackend {
-    /// Unset: an `auth.require` rule that applies answers 500 (and the load refuses a
-    /// conf where no scope sets a backend).
-    #[default]
-    None,
-    Htpasswd,
-    Plain,
-}
 
 impl ConfType for AuthBackend {
     fn from_val(v: &Val, d: &Spec) -> Result<AuthBackend, Diag> {
@@ -44,48 +35,10 @@ impl ConfType for AuthBackend {
     }
 }
 
-/// Who a rule lets in, once the password matched.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Require {
-    ValidUser,
-    /// `user=a|user=b`.
-    Users(Vec<String>),
-}
 
-impl Require {
-    pub fn allows(&self, user: &str) -> bool {
-        match self {
-            Require::ValidUser => true,
-            Require::Users(us) => us.iter().any(|u| u == user),
-        }
-    }
 
-    fn to_conf(&self) -> String {
-        match self {
-            Require::ValidUser => "valid-user".to_string(),
-            Require::Users(us) => us.iter().map(|u| format!("user={u}")).collect::<Vec<_>>().join("|"),
-        }
-    }
-}
 
-/// One `auth.require` entry: a URL-path prefix and what it asks for (method basic).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuthRule {
-    pub prefix: String,
-    pub realm: String,
-    pub require: Require,
-}
 
-/// `auth.require`, in conf order: the first rule whose key is a prefix of the URL path
-/// applies (lighttpd's `array_match_key_prefix`).
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct AuthRequire(pub Vec<AuthRule>);
-
-impl AuthRequire {
-    pub fn find(&self, url_path: &str) -> Option<&AuthRule> {
-        self.0.iter().find(|r| url_path.starts_with(r.prefix.as_str()))
-    }
-}
 
 /// Parses lighttpd's `require` field: `valid-user` alone, or `user=`/`group=`/`host=`
 /// items joined by `|`.
@@ -185,16 +138,6 @@ impl ConfType for AuthRequire {
     }
 }
 
-/// `auth.cache = ( "max-age" => "N" )`: how long verified credentials are remembered.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AuthCache {
-    /// Zero: no cache, every request runs the hash.
-    pub max_age: Duration,
-}
-
-/// wstund caches by default (lighttpd does not): a reconnecting WebSocket client would
-/// otherwise cost a full bcrypt run on the single loop each time.
-pub const DEFAULT_AUTH_CACHE: AuthCache = AuthCache { max_age: Duration::from_secs(60) };
 
 impl ConfType for AuthCache {
     fn from_val(v: &Val, d: &Spec) -> Result<AuthCache, Diag> {

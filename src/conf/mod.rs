@@ -42,9 +42,8 @@ mod fuzz_tests;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-pub use auth::{AuthBackend, AuthCache, AuthRequire, AuthRule, Require};
 pub use cond::{Block, Condition, Subject};
-pub use setenv::{EnvList, HeaderList, RESERVED_HEADERS};
+pub use setenv::RESERVED_HEADERS;
 pub use config::{Config, Loaded};
 pub use error::ConfError;
 pub use model::*;

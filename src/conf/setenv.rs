@@ -1,8 +1,10 @@
-//! mod_setenv's settings: response headers and program environment, checked at load so
-//! a header cannot break the response it is added to and a variable can reach execve.
+//! mod_setenv's settings (the types live in `model.rs`): response headers and program
+//! environment, checked at load so a header cannot break the response it is added to
+//! and a variable can reach execve.
 
 use super::convert::{pairs_of, str_of, ConfType};
 use super::error::Diag;
+use super::model::{EnvList, HeaderList};
 use super::schema::Spec;
 use super::value::{quote, Val};
 
@@ -22,10 +24,6 @@ pub const RESERVED_HEADERS: &[&str] = &[
 fn is_token(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
-
-/// `setenv.add-response-header` / `setenv.set-response-header`: `( "Name" => "value" )`.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct HeaderList(pub Vec<(String, String)>);
 
 impl ConfType for HeaderList {
     fn from_val(v: &Val, d: &Spec) -> Result<HeaderList, Diag> {
@@ -49,10 +47,6 @@ impl ConfType for HeaderList {
         Some(pairs_conf(&self.0))
     }
 }
-
-/// `setenv.add-environment` / `setenv.set-environment`: `( "NAME" => "value" )`.
-#[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct EnvList(pub Vec<(String, String)>);
 
 impl ConfType for EnvList {
     fn from_val(v: &Val, d: &Spec) -> Result<EnvList, Diag> {
