@@ -133,6 +133,10 @@ fi
 if is_root && ! command -v iptables >/dev/null 2>&1; then
     apt_install iptables || say "iptables not installed: tests/faults_client.rs (half-open client) will fail"
 fi
+# --- htpasswd (tests/auth.rs makes bcrypt and apr1 userfiles with it) -------------------
+if ! command -v htpasswd >/dev/null 2>&1; then
+    apt_install apache2-utils || say "apache2-utils not installed: tests/auth.rs will fail"
+fi
 # --- systemd tools, shellcheck, mandoc, packaging (tests/systemd.rs, tests/packaging.rs) -----
 # systemd-socket-activate and systemd-analyze run as plain programs: installing the package
 # on a machine that was not booted with systemd starts nothing. debhelper, lintian and

@@ -14,6 +14,7 @@
 // printer (`conf`), and the documented log rate limits. Everything else is private, so
 // the dead-code lint sees what is unused.
 pub mod cli;
+pub mod auth;
 pub mod conf;
 pub mod proxyproto;
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use wstund::conf::{load_str, preflight, RequestFacts};
 
 fn req(path: &str) -> RequestFacts<'_> {
-    RequestFacts { url_path: path, query: "", host: None, method: "GET", scheme: "http", remote_ip: None, headers: &[], server_socket: "" }
+    RequestFacts { url_path: path, query: "", host: None, method: "GET", scheme: "http", remote_ip: None, headers: &[], server_socket: "", remote_user: None }
 }
 
 #[test]

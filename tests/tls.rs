@@ -741,3 +741,31 @@ fn a_live_reload_adds_a_tls_listener_and_keeps_the_plain_one() {
     before.send(Message::binary(b"still".to_vec())).unwrap();
     assert_eq!(ws_read_bytes(&mut before, 5, T).0, b"still");
 }
+
+/// `$HTTP["remote-user"]` sees the user a verified client certificate names
+/// (`ssl.verifyclient.username`) when no basic auth ran: routing on it sends alice's
+/// tunnel to her program and a client without a certificate to the default one.
+#[test]
+fn remote_user_conditional_routes_on_the_certificate_user() {
+    let pki = Pki::new();
+    let d0 = pki.dir.path().to_path_buf();
+    Pki::leaf(&d0, "alice", "alice", "email:alice@example.org");
+    let conf = Conf::new()
+        .set("ssl.engine", "\"enable\"")
+        .set("ssl.pemfile", &format!("\"{}\"", pki.p("both.pem")))
+        .set("ssl.verifyclient.activate", "\"enable\"")
+        .set("ssl.verifyclient.enforce", "\"disable\"")
+        .set("ssl.verifyclient.ca-file", &format!("\"{}\"", pki.p("ca.pem")))
+        .set("ssl.verifyclient.username", "\"SSL_CLIENT_S_DN_CN\"")
+        .route("/env", &[procs::stdio("/usr/bin/env", "")])
+        .line(&format!(
+            "$HTTP[\"remote-user\"] == \"alice\" {{\n  wstunnel.server = ( \"/env\" => ( {} ) )\n}}",
+            procs::stdio("/bin/echo routed-for-alice", "")
+        ))
+        .render();
+    let d = Daemon::start(&conf);
+    let out = env_over_tls(d.port(), client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(out.trim(), "routed-for-alice", "{}", d.logs());
+    let out = env_over_tls(d.port(), client_with_cert(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&out, "SSL_CLIENT_VERIFY"), Some("NONE"), "{out}");
+}

@@ -501,6 +501,7 @@ fn on_connected(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> 
         .as_ref()
         .map(|o| format!("Origin: {o}\r\n"))
         .unwrap_or_default();
+    let extra: String = env.cfg.headers.iter().map(|h| format!("{h}\r\n")).collect();
     let ext = if env.cfg.deflate.is_some() {
         "Sec-WebSocket-Extensions: permessage-deflate\r\n"
     } else {
@@ -509,7 +510,7 @@ fn on_connected(c: &mut Conn, env: &mut Env, ev: &mut Ev) -> Result<(), String> 
     let req = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Protocol: binary\r\n{ext}{origin}\r\n",
+         Sec-WebSocket-Protocol: binary\r\n{ext}{origin}{extra}\r\n",
         env.cfg.path, env.cfg.host
     );
     c.out.append(req.len()).copy_from_slice(req.as_bytes());
@@ -649,6 +650,7 @@ mod tests {
             path: "/".into(),
             host: "h".into(),
             origin: None,
+            headers: Vec::new(),
             conns: 1,
             msg: 100,
             secs: 1.0,

@@ -103,6 +103,8 @@ struct Cfg {
     path: String,
     host: String,
     origin: Option<String>,
+    /// `--header "Name: value"`: extra request headers (e.g. Authorization), in order.
+    headers: Vec<String>,
     conns: usize,
     msg: usize,
     secs: f64,
@@ -131,6 +133,7 @@ modes: throughput | pingpong | connrate | idle | flood
   --path PATH         request path (default /ws/)
   --host NAME         Host header (default: --addr)
   --origin URL        send an Origin header
+  --header 'N: V'     send this header too (repeatable; e.g. Authorization: Basic ...)
   --conns N           connections (throughput 4, pingpong 50, connrate 50 concurrent, idle 4000,
                       flood 1)
   --msg BYTES         message size (throughput 65536, pingpong 64)
@@ -187,6 +190,7 @@ fn parse_args() -> Result<Cfg, String> {
         path: "/ws/".into(),
         host: String::new(),
         origin: None,
+        headers: Vec::new(),
         conns,
         msg,
         secs: 5.0,
@@ -216,6 +220,7 @@ fn parse_args() -> Result<Cfg, String> {
             "--path" => c.path = num(&a, args.next())?,
             "--host" => c.host = num(&a, args.next())?,
             "--origin" => c.origin = Some(num(&a, args.next())?),
+            "--header" => c.headers.push(num(&a, args.next())?),
             "--conns" => c.conns = num(&a, args.next())?,
             "--msg" => c.msg = num(&a, args.next())?,
             "--secs" => c.secs = num(&a, args.next())?,

@@ -37,6 +37,8 @@ pub enum Subject {
     Referer,
     Cookie,
     Language,
+    /// `$HTTP["remote-user"]` (a wstund extension; lighttpd has no such field).
+    RemoteUser,
     /// `$REQUEST_HEADER["Name"]`
     Header(String),
     /// `$SERVER["socket"]`
@@ -61,6 +63,7 @@ const HTTP_FIELDS: &[(&str, Subject)] = &[
     ("referer", Subject::Referer),
     ("cookie", Subject::Cookie),
     ("language", Subject::Language),
+    ("remote-user", Subject::RemoteUser),
 ];
 
 impl Subject {
@@ -104,6 +107,7 @@ impl Subject {
             Subject::Referer => http("referer"),
             Subject::Cookie => http("cookie"),
             Subject::Language => http("language"),
+            Subject::RemoteUser => http("remote-user"),
             Subject::Header(h) => format!("$REQUEST_HEADER[{}]", quote(h)),
             Subject::ServerSocket => "$SERVER[\"socket\"]".to_string(),
             Subject::Unsupported(v, f) => format!("${}[{}]", v, quote(f)),
@@ -123,6 +127,7 @@ impl Subject {
             Subject::Language => req.header("Accept-Language").unwrap_or(""),
             Subject::Header(h) => req.header(h).unwrap_or(""),
             Subject::ServerSocket => req.server_socket,
+            Subject::RemoteUser => req.remote_user.unwrap_or(""),
             Subject::RemoteIp | Subject::Unsupported(..) => "",
         }
     }
@@ -315,7 +320,7 @@ mod tests {
     use super::*;
 
     fn facts<'a>(path: &'a str, host: Option<&'a str>, ip: Option<IpAddr>, headers: &'a [(&'a str, &'a str)]) -> RequestFacts<'a> {
-        RequestFacts { url_path: path, query: "a=1", host, method: "GET", scheme: "https", remote_ip: ip, headers, server_socket: "0.0.0.0:8443" }
+        RequestFacts { url_path: path, query: "a=1", host, method: "GET", scheme: "https", remote_ip: ip, headers, server_socket: "0.0.0.0:8443", remote_user: None }
     }
 
     fn cond(s: Subject, op: CondOp, p: &str) -> Condition {

@@ -33,6 +33,9 @@ pub struct Config {
     /// `$SERVER["socket"]` blocks' merged in (lighttpd's inheritance), and its
     /// certificates chosen by SNI.
     pub listen_tls: Vec<ListenTls>,
+    /// mod_auth's userfiles as read at load: they seed the runtime's store, which
+    /// re-reads a file when it changes.
+    pub userfiles: Vec<crate::auth::store::LoadedFile>,
 }
 
 fn directive_of(f: WsField) -> Option<&'static Directive> {
@@ -126,6 +129,12 @@ impl Config {
     /// counted per address (`conn/evasive.rs`).
     pub fn evasive_anywhere(&self) -> bool {
         self.wstunnel.evasive_max_conns_per_ip > 0 || self.blocks.iter().any(|b| b.set.contains(&WsField::EvasiveMaxConnsPerIp))
+    }
+
+    /// Whether some conditional tests `$HTTP["remote-user"]` (then the handshake resolves
+    /// the settings again once basic auth has verified a user).
+    pub fn uses_remote_user(&self) -> bool {
+        self.blocks.iter().any(|b| b.cond.as_ref().is_some_and(|c| c.subject == super::cond::Subject::RemoteUser))
     }
 
     /// Every listener to open: `server.bind`/`server.port` first, then each

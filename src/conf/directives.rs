@@ -124,7 +124,9 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
     ControlSocket.control_socket = "server.control-socket" : "string (path)" [0, 0] [] default "(unset: no control socket)" unit None;
         "Unix socket (mode 0600, owned by the run user) taking reload, status, drain, stop and upgrade; the client is wstund -c SOCKET CMD."
     Modules.modules = "server.modules" : "array of strings" [0, 0] [] default "( )" unit None;
-        "Modules to load; wstund implements mod_wstunnel, mod_access and mod_status, refuses TLS/auth modules and warns about any other."
+        "Modules to load; wstund implements mod_wstunnel, mod_access, mod_auth (mod_authn_file) and mod_status, refuses other TLS modules and warns about any other."
+    AuthCache.auth_cache = "auth.cache" : "hash of strings" [0, 0] [] default "( \"max-age\" => \"60\" )" unit None;
+        "How long a verified user and password are remembered (seconds; keyed by user, password and the stored hash), so a reconnecting client does not cost a password hash on the loop; \"0\" disables. lighttpd's default is no cache."
 }
 
 field_table! { TlsField, TlsSettings, TLS_DIRECTIVES, Tls, set_tls, copy_tls, show_tls;
@@ -282,6 +284,28 @@ field_table! { WsField, WsSettings, WS_DIRECTIVES, Ws, set_ws, copy_ws, show_ws;
         "Status of the refusal: 403 (lighttpd's) or 429 with Retry-After (a wstund extension)."
     EvasiveIpv6Prefix.evasive_ipv6_prefix = "evasive.ipv6-prefix" : "integer" [1, 128] [] default "64" unit None;
         "IPv6 clients are counted per network of this prefix length, as one host usually holds a /64 (a wstund extension)."
+    // mod_auth with mod_authn_file: per request, so conditionals can set them.
+    AuthBackend.auth_backend = "auth.backend" : "string" [0, 0] [] default "\"\"" unit None;
+        "Where users come from: \"htpasswd\" (hashed passwords) or \"plain\" (clear text); any other backend is a conf error."
+    AuthHtpasswdUserfile.auth_htpasswd_userfile = "auth.backend.htpasswd.userfile" : "string (path)" [0, 0] [] default "\"\"" unit None;
+        "htpasswd file (user:hash lines: bcrypt $2y$, SHA-crypt $5$/$6$, MD5 $apr1$); read at load, re-read when its mtime, size or inode changes."
+    AuthPlainUserfile.auth_plain_userfile = "auth.backend.plain.userfile" : "string (path)" [0, 0] [] default "\"\"" unit None;
+        "File of user:password lines in clear text; read at load, re-read when it changes."
+    AuthRequire.auth_require = "auth.require" : "hash of auth rules" [0, 0] [] default "( )" unit None;
+        "URL-path prefix => ( \"method\" => \"basic\", \"realm\" => ..., \"require\" => \"valid-user\" or \"user=a|user=b\" ); the first matching prefix applies; a request without valid credentials gets 401 before any upgrade."
+    // mod_setenv: per request, so conditionals can set them.
+    SetenvAddResponseHeader.setenv_add_response_header = "setenv.add-response-header" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Headers added to the 101 and to the responses after authentication (errors, static files); Connection, Content-Length, Transfer-Encoding, Upgrade and Sec-WebSocket-* cannot be set."
+    SetenvSetResponseHeader.setenv_set_response_header = "setenv.set-response-header" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "As setenv.add-response-header, but replacing a header of that name wstund would send (Server, Content-Type, ...); \"\" removes it."
+    SetenvAddEnvironment.setenv_add_environment = "setenv.add-environment" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Variables for stdio and pty programs (a variable already set gets \", value\" appended, as lighttpd does); pool processes get the global scope's when they start."
+    SetenvSetEnvironment.setenv_set_environment = "setenv.set-environment" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "As setenv.add-environment, but replacing a variable's value; bin-environment still wins."
+    SetenvAddRequestHeader.setenv_add_request_header = "setenv.add-request-header" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "Request headers added for stdio and pty programs (their HTTP_* variables); conditionals and TCP/unix backends never see them."
+    SetenvSetRequestHeader.setenv_set_request_header = "setenv.set-request-header" : "hash of strings" [0, 0] [] default "( )" unit None;
+        "As setenv.add-request-header, but replacing the client's header of that name; \"\" removes it."
 }
 
 /// Options of one backend inside `wstunnel.server`, in the order `-p` prints them.
@@ -405,7 +429,6 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
     ("accesslog.", "mod_accesslog"),
     ("ajp13.", "mod_ajp13"),
     ("alias.", "mod_alias"),
-    ("auth.", "mod_auth"),
     ("cgi.", "mod_cgi"),
     ("cml.", "mod_cml"),
     ("compress.", "mod_compress"),
@@ -434,7 +457,6 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
     ("rrdtool.", "mod_rrdtool"),
     ("scgi.", "mod_scgi"),
     ("secdownload.", "mod_secdownload"),
-    ("setenv.", "mod_setenv"),
     ("simple-vhost.", "mod_simple_vhost"),
     ("sockproxy.", "mod_sockproxy"),
     ("ssi.", "mod_ssi"),
@@ -453,7 +475,7 @@ pub const MODULE_PREFIXES: &[(&str, &str)] = &[
 ];
 
 /// Modules wstund implements; any other `server.modules` entry is warned about.
-pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_openssl", "mod_status", "mod_staticfile", "mod_indexfile", "mod_extforward", "mod_evasive"];
+pub const IMPLEMENTED_MODULES: &[&str] = &["mod_wstunnel", "mod_accesslog", "mod_access", "mod_auth", "mod_authn_file", "mod_setenv", "mod_openssl", "mod_status", "mod_staticfile", "mod_indexfile", "mod_extforward", "mod_evasive"];
 
 /// Every directive wstund acts on, server first.
 pub fn all() -> impl Iterator<Item = &'static Directive> {
@@ -552,7 +574,7 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for d in all() {
             assert!(seen.insert(d.name), "duplicate {}", d.name);
-            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl.", "wstund.", "status.", "index-file.", "mimetype.", "static-file.", "extforward.", "evasive."].iter().any(|p| d.name.starts_with(p));
+            let prefixed = ["server.", "wstunnel.", "accesslog.", "url.access-", "ssl.", "wstund.", "status.", "index-file.", "mimetype.", "static-file.", "extforward.", "evasive.", "auth.", "setenv."].iter().any(|p| d.name.starts_with(p));
             assert!(prefixed, "{}", d.name);
             assert!(!d.doc.is_empty());
         }

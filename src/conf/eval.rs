@@ -361,6 +361,17 @@ impl Loader {
             }
             return Err(unknown(key, span, suggest(key, server_names())));
         }
+        if key.starts_with("auth.") || key.starts_with("setenv.") {
+            // mod_auth and mod_setenv are implemented: an unknown name is a typo, except
+            // lighttpd's debug switch.
+            if key == "auth.debug" {
+                self.warn(format!("ignored: {} (wstund logs authentication failures at info level)", key));
+                return Ok(());
+            }
+            let prefix = if key.starts_with("auth.") { "auth." } else { "setenv." };
+            let names = super::directives::all().map(|d| d.name).filter(|n| n.starts_with(prefix));
+            return Err(unknown(key, span, suggest(key, names)));
+        }
         if key.starts_with("accesslog.") {
             // mod_accesslog is implemented: an unknown name is a typo, except lighttpd's
             // escaping switch, which wstund does not offer (it escapes as lighttpd's default).
@@ -554,6 +565,12 @@ impl Loader {
                 _ => {}
             }
         }
+        let userfiles = {
+            let block_entries = self.blocks.iter().flat_map(|b| b.entries.iter());
+            let (files, warnings) = check_auth(global.iter().chain(block_entries))?;
+            self.warnings.extend(warnings);
+            files
+        };
         check_accounts(&server, &global)?;
         let explicit = global.iter().any(|a| a.key == "server.graceful-shutdown-timeout");
         for a in global.iter().filter(|a| a.key == FEATURE_FLAGS) {
@@ -568,7 +585,7 @@ impl Loader {
         let (blocks, spans) = self.finish_blocks(server.port)?;
         let listen = self.listeners(&server, &global, &blocks)?;
         let listen_tls = listen_tls(&listen, &tls, &blocks, &spans, server.port, &global)?;
-        let config = Config { server, wstunnel: Arc::new(ws), blocks, listen, tls, listen_tls };
+        let config = Config { server, wstunnel: Arc::new(ws), blocks, listen, tls, listen_tls, userfiles };
         check_worker_shares(&config, &global)?;
         Ok(Loaded { config, warnings: std::mem::take(&mut self.warnings) })
     }
@@ -805,6 +822,60 @@ fn refuse_modules(v: &Val) -> Result<(), Diag> {
         }
     }
     Ok(())
+}
+
+/// mod_auth at load: every userfile named anywhere is read and parsed now (a bad line is
+/// reported at the directive, with the file's line), and an `auth.require` with no
+/// `auth.backend` in any scope, or a backend without its userfile, is refused.
+type AuthCheck = (Vec<crate::auth::store::LoadedFile>, Vec<String>);
+fn check_auth<'a>(entries: impl Iterator<Item = &'a Assigned>) -> Result<AuthCheck, Diag> {
+    use crate::auth::{store, FileKind};
+    let (mut files, mut warnings) = (Vec::new(), Vec::new());
+    let (mut require_at, mut backends) = (None, Vec::new());
+    let mut named = Vec::new();
+    for a in entries {
+        let kind = match a.key.as_str() {
+            "auth.backend.htpasswd.userfile" => FileKind::Htpasswd,
+            "auth.backend.plain.userfile" => FileKind::Plain,
+            "auth.require" => {
+                if matches!(&a.val.kind, ValKind::List(l) if !l.is_empty()) {
+                    require_at.get_or_insert(a.val.span);
+                }
+                continue;
+            }
+            "auth.backend" => {
+                if let ValKind::Str(b) = &a.val.kind {
+                    backends.push((b.clone(), a.val.span));
+                }
+                continue;
+            }
+            _ => continue,
+        };
+        let ValKind::Str(path) = &a.val.kind else { continue };
+        named.push(kind);
+        if path.is_empty() {
+            continue;
+        }
+        let f = store::read_userfile(Path::new(path), kind).map_err(|e| Diag::new(a.val.span, format!("{}: {e}", a.key)))?;
+        if let Some(cost) = f.table.max_bcrypt_cost().filter(|c| *c > 12) {
+            warnings.push(format!("{}: {path} has bcrypt cost {cost}: each check that auth.cache does not answer blocks the event loop for a quarter second or more", a.key));
+        }
+        files.push(f);
+    }
+    for (b, at) in &backends {
+        let kind = match b.as_str() {
+            "htpasswd" => FileKind::Htpasswd,
+            "plain" => FileKind::Plain,
+            _ => continue,
+        };
+        if !named.contains(&kind) {
+            return Err(Diag::new(*at, format!("auth.backend = {}: auth.backend.{b}.userfile is not set", quote(b))));
+        }
+    }
+    if let (Some(at), true) = (require_at, backends.iter().all(|(b, _)| b.is_empty())) {
+        return Err(Diag::new(at, "auth.require is set but auth.backend is not (\"htpasswd\" or \"plain\")"));
+    }
+    Ok((files, warnings))
 }
 
 /// `server.max-worker` above 1: every worker owns its share of each program cap

@@ -216,7 +216,7 @@ fn error_display_has_source_line_and_caret() {
 fn warnings_once_each() {
     let src = r#"
 server.modules = ( "mod_access", "mod_wstunnel" )
-server.modules += ( "mod_setenv" )
+server.modules += ( "mod_rewrite" )
 server.range-requests = "enable"
 dir-listing.encoding = "utf-8"
 mimetype.use-xattr = "disable"
@@ -236,10 +236,10 @@ $PHYSICAL["path"] =~ "x" { }
             "ignored: frobnicate.level (unknown directive)",
             "ignored: server.port inside a conditional (server-wide directive; only the global value is used)",
             "conditional $PHYSICAL[\"path\"] is never true in wstund (no file-system lookups)",
-            "ignored: mod_setenv in server.modules (module not implemented)",
+            "ignored: mod_rewrite in server.modules (module not implemented)",
         ]
     );
-    assert_eq!(l.config.server.modules, vec!["mod_access", "mod_wstunnel", "mod_setenv"]);
+    assert_eq!(l.config.server.modules, vec!["mod_access", "mod_wstunnel", "mod_rewrite"]);
     assert_eq!(l.config.server.port, DEFAULT_PORT);
 }
 
@@ -274,7 +274,7 @@ global {
 }
 
 fn req<'a>(path: &'a str, host: Option<&'a str>, ip: Option<IpAddr>) -> RequestFacts<'a> {
-    RequestFacts { url_path: path, query: "", host, method: "GET", scheme: "http", remote_ip: ip, headers: &[], server_socket: "0.0.0.0:80" }
+    RequestFacts { url_path: path, query: "", host, method: "GET", scheme: "http", remote_ip: ip, headers: &[], server_socket: "0.0.0.0:80", remote_user: None }
 }
 
 #[test]

@@ -9,6 +9,7 @@
 //! which are configuration errors.
 
 pub mod accounts;
+mod auth;
 pub mod command;
 mod ast;
 mod backend;
@@ -29,6 +30,7 @@ mod preflight;
 mod print;
 mod refused;
 mod schema;
+mod setenv;
 mod shell;
 pub mod tls;
 mod tls_settings;
@@ -44,6 +46,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 pub use cond::{Block, Condition, Subject};
+pub use setenv::RESERVED_HEADERS;
 pub use config::{Config, Loaded};
 pub use error::ConfError;
 pub use model::*;

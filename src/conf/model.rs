@@ -136,6 +136,8 @@ pub struct ServerSettings {
     pub graceful_shutdown_timeout: Duration,
     /// `server.control-socket` (a wstund extension): commands from `wstund -c`.
     pub control_socket: Option<PathBuf>,
+    /// `auth.cache`: how long verified credentials are remembered.
+    pub auth_cache: AuthCache,
 }
 
 impl Default for ServerSettings {
@@ -166,6 +168,7 @@ impl Default for ServerSettings {
             modules: Vec::new(),
             graceful_shutdown_timeout: DEFAULT_GRACEFUL_SHUTDOWN_TIMEOUT,
             control_socket: None,
+            auth_cache: DEFAULT_AUTH_CACHE,
         }
     }
 }
@@ -269,6 +272,20 @@ pub struct WsSettings {
     pub evasive_http_status: u16,
     /// IPv6 clients are counted per network of this prefix length.
     pub evasive_ipv6_prefix: u32,
+    /// mod_auth: `auth.backend`, its userfiles (empty: unset) and `auth.require`.
+    pub auth_backend: AuthBackend,
+    pub auth_htpasswd_userfile: String,
+    pub auth_plain_userfile: String,
+    pub auth_require: AuthRequire,
+    /// mod_setenv: headers on the 101 and the responses after mod_auth; variables for
+    /// stdio/pty programs (and, from the global scope, pool processes).
+    pub setenv_add_response_header: HeaderList,
+    pub setenv_set_response_header: HeaderList,
+    pub setenv_add_environment: EnvList,
+    pub setenv_set_environment: EnvList,
+    /// Request headers a stdio/pty program sees (as HTTP_*); nothing else reads them.
+    pub setenv_add_request_header: HeaderList,
+    pub setenv_set_request_header: HeaderList,
 }
 
 impl Default for WsSettings {
@@ -332,6 +349,16 @@ impl Default for WsSettings {
             evasive_location: String::new(),
             evasive_http_status: 403,
             evasive_ipv6_prefix: 64,
+            auth_backend: AuthBackend::None,
+            auth_htpasswd_userfile: String::new(),
+            auth_plain_userfile: String::new(),
+            auth_require: AuthRequire::default(),
+            setenv_add_response_header: HeaderList::default(),
+            setenv_set_response_header: HeaderList::default(),
+            setenv_add_environment: EnvList::default(),
+            setenv_set_environment: EnvList::default(),
+            setenv_add_request_header: HeaderList::default(),
+            setenv_set_request_header: HeaderList::default(),
         }
     }
 }
@@ -345,6 +372,84 @@ impl WsSettings {
         }
     }
 }
+
+// ---- mod_auth (typed in conf/auth.rs) ----
+
+/// `auth.backend`: where users and passwords come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum AuthBackend {
+    /// Unset: an `auth.require` rule that applies answers 500 (and the load refuses a
+    /// conf where no scope sets a backend).
+    #[default]
+    None,
+    Htpasswd,
+    Plain,
+}
+
+/// Who a rule lets in, once the password matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Require {
+    ValidUser,
+    /// `user=a|user=b`.
+    Users(Vec<String>),
+}
+
+impl Require {
+    pub fn allows(&self, user: &str) -> bool {
+        match self {
+            Require::ValidUser => true,
+            Require::Users(us) => us.iter().any(|u| u == user),
+        }
+    }
+
+    /// The `require` field as written in a conf.
+    pub fn to_conf(&self) -> String {
+        match self {
+            Require::ValidUser => "valid-user".to_string(),
+            Require::Users(us) => us.iter().map(|u| format!("user={u}")).collect::<Vec<_>>().join("|"),
+        }
+    }
+}
+
+/// One `auth.require` entry: a URL-path prefix and what it asks for (method basic).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthRule {
+    pub prefix: String,
+    pub realm: String,
+    pub require: Require,
+}
+
+/// `auth.require`, in conf order: the first rule whose key is a prefix of the URL path
+/// applies (lighttpd's `array_match_key_prefix`).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct AuthRequire(pub Vec<AuthRule>);
+
+impl AuthRequire {
+    pub fn find(&self, url_path: &str) -> Option<&AuthRule> {
+        self.0.iter().find(|r| url_path.starts_with(r.prefix.as_str()))
+    }
+}
+
+/// `auth.cache = ( "max-age" => "N" )`: how long verified credentials are remembered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AuthCache {
+    /// Zero: no cache, every request runs the hash.
+    pub max_age: Duration,
+}
+
+/// wstund caches by default (lighttpd does not): a reconnecting WebSocket client would
+/// otherwise cost a full bcrypt run on the single loop each time.
+pub const DEFAULT_AUTH_CACHE: AuthCache = AuthCache { max_age: Duration::from_secs(60) };
+
+// ---- mod_setenv (typed in conf/setenv.rs) ----
+
+/// `setenv.add-response-header` / `setenv.set-response-header`: `( "Name" => "value" )`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct HeaderList(pub Vec<(String, String)>);
+
+/// `setenv.add-environment` / `setenv.set-environment`: `( "NAME" => "value" )`.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct EnvList(pub Vec<(String, String)>);
 
 /// Generates the string table of a configuration enum in one place.
 macro_rules! conf_enum {
@@ -636,6 +741,9 @@ pub struct RequestFacts<'a> {
     pub headers: &'a [(&'a str, &'a str)],
     /// `ListenSpec::to_string()` of the listener that accepted the connection.
     pub server_socket: &'a str,
+    /// `$HTTP["remote-user"]`: the user basic auth verified, else the one a verified
+    /// client certificate names (`ssl.verifyclient.username`).
+    pub remote_user: Option<&'a str>,
 }
 
 impl<'a> RequestFacts<'a> {
@@ -700,7 +808,7 @@ mod tests {
     #[test]
     fn header_lookup_is_case_insensitive() {
         let h = [("User-Agent", "x"), ("cookie", "c=1")];
-        let f = RequestFacts { url_path: "/", query: "", host: None, method: "GET", scheme: "http", remote_ip: None, headers: &h, server_socket: "" };
+        let f = RequestFacts { url_path: "/", query: "", host: None, method: "GET", scheme: "http", remote_ip: None, headers: &h, server_socket: "", remote_user: None };
         assert_eq!(f.header("user-agent"), Some("x"));
         assert_eq!(f.header("Cookie"), Some("c=1"));
         assert_eq!(f.header("Referer"), None);

@@ -1,7 +1,7 @@
 //! lighttpd features whose silent absence would weaken security: their directives and
 //! modules are configuration errors, never `ignored:` warnings.
 //!
-//! A lighttpd user who moves a conf with `mbedtls.*` TLS or `auth.require` over
+//! A lighttpd user who moves a conf with `mbedtls.*` TLS or `secdownload.*` over
 //! must not get a plain-text listener or an open tunnel with exit 0. Each row names what
 //! wstund lacks and what to do instead. When wstund implements one of these features,
 //! its row is removed here and its directives get rows in `directives.rs`; nothing else
@@ -30,12 +30,6 @@ pub const REFUSED: &[Refused] = &[
         prefixes: &["openssl.", "gnutls.", "mbedtls.", "nss.", "wolfssl."],
         modules: &["mod_gnutls", "mod_mbedtls", "mod_nss", "mod_wolfssl"],
         instead: "or use lighttpd's mod_openssl ssl.* directives, which wstund implements",
-    },
-    Refused {
-        feature: "authentication",
-        prefixes: &["auth."],
-        modules: &["mod_auth", "mod_authn_*"],
-        instead: "or authenticate in front of wstund (a reverse proxy) or in the backend",
     },
     Refused {
         feature: "signed, expiring URLs",
@@ -83,7 +77,7 @@ mod tests {
     fn directives_and_modules_are_found() {
         assert_eq!(directive("gnutls.engine").map(|r| r.feature), Some("TLS"));
         assert!(directive("ssl.engine").is_none(), "mod_openssl's directives are implemented");
-        assert_eq!(directive("auth.backend.plain.userfile").map(|r| r.feature), Some("authentication"));
+        assert!(directive("auth.backend.plain.userfile").is_none(), "mod_auth is implemented");
         assert!(directive("extforward.forwarder").is_none(), "mod_extforward is implemented");
         assert!(directive("secdownload.secret").is_some());
         assert!(directive("url.access-deny").is_none());
@@ -91,9 +85,8 @@ mod tests {
         assert!(directive("sslx.engine").is_none());
         assert_eq!(module("mod_gnutls").map(|r| r.feature), Some("TLS"));
         assert!(module("mod_openssl").is_none());
-        assert_eq!(module("mod_authn_file").map(|r| r.feature), Some("authentication"));
-        assert!(module("mod_auth").is_some());
-        assert!(module("mod_authx").is_none());
+        assert!(module("mod_authn_file").is_none());
+        assert!(module("mod_auth").is_none());
         assert!(module("mod_access").is_none());
         assert!(module("mod_rewrite").is_none());
     }

@@ -244,6 +244,7 @@ impl ServerConfigs {
                 remote_ip: None,
                 headers: &[],
                 server_socket: &self.socket,
+                remote_user: None,
             };
             if let Some((_, p)) = self.by_host.iter().rev().find(|(c, _)| c.eval(&facts, None)) {
                 return p;

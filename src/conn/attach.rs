@@ -154,7 +154,12 @@ impl Conn {
     fn attach_program(&mut self, ctx: &mut Ctx, spec: &BackendSpec) -> Result<Attach, FailStatus> {
         let local = self.client.local_addr();
         let tls = self.client.scheme() == "https";
-        let tls_env = self.client.tls_env();
+        let mut tls_env = self.client.tls_env();
+        // mod_auth's user wins over a certificate's (it is what the request proved last).
+        if let Some(user) = self.remote_user.as_deref() {
+            tls_env.push(("REMOTE_USER".into(), user.to_string()));
+            tls_env.push(("AUTH_TYPE".into(), "Basic".into()));
+        }
         let remote = self.remote_addr();
         let Some(t) = self.tunnel.as_mut() else { return Err(FailStatus::ProgramFailed) };
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
@@ -168,13 +173,21 @@ impl Conn {
         let (Some(prog), Some(req)) = (Program::parse(bin_path), t.request.as_deref()) else {
             return Err(FailStatus::ProgramFailed);
         };
+        // Verified Basic credentials are not the program's to see (Apache's rule too).
+        let mut headers: Vec<(String, String)> = if self.remote_user.is_some() {
+            req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).cloned().collect()
+        } else {
+            req.headers.clone()
+        };
+        let st = &t.settings;
+        exec::edit_request_headers(&mut headers, &st.setenv_add_request_header.0, &st.setenv_set_request_header.0);
         let cgi = CgiRequest {
             method: &req.method,
             target: &req.target,
             path: &req.path,
             query: &req.query,
             minor_version: req.minor_version,
-            headers: &req.headers,
+            headers: &headers,
             route_key: &t.route_key,
             peer: remote,
             local,
@@ -182,7 +195,12 @@ impl Conn {
             tls_env: &tls_env,
         };
         let inherited = exec::inherited_env(spec.bin_copy_environment.as_deref(), Some(DEFAULT_PASS_ENV), std::env::vars());
-        let mut env = exec::stdio_env(&cgi, inherited, &spec.bin_environment);
+        // The CGI variables, then mod_setenv's, then bin-environment (which wins).
+        let mut env = exec::stdio_env(&cgi, inherited, &[]);
+        exec::apply_setenv(&mut env, &st.setenv_add_environment.0, &st.setenv_set_environment.0);
+        for (k, v) in &spec.bin_environment {
+            exec::set(&mut env, k, v);
+        }
         let size = WinSize::from_query(&req.query).unwrap_or(WinSize::DEFAULT);
         let (pid, mut stream) = match start_program(spec, &prog, &mut env, size) {
             Ok(s) => s,

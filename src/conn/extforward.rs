@@ -36,6 +36,7 @@ impl ProxyIn {
             remote_ip: peer.map(|p| p.ip()),
             headers: &[],
             server_socket,
+            remote_user: None,
         };
         let s = config.accept_settings(&facts);
         if !s.extforward_hap_proxy {

@@ -143,6 +143,7 @@ impl Conn {
         self.keep_alive = !ctx.refuse_new
             && if req.minor_version >= 1 { !req.has_token("connection", "close") } else { req.has_token("connection", "keep-alive") };
         http::write_file_head(status, ctype, length, status != 304, self.keep_alive, &pairs, &mut head);
+        http::edit_head(&mut head, 0, &s.setenv_add_response_header.0, &s.setenv_set_response_header.0);
         let file = match body {
             Some((start, end)) if !self.head && end > start => Some(FileBody { file, pos: start, end }),
             _ => None,

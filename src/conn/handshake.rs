@@ -24,6 +24,7 @@ use crate::ws::deflate::Inflater;
 use crate::readloop::{self, Drained, Next};
 use crate::conn::keepalive::Keepalive;
 use crate::conn::reply::{Page, PageRequest};
+use crate::conn::authn::AuthOutcome;
 
 impl Conn {
     pub(crate) fn drive_handshake(&mut self, ctx: &mut Ctx) {
@@ -81,17 +82,18 @@ impl Conn {
         self.between_requests = false;
         self.request_path = Some(req.path.clone().into_boxed_str());
         self.head = req.method == "HEAD";
-        let mut settings = self.settings_for(ctx, &req);
+        let cert_user = if ctx.config.uses_remote_user() { self.certificate_user() } else { None };
+        let mut settings = self.settings_for(ctx, &req, cert_user.as_deref());
         match self.apply_forwarding(ctx, &req, &settings) {
             Err(()) => return,
             // `$HTTP["remoteip"]` (and the scheme) now see the client: resolved again.
-            Ok(true) => settings = self.settings_for(ctx, &req),
+            Ok(true) => settings = self.settings_for(ctx, &req, cert_user.as_deref()),
             Ok(false) => {}
         }
         if self.evasive_refused(ctx, &settings) {
             return;
         }
-        if self.answered_before_routing(ctx, &req, &settings) {
+        if self.answered_before_routing(ctx, &req, &mut settings) {
             return;
         }
         let Some(route) = settings.servers.find(&req.url_path) else {
@@ -216,13 +218,28 @@ impl Conn {
     }
 
     /// What is answered before a route is looked for: mod_access first, as in lighttpd
-    /// (no upgrade, no route, no backend), then wstund's own pages, then the 503 of a
-    /// graceful stop that keeps the listeners for the health page. True when answered.
-    fn answered_before_routing(&mut self, ctx: &mut Ctx, req: &Request, settings: &Arc<WsSettings>) -> bool {
+    /// (no upgrade, no route, no backend), then mod_auth (401; a verified user re-resolves
+    /// the conditionals when some test `$HTTP["remote-user"]`), then wstund's own pages,
+    /// then the 503 of a graceful stop that keeps the listeners for the health page. True
+    /// when answered.
+    fn answered_before_routing(&mut self, ctx: &mut Ctx, req: &Request, settings: &mut Arc<WsSettings>) -> bool {
         if http::access::denied(&req.url_path, &settings.access_allow, &settings.access_deny) {
             debug!("[c{}] url denied by url.access-allow/url.access-deny: {}", self.id, req.url_path);
             self.reject(ctx, 403, &[], "forbidden");
             return true;
+        }
+        match self.authenticate(ctx, req, settings) {
+            AuthOutcome::Answered => return true,
+            AuthOutcome::User(user) => {
+                if ctx.config.uses_remote_user() {
+                    *settings = self.settings_for(ctx, req, Some(&user));
+                }
+                self.remote_user = Some(user.into_boxed_str());
+            }
+            AuthOutcome::NotRequired => {}
+        }
+        if !(settings.setenv_add_response_header.0.is_empty() && settings.setenv_set_response_header.0.is_empty()) {
+            self.setenv = Some(Arc::clone(settings));
         }
         if let Some(page) = Page::for_path(settings, &req.url_path, &req.query) {
             if !matches!(req.method.as_str(), "GET" | "HEAD") {
@@ -242,7 +259,7 @@ impl Conn {
 
     /// The route's settings for this request: the conf's conditionals resolved against
     /// what the request and the connection show.
-    fn settings_for(&self, ctx: &Ctx, req: &Request) -> Arc<WsSettings> {
+    fn settings_for(&self, ctx: &Ctx, req: &Request, remote_user: Option<&str>) -> Arc<WsSettings> {
         let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
         let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
         let facts = RequestFacts {
@@ -254,6 +271,7 @@ impl Conn {
             remote_ip: self.remote_addr().map(|p| p.ip()),
             headers: &headers,
             server_socket,
+            remote_user,
         };
         ctx.config.resolve(&facts)
     }
@@ -401,6 +419,7 @@ impl Conn {
         let mut resp = Vec::with_capacity(256);
         let tag = (!ctx.server_tag.is_empty()).then_some(ctx.server_tag);
         http::write_101(&up, tag, &mut resp);
+        http::edit_head(&mut resp, 0, &t.settings.setenv_add_response_header.0, &t.settings.setenv_set_response_header.0);
         self.outbound.push_raw(ctx.pool, &resp);
         // TCP client sockets come with TCP_NODELAY from their listener (listener.rs).
         if !t.settings.tcp_nodelay {
@@ -434,6 +453,9 @@ impl Conn {
         }
         let mut resp = Vec::with_capacity(256);
         http::write_response(status, &headers, body, &mut resp);
+        if let Some(s) = &self.setenv {
+            http::edit_head(&mut resp, 0, &s.setenv_add_response_header.0, &s.setenv_set_response_header.0);
+        }
         if self.head {
             http::strip_body(&mut resp, 0);
         }

@@ -101,6 +101,8 @@ pub struct Ctx<'a> {
     pub metrics: &'a mut TunnelMetrics,
     /// Sub-second wake-ups.
     pub timers: &'a mut crate::conn::timers::Timers,
+    /// mod_auth's userfiles and credential cache.
+    pub auth: &'a mut crate::auth::AuthState,
     /// A graceful stop is under way with the listeners kept open for the health page
     /// (`wstund.health-url`): new requests other than wstund's pages get 503.
     pub refuse_new: bool,
@@ -311,6 +313,11 @@ pub struct Conn {
     pub head: bool,
     /// The request's path, for the access line of a request that got no tunnel.
     pub request_path: Option<Box<str>>,
+    /// The user basic auth verified for this request (REMOTE_USER, `%u`).
+    pub remote_user: Option<Box<str>>,
+    /// The request's settings once mod_auth let it through, when they carry mod_setenv
+    /// response headers: what the answer (101, error, file) gets.
+    pub setenv: Option<Arc<WsSettings>>,
     /// The route that refused the upgrade (426, a bad upgrade request): no tunnel was
     /// made, the counters still name the route.
     pub rejected_route: Option<Box<str>>,
@@ -382,6 +389,8 @@ impl Conn {
             access_req: None,
             head: false,
             request_path: None,
+            remote_user: None,
+            setenv: None,
             rejected_route: None,
             page: None,
             reply: None,
@@ -569,6 +578,8 @@ impl Conn {
         self.status = None;
         self.page_served = None;
         self.request_path = None;
+        self.remote_user = None;
+        self.setenv = None;
         self.rejected_route = None;
         self.access_req = None;
         self.head = false;
@@ -666,6 +677,7 @@ impl Conn {
             lost_out: self.lost_out,
             cut: self.cut.map(Cut::as_str).unwrap_or("-"),
             tls: self.client.tls_info(),
+            user: self.remote_user.as_deref(),
         });
     }
 }

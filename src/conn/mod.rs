@@ -3,6 +3,7 @@
 //! - `machine`: the `Conn` struct, its `Phase`s and the dispatch between them.
 //! - `handshake`: the opening: HTTP request -> route -> backend attempt -> 101.
 //! - `plan`: what the settings and the upgrade request decide about the tunnel (pure).
+//! - `authn`: mod_auth's check of Basic credentials, before any route (401).
 //! - `attach`: connecting the tunnel to the backend kind the route chose.
 //! - `link`: what a connection holds of its backend (pool process, program) and how a
 //!   failed attempt is classified.
@@ -22,6 +23,7 @@
 //!   rendered page, the reply being written (head, body, a file by sendfile).
 
 pub mod attach;
+pub mod authn;
 pub mod client;
 pub mod devconsole;
 pub mod evasive;

@@ -15,7 +15,7 @@ pub mod response;
 pub mod upgrade;
 
 pub use request::{parse_request, Parse, Request};
-pub use response::{strip_body, write_file_head, write_page, write_response};
+pub use response::{edit_head, strip_body, write_file_head, write_page, write_response};
 pub use upgrade::{validate_upgrade, write_101, Upgrade, UpgradePolicy};
 
 /// Cap on the request head (request line + headers + blank line). lighttpd's default

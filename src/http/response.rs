@@ -211,9 +211,57 @@ pub fn strip_body(out: &mut Vec<u8>, start: usize) {
     }
 }
 
+/// mod_setenv on a response already written from `start`: every `set` name's lines are
+/// removed and, unless its value is empty, replaced by one line; every `add` line is
+/// appended; both go before the blank line that ends the head. The names were checked
+/// at load (no framing or handshake header), so the body and its length stay as they are.
+pub fn edit_head(out: &mut Vec<u8>, start: usize, add: &[(String, String)], set: &[(String, String)]) {
+    if add.is_empty() && set.is_empty() {
+        return;
+    }
+    let Some(end) = out[start..].windows(4).position(|w| w == b"\r\n\r\n").map(|p| start + p + 2) else { return };
+    let tail = out.split_off(end);
+    let head = out.split_off(start);
+    let mut lines = head.split(|&b| b == b'\n').filter(|l| !l.is_empty());
+    if let Some(status) = lines.next() {
+        out.extend_from_slice(status);
+        out.push(b'\n');
+    }
+    for line in lines {
+        let name = line.split(|&b| b == b':').next().unwrap_or_default();
+        if set.iter().any(|(n, _)| n.as_bytes().eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        out.extend_from_slice(line);
+        out.push(b'\n');
+    }
+    for (n, v) in set.iter().filter(|(_, v)| !v.is_empty()).chain(add) {
+        push_header(out, n, v);
+    }
+    out.extend_from_slice(&tail);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn edit_head_adds_replaces_and_removes() {
+        let mut out = b"xx".to_vec();
+        write_response(404, &[("Server", "wstund/1")], "not found", &mut out);
+        let set = vec![("server".to_string(), "edge".to_string()), ("Content-Type".to_string(), String::new())];
+        let add = vec![("X-A".to_string(), "1".to_string()), ("X-A".to_string(), "2".to_string())];
+        edit_head(&mut out, 2, &add, &set);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("xxHTTP/1.1 404 Not Found\r\n"), "{text}");
+        assert!(text.contains("\r\nserver: edge\r\n") && !text.contains("wstund/1"), "{text}");
+        assert!(!text.contains("Content-Type"), "{text}");
+        assert!(text.ends_with("X-A: 1\r\nX-A: 2\r\n\r\nnot found\n"), "{text}");
+        assert!(text.contains("Content-Length: 10\r\n"), "{text}");
+        let mut same = b"HTTP/1.1 200 OK\r\n\r\n".to_vec();
+        edit_head(&mut same, 0, &[], &[]);
+        assert_eq!(same, b"HTTP/1.1 200 OK\r\n\r\n");
+    }
 
     #[test]
     fn one_connection_header_and_head_without_body() {

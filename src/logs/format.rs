@@ -61,6 +61,8 @@ pub struct AccessRecord<'a> {
     pub cut: &'a str,
     /// TLS protocol version and cipher suite (OpenSSL's names), for a TLS client.
     pub tls: Option<(&'a str, &'a str)>,
+    /// The user basic auth verified (`%u`).
+    pub user: Option<&'a str>,
 }
 
 /// wstund's `%{NAME}x` fields.
@@ -104,8 +106,10 @@ enum Item {
     Lit(String),
     /// `%h`, `%a`: the client's IP address.
     RemoteAddr,
-    /// `%l`, `%u`: no ident, no authenticated user.
+    /// `%l`: no ident.
     Dash,
+    /// `%u`: the user basic auth verified, or "-".
+    User,
     /// `%t`, or `%{strftime pattern}t`: the start of the connection, local time.
     Time(Option<String>),
     /// `%r`.
@@ -176,7 +180,8 @@ impl Format {
             }
             let item = match (spec, key.as_deref()) {
                 ('h' | 'a', None) => Item::RemoteAddr,
-                ('l' | 'u', None) => Item::Dash,
+                ('l', None) => Item::Dash,
+                ('u', None) => Item::User,
                 ('t', k) => Item::Time(k.map(str::to_string)),
                 ('r', None) => Item::RequestLine,
                 ('s', None) => Item::Status,
@@ -255,6 +260,7 @@ impl Format {
                     None => out.push('-'),
                 },
                 Item::Dash => out.push('-'),
+                Item::User => field(&mut out, r.user),
                 Item::Time(pattern) => {
                     let start = r.end.checked_sub(r.duration).unwrap_or(r.end);
                     let secs = clock::unix_seconds(start);
@@ -378,6 +384,7 @@ mod tests {
             request: req,
             path: "/ws/",
             backend: "127.0.0.1:9001",
+            user: None,
             status: Some(101),
             bytes_in: 12,
             bytes_out: 0,

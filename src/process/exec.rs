@@ -114,6 +114,37 @@ pub fn set(env: &mut Vec<(String, String)>, k: &str, v: &str) {
     }
 }
 
+/// mod_setenv's environment: `add` appends `, value` to a variable that is set and not
+/// empty (lighttpd's token append), else sets it; `set` replaces.
+pub fn apply_setenv(env: &mut Vec<(String, String)>, add: &[(String, String)], set_: &[(String, String)]) {
+    for (k, v) in add {
+        match env.iter_mut().find(|(ek, _)| ek == k) {
+            Some(e) if !e.1.is_empty() && !v.is_empty() => {
+                e.1.push_str(", ");
+                e.1.push_str(v);
+            }
+            Some(e) if !v.is_empty() => e.1 = v.clone(),
+            Some(_) => {}
+            None => set(env, k, v),
+        }
+    }
+    for (k, v) in set_ {
+        set(env, k, v);
+    }
+}
+
+/// mod_setenv's request headers, as a program's HTTP_* variables see them: `set` drops
+/// the client's headers of that name and, unless empty, puts one in; `add` appends.
+pub fn edit_request_headers(headers: &mut Vec<(String, String)>, add: &[(String, String)], set_: &[(String, String)]) {
+    for (k, v) in set_ {
+        headers.retain(|(n, _)| !n.eq_ignore_ascii_case(k));
+        if !v.is_empty() {
+            headers.push((k.clone(), v.clone()));
+        }
+    }
+    headers.extend(add.iter().cloned());
+}
+
 /// What CGI/1.1 variables are made from.
 #[derive(Debug, Clone, Copy)]
 pub struct CgiRequest<'a> {
@@ -346,6 +377,17 @@ pub fn describe_status(status: nix::sys::wait::WaitStatus) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn setenv_appends_sets_and_edits_headers() {
+        let p = |a: &str, b: &str| (a.to_string(), b.to_string());
+        let mut env = vec![p("PATH", "/bin"), p("EMPTY", "")];
+        apply_setenv(&mut env, &[p("PATH", "/usr/bin"), p("EMPTY", "x"), p("NEW", "1")], &[p("NEW", "2"), p("S", "s")]);
+        assert_eq!(env, vec![p("PATH", "/bin, /usr/bin"), p("EMPTY", "x"), p("NEW", "2"), p("S", "s")]);
+        let mut h = vec![p("X-A", "client"), p("x-a", "again"), p("Host", "h")];
+        edit_request_headers(&mut h, &[p("X-B", "1")], &[p("X-A", "conf"), p("Host", "")]);
+        assert_eq!(h, vec![p("X-A", "conf"), p("X-B", "1")]);
+    }
     use nix::sys::signal::Signal;
     use nix::sys::wait::WaitStatus;
     use nix::unistd::Pid;

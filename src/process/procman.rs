@@ -91,14 +91,14 @@ impl ProcMan {
         let mut pm = ProcMan::default();
         let mut resolver = Resolver::default();
         for spec in pool_specs(config) {
-            pm.add_pool(&spec, &mut resolver, now);
+            pm.add_pool(&spec, &config.wstunnel, &mut resolver, now);
         }
         pm
     }
 
     /// A pool for `spec` at the end of the table (indices never move: connections keep
     /// `ProcRef`s). False when its address cannot be resolved (said in the log).
-    fn add_pool(&mut self, spec: &Arc<BackendSpec>, resolver: &mut Resolver, now: Instant) -> bool {
+    fn add_pool(&mut self, spec: &Arc<BackendSpec>, global: &crate::conf::WsSettings, resolver: &mut Resolver, now: Instant) -> bool {
         let bin_path = spec.bin_path.as_deref().unwrap_or_default();
         let Some(prog) = Program::parse(bin_path) else { return false };
         let base = match resolver.resolve(&spec.addr) {
@@ -112,6 +112,9 @@ impl ProcMan {
         let index = self.pools.len();
         let limits = Limits::from_spec(spec);
         let mut env = exec::inherited_env(spec.bin_copy_environment.as_deref(), None, std::env::vars());
+        // mod_setenv's environment from the global scope (a pool starts before any
+        // request, so conditionals cannot apply); bin-environment wins.
+        exec::apply_setenv(&mut env, &global.setenv_add_environment.0, &global.setenv_set_environment.0);
         for (k, v) in &spec.bin_environment {
             exec::set(&mut env, k, v);
         }
@@ -149,7 +152,7 @@ impl ProcMan {
         }
         let mut resolver = Resolver::default();
         for spec in wanted {
-            if self.add_pool(&spec, &mut resolver, now) {
+            if self.add_pool(&spec, &config.wstunnel, &mut resolver, now) {
                 lines.push(format!("pool {}: new", self.pools[self.pools.len() - 1].pool.name));
             }
         }

@@ -184,6 +184,8 @@ pub struct Server {
     /// Tunnel counters per route, fed by the connections.
     tunnels: TunnelMetrics,
     timers: Timers,
+    /// mod_auth: userfiles (re-read when they change) and verified credentials.
+    auth: crate::auth::AuthState,
     backlog: VecDeque<Pending>,
     turns: TurnStats,
     /// When the current turn began: the end of the previous one, or the last
@@ -252,6 +254,7 @@ impl Server {
         let mut procs = ProcMan::new(&config, now);
         let start_failure = procs.start(poll.registry(), now).err();
         let config_health = Arc::clone(&config);
+        let auth = crate::auth::AuthState::new(&config.userfiles, config.server.auth_cache.max_age);
         Ok(Server {
             poll,
             listeners,
@@ -278,6 +281,7 @@ impl Server {
             tunnels: TunnelMetrics::new(),
             timers: Timers::default(),
             per_ip: Default::default(),
+            auth,
             backlog: VecDeque::new(),
             turns: TurnStats::default(),
             turn_start: Instant::now(),
@@ -487,6 +491,7 @@ impl Server {
                 drains: &mut self.drains,
                 metrics: &mut self.tunnels,
                 timers: &mut self.timers,
+                auth: &mut self.auth,
                 refuse_new: self.lame_duck && self.state != RunState::Running,
                 per_ip: &mut self.per_ip,
             },
@@ -1016,6 +1021,7 @@ impl Server {
         self.graceful_timeout = Some(config.server.graceful_shutdown_timeout).filter(|t| !t.is_zero());
         self.hosts.reconfigure(&config, now);
         self.resolver.reconfigure(&config, now);
+        self.auth.reload(&config.userfiles, config.server.auth_cache.max_age);
         let deadline = self.graceful_timeout.map(|t| now + t);
         lines.extend(self.procs.reconfigure(&config, deadline, now));
         self.config = Arc::new(config);
