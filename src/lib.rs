@@ -29,6 +29,7 @@ mod readloop;
 mod runtime;
 mod tlsio;
 mod token;
+mod wire;
 mod ws;
 mod x509;
 

@@ -259,4 +259,25 @@ impl ClientStream {
             Transport::Tls(t) => reg.register(&mut t.sock, token, i),
         }
     }
+
+    /// The socket of a plain (not TLS) client, for the upgrade hand-over; `None` under
+    /// TLS, whose session state cannot move to another process.
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match &self.transport {
+            Transport::Tcp(s) => Some(s.as_raw_fd()),
+            Transport::Unix(s) => Some(s.as_raw_fd()),
+            Transport::Tls(_) => None,
+        }
+    }
+
+    /// Takes it out of this process's epoll set (the socket lives on in another
+    /// process, so closing it here would not).
+    pub fn deregister(&mut self, reg: &Registry) {
+        let _ = match &mut self.transport {
+            Transport::Tcp(s) => reg.deregister(s),
+            Transport::Unix(s) => reg.deregister(s),
+            Transport::Tls(t) => reg.deregister(&mut t.sock),
+        };
+    }
 }

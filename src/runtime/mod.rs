@@ -32,3 +32,4 @@ pub mod reload;
 pub mod server;
 pub mod signals;
 pub mod tls;
+pub mod transfer;
