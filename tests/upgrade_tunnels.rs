@@ -130,8 +130,13 @@ fn raise_nofile(want: u64) {
     unsafe {
         let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
-        lim.rlim_cur = want.min(lim.rlim_max);
-        libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        // As root the hard limit may go up too (10,000 tunnels are 20,000 descriptors
+        // in wstund alone).
+        let raised = libc::rlimit { rlim_cur: want, rlim_max: want.max(lim.rlim_max) };
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
     }
 }
 
@@ -293,7 +298,7 @@ fn a_refused_upgrade_leaves_the_old_process_serving() {
 #[ignore]
 fn upgrade_handover_time_with_many_tunnels() {
     let n: usize = std::env::var("WSTUND_UPGRADE_TUNNELS").ok().and_then(|v| v.parse().ok()).unwrap_or(10_000);
-    raise_nofile((2 * n + 200) as u64);
+    raise_nofile((2 * n + 400) as u64);
     let dir = TempDir::new("upgbench");
     std::fs::write(dir.join("echo.py"), ECHO_SERVER).unwrap();
     let mut backend = Command::new(python()).arg(dir.join("echo.py")).stdout(Stdio::piped()).spawn().expect("start the echo server");
@@ -330,7 +335,9 @@ fn upgrade_handover_time_with_many_tunnels() {
             Err(_) => dropped += 1,
         }
     }
+    let us: u64 = line.split("handed over in ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0);
     eprintln!("{n} tunnels: {}", line.split("upgrade: ").nth(1).unwrap_or(&line));
+    eprintln!("{n} tunnels: hand-over {} ms, {:.1} us per tunnel", us / 1000, us as f64 / n as f64);
     eprintln!("{n} tunnels: wstund -U start to ready {} ms (includes exec and conf load); {dropped} tunnels dropped, {lost} bytes lost", seen.as_millis());
     let _ = new.child.kill();
     let _ = backend.kill();

@@ -110,7 +110,6 @@ impl Server {
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         let t0 = Instant::now();
         let result = self.hand_over(&p.chan);
-        notify::ready();
         match result {
             Ok((pid, moved)) => {
                 let took = t0.elapsed();
@@ -135,6 +134,8 @@ impl Server {
                 self.check_stop(now);
             }
             Err(e) => {
+                // On success the new process says READY=1 with its own MAINPID=.
+                notify::ready();
                 let msg = format!("upgrade failed, still serving everything: {e}");
                 error!("{msg}");
                 self.answer_upgrade(Err(msg));
