@@ -183,7 +183,7 @@ impl Utf8Validator {
     /// A validator resumed from [`saved`](Self::saved); `None` for a value that is no
     /// state of this validator (another binary's, or corrupt).
     pub fn resumed(state: u32) -> Option<Utf8Validator> {
-        (state % off(1) == 0 && state / off(1) < N_STATES).then_some(Utf8Validator { state })
+        (state.is_multiple_of(off(1)) && state / off(1) < N_STATES).then_some(Utf8Validator { state })
     }
 
     /// Validates the next piece. Fails at the first byte that makes the message invalid,
