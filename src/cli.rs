@@ -346,11 +346,14 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     apply_mode(&mut server, mode, one_shot, target.user.as_ref().map(|u| u.1.clone()));
     if inherited.is_restart() {
         let (tunnels, stayed) = inherited.take_tunnels();
-        let taken = server.adopt_moved(tunnels).and_then(|n| inherited.commit(n, control_taken).map(|()| n));
+        let t0 = std::time::Instant::now();
+        let adopted = server.adopt_moved(tunnels);
+        let adopt_us = t0.elapsed().as_micros();
+        let taken = adopted.and_then(|n| inherited.commit(n, control_taken).map(|()| n));
         match taken {
             Ok(n) => {
                 server.start_moved();
-                log::info!("upgrade: took over {n} tunnels; {stayed} stay with the old process until they end");
+                log::info!("upgrade: took over {n} tunnels (rebuilt and registered in {adopt_us} us); {stayed} stay with the old process until they end");
                 eprintln!("wstund: took over {n} tunnels ({stayed} stay with the old process)");
             }
             Err(reason) => {

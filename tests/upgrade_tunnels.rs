@@ -301,16 +301,38 @@ fn upgrade_handover_time_with_many_tunnels() {
     raise_nofile((2 * n + 400) as u64);
     let dir = TempDir::new("upgbench");
     std::fs::write(dir.join("echo.py"), ECHO_SERVER).unwrap();
-    let mut backend = Command::new(python()).arg(dir.join("echo.py")).stdout(Stdio::piped()).spawn().expect("start the echo server");
+    let mut backend = Command::new(python()).arg(dir.join("echo.py")).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("start the echo server");
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(backend.stdout.take().unwrap()), &mut line).unwrap();
     let be_port: u16 = line.trim().parse().expect("echo server port");
+    struct Kill(Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _backend = Kill(backend);
     let s = setup("upgbench", be_port);
-    let want_fds = (2 * n + 200).to_string();
-    let conf_text = std::fs::read_to_string(&s.conf).unwrap() + &format!("server.max-fds = {want_fds}\nserver.max-connections = {}\n", n + 50);
+    // Socket routes only: a stdio route would make wstund count 4 descriptors a tunnel.
+    let conf_text = Conf::tcp(be_port)
+        .set("server.control-socket", &format!("\"{}\"", s.ctl.display()))
+        .set("server.max-fds", &(2 * n + 200).to_string())
+        .set("server.max-connections", &(n + 50).to_string())
+        .render();
     std::fs::write(&s.conf, conf_text).unwrap();
     let (mut old, port) = start_first(&s);
-    let mut clients: Vec<RawClient> = (0..n).map(|_| RawClient::handshake(port, "/ws/")).collect();
+    let mut clients: Vec<RawClient> = Vec::with_capacity(n);
+    for i in 0..n {
+        match std::panic::catch_unwind(|| RawClient::handshake(port, "/ws/")) {
+            Ok(c) => clients.push(c),
+            Err(_) => {
+                let logs = old.logs();
+                let tail: Vec<&str> = logs.lines().rev().take(5).collect();
+                panic!("tunnel {i} of {n} did not open; wstund says: {tail:?}");
+            }
+        }
+    }
     // Every tunnel carries one message each way first (counted), and one sits half sent.
     for (i, c) in clients.iter_mut().enumerate() {
         c.send_frame(OP_BINARY, format!("m{i}").as_bytes());
@@ -320,7 +342,7 @@ fn upgrade_handover_time_with_many_tunnels() {
         assert_eq!(c.read_data(m.len(), T).0, m.as_bytes());
     }
     let t0 = Instant::now();
-    let mut new = upgrade(&s, 1, "new", "new.log");
+    let new = upgrade(&s, 1, "new", "new.log");
     let seen = t0.elapsed();
     assert_eq!(old.wait_exit(T), Some(0));
     let line = old.logs().lines().find(|l| l.contains("tunnels handed over in")).unwrap_or_default().to_string();
@@ -338,10 +360,11 @@ fn upgrade_handover_time_with_many_tunnels() {
     let us: u64 = line.split("handed over in ").nth(1).and_then(|r| r.split(' ').next()).and_then(|v| v.parse().ok()).unwrap_or(0);
     eprintln!("{n} tunnels: {}", line.split("upgrade: ").nth(1).unwrap_or(&line));
     eprintln!("{n} tunnels: hand-over {} ms, {:.1} us per tunnel", us / 1000, us as f64 / n as f64);
+    if let Some(l) = new.logs().lines().find(|l| l.contains("rebuilt and registered")) {
+        eprintln!("{n} tunnels: new process: {}", l.split("upgrade: ").nth(1).unwrap_or(l));
+    }
     eprintln!("{n} tunnels: wstund -U start to ready {} ms (includes exec and conf load); {dropped} tunnels dropped, {lost} bytes lost", seen.as_millis());
-    let _ = new.child.kill();
-    let _ = backend.kill();
-    let _ = backend.wait();
+    drop(new);
 }
 
 /// An asyncio echo server in its own process (so this process holds only the client

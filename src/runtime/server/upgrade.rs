@@ -41,6 +41,8 @@ pub(super) struct Pending {
 /// How one hand-over went, for the log and the control answer.
 struct Moved {
     keys: Vec<usize>,
+    /// From HELLO to END sent: this process's share of the hand-over.
+    sent_in: std::time::Duration,
     stayed: [usize; 4],
     state_bytes: usize,
 }
@@ -122,8 +124,9 @@ impl Server {
                     .map(|(s, n)| format!("{n} {}", s.as_str()))
                     .collect();
                 let msg = format!(
-                    "pid {pid} serves now: {n} tunnels handed over in {} us ({} bytes of state, {} per tunnel); {} connections stay here{}",
+                    "pid {pid} serves now: {n} tunnels handed over in {} us (sent in {} us), {} bytes of state ({} per tunnel); {} connections stay here{}",
                     took.as_micros(),
+                    moved.sent_in.as_micros(),
                     moved.state_bytes,
                     moved.state_bytes.checked_div(n).unwrap_or(0),
                     self.conns.len(),
@@ -165,7 +168,7 @@ impl Server {
         chan.send(Kind::Listeners, &transfer::listeners_body(n_listeners, control_path.as_deref()), &fds).map_err(io)?;
 
         let now = Instant::now();
-        let mut moved = Moved { keys: Vec::new(), stayed: [0; 4], state_bytes: 0 };
+        let mut moved = Moved { keys: Vec::new(), sent_in: std::time::Duration::ZERO, stayed: [0; 4], state_bytes: 0 };
         let (ctx, conns) = self.ctx(now);
         let mut batch = Writer::new();
         let mut batch_fds: Vec<i32> = Vec::with_capacity(transfer::MAX_FDS);
@@ -206,6 +209,7 @@ impl Server {
         flush(&mut batch, &mut batch_fds, &mut in_batch)?;
         let stayed: usize = moved.stayed.iter().sum();
         chan.send(Kind::End, &transfer::pair_body(moved.keys.len() as u32, stayed as u32), &[]).map_err(io)?;
+        moved.sent_in = now.elapsed();
         let (taken, control_taken) = transfer::parse_pair(&chan.expect(Kind::Ack)?.body).map_err(|e| e.to_string())?;
         if taken as usize != moved.keys.len() {
             let why = format!("the new process took {taken} of {} tunnels", moved.keys.len());
@@ -226,7 +230,9 @@ impl Server {
                 c.keep_file();
             }
         }
-        self.state = RunState::Graceful { deadline: self.graceful_timeout.map(|t| now + t) };
+        // What stays (terminals, TLS sessions) may be long-lived: served to its end, as
+        // after `drain`, with no time limit.
+        self.state = RunState::Graceful { deadline: None };
         Ok((hello.pid, moved))
     }
 
