@@ -142,6 +142,10 @@ pub fn main(args: Vec<String>) -> i32 {
         return code;
     }
     let mut inherited = inherited;
+    if m.opt_present("U") && m.opt_present("1") {
+        eprintln!("wstund: -U takes over a running daemon; -1 serves one connection: not both");
+        return EXIT_USAGE;
+    }
     if m.opt_present("U") || inherited.is_restart() {
         // The conf is loaded and checked: only now is the running wstund asked.
         if let Err(e) = take_over_from(&mut inherited, &config, m.opt_present("U")) {

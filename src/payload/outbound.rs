@@ -401,6 +401,43 @@ mod tests {
     use super::*;
     use crate::ws::frame::parse_header;
 
+    #[test]
+    fn saved_frames_and_utf8_carry_come_back() {
+        let mut pool = BufPool::new();
+        let mut o = Outbound::new();
+        // A read that ends inside "€": the frame holds what is complete, the rest waits.
+        let src = "héllo €".as_bytes();
+        let cut = src.len() - 1;
+        let mut fed = false;
+        let r = o.read_frame(&mut pool, OpCode::Text, |b| {
+            if fed {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            fed = true;
+            b[..cut].copy_from_slice(&src[..cut]);
+            Ok(cut)
+        });
+        assert!(matches!(r, ReadOutcome::Data), "{r:?}");
+        assert!(o.has_carry());
+        assert!(o.push_control(&mut pool, OpCode::Pong, b"pp"));
+        let mut w = crate::wire::Writer::new();
+        o.save(&mut w);
+        let mut back = Outbound::restore(&mut crate::wire::Reader::new(&w.buf), &mut pool).expect("restore");
+        assert_eq!(back.buf.data(), o.buf.data());
+        assert!(back.has_carry());
+        assert_eq!(back.payload_bytes, o.payload_bytes);
+        // The carried bytes complete the character in the restored encoder.
+        let r = back.read_frame(&mut pool, OpCode::Text, |b| {
+            b[0] = src[cut];
+            Ok(1)
+        });
+        assert!(matches!(r, ReadOutcome::Data), "{r:?}");
+        assert!(!back.has_carry());
+        for n in 0..w.buf.len() {
+            assert!(Outbound::restore(&mut crate::wire::Reader::new(&w.buf[..n]), &mut pool).is_err(), "cut at {n}");
+        }
+    }
+
     /// Parses the server frames in `wire` into (opcode, payload) pairs.
     fn frames(mut wire: &[u8]) -> Vec<(OpCode, Vec<u8>)> {
         let mut v = Vec::new();
