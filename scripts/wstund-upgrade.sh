@@ -1,7 +1,8 @@
 #!/bin/sh
-# Zero-refusal binary upgrade: install the new binary, check the conf with it, then let
-# the running wstund start it on the same listening sockets. Open tunnels finish in the
-# old process (they are not handed over); new connections go to the new one.
+# Zero-downtime binary upgrade: install the new binary, check the conf with it, then let
+# the running wstund start it and hand it the listening sockets and every open socket
+# tunnel (TLS, program and transformed tunnels finish in the old process; wstund(8)
+# BINARY UPGRADE). Without installing first: NEW_BINARY -U -f CONF does the same.
 #
 #   scripts/wstund-upgrade.sh NEW_BINARY [CONF] [CONTROL_SOCKET] [INSTALLED_PATH]
 #

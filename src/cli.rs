@@ -37,13 +37,14 @@ fn options() -> Options {
     o.optflag("v", "version", "print the version and exit");
     o.optflag("V", "build-info", "print the version, build features, and the modules and directives implemented, then exit");
     o.optflag("h", "help", "print this help and exit");
+    o.optflag("U", "upgrade", "binary upgrade: take over the listeners and open tunnels of the wstund running with this conf (found by its server.control-socket); run with the new binary");
     o.optopt("c", "control", "send COMMAND (reload, status, drain, stop, upgrade) to the wstund listening on SOCKET (server.control-socket)", "SOCKET");
     o
 }
 
 fn usage(o: &Options) -> String {
     o.usage(&format!(
-        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-i SECS] [-1] [-t|-tt|-p]\n       wstund -c SOCKET reload|status|drain|stop|upgrade\n       \
+        "wstund {} - WebSocket tunnel daemon\n\nUsage: wstund -f FILE [-D] [-U] [-i SECS] [-1] [-t|-tt|-p]\n       wstund -c SOCKET reload|status|drain|stop|upgrade\n       \
          wstund --port N [--bind ADDR] [--staticdir DIR] [--devconsole] [--binary] [--line] [-p] -- PROGRAM ARGS...\n\n\
          Signals: SIGTERM stops now, SIGINT stops gracefully, SIGUSR1 reloads the configuration,\n\
          SIGHUP reopens the logs, SIGUSR2 logs a status dump (see wstund(8)).",
@@ -64,7 +65,7 @@ fn build_info() -> String {
         "+ epoll event loop, signalfd signals",
         "+ permessage-deflate (RFC 7692)",
         "+ spawned backend pools and per-connection stdio programs",
-        "+ live reload (SIGUSR1, control socket), upgrade with the listening sockets handed over, and socket activation (LISTEN_FDS)",
+        "+ live reload (SIGUSR1, control socket), binary upgrade handing over listeners and open tunnels (-U, upgrade), and socket activation (LISTEN_FDS)",
         "+ server.max-worker: a supervisor and N worker processes on SO_REUSEPORT listeners",
         "- TLS (terminate it in front of wstund)",
     ] {
@@ -141,12 +142,48 @@ pub fn main(args: Vec<String>) -> i32 {
     if let Some(code) = test_or_print(&m, &config) {
         return code;
     }
+    let mut inherited = inherited;
+    if m.opt_present("U") && m.opt_present("1") {
+        eprintln!("wstund: -U takes over a running daemon; -1 serves one connection: not both");
+        return EXIT_USAGE;
+    }
+    if m.opt_present("U") || inherited.is_restart() {
+        // The conf is loaded and checked: only now is the running wstund asked.
+        if let Err(e) = take_over_from(&mut inherited, &config, m.opt_present("U")) {
+            eprintln!("wstund: upgrade refused: {e}; the running wstund carries on");
+            return EXIT_RUNTIME;
+        }
+    }
     let mode = if m.opt_present("1") {
         Mode::OneShot
     } else {
         Mode::Serve { idle, restart: RestartPlan::from_current(Path::new(&path)) }
     };
     run(config, inherited, mode, m.opt_present("D"))
+}
+
+/// A binary upgrade's first step: find the running wstund (`-U`: through the conf's
+/// control socket) and check that both speak the same hand-over version.
+fn take_over_from(inherited: &mut Inherited, config: &conf::Config, dash_u: bool) -> Result<(), String> {
+    let refuse = |inherited: &mut Inherited, why: String| {
+        inherited.abandon(&why);
+        Err(why)
+    };
+    if config.server.max_worker > 1 {
+        return refuse(inherited, format!("server.max-worker = {}: the binary upgrade hands tunnels over to one process only", config.server.max_worker));
+    }
+    if dash_u {
+        if inherited.is_restart() {
+            return refuse(inherited, "-U given to a process started by an upgrade".into());
+        }
+        let Some(control) = config.server.control_socket.as_deref() else {
+            return Err("wstund -U finds the running wstund through server.control-socket, and this conf sets none".into());
+        };
+        inherited.connect(&absolute(control))?;
+    }
+    let pid = inherited.greet()?;
+    eprintln!("wstund: taking over from pid {pid} (binary upgrade)");
+    Ok(())
 }
 
 /// The conf, its warnings on standard error; `None` after printing the error.
@@ -249,6 +286,12 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
             return EXIT_RUNTIME;
         }
     };
+    // The descriptor limit is raised now: receive the listeners and tunnels.
+    if let Err(e) = inherited.receive() {
+        inherited.abandon(&e);
+        eprintln!("wstund: upgrade failed: {e}; the running wstund carries on");
+        return EXIT_RUNTIME;
+    }
     let specs = config.listeners();
     // $SERVER["socket"] conditions compare against the configured spelling.
     let spec_names: Vec<String> = specs.iter().map(|s| s.to_string()).collect();
@@ -282,9 +325,12 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         }
     };
     // As root, before the drop: the socket file is then handed to the run user.
-    let control = match control_path.as_deref().map(|p| {
-        crate::runtime::control::ControlSocket::bind(p, target.owner().0, target.owner().1)
-            .map_err(|e| format!("cannot open the control socket {}: {e}", p.display()))
+    // A binary upgrade takes the running wstund's control socket when the path is the
+    // same, so the path never stops answering.
+    let control = match control_path.as_deref().map(|p| match inherited.take_control(p) {
+        Some(fd) => crate::runtime::control::ControlSocket::adopt(fd, p).map_err(|e| format!("cannot take over the control socket {}: {e}", p.display())),
+        None => crate::runtime::control::ControlSocket::bind(p, target.owner().0, target.owner().1)
+            .map_err(|e| format!("cannot open the control socket {}: {e}", p.display())),
     }) {
         Some(Err(reason)) => return fail(&mut startup, &listeners, pid_file, reason),
         Some(Ok(c)) => Some(c),
@@ -301,7 +347,7 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
         if let Some(note) = conn_limit.note() {
             log::info!("{note} (each worker)");
         }
-        let start = WorkersStart { workers, control, control_path, idle, conf_path: restart.ok().map(|p| p.conf), spec_names, configured_conns, inherited };
+        let start = WorkersStart { workers, control, control_path, idle, conf_path: restart.ok().map(|p| p.conf), spec_names, configured_conns };
         return supervise(config, listeners, start, &target, startup, pid_file);
     }
     if let Err(reason) = drop_privileges(&target, &mut pid_file) {
@@ -310,18 +356,38 @@ fn run(mut config: conf::Config, mut inherited: Inherited, mode: Mode, foregroun
     if let Some(note) = conn_limit.note() {
         log::info!("{note}");
     }
+    let control_taken = control_path.is_some() && inherited.is_restart() && !inherited.has_control();
     let mut server = match start_server(config, listeners, spec_names, control) {
         Ok(s) => s,
-        Err(reason) => return fail(&mut startup, &[], pid_file, reason),
+        Err(reason) => {
+            inherited.abandon(&reason);
+            return fail(&mut startup, &[], pid_file, reason);
+        }
     };
     apply_mode(&mut server, mode, one_shot, target.user.as_ref().map(|u| u.1.clone()));
     if inherited.is_restart() {
-        eprintln!("wstund: taking over from pid {} (upgrade restart)", nix::unistd::getppid());
+        let (tunnels, stayed) = inherited.take_tunnels();
+        let t0 = std::time::Instant::now();
+        let adopted = server.adopt_moved(tunnels);
+        let adopt_us = t0.elapsed().as_micros();
+        let taken = adopted.and_then(|n| inherited.commit(n, control_taken).map(|()| n));
+        match taken {
+            Ok(n) => {
+                server.start_moved();
+                log::info!("upgrade: took over {n} tunnels (rebuilt and registered in {adopt_us} us); {stayed} stay with the old process until they end");
+                eprintln!("wstund: took over {n} tunnels ({stayed} stay with the old process)");
+            }
+            Err(reason) => {
+                inherited.abandon(&reason);
+                server.abandon_moved();
+                drop(server);
+                return fail(&mut startup, &[], None, format!("upgrade failed: {reason}; the running wstund carries on"));
+            }
+        }
     }
     eprintln!("wstund: ready (pid {})", std::process::id());
     startup.ready();
     crate::runtime::notify::ready();
-    inherited.notify_ready();
     serve(server, pid_file)
 }
 
@@ -336,8 +402,6 @@ struct WorkersStart {
     spec_names: Vec<String>,
     /// `server.max-connections` when the conf sets it (split between the workers).
     configured_conns: Option<u32>,
-    /// An upgrade from a single process is told "ready" once the workers are forked.
-    inherited: Inherited,
 }
 
 /// `server.max-worker` above 1 (`runtime/supervisor.rs`): as root, the further listener
@@ -352,7 +416,7 @@ fn supervise(
     mut pid_file: Option<PidFile>,
 ) -> i32 {
     use crate::runtime::supervisor::{worker_control_path, Supervisor, WorkerStart};
-    let WorkersStart { workers, control, control_path, idle, conf_path, spec_names, configured_conns, mut inherited } = start;
+    let WorkersStart { workers, control, control_path, idle, conf_path, spec_names, configured_conns } = start;
     let sets = match crate::runtime::workers::listener_sets(listeners, workers, config.server.listen_backlog) {
         Ok(s) => s,
         Err(e) => return fail(&mut startup, &[], pid_file, format!("worker listeners: {e}")),
@@ -419,7 +483,7 @@ fn supervise(
         log::error!("no worker could be started");
         EXIT_RUNTIME
     } else {
-        inherited.notify_ready();
+        // An upgrade never reaches here: `take_over_from` refuses max-worker above 1.
         match sup.run() {
             Ok(()) if sup.failed() => EXIT_RUNTIME,
             Ok(()) => EXIT_OK,
@@ -537,7 +601,7 @@ fn prepare(config: &mut conf::Config, inherited: &Inherited) -> Result<Prepared,
     // Before binding, as lighttpd: a second start with the same conf is told about the
     // running one, not about a port in use. A upgrade restart takes over the file that
     // names its parent, the old wstund.
-    let predecessor = inherited.is_restart().then(|| nix::unistd::getppid().as_raw());
+    let predecessor = inherited.predecessor();
     let pid_file = config.server.pid_file.as_deref().map(|p| PidFile::create(p, predecessor)).transpose().map_err(|e| e.to_string())?;
     Ok(Prepared { target, access, conn_limit, pid_file })
 }

@@ -239,6 +239,17 @@ impl BackendStream {
         !matches!(self, BackendStream::Child(_) | BackendStream::Pty(_))
     }
 
+    /// A plain TCP or unix socket's descriptor, for the upgrade hand-over; `None` for
+    /// TLS (its session cannot move) and programs (they cannot change parent).
+    pub fn plain_socket_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            BackendStream::Tcp(s) => Some(s.as_raw_fd()),
+            BackendStream::Unix(s) => Some(s.as_raw_fd()),
+            _ => None,
+        }
+    }
+
     pub fn deregister(&mut self, reg: &Registry) {
         let _ = match self {
             BackendStream::Tcp(s) => reg.deregister(s),

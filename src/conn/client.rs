@@ -97,6 +97,12 @@ impl Sock {
             Sock::Unix(s) => reg.register(s, token, i),
         }
     }
+    fn deregister(&mut self, reg: &Registry) -> io::Result<()> {
+        match self {
+            Sock::Tcp(s) => reg.deregister(s),
+            Sock::Unix(s) => reg.deregister(s),
+        }
+    }
     fn local_addr(&self) -> Option<SocketAddr> {
         match self {
             Sock::Tcp(s) => s.local_addr().ok(),
@@ -502,5 +508,28 @@ impl ClientStream {
             Transport::Hello(h) => h.sock.register(reg, token, i),
             Transport::Switching => Err(io::ErrorKind::NotConnected.into()),
         }
+    }
+
+    /// The socket of a plain (not TLS) client, for the upgrade hand-over; `None` under
+    /// TLS, whose session state cannot move to another process.
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match &self.transport {
+            Transport::Tcp(s) => Some(s.as_raw_fd()),
+            Transport::Unix(s) => Some(s.as_raw_fd()),
+            Transport::Tls(_) | Transport::Hello(_) | Transport::Switching => None,
+        }
+    }
+
+    /// Takes it out of this process's epoll set (the socket lives on in another
+    /// process, so closing it here would not).
+    pub fn deregister(&mut self, reg: &Registry) {
+        let _ = match &mut self.transport {
+            Transport::Tcp(s) => reg.deregister(s),
+            Transport::Unix(s) => reg.deregister(s),
+            Transport::Tls(t) => t.io.sock.deregister(reg),
+            Transport::Hello(h) => h.sock.deregister(reg),
+            Transport::Switching => Ok(()),
+        };
     }
 }

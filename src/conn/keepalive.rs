@@ -69,6 +69,18 @@ impl Keepalive {
         Keepalive { last_ping: now, outstanding: None }
     }
 
+    /// For the upgrade hand-over: how long ago the last ping went out, and the oldest
+    /// unanswered one (ages, since an `Instant` means nothing in another process).
+    pub fn ages(&self, now: Instant) -> (Duration, Option<Duration>) {
+        (now.saturating_duration_since(self.last_ping), self.outstanding.map(|t| now.saturating_duration_since(t)))
+    }
+
+    /// The state [`ages`](Self::ages) described, resumed at `now`.
+    pub fn from_ages(now: Instant, last_ping: Duration, outstanding: Option<Duration>) -> Keepalive {
+        let back = |d: Duration| now.checked_sub(d).unwrap_or(now);
+        Keepalive { last_ping: back(last_ping), outstanding: outstanding.map(back) }
+    }
+
     /// What is due at `now`, given when the client last sent anything.
     pub fn due(&self, now: Instant, last_read: Instant, p: &KeepalivePolicy) -> Due {
         let now = now + TICK_SLACK;

@@ -19,6 +19,8 @@
 //! - `files`: mod_staticfile: a request no route took, from the document root.
 //! - `page`: wstund's own pages (metrics, health): recognised here, rendered by the
 //!   server, sent from a reply buffer.
+//! - `snapshot`: an open tunnel as bytes for the binary upgrade, and back (what moves,
+//!   what stays and why).
 //! - `reply`: what a connection answers itself, as data: the page asked for, the
 //!   rendered page, the reply being written (head, body, a file by sendfile).
 
@@ -36,6 +38,7 @@ pub mod machine;
 pub mod page;
 pub mod perip;
 pub mod plan;
+pub mod snapshot;
 pub mod timers;
 pub mod reply;
 pub mod tunnel;

@@ -143,6 +143,12 @@ impl TunnelMetrics {
         self.slots.len()
     }
 
+    /// An open tunnel went to a new process (upgrade): it is open no more here, and
+    /// its bytes are counted where it ends.
+    pub fn moved_out(&mut self, route: &str) {
+        self.route(route).ended += 1;
+    }
+
     /// A connection ended.
     pub fn ended(&mut self, end: &TunnelEnd) {
         if let Some(page) = end.page {

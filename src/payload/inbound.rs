@@ -425,6 +425,136 @@ impl Inbound {
     }
 }
 
+/// Longest byte string a hand-over record may carry for one buffer.
+const SAVED_MAX: usize = crate::payload::buffer::BUF_SIZE;
+
+impl Inbound {
+    /// True when the decoder's whole state is what [`save`](Self::save) writes: no
+    /// transform (an inflater's window or a base64 quantum is not serialised; such
+    /// tunnels stay in the old process, see `conn/snapshot.rs`).
+    pub fn can_save(&self) -> bool {
+        self.transform.is_none()
+    }
+
+    /// The decoder mid-stream, for the upgrade hand-over: the payload ready for the
+    /// backend, the raw bytes not decoded yet (half a header, part of a frame), where
+    /// the decoder stands in the current frame (remaining length, mask key and offset),
+    /// the fragmentation and UTF-8 state, and the counters.
+    pub fn save(&self, w: &mut crate::wire::Writer) {
+        let raw = self.buf.raw();
+        w.bytes(if self.buf.is_allocated() { &raw[self.buf.start..self.ready_end] } else { &[] });
+        w.bytes(if self.buf.is_allocated() { &raw[self.ready_end..self.buf.end] } else { &[] });
+        match self.frame {
+            FrameState::Header => w.u8(0),
+            FrameState::Payload { remaining, mask, pos, fin } => {
+                w.u8(1);
+                w.u64(remaining);
+                match mask {
+                    Some(m) => {
+                        w.u8(1);
+                        w.buf.extend_from_slice(&m);
+                    }
+                    None => w.u8(0),
+                }
+                w.u64(pos as u64);
+                w.bool(fin);
+            }
+            FrameState::MessageEnd => w.u8(2),
+        }
+        w.u8(match self.msg.open_kind() {
+            None => 0,
+            Some(MessageKind::Text) => 1,
+            Some(MessageKind::Binary) => 2,
+        });
+        w.u32(self.utf8.saved());
+        w.bool(self.text);
+        w.u8(self.msg_opcode as u8);
+        w.bool(self.msg_compressed);
+        w.u64(self.msg_len);
+        w.bool(self.nl_pending);
+        w.opt_u64(self.msg_last.map(u64::from));
+        match self.latin1.saved() {
+            Some((a, b)) => {
+                w.u8(1);
+                w.u8(a);
+                w.u8(b);
+            }
+            None => w.u8(0),
+        }
+        w.u64(self.payload_bytes);
+    }
+
+    /// The decoder [`save`](Self::save) wrote, its bytes in a buffer from `pool`.
+    pub fn restore(r: &mut crate::wire::Reader, pool: &mut BufPool) -> Result<Inbound, crate::wire::WireError> {
+        use crate::wire::bad;
+        let ready = r.bytes(SAVED_MAX)?;
+        let raw = r.bytes(SAVED_MAX)?;
+        let frame = match r.u8()? {
+            0 => FrameState::Header,
+            1 => {
+                let remaining = r.u64()?;
+                let mask = match r.u8()? {
+                    0 => None,
+                    1 => Some([r.u8()?, r.u8()?, r.u8()?, r.u8()?]),
+                    _ => return Err(bad("bad mask flag")),
+                };
+                let pos = usize::try_from(r.u64()?).map_err(|_| bad("mask offset out of range"))?;
+                FrameState::Payload { remaining, mask, pos, fin: r.bool()? }
+            }
+            2 => FrameState::MessageEnd,
+            t => return Err(bad(format!("frame state {t}"))),
+        };
+        let open = match r.u8()? {
+            0 => None,
+            1 => Some(MessageKind::Text),
+            2 => Some(MessageKind::Binary),
+            k => return Err(bad(format!("message kind {k}"))),
+        };
+        let utf8 = Utf8Validator::resumed(r.u32()?).ok_or_else(|| bad("UTF-8 validator state"))?;
+        let text = r.bool()?;
+        let msg_opcode = OpCode::from_u8(r.u8()?).filter(|o| o.is_data()).ok_or_else(|| bad("message opcode"))?;
+        let msg_compressed = r.bool()?;
+        let msg_len = r.u64()?;
+        let nl_pending = r.bool()?;
+        let msg_last = r.opt_u64()?.map(|b| u8::try_from(b).map_err(|_| bad("last byte"))).transpose()?;
+        let latin1 = match r.u8()? {
+            0 => ToLatin1::default(),
+            1 => ToLatin1::resumed(Some((r.u8()?, r.u8()?))).ok_or_else(|| bad("latin1 state"))?,
+            _ => return Err(bad("latin1 flag")),
+        };
+        let payload_bytes = r.u64()?;
+        let mut inb = Inbound {
+            frame,
+            msg: MessageState::resumed(open),
+            utf8,
+            text,
+            msg_opcode,
+            msg_compressed,
+            msg_len,
+            nl_pending,
+            msg_last,
+            latin1,
+            payload_bytes,
+            ..Inbound::new()
+        };
+        let total = ready.len() + raw.len();
+        if total > 0 {
+            inb.buf.ensure(pool);
+            if total > inb.buf.raw().len() - READ_RESERVE {
+                inb.buf.release(pool);
+                return Err(bad("more buffered client bytes than a buffer holds"));
+            }
+            let data = inb.buf.raw_mut();
+            data[..ready.len()].copy_from_slice(ready);
+            data[ready.len()..total].copy_from_slice(raw);
+            inb.buf.start = 0;
+            inb.ready_end = ready.len();
+            inb.buf.end = total;
+        }
+        Ok(inb)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +602,45 @@ mod tests {
             }
         }
         (out, ctl, None)
+    }
+
+    #[test]
+    fn saved_mid_frame_decodes_the_rest_in_another_decoder() {
+        // A text message in two fragments with a multi-byte character cut between
+        // reads; the decoder is saved and restored at every byte of the stream.
+        let mut wire = client_frame(false, OpCode::Text, "héllo ".as_bytes(), [1, 2, 3, 4]);
+        wire.extend(client_frame(true, OpCode::Continuation, "wörld €".as_bytes(), [5, 6, 7, 8]));
+        let opts = InboundOpts::default();
+        for split in 0..=wire.len() {
+            let mut pool = BufPool::new();
+            let mut out = Vec::new();
+            let mut inb = Inbound::new();
+            let feed = |inb: &mut Inbound, pool: &mut BufPool, bytes: &[u8], out: &mut Vec<u8>| {
+                let room = inb.read_room(pool);
+                room[..bytes.len()].copy_from_slice(bytes);
+                inb.commit(bytes.len());
+                assert!(matches!(inb.decode(&opts, pool), Decoded::NeedMore));
+                // Only half the ready payload is written out, so some stays buffered.
+                let n = inb.ready().len() / 2;
+                out.extend_from_slice(&inb.ready()[..n]);
+                inb.consume_ready(n);
+            };
+            feed(&mut inb, &mut pool, &wire[..split], &mut out);
+            let mut w = crate::wire::Writer::new();
+            inb.save(&mut w);
+            inb.release(&mut pool);
+            let mut r = crate::wire::Reader::new(&w.buf);
+            let mut inb = Inbound::restore(&mut r, &mut pool).expect("restore");
+            assert!(r.is_empty());
+            feed(&mut inb, &mut pool, &wire[split..], &mut out);
+            out.extend_from_slice(inb.ready());
+            assert_eq!(String::from_utf8_lossy(&out), "héllo wörld €", "split {split}");
+            // Truncated records are refused, never a panic.
+            for cut in 0..w.buf.len() {
+                let mut pool = BufPool::new();
+                assert!(Inbound::restore(&mut crate::wire::Reader::new(&w.buf[..cut]), &mut pool).is_err());
+            }
+        }
     }
 
     #[test]

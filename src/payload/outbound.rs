@@ -346,10 +346,97 @@ impl Outbound {
     }
 }
 
+impl Outbound {
+    /// True when [`save`](Self::save) writes the whole state: no re-framer (line and
+    /// record staging, base64, deflate, fragmentation keep state that is not
+    /// serialised; such tunnels stay in the old process).
+    pub fn can_save(&self) -> bool {
+        self.reframe.is_none()
+    }
+
+    /// For the upgrade hand-over: the complete frames not yet written to the client,
+    /// the UTF-8 tail carried to the next read, the pong owed, the counter.
+    pub fn save(&self, w: &mut crate::wire::Writer) {
+        w.bytes(if self.buf.is_allocated() { self.buf.data() } else { &[] });
+        w.bytes(&self.carry[..self.carry_len as usize]);
+        match &self.pending_pong {
+            Some(p) => {
+                w.u8(1);
+                w.bytes(&p.0[..p.1 as usize]);
+            }
+            None => w.u8(0),
+        }
+        w.u64(self.payload_bytes);
+        w.bool(self.mask_frames);
+    }
+
+    pub fn restore(r: &mut crate::wire::Reader, pool: &mut BufPool) -> Result<Outbound, crate::wire::WireError> {
+        use crate::wire::bad;
+        let frames = r.bytes(crate::payload::buffer::BUF_SIZE)?;
+        let carry = r.bytes(3)?;
+        let pending_pong = match r.u8()? {
+            0 => None,
+            1 => {
+                let p = r.bytes(CONTROL_PAYLOAD_LEN)?;
+                let mut a = [0u8; CONTROL_PAYLOAD_LEN];
+                a[..p.len()].copy_from_slice(p);
+                Some(Box::new((a, p.len() as u8)))
+            }
+            _ => return Err(bad("pong flag")),
+        };
+        let mut out = Outbound { pending_pong, payload_bytes: r.u64()?, mask_frames: r.bool()?, ..Outbound::new() };
+        out.carry[..carry.len()].copy_from_slice(carry);
+        out.carry_len = carry.len() as u8;
+        if !frames.is_empty() {
+            out.buf.ensure(pool);
+            out.buf.raw_mut()[..frames.len()].copy_from_slice(frames);
+            out.buf.end = frames.len();
+        }
+        Ok(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::ws::frame::parse_header;
+
+    #[test]
+    fn saved_frames_and_utf8_carry_come_back() {
+        let mut pool = BufPool::new();
+        let mut o = Outbound::new();
+        // A read that ends inside "€": the frame holds what is complete, the rest waits.
+        let src = "héllo €".as_bytes();
+        let cut = src.len() - 1;
+        let mut fed = false;
+        let r = o.read_frame(&mut pool, OpCode::Text, |b| {
+            if fed {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            fed = true;
+            b[..cut].copy_from_slice(&src[..cut]);
+            Ok(cut)
+        });
+        assert!(matches!(r, ReadOutcome::Data), "{r:?}");
+        assert!(o.has_carry());
+        assert!(o.push_control(&mut pool, OpCode::Pong, b"pp"));
+        let mut w = crate::wire::Writer::new();
+        o.save(&mut w);
+        let mut back = Outbound::restore(&mut crate::wire::Reader::new(&w.buf), &mut pool).expect("restore");
+        assert_eq!(back.buf.data(), o.buf.data());
+        assert!(back.has_carry());
+        assert_eq!(back.payload_bytes, o.payload_bytes);
+        // The carried bytes complete the character in the restored encoder.
+        let r = back.read_frame(&mut pool, OpCode::Text, |b| {
+            b[0] = src[cut];
+            Ok(1)
+        });
+        assert!(matches!(r, ReadOutcome::Data), "{r:?}");
+        assert!(!back.has_carry());
+        for n in 0..w.buf.len() {
+            assert!(Outbound::restore(&mut crate::wire::Reader::new(&w.buf[..n]), &mut pool).is_err(), "cut at {n}");
+        }
+    }
 
     /// Parses the server frames in `wire` into (opcode, payload) pairs.
     fn frames(mut wire: &[u8]) -> Vec<(OpCode, Vec<u8>)> {

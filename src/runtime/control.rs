@@ -33,6 +33,8 @@ pub enum Command {
     Drain,
     Stop,
     Upgrade,
+    /// `wstund -U` asks for the hand-over channel (answered with its descriptor).
+    Handover,
 }
 
 impl Command {
@@ -44,6 +46,7 @@ impl Command {
             "drain" => Ok(Command::Drain),
             "stop" => Ok(Command::Stop),
             "upgrade" => Ok(Command::Upgrade),
+            "handover" => Ok(Command::Handover),
             other => Err(format!("unknown command {other:?} (reload, status, drain, stop, upgrade)")),
         }
     }
@@ -97,6 +100,38 @@ impl ControlSocket {
     /// The path now names another process's socket (after an upgrade).
     pub fn keep_file(&mut self) {
         self.keep_file = true;
+    }
+
+    /// The control socket a running wstund handed over (binary upgrade): the same
+    /// socket, so the path never stops answering.
+    pub fn adopt(fd: std::os::fd::OwnedFd, path: &Path) -> io::Result<ControlSocket> {
+        let std_l = std::os::unix::net::UnixListener::from(fd);
+        std_l.set_nonblocking(true)?;
+        Ok(ControlSocket { listener: UnixListener::from_std(std_l), path: path.to_path_buf(), clients: Slab::new(), keep_file: false })
+    }
+
+    /// The listening socket and its path, to hand over.
+    pub fn handover_parts(&self) -> (std::os::fd::RawFd, &Path) {
+        use std::os::fd::AsRawFd;
+        (self.listener.as_raw_fd(), &self.path)
+    }
+
+    /// The new process answers on this socket now: this one takes no more clients
+    /// (those connected already get their answers) and leaves the file.
+    pub fn stop_listening(&mut self, reg: &Registry) {
+        let _ = reg.deregister(&mut self.listener);
+        self.keep_file = true;
+    }
+
+    /// Answers `handover`: `ok` with the channel's other end attached, then closes.
+    pub fn reply_with_fd(&mut self, i: usize, fd: std::os::fd::RawFd, reg: &Registry) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let sent = match self.clients.get(i) {
+            Some(c) => crate::runtime::transfer::send_with_fd(c.stream.as_raw_fd(), b"ok\nhandover\n", fd),
+            None => Err(io::Error::other("the control client is gone")),
+        };
+        self.close(i, reg);
+        sent
     }
 
     /// Takes every waiting client (beyond [`token::MAX_CONTROL_CLIENTS`] at once, the
@@ -202,9 +237,16 @@ pub fn client(socket: &str, args: &[String]) -> Outcome {
         eprintln!("wstund: -c SOCKET needs one command: reload, status, drain, stop or upgrade");
         return Outcome::Usage;
     };
-    if let Err(e) = Command::parse(cmd) {
-        eprintln!("wstund: {e}");
-        return Outcome::Usage;
+    match Command::parse(cmd) {
+        Err(e) => {
+            eprintln!("wstund: {e}");
+            return Outcome::Usage;
+        }
+        Ok(Command::Handover) => {
+            eprintln!("wstund: handover is what wstund -U -f CONF asks; run that with the new binary");
+            return Outcome::Usage;
+        }
+        Ok(_) => {}
     }
     let run = || -> io::Result<String> {
         let mut s = std::os::unix::net::UnixStream::connect(socket)?;

@@ -1,37 +1,34 @@
-//! Graceful restart (`wstund -c SOCKET upgrade`): a new wstund takes the listening sockets over.
+//! What a new wstund is handed at start: listening sockets by systemd's socket-activation
+//! convention (`LISTEN_FDS`, `LISTEN_PID`: fds 3, 4, ...), or, in a binary upgrade, the
+//! hand-over channel (`runtime/transfer.rs`) on which the running wstund sends its
+//! listeners, its control socket and its open tunnels.
 //!
-//! The sockets pass across exec by systemd's socket-activation convention, so the same
-//! code serves `systemd` socket units: the listeners are fds 3, 4, … in the new process,
-//! `LISTEN_FDS` says how many and `LISTEN_PID` whose they are (a child that inherits the
-//! environment but not the pid ignores them). One more fd, named by `WSTUND_READY_FD`,
-//! is the write end of a pipe: the new process writes one byte on it once it is ready
-//! (listeners open, pools started). Only then does the old process stop accepting and
-//! finish its own tunnels as on SIGINT. Both processes accept from the same sockets in
-//! between, so no connection attempt is refused during the switch; if the new process
-//! dies first (pipe closed without the byte), the old one simply keeps serving.
-//!
-//! The old process checks the conf before it starts anything, so a broken conf is
-//! reported in its own error log, with the usual `file:line:col`.
+//! A binary upgrade starts one of two ways: `wstund -U -f CONF` run with the new binary
+//! finds the running daemon through the conf's `server.control-socket` and asks for
+//! the channel (command `handover`); or `wstund -c SOCKET upgrade` makes the running
+//! daemon start the binary at its own path with the channel at fd 3, named by
+//! `WSTUND_HANDOVER_FD`. Either way the new process has loaded and checked its conf
+//! before it says HELLO, so a broken conf or another hand-over version is refused
+//! before anything is sent, and the old process carries on untouched.
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{fcntl, FcntlArg, FdFlag, OFlag};
-use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
-use nix::unistd::Pid;
+use nix::fcntl::{fcntl, FcntlArg, FdFlag};
 
 use crate::conf::ListenSpec;
 use crate::runtime::listener::{BindError, Listener, SocketAccess};
+use crate::runtime::transfer::{self, Channel, Hello, Kind, MovedTunnel};
 
 /// The first inherited listener (`SD_LISTEN_FDS_START`).
 pub const LISTEN_FDS_START: RawFd = 3;
 const LISTEN_FDS: &str = "LISTEN_FDS";
 const LISTEN_PID: &str = "LISTEN_PID";
 const LISTEN_FDNAMES: &str = "LISTEN_FDNAMES";
-const READY_FD: &str = "WSTUND_READY_FD";
+const HANDOVER_FD: &str = "WSTUND_HANDOVER_FD";
 
 /// How many listeners were passed to this process, from `LISTEN_PID` / `LISTEN_FDS`:
 /// none unless `LISTEN_PID` names `pid` (pure, for tests).
@@ -42,12 +39,19 @@ pub fn listen_fds_for(pid: u32, listen_pid: Option<&str>, listen_fds: Option<&st
     }
 }
 
-/// What this process was handed at start: listening sockets and, after an upgrade
-/// restart, the pipe to say "ready" on.
+/// What this process was handed at start: listening sockets and, in a binary upgrade,
+/// the channel to the running wstund and what came over it.
 #[derive(Default)]
 pub struct Inherited {
     listeners: Vec<Listener>,
-    ready: Option<OwnedFd>,
+    channel: Option<Channel>,
+    /// The running wstund's pid (from its HELLO): it owns the pid file until the end.
+    predecessor: Option<u32>,
+    /// The running wstund's control socket (path, listening socket).
+    control: Option<(PathBuf, OwnedFd)>,
+    tunnels: Vec<MovedTunnel>,
+    /// Tunnels the old process keeps (TLS, programs, closing, transformed).
+    stayed: u32,
 }
 
 impl Inherited {
@@ -57,8 +61,8 @@ impl Inherited {
     pub fn take() -> Inherited {
         let var = |k: &str| std::env::var(k).ok();
         let n = listen_fds_for(std::process::id(), var(LISTEN_PID).as_deref(), var(LISTEN_FDS).as_deref());
-        let ready_fd = var(READY_FD).and_then(|v| v.parse::<RawFd>().ok());
-        for k in [LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, READY_FD] {
+        let handover_fd = var(HANDOVER_FD).and_then(|v| v.parse::<RawFd>().ok());
+        for k in [LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, HANDOVER_FD] {
             std::env::remove_var(k);
         }
         let mut out = Inherited::default();
@@ -74,18 +78,123 @@ impl Inherited {
                 Err(e) => eprintln!("wstund: inherited fd {fd} is not a usable listening socket: {e}"),
             }
         }
-        if let Some(fd) = ready_fd.filter(|fd| *fd > 2 && fcntl(borrow(*fd), FcntlArg::F_GETFD).is_ok()) {
+        if let Some(fd) = handover_fd.filter(|fd| *fd > 2 && fcntl(borrow(*fd), FcntlArg::F_GETFD).is_ok()) {
             let _ = fcntl(borrow(fd), FcntlArg::F_SETFD(FdFlag::FD_CLOEXEC));
             // SAFETY: the fd is open and was passed to this process to own.
-            out.ready = Some(unsafe { OwnedFd::from_raw_fd(fd) });
+            match Channel::from_fd(unsafe { OwnedFd::from_raw_fd(fd) }) {
+                Ok(c) => out.channel = Some(c),
+                Err(e) => eprintln!("wstund: the hand-over channel (fd {fd}) is not usable: {e}"),
+            }
         }
         out
     }
 
-    /// True when this process was started by a upgrade restart (it must not go to the
-    /// background again: its parent is the old wstund, which waits for it).
+    /// True when this process takes over from a running wstund (it must not go to the
+    /// background again when that one started it: the operator's command waits).
     pub fn is_restart(&self) -> bool {
-        self.ready.is_some()
+        self.channel.is_some()
+    }
+
+    /// The running wstund this process takes over from.
+    pub fn predecessor(&self) -> Option<i32> {
+        self.predecessor.map(|p| p as i32)
+    }
+
+    /// `wstund -U`: the channel from the running wstund's control socket at `control`.
+    pub fn connect(&mut self, control: &Path) -> Result<(), String> {
+        self.channel = Some(transfer::connect(control)?);
+        Ok(())
+    }
+
+    /// HELLO both ways: the same hand-over format version, or a clean refusal (the
+    /// old process carries on untouched). Called once the conf has been checked.
+    pub fn greet(&mut self) -> Result<u32, String> {
+        let Some(chan) = &self.channel else { return Err("no hand-over channel".into()) };
+        chan.send(Kind::Hello, &Hello::ours().encode(), &[]).map_err(|e| format!("hand-over channel: {e}"))?;
+        let hello = Hello::parse(&chan.expect(Kind::Hello)?.body).map_err(|e| e.to_string())?;
+        if let Err(e) = hello.check(transfer::advertised_version()) {
+            chan.refuse(&e);
+            return Err(e);
+        }
+        self.predecessor = Some(hello.pid);
+        Ok(hello.pid)
+    }
+
+    /// Receives the listeners, the control socket and the tunnels (after the
+    /// descriptor limit is raised: every tunnel is two descriptors).
+    pub fn receive(&mut self) -> Result<(), String> {
+        let Some(chan) = &self.channel else { return Ok(()) };
+        let b = chan.expect(Kind::Listeners)?;
+        let (n, control) = transfer::parse_listeners(&b.body, b.fds.len()).map_err(|e| e.to_string())?;
+        let mut fds = b.fds.into_iter();
+        for fd in fds.by_ref().take(n) {
+            match Listener::from_inherited(fd) {
+                Ok(l) => self.listeners.push(l),
+                Err(e) => return Err(format!("a handed-over listener is not usable: {e}")),
+            }
+        }
+        if let (Some(path), Some(fd)) = (control, fds.next()) {
+            self.control = Some((PathBuf::from(path), fd));
+        }
+        loop {
+            let b = chan.recv().map_err(|e| format!("hand-over channel: {e}"))?;
+            match b.kind {
+                Kind::Tunnels => {
+                    let records = transfer::parse_tunnels(&b.body, b.fds.len()).map_err(|e| e.to_string())?;
+                    let mut fds = b.fds.into_iter();
+                    for rec in records {
+                        let (Some(client), Some(backend)) = (fds.next(), fds.next()) else { break };
+                        self.tunnels.push(MovedTunnel { record: rec.to_vec(), client, backend });
+                    }
+                }
+                Kind::End => {
+                    let (sent, stayed) = transfer::parse_pair(&b.body).map_err(|e| e.to_string())?;
+                    if sent as usize != self.tunnels.len() {
+                        return Err(format!("{sent} tunnels announced, {} received", self.tunnels.len()));
+                    }
+                    self.stayed = stayed;
+                    return Ok(());
+                }
+                Kind::Refuse => return Err(format!("refused by the other process: {}", String::from_utf8_lossy(&b.body))),
+                k => return Err(format!("hand-over protocol: {k:?} where tunnels were expected")),
+            }
+        }
+    }
+
+    /// The running wstund's control socket, when it listens on `path`.
+    pub fn take_control(&mut self, path: &Path) -> Option<OwnedFd> {
+        match self.control.take() {
+            Some((p, fd)) if p == path => Some(fd),
+            other => {
+                self.control = other;
+                None
+            }
+        }
+    }
+
+    /// The running wstund's control socket is still here (not taken).
+    pub fn has_control(&self) -> bool {
+        self.control.is_some()
+    }
+
+    /// The tunnels received, for the server to adopt; and how many stay behind.
+    pub fn take_tunnels(&mut self) -> (Vec<MovedTunnel>, u32) {
+        (std::mem::take(&mut self.tunnels), self.stayed)
+    }
+
+    /// ACK (what was taken), then the old process's COMMIT: only then may the new
+    /// process drive the tunnels. An error means the old process keeps them.
+    pub fn commit(&mut self, taken: usize, control_taken: bool) -> Result<(), String> {
+        let Some(chan) = self.channel.take() else { return Ok(()) };
+        chan.send(Kind::Ack, &transfer::pair_body(taken as u32, u32::from(control_taken)), &[]).map_err(|e| format!("hand-over channel: {e}"))?;
+        chan.expect(Kind::Commit).map(|_| ())
+    }
+
+    /// Says why this process gives up (the old one keeps everything).
+    pub fn abandon(&mut self, reason: &str) {
+        if let Some(chan) = self.channel.take() {
+            chan.refuse(reason);
+        }
     }
 
     /// The listener for each spec: an inherited socket on that address, else a new
@@ -126,13 +235,6 @@ impl Inherited {
             eprintln!("wstund: inherited listener {} is not in the configuration; closed", l.name());
         }
         Ok(out)
-    }
-
-    /// Tells the old process (upgrade) that this one serves now.
-    pub fn notify_ready(&mut self) {
-        if let Some(fd) = self.ready.take() {
-            let _ = nix::unistd::write(&fd, b"R");
-        }
     }
 }
 
@@ -198,147 +300,62 @@ fn live_path(exe: PathBuf) -> PathBuf {
     }
 }
 
-/// A new wstund started by an upgrade, not ready yet.
-pub struct Restart {
-    pub pid: Pid,
-    ready: std::fs::File,
-}
+/// Starts the binary of `plan` with `channel` (the hand-over channel's other end) at
+/// fd 3, named by `WSTUND_HANDOVER_FD`. The new process is a grandchild (fork, fork,
+/// exec; the middle child is reaped here at once), so it is no child of this process:
+/// it outlives it by design, and this process never has to reap it.
+pub fn spawn_new(plan: &RestartPlan, channel: RawFd) -> io::Result<()> {
+    const TARGET: RawFd = 3;
+    // Everything the child needs is built before fork: after it, only
+    // async-signal-safe calls (another thread may hold the allocator's lock).
+    let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in an argument"));
+    let exe = cstr(plan.exe.as_os_str().as_bytes())?;
+    let cwd = cstr(plan.cwd.as_os_str().as_bytes())?;
+    let args: Vec<CString> = plan.args.iter().map(|a| cstr(a.as_bytes())).collect::<io::Result<_>>()?;
+    let mut env: Vec<CString> = Vec::new();
+    for (k, v) in std::env::vars_os() {
+        if [LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, HANDOVER_FD].iter().any(|x| OsStr::new(x) == k) {
+            continue;
+        }
+        let mut kv = k.as_bytes().to_vec();
+        kv.push(b'=');
+        kv.extend_from_slice(v.as_bytes());
+        if let Ok(c) = CString::new(kv) {
+            env.push(c);
+        }
+    }
+    for (k, v) in crate::runtime::notify::handover_env() {
+        env.push(cstr(format!("{k}={v}").as_bytes())?);
+    }
+    env.push(cstr(format!("{HANDOVER_FD}={TARGET}").as_bytes())?);
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
 
-/// What the ready pipe said.
-#[derive(Debug, PartialEq, Eq)]
-pub enum ReadyState {
-    Pending,
-    Ready,
-    /// The new process ended without saying ready; its exit status when known.
-    Failed(Option<String>),
-}
-
-impl Restart {
-    /// Starts the new process with `listeners` at fds 3…; the pipe's read end is left
-    /// for the caller to poll (`raw_fd`).
-    pub fn spawn(plan: &RestartPlan, listeners: &[RawFd]) -> io::Result<Restart> {
-        let (rd, wr) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)?;
-        let n = listeners.len();
-        let mut sources: Vec<RawFd> = listeners.to_vec();
-        sources.push(wr.as_raw_fd());
-        let high = LISTEN_FDS_START + sources.len() as RawFd;
-
-        // Everything the child needs is built before fork: after it, only
-        // async-signal-safe calls (another thread may hold the allocator's lock).
-        let cstr = |b: &[u8]| CString::new(b).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in an argument"));
-        let exe = cstr(plan.exe.as_os_str().as_bytes())?;
-        let cwd = cstr(plan.cwd.as_os_str().as_bytes())?;
-        let args: Vec<CString> = plan.args.iter().map(|a| cstr(a.as_bytes())).collect::<io::Result<_>>()?;
-        let mut env: Vec<CString> = Vec::new();
-        for (k, v) in std::env::vars_os() {
-            if [LISTEN_PID, LISTEN_FDS, LISTEN_FDNAMES, READY_FD].iter().any(|x| OsStr::new(x) == k) {
-                continue;
+    // SAFETY: the children only call async-signal-safe functions (fork, fcntl, dup2,
+    // chdir, setsid, execve, _exit) on memory prepared above.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Child => unsafe {
+            if libc::fork() != 0 {
+                libc::_exit(0);
             }
-            let mut kv = k.as_bytes().to_vec();
-            kv.push(b'=');
-            kv.extend_from_slice(v.as_bytes());
-            if let Ok(c) = CString::new(kv) {
-                env.push(c);
+            // Out of the old process's process group: its signals are not ours.
+            libc::setsid();
+            // Above the target first, so dup2 never overwrites the source.
+            let tmp = libc::fcntl(channel, libc::F_DUPFD_CLOEXEC, TARGET + 1);
+            // dup2 leaves the new descriptor without close-on-exec.
+            if tmp < 0 || libc::dup2(tmp, TARGET) < 0 || libc::chdir(cwd.as_ptr()) < 0 {
+                libc::_exit(126);
             }
-        }
-        for (k, v) in crate::runtime::notify::handover_env() {
-            env.push(cstr(format!("{k}={v}").as_bytes())?);
-        }
-        env.push(cstr(format!("{LISTEN_FDS}={n}").as_bytes())?);
-        env.push(cstr(format!("{READY_FD}={}", LISTEN_FDS_START + n as RawFd).as_bytes())?);
-        // LISTEN_PID is the child's own pid, written into this buffer after fork.
-        let mut pid_var: Vec<u8> = format!("{LISTEN_PID}=").into_bytes();
-        let digits_at = pid_var.len();
-        pid_var.resize(digits_at + 24, 0);
-        let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-        argv.push(std::ptr::null());
-        let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
-        let pid_slot = pid_var.as_mut_ptr();
-        envp.push(pid_slot as *const libc::c_char);
-        envp.push(std::ptr::null());
-
-        // SAFETY: the child only calls async-signal-safe functions (getpid, fcntl, dup2,
-        // chdir, execve, _exit) on memory prepared above, then replaces itself or exits.
-        match unsafe { nix::unistd::fork() }? {
-            nix::unistd::ForkResult::Child => unsafe {
-                write_decimal(pid_slot.add(digits_at), libc::getpid() as u64);
-                // Move every source above the target range first, so no dup2 below
-                // overwrites a source not yet placed.
-                let mut tmp = [0 as RawFd; 4001];
-                for (i, fd) in sources.iter().enumerate().take(tmp.len()) {
-                    tmp[i] = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, high);
-                    if tmp[i] < 0 {
-                        libc::_exit(126);
-                    }
-                }
-                for (i, t) in tmp.iter().enumerate().take(sources.len().min(tmp.len())) {
-                    // dup2 leaves the new descriptor without close-on-exec.
-                    if libc::dup2(*t, LISTEN_FDS_START + i as RawFd) < 0 {
-                        libc::_exit(126);
-                    }
-                }
-                if libc::chdir(cwd.as_ptr()) < 0 {
-                    libc::_exit(126);
-                }
-                libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
-                libc::_exit(127)
-            },
-            nix::unistd::ForkResult::Parent { child } => {
-                drop(wr);
-                Ok(Restart { pid: child, ready: std::fs::File::from(rd) })
-            }
+            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            libc::_exit(127)
+        },
+        nix::unistd::ForkResult::Parent { child } => {
+            let _ = nix::sys::wait::waitpid(child, None);
+            Ok(())
         }
     }
-
-    pub fn raw_fd(&self) -> RawFd {
-        self.ready.as_fd().as_raw_fd()
-    }
-
-    /// Reads the pipe after it became readable.
-    pub fn poll(&mut self) -> ReadyState {
-        let mut b = [0u8; 16];
-        match io::Read::read(&mut self.ready, &mut b) {
-            Ok(n) if n > 0 => ReadyState::Ready,
-            Ok(_) => ReadyState::Failed(self.exit_status()),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::Interrupted => ReadyState::Pending,
-            Err(_) => ReadyState::Failed(self.exit_status()),
-        }
-    }
-
-    /// The pipe closed, so the child is exiting: collect its status (it may already
-    /// have been reaped by the SIGCHLD handler, then it is unknown).
-    fn exit_status(&self) -> Option<String> {
-        for _ in 0..100 {
-            match waitpid(self.pid, Some(WaitPidFlag::WNOHANG)) {
-                Ok(WaitStatus::Exited(_, code)) => return Some(format!("exit status {code}")),
-                Ok(WaitStatus::Signaled(_, sig, _)) => return Some(format!("killed by {sig:?}")),
-                Ok(WaitStatus::StillAlive) => std::thread::sleep(std::time::Duration::from_millis(1)),
-                Ok(_) => {}
-                Err(_) => return None,
-            }
-        }
-        None
-    }
-}
-
-/// Writes `v` in decimal followed by a NUL at `p` (async-signal-safe: no allocation).
-///
-/// # Safety
-/// `p` must have room for 21 bytes.
-unsafe fn write_decimal(p: *mut u8, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    let digits = &buf[i..];
-    std::ptr::copy_nonoverlapping(digits.as_ptr(), p, digits.len());
-    *p.add(digits.len()) = 0;
 }
 
 #[cfg(test)]
@@ -366,16 +383,6 @@ mod tests {
         let specs = vec![tcp("127.0.0.1:0"), tcp("127.0.0.1:0"), tcp("127.0.0.1:0")];
         assert_eq!(pair_specs(&specs, &got), vec![Some(0), Some(2), None]);
         assert_eq!(pair_specs(&[tcp("10.0.0.1:0")], &got), vec![None]);
-    }
-
-    #[test]
-    fn decimal_is_nul_terminated() {
-        let mut b = [0xffu8; 24];
-        // SAFETY: 24 bytes of room.
-        unsafe { write_decimal(b.as_mut_ptr(), 1234567) };
-        assert_eq!(&b[..8], b"1234567\0");
-        unsafe { write_decimal(b.as_mut_ptr(), 0) };
-        assert_eq!(&b[..2], b"0\0");
     }
 
     #[test]

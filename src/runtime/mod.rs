@@ -4,8 +4,10 @@
 //! - `server`: one mio `Poll`, the connection slab, accept, the tick, the backlog.
 //! - `listener`: TCP and unix listening sockets, bound before the loop starts.
 //! - `signals`: signals as loop events through a signalfd.
-//! - `handover`: SIGUSR1, the listening sockets passed to a new wstund across exec
-//!   (systemd's `LISTEN_FDS` convention, also used for socket activation).
+//! - `handover`: what a new process is handed at start: listening sockets by systemd's
+//!   `LISTEN_FDS` convention (socket activation), or the binary upgrade's channel.
+//! - `transfer`: the binary upgrade's channel and its versioned format (listeners, the
+//!   control socket and open tunnels over SCM_RIGHTS); `server/upgrade.rs` drives it.
 //! - `control`: `server.control-socket` and its client `wstund -c`.
 //! - `reload`: SIGUSR1, the conf re-read and swapped in without dropping a tunnel.
 //! - `oneshot`: `-1`, the one connection on standard input.
@@ -36,3 +38,4 @@ pub mod signals;
 pub mod supervisor;
 pub mod tls;
 pub mod workers;
+pub mod transfer;

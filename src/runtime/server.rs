@@ -48,7 +48,7 @@ use crate::conn::reply::{Page, PageRequest, Rendered, StatusFormat};
 use crate::metrics::status;
 use crate::backend::drain::{DrainTurn, Drains};
 use crate::backend::hosts::Hosts;
-use crate::runtime::handover::{ReadyState, Restart, RestartPlan};
+use crate::runtime::handover::RestartPlan;
 use crate::runtime::listener::{Listener, SocketAccess};
 use crate::runtime::notify;
 use crate::runtime::control::{self, Command, ControlSocket, Turn};
@@ -61,6 +61,8 @@ use crate::runtime::signals::{Signal, Signals};
 use crate::metrics::board::{Dump, Merged, WorkerFacts};
 use crate::metrics::{self, Family, Kind, Sink, Source as _, TunnelMetrics};
 use crate::token::{self, Endpoint, Source};
+
+mod upgrade;
 
 const TICK: Duration = Duration::from_secs(1);
 /// A loop turn this much later than planned is a stall (the process was stopped or
@@ -201,8 +203,8 @@ pub struct Server {
     last_active: Instant,
     /// How an upgrade starts a new wstund, or why it cannot.
     restart_plan: Result<RestartPlan, String>,
-    /// A new wstund started by an upgrade that has not said "ready" yet.
-    restart: Option<Restart>,
+    /// A binary upgrade whose new process has not said HELLO yet (`server/upgrade.rs`).
+    pending_upgrade: Option<upgrade::Pending>,
     /// The listeners went to a new wstund: it owns the pid file and the socket files now.
     handed_over: bool,
     /// Where SIGUSR1 re-reads the conf from (`None`: the conf came from standard input).
@@ -290,7 +292,7 @@ impl Server {
             idle_limit: None,
             last_active: now,
             restart_plan: Err("not available in this mode".into()),
-            restart: None,
+            pending_upgrade: None,
             handed_over: false,
             reload_source: None,
             reloads: 0,
@@ -1134,34 +1136,6 @@ impl Server {
         Ok(SocketAccess { mode: config.server.socket_perms.map(|m| m.0), owner: None, group })
     }
 
-    /// `upgrade` on the control socket: checks the conf, then starts the binary at its
-    /// path on the same listening sockets. This process keeps accepting until the new
-    /// one says it is ready, then finishes its own tunnels (they are not handed over).
-    fn begin_restart(&mut self) -> Result<i32, String> {
-        if self.state != RunState::Running {
-            return Err("already stopping".into());
-        }
-        if let Some(r) = &self.restart {
-            return Err(format!("an upgrade is already under way (new pid {})", r.pid));
-        }
-        let plan = self.restart_plan.as_ref().map_err(|why| format!("cannot restart: {why}"))?;
-        if let Err(e) = crate::conf::load_file(&plan.conf) {
-            return Err(format!("upgrade refused, still serving with the running configuration: {e}"));
-        }
-        let fds: Vec<std::os::fd::RawFd> = self.listeners.iter().flatten().map(Listener::raw_fd).collect();
-        let r = Restart::spawn(plan, &fds).map_err(|e| format!("cannot start {}: {e}; still serving", plan.exe.display()))?;
-        let fd = r.raw_fd();
-        if let Err(e) = self.poll.registry().register(&mut SourceFd(&fd), token::HANDOVER, Interest::READABLE) {
-            error!("upgrade: cannot watch the new process: {e}");
-        }
-        let pid = r.pid.as_raw();
-        info!("upgrade: new process pid {pid} started; serving until it is ready");
-        // The new process says READY=1 with its MAINPID= (the unit's NotifyAccess=all).
-        notify::reloading();
-        self.restart = Some(r);
-        Ok(pid)
-    }
-
     /// A command from the control socket. `upgrade` is answered once the new process
     /// is ready (or has failed); every other command at once.
     fn on_control_client(&mut self, i: usize, now: Instant) {
@@ -1183,8 +1157,8 @@ impl Server {
                 }
                 _ => Err("already stopping".into()),
             },
-            Command::Upgrade => match self.begin_restart() {
-                Ok(_) => {
+            Command::Upgrade => match self.begin_upgrade(None) {
+                Ok(()) => {
                     self.upgrade_client = Some(i);
                     return;
                 }
@@ -1193,6 +1167,15 @@ impl Server {
                     Err(e)
                 }
             },
+            Command::Handover => {
+                if let Err(e) = self.begin_upgrade(Some(i)) {
+                    error!("upgrade (wstund -U): {e}");
+                    if let Some(c) = self.control.as_mut() {
+                        c.reply(i, &Err(e), self.poll.registry());
+                    }
+                }
+                return;
+            }
         };
         if let Some(c) = self.control.as_mut() {
             c.reply(i, &result, self.poll.registry());
@@ -1242,69 +1225,6 @@ impl Server {
             hosts.join(", "),
             pools.join(", ")
         )
-    }
-
-    /// The new process said "ready" (or died first).
-    fn on_handover(&mut self, now: Instant) {
-        let Some(r) = self.restart.as_mut() else { return };
-        let state = r.poll();
-        if state == ReadyState::Pending {
-            return;
-        }
-        let pid = r.pid;
-        let fd = r.raw_fd();
-        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-        self.restart = None;
-        match state {
-            ReadyState::Failed(status) => {
-                let msg = format!(
-                    "upgrade failed: new process pid {pid} ended before it was ready ({}); still serving",
-                    status.as_deref().unwrap_or("see its messages above")
-                );
-                error!("{msg}");
-                notify::ready();
-                self.answer_upgrade(Err(msg));
-            }
-            _ => {
-                let t0 = Instant::now();
-                // Deregister before closing: the new process holds the same sockets,
-                // so closing alone would leave them in this epoll set.
-                for l in self.listeners.iter_mut().flatten() {
-                    l.deregister(self.poll.registry());
-                }
-                self.listeners.clear();
-                self.handed_over = true;
-                if let Some(c) = self.control.as_mut() {
-                    c.keep_file();
-                }
-                self.state = RunState::Graceful { deadline: self.graceful_timeout.map(|t| now + t) };
-                let msg = format!(
-                    "pid {pid} serves now; listeners handed over in {} us; finishing {} connections here",
-                    t0.elapsed().as_micros(),
-                    self.conns.len()
-                );
-                info!("upgrade: {msg}");
-                self.answer_upgrade(Ok(msg));
-                self.check_stop(now);
-            }
-        }
-    }
-
-    fn answer_upgrade(&mut self, result: Result<String, String>) {
-        if let (Some(i), Some(c)) = (self.upgrade_client.take(), self.control.as_mut()) {
-            c.reply(i, &result, self.poll.registry());
-        }
-    }
-
-    /// A restart not ready yet is called off when this process stops.
-    fn cancel_restart(&mut self) {
-        if let Some(r) = self.restart.take() {
-            warn!("upgrade called off: stopping new process pid {}", r.pid);
-            let _ = nix::sys::signal::kill(r.pid, nix::sys::signal::Signal::SIGTERM);
-            let fd = r.raw_fd();
-            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
-            self.answer_upgrade(Err("called off: this process is stopping".into()));
-        }
     }
 
     fn stop_listening(&mut self) {

@@ -334,6 +334,8 @@ impl<F: FnMut(WorkerStart) -> i32> Supervisor<F> {
             Command::Upgrade => Err("upgrade is not available with server.max-worker above 1 yet: restart the service \
                                      (open tunnels end), or run several instances behind a balancer (README: scale-out)"
                 .to_string()),
+            // Only a new wstund asks for it (`-U`), and -U refuses max-worker above 1.
+            Command::Handover => Err("handover is not available with server.max-worker above 1".to_string()),
             Command::Status => Ok(self.status()),
             Command::Reload | Command::Drain | Command::Stop => {
                 if cmd != Command::Reload {

@@ -34,6 +34,15 @@ pub struct MessageState {
 }
 
 impl MessageState {
+    /// The fragmented message open, if any (the upgrade hand-over).
+    pub fn open_kind(&self) -> Option<MessageKind> {
+        self.open
+    }
+
+    pub fn resumed(open: Option<MessageKind>) -> MessageState {
+        MessageState { open }
+    }
+
     #[cfg(test)]
     pub fn new() -> MessageState {
         MessageState { open: None }

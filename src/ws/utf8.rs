@@ -175,6 +175,17 @@ impl Utf8Validator {
         Utf8Validator { state: ACCEPT }
     }
 
+    /// The state mid-message, for the upgrade hand-over (`conn/snapshot.rs`).
+    pub fn saved(&self) -> u32 {
+        self.state
+    }
+
+    /// A validator resumed from [`saved`](Self::saved); `None` for a value that is no
+    /// state of this validator (another binary's, or corrupt).
+    pub fn resumed(state: u32) -> Option<Utf8Validator> {
+        (state.is_multiple_of(off(1)) && state / off(1) < N_STATES).then_some(Utf8Validator { state })
+    }
+
     /// Validates the next piece. Fails at the first byte that makes the message invalid,
     /// even if the sequence started in an earlier piece; this is what lets a server fail a
     /// connection on bad text before the rest of the frame arrives. Failure is sticky
@@ -266,6 +277,19 @@ pub struct ToLatin1 {
 }
 
 impl ToLatin1 {
+    /// The character cut by the last call, for the upgrade hand-over.
+    pub fn saved(&self) -> Option<(u8, u8)> {
+        self.pending
+    }
+
+    /// Resumed from [`saved`](Self::saved); `None` for impossible values.
+    pub fn resumed(pending: Option<(u8, u8)>) -> Option<ToLatin1> {
+        match pending {
+            Some((lead, left)) if lead < 0xc0 || !(1..=3).contains(&left) => None,
+            p => Some(ToLatin1 { pending: p }),
+        }
+    }
+
     /// Rewrites `buf` in place; returns the length of the output at its front.
     pub fn convert(&mut self, buf: &mut [u8]) -> usize {
         let mut w = 0;
