@@ -156,6 +156,7 @@ mod tests {
             lost_out: 7,
             cut: "-",
             tls: None,
+            user: None,
         };
         assert_eq!(
             legacy_line(&r),
