@@ -11,7 +11,9 @@
 //! - `wstund -c SOCKET upgrade` on one instance: no client notices (open tunnels go on,
 //!   new ones open throughout).
 //!
-//! PROXY v2 (`send-proxy-v2`) is not asserted here: it needs extforward.hap-PROXY.
+//! - Every client comes from its own loopback address (127.0.1.N) and every backend
+//!   sees that address, not HAProxy's: HAProxy sends PROXY v2 (`send-proxy-v2`), wstund
+//!   takes it (`extforward.hap-PROXY`) and hands it on (the program's REMOTE_ADDR).
 mod common;
 
 use std::collections::BTreeMap;
@@ -94,9 +96,16 @@ impl Drop for Haproxy {
     }
 }
 
-/// A tunnel through HAProxy and the pid of the wstund that serves it.
+/// A tunnel through HAProxy, from the next of 250 client addresses, and the pid of the
+/// wstund that serves it; an error when the backend saw another client address.
 fn open(port: u16) -> Result<(Ws, i32), String> {
-    let (mut ws, _) = ws_try_connect(port, ws_request(port, "/echo")).map_err(|e| e.to_string())?;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let src = std::net::Ipv4Addr::new(127, 0, 1, (n % 250 + 1) as u8);
+    let stream = connect_from(src, port);
+    stream.set_read_timeout(Some(T)).unwrap();
+    stream.set_write_timeout(Some(T)).unwrap();
+    let (mut ws, _) = common::tungstenite::client::client(ws_request(port, "/echo"), stream).map_err(|e| e.to_string())?;
     let mut line = Vec::new();
     let deadline = Instant::now() + T;
     while !line.ends_with(b"\n") {
@@ -109,7 +118,13 @@ fn open(port: u16) -> Result<(Ws, i32), String> {
             Err(e) => return Err(format!("reading the pid line: {e}")),
         }
     }
-    let pid = String::from_utf8_lossy(&line).trim().parse().map_err(|e| format!("pid line {line:?}: {e}"))?;
+    let text = String::from_utf8_lossy(&line);
+    let mut words = text.split_whitespace();
+    let pid = words.next().unwrap_or("").parse().map_err(|e| format!("pid line {text:?}: {e}"))?;
+    let seen = words.next().unwrap_or("(none)");
+    if seen != src.to_string() {
+        return Err(format!("the backend saw client {seen}, the client was {src} (PROXY v2 through HAProxy)"));
+    }
     Ok((ws, pid))
 }
 
@@ -126,8 +141,10 @@ fn count(tunnels: &[(Ws, i32)]) -> BTreeMap<i32, usize> {
     per
 }
 
+/// Straight to an instance, from an address it does not trust to send PROXY headers
+/// (HAProxy's 127.0.0.1 must send one).
 fn http_status(port: u16, path: &str) -> String {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else { return "refused".into() };
+    let Ok(mut s) = std::panic::catch_unwind(|| connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), port)) else { return "refused".into() };
     s.set_read_timeout(Some(T)).unwrap();
     let _ = s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes());
     let mut out = String::new();
