@@ -15,6 +15,8 @@
 // the dead-code lint sees what is unused.
 pub mod cli;
 pub mod conf;
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod backend;
 mod conn;
