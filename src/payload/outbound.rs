@@ -408,6 +408,54 @@ mod tests {
         }
     }
 
+    /// A `framed` backend that ends inside a record header is a fault on every path,
+    /// also the staged one (base64, deflate, auto-fragment, masked frames), where the
+    /// cut header once waited in the stage forever: `finish_backend` said Pending and
+    /// the tunnel never closed (found by fuzz/fuzz_targets/backend_records.rs).
+    #[test]
+    fn framed_backend_ending_inside_a_record_header_is_a_fault() {
+        use crate::payload::framing::Framing;
+        use crate::payload::reframe::{InvalidUtf8, ReframeOpts};
+        for (base64, frag, mask) in [(false, 0, false), (true, 0, false), (false, 300, false), (false, 0, true)] {
+            for cut in 1..5 {
+                let opts = ReframeOpts {
+                    framing: Framing::Framed,
+                    opcode: OpCode::Binary,
+                    base64,
+                    auto_fragment: frag,
+                    mask_frames: mask,
+                    max_message: 0,
+                    validate_utf8: true,
+                    invalid_utf8: InvalidUtf8::Close,
+                    latin1: false,
+                };
+                let mut pool = BufPool::new();
+                let mut out = Outbound::new();
+                out.reframe = Some(Box::new(Reframer::new(opts, None)));
+                let mut src: &[u8] = &[0x82, 0, 0, 0, 1, b'x', 0x82, 0, 0, 0][..6 + cut];
+                loop {
+                    let r = out.read_backend(&mut pool, OpCode::Binary, |b| {
+                        let n = src.len().min(b.len());
+                        b[..n].copy_from_slice(&src[..n]);
+                        src = &src[n..];
+                        Ok(n)
+                    });
+                    match r {
+                        ReadOutcome::Data => {}
+                        ReadOutcome::Eof => break,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                match out.finish_backend(&mut pool) {
+                    Finish::Fault(f) => assert_eq!(f.reason, "framed backend ended inside a record header"),
+                    Finish::Done => panic!("base64 {base64} frag {frag} mask {mask} cut {cut}: Done"),
+                    Finish::Pending => panic!("base64 {base64} frag {frag} mask {mask} cut {cut}: Pending forever"),
+                }
+                out.release(&mut pool);
+            }
+        }
+    }
+
     #[test]
     fn invalid_utf8_from_backend_is_reported() {
         let mut pool = BufPool::new();

@@ -391,7 +391,7 @@ impl Reframer {
             let r = match self.opts.framing {
                 Framing::Stream => self.stream_piece(out, budget, at_eof),
                 Framing::Line => self.line_piece(out, budget, at_eof),
-                Framing::Framed => self.framed_piece(out, budget),
+                Framing::Framed => self.framed_piece(out, budget, at_eof),
             };
             match r {
                 Ok(true) => progressed = true,
@@ -492,11 +492,17 @@ impl Reframer {
         Ok(true)
     }
 
-    fn framed_piece(&mut self, out: &mut Buf, budget: usize) -> Result<bool, BackendFault> {
+    fn framed_piece(&mut self, out: &mut Buf, budget: usize, at_eof: bool) -> Result<bool, BackendFault> {
         match self.record {
             Record::Header => {
                 let data = self.input.data();
                 if data.len() < RECORD_HEADER_LEN {
+                    // After the backend's EOF the rest of the header never comes: a
+                    // fault, or the tunnel would wait for it forever (found by the
+                    // backend_records fuzz target).
+                    if at_eof {
+                        return Err(fault(close::INTERNAL_ERROR, "framed backend ended inside a record header"));
+                    }
                     return Ok(false);
                 }
                 let h: [u8; RECORD_HEADER_LEN] = [data[0], data[1], data[2], data[3], data[4]];
