@@ -456,6 +456,72 @@ mod tests {
         }
     }
 
+    /// A `line` backend's line longer than the output budget goes out in fragments
+    /// even when the budget of an empty output buffer is under FRAGMENT_MIN (base64 or
+    /// deflate with a small auto-fragment-size): it once waited for room that could not
+    /// grow, and the tunnel stalled for good (found by fuzz/fuzz_targets/backend_records.rs).
+    #[test]
+    fn long_line_with_a_small_budget_still_goes_out() {
+        use crate::payload::framing::Framing;
+        use crate::payload::reframe::{InvalidUtf8, ReframeOpts};
+        use crate::ws::deflate::DeflateParams;
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: false,
+            server_max_window_bits: 9,
+            server_bits_requested: false,
+        };
+        for (base64, deflate) in [(true, false), (false, true)] {
+            let opts = ReframeOpts {
+                framing: Framing::Line,
+                opcode: OpCode::Binary,
+                base64,
+                auto_fragment: 1,
+                mask_frames: false,
+                max_message: 0,
+                validate_utf8: true,
+                invalid_utf8: InvalidUtf8::Close,
+                latin1: false,
+            };
+            let mut line = vec![b'x'; 10_000];
+            line.push(b'\n');
+            let mut src = &line[..];
+            let mut pool = BufPool::new();
+            let mut out = Outbound::new();
+            out.reframe = Some(Box::new(Reframer::new(opts, deflate.then_some((&params, 1, 16)))));
+            let mut wire = Vec::new();
+            let mut done = false;
+            for _ in 0..100_000 {
+                let r = out.read_backend(&mut pool, OpCode::Binary, |b| {
+                    let n = src.len().min(b.len());
+                    b[..n].copy_from_slice(&src[..n]);
+                    src = &src[n..];
+                    Ok(n)
+                });
+                wire.extend(drain(&mut out, &mut pool));
+                if matches!(r, ReadOutcome::Eof) {
+                    done = loop {
+                        let moved = out.convert_pending(&mut pool).unwrap();
+                        let f = out.finish_backend(&mut pool);
+                        let sent = drain(&mut out, &mut pool);
+                        let quiet = !moved && sent.is_empty();
+                        wire.extend(sent);
+                        match f {
+                            Finish::Done => break true,
+                            Finish::Fault(f) => panic!("{f:?}"),
+                            Finish::Pending if quiet => break false,
+                            Finish::Pending => {}
+                        }
+                    };
+                    break;
+                }
+            }
+            assert!(done, "base64 {base64} deflate {deflate}: the line never went out");
+            assert!(src.is_empty() && !wire.is_empty());
+            out.release(&mut pool);
+        }
+    }
+
     #[test]
     fn invalid_utf8_from_backend_is_reported() {
         let mut pool = BufPool::new();

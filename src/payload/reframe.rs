@@ -463,8 +463,12 @@ impl Reframer {
                 let body = if i > 0 && data[i - 1] == b'\r' { i - 1 } else { i };
                 (body, i + 1, true)
             }
-            // A line longer than the output room: fragments once the room is worth it.
-            Some(_) if budget >= FRAGMENT_MIN => (budget, budget, false),
+            // A line longer than the output room: fragments once the room is worth it,
+            // or at once when the output is empty, as the room will get no larger (with
+            // base64 or deflate and a small auto-fragment-size the whole buffer's budget
+            // is under FRAGMENT_MIN; waiting for more stalled the tunnel for good, found
+            // by the backend_records fuzz target).
+            Some(_) if budget >= FRAGMENT_MIN || out.is_empty() => (budget, budget, false),
             Some(_) => return Ok(false),
             None if at_eof && data.len() <= budget => (data.len(), data.len(), true),
             None if self.flush_line => {
