@@ -25,6 +25,7 @@ WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p "$WORK/wstund" "$OUT"
 tar -C "$ROOT" --exclude=./target --exclude=./.git --exclude=./.venv \
+    --exclude=./fuzz/target --exclude=./fuzz/corpus-run --exclude=./fuzz/artifacts \
     --exclude=./tests/data/lighttpd -cf - . | tar -C "$WORK/wstund" -xf -
 
 say "building in $WORK (cargo target: $CARGO_TARGET_DIR)"

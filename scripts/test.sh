@@ -234,4 +234,32 @@ fi
 
 # --- the suite ---------------------------------------------------------------------------
 say "running cargo test --all-targets $*"
-exec cargo test --all-targets "$@"
+cargo test --all-targets "$@"
+
+# --- Miri and the fuzz targets (nightly only) ----------------------------------------------
+# When the nightly toolchain has miri, the pure modules with unsafe code or pointer
+# arithmetic (ws: masking, UTF-8, frames, deflate; payload: buffers, inbound and outbound
+# decoding, base64) run their unit tests under Miri (undefined behaviour, out-of-bounds,
+# leaks). When cargo-fuzz is installed, every fuzz target runs WSTUND_FUZZ_SECONDS
+# (default 20) from its seeds and the corpus of earlier runs; a crash fails the suite.
+# .ci/run installs both and sets WSTUND_REQUIRE_MIRI / WSTUND_REQUIRE_FUZZ, so on CI a
+# missing tool is a failure rather than a skip. WSTUND_FUZZ_SECONDS=0 skips fuzzing.
+if cargo +nightly miri --version >/dev/null 2>&1; then
+    say "running scripts/miri.sh"
+    scripts/miri.sh
+elif [ "${WSTUND_REQUIRE_MIRI:-}" = 1 ]; then
+    die "WSTUND_REQUIRE_MIRI=1 but cargo +nightly miri is not available"
+else
+    say "no nightly toolchain with miri: the Miri run is skipped"
+fi
+FUZZ_SECONDS="${WSTUND_FUZZ_SECONDS:-20}"
+if [ "$FUZZ_SECONDS" = 0 ]; then
+    say "WSTUND_FUZZ_SECONDS=0: the fuzz run is skipped"
+elif cargo +nightly fuzz --version >/dev/null 2>&1; then
+    say "running scripts/fuzz.sh $FUZZ_SECONDS"
+    scripts/fuzz.sh "$FUZZ_SECONDS"
+elif [ "${WSTUND_REQUIRE_FUZZ:-}" = 1 ]; then
+    die "WSTUND_REQUIRE_FUZZ=1 but cargo +nightly fuzz is not available"
+else
+    say "no nightly toolchain with cargo-fuzz: the fuzz run is skipped"
+fi

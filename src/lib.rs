@@ -17,6 +17,8 @@ pub mod cli;
 pub mod auth;
 pub mod conf;
 pub mod proxyproto;
+#[doc(hidden)]
+pub mod fuzzing;
 
 mod backend;
 mod conn;

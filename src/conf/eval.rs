@@ -74,8 +74,19 @@ struct BlockBuild {
     entries: Vec<Assigned>,
 }
 
+/// Whether `include` and `include_shell` may read files and run commands. The daemon
+/// always allows them; [`Includes::Refused`] is for loading text from an untrusted
+/// source (the conf fuzz target), where each becomes a conf error at the statement
+/// instead, so nothing a mutated conf names is read or run.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Includes {
+    Allowed,
+    Refused,
+}
+
 pub(crate) struct Loader {
     sources: Vec<Source>,
+    includes: Includes,
     /// Canonical paths of the files being included, outermost first.
     include_stack: Vec<PathBuf>,
     shell_depth: usize,
@@ -93,8 +104,20 @@ pub(crate) struct Loader {
 /// Loads one configuration text. `canonical` is the main file's canonical
 /// path (for include-cycle detection), `dir` where its relative includes live.
 pub(crate) fn load(name: &str, text: String, dir: PathBuf, canonical: Option<PathBuf>) -> Result<Loaded, ConfError> {
+    load_with(name, text, dir, canonical, Includes::Allowed)
+}
+
+/// [`load`] with the choice of whether includes are followed.
+pub(crate) fn load_with(
+    name: &str,
+    text: String,
+    dir: PathBuf,
+    canonical: Option<PathBuf>,
+    includes: Includes,
+) -> Result<Loaded, ConfError> {
     let mut l = Loader {
         sources: Vec::new(),
+        includes,
         include_stack: canonical.into_iter().collect(),
         shell_depth: 0,
         scopes: vec![Scope::default()],
@@ -157,6 +180,7 @@ impl Loader {
             }
             Stmt::Include { path, span } => {
                 let p = self.string_expr(path, "include")?;
+                self.check_includes("include", *span)?;
                 let base = self.sources[span.file as usize].dir.clone();
                 let files = include::resolve(&base, &p).map_err(|e| Diag::new(path.span(), e))?;
                 for f in files {
@@ -166,6 +190,7 @@ impl Loader {
             }
             Stmt::IncludeShell { command, span } => {
                 let cmd = self.string_expr(command, "include_shell")?;
+                self.check_includes("include_shell", *span)?;
                 self.include_shell(&cmd, *span)
             }
             Stmt::Global { body, span } => {
@@ -183,6 +208,13 @@ impl Loader {
         match v.kind {
             ValKind::Str(s) => Ok(s),
             _ => Err(Diag::new(e.span(), format!("{} expects a string, got {}", what, v.type_name()))),
+        }
+    }
+
+    fn check_includes(&self, what: &str, span: Span) -> Result<(), Diag> {
+        match self.includes {
+            Includes::Allowed => Ok(()),
+            Includes::Refused => Err(Diag::new(span, format!("{what} is disabled in this loader"))),
         }
     }
 

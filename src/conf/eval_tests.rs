@@ -538,3 +538,22 @@ fn captures_in_backend_options() {
     let e = err("wstunnel.server = ( \"/c/\" => ( ( \"host\" => \"127.0.0.1\", \"port\" => \"59x\" ) ) )\n");
     assert!(e.to_string().contains("\"59x\" is not a port number"), "{e}");
 }
+
+/// The sealed loader (the conf fuzz target's) refuses both include forms at the
+/// statement, before anything is read or run, and evaluates the rest as `load_str` does.
+#[test]
+fn sealed_loader_refuses_includes_and_runs_nothing() {
+    let marker = std::env::temp_dir().join(format!("wstund-sealed-{}", std::process::id()));
+    let _ = std::fs::remove_file(&marker);
+    let src = format!("wstunnel.debug = 1\ninclude_shell \"touch {}\"\n", marker.display());
+    let e = load_str_sealed("t.conf", &src).unwrap_err();
+    assert_eq!((e.line, e.col, e.message.as_str()), (2, 1, "include_shell is disabled in this loader"), "{}", e);
+    assert!(!marker.exists(), "include_shell ran");
+    let e = load_str_sealed("t.conf", "\n  include \"/etc/hostname\"\n").unwrap_err();
+    assert_eq!((e.line, e.col, e.message.as_str()), (2, 3, "include is disabled in this loader"), "{}", e);
+    // The statement's own errors still come first, as in the daemon.
+    let e = load_str_sealed("t.conf", "include 5\n").unwrap_err();
+    assert!(e.message.contains("include expects a string"), "{}", e);
+    let c = load_str_sealed("t.conf", "wstunnel.debug = 3\n").unwrap().config;
+    assert_eq!(c.wstunnel.debug, 3);
+}

@@ -96,6 +96,14 @@ pub fn load_str(source_name: &str, text: &str) -> Result<Loaded, ConfError> {
     eval::load(source_name, text.to_string(), parent_dir(Path::new(source_name)), None)
 }
 
+/// [`load_str`] with `include` and `include_shell` refused (each is an error at its
+/// statement): for text from an untrusted source, such as the conf fuzz target, which
+/// must neither read files nor run commands that a mutated conf names. The daemon never
+/// uses it; everything else is evaluated as [`load_str`] does.
+pub fn load_str_sealed(source_name: &str, text: &str) -> Result<Loaded, ConfError> {
+    eval::load_with(source_name, text.to_string(), parent_dir(Path::new(source_name)), None, eval::Includes::Refused)
+}
+
 fn parent_dir(p: &Path) -> PathBuf {
     match p.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),

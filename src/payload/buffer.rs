@@ -166,7 +166,8 @@ impl BufPool {
     pub fn trim(&mut self) {
         if self.freed_since_trim >= 16 {
             self.freed_since_trim = 0;
-            #[cfg(all(target_os = "linux", target_env = "gnu"))]
+            // Not under Miri, which cannot call into glibc (scripts/miri.sh).
+            #[cfg(all(target_os = "linux", target_env = "gnu", not(miri)))]
             // SAFETY: malloc_trim only walks glibc's own arenas.
             unsafe {
                 libc::malloc_trim(0);

@@ -495,6 +495,121 @@ mod tests {
         }
     }
 
+    /// A `framed` backend that ends inside a record header is a fault on every path,
+    /// also the staged one (base64, deflate, auto-fragment, masked frames), where the
+    /// cut header once waited in the stage forever: `finish_backend` said Pending and
+    /// the tunnel never closed (found by fuzz/fuzz_targets/backend_records.rs).
+    #[test]
+    fn framed_backend_ending_inside_a_record_header_is_a_fault() {
+        use crate::payload::framing::Framing;
+        use crate::payload::reframe::{InvalidUtf8, ReframeOpts};
+        for (base64, frag, mask) in [(false, 0, false), (true, 0, false), (false, 300, false), (false, 0, true)] {
+            for cut in 1..5 {
+                let opts = ReframeOpts {
+                    framing: Framing::Framed,
+                    opcode: OpCode::Binary,
+                    base64,
+                    auto_fragment: frag,
+                    mask_frames: mask,
+                    max_message: 0,
+                    validate_utf8: true,
+                    invalid_utf8: InvalidUtf8::Close,
+                    latin1: false,
+                };
+                let mut pool = BufPool::new();
+                let mut out = Outbound::new();
+                out.reframe = Some(Box::new(Reframer::new(opts, None)));
+                let mut src: &[u8] = &[0x82, 0, 0, 0, 1, b'x', 0x82, 0, 0, 0][..6 + cut];
+                loop {
+                    let r = out.read_backend(&mut pool, OpCode::Binary, |b| {
+                        let n = src.len().min(b.len());
+                        b[..n].copy_from_slice(&src[..n]);
+                        src = &src[n..];
+                        Ok(n)
+                    });
+                    match r {
+                        ReadOutcome::Data => {}
+                        ReadOutcome::Eof => break,
+                        other => panic!("{other:?}"),
+                    }
+                }
+                match out.finish_backend(&mut pool) {
+                    Finish::Fault(f) => assert_eq!(f.reason, "framed backend ended inside a record header"),
+                    Finish::Done => panic!("base64 {base64} frag {frag} mask {mask} cut {cut}: Done"),
+                    Finish::Pending => panic!("base64 {base64} frag {frag} mask {mask} cut {cut}: Pending forever"),
+                }
+                out.release(&mut pool);
+            }
+        }
+    }
+
+    /// A `line` backend's line longer than the output budget goes out in fragments
+    /// even when the budget of an empty output buffer is under FRAGMENT_MIN (base64 or
+    /// deflate with a small auto-fragment-size): it once waited for room that could not
+    /// grow, and the tunnel stalled for good (found by fuzz/fuzz_targets/backend_records.rs).
+    #[test]
+    #[cfg_attr(miri, ignore = "ten thousand one-byte deflated frames take minutes in the interpreter; the logic runs natively")]
+    fn long_line_with_a_small_budget_still_goes_out() {
+        use crate::payload::framing::Framing;
+        use crate::payload::reframe::{InvalidUtf8, ReframeOpts};
+        use crate::ws::deflate::DeflateParams;
+        let params = DeflateParams {
+            server_no_context_takeover: true,
+            client_no_context_takeover: false,
+            server_max_window_bits: 9,
+            server_bits_requested: false,
+        };
+        for (base64, deflate) in [(true, false), (false, true)] {
+            let opts = ReframeOpts {
+                framing: Framing::Line,
+                opcode: OpCode::Binary,
+                base64,
+                auto_fragment: 1,
+                mask_frames: false,
+                max_message: 0,
+                validate_utf8: true,
+                invalid_utf8: InvalidUtf8::Close,
+                latin1: false,
+            };
+            let mut line = vec![b'x'; 10_000];
+            line.push(b'\n');
+            let mut src = &line[..];
+            let mut pool = BufPool::new();
+            let mut out = Outbound::new();
+            out.reframe = Some(Box::new(Reframer::new(opts, deflate.then_some((&params, 1, 16)))));
+            let mut wire = Vec::new();
+            let mut done = false;
+            for _ in 0..100_000 {
+                let r = out.read_backend(&mut pool, OpCode::Binary, |b| {
+                    let n = src.len().min(b.len());
+                    b[..n].copy_from_slice(&src[..n]);
+                    src = &src[n..];
+                    Ok(n)
+                });
+                wire.extend(drain(&mut out, &mut pool));
+                if matches!(r, ReadOutcome::Eof) {
+                    done = loop {
+                        let moved = out.convert_pending(&mut pool).unwrap();
+                        let f = out.finish_backend(&mut pool);
+                        let sent = drain(&mut out, &mut pool);
+                        let quiet = !moved && sent.is_empty();
+                        wire.extend(sent);
+                        match f {
+                            Finish::Done => break true,
+                            Finish::Fault(f) => panic!("{f:?}"),
+                            Finish::Pending if quiet => break false,
+                            Finish::Pending => {}
+                        }
+                    };
+                    break;
+                }
+            }
+            assert!(done, "base64 {base64} deflate {deflate}: the line never went out");
+            assert!(src.is_empty() && !wire.is_empty());
+            out.release(&mut pool);
+        }
+    }
+
     #[test]
     fn invalid_utf8_from_backend_is_reported() {
         let mut pool = BufPool::new();

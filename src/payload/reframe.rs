@@ -391,7 +391,7 @@ impl Reframer {
             let r = match self.opts.framing {
                 Framing::Stream => self.stream_piece(out, budget, at_eof),
                 Framing::Line => self.line_piece(out, budget, at_eof),
-                Framing::Framed => self.framed_piece(out, budget),
+                Framing::Framed => self.framed_piece(out, budget, at_eof),
             };
             match r {
                 Ok(true) => progressed = true,
@@ -463,8 +463,12 @@ impl Reframer {
                 let body = if i > 0 && data[i - 1] == b'\r' { i - 1 } else { i };
                 (body, i + 1, true)
             }
-            // A line longer than the output room: fragments once the room is worth it.
-            Some(_) if budget >= FRAGMENT_MIN => (budget, budget, false),
+            // A line longer than the output room: fragments once the room is worth it,
+            // or at once when the output is empty, as the room will get no larger (with
+            // base64 or deflate and a small auto-fragment-size the whole buffer's budget
+            // is under FRAGMENT_MIN; waiting for more stalled the tunnel for good, found
+            // by the backend_records fuzz target).
+            Some(_) if budget >= FRAGMENT_MIN || out.is_empty() => (budget, budget, false),
             Some(_) => return Ok(false),
             None if at_eof && data.len() <= budget => (data.len(), data.len(), true),
             None if self.flush_line => {
@@ -492,11 +496,17 @@ impl Reframer {
         Ok(true)
     }
 
-    fn framed_piece(&mut self, out: &mut Buf, budget: usize) -> Result<bool, BackendFault> {
+    fn framed_piece(&mut self, out: &mut Buf, budget: usize, at_eof: bool) -> Result<bool, BackendFault> {
         match self.record {
             Record::Header => {
                 let data = self.input.data();
                 if data.len() < RECORD_HEADER_LEN {
+                    // After the backend's EOF the rest of the header never comes: a
+                    // fault, or the tunnel would wait for it forever (found by the
+                    // backend_records fuzz target).
+                    if at_eof {
+                        return Err(fault(close::INTERNAL_ERROR, "framed backend ended inside a record header"));
+                    }
                     return Ok(false);
                 }
                 let h: [u8; RECORD_HEADER_LEN] = [data[0], data[1], data[2], data[3], data[4]];

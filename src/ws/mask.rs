@@ -112,7 +112,9 @@ mod tests {
 
     #[test]
     fn large_buffer_matches_reference() {
-        for &len in &[4096usize, 65536 + 7, 1 << 20] {
+        // The 1 MiB buffer only natively: under Miri (scripts/miri.sh) the two sizes
+        // past a buffer's length already cross every alignment case.
+        for len in [4096usize, 65536 + 7, 1 << 20].into_iter().filter(|&n| !cfg!(miri) || n < 100_000) {
             let data = pattern(len, 99);
             let mut a = data.clone();
             let mut b = data.clone();

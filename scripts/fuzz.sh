@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Runs every cargo-fuzz target in fuzz/ (libFuzzer, nightly toolchain) for SECONDS each,
+# one after the other, and prints one machine-readable line per target:
+#
+#   fuzz: target=frame_decoder seconds=60 execs=123456 cov=1234 ft=5678 corpus=321 status=ok
+#
+# (execs: libFuzzer's stat::number_of_executed_units; cov/ft/corpus: its last status
+# line), then a closing line `fuzz: N passed, M failed`. RELIABILITY.md's fuzzing
+# figures are these lines. Exits non-zero if any target crashed, hung (a run over
+# FUZZ_TIMEOUT seconds, default 10), ran out of memory (over FUZZ_RSS_MB, default 2048)
+# or did not build; the reproducer is left in fuzz/artifacts/<target>/ and the log's
+# tail is printed.
+#
+#   scripts/fuzz.sh [SECONDS] [TARGET...]     default 60 s, all targets
+#   scripts/fuzz.sh 1800                      the long run (30 minutes per target)
+#
+# The committed seeds (fuzz/corpus/<target>/) are only read; what libFuzzer finds goes
+# to fuzz/corpus-run/<target>/ (not committed), which the next run starts from.
+# Logs: fuzz/target/fuzz-logs/<target>.log.
+set -euo pipefail
+
+cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
+if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
+    export PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+SECONDS_EACH="${1:-60}"
+[ $# -gt 0 ] && shift
+case "$SECONDS_EACH" in '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2 ;; esac
+TIMEOUT="${FUZZ_TIMEOUT:-10}"
+RSS_MB="${FUZZ_RSS_MB:-2048}"
+
+say() { printf 'fuzz.sh: %s\n' "$*" >&2; }
+
+cargo +nightly fuzz --version >/dev/null 2>&1 || {
+    say "needs the nightly toolchain and cargo-fuzz: rustup toolchain install nightly && cargo install cargo-fuzz"
+    exit 2
+}
+
+if [ $# -gt 0 ]; then
+    targets=("$@")
+else
+    mapfile -t targets < <(cargo +nightly fuzz list)
+fi
+
+say "building ${#targets[@]} targets"
+build_start=$(date +%s)
+cargo +nightly fuzz build >&2
+say "built in $(($(date +%s) - build_start)) s"
+
+logs=target/fuzz-logs
+mkdir -p "$logs"
+passed=0
+failed=0
+for t in "${targets[@]}"; do
+    mkdir -p "corpus-run/$t" "artifacts/$t"
+    log="$logs/$t.log"
+    rc=0
+    # Seeds second: libFuzzer writes new inputs only to the first directory.
+    cargo +nightly fuzz run "$t" "corpus-run/$t" "corpus/$t" -- \
+        -max_total_time="$SECONDS_EACH" -timeout="$TIMEOUT" -rss_limit_mb="$RSS_MB" \
+        -print_final_stats=1 -close_fd_mask=1 >"$log" 2>&1 || rc=$?
+    execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
+    last=$(grep -E '^#[0-9]+' "$log" | tail -n 1 || true)
+    cov=$(printf '%s' "$last" | sed -n 's/.* cov: \([0-9]*\).*/\1/p')
+    ft=$(printf '%s' "$last" | sed -n 's/.* ft: \([0-9]*\).*/\1/p')
+    corp=$(printf '%s' "$last" | sed -n 's/.* corp: \([0-9]*\).*/\1/p')
+    if [ -z "$execs" ]; then
+        execs=$(printf '%s' "$last" | sed -n 's/^#\([0-9]*\).*/\1/p')
+    fi
+    if [ "$rc" = 0 ]; then
+        status=ok
+        passed=$((passed + 1))
+    else
+        if grep -q 'ERROR: libFuzzer: timeout' "$log"; then status=hang
+        elif grep -q 'ERROR: libFuzzer: out-of-memory' "$log"; then status=oom
+        else status=crash
+        fi
+        failed=$((failed + 1))
+    fi
+    printf 'fuzz: target=%s seconds=%s execs=%s cov=%s ft=%s corpus=%s status=%s\n' \
+        "$t" "$SECONDS_EACH" "${execs:-0}" "${cov:-0}" "${ft:-0}" "${corp:-0}" "$status"
+    if [ "$status" != ok ]; then
+        say "$t: $status (exit $rc); the input is in fuzz/artifacts/$t/; log $PWD/$log ends:"
+        tail -n 40 "$log" >&2
+    fi
+done
+printf 'fuzz: %d passed, %d failed\n' "$passed" "$failed"
+[ "$failed" = 0 ]
