@@ -103,4 +103,28 @@ put("frame_differential", "messages", D + D + b"\x05\x11" + struct.pack(">H", 11
     + b"\x8a\x22" + struct.pack(">H", 300) + bytes(range(256)) + bytes(44) + struct.pack(">HH", 100, 200) + b"\x04" + b"ping"
     + b"\x00\x00\x01")
 put("frame_differential", "utf8-cut", D + D + b"\x1d\x01" + struct.pack(">H", 9) + "é€𝄞".encode() + struct.pack(">HHH", 1, 3, 5) + b"\x00\x00\x00")
+# proxy_header: the bytes a proxy sends first
+put("proxy_header", "v1-tcp4", b"PROXY TCP4 192.0.2.1 198.51.100.2 56324 443\r\nGET / HTTP/1.1\r\n")
+put("proxy_header", "v1-tcp6", b"PROXY TCP6 2001:db8::1 2001:db8::2 1024 80\r\n")
+put("proxy_header", "v1-unknown", b"PROXY UNKNOWN\r\n")
+V2SIG = b"\r\n\r\n\x00\r\nQUIT\n"
+v4 = bytes([192, 0, 2, 1, 198, 51, 100, 2]) + struct.pack(">HH", 56324, 443)
+tlv = b"\x01" + struct.pack(">H", 8) + b"http/1.1" + b"\x02" + struct.pack(">H", 11) + b"example.org"
+put("proxy_header", "v2-tcp4-tlvs", V2SIG + b"\x21\x11" + struct.pack(">H", len(v4) + len(tlv)) + v4 + tlv)
+v6 = bytes(15) + b"\x01" + bytes(15) + b"\x02" + struct.pack(">HH", 1, 2)
+put("proxy_header", "v2-tcp6", V2SIG + b"\x21\x21" + struct.pack(">H", len(v6)) + v6)
+put("proxy_header", "v2-local", V2SIG + b"\x20\x00\x00\x00")
+
+# auth_input: user-file lines and Authorization values
+put("auth_input", "htpasswd", b"alice:$2y$10$abcdefghijklmnopqrstuuN3R2Qk0mZ6qgJjF3fZQq8n8W9hC5e2G\nbob:$apr1$salt1234$abcdefghijklmnopqrstu1\ncarol:$6$rounds=5000$salt$hash\n# comment\n")
+put("auth_input", "plain", b"alice:secret\nbob:\n:nouser\n")
+put("auth_input", "basic", b"Basic " + base64.b64encode(b"alice:secret"))
+put("auth_input", "sha", b"dave:{SHA}qUqP5cyxm6YcTAhz05Hph5gvu9M=\n")
+
+# token_line: websockify token files
+put("token_line", "file", b"# tokens\nvm1: 10.0.0.5:5901\nvm2: [2001:db8::7]:5900\nvm3: unix_socket:/run/vnc/vm3.sock\n\nbad line\n")
+
+# handover: descriptor count, then a message body
+put("handover", "hello", b"\x02WSTUNDHO\x00\x01\x00\x00\x00\x01")
+put("handover", "pair", b"\x00" + struct.pack("<II", 3, 7))
 print("seeds written under", ROOT)

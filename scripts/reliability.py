@@ -34,10 +34,11 @@ FUZZ_CLASSES = {
     "base64": ("base64 subprotocol text", "1007 for text that is not base64"),
     "utf8_stream": ("text split at any point (differential against std::str::from_utf8)",
                     "the same verdict as from_utf8 whatever the split"),
-    "proxy_protocol": ("PROXY protocol v1 and v2 headers (TLVs)",
+    "proxy_header": ("PROXY protocol v1 and v2 headers (TLVs)",
                        "the connection is closed, others untouched; never a panic"),
-    "htpasswd": ("htpasswd user-file lines", "the line is refused with its line number"),
-    "token_file": ("websockify token-file lines", "the line is skipped and logged with file:line"),
+    "auth_input": ("htpasswd/plain user-file lines and Authorization header values",
+                   "a bad user-file line is refused at load with its line; a bad header gets 401"),
+    "token_line": ("websockify token-file lines", "the line is skipped and logged with file:line"),
     "handover": ("the binary-upgrade hand-over stream", "the new process refuses it; the old one keeps serving"),
 }
 

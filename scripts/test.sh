@@ -252,7 +252,7 @@ elif [ "${WSTUND_REQUIRE_MIRI:-}" = 1 ]; then
 else
     say "no nightly toolchain with miri: the Miri run is skipped"
 fi
-FUZZ_SECONDS="${WSTUND_FUZZ_SECONDS:-20}"
+FUZZ_SECONDS="${WSTUND_FUZZ_SECONDS:-10}"
 if [ "$FUZZ_SECONDS" = 0 ]; then
     say "WSTUND_FUZZ_SECONDS=0: the fuzz run is skipped"
 elif cargo +nightly fuzz --version >/dev/null 2>&1; then

@@ -11,8 +11,10 @@
 //!   base64, the inflater;
 //! - a conf file: [`crate::conf::load_str_sealed`] (public in `conf` already).
 //!
-//! A new parser of outside input (the PROXY protocol header, an htpasswd line, ...)
-//! is added here when it gets its fuzz target.
+//! Parsers in modules that are public already are called there: `proxyproto::parse`
+//! (the PROXY header), `auth::{parse_line, parse_userfile, parse_authorization}`,
+//! `conf::tokenfile::parse_token_line` and `handover_parsers`. A new parser of outside
+//! input in a private module is re-exported here when it gets its fuzz target.
 
 pub use crate::http::request::{parse_request, Parse, Request};
 pub use crate::http::upgrade::{validate_upgrade, write_101, UpgradePolicy};
