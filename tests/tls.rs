@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::pki::{openssl, Pki};
+use common::pki::{env_over_tls, env_var, openssl, Pki};
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -400,33 +400,6 @@ fn client_with_cert(pki: &Pki, name: Option<&str>) -> Arc<rustls::ClientConfig> 
     Arc::new(cfg)
 }
 
-/// Upgrades to `path` on a stdio /usr/bin/env and returns its output; Err with the
-/// reason when the TLS handshake or the upgrade fails.
-fn env_over_tls(port: u16, cfg: Arc<rustls::ClientConfig>) -> Result<String, String> {
-    let sock = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let conn = rustls::ClientConnection::new(cfg, ServerName::try_from("localhost").unwrap()).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, sock);
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock).map_err(|e| format!("handshake: {e}"))?;
-    }
-    let (mut ws, _) = tungstenite::client(format!("wss://localhost:{port}/env").as_str(), s).map_err(|e| format!("upgrade: {e}"))?;
-    let mut out = Vec::new();
-    loop {
-        match ws.read() {
-            Ok(Message::Binary(b)) => out.extend_from_slice(&b),
-            Ok(Message::Text(t)) => out.extend_from_slice(t.as_bytes()),
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn env_var<'a>(env: &'a str, k: &str) -> Option<&'a str> {
-    env.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-}
-
 #[test]
 fn client_certificates_required_missing_wrong_ca_and_valid() {
     let pki = Pki::new();
@@ -452,7 +425,7 @@ fn client_certificates_required_missing_wrong_ca_and_valid() {
             .render()
     };
     let d = Daemon::start(&conf("enable"));
-    let env = env_over_tls(d.port(), client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    let env = env_over_tls(d.port(), "localhost", client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
     assert_eq!(env_var(&env, "SSL_CLIENT_VERIFY"), Some("SUCCESS"), "{env}");
     assert_eq!(env_var(&env, "SSL_CLIENT_S_DN_CN"), Some("alice"), "{env}");
     assert_eq!(env_var(&env, "SSL_CLIENT_S_DN"), Some("/CN=alice"), "{env}");
@@ -461,19 +434,19 @@ fn client_certificates_required_missing_wrong_ca_and_valid() {
     assert_eq!(env_var(&env, "HTTPS"), Some("on"), "{env}");
     assert_eq!(env_var(&env, "SSL_PROTOCOL"), Some("TLSv1.3"), "{env}");
     // Required and missing: the handshake fails (TLS 1.3 reports it on the first read).
-    let missing = env_over_tls(d.port(), client_with_cert(&pki, None));
+    let missing = env_over_tls(d.port(), "localhost", client_with_cert(&pki, None));
     assert!(missing.is_err(), "no client certificate was let in: {missing:?}");
     // From another CA: the handshake fails.
-    let wrong = env_over_tls(d.port(), client_with_cert(&pki, Some("mallory")));
+    let wrong = env_over_tls(d.port(), "localhost", client_with_cert(&pki, Some("mallory")));
     assert!(wrong.is_err(), "a certificate from another CA was let in: {wrong:?}");
     drop(d);
 
     // Not enforced: a client without a certificate gets in with SSL_CLIENT_VERIFY=NONE.
     let d = Daemon::start(&conf("disable"));
-    let env = env_over_tls(d.port(), client_with_cert(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    let env = env_over_tls(d.port(), "localhost", client_with_cert(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
     assert_eq!(env_var(&env, "SSL_CLIENT_VERIFY"), Some("NONE"), "{env}");
     assert_eq!(env_var(&env, "REMOTE_USER"), None, "{env}");
-    let env = env_over_tls(d.port(), client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}"));
+    let env = env_over_tls(d.port(), "localhost", client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(env_var(&env, "REMOTE_USER"), Some("alice"), "{env}");
 }
 
@@ -699,15 +672,15 @@ fn verifyclient_depth_limits_the_client_chain() {
             .render()
     };
     let d = Daemon::start(&conf(2));
-    let env = env_over_tls(d.port(), client_with_cert(&pki, Some("bob"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    let env = env_over_tls(d.port(), "localhost", client_with_cert(&pki, Some("bob"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
     assert_eq!(env_var(&env, "SSL_CLIENT_S_DN_CN"), Some("bob"), "{env}");
     drop(d);
     let d = Daemon::start(&conf(1));
-    let r = env_over_tls(d.port(), client_with_cert(&pki, Some("bob")));
+    let r = env_over_tls(d.port(), "localhost", client_with_cert(&pki, Some("bob")));
     assert!(r.is_err(), "a chain through an intermediate got past depth 1: {r:?}");
     // A certificate issued by the CA itself is within depth 1.
     Pki::leaf(&d0, "carol", "carol", "DNS:carol");
-    let env = env_over_tls(d.port(), client_with_cert(&pki, Some("carol"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    let env = env_over_tls(d.port(), "localhost", client_with_cert(&pki, Some("carol"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
     assert_eq!(env_var(&env, "SSL_CLIENT_S_DN_CN"), Some("carol"), "{env}");
 }
 
@@ -764,8 +737,8 @@ fn remote_user_conditional_routes_on_the_certificate_user() {
         ))
         .render();
     let d = Daemon::start(&conf);
-    let out = env_over_tls(d.port(), client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    let out = env_over_tls(d.port(), "localhost", client_with_cert(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
     assert_eq!(out.trim(), "routed-for-alice", "{}", d.logs());
-    let out = env_over_tls(d.port(), client_with_cert(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    let out = env_over_tls(d.port(), "localhost", client_with_cert(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
     assert_eq!(env_var(&out, "SSL_CLIENT_VERIFY"), Some("NONE"), "{out}");
 }

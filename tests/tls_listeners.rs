@@ -11,7 +11,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
-use common::pki::{openssl, Pki};
+use common::pki::{env_over_tls, env_var, openssl, Pki};
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -114,33 +114,6 @@ fn tls_on_a_unix_socket_listener() {
     assert_eq!(&head, b"HTTP/1.1 404");
 }
 
-/// Upgrades to /env over TLS with SNI `name`; the program's output, or why the
-/// handshake or upgrade failed.
-fn env_as(port: u16, name: &str, cfg: Arc<rustls::ClientConfig>) -> Result<String, String> {
-    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    sock.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-    let conn = rustls::ClientConnection::new(cfg, ServerName::try_from(name.to_string()).unwrap()).unwrap();
-    let mut s = rustls::StreamOwned::new(conn, sock);
-    while s.conn.is_handshaking() {
-        s.conn.complete_io(&mut s.sock).map_err(|e| format!("handshake: {e}"))?;
-    }
-    let (mut ws, _) = tungstenite::client(format!("wss://{name}:{port}/env").as_str(), s).map_err(|e| format!("upgrade: {e}"))?;
-    let mut out = Vec::new();
-    loop {
-        match ws.read() {
-            Ok(Message::Binary(b)) => out.extend_from_slice(&b),
-            Ok(Message::Text(t)) => out.extend_from_slice(t.as_bytes()),
-            Ok(Message::Close(_)) | Err(_) => break,
-            Ok(_) => {}
-        }
-    }
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
-fn var<'a>(env: &'a str, k: &str) -> Option<&'a str> {
-    env.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-}
-
 #[test]
 fn verifyclient_chosen_by_sni() {
     let pki = Pki::new();
@@ -173,24 +146,24 @@ fn verifyclient_chosen_by_sni() {
     let port = d.port();
 
     // The listener asks for nothing: no SSL_CLIENT_* at all.
-    let env = env_as(port, "localhost", client(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
-    assert_eq!(var(&env, "HTTPS"), Some("on"), "{env}");
-    assert_eq!(var(&env, "SSL_CLIENT_VERIFY"), None, "{env}");
+    let env = env_over_tls(port, "localhost", client(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&env, "HTTPS"), Some("on"), "{env}");
+    assert_eq!(env_var(&env, "SSL_CLIENT_VERIFY"), None, "{env}");
     // secure.test requires a certificate from the test CA.
-    let missing = env_as(port, "secure.test", client(&pki, None));
+    let missing = env_over_tls(port, "secure.test", client(&pki, None));
     assert!(missing.is_err(), "secure.test let a client without a certificate in: {missing:?}");
-    let wrong = env_as(port, "secure.test", client(&pki, Some("bob")));
+    let wrong = env_over_tls(port, "secure.test", client(&pki, Some("bob")));
     assert!(wrong.is_err(), "secure.test let a certificate from another CA in: {wrong:?}");
-    let env = env_as(port, "secure.test", client(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
-    assert_eq!(var(&env, "SSL_CLIENT_VERIFY"), Some("SUCCESS"), "{env}");
-    assert_eq!(var(&env, "REMOTE_USER"), Some("alice"), "{env}");
+    let env = env_over_tls(port, "secure.test", client(&pki, Some("alice"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&env, "SSL_CLIENT_VERIFY"), Some("SUCCESS"), "{env}");
+    assert_eq!(env_var(&env, "REMOTE_USER"), Some("alice"), "{env}");
     // open.test: optional, its own CA and username field.
-    let env = env_as(port, "open.test", client(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
-    assert_eq!(var(&env, "SSL_CLIENT_VERIFY"), Some("NONE"), "{env}");
-    let env = env_as(port, "open.test", client(&pki, Some("bob"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
-    assert_eq!(var(&env, "SSL_CLIENT_VERIFY"), Some("SUCCESS"), "{env}");
-    assert_eq!(var(&env, "REMOTE_USER"), Some("Bobs"), "{env}");
-    let alice_there = env_as(port, "open.test", client(&pki, Some("alice")));
+    let env = env_over_tls(port, "open.test", client(&pki, None)).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&env, "SSL_CLIENT_VERIFY"), Some("NONE"), "{env}");
+    let env = env_over_tls(port, "open.test", client(&pki, Some("bob"))).unwrap_or_else(|e| panic!("{e}\n{}", d.logs()));
+    assert_eq!(env_var(&env, "SSL_CLIENT_VERIFY"), Some("SUCCESS"), "{env}");
+    assert_eq!(env_var(&env, "REMOTE_USER"), Some("Bobs"), "{env}");
+    let alice_there = env_over_tls(port, "open.test", client(&pki, Some("alice")));
     assert!(alice_there.is_err(), "open.test trusts only the second CA: {alice_there:?}");
 }
 

@@ -76,3 +76,34 @@ impl Pki {
     }
 }
 
+
+/// Opens wss://NAME:PORT/env (a stdio program printing its environment) with `cfg`,
+/// sending NAME as SNI, and returns what the program printed; Err says whether the TLS
+/// handshake or the upgrade failed.
+pub fn env_over_tls(port: u16, name: &str, cfg: Arc<rustls::ClientConfig>) -> Result<String, String> {
+    use tungstenite::Message;
+    let sock = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    sock.set_read_timeout(Some(super::IO_TIMEOUT)).unwrap();
+    let server_name = rustls::pki_types::ServerName::try_from(name.to_string()).unwrap();
+    let conn = rustls::ClientConnection::new(cfg, server_name).unwrap();
+    let mut s = rustls::StreamOwned::new(conn, sock);
+    while s.conn.is_handshaking() {
+        s.conn.complete_io(&mut s.sock).map_err(|e| format!("handshake: {e}"))?;
+    }
+    let (mut ws, _) = tungstenite::client(format!("wss://{name}:{port}/env").as_str(), s).map_err(|e| format!("upgrade: {e}"))?;
+    let mut out = Vec::new();
+    loop {
+        match ws.read() {
+            Ok(Message::Binary(b)) => out.extend_from_slice(&b),
+            Ok(Message::Text(t)) => out.extend_from_slice(t.as_bytes()),
+            Ok(Message::Close(_)) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+/// The value of `K=value` in `env` output.
+pub fn env_var<'a>(env: &'a str, k: &str) -> Option<&'a str> {
+    env.lines().find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+}
