@@ -51,22 +51,8 @@ impl Browser {
     pub fn open(chromium: &Path, url: &str) -> Browser {
         let dir = TempDir::new("browser");
         let mut child = Command::new(chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--no-default-browser-check",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-extensions",
-                "--disable-dev-shm-usage",
-                "--password-store=basic",
-                "--remote-debugging-port=0",
-                "--window-size=1024,768",
-            ])
+            .args(super::dumpdom::HEADLESS_FLAGS)
+            .args(["--remote-debugging-port=0", "--window-size=1024,768"])
             .arg(format!("--user-data-dir={}", dir.join("profile").display()))
             .arg(url)
             .env("HOME", dir.path())
