@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every cargo-fuzz target in fuzz/ (libFuzzer, nightly toolchain) for SECONDS each,
-# one after the other, and prints one machine-readable line per target:
+# one after the other (or FUZZ_JOBS at a time), and prints one machine-readable line per
+# target:
 #
 #   fuzz: target=frame_decoder seconds=60 execs=123456 cov=1234 ft=5678 corpus=321 status=ok
 #
@@ -17,6 +18,10 @@
 # The committed seeds (fuzz/corpus/<target>/) are only read; what libFuzzer finds goes
 # to fuzz/corpus-run/<target>/ (not committed), which the next run starts from.
 # Logs: fuzz/target/fuzz-logs/<target>.log.
+#
+# FUZZ_JOBS=N runs N targets at once (default 1). Each still runs SECONDS of wall-clock
+# time, so on a machine with fewer free cores than N each target gets fewer executions;
+# the execs figure says what it really did.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
@@ -29,6 +34,8 @@ SECONDS_EACH="${1:-60}"
 case "$SECONDS_EACH" in '' | *[!0-9]*) echo "usage: scripts/fuzz.sh [SECONDS] [TARGET...]" >&2; exit 2 ;; esac
 TIMEOUT="${FUZZ_TIMEOUT:-10}"
 RSS_MB="${FUZZ_RSS_MB:-2048}"
+JOBS="${FUZZ_JOBS:-1}"
+case "$JOBS" in '' | *[!0-9]* | 0) echo "fuzz.sh: FUZZ_JOBS must be a positive number" >&2; exit 2 ;; esac
 
 say() { printf 'fuzz.sh: %s\n' "$*" >&2; }
 
@@ -50,12 +57,10 @@ say "built in $(($(date +%s) - build_start)) s"
 
 logs=target/fuzz-logs
 mkdir -p "$logs"
-passed=0
-failed=0
-for t in "${targets[@]}"; do
+# One target: run it, then write its result line to $logs/<target>.result.
+run_target() {
+    local t=$1 log="$logs/$1.log" rc=0 execs last cov ft corp status
     mkdir -p "corpus-run/$t" "artifacts/$t"
-    log="$logs/$t.log"
-    rc=0
     # Seeds second: libFuzzer writes new inputs only to the first directory.
     cargo +nightly fuzz run "$t" "corpus-run/$t" "corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -timeout="$TIMEOUT" -rss_limit_mb="$RSS_MB" \
@@ -70,19 +75,46 @@ for t in "${targets[@]}"; do
     fi
     if [ "$rc" = 0 ]; then
         status=ok
-        passed=$((passed + 1))
-    else
-        if grep -q 'ERROR: libFuzzer: timeout' "$log"; then status=hang
-        elif grep -q 'ERROR: libFuzzer: out-of-memory' "$log"; then status=oom
-        else status=crash
-        fi
-        failed=$((failed + 1))
+    elif grep -q 'ERROR: libFuzzer: timeout' "$log"; then status=hang
+    elif grep -q 'ERROR: libFuzzer: out-of-memory' "$log"; then status=oom
+    else status=crash
     fi
     printf 'fuzz: target=%s seconds=%s execs=%s cov=%s ft=%s corpus=%s status=%s\n' \
-        "$t" "$SECONDS_EACH" "${execs:-0}" "${cov:-0}" "${ft:-0}" "${corp:-0}" "$status"
+        "$t" "$SECONDS_EACH" "${execs:-0}" "${cov:-0}" "${ft:-0}" "${corp:-0}" "$status" \
+        >"$logs/$t.result"
     if [ "$status" != ok ]; then
         say "$t: $status (exit $rc); the input is in fuzz/artifacts/$t/; log $PWD/$log ends:"
         tail -n 40 "$log" >&2
+    fi
+}
+
+running=0
+for t in "${targets[@]}"; do
+    rm -f "$logs/$t.result"
+    if [ "$JOBS" = 1 ]; then
+        run_target "$t"
+        cat "$logs/$t.result"
+        continue
+    fi
+    if [ "$running" -ge "$JOBS" ]; then
+        wait -n || true
+        running=$((running - 1))
+    fi
+    run_target "$t" &
+    running=$((running + 1))
+done
+wait || true
+
+passed=0
+failed=0
+for t in "${targets[@]}"; do
+    if [ "$JOBS" != 1 ]; then
+        cat "$logs/$t.result" 2>/dev/null || printf 'fuzz: target=%s seconds=%s execs=0 cov=0 ft=0 corpus=0 status=crash\n' "$t" "$SECONDS_EACH"
+    fi
+    if grep -q 'status=ok$' "$logs/$t.result" 2>/dev/null; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
     fi
 done
 printf 'fuzz: %d passed, %d failed\n' "$passed" "$failed"
