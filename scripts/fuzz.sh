@@ -5,6 +5,7 @@
 #
 #   fuzz: target=frame_decoder seconds=60 execs=123456 cov=1234 ft=5678 corpus=321 status=ok
 #
+# after a first `fuzz: run commit=… date=… jobs=… cores=…` line
 # (execs: libFuzzer's stat::number_of_executed_units; cov/ft/corpus: its last status
 # line), then a closing line `fuzz: N passed, M failed`. RELIABILITY.md's fuzzing
 # figures are these lines. Exits non-zero if any target crashed, hung (a run over
@@ -50,6 +51,10 @@ else
     mapfile -t targets < <(cargo +nightly fuzz list)
 fi
 
+# Provenance first, so a saved copy of this output says what it measured.
+printf 'fuzz: run commit=%s date=%s jobs=%s cores=%s\n' \
+    "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)" "$(date -u +%Y-%m-%dT%H:%MZ)" \
+    "$JOBS" "$(nproc 2>/dev/null || echo '?')"
 say "building ${#targets[@]} targets"
 build_start=$(date +%s)
 cargo +nightly fuzz build >&2

@@ -64,12 +64,15 @@ def read_faults(path):
 
 
 def read_fuzz(path):
-    rows = []
+    """The result rows, and the `fuzz: run …` provenance line's fields (empty if absent)."""
+    rows, run = [], {}
     with open(path, encoding="utf-8", errors="replace") as f:
         for line in f:
             if line.startswith("fuzz: target="):
                 rows.append(dict(p.split("=", 1) for p in line[len("fuzz: "):].split() if "=" in p))
-    return rows
+            elif line.startswith("fuzz: run "):
+                run = dict(p.split("=", 1) for p in line[len("fuzz: run "):].split() if "=" in p)
+    return rows, run
 
 
 def fmt_int(v):
@@ -96,10 +99,14 @@ def render(args):
     w("## Bad input: fuzzing")
     w("")
     if args.fuzz:
-        rows = read_fuzz(args.fuzz)
+        rows, run = read_fuzz(args.fuzz)
         w("Each target feeds libFuzzer's input to wstund's own parser (`fuzz/fuzz_targets/`),")
         w("with a seed corpus in `fuzz/corpus/`. `status` is `ok` when the run ended without a")
         w("crash, a timeout or a leak.")
+        if run:
+            w(f"These figures come from the run of commit {md(run.get('commit', '?'))} started "
+              f"{md(run.get('date', '?'))}, {md(run.get('jobs', '1'))} target(s) at a time on "
+              f"{md(run.get('cores', '?'))} cores; `seconds` is wall-clock time per target.")
         w("")
         w("| input class | what wstund does | target | seconds | executions | coverage (edges) | features | status |")
         w("|---|---|---|---:|---:|---:|---:|---|")

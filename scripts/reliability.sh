@@ -3,8 +3,10 @@
 # and renders their records (scripts/reliability.py). No figure in the file is typed by
 # hand.
 #
-# Usage: scripts/reliability.sh [--fuzz-secs N] [--soak-secs N] [--out FILE]
-#   --fuzz-secs N  seconds per fuzz target (default 60; the published run uses 1800)
+# Usage: scripts/reliability.sh [--fuzz-secs N | --fuzz-from FILE] [--soak-secs N] [--out FILE]
+#   --fuzz-secs N    seconds per fuzz target (default 60; the published run uses 1800)
+#   --fuzz-from FILE take the fuzz figures from a saved `scripts/fuzz.sh` output instead of
+#                    fuzzing again (the 30-minute run is hours; its first line names its commit)
 #   --soak-secs N  soak duration (default 600: ten minutes)
 #   --out FILE     where to write (default RELIABILITY.md at the repo root)
 # A part whose tools are missing (cargo-fuzz, the Autobahn tools) is marked "not run".
@@ -15,12 +17,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FUZZ_SECS=60
 SOAK_SECS=600
 OUT_FILE=$ROOT/RELIABILITY.md
+FUZZ_FROM=
 while [ $# -gt 0 ]; do
     case "$1" in
         --fuzz-secs) FUZZ_SECS=$2; shift ;;
+        --fuzz-from) FUZZ_FROM=$2; shift ;;
         --soak-secs) SOAK_SECS=$2; shift ;;
         --out) OUT_FILE=$2; shift ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "reliability.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -41,7 +45,13 @@ if [ "${#FAULT_TESTS[@]}" -gt 0 ]; then
     ARGS+=(--faults "$TMP/faults.tsv")
 fi
 
-if [ -x scripts/fuzz.sh ] && cargo +nightly fuzz --version >/dev/null 2>&1; then
+if [ -n "$FUZZ_FROM" ]; then
+    grep -q '^fuzz: target=' "$FUZZ_FROM" || { say "$FUZZ_FROM has no fuzz.sh result lines"; exit 2; }
+    say "fuzz figures from $FUZZ_FROM"
+    cp "$FUZZ_FROM" "$TMP/fuzz.txt"
+    if grep '^fuzz: target=' "$TMP/fuzz.txt" | grep -qv 'status=ok$'; then FAILED=1; fi
+    ARGS+=(--fuzz "$TMP/fuzz.txt")
+elif [ -x scripts/fuzz.sh ] && cargo +nightly fuzz --version >/dev/null 2>&1; then
     say "fuzzing, ${FUZZ_SECS}s per target"
     scripts/fuzz.sh "$FUZZ_SECS" | tee "$TMP/fuzz.txt" >&2 || FAILED=1
     ARGS+=(--fuzz "$TMP/fuzz.txt")
