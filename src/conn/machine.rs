@@ -287,6 +287,9 @@ pub struct Conn {
     pub backend_io: Readiness,
     pub backend_eof: bool,
     pub backend_shut: bool,
+    /// This drive wrote the client's last bytes held for the FIN (`write_last`);
+    /// reset at the drive's end, where they are pushed if the connection stays.
+    pub held_last: bool,
     pub close_code: Option<u16>,
     /// The last turn ended at its budget with work left (`tunnel.rs`): run it again.
     pub more_work: bool,
@@ -374,6 +377,7 @@ impl Conn {
             backend_io: Readiness::default(),
             backend_eof: false,
             backend_shut: false,
+            held_last: false,
             close_code: None,
             more_work: false,
             in_backlog: false,
@@ -467,6 +471,11 @@ impl Conn {
             }
         }
         self.flush_tls();
+        if std::mem::take(&mut self.held_last) && self.phase != Phase::Done {
+            // The last bytes went out held for the FIN, and the connection did not
+            // close after all: send them now.
+            self.client.push_held();
+        }
         self.inbound.release_if_idle(ctx.pool);
         if self.outbound.is_empty() {
             self.outbound.buf.release_if_empty(ctx.pool);

@@ -418,7 +418,15 @@ impl Conn {
         if !self.client_io.writable || self.client_gone || self.outbound.is_empty() {
             return false;
         }
-        match self.outbound.write_out(ctx.pool, |b| self.client.write(b)) {
+        let last = self.writing_last_bytes();
+        self.held_last |= last;
+        let client = &mut self.client;
+        let written = if last {
+            self.outbound.write_out(ctx.pool, |b| client.write_last(b))
+        } else {
+            self.outbound.write_out(ctx.pool, |b| client.write(b))
+        };
+        match written {
             Ok((n, blocked)) => {
                 self.client_io.writable = !blocked;
                 *moved += n;
@@ -433,6 +441,16 @@ impl Conn {
                 true
             }
         }
+    }
+
+    /// Whether what is queued for the client is the last it gets: both Close frames
+    /// have crossed and the backend is gone or about to be let go (the test
+    /// `check_finished` makes), so once these bytes are out the connection is Done and
+    /// its socket closed in the same drive.
+    fn writing_last_bytes(&self) -> bool {
+        self.close_received()
+            && self.close_sent()
+            && self.backend.as_ref().is_none_or(|b| self.backend_shut && !b.has_pending())
     }
 
     fn in_linger(&self) -> bool {

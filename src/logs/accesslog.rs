@@ -114,6 +114,13 @@ pub fn reopen() {
     }
 }
 
+/// The end of a loop turn: a file's held lines go out.
+pub fn flush() {
+    if let Some(n) = with(|a| a.sink.flush(Instant::now())) {
+        n.into_iter().for_each(|m| errorlog::notice(&m));
+    }
+}
+
 /// The 1 s tick: a piped logger's queue and restarts.
 pub fn tick(now: Instant) {
     if let Some(n) = with(|a| a.sink.tick(now)) {

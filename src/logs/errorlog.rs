@@ -153,6 +153,11 @@ pub fn reopen() {
     with(Sink::reopen);
 }
 
+/// The end of a loop turn: a file's held lines go out.
+pub fn flush() {
+    with(|s| s.flush(Instant::now()));
+}
+
 /// The 1 s tick: a piped logger's queue and restarts, syslog's queue.
 pub fn tick(now: Instant) {
     with(|s| s.tick(now));
@@ -181,7 +186,10 @@ pub fn notice(msg: &str) {
     let mut sink = el.sink.lock().unwrap_or_else(|p| p.into_inner());
     let before = sink.lost();
     let line = ErrorLog::line(&sink, &mut Stamp::default(), Level::Warn, &format_args!("{msg}"));
-    let notices = sink.write(severity::WARNING, &line, Instant::now());
+    let now = Instant::now();
+    let mut notices = sink.write(severity::WARNING, &line, now);
+    // Written now, not at the turn's end: whether it got through decides stderr.
+    notices.extend(sink.flush(now));
     let lost = sink.lost() > before;
     ErrorLog::report(&mut sink, notices);
     if lost {

@@ -20,3 +20,11 @@ mod pipe;
 mod queue;
 pub mod sink;
 pub mod syslog;
+
+pub use sink::HeldLines;
+
+/// The end of a loop turn: the lines files held during it go out, one write per log.
+pub fn end_of_turn() {
+    errorlog::flush();
+    accesslog::flush();
+}

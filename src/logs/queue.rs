@@ -98,8 +98,13 @@ pub struct Failures {
 impl Failures {
     /// A line was lost; returns the report to make now, if any.
     pub fn fail(&mut self, now: Instant, what: &str, err: &std::io::Error) -> Option<String> {
-        self.total += 1;
-        self.unreported += 1;
+        self.fail_lines(now, what, err, 1)
+    }
+
+    /// `lines` lines were lost in one failed write; returns the report to make now.
+    pub fn fail_lines(&mut self, now: Instant, what: &str, err: &std::io::Error, lines: u64) -> Option<String> {
+        self.total += lines;
+        self.unreported += lines;
         let due = self.last_report.is_none_or(|t| now.saturating_duration_since(t) >= FAILURE_REPORT_INTERVAL);
         if !self.failing || due {
             let msg = if self.failing {

@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::PathBuf;
+use std::cell::Cell;
 use std::time::Instant;
 
 use super::pipe::PipeSink;
@@ -35,11 +36,31 @@ impl Target {
     }
 }
 
+/// While the event loop runs, a file's lines collect in memory and go out in one
+/// write at the end of the loop's turn ([`Sink::flush`], from `logs::end_of_turn`):
+/// at thousands of connections a second, one access line per connection was one
+/// write(2) per connection. Outside the loop (start-up, exit, the workers'
+/// supervisor, any other thread) every line is written at once, after what is held.
+/// Set through [`HeldLines`]; per thread, so only the loop's own lines wait.
+thread_local! {
+    static HOLD_LINES: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Held bytes past which a file's lines are written without waiting for the turn's end.
+const HELD_MAX: usize = 64 * 1024;
+
+fn hold_lines(on: bool) {
+    HOLD_LINES.with(|h| h.set(on));
+}
+
 pub struct FileSink {
     what: &'static str,
     path: PathBuf,
     file: File,
     failures: Failures,
+    /// Lines waiting for the end of the turn, and how many.
+    held: Vec<u8>,
+    held_lines: u64,
 }
 
 impl FileSink {
@@ -48,13 +69,56 @@ impl FileSink {
     }
 
     fn write(&mut self, line: &[u8], now: Instant) -> Option<String> {
-        match self.file.write_all(line) {
+        if HOLD_LINES.with(Cell::get) {
+            self.held.extend_from_slice(line);
+            self.held_lines += 1;
+            return if self.held.len() >= HELD_MAX { self.flush(now) } else { None };
+        }
+        let earlier = self.flush(now);
+        let this = self.write_now(line, 1, now);
+        earlier.or(this)
+    }
+
+    /// Writes the held lines (one write), if any.
+    fn flush(&mut self, now: Instant) -> Option<String> {
+        if self.held.is_empty() {
+            return None;
+        }
+        let held = std::mem::take(&mut self.held);
+        let lines = std::mem::take(&mut self.held_lines);
+        let report = self.write_now(&held, lines, now);
+        // The buffer is kept for the next turn's lines.
+        self.held = held;
+        self.held.clear();
+        report
+    }
+
+    fn write_now(&mut self, bytes: &[u8], lines: u64, now: Instant) -> Option<String> {
+        match self.file.write_all(bytes) {
             // The label is built only when there is a recovery to report: this runs
             // for every line.
             Ok(()) if !self.failures.is_failing() => None,
             Ok(()) => self.failures.ok(&format!("{} {}", self.what, self.path.display())),
-            Err(e) => self.failures.fail(now, &format!("{} {}", self.what, self.path.display()), &e),
+            Err(e) => self.failures.fail_lines(now, &format!("{} {}", self.what, self.path.display()), &e, lines),
         }
+    }
+}
+
+/// Holds file lines until the end of each loop turn while alive; on drop (the loop
+/// ended, returned an error or unwound) writes what is held and stops holding.
+pub struct HeldLines(());
+
+impl HeldLines {
+    pub fn start() -> HeldLines {
+        hold_lines(true);
+        HeldLines(())
+    }
+}
+
+impl Drop for HeldLines {
+    fn drop(&mut self) {
+        hold_lines(false);
+        super::end_of_turn();
     }
 }
 
@@ -71,7 +135,7 @@ impl Sink {
     pub fn open(what: &'static str, target: &Target, now: Instant) -> io::Result<Sink> {
         Ok(match target {
             Target::Stderr => Sink::Stderr,
-            Target::File(p) => Sink::File(FileSink { what, path: p.clone(), file: FileSink::open_file(p)?, failures: Failures::default() }),
+            Target::File(p) => Sink::File(FileSink { what, path: p.clone(), file: FileSink::open_file(p)?, failures: Failures::default(), held: Vec::new(), held_lines: 0 }),
             Target::Pipe(cmd) => Sink::Pipe(PipeSink::start(what, cmd, now)?),
             Target::Syslog(facility) => Sink::Syslog(SyslogSink::open(what, *facility)?),
         })
@@ -102,15 +166,25 @@ impl Sink {
         }
     }
 
-    /// SIGHUP: a file is opened again by its name (after rotation); pipes keep running.
+    /// SIGHUP: a file is opened again by its name (after rotation), after the lines
+    /// it holds went to the old one; pipes keep running.
     pub fn reopen(&mut self) -> Vec<String> {
+        let mut notices = self.flush(Instant::now());
         if let Sink::File(f) = self {
             match FileSink::open_file(&f.path) {
                 Ok(nf) => f.file = nf,
-                Err(e) => return vec![format!("{}: cannot reopen {}: {e}; still writing to the old file", f.what, f.path.display())],
+                Err(e) => notices.push(format!("{}: cannot reopen {}: {e}; still writing to the old file", f.what, f.path.display())),
             }
         }
-        Vec::new()
+        notices
+    }
+
+    /// The end of a loop turn: a file's held lines go out in one write.
+    pub fn flush(&mut self, now: Instant) -> Vec<String> {
+        match self {
+            Sink::File(f) => f.flush(now).into_iter().collect(),
+            _ => Vec::new(),
+        }
     }
 
     pub fn tick(&mut self, now: Instant) -> Vec<String> {
@@ -130,9 +204,12 @@ impl Sink {
     /// At exit: queued lines get until `deadline` to reach a pipe or syslog.
     pub fn finish(&mut self, deadline: Instant) {
         match self {
+            Sink::File(f) => {
+                f.flush(Instant::now());
+            }
             Sink::Pipe(p) => p.finish(deadline),
             Sink::Syslog(s) => s.flush(Instant::now()),
-            _ => {}
+            Sink::Stderr => {}
         }
     }
 
@@ -155,6 +232,45 @@ mod tests {
     fn conf_values() {
         assert_eq!(Target::from_conf("|/usr/bin/logger -t wstund"), Target::Pipe("/usr/bin/logger -t wstund".into()));
         assert_eq!(Target::from_conf("/var/log/x.log"), Target::File("/var/log/x.log".into()));
+    }
+
+    #[test]
+    fn lines_held_in_a_turn_go_out_in_one_write_at_its_end() {
+        let dir = std::env::temp_dir().join(format!("wstund-sink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("held.log");
+        let _ = std::fs::remove_file(&path);
+        let mut s = Sink::open("error log", &Target::File(path.clone()), Instant::now()).unwrap();
+        let now = Instant::now();
+        hold_lines(true);
+        assert!(s.write(6, "a\n", now).is_empty());
+        assert!(s.write(6, "b\n", now).is_empty());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "", "held until the turn ends");
+        assert!(s.flush(now).is_empty());
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nb\n");
+        // A line past the bound does not wait for the turn's end.
+        let big = "x".repeat(HELD_MAX) + "\n";
+        s.write(6, &big, now);
+        assert_eq!(std::fs::read_to_string(&path).unwrap().len(), 4 + big.len());
+        s.write(6, "c\n", now);
+        hold_lines(false);
+        // Outside the loop: what is held first, then the line.
+        s.write(6, "d\n", now);
+        assert!(std::fs::read_to_string(&path).unwrap().ends_with("c\nd\n"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn held_lines_lost_to_a_full_disk_are_counted_each() {
+        let mut s = Sink::open("access log", &Target::File("/dev/full".into()), Instant::now()).unwrap();
+        let now = Instant::now();
+        hold_lines(true);
+        s.write(6, "a\n", now);
+        s.write(6, "b\n", now);
+        s.write(6, "c\n", now);
+        assert_eq!(s.flush(now).len(), 1, "one report for the failed write");
+        hold_lines(false);
+        assert_eq!(s.lost(), 3);
     }
 
     #[test]

@@ -369,6 +369,7 @@ impl Server {
         let mut prev_turn = Instant::now();
         // First health probes at once, so a dead host is out before clients come.
         self.checker.tick(&mut self.hosts, &mut self.resolver, self.poll.registry(), Instant::now());
+        let _held = crate::logs::HeldLines::start();
         while self.state != RunState::Stopped {
             let now = Instant::now();
             let mut wake = next_tick;
@@ -385,6 +386,7 @@ impl Server {
                 wake = wake.min(t);
             }
             let timeout = if self.backlog.is_empty() { wake.saturating_duration_since(now) } else { Duration::ZERO };
+            crate::logs::end_of_turn();
             if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
