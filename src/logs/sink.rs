@@ -36,12 +36,12 @@ impl Target {
     }
 }
 
-/// While the event loop runs, a file's lines collect in memory and go out in one
-/// write at the end of the loop's turn ([`Sink::flush`], from `logs::end_of_turn`):
-/// at thousands of connections a second, one access line per connection was one
-/// write(2) per connection. Outside the loop (start-up, exit, the workers'
-/// supervisor, any other thread) every line is written at once, after what is held.
-/// Set through [`HeldLines`]; per thread, so only the loop's own lines wait.
+// While the event loop runs, a file's lines collect in memory and go out in one
+// write at the end of the loop's turn ([`Sink::flush`], from `logs::end_of_turn`):
+// at thousands of connections a second, one access line per connection was one
+// write(2) per connection. Outside the loop (start-up, exit, the workers'
+// supervisor, any other thread) every line is written at once, after what is held.
+// Set through [`HeldLines`]; per thread, so only the loop's own lines wait.
 thread_local! {
     static HOLD_LINES: Cell<bool> = const { Cell::new(false) };
 }
