@@ -3,11 +3,11 @@
 # one after the other (or FUZZ_JOBS at a time), and prints one machine-readable line per
 # target:
 #
-#   fuzz: target=frame_decoder seconds=60 execs=123456 cov=1234 ft=5678 corpus=321 status=ok
+#   fuzz: target=frame_decoder seconds=60 cpu_s=58 execs=123456 cov=1234 ft=5678 corpus=321 status=ok
 #
 # after a first `fuzz: run commit=… date=… jobs=… cores=…` line
-# (execs: libFuzzer's stat::number_of_executed_units; cov/ft/corpus: its last status
-# line), then a closing line `fuzz: N passed, M failed`. RELIABILITY.md's fuzzing
+# (cpu_s: CPU seconds the target got, from GNU time; execs: libFuzzer's
+# stat::number_of_executed_units; cov/ft/corpus: its last status line), then a closing line `fuzz: N passed, M failed`. RELIABILITY.md's fuzzing
 # figures are these lines. Exits non-zero if any target crashed, hung (a run over
 # FUZZ_TIMEOUT seconds, default 10), ran out of memory (over FUZZ_RSS_MB, default 2048)
 # or did not build; the reproducer is left in fuzz/artifacts/<target>/ and the log's
@@ -22,7 +22,8 @@
 #
 # FUZZ_JOBS=N runs N targets at once (default 1). Each still runs SECONDS of wall-clock
 # time, so on a machine with fewer free cores than N each target gets fewer executions;
-# the execs figure says what it really did.
+# cpu_s and execs say what it really got. Never stop (SIGSTOP) a running target: its
+# input's time limit is wall-clock, and the pause reads as a hang.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/../fuzz"
@@ -64,10 +65,14 @@ logs=target/fuzz-logs
 mkdir -p "$logs"
 # One target: run it, then write its result line to $logs/<target>.result.
 run_target() {
-    local t=$1 log="$logs/$1.log" rc=0 execs last cov ft corp status
+    local t=$1 log="$logs/$1.log" rc=0 execs last cov ft corp status cpu
     mkdir -p "corpus-run/$t" "artifacts/$t"
-    # Seeds second: libFuzzer writes new inputs only to the first directory.
-    cargo +nightly fuzz run "$t" "corpus-run/$t" "corpus/$t" -- \
+    # Seeds second: libFuzzer writes new inputs only to the first directory. GNU time
+    # (when present) records the CPU seconds the target really got.
+    local timer=()
+    [ -x /usr/bin/time ] && timer=(/usr/bin/time -f '%U %S' -o "$logs/$t.cpu")
+    rm -f "$logs/$t.cpu"
+    "${timer[@]}" cargo +nightly fuzz run "$t" "corpus-run/$t" "corpus/$t" -- \
         -max_total_time="$SECONDS_EACH" -timeout="$TIMEOUT" -rss_limit_mb="$RSS_MB" \
         -print_final_stats=1 -close_fd_mask=1 >"$log" 2>&1 || rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -n 1)
@@ -84,8 +89,9 @@ run_target() {
     elif grep -q 'ERROR: libFuzzer: out-of-memory' "$log"; then status=oom
     else status=crash
     fi
-    printf 'fuzz: target=%s seconds=%s execs=%s cov=%s ft=%s corpus=%s status=%s\n' \
-        "$t" "$SECONDS_EACH" "${execs:-0}" "${cov:-0}" "${ft:-0}" "${corp:-0}" "$status" \
+    cpu=$(awk 'NF == 2 && $1 ~ /^[0-9.]+$/ { printf "%.0f", $1 + $2 }' "$logs/$t.cpu" 2>/dev/null)
+    printf 'fuzz: target=%s seconds=%s cpu_s=%s execs=%s cov=%s ft=%s corpus=%s status=%s\n' \
+        "$t" "$SECONDS_EACH" "${cpu:-NA}" "${execs:-0}" "${cov:-0}" "${ft:-0}" "${corp:-0}" "$status" \
         >"$logs/$t.result"
     if [ "$status" != ok ]; then
         say "$t: $status (exit $rc); the input is in fuzz/artifacts/$t/; log $PWD/$log ends:"
@@ -114,7 +120,7 @@ passed=0
 failed=0
 for t in "${targets[@]}"; do
     if [ "$JOBS" != 1 ]; then
-        cat "$logs/$t.result" 2>/dev/null || printf 'fuzz: target=%s seconds=%s execs=0 cov=0 ft=0 corpus=0 status=crash\n' "$t" "$SECONDS_EACH"
+        cat "$logs/$t.result" 2>/dev/null || printf 'fuzz: target=%s seconds=%s cpu_s=NA execs=0 cov=0 ft=0 corpus=0 status=crash\n' "$t" "$SECONDS_EACH"
     fi
     if grep -q 'status=ok$' "$logs/$t.result" 2>/dev/null; then
         passed=$((passed + 1))

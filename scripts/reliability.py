@@ -106,13 +106,14 @@ def render(args):
         if run:
             w(f"These figures come from the run of commit {md(run.get('commit', '?'))} started "
               f"{md(run.get('date', '?'))}, {md(run.get('jobs', '1'))} target(s) at a time on "
-              f"{md(run.get('cores', '?'))} cores; `seconds` is wall-clock time per target.")
+              f"{md(run.get('cores', '?'))} cores; `seconds` is wall-clock time per target, `CPU seconds` what "
+              f"its process got (GNU time, cargo's start-up included).")
         w("")
-        w("| input class | what wstund does | target | seconds | executions | coverage (edges) | features | status |")
-        w("|---|---|---|---:|---:|---:|---:|---|")
+        w("| input class | what wstund does | target | seconds | CPU seconds | executions | coverage (edges) | features | status |")
+        w("|---|---|---|---:|---:|---:|---:|---:|---|")
         for r in rows:
             cls, does = FUZZ_CLASSES.get(r.get("target", ""), ("-", "-"))
-            w(f"| {md(cls)} | {md(does)} | `{md(r.get('target'))}` | {fmt_int(r.get('seconds'))} | "
+            w(f"| {md(cls)} | {md(does)} | `{md(r.get('target'))}` | {fmt_int(r.get('seconds'))} | {fmt_int(r.get('cpu_s'))} | "
               f"{fmt_int(r.get('execs'))} | {fmt_int(r.get('cov'))} | {fmt_int(r.get('ft'))} | {md(r.get('status'))} |")
     else:
         w("Not run in this generation (scripts/reliability.sh without cargo-fuzz).")
