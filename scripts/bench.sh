@@ -25,8 +25,9 @@
 # lighttpd (scripts/bench-pool.sh), stdio programs against websocketd
 # (scripts/bench-stdio.sh) and the fairness of the event loop under flooding tunnels
 # (scripts/bench-fairness.sh), and wss:// against lighttpd with mod_openssl
-# (scripts/bench-tls.sh). WSTUND_BENCH_MODES=0, WSTUND_BENCH_POOL=0,
-# WSTUND_BENCH_STDIO=0, WSTUND_BENCH_FAIRNESS=0 and WSTUND_BENCH_TLS=0 skip them.
+# (scripts/bench-tls.sh), and the cost of a password check (scripts/bench-auth.sh).
+# WSTUND_BENCH_MODES=0, WSTUND_BENCH_POOL=0, WSTUND_BENCH_STDIO=0,
+# WSTUND_BENCH_FAIRNESS=0, WSTUND_BENCH_TLS=0 and WSTUND_BENCH_AUTH=0 skip them.
 # --workers runs only scripts/bench-workers.sh: server.max-worker 1 against 2.
 set -euo pipefail
 
@@ -41,7 +42,7 @@ QUICK=0
 BOOST=0
 WITH_BALANCE=0
 
-usage() { sed -n '2,30p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'; }
 WORKERS_ARGS=()
 
 while [ $# -gt 0 ]; do
@@ -545,6 +546,13 @@ if [ "${WSTUND_BENCH_TLS:-1}" = 1 ]; then
     TLS_ARGS=("${SUB_ARGS[@]}")
     [ "$USE_LIGHTTPD" = 1 ] || TLS_ARGS+=(--no-lighttpd)
     "$ROOT/scripts/bench-tls.sh" --no-build "${TLS_ARGS[@]}" || FAILED=1
+fi
+
+# mod_auth (issue 16): what a password check costs the loop.
+if [ "${WSTUND_BENCH_AUTH:-1}" = 1 ]; then
+    say
+    say "== password checks: scripts/bench-auth.sh"
+    "$ROOT/scripts/bench-auth.sh" --no-build "${SUB_ARGS[@]}" || FAILED=1
 fi
 
 [ "$FAILED" = 0 ] || { say "bench.sh: some runs FAILED (see above)"; exit 1; }
