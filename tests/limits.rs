@@ -135,3 +135,30 @@ fn listen_backlog_is_what_the_conf_says() {
     let send_q: Vec<&str> = text.lines().filter_map(|l| l.split_whitespace().nth(2)).collect();
     assert_eq!(send_q, vec!["77"], "ss -ltn: {text}");
 }
+
+/// `server.defer-accept`: a client that connects and says nothing is not accepted (the
+/// kernel holds it), one that sends its request is accepted and answered at once.
+/// Without the directive the same silent client is accepted right away: the control.
+#[test]
+fn defer_accept_holds_silent_clients_until_they_send() {
+    let be = Backend::echo();
+    for defer in [false, true] {
+        let mut conf = Conf::tcp(be.port()).set("wstunnel.debug", "1");
+        if defer {
+            // lighttpd's spelling of "on": any non-zero number.
+            conf = conf.set("server.defer-accept", "30");
+        }
+        let d = Daemon::start_conf(&conf);
+        let silent = RawClient::connect(d.port());
+        let accepted_silent = d.wait_for_log("accepted from", Duration::from_millis(700));
+        assert_eq!(accepted_silent, !defer, "defer-accept {defer}: a silent client accepted? logs:\n{}", d.logs());
+        let mut c = RawClient::connect(d.port());
+        c.send(&UpgradeRequest::new("/ws/").bytes());
+        let r = c.read_response_head();
+        assert_eq!(r.status, 101, "defer-accept {defer}");
+        c.send_frame(OP_BINARY, b"deferred");
+        assert_eq!(c.read_data(8, Duration::from_secs(5)).0, b"deferred");
+        assert!(d.wait_for_log("accepted from", Duration::from_secs(2)));
+        drop(silent);
+    }
+}

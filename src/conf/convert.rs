@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::schema::{Spec, Unit};
 use super::error::Diag;
-use super::model::{AccessFormat, BackendFraming, BackendMode, Balance, Compression, FileMode, FrameType, InvalidUtf8, LineNewline, Charset};
+use super::model::{AccessFormat, BackendFraming, DeferAccept, BackendMode, Balance, Compression, FileMode, FrameType, InvalidUtf8, LineNewline, Charset};
 use super::value::{quote, Val, ValKind};
 
 pub(crate) trait ConfType: Sized {
@@ -149,6 +149,21 @@ impl ConfType for String {
     }
     fn to_conf(&self, _d: &Spec) -> Option<String> {
         Some(quote(self))
+    }
+}
+
+impl ConfType for DeferAccept {
+    fn from_val(v: &Val, d: &Spec) -> Result<DeferAccept, Diag> {
+        match &v.kind {
+            // lighttpd takes any number here (a count of seconds in older docs) and
+            // enables the option for every non-zero one.
+            ValKind::Int(n) if *n >= 0 => Ok(DeferAccept(*n != 0)),
+            ValKind::Int(_) => Err(Diag::new(v.span, format!("{}: expected \"enable\", \"disable\" or a number >= 0", d.name))),
+            _ => bool_of(v, d).map(DeferAccept),
+        }
+    }
+    fn to_conf(&self, d: &Spec) -> Option<String> {
+        self.0.to_conf(d)
     }
 }
 

@@ -91,6 +91,8 @@ field_table! { ServerField, ServerSettings, SERVER_DIRECTIVES, Server, set_serve
         "Worker processes: 0 or 1 runs one process; N > 1 starts a supervisor and N workers on SO_REUSEPORT listeners, each with its share of every program cap (max-procs must be >= N)."
     ListenBacklog.listen_backlog = "server.listen-backlog" : "integer" [1, U31] [] default "1024" unit None;
         "listen(2) backlog of the listening sockets."
+    DeferAccept.defer_accept = "server.defer-accept" : "boolean" [0, 0] [] default "\"disable\"" unit None;
+        "TCP_DEFER_ACCEPT on the TCP listeners: a client is accepted once its first bytes arrive (or after about a second), and its request is read at once; as in lighttpd, any non-zero number enables it."
     Errorlog.errorlog = "server.errorlog" : "string (path)" [0, 0] [] default "(unset: standard error)" unit None;
         "File the error log is written to, or \"|command\" for a piped logger (run by /bin/sh, restarted if it dies)."
     ErrorlogUseSyslog.errorlog_use_syslog = "server.errorlog-use-syslog" : "boolean" [0, 0] [] default "\"disable\"" unit None;
@@ -408,7 +410,6 @@ pub const IGNORED_SERVER: &[(&str, &str)] = &[
     ("server.compat-module-load", "core"),
     ("server.chunkqueue-chunk-sz", "core"),
     ("server.reject-expect-100-with-417", "core"),
-    ("server.defer-accept", "core"),
     ("server.breakagelog", "core"),
     ("server.http-parseopts", "core"),
     ("server.http-parseopt-header-strict", "core"),

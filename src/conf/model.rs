@@ -100,6 +100,11 @@ pub const DEFAULT_ACCESSLOG_SYSLOG_LEVEL: u32 = 6;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccessFormat(pub String);
 
+/// `server.defer-accept`, as lighttpd reads it: "enable"/"disable", or a number where
+/// any non-zero value enables TCP_DEFER_ACCEPT (lighttpd sets it to 1 second then).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeferAccept(pub bool);
+
 /// The result of loading a configuration.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ServerSettings {
@@ -112,6 +117,9 @@ pub struct ServerSettings {
     pub max_fds: Option<u32>,
     pub max_worker: u32,
     pub listen_backlog: u32,
+    /// TCP_DEFER_ACCEPT on the TCP listeners: a client is accepted once it has sent
+    /// something (or after the kernel's 1 s), and its request is read at once.
+    pub defer_accept: DeferAccept,
     pub errorlog: Option<PathBuf>,
     pub errorlog_use_syslog: bool,
     /// A name from `logs::syslog::FACILITIES` (checked by the directive's allowed list).
@@ -151,6 +159,7 @@ impl Default for ServerSettings {
             max_fds: None,
             max_worker: DEFAULT_MAX_WORKER,
             listen_backlog: DEFAULT_LISTEN_BACKLOG,
+            defer_accept: DeferAccept(false),
             errorlog: None,
             errorlog_use_syslog: DEFAULT_ERRORLOG_USE_SYSLOG,
             syslog_facility: DEFAULT_SYSLOG_FACILITY.to_string(),

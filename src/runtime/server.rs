@@ -155,6 +155,9 @@ pub struct Server {
     /// a reload closed stays empty (connections keep their listener index).
     listeners: Vec<Option<Listener>>,
     listener_names: Vec<String>,
+    /// `server.defer-accept`: TCP clients are accepted with their first bytes in, so
+    /// they are read at once instead of after the next epoll_wait.
+    defer_accept: bool,
     /// Each listener's TLS configuration (`ssl.*`).
     tls: TlsListeners,
     conns: Slab<Conn>,
@@ -244,6 +247,8 @@ impl Server {
         for (i, l) in listeners.iter_mut().enumerate().filter_map(|(i, l)| Some((i, l.as_mut()?))) {
             l.register(poll.registry(), token::listener_token(i))?;
         }
+        let defer_accept = config.server.defer_accept.0;
+        apply_defer_accept(listeners.iter().flatten(), defer_accept);
         let sfd = signals.raw_fd();
         poll.registry().register(&mut SourceFd(&sfd), token::SIGNAL, Interest::READABLE)?;
         // Set by the start-up sequence (`runtime/limits.rs`) before the server is made.
@@ -261,6 +266,7 @@ impl Server {
             poll,
             listeners,
             listener_names,
+            defer_accept,
             tls,
             conns: Slab::with_capacity(1024.min(max_conns)),
             pool: BufPool::new(),
@@ -347,7 +353,7 @@ impl Server {
     /// `-1`: serves this one connection (accepted by someone else, e.g. inetd) and
     /// exits when it ends; there are no listeners.
     pub fn adopt(&mut self, listener: usize, stream: ClientStream) {
-        self.add_conn(listener, stream, Instant::now());
+        self.add_conn(listener, stream, Instant::now(), false);
         self.state = RunState::Graceful { deadline: None };
     }
 
@@ -723,6 +729,7 @@ impl Server {
                 return;
             }
             let Some(Some(l)) = self.listeners.get(i) else { return };
+            let read_now = self.defer_accept && matches!(l, Listener::Tcp { .. });
             let accepted = l.accept();
             // accept(2) takes a descriptor before it looks for a client, so WouldBlock
             // also means descriptors are there again.
@@ -752,7 +759,7 @@ impl Server {
                     continue;
                 }
             };
-            self.add_conn(i, stream, now);
+            self.add_conn(i, stream, now, read_now);
         }
         // Edge-triggered: no new event comes for clients already waiting, so the rest is
         // taken from the backlog.
@@ -761,7 +768,9 @@ impl Server {
         }
     }
 
-    fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant) {
+    /// `read_now`: the client came through TCP_DEFER_ACCEPT, so its first bytes are
+    /// there: the connection runs at once.
+    fn add_conn(&mut self, listener: usize, stream: ClientStream, now: Instant, read_now: bool) {
         let id = self.next_id;
         self.next_id += self.seat.as_ref().map_or(1, |s| s.count as u64);
         let stream = self.tls.wrap(listener, id, stream);
@@ -777,10 +786,20 @@ impl Server {
             return;
         }
         debug!("[c{id}] accepted from {}", conn.client.peer().map(|p| p.to_string()).unwrap_or_else(|| "unix".into()));
-        // No read yet: a request that is already waiting is reported by the next
-        // epoll_wait (registration checks readiness), and one that is not would cost a
-        // recvfrom that only says EAGAIN — about half of all accepts under load.
+        // No read yet without server.defer-accept: a request that is already waiting is
+        // reported by the next epoll_wait (registration checks readiness), and one that
+        // is not would cost a recvfrom that only says EAGAIN — about half of all
+        // accepts under load.
         entry.insert(conn);
+        if read_now {
+            let (mut ctx, conns) = self.ctx(now);
+            if let Some(c) = conns.get_mut(key) {
+                c.client_io.readable = true;
+                c.client_io.writable = true;
+                c.drive(&mut ctx);
+            }
+            self.after_turn(key, now);
+        }
     }
 
     /// Runs `f` on every connection and removes the ones it finished. Slab keys are
@@ -1019,6 +1038,8 @@ impl Server {
             warn!("reload: {name} changed, but is applied only at start: the running value is kept until a restart");
         }
         let mut lines = self.swap_listeners(&specs, &pairs, fresh);
+        self.defer_accept = config.server.defer_accept.0;
+        apply_defer_accept(self.listeners.iter().flatten(), self.defer_accept);
         self.tls = tls;
         self.max_conns = limit.value().max(1) as usize;
         self.server_tag = config.server.tag.clone();
@@ -1433,6 +1454,18 @@ impl Drop for Server {
         self.finish_children();
         for l in self.listeners.iter().flatten().filter(|_| self.seat.is_none()) {
             l.cleanup();
+        }
+    }
+}
+
+
+/// Sets `server.defer-accept` on every TCP listener (at start and after a reload, so a
+/// changed value and inherited sockets follow the conf). A failure costs only the
+/// optimisation: logged, not fatal.
+fn apply_defer_accept<'a>(listeners: impl Iterator<Item = &'a Listener>, on: bool) {
+    for l in listeners {
+        if let Err(e) = l.set_defer_accept(on) {
+            warn!("server.defer-accept on {}: {e}", l.name());
         }
     }
 }
