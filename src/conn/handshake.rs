@@ -260,7 +260,7 @@ impl Conn {
     /// The route's settings for this request: the conf's conditionals resolved against
     /// what the request and the connection show.
     fn settings_for(&self, ctx: &Ctx, req: &Request, remote_user: Option<&str>) -> Arc<WsSettings> {
-        let headers: Vec<(&str, &str)> = req.headers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let headers: Vec<(&str, &str)> = req.headers.iter().collect();
         let server_socket = ctx.listener_names.get(self.listener).map(String::as_str).unwrap_or("");
         let facts = RequestFacts {
             url_path: &req.url_path,

@@ -42,7 +42,45 @@ pub struct Request {
     pub minor_version: u8,
     /// In arrival order, names as sent, values trimmed of surrounding whitespace. Bytes
     /// that are not UTF-8 (legal obs-text) are replaced by U+FFFD.
-    pub headers: Vec<(String, String)>,
+    pub headers: Headers,
+}
+
+/// A request's header fields in one string: a handshake used to cost two allocations
+/// per header (name and value), a dozen per connection for a browser's request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Headers {
+    text: String,
+    /// Per field: where its name starts, where its value starts (= where the name
+    /// ends) and where the value ends, in `text`.
+    spans: Vec<(u32, u32, u32)>,
+}
+
+impl Headers {
+    pub fn with_capacity(fields: usize, bytes: usize) -> Headers {
+        Headers { text: String::with_capacity(bytes), spans: Vec::with_capacity(fields) }
+    }
+
+    pub fn push(&mut self, name: &str, value: &str) {
+        // Heads are bounded by MAX_HEADER_BYTES, far below u32::MAX.
+        let start = self.text.len() as u32;
+        self.text.push_str(name);
+        let mid = self.text.len() as u32;
+        self.text.push_str(value);
+        self.spans.push((start, mid, self.text.len() as u32));
+    }
+
+    /// (name, value) in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans.iter().map(|&(a, b, c)| (&self.text[a as usize..b as usize], &self.text[b as usize..c as usize]))
+    }
+
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
 }
 
 impl Request {
@@ -59,7 +97,7 @@ impl Request {
         self.headers
             .iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// The comma-separated list elements of every `name` header, trimmed, empty ones
@@ -192,16 +230,11 @@ fn build(req: httparse::Request<'_, '_>) -> Result<Request, Reject> {
     let minor_version = req.version.ok_or_else(|| bad("missing HTTP version"))?;
     let (path, query) = split_target(target)?;
     check_path(path)?;
-    let headers = req
-        .headers
-        .iter()
-        .map(|h| {
-            (
-                h.name.to_string(),
-                String::from_utf8_lossy(trim_ows(h.value)).into_owned(),
-            )
-        })
-        .collect();
+    let bytes = req.headers.iter().map(|h| h.name.len() + h.value.len()).sum();
+    let mut headers = Headers::with_capacity(req.headers.len(), bytes);
+    for h in req.headers.iter() {
+        headers.push(h.name, &String::from_utf8_lossy(trim_ows(h.value)));
+    }
     let url_path = normalize_path(path)?;
     Ok(Request {
         method: method.to_string(),
@@ -382,10 +415,9 @@ mod tests {
         assert_eq!(r.query, "room=1&x=%20");
         assert_eq!(r.minor_version, 1);
         assert_eq!(r.headers.len(), 5);
-        assert_eq!(
-            r.headers[1],
-            ("upgrade".to_string(), "websocket".to_string())
-        );
+        assert_eq!(r.headers.iter().nth(1), Some(("upgrade", "websocket")));
+        let names: Vec<&str> = r.headers.iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 5, "every field, in order: {names:?}");
         // Case-insensitive lookup, trimmed values, empty value kept.
         assert_eq!(r.header("HOST"), Some("example.com:8080"));
         assert_eq!(r.header("Upgrade"), Some("websocket"));

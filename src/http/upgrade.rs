@@ -267,7 +267,7 @@ mod tests {
     }
 
     fn with_extra(mut r: Request, name: &str, value: &str) -> Request {
-        r.headers.push((name.to_string(), value.to_string()));
+        r.headers.push(name, value);
         r
     }
 
