@@ -5,8 +5,8 @@ it is typed by hand. scripts/reliability.sh collects the inputs and calls this.
 Inputs (each optional; a section without its input says it was not run):
   --faults FILE    RELIABILITY<TAB>fault=…<TAB>behaviour=…<TAB>figures=…<TAB>test=… lines,
                    written by the tests/faults_*.rs tests (WSTUND_RELIABILITY_OUT)
-  --fuzz FILE      `fuzz: target=… seconds=… execs=… cov=… ft=… corpus=… status=…` lines
-                   from scripts/fuzz.sh
+  --fuzz FILE      scripts/fuzz.sh's output (`fuzz: run …` and `fuzz: target=…` lines);
+                   repeatable: per target, the run that gave it the most CPU
   --soak FILE      the JSON of scripts/soak.sh --json
   --autobahn FILE  scripts/autobahn.sh's output (its summary line)
   --meta K=V       facts about the run (date, commit, machine), repeatable
@@ -75,6 +75,42 @@ def read_fuzz(path):
     return rows, run
 
 
+def cpu_of(row):
+    try:
+        return float(row.get("cpu_s", ""))
+    except ValueError:
+        return -1.0
+
+
+def merge_fuzz(paths):
+    """Rows from several fuzz.sh outputs, one per target (in first-seen order): the run
+    that gave the target the most CPU, each row tagged with its run's provenance. A
+    failed run of a target is kept over any passing one: a crash is never hidden."""
+    best, order, runs = {}, [], []
+    for path in paths:
+        rows, run = read_fuzz(path)
+        runs.append(run)
+        for r in rows:
+            r["run"] = run
+            t = r.get("target", "")
+            if t not in best:
+                order.append(t)
+                best[t] = r
+                continue
+            old = best[t]
+            if old.get("status") != "ok":
+                continue
+            if r.get("status") != "ok" or cpu_of(r) > cpu_of(old):
+                best[t] = r
+    return [best[t] for t in order], runs
+
+
+def run_label(run):
+    if not run:
+        return "-"
+    return f"{run.get('commit', '?')} {run.get('date', '?')}, {run.get('jobs', '1')} at a time"
+
+
 def fmt_int(v):
     try:
         return f"{int(v):,}"
@@ -99,22 +135,24 @@ def render(args):
     w("## Bad input: fuzzing")
     w("")
     if args.fuzz:
-        rows, run = read_fuzz(args.fuzz)
+        rows, runs = merge_fuzz(args.fuzz)
         w("Each target feeds libFuzzer's input to wstund's own parser (`fuzz/fuzz_targets/`),")
         w("with a seed corpus in `fuzz/corpus/`. `status` is `ok` when the run ended without a")
-        w("crash, a timeout or a leak.")
-        if run:
-            w(f"These figures come from the run of commit {md(run.get('commit', '?'))} started "
-              f"{md(run.get('date', '?'))}, {md(run.get('jobs', '1'))} target(s) at a time on "
-              f"{md(run.get('cores', '?'))} cores; `seconds` is wall-clock time per target, `CPU seconds` what "
-              f"its process got (GNU time, cargo's start-up included).")
+        w("crash, a timeout or a leak. `seconds` is wall-clock time per target, `CPU seconds`")
+        w("what its process got (GNU time, cargo's start-up included): targets run side by side")
+        w("share the machine's cores. Where several runs were given, each target shows the one")
+        w("that gave it the most CPU (a failed run is always shown); `run` names its commit,")
+        w("start and how many targets ran at once.")
+        cores = {r.get("cores") for r in runs if r}
+        if cores:
+            w(f"Machine: {md(', '.join(sorted(c for c in cores if c)))} cores.")
         w("")
-        w("| input class | what wstund does | target | seconds | CPU seconds | executions | coverage (edges) | features | status |")
-        w("|---|---|---|---:|---:|---:|---:|---:|---|")
+        w("| input class | what wstund does | target | seconds | CPU seconds | executions | coverage (edges) | features | status | run |")
+        w("|---|---|---|---:|---:|---:|---:|---:|---|---|")
         for r in rows:
             cls, does = FUZZ_CLASSES.get(r.get("target", ""), ("-", "-"))
             w(f"| {md(cls)} | {md(does)} | `{md(r.get('target'))}` | {fmt_int(r.get('seconds'))} | {fmt_int(r.get('cpu_s'))} | "
-              f"{fmt_int(r.get('execs'))} | {fmt_int(r.get('cov'))} | {fmt_int(r.get('ft'))} | {md(r.get('status'))} |")
+              f"{fmt_int(r.get('execs'))} | {fmt_int(r.get('cov'))} | {fmt_int(r.get('ft'))} | {md(r.get('status'))} | {md(run_label(r.get('run')))} |")
     else:
         w("Not run in this generation (scripts/reliability.sh without cargo-fuzz).")
     w("")
@@ -180,8 +218,9 @@ def render(args):
 
 def main():
     ap = argparse.ArgumentParser()
-    for opt in ("faults", "fuzz", "soak", "autobahn"):
+    for opt in ("faults", "soak", "autobahn"):
         ap.add_argument(f"--{opt}")
+    ap.add_argument("--fuzz", action="append", help="fuzz.sh output; repeatable")
     ap.add_argument("--meta", action="append")
     args = ap.parse_args()
     sys.stdout.write(render(args))

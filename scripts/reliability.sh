@@ -6,7 +6,8 @@
 # Usage: scripts/reliability.sh [--fuzz-secs N | --fuzz-from FILE] [--soak-secs N] [--out FILE]
 #   --fuzz-secs N    seconds per fuzz target (default 60; the published run uses 1800)
 #   --fuzz-from FILE take the fuzz figures from a saved `scripts/fuzz.sh` output instead of
-#                    fuzzing again (the 30-minute run is hours; its first line names its commit)
+#                    fuzzing again (the 30-minute run is hours; its first line names its
+#                    commit); repeatable: per target, the run that gave it the most CPU
 #   --soak-secs N  soak duration (default 600: ten minutes)
 #   --out FILE     where to write (default RELIABILITY.md at the repo root)
 # A part whose tools are missing (cargo-fuzz, the Autobahn tools) is marked "not run".
@@ -17,14 +18,14 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 FUZZ_SECS=60
 SOAK_SECS=600
 OUT_FILE=$ROOT/RELIABILITY.md
-FUZZ_FROM=
+FUZZ_FROM=()
 while [ $# -gt 0 ]; do
     case "$1" in
         --fuzz-secs) FUZZ_SECS=$2; shift ;;
-        --fuzz-from) FUZZ_FROM=$2; shift ;;
+        --fuzz-from) FUZZ_FROM+=("$2"); shift ;;
         --soak-secs) SOAK_SECS=$2; shift ;;
         --out) OUT_FILE=$2; shift ;;
-        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "reliability.sh: unknown argument $1" >&2; exit 2 ;;
     esac
     shift
@@ -45,12 +46,16 @@ if [ "${#FAULT_TESTS[@]}" -gt 0 ]; then
     ARGS+=(--faults "$TMP/faults.tsv")
 fi
 
-if [ -n "$FUZZ_FROM" ]; then
-    grep -q '^fuzz: target=' "$FUZZ_FROM" || { say "$FUZZ_FROM has no fuzz.sh result lines"; exit 2; }
-    say "fuzz figures from $FUZZ_FROM"
-    cp "$FUZZ_FROM" "$TMP/fuzz.txt"
-    if grep '^fuzz: target=' "$TMP/fuzz.txt" | grep -qv 'status=ok$'; then FAILED=1; fi
-    ARGS+=(--fuzz "$TMP/fuzz.txt")
+if [ "${#FUZZ_FROM[@]}" -gt 0 ]; then
+    n=0
+    for f in "${FUZZ_FROM[@]}"; do
+        grep -q '^fuzz: target=' "$f" || { say "$f has no fuzz.sh result lines"; exit 2; }
+        say "fuzz figures from $f"
+        n=$((n + 1))
+        cp "$f" "$TMP/fuzz$n.txt"
+        if grep '^fuzz: target=' "$f" | grep -qv 'status=ok$'; then FAILED=1; fi
+        ARGS+=(--fuzz "$TMP/fuzz$n.txt")
+    done
 elif [ -x scripts/fuzz.sh ] && cargo +nightly fuzz --version >/dev/null 2>&1; then
     say "fuzzing, ${FUZZ_SECS}s per target"
     scripts/fuzz.sh "$FUZZ_SECS" | tee "$TMP/fuzz.txt" >&2 || FAILED=1
