@@ -151,11 +151,15 @@ fn a_backend_with_unread_output_still_gets_every_byte_and_a_fin() {
         wire.extend(client_frame(OP_BINARY, &msg));
     }
     wire.extend(client_close(1000, b""));
-    // The client's bytes are accepted by wstund while the backend is not reading; the
-    // client then reads until the Close reply.
+    // The client's bytes are accepted by wstund while the backend is not reading; only
+    // once all of them, the Close too, are written does the client start reading until
+    // the Close reply. Reading at once let the backend's 8 MiB and its EOF through
+    // before wstund got to the client's Close behind the 3 MB when the machine was
+    // busy: wstund then rightly closed first, with 1001 "backend closed", and this test
+    // is about the client's Close.
     let w = send_in_background(&c, wire, false);
-    let (out, close) = until_close(&mut c, T);
     w.join().unwrap();
+    let (out, close) = until_close(&mut c, T);
     assert_eq!(out.len(), 8 << 20, "the backend's whole output came before the Close");
     assert_eq!(close_of(&close).0, 1000);
     c.expect_eof(T);
