@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::pki::{env_over_tls, env_var, openssl, Pki};
+use common::pki::{client_config as client_with_cert, env_over_tls, env_var, openssl, Pki};
 use common::*;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
@@ -380,25 +380,6 @@ fn sni_chooses_the_certificate_of_the_host_block() {
     assert_eq!(got, b"sni");
 }
 
-/// A client configuration presenting `name.pem` / `name.key` (or no certificate).
-fn client_with_cert(pki: &Pki, name: Option<&str>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let b = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots);
-    let cfg = match name {
-        None => b.with_no_client_auth(),
-        Some(n) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path(&format!("{n}.pem"))).unwrap().map(|c| c.unwrap()).collect();
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.path(&format!("{n}.key"))).unwrap();
-            b.with_client_auth_cert(chain, key).unwrap()
-        }
-    };
-    Arc::new(cfg)
-}
 
 #[test]
 fn client_certificates_required_missing_wrong_ca_and_valid() {

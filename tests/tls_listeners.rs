@@ -9,34 +9,12 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
 
-use common::pki::{env_over_tls, env_var, openssl, Pki};
+use common::pki::{client_config as client, env_over_tls, env_var, openssl, Pki};
 use common::*;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use tungstenite::Message;
 
-/// A client configuration trusting the test CA, presenting `name.pem` / `name.key` (or
-/// no certificate).
-fn client(pki: &Pki, cert: Option<&str>) -> Arc<rustls::ClientConfig> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
-        roots.add(c.unwrap()).unwrap();
-    }
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let b = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots);
-    let cfg = match cert {
-        None => b.with_no_client_auth(),
-        Some(n) => {
-            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path(&format!("{n}.pem"))).unwrap().map(|c| c.unwrap()).collect();
-            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.path(&format!("{n}.key"))).unwrap();
-            b.with_client_auth_cert(chain, key).unwrap()
-        }
-    };
-    Arc::new(cfg)
-}
 
 fn tls_conf(pki: &Pki) -> Conf {
     Conf::new()

@@ -77,6 +77,27 @@ impl Pki {
 }
 
 
+/// A client configuration trusting the test CA, presenting `name.pem` / `name.key` (or
+/// no certificate).
+pub fn client_config(pki: &Pki, cert: Option<&str>) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(pki.path("ca.pem")).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let b = rustls::ClientConfig::builder_with_provider(provider).with_safe_default_protocol_versions().unwrap().with_root_certificates(roots);
+    let cfg = match cert {
+        None => b.with_no_client_auth(),
+        Some(n) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(pki.path(&format!("{n}.pem"))).unwrap().map(|c| c.unwrap()).collect();
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(pki.path(&format!("{n}.key"))).unwrap();
+            b.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    Arc::new(cfg)
+}
+
 /// Opens wss://NAME:PORT/env (a stdio program printing its environment) with `cfg`,
 /// sending NAME as SNI, and returns what the program printed; Err says whether the TLS
 /// handshake or the upgrade failed.
