@@ -31,6 +31,7 @@ mod payload;
 mod process;
 mod readloop;
 mod runtime;
+mod sockopt;
 mod textfmt;
 mod tlsio;
 mod token;

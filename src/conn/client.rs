@@ -409,11 +409,12 @@ impl ClientStream {
         Ok(n as usize)
     }
 
-    /// Sends what [`Self::write_last`] left held: setting TCP_NODELAY (already set)
-    /// pushes a socket's pending segments.
+    /// Sends what [`Self::write_last`] left held: clearing TCP_CORK (never set here)
+    /// pushes a socket's pending segments and, unlike setting TCP_NODELAY, leaves a
+    /// route's `wstunnel.tcp-nodelay = "disable"` as it is.
     pub fn push_held(&self) {
         if let Transport::Tcp(s) = &self.transport {
-            let _ = s.set_nodelay(true);
+            let _ = crate::sockopt::set_tcp(s, libc::TCP_CORK, 0);
         }
     }
 

@@ -183,28 +183,16 @@ impl Listener {
         }
     }
 
-    /// What it listens on, to match it with the conf's listeners.
     /// TCP_DEFER_ACCEPT (1 second, as lighttpd sets it) on or off; unix listeners
-    /// have no such option. (nix has no wrapper for it.)
+    /// have no such option.
     pub fn set_defer_accept(&self, on: bool) -> io::Result<()> {
-        let Listener::Tcp { sock, .. } = self else { return Ok(()) };
-        let v: libc::c_int = on.into();
-        // SAFETY: a valid int and its size for an open socket's option.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::IPPROTO_TCP,
-                libc::TCP_DEFER_ACCEPT,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
+        match self {
+            Listener::Tcp { sock, .. } => crate::sockopt::set_tcp(sock, libc::TCP_DEFER_ACCEPT, on.into()),
+            Listener::Unix { .. } => Ok(()),
         }
-        Ok(())
     }
 
+    /// What it listens on, to match it with the conf's listeners.
     pub fn local(&self) -> Option<crate::conf::ListenSpec> {
         match self {
             Listener::Tcp { sock, .. } => sock.local_addr().ok().map(crate::conf::ListenSpec::Tcp),
