@@ -174,11 +174,13 @@ impl Conn {
             return Err(FailStatus::ProgramFailed);
         };
         // Verified Basic credentials are not the program's to see (Apache's rule too).
-        let mut headers: Vec<(String, String)> = if self.remote_user.is_some() {
-            req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("authorization")).map(|(k, v)| (k.to_string(), v.to_string())).collect()
-        } else {
-            req.headers.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
-        };
+        let verified = self.remote_user.is_some();
+        let mut headers: Vec<(String, String)> = req
+            .headers
+            .iter()
+            .filter(|(k, _)| !(verified && k.eq_ignore_ascii_case("authorization")))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         let st = &t.settings;
         exec::edit_request_headers(&mut headers, &st.setenv_add_request_header.0, &st.setenv_set_request_header.0);
         let cgi = CgiRequest {

@@ -448,9 +448,13 @@ impl Conn {
     /// `check_finished` makes), so once these bytes are out the connection is Done and
     /// its socket closed in the same drive.
     fn writing_last_bytes(&self) -> bool {
-        self.close_received()
-            && self.close_sent()
-            && self.backend.as_ref().is_none_or(|b| self.backend_shut && !b.has_pending())
+        self.close_received() && self.close_sent() && (self.backend.is_none() || self.backend_may_go())
+    }
+
+    /// The backend has its FIN and every byte for it (TLS records included): once no
+    /// more of its output can reach the client, it is let go.
+    fn backend_may_go(&self) -> bool {
+        self.backend.as_ref().is_some_and(|b| self.backend_shut && !b.has_pending())
     }
 
     fn in_linger(&self) -> bool {
@@ -637,8 +641,7 @@ impl Conn {
         // or the client is gone): what it still sends is drained. A program that closed
         // its output is kept until its exit status has chosen the close code.
         // TLS records still waiting for the backend's socket go out first.
-        let backend_flushed = !self.backend.as_ref().is_some_and(|b| b.has_pending());
-        if self.backend.is_some() && self.backend_shut && backend_flushed && (self.client_gone || self.close_sent()) {
+        if self.backend_may_go() && (self.client_gone || self.close_sent()) {
             self.drop_backend(ctx);
         }
         let backend_done = self.backend.is_none();
